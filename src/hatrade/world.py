@@ -58,7 +58,7 @@ class Prices:
 
 # ----------------------------------------------------------------------------- inputs
 
-def _model_arrays(world: World, hh: Household, inc: IncomeProcess):
+def model_arrays(world: World, hh: Household, inc: IncomeProcess):
     """Prices-independent arrays for a world, as JAX arrays."""
     A = jnp.asarray(world.tfp)
     scale = A ** (1.0 - hh.gamma)
@@ -277,7 +277,7 @@ class Equilibrium:
 
     def euler_errors(self) -> np.ndarray:
         """log10 Euler-equation errors, (M, Na, Nz, M), NaN at the constraint."""
-        prm = country_params(_model_arrays(self.world, self.household, self.income),
+        prm = country_params(model_arrays(self.world, self.household, self.income),
                              jnp.asarray(self.prices.w), jnp.asarray(self.prices.R),
                              jnp.asarray(self.prices.T), jnp.asarray(self.prices.beta))
         return np.asarray(jax.vmap(euler_errors)(self.policies, prm))
@@ -380,7 +380,7 @@ def evaluate(world: World, household: Household, wages, R=1.01, beta=None, T=Non
     if beta is None:
         raise ParameterError("beta is None: give beta (in (0, 1)) to evaluate at fixed prices.")
     M = world.M
-    arrs = _model_arrays(world, household, inc)
+    arrs = model_arrays(world, household, inc)
     w = jnp.asarray(np.asarray(wages, float))
     Rv = jnp.broadcast_to(jnp.asarray(R, dtype=float), (M,))
     Tv = jnp.zeros(M) if T is None else jnp.asarray(T, dtype=float)
@@ -472,7 +472,7 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     layout = _Layout(M=M, financial=world.financial, solve_for=solve_for, tariffs=tariffs,
                      R_fixed=float(R) if solve_for == "beta" else None,
                      beta_fixed=None if solve_for == "beta" else float(beta_fixed))
-    arrs = _model_arrays(world, household, inc)
+    arrs = model_arrays(world, household, inc)
     w0 = np.ones(M) if wages is None else np.asarray(wages, float)
     if w0.shape != (M,) or np.any(w0 <= 0):
         raise ParameterError(f"wages guess must be {M} positive numbers.")
