@@ -12,9 +12,9 @@ One country's households solve
 The fixed point in (c, v) is found with the endogenous grid method plus a value update
 (the author's "Coleman" step, MODEL.md 2.1), iterated until both c and v move by less than
 ``tol`` in one step. Because the level of v contracts only at rate beta, each step also
-applies the MacQueen-Porteus correction (a uniform shift of v that leaves choice
-probabilities and policies unchanged, and is zero at the fixed point): it converges to the
-same fixed point much faster.
+applies a generalized MacQueen-Porteus correction (a shift of v by income state that
+leaves choice probabilities and policies unchanged, and is zero at the fixed point): it
+converges to the same fixed point in about a third of the steps.
 
 Derivatives: :func:`solve_fixed_point` has a custom JVP that differentiates the fixed point
 implicitly, :math:`dx = F_x dx + F_\theta d\theta`, iterating the tangent at the solution.
@@ -179,9 +179,25 @@ def initial_state(prm: HHParams) -> HHState:
     return HHState(c, v)
 
 
-def _mp_shift(dv, beta):
-    """MacQueen-Porteus correction: beta/(1-beta) times the midpoint of the v change."""
-    return beta / (1.0 - beta) * 0.5 * (jnp.max(dv) + jnp.min(dv))
+def _level_operator(prm):
+    """K = beta P (I - beta P)^(-1): maps a per-z change in v to the remaining level error."""
+    n = prm.Pz.shape[0]
+    bP = prm.beta * prm.Pz
+    return bP @ jnp.linalg.inv(jnp.eye(n, dtype=bP.dtype) - bP)
+
+
+def _level_correction(dv, K):
+    r"""Extrapolate the slow modes of the value iteration (generalized MacQueen-Porteus).
+
+    An error in v that depends on z only, e(z), maps to :math:`\beta P e` in one step, so
+    the one-step change is :math:`\Delta = (\beta P - I) e` and the fixed point is
+    :math:`v_{n+1} + \beta P (I - \beta P)^{-1} \Delta`. We apply this to the mean change by
+    income state. For a constant error it is exactly MacQueen-Porteus's
+    :math:`\beta/(1-\beta)` shift; it leaves choice probabilities (differences across j)
+    unchanged and vanishes at the fixed point, so the fixed point is the same.
+    """
+    d = jnp.mean(dv, axis=(0, 2))
+    return (K @ d)[None, :, None]
 
 
 def _iterate(prm, x0, tol, max_iter):
@@ -189,13 +205,15 @@ def _iterate(prm, x0, tol, max_iter):
         _, it, err = carry
         return (it < max_iter) & (err >= tol)
 
+    K = _level_operator(prm)
+
     def body(carry):
         x, it, _ = carry
         (c1, v1), _ = egm_step(x, prm)
         dv = v1 - x.v
         err = jnp.maximum(jnp.max(jnp.abs(c1 - x.c)), jnp.max(jnp.abs(dv)))
         err = jnp.where(jnp.isnan(err), -1.0, err)  # stop on NaN; flagged by the caller
-        v1 = v1 + _mp_shift(dv, prm.beta)
+        v1 = v1 + _level_correction(dv, K)
         return HHState(c1, v1), it + 1, err
 
     x, it, err = jax.lax.while_loop(cond, body, (x0, jnp.array(0), jnp.array(jnp.inf)))
@@ -211,7 +229,8 @@ def solve_fixed_point(prm: HHParams, x0: HHState, tol: float = 1e-10, max_iter: 
     not converge (checked by the callers, which raise with diagnostics). Differentiable in
     ``prm`` by implicit differentiation; the derivative does not depend on ``x0``. The
     tangent iteration stops when its step is below ``tangent_tol`` (default ``tol``) times
-    the size of the direct effect.
+    the size of the direct effect. The tangent of ``x0`` (irrelevant for the result) is used
+    as the starting guess of the tangent iteration.
     """
     x, it = _iterate(prm, x0, tol, max_iter)
     return x, it.astype(prm.beta.dtype)
@@ -220,7 +239,7 @@ def solve_fixed_point(prm: HHParams, x0: HHState, tol: float = 1e-10, max_iter: 
 @solve_fixed_point.defjvp
 def _solve_fixed_point_jvp(tol, max_iter, tangent_tol, primals, tangents):
     prm, x0 = primals
-    dprm, _ = tangents
+    dprm, dx_guess = tangents
     x, it = solve_fixed_point(prm, x0, tol, max_iter, tangent_tol)
     ttol = tol if tangent_tol is None else tangent_tol
     step = lambda x_, p_: egm_step(x_, p_)[0]  # noqa: E731
@@ -232,6 +251,8 @@ def _solve_fixed_point_jvp(tol, max_iter, tangent_tol, primals, tangents):
         _, k, err = carry
         return (k < max_iter) & (err >= ttol * scale)
 
+    K = _level_operator(prm)
+
     def body(carry):
         dx, k, _ = carry
         n = Lx(dx)
@@ -239,10 +260,14 @@ def _solve_fixed_point_jvp(tol, max_iter, tangent_tol, primals, tangents):
         ddv = dv - dx.v
         err = jnp.maximum(jnp.max(jnp.abs(dc - dx.c)), jnp.max(jnp.abs(ddv)))
         err = jnp.where(jnp.isnan(err), -1.0, err)
-        dv = dv + _mp_shift(ddv, prm.beta)
+        dv = dv + _level_correction(ddv, K)
         return HHState(dc, dv), k + 1, err
 
-    dx0 = HHState(b.c, b.v)
+    # The fixed point does not depend on x0, so the tangent of x0 carries no information
+    # about the result; it is used as the starting guess of the tangent iteration (warm
+    # starts of derivatives, e.g. the previous Newton step's Jacobian columns).
+    has_guess = jnp.any(dx_guess.c != 0) | jnp.any(dx_guess.v != 0)
+    dx0 = HHState(jnp.where(has_guess, dx_guess.c, b.c), jnp.where(has_guess, dx_guess.v, b.v))
     dx, k, _ = jax.lax.while_loop(cond, body, (dx0, jnp.array(0), jnp.array(jnp.inf)))
     return (x, it), (dx, jnp.zeros_like(it))
 

@@ -223,6 +223,7 @@ class Equilibrium:
     household_solves: int = 0
     jacobians: int = 0
     hh_iterations: np.ndarray | None = None
+    jacobian: np.ndarray | None = None
     history: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -336,11 +337,37 @@ def _residual(u, x0, arrs, layout, tol, max_iter):
     return _residual_fn(arrs, layout, tol, max_iter)(u, x0)
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5, 6))
-def _jacobian(u, x0, arrs, layout, tol, max_iter, ttol=None):
+@partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _jacobian(u, x0, dx0, arrs, layout, tol, max_iter, ttol=None):
+    """Exact Jacobian of the residuals (forward mode, one direction per unknown).
+
+    ``dx0`` (batched over directions, or None) warm-starts the implicit-differentiation
+    tangents of the household states; the tangents found are returned for the next call.
+    """
     f = _residual_fn(arrs, layout, tol, max_iter, ttol)
-    J, r = jax.jacfwd(lambda uu: (lambda o: (o[0], o[0]))(f(uu, x0)), has_aux=True)(u)
-    return J, r
+    n = u.shape[0]
+    eye = jnp.eye(n, dtype=u.dtype)
+    if dx0 is None:
+        dx0 = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), x0)
+
+    def one(du, dx):
+        (r, (_, sol)), (dr, (_, dsol)) = jax.jvp(f, (u, x0), (du, dx))
+        return dr, dsol["state"], r
+
+    dr, dstate, r = jax.vmap(one, out_axes=(1, 0, None))(eye, dx0)
+    return dr, r, dstate
+
+
+def _exact_jacobian(jac, u, x, dx):
+    J, _, dx = jac(jnp.asarray(u), x, dx)
+    J = np.asarray(J)
+    if not np.all(np.isfinite(J)):
+        raise EquilibriumError("equilibrium Jacobian has non-finite entries; the household "
+                               "solution is not differentiable here (check the inputs).")
+    cond = np.linalg.cond(J)
+    if cond > 1e14:
+        log.warning("equilibrium Jacobian is near singular (condition number %.1e)", cond)
+    return J, dx
 
 
 def _check_households(sol, countries, max_iter):
@@ -408,7 +435,8 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
                       R_guess: float | None = None, beta_guess: float = 0.93,
                       income: IncomeProcess | None = None, tol: float = 1e-10,
                       max_iter: int = 30, hh_tol: float = 1e-10, hh_max_iter: int = 3000,
-                      state: HHState | None = None, T_guess=None,
+                      state: HHState | None = None, T_guess=None, jacobian=None,
+                      jac_tol: float = 1e-8, method: str = "newton",
                       progress: Callable[[int, float], None] | None = None) -> Equilibrium:
     r"""Solve the stationary world equilibrium.
 
@@ -441,6 +469,19 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
         Newton iterations.
     hh_tol, hh_max_iter : household fixed-point tolerance (sup-norm step in c and v) and cap.
     state : warm start for the household problems (e.g. ``other.state``).
+    jacobian : array, optional
+        A Jacobian of the excess demands to start from (``other.jacobian`` of a nearby
+        equilibrium with the same unknowns): counterfactuals then need no new exact Jacobian.
+        Between exact Jacobians, Broyden updates keep it current; an exact one is computed
+        whenever progress stalls.
+    method : {"newton", "broyden"}
+        "newton" computes the exact Jacobian at every iterate (fewest household solves);
+        "broyden" updates it by Broyden's rule and recomputes it only when progress stalls
+        (fewer Jacobians; good for counterfactuals started from a nearby equilibrium with
+        ``jacobian=``).
+    jac_tol : float
+        Relative tolerance of the implicit-differentiation tangents in exact Jacobians
+        (they only steer Newton; the equilibrium is checked on the exact residuals).
     progress : callable(iteration, residual), optional.
 
     Returns
@@ -467,6 +508,8 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
                              "R_i given beta (solve_for='R'), not for a single beta.")
     if not (R > 0):
         raise ParameterError(f"R = {R!r} is not allowed: R must be > 0.")
+    if method not in ("newton", "broyden"):
+        raise ParameterError(f"method = {method!r} is not allowed: use 'newton' or 'broyden'.")
     M = world.M
     tariffs = world.tariffs is not None and bool(np.any(world.tariffs > 0))
     layout = _Layout(M=M, financial=world.financial, solve_for=solve_for, tariffs=tariffs,
@@ -483,7 +526,8 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     u = layout.pack(w0, R_guess if solve_for == "R" else R, T0,
                     beta_guess if solve_for == "beta" else beta_fixed)
     f = lambda u, x0: _residual(u, x0, arrs, layout, hh_tol, hh_max_iter)  # noqa: E731
-    jac = lambda u, x0: _jacobian(u, x0, arrs, layout, hh_tol, hh_max_iter)  # noqa: E731
+    jac = lambda u, x0, dx0: _jacobian(u, x0, dx0, arrs, layout, hh_tol, hh_max_iter,  # noqa: E731
+                                       jac_tol)
     w, Rv, Tv, b = layout.prices(jnp.asarray(u))
     x = state if state is not None else _initial_state_all(arrs, w, Rv, Tv, b)
 
@@ -497,6 +541,9 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     if progress:
         progress(0, err)
     it = 0
+    J, fresh, dx = None, False, None
+    if jacobian is not None and np.shape(jacobian) == (layout.n, layout.n):
+        J = np.array(jacobian, float)
     while err >= tol:
         if it >= max_iter:
             raise EquilibriumError(
@@ -504,15 +551,10 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
                 f"Newton iterations (tol {tol:.1e}); history {[f'{h:.2e}' for h in history]}. "
                 "Try a better starting point (wages, R_guess/beta_guess), more iterations, or "
                 "check that the world has an equilibrium (beta*R < 1, positive resources).")
-        J, r = jac(jnp.asarray(u), x)
-        n_jac += 1
-        J = np.asarray(J)
-        if not np.all(np.isfinite(J)):
-            raise EquilibriumError("equilibrium Jacobian has non-finite entries; the household "
-                                   "solution is not differentiable here (check the inputs).")
-        cond = np.linalg.cond(J)
-        if cond > 1e14:
-            log.warning("equilibrium Jacobian is near singular (condition number %.1e)", cond)
+        if J is None:
+            J, dx = _exact_jacobian(jac, u, x, dx)
+            n_jac += 1
+            fresh = True
         du = np.linalg.solve(J, -np.asarray(r))
         step, accepted = 1.0, False
         for _ in range(12):
@@ -522,15 +564,26 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
                 r_t, (agg_t, sol_t) = f(jnp.asarray(u_try), x)
                 n_solves += 1
                 e_t = float(jnp.max(jnp.abs(r_t)))
-                if np.isfinite(e_t) and e_t < err * (1 - 1e-4 * step) or e_t < tol:
+                if np.isfinite(e_t) and (e_t < err * (1 - 1e-4 * step) or e_t < tol):
                     accepted = True
                     break
             step *= 0.5
+            if not fresh:  # a quasi-Newton step that does not descend: get the exact Jacobian
+                break
         if not accepted:
+            if not fresh:
+                J = None
+                continue
             raise EquilibriumError(
                 f"Newton line search failed at iteration {it + 1}: max excess demand {err:.3e} "
                 f"could not be reduced (history {[f'{h:.2e}' for h in history]}). Try another "
                 "starting point or a tighter hh_tol.")
+        # Broyden's update keeps the Jacobian current between exact evaluations
+        s_u = u_try - u
+        J = J + np.outer(np.asarray(r_t) - np.asarray(r) - J @ s_u, s_u) / (s_u @ s_u)
+        if method == "newton" or (not fresh and e_t > 0.2 * err):
+            J = None  # Newton, or slow progress on an updated Jacobian: recompute it exactly
+        fresh = False
         u, r, agg, sol, err = u_try, r_t, agg_t, sol_t, e_t
         _check_households(sol, world.countries, hh_max_iter)
         x = sol["state"]
@@ -542,4 +595,5 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     w, Rv, Tv, b = (np.asarray(a) for a in layout.prices(jnp.asarray(u)))
     return _make_result(world, household, inc, arrs, w, Rv, Tv, float(b), agg, sol,
                         converged=True, iterations=it, residual=err, household_solves=n_solves,
-                        jacobians=n_jac, history=history, seconds=time.perf_counter() - t0)
+                        jacobians=n_jac, history=history, seconds=time.perf_counter() - t0,
+                        jacobian=None if J is None else np.array(J))
