@@ -1,0 +1,488 @@
+r"""Calibration by "gravity as a guide" (MODEL.md section 4).
+
+The parameters :math:`\vartheta = (\log A_1..\log A_{M-1}, \theta^m_1..\theta^m_{M-1},
+\delta_1..\delta_K)` are chosen so that the gravity regression run on model-generated trade
+reproduces the regression on the data: :math:`m(\vartheta) = m^*`, with
+:math:`m = (S_1..S_{M-1}, \theta^m_1..\theta^m_{M-1}, \text{coefficients})`; beta is solved
+with the wages so that the world bond market clears at the given R.
+
+Algorithm (Newton in the parameters through the equilibrium, implicit function theorem):
+
+1. At :math:`\vartheta_k` solve the equilibrium (wages, beta) exactly, warm-started, with
+   the equilibrium Jacobian from step 2 of the previous iteration (few household solves).
+2. Compute the *household-block Jacobian*: the derivatives of every country's spending
+   :math:`M_{ij}` and asset demand :math:`A_i` with respect to its log prices
+   :math:`\log p_{ik}`, its wage (income), its TFP scaling (grid, sigma, psi), R and beta.
+   Countries are independent, so all countries are differentiated at once: M + 4 forward
+   directions in total (implicit differentiation of the household fixed point, with the
+   stationary distribution re-solved), whatever the number of parameters.
+3. Everything else is a known map (prices :math:`p_{ij} = d_{ij}(\vartheta) w_j / A_j`,
+   market clearing, the regression, which is linear: :math:`m = G y`), so the Jacobians of
+   excess demands and moments with respect to (wages, beta) and all parameters follow by
+   the chain rule (``jax.jacfwd`` of a linearized composite), and
+   :math:`dm/d\vartheta = \partial_\vartheta m - \partial_u m\, (\partial_u E)^{-1}
+   \partial_\vartheta E`.
+4. Newton step in :math:`\vartheta`, with the predicted equilibrium change as warm start.
+
+Each iteration costs one equilibrium solve plus M + 4 tangent directions; the near-linear
+map from trade-cost parameters to gravity coefficients makes Newton converge in a few
+iterations. Every iteration is logged and checkpointed (JSON) and a run resumes from its
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ._jax import enable_x64
+from .distribution import stationary_distribution
+from .household import HHParams, policies
+from .income import income_process
+from .params import Household, ParameterError, World
+from .world import (Equilibrium, EquilibriumError, _aggregate, _Layout, _solve_countries,
+                    model_arrays, solve_equilibrium)
+
+__all__ = ["GravitySetup", "ek_setup", "CalibrationError", "CalibrationResult", "calibrate",
+           "model_moments", "block_jacobian"]
+
+log = logging.getLogger(__name__)
+
+
+class CalibrationError(RuntimeError):
+    """The calibration stalled or failed; the best point is saved and reported."""
+
+
+# ----------------------------------------------------------------------------- gravity
+
+@dataclass(frozen=True, eq=False)
+class GravitySetup:
+    """Pairs, covariates and the linear moment operator of a gravity regression.
+
+    Attributes
+    ----------
+    countries : tuple of str
+    importer, exporter : int arrays (P,) indices of the off-diagonal pairs (data row order)
+    X : (P, K) covariates; the first ``n_bins`` columns are distance-bin dummies that
+        partition the pairs (they absorb the constant)
+    names : covariate names (K)
+    G : (2(M-1)+K, P) the regression with the Eaton-Kortum normalization as a matrix:
+        moments = G @ y, y_ij = log(X_ij / X_ii)
+    """
+
+    countries: tuple
+    importer: np.ndarray
+    exporter: np.ndarray
+    X: np.ndarray
+    names: tuple
+    n_bins: int
+    G: np.ndarray
+
+    @property
+    def M(self) -> int:
+        return len(self.countries)
+
+    @property
+    def n_params(self) -> int:
+        return 2 * (self.M - 1) + self.X.shape[1]
+
+    @classmethod
+    def build(cls, countries, importer, exporter, X, names, n_bins) -> "GravitySetup":
+        countries = tuple(countries)
+        M, (P, K) = len(countries), np.shape(X)
+        importer, exporter = np.asarray(importer, int), np.asarray(exporter, int)
+        D = np.zeros((P, 2 * (M - 1) + K))
+        for p, (i, j) in enumerate(zip(importer, exporter)):
+            if i < M - 1:
+                D[p, i] = 1.0
+            if j < M - 1:
+                D[p, M - 1 + j] = 1.0
+        D[:, 2 * (M - 1):] = X
+        rank = np.linalg.matrix_rank(D)
+        if rank < D.shape[1]:
+            raise ParameterError(f"gravity design is rank deficient ({rank} < {D.shape[1]} "
+                                 "columns): too few country pairs for the covariates.")
+        T = _normalization(M, K, n_bins)
+        return cls(countries, importer, exporter, np.asarray(X, float), tuple(names), n_bins,
+                   T @ np.linalg.pinv(D))
+
+    def log_d(self, theta):
+        """log trade costs (M, M) from parameters: max(0, -(X delta + theta_m_i)/4)."""
+        M = self.M
+        th_m = self.theta_m(theta)
+        x = jnp.asarray(self.X) @ theta[2 * (M - 1):] + th_m[self.importer]
+        logd = jnp.maximum(-x / 4.0, 0.0)
+        return jnp.zeros((M, M), dtype=logd.dtype).at[self.importer, self.exporter].set(logd)
+
+    def log_tfp(self, theta):
+        return jnp.concatenate([theta[: self.M - 1], jnp.zeros(1, dtype=theta.dtype)])
+
+    def theta_m(self, theta):
+        t = theta[self.M - 1: 2 * (self.M - 1)]
+        return jnp.concatenate([t, -jnp.sum(t, keepdims=True)])
+
+    def moments_from_spending(self, Mij):
+        """Gravity moments of a spending matrix (importer rows)."""
+        y = jnp.log(Mij[self.importer, self.exporter] / Mij[self.importer, self.importer])
+        return jnp.asarray(self.G) @ y
+
+
+def _normalization(M: int, K: int, n_bins: int) -> np.ndarray:
+    """Raw (imp FE 1..M-1, exp FE 1..M-1, K coefs) -> (S, theta_m, coefs), EK normalization."""
+    k = M - 1
+    n = 2 * k + K
+    t = np.zeros((n, n))
+    centre = np.eye(k) - 1.0 / M
+    t[:k, k:2 * k] = centre  # S_j = m_j - mean(m)
+    t[k:2 * k, :k] = centre  # theta_m_i = (a_i - mean a) + (m_i - mean m)
+    t[k:2 * k, k:2 * k] = centre
+    for r in range(2 * k, n):
+        t[r, r] = 1.0
+        if r < 2 * k + n_bins:
+            t[r, :2 * k] = 1.0 / M  # bins absorb the means
+    return t
+
+
+def ek_setup() -> GravitySetup:
+    """The Eaton-Kortum regression of the paper (19 countries, 6 bins + 4 dummies)."""
+    from .data import COUNTRIES, COVARIATES, load_covariates
+    cov = load_covariates()
+    pos = {c: k for k, c in enumerate(COUNTRIES)}
+    return GravitySetup.build(COUNTRIES, cov["importer"].map(pos).to_numpy(),
+                              cov["exporter"].map(pos).to_numpy(),
+                              cov[list(COVARIATES)].to_numpy(float), COVARIATES, 6)
+
+
+def data_moments() -> np.ndarray:
+    """The 46 data moments (the regression on the Eaton-Kortum data)."""
+    from .data import load_trade_data
+    setup = ek_setup()
+    y = load_trade_data()["log_trade"].to_numpy(float)
+    return setup.G @ y
+
+
+@enable_x64
+def model_moments(eq: Equilibrium, setup: GravitySetup | None = None) -> np.ndarray:
+    """Gravity moments of a solved model's trade."""
+    setup = setup or ek_setup()
+    return np.asarray(setup.moments_from_spending(jnp.asarray(eq.spending)))
+
+
+@enable_x64
+def world_from_params(theta, setup: GravitySetup, labor, financial="globalization") -> World:
+    theta = jnp.asarray(theta, dtype=jnp.float64)
+    return World(countries=setup.countries, tfp=np.exp(np.asarray(setup.log_tfp(theta))),
+                 labor=labor, d=np.exp(np.asarray(setup.log_d(theta))), financial=financial)
+
+
+# ----------------------------------------------------------------------------- block Jacobian
+
+@dataclass
+class BlockJacobian:
+    """Derivatives of each country's spending M_ij and asset demand A_i.
+
+    ``p[i, j, k] = dM_ij / dlog p_ik``; ``w, A, R, beta`` (M, M): with respect to the log wage
+    in income, own log TFP scaling (grid, sigma, psi), R and beta; ``Ap`` (M, M) and ``Aw,
+    AA, AR, Abeta`` (M,) the same for asset demand.
+    """
+
+    p: np.ndarray
+    w: np.ndarray
+    A: np.ndarray
+    R: np.ndarray
+    beta: np.ndarray
+    Ap: np.ndarray
+    Aw: np.ndarray
+    AA: np.ndarray
+    AR: np.ndarray
+    Abeta: np.ndarray
+    tangents: object = None
+
+
+@partial(jax.jit, static_argnums=(6, 7, 8))
+def _block_jvps(arrs, w0, R0, beta0, state, dstate, tol, max_iter, ttol):
+    M = w0.shape[0]
+    g = arrs["gamma"]
+    p0 = arrs["d"] * (w0 / arrs["A"])[None, :] * (1.0 + arrs["t"])
+    bc = lambda x: jnp.broadcast_to(x, (M,) + jnp.shape(x))  # noqa: E731
+
+    def f(logp, xw, xA, R, beta, x0):
+        scale = jnp.exp((1.0 - g) * xA)
+        prm = HHParams(p=jnp.exp(logp), w=w0 * jnp.exp(xw), R=bc(R), T=jnp.zeros(M),
+                       beta=bc(beta), gamma=bc(g), sigma=arrs["sigma"] * scale,
+                       psi=arrs["psi"] * scale[:, None, None],
+                       a_grid=arrs["a_grid"] * jnp.exp(xA)[:, None], z=bc(arrs["z"]),
+                       Pz=bc(arrs["Pz"]))
+        x, _ = _solve_countries(prm, x0, tol, max_iter, ttol)
+        pol = jax.vmap(policies)(x, prm)
+        lam = jax.vmap(stationary_distribution)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
+        agg = _aggregate(arrs, prm, pol, lam)
+        return agg["M"], agg["A"], x
+
+    n = M + 4
+    zM = jnp.zeros(M)
+    primal = (jnp.log(p0), zM, zM, R0, beta0, state)
+
+    def one(k, dx):
+        dlogp = jnp.zeros((M, M)).at[:, k].set(jnp.where(k < M, 1.0, 0.0))
+        dxw = jnp.where(k == M, 1.0, 0.0) * jnp.ones(M)
+        dxA = jnp.where(k == M + 1, 1.0, 0.0) * jnp.ones(M)
+        dR = jnp.where(k == M + 2, 1.0, 0.0)
+        db = jnp.where(k == M + 3, 1.0, 0.0)
+        _, (dM, dA, dxs) = jax.jvp(f, primal, (dlogp, dxw, dxA, dR, db, dx))
+        return dM, dA, dxs
+
+    if dstate is None:
+        dstate = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), state)
+    dM, dA, dxs = jax.vmap(one)(jnp.arange(n), dstate)
+    return dM, dA, dxs
+
+
+@enable_x64
+def block_jacobian(eq: Equilibrium, tangents=None, tol: float = 1e-10,
+                   tangent_tol: float = 1e-9) -> BlockJacobian:
+    """Household-block Jacobian of a solved world (M + 4 forward directions, all countries).
+
+    ``tangents`` (from a previous call) warm-start the implicit-differentiation iterations.
+    """
+    if eq.world.tariffs is not None and np.any(eq.world.tariffs > 0):
+        raise ParameterError("block_jacobian supports worlds without tariffs.")
+    arrs = model_arrays(eq.world, eq.household, eq.income)
+    M = eq.world.M
+    dM, dA, dxs = _block_jvps(arrs, jnp.asarray(eq.prices.w), jnp.asarray(eq.prices.R[0]),
+                              jnp.asarray(eq.prices.beta), eq.state, tangents, tol, 3000,
+                              tangent_tol)
+    dM, dA = np.asarray(dM), np.asarray(dA)  # (M+4, M, M), (M+4, M)
+    return BlockJacobian(p=np.transpose(dM[:M], (1, 2, 0)), w=dM[M], A=dM[M + 1],
+                         R=dM[M + 2], beta=dM[M + 3], Ap=dA[:M].T, Aw=dA[M], AA=dA[M + 1],
+                         AR=dA[M + 2], Abeta=dA[M + 3], tangents=dxs)
+
+
+def _composite_jacobian(eq: Equilibrium, bj: BlockJacobian, setup: GravitySetup, theta0,
+                        layout: _Layout):
+    """Jacobians of (excess demands, moments) w.r.t. (u, theta) at the solved point."""
+    M = eq.world.M
+    M0 = jnp.asarray(eq.spending)
+    A0 = jnp.asarray(eq.aggregates["A"])
+    N = jnp.asarray(eq.aggregates["N"])
+    w0 = jnp.asarray(eq.prices.w)
+    beta0 = float(eq.prices.beta)
+    R0 = float(eq.prices.R[0])
+    theta0 = jnp.asarray(theta0)
+    u0 = jnp.asarray(layout.pack(eq.prices.w, eq.prices.R, None, beta0))
+
+    def logp(u, theta):
+        w, _, _, _ = layout.prices(u)
+        lA = setup.log_tfp(theta)
+        return setup.log_d(theta) + (jnp.log(w) - lA)[None, :], jnp.log(w), lA
+
+    lp0, lw0, lA0 = logp(u0, theta0)
+
+    def phi(u, theta):
+        lp, lw, lA = logp(u, theta)
+        w, R, _, beta = layout.prices(u)
+        dlp, dw, dA_ = lp - lp0, lw - lw0, lA - lA0
+        dR, db = R[0] - R0, beta - beta0
+        Mij = (M0 + jnp.einsum("ijk,ik->ij", bj.p, dlp) + bj.w * dw[:, None]
+               + bj.A * dA_[:, None] + bj.R * dR + bj.beta * db)
+        Ai = A0 + jnp.einsum("ik,ik->i", bj.Ap, dlp) + bj.Aw * dw + bj.AA * dA_ + bj.AR * dR \
+            + bj.Abeta * db
+        Y = w * N
+        goods = (jnp.sum(Mij, axis=0) - Y) / Y
+        bond = jnp.sum(Ai, keepdims=True) / jnp.sum(Y)
+        ed = jnp.concatenate([goods[1:], bond])
+        return ed, setup.moments_from_spending(Mij)
+
+    (Eu, Et), (mu, mt) = jax.jacfwd(phi, argnums=(0, 1))(u0, theta0)
+    del M
+    return np.asarray(Eu), np.asarray(Et), np.asarray(mu), np.asarray(mt)
+
+
+# ----------------------------------------------------------------------------- driver
+
+@dataclass
+class CalibrationResult:
+    """Calibrated parameters, the equilibrium there, and the path."""
+
+    params: np.ndarray
+    equilibrium: Equilibrium
+    moments: np.ndarray
+    targets: np.ndarray
+    converged: bool
+    iterations: int
+    residual: float
+    equilibrium_solves: int
+    household_solves: int
+    block_jacobians: int
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def moment_table(self, setup: GravitySetup | None = None) -> pd.DataFrame:
+        setup = setup or ek_setup()
+        c = setup.countries[:-1]
+        names = [f"S_{x}" for x in c] + [f"theta_m_{x}" for x in c] + list(setup.names)
+        return pd.DataFrame({"moment": names, "target": self.targets, "model": self.moments,
+                             "difference": self.moments - self.targets})
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)
+
+
+@enable_x64
+def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None,
+              targets=None, labor=None, R: float = 1.01, wages=None, beta_guess: float = 0.93,
+              tol: float = 1e-8, max_iter: int = 15, checkpoint: str | Path | None = None,
+              resume: bool = False, progress=None) -> CalibrationResult:
+    r"""Solve for the parameters whose model-generated gravity moments equal the targets.
+
+    Parameters
+    ----------
+    theta0 : array (2(M-1)+K,)
+        Starting parameters (the published layout for the EK setup: 46 numbers).
+    household : Household
+        gamma, sigma_eps, psi_slope (beta is solved at R).
+    setup : GravitySetup, optional
+        Default: the paper's Eaton-Kortum regression (:func:`ek_setup`).
+    targets : array, optional
+        Moments to match. Default: the data moments (:func:`data_moments`).
+    labor : array (M,), optional
+        Default: the published labor forces.
+    R : float
+        Interest rate at which beta clears the bond market.
+    wages, beta_guess : starting equilibrium guess.
+    tol : float
+        Convergence: max |model moment - target|.
+    max_iter : int
+        Newton iterations in the parameters.
+    checkpoint : path, optional
+        JSON file written after every iteration (best point, path); with ``resume=True`` an
+        existing checkpoint is the starting point.
+
+    Raises
+    ------
+    CalibrationError
+        When the iteration stalls or reaches ``max_iter``; the best point is saved in the
+        checkpoint and the message names the moments that are off.
+    """
+    t0 = time.perf_counter()
+    setup = setup or ek_setup()
+    M = setup.M
+    theta = np.asarray(theta0, float).copy()
+    if theta.shape != (setup.n_params,):
+        raise ParameterError(f"parameter vector has {theta.size} entries; this setup needs "
+                             f"{setup.n_params} (2*(M-1) log TFP and theta_m, then "
+                             f"{len(setup.names)} coefficients {list(setup.names)}).")
+    targets = data_moments() if targets is None else np.asarray(targets, float)
+    if targets.shape != (setup.n_params,):
+        raise ParameterError(f"targets have {targets.size} entries; expected {setup.n_params}.")
+    if labor is None:
+        from .data import load_labor
+        labor = load_labor().to_numpy()
+    hh = household.replace(beta=None)
+    ckpt = Path(checkpoint) if checkpoint else None
+    history: list = []
+    if resume and ckpt and ckpt.exists():
+        saved = json.loads(ckpt.read_text())
+        theta = np.asarray(saved["best"]["params"], float)
+        wages = np.asarray(saved["best"]["wages"], float)
+        beta_guess = float(saved["best"]["beta"])
+        history = saved.get("history", [])
+        log.info("calibration: resuming from %s (iteration %d, residual %.3e)", ckpt,
+                 len(history), saved["best"]["residual"])
+    layout = _Layout(M=M, financial="globalization", solve_for="beta", tariffs=False,
+                     R_fixed=float(R), beta_fixed=None)
+    inc = income_process(hh)
+    state = J_u = tangents = None
+    n_eq = n_hh = n_block = 0
+    best = None
+    it0 = len(history)
+    step_theta = None
+    for it in range(it0, it0 + max_iter + 1):
+        world = world_from_params(theta, setup, labor)
+        try:
+            eq = solve_equilibrium(world, hh, solve_for="beta", R=R, wages=wages,
+                                   beta_guess=beta_guess, income=inc, state=state,
+                                   jacobian=J_u, method="broyden")
+        except EquilibriumError as err:
+            if best is None or step_theta is None:
+                raise
+            log.warning("calibration: equilibrium failed after a step (%s); halving it", err)
+            theta = theta - 0.5 * step_theta
+            step_theta = 0.5 * step_theta
+            continue
+        n_eq += 1
+        n_hh += eq.household_solves
+        m = model_moments(eq, setup)
+        F = m - targets
+        res = float(np.max(np.abs(F)))
+        rec = {"iteration": it, "residual": res, "beta": eq.beta,
+               "household_solves": eq.household_solves, "seconds": time.perf_counter() - t0,
+               "worst_moment": int(np.argmax(np.abs(F)))}
+        history.append(rec)
+        log.info("calibration: iteration %d, max |moment - target| %.3e, beta %.8f", it, res,
+                 eq.beta)
+        if progress:
+            progress(it, res)
+        if best is None or res < best["residual"]:
+            best = {"params": theta.tolist(), "wages": eq.prices.w.tolist(), "beta": eq.beta,
+                    "residual": res}
+            best_eq, best_m = eq, m
+        elif step_theta is not None and res > 0.9 * history[-2]["residual"]:
+            # no progress: back off toward the best point
+            theta = theta - 0.5 * step_theta
+            step_theta = 0.5 * step_theta
+            if ckpt:
+                _atomic_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
+            if np.max(np.abs(step_theta)) < 1e-12:
+                break
+            continue
+        if ckpt:
+            _atomic_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
+        if res < tol:
+            return CalibrationResult(params=theta, equilibrium=eq, moments=m, targets=targets,
+                                     converged=True, iterations=it - it0, residual=res,
+                                     equilibrium_solves=n_eq, household_solves=n_hh,
+                                     block_jacobians=n_block, history=history,
+                                     seconds=time.perf_counter() - t0)
+        if it == it0 + max_iter:
+            break
+        bj = block_jacobian(eq, tangents)
+        tangents = bj.tangents
+        n_block += 1
+        Eu, Et, mu, mt = _composite_jacobian(eq, bj, setup, theta, layout)
+        total = mt - mu @ np.linalg.solve(Eu, Et)
+        step_theta = -np.linalg.solve(total, F)
+        du = -np.linalg.solve(Eu, Et @ step_theta)
+        u_new = layout.pack(eq.prices.w, eq.prices.R, None, eq.beta) + du
+        wages = np.append(u_new[: M - 1], M - u_new[: M - 1].sum())
+        beta_guess = float(u_new[-1])
+        if np.any(wages <= 0) or not 0 < beta_guess < 1:
+            wages, beta_guess = eq.prices.w, eq.beta
+        theta = theta + step_theta
+        state, J_u = eq.state, Eu
+    worst = np.argsort(-np.abs(best_m - targets))[:5]
+    names = CalibrationResult(best["params"], best_eq, best_m, targets, False, 0, 0, 0, 0, 0
+                              ).moment_table(setup)["moment"].to_numpy()
+    off = ", ".join(f"{names[k]} (model {best_m[k]:.5f} vs target {targets[k]:.5f})"
+                    for k in worst)
+    raise CalibrationError(
+        f"calibration stopped without reaching tol {tol:.1e}: best max |moment - target| "
+        f"{best['residual']:.3e} after {len(history) - it0} iterations. Moments furthest off: "
+        f"{off}. The best point is saved{' in ' + str(ckpt) if ckpt else ''}; try resuming, "
+        "a start closer to the published calibration, or a looser tol.")
