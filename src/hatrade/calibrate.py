@@ -418,7 +418,7 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
         try:
             eq = solve_equilibrium(world, hh, solve_for="beta", R=R, wages=wages,
                                    beta_guess=beta_guess, income=inc, state=state,
-                                   jacobian=J_u, method="broyden")
+                                   jacobian=J_u, method="newton" if J_u is None else "broyden")
         except EquilibriumError as err:
             if best is None or step_theta is None:
                 raise
