@@ -394,6 +394,9 @@ def _initial_state_all(arrs, w, R, T, beta):
     return jax.vmap(initial_state)(prm)
 
 
+_world_jit = jax.jit(_world, static_argnums=(6, 7))
+
+
 @enable_x64
 def evaluate(world: World, household: Household, wages, R=1.01, beta=None, T=None, *,
              income: IncomeProcess | None = None, hh_tol: float = 1e-10,
@@ -412,8 +415,7 @@ def evaluate(world: World, household: Household, wages, R=1.01, beta=None, T=Non
     Rv = jnp.broadcast_to(jnp.asarray(R, dtype=float), (M,))
     Tv = jnp.zeros(M) if T is None else jnp.asarray(T, dtype=float)
     x0 = state if state is not None else _initial_state_all(arrs, w, Rv, Tv, beta)
-    f = jax.jit(lambda w, R, T, b, x0: _world(arrs, w, R, T, b, x0, hh_tol, hh_max_iter))
-    agg, sol = f(w, Rv, Tv, jnp.asarray(beta), x0)
+    agg, sol = _world_jit(arrs, w, Rv, Tv, jnp.asarray(beta), x0, hh_tol, hh_max_iter)
     _check_households(sol, world.countries, hh_max_iter)
     return _make_result(world, household, inc, arrs, np.asarray(w), np.asarray(Rv), np.asarray(Tv),
                         float(beta), agg, sol)
