@@ -124,3 +124,18 @@ def test_stall_reports_best_point(small_truth, tmp_path):
 def test_bad_parameter_length():
     with pytest.raises(ParameterError, match="46"):
         calibrate(np.zeros(45), published_household("baseline"))
+
+
+@pytest.mark.slow
+def test_recovers_published_calibration_from_5_percent_start():
+    """Issue 3: from a start 5% away from baseline-parameters.csv, recover it to 1e-3."""
+    from hatrade.tradecosts import tfp
+    cal = load_calibration("baseline")
+    theta0 = cal.params * (1 + 0.05 * np.where(np.arange(46) % 2 == 0, 1.0, -1.0))
+    w0 = cal.wages.to_numpy() * tfp(theta0) / tfp(cal.params)
+    res = calibrate(theta0, published_household("baseline"), wages=w0 / w0.mean(),
+                    beta_guess=cal.beta, tol=1e-8)
+    assert res.converged
+    assert np.max(np.abs(res.params - cal.params)) < 1e-3
+    assert abs(res.equilibrium.beta - cal.beta) < 1e-6
+    assert res.equilibrium_solves <= 15
