@@ -285,7 +285,7 @@ def euler_errors(pol: Policies, prm: HHParams):
     For each (a, z, j) away from the borrowing constraint,
     :math:`c^* = (p_j \beta R E_{z'} \sum_{j'} \pi_{j'}(a',z') u'(c_{j'}(a',z'))/p_{j'})^{-1/\gamma}`
     with next period's terms interpolated linearly at a'. Returns an (Na, Nz, M) array with
-    NaN where the constraint binds.
+    NaN where the borrowing constraint binds or a' is at the top of the grid.
     """
     g = prm.gamma
     m = jnp.sum(pol.pi * marginal_utility(pol.c, g) / prm.p, axis=-1)  # (Na, Nz)
@@ -297,5 +297,6 @@ def euler_errors(pol: Policies, prm: HHParams):
     del zi
     c_star = (prm.p * prm.beta * prm.R * Em) ** (-1.0 / g)
     err = jnp.log10(jnp.abs(1.0 - c_star / pol.c) + 1e-300)
-    binding = pol.a_p <= prm.a_grid[0] + 1e-12
+    # the borrowing limit binds, or a' is capped at the top of the grid
+    binding = (pol.a_p <= prm.a_grid[0] + 1e-12) | (pol.a_p >= prm.a_grid[-1] - 1e-12)
     return jnp.where(binding, jnp.nan, err)

@@ -100,7 +100,8 @@ def _aggregate(arrs, prm: HHParams, pol: Policies, lam):
     Mij = L[:, None] * jnp.einsum("kaz,kazj->kj", lam, spend)
     Ap = L * jnp.einsum("kaz,kazj->k", lam, pol.pi * pol.a_p)
     G = jnp.sum(arrs["t"] / (1.0 + arrs["t"]) * Mij, axis=1)
-    return dict(N=N, Y=Y, M=Mij, A=Ap, G=G)
+    # X: spending at factory prices (net of tariffs), what exporters receive
+    return dict(N=N, Y=Y, M=Mij, X=Mij / (1.0 + arrs["t"]), A=Ap, G=G)
 
 
 def _world(arrs, w, R, T, beta, x0, tol, max_iter, ttol=None):
@@ -163,7 +164,7 @@ class _Layout:
     def residuals(self, agg):
         """Relative excess demands: goods (drop country 1), bonds, tariff budgets."""
         Y = agg["Y"]
-        goods = (jnp.sum(agg["M"], axis=0) - Y) / Y
+        goods = (jnp.sum(agg["X"], axis=0) - Y) / Y  # exporters receive M_ij / (1 + t_ij)
         parts = [goods[1:]]
         if self.financial == "autarky":
             parts.append(agg["A"] / Y)
@@ -202,7 +203,8 @@ class Equilibrium:
     p : (M, M) goods prices p_ij.
     policies : :class:`hatrade.household.Policies`, arrays with a leading country axis.
     lam : (M, Na, Nz) stationary distributions.
-    aggregates : dict of N, Y, M (spending matrix), A (asset demand), G (tariff revenue).
+    aggregates : dict of N, Y, M (spending matrix, at consumer prices incl. tariffs), X
+        (the same at factory prices, M_ij / (1 + t_ij)), A (asset demand), G (tariff revenue).
     converged, iterations, residual : Newton diagnostics (max abs relative excess demand).
     household_solves, jacobians : work counters (world household solves; Jacobians).
     """
@@ -272,8 +274,11 @@ class Equilibrium:
         return pd.DataFrame(rows, columns=["importer", "exporter", "share", "log_normalized_model"])
 
     def net_exports(self) -> np.ndarray:
-        """X_i - IM_i (exports minus imports, in value)."""
-        Mij = self.spending
+        """X_i - IM_i: exports minus imports at factory prices (net of tariffs).
+
+        In a stationary equilibrium this equals -(R_i - 1) A_i (MODEL.md 3).
+        """
+        Mij = np.asarray(self.aggregates.get("X", self.aggregates["M"]))
         return Mij.sum(axis=0) - np.diag(Mij) - (Mij.sum(axis=1) - np.diag(Mij))
 
     def euler_errors(self) -> np.ndarray:

@@ -1,0 +1,91 @@
+"""Shared fixtures for the core test suite (issue 2).
+
+hatrade's public entry points switch JAX's 64-bit mode on for the duration of each call
+(:func:`hatrade._jax.enable_x64`), so tests of public functions need nothing. Tests that
+call the low-level JAX functions directly (:mod:`hatrade.household`,
+:mod:`hatrade.distribution`) request the module-scoped :func:`x64` fixture, which turns
+64-bit mode on for that module only; the global configuration is never changed, so a
+missing ``enable_x64`` on a public function is still caught by the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hatrade.household import HHParams
+from hatrade.income import income_process
+from hatrade.params import Household, World
+
+
+@pytest.fixture(scope="module")
+def x64():
+    """JAX 64-bit mode for the requesting module (restored afterwards)."""
+    with jax.enable_x64(True):
+        yield
+
+
+def make_hh_params(n_a: int = 30, prices=(1.0, 1.25, 1.6), *, hh: Household | None = None,
+                   w: float = 1.0, R: float = 1.01, T: float = 0.0, beta: float = 0.93,
+                   home: int = 0) -> HHParams:
+    r"""One country's household inputs (call under 64-bit mode).
+
+    Defaults: the baseline preferences (gamma 1.45, sigma 0.33, psi_slope 0.725), a reduced
+    income process (3 persistent x 2 transitory states), three varieties with prices
+    ``prices``, a linear grid of ``n_a`` points on [-phi, a_max] (TFP 1), and the home-bias
+    shifter :math:`\psi(z, j) = \psi_{slope} \log z_{perm}` on variety ``home``.
+    """
+    hh = hh or Household(n_perm=3, n_iid=2, n_a=n_a)
+    inc = income_process(hh)
+    M = len(prices)
+    psi = np.zeros((inc.n, M))
+    psi[:, home] = hh.psi_slope * inc.log_z_perm
+    f = lambda x: jnp.asarray(np.asarray(x, dtype=np.float64))
+    return HHParams(p=f(prices), w=f(w), R=f(R), T=f(T), beta=f(beta), gamma=f(hh.gamma),
+                    sigma=f(hh.sigma_eps), psi=f(psi),
+                    a_grid=f(np.linspace(-hh.phi, hh.a_max, n_a)), z=f(inc.z), Pz=f(inc.P))
+
+
+@pytest.fixture(scope="session")
+def hh_params_factory():
+    """:func:`make_hh_params` (use it under the :func:`x64` fixture)."""
+    return make_hh_params
+
+
+@pytest.fixture(scope="session")
+def small_household() -> Household:
+    """Baseline preferences on a coarse grid (n_a = 30) with beta fixed at 0.93."""
+    return Household(n_a=30, beta=0.93)
+
+
+@pytest.fixture(scope="session")
+def three_countries() -> World:
+    """Three countries with different TFP and labor and asymmetric trade costs."""
+    return World(countries=("AAA", "BBB", "CCC"), tfp=[1.0, 0.8, 1.2], labor=[1.0, 0.5, 0.7],
+                 d=[[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]])
+
+
+def excess_demands(eq) -> dict:
+    r"""Relative excess demands of a solved or evaluated world, recomputed from aggregates.
+
+    Goods: :math:`(\sum_i M_{ij}/(1+t_{ij}) - Y_j)/Y_j` for every j (spending net of tariffs
+    is what the exporter receives; without tariffs this is :math:`\sum_i M_{ij}`); bonds:
+    :math:`\sum_i A_i / \sum_i Y_i` (globalization) or :math:`A_i/Y_i` (autarky); tariff
+    budgets :math:`(T_i L_i - G_i)/Y_i`.
+    """
+    agg = eq.aggregates
+    world = eq.world
+    Mij, Y, A = np.asarray(agg["M"]), np.asarray(agg["Y"]), np.asarray(agg["A"])
+    t = np.zeros_like(Mij) if world.tariffs is None else world.tariffs
+    goods = ((Mij / (1.0 + t)).sum(axis=0) - Y) / Y
+    bonds = A / Y if world.financial == "autarky" else np.atleast_1d(A.sum() / Y.sum())
+    budget = (eq.prices.T * world.labor - np.asarray(agg["G"])) / Y
+    return {"goods": goods, "bonds": bonds, "tariff_budget": budget}
+
+
+@pytest.fixture(scope="session")
+def market_residuals():
+    """:func:`excess_demands` as a fixture."""
+    return excess_demands

@@ -1,0 +1,320 @@
+r"""Tests for aggregation and the world equilibrium (hatrade.world, MODEL.md section 3).
+
+Small worlds (2-4 countries, n_a = 30) except the gravity-regression check, which needs the
+19 Eaton-Kortum countries and does one household solve at fixed prices.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from hatrade import (
+    EquilibriumError,
+    Household,
+    ParameterError,
+    World,
+    evaluate,
+    solve_equilibrium,
+)
+from hatrade.data import COUNTRIES, load_calibration, load_covariates
+from hatrade.ek import ek_world, published_household
+from hatrade.gravity import gravity_regression, model_trade_table
+from hatrade.tradecosts import trade_costs, unpack_parameters
+
+TOL = 1e-10  # solve_equilibrium's default tolerance (max abs relative excess demand)
+
+
+# ----------------------------------------------------------------------------- log model
+
+@pytest.fixture(scope="module")
+def log_world():
+    return World(countries=("AAA", "BBB", "CCC", "DDD"), tfp=[1.0, 0.7, 1.3, 0.9],
+                 labor=[1.0, 0.4, 0.8, 0.3],
+                 d=[[1.0, 1.3, 1.7, 1.2], [1.5, 1.0, 1.25, 1.9],
+                    [1.1, 1.6, 1.0, 1.4], [2.0, 1.35, 1.15, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def log_eval(log_world):
+    """Log model at arbitrary (non-equilibrium) prices, evaluated with 64-bit mode off."""
+    hh = Household(gamma=1.0, sigma_eps=0.2369, psi_slope=0.0, n_a=30)
+    with jax.enable_x64(False):
+        return evaluate(log_world, hh, wages=[1.1, 0.8, 1.3, 0.8], R=1.01, beta=0.9)
+
+
+def test_public_entry_points_compute_in_float64(log_eval):
+    assert log_eval.aggregates["M"].dtype == np.float64
+    assert log_eval.policies.c.dtype == np.float64
+    assert log_eval.lam.dtype == np.float64
+
+
+def test_log_model_gravity_holds_exactly(log_eval):
+    """Proposition 3: M_ij/M_ii = (p_ij/p_ii)^(-1/sigma_eps), at any prices."""
+    sigma = 0.2369
+    Mij, p = log_eval.spending, log_eval.p
+    lhs = Mij / np.diag(Mij)[:, None]
+    rhs = (p / np.diag(p)[:, None]) ** (-1.0 / sigma)
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=0)
+    assert np.ptp(np.log(lhs)) > 1.0  # trade shares do differ across partners
+
+
+def test_log_model_choice_probabilities_same_in_every_state(log_eval):
+    sigma = 0.2369
+    pi, p = log_eval.policies.pi, log_eval.p  # pi (M, Na, Nz, M)
+    logit = p ** (-1.0 / sigma)
+    logit = logit / logit.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(pi, np.broadcast_to(logit[:, None, None, :], pi.shape),
+                               rtol=1e-10, atol=1e-13)
+    # yet assets and consumption do vary across states
+    assert np.ptp(log_eval.policies.a_p[0]) > 1.0
+
+
+@pytest.fixture(scope="module")
+def ek_log_eval():
+    """The 19-country log calibration at its published prices (one household solve)."""
+    cal = load_calibration("log")
+    world = ek_world("log")
+    hh = published_household("log", n_a=40)
+    return cal, world, evaluate(world, hh, wages=cal.wages.values, R=1.01, beta=cal.beta)
+
+
+def test_gravity_regression_recovers_log_model_parameters(ek_log_eval):
+    r"""Model trade from the log model fits the EK regression exactly.
+
+    With :math:`\log d_{ij} = -x_{ij}/4` (no floor) and :math:`p_{ij} = d_{ij} w_j/A_j`,
+    :math:`\log(s_{ij}/s_{ii}) = x_{ij}/(4\sigma) + S_j - S_i` with
+    :math:`S_j = -\sigma^{-1}\log(w_j/A_j)` (demeaned): the ten coefficients and
+    :math:`\theta^m` are the calibration's divided by :math:`4\sigma_\epsilon`.
+    """
+    cal, world, ev = ek_log_eval
+    sigma = cal.sigma_eps
+    params = np.asarray(cal.params)
+    parts = unpack_parameters(params)
+    # the trade costs are exactly exp(-x/4): the d >= 1 floor never binds in this calibration
+    cov = load_covariates()
+    pos = {c: k for k, c in enumerate(COUNTRIES)}
+    i = cov["importer"].map(pos).to_numpy()
+    j = cov["exporter"].map(pos).to_numpy()
+    x = (cov[["bin375", "bin750", "bin1500", "bin3000", "bin6000", "binmax"]].to_numpy()
+         @ parts["dist_bins"] + parts["border"] * cov["border"].to_numpy()
+         + parts["language"] * cov["language"].to_numpy() + parts["ec"] * cov["ec"].to_numpy()
+         + parts["efta"] * cov["efta"].to_numpy() + parts["theta_m"][i])
+    assert np.exp(-x / 4).min() > 1.05
+    np.testing.assert_allclose(trade_costs(params)[i, j], np.exp(-x / 4), rtol=1e-14)
+    np.testing.assert_allclose(world.d, trade_costs(params), rtol=0, atol=0)
+
+    res = gravity_regression(model_trade_table(ev.trade_shares, COUNTRIES))
+    assert np.abs(res.residuals.to_numpy()).max() < 1e-8
+    np.testing.assert_allclose(res.coefficients.to_numpy(), params[36:] / (4 * sigma),
+                               rtol=0, atol=1e-8)
+    np.testing.assert_allclose(res.theta_m.to_numpy(), parts["theta_m"] / (4 * sigma),
+                               rtol=0, atol=1e-8)
+    s = -np.log(ev.prices.w / world.tfp) / sigma
+    np.testing.assert_allclose(res.S.to_numpy(), s - s.mean(), rtol=0, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------- equilibrium
+
+@pytest.fixture(scope="module")
+def eq_beta(three_countries, small_household):
+    """Three countries, beta solved at R = 1.01 (the calibration's unknowns)."""
+    return solve_equilibrium(three_countries, small_household, solve_for="beta", R=1.01,
+                             wages=[1.2, 0.9, 0.9], beta_guess=0.93)
+
+
+def test_newton_converges(eq_beta, market_residuals):
+    eq = eq_beta
+    assert eq.converged and eq.residual < TOL and eq.iterations >= 1
+    r = market_residuals(eq)
+    assert np.abs(r["goods"][1:]).max() < TOL and abs(r["bonds"][0]) < TOL
+    assert eq.R == pytest.approx(1.01, abs=1e-15)
+    assert 0.8 < eq.beta < 1 / 1.01
+    assert eq.prices.w.mean() == pytest.approx(1.0, abs=1e-14)
+    assert np.ptp(eq.prices.w) > 0.01  # an asymmetric world has different wages
+
+
+def test_walras_law(eq_beta, market_residuals):
+    """Country 1's goods market, dropped from the system, clears too."""
+    r = market_residuals(eq_beta)
+    assert abs(r["goods"][0]) < 10 * TOL, r
+
+
+def test_aggregates_recomputed_from_policies(eq_beta, three_countries):
+    eq = eq_beta
+    pol, lam, L = eq.policies, eq.lam, three_countries.labor
+    np.testing.assert_allclose(lam.sum(axis=(1, 2)), 1.0, atol=1e-13)
+    assert lam.min() >= -1e-14
+    z = eq.income.z
+    N = L * np.einsum("kaz,z->k", lam, z)
+    np.testing.assert_allclose(eq.aggregates["Y"], eq.prices.w * N, rtol=1e-13)
+    Mij = L[:, None] * np.einsum("kaz,kazj,kj->kj", lam, pol.pi * pol.c, eq.p)
+    np.testing.assert_allclose(eq.spending, Mij, rtol=1e-12)
+    A = L * np.einsum("kaz,kazj->k", lam, pol.pi * pol.a_p)
+    np.testing.assert_allclose(eq.aggregates["A"], A, rtol=1e-12, atol=1e-14)
+    p = three_countries.d * (eq.prices.w / three_countries.tfp)[None, :]
+    np.testing.assert_allclose(eq.p, p, rtol=1e-14)
+    np.testing.assert_allclose(eq.trade_shares.sum(axis=1), 1.0, atol=1e-14)
+
+
+def test_budget_and_net_exports(eq_beta):
+    """Spending = Y + (R-1)A (+ L T); with goods markets clear, X - IM = -(R-1)A."""
+    eq = eq_beta
+    agg = eq.aggregates
+    Y, A = agg["Y"], agg["A"]
+    np.testing.assert_allclose(eq.spending.sum(axis=1), Y + (eq.R - 1) * A, rtol=1e-12)
+    nx = eq.net_exports()
+    np.testing.assert_allclose(nx, -(eq.R - 1) * A, atol=1e-9 * Y.max())
+    assert np.abs(A).max() > 1e-4  # some country is a creditor: the check is not 0 = 0
+    assert nx.sum() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_solve_for_beta_then_R_round_trip(eq_beta, three_countries, small_household):
+    """At the beta that clears the bond market at R = 1.01, solving for R returns 1.01."""
+    eq = solve_equilibrium(three_countries, small_household, solve_for="R", beta=eq_beta.beta)
+    assert eq.converged and eq.residual < TOL
+    assert eq.beta == eq_beta.beta
+    assert eq.R == pytest.approx(1.01, abs=1e-8)
+    np.testing.assert_allclose(eq.prices.w, eq_beta.prices.w, rtol=1e-8)
+
+
+def test_impossible_solve_raises_with_residual(three_countries, small_household):
+    with pytest.raises(EquilibriumError, match=r"excess demand \d\.\d+e[-+]\d+") as err:
+        solve_equilibrium(three_countries, small_household, solve_for="beta", R=1.01,
+                          wages=[1.6, 0.6, 0.8], beta_guess=0.93, max_iter=1)
+    assert "iteration" in str(err.value)
+
+
+def test_symmetric_world(small_household, eq_beta):
+    """Identical countries, symmetric costs: equal wages and import shares, zero net assets.
+
+    Three countries rather than two so that the solve reuses the compiled functions of
+    ``eq_beta`` (same unknowns and array shapes); started from unequal wages.
+    """
+    d = np.full((3, 3), 1.4) - 0.4 * np.eye(3)
+    world = World(countries=("HOM", "FOR", "OTH"), tfp=[1.0] * 3, labor=[1.0] * 3, d=d)
+    eq = solve_equilibrium(world, small_household, solve_for="beta", R=1.01,
+                           wages=[1.3, 0.7, 1.0], beta_guess=0.93)
+    assert eq.converged and eq.residual < TOL
+    np.testing.assert_allclose(eq.prices.w, 1.0, atol=1e-9)
+    share = eq.import_share.to_numpy()
+    np.testing.assert_allclose(share, share[0], atol=1e-9)
+    assert 0.01 < share[0] < 0.9
+    np.testing.assert_allclose(eq.aggregates["A"], 0.0, atol=1e-9)
+    np.testing.assert_allclose(eq.net_exports(), 0.0, atol=1e-9)
+    assert eq.beta < 1 / 1.01
+
+
+def test_financial_autarky(three_countries, small_household, market_residuals):
+    world = three_countries.replace(financial="autarky")
+    eq = solve_equilibrium(world, small_household, wages=[1.2, 0.9, 0.9])
+    assert eq.converged and eq.residual < TOL
+    R = np.asarray(eq.R)
+    assert R.shape == (3,) and np.all(R < 1 / small_household.beta)
+    r = market_residuals(eq)
+    np.testing.assert_allclose(r["bonds"], 0.0, atol=TOL)  # A_i / Y_i ~ 0 for each country
+    assert np.abs(r["goods"]).max() < 10 * TOL  # all goods markets, including Walras's
+    np.testing.assert_allclose(eq.net_exports(), 0.0, atol=1e-9)  # balanced trade
+
+
+def test_tariffs_rebated(small_household, market_residuals):
+    """T_i L_i = G_i, and every goods market clears at factory prices (Walras's law).
+
+    Spending M_ij includes the tariff; the exporter receives M_ij / (1 + t_ij), so the goods
+    market for j is Y_j = sum_i M_ij / (1 + t_ij), and then trade is balanced up to interest
+    payments at world prices: X_i - IM_i = -(R-1) A_i.
+    """
+    t = np.array([[0.0, 0.2], [0.1, 0.0]])
+    world = World(countries=("AAA", "BBB"), tfp=[1.0, 0.8], labor=[1.0, 0.6],
+                  d=[[1.0, 1.3], [1.2, 1.0]], tariffs=t)
+    eq = solve_equilibrium(world, small_household, solve_for="R", wages=[1.1, 0.9])
+    assert eq.converged
+    r = market_residuals(eq)
+    G = eq.aggregates["G"]
+    assert np.all(G > 0) and np.all(eq.prices.T > 0)
+    np.testing.assert_allclose(eq.prices.T * world.labor, G, rtol=1e-9)
+    np.testing.assert_allclose(eq.aggregates["G"], (t / (1 + t) * eq.spending).sum(axis=1),
+                               rtol=1e-13)
+    # household budgets: spending = Y + (R-1) A + L T
+    Y, A = eq.aggregates["Y"], eq.aggregates["A"]
+    np.testing.assert_allclose(eq.spending.sum(axis=1), Y + (eq.R - 1) * A + world.labor
+                               * eq.prices.T, rtol=1e-12)
+    assert np.abs(r["goods"]).max() < 10 * TOL, r
+    world_value = eq.spending / (1 + t)
+    nx = world_value.sum(axis=0) - np.diag(world_value) - (world_value.sum(axis=1)
+                                                           - np.diag(world_value))
+    np.testing.assert_allclose(nx, -(eq.R - 1) * A, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("field,value", [
+    ("gamma", 0.0), ("gamma", -1.0), ("gamma", np.nan),
+    ("sigma_eps", 0.0), ("sigma_eps", -0.2),
+    ("beta", 0.0), ("beta", 1.0), ("beta", 1.2), ("beta", -0.5),
+    ("phi", -0.1),
+    ("n_a", 2),
+])
+def test_bad_household_parameters(field, value):
+    with pytest.raises(ParameterError, match=rf"\b{field}\b"):
+        Household(**{field: value})
+
+
+def _world_kwargs(**changes):
+    kw = {"countries": ("AAA", "BBB", "CCC"), "tfp": [1.0, 0.8, 1.2],
+          "labor": [1.0, 0.5, 0.7],
+          "d": np.array([[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]])}
+    kw.update(changes)
+    return kw
+
+
+_D = _world_kwargs()["d"]
+
+
+@pytest.mark.parametrize("changes,fragment", [
+    ({"d": np.where(np.arange(9).reshape(3, 3) == 1, 0.9, _D)}, r"trade_costs\[AAA,BBB\]"),
+    ({"d": _D + np.diag([0.0, 0.1, 0.0])}, "trade_costs diagonal"),
+    ({"d": _D[:2, :2]}, "trade_costs has shape"),
+    ({"tfp": [1.0, 0.0, 1.2]}, "tfp"),
+    ({"tfp": [1.0, -0.8, 1.2]}, "tfp"),
+    ({"labor": [1.0, 0.5, 0.0]}, "labor"),
+    ({"tfp": [1.0, 0.8]}, "tfp has shape"),
+    ({"labor": [1.0, 0.5, 0.7, 1.0]}, "labor has shape"),
+    ({"tfp": [1.0, np.inf, 1.2]}, "tfp"),
+    ({"tariffs": np.full((3, 3), 0.1)}, "tariffs"),
+    ({"tariffs": -0.1 * (1 - np.eye(3))}, "tariffs"),
+    ({"tariffs": np.zeros((2, 2))}, "tariffs has shape"),
+    ({"financial": "closed"}, "financial"),
+    ({"countries": ("AAA", "BBB", "AAA")}, "countries"),
+])
+def test_bad_world(changes, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        World(**_world_kwargs(**changes))
+
+
+def test_unknown_country_code(three_countries):
+    assert three_countries.index("BBB") == 1
+    with pytest.raises(ParameterError, match="unknown country code 'XYZ'.*AAA, BBB, CCC"):
+        three_countries.index("XYZ")
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"solve_for": "gamma"}, "solve_for"),
+    ({"wages": [1.0, 1.0]}, "wages"),
+    ({"wages": [1.0, -1.0, 1.0]}, "wages"),
+    ({"R": -1.0, "solve_for": "beta"}, "R"),
+])
+def test_bad_solver_input(three_countries, small_household, kwargs, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        solve_equilibrium(three_countries, small_household, **kwargs)
+
+
+def test_autarky_needs_beta(three_countries, small_household):
+    with pytest.raises(ParameterError, match="autarky"):
+        solve_equilibrium(three_countries.replace(financial="autarky"), small_household,
+                          solve_for="beta")
+    with pytest.raises(ParameterError, match="beta"):
+        solve_equilibrium(three_countries, small_household.replace(beta=None), solve_for="R")
+    with pytest.raises(ParameterError, match="beta"):
+        evaluate(three_countries, small_household.replace(beta=None), wages=[1.0, 1.0, 1.0])
