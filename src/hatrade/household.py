@@ -150,7 +150,8 @@ def egm_step(state: HHState, prm: HHParams):
     pi, V_old = _logit(v, prm)
     m = jnp.sum(pi * marginal_utility(c, g) / prm.p, axis=-1)  # (Na, Nz)
     E = prm.beta * prm.R * m @ prm.Pz.T  # E[a', z] = beta R sum_z' P[z,z'] m[a',z']
-    c_tilde = (prm.p[None, None, :] * E[..., None]) ** (-1.0 / g)
+    # (p_j E)^(-1/gamma) = p_j^(-1/gamma) E^(-1/gamma): M + Na*Nz powers instead of Na*Nz*M
+    c_tilde = (E ** (-1.0 / g))[..., None] * (prm.p ** (-1.0 / g))[None, None, :]
     a_p_grid = prm.a_grid[:, None, None]
     income = prm.w * prm.z + prm.T  # (Nz,)
     a_tilde = (prm.p * c_tilde + a_p_grid - income[None, :, None]) / prm.R
