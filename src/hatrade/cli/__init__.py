@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from . import calibrate, efficient, elasticity, gravity, solve
+from . import calibrate, counterfactual, efficient, elasticity, gravity, solve
 from ._common import setup_logging
 
 __all__ = ["app"]
@@ -45,6 +45,6 @@ def main(
     setup_logging(verbose)
 
 
-_COMMAND_MODULES = (solve, gravity, calibrate, efficient, elasticity)
+_COMMAND_MODULES = (solve, gravity, calibrate, efficient, elasticity, counterfactual)
 for _module in _COMMAND_MODULES:
     _module.register(app)

@@ -1,0 +1,343 @@
+"""``hatrade counterfactual`` and ``hatrade batch``: who gains from a change in trade costs.
+
+A counterfactual folder holds:
+
+``summary.json``
+    ``kind`` = ``"counterfactual"``; ``scenario``; ``R`` (old, new, change_percent; by
+    country under financial autarky); ``wages`` (by country: old, new, change_percent);
+    ``R_over_w_change_percent`` (by country); ``home_share``, ``net_foreign_assets`` (by
+    country: old, new); ``by_country`` (for each reported country: ``mean_gain_percent``
+    (weighted by the baseline stationary distribution), ``acr_percent``, ``share_losers``,
+    ``quintile_gain_percent`` (by expenditure quintile Q1 poorest .. Q5),
+    ``income_group_gain_percent``, ``mean_cev_percent``, ``social_welfare``, ``ev``
+    diagnostics); ``convergence``.
+``welfare.csv``
+    One row per state of each reported country: ``country, a_index, z_index`` (1-based,
+    assets then income state), ``assets, z, mass`` (baseline distribution), ``lambda``,
+    ``gain_percent`` = 100 (lambda - 1), ``cev_percent`` (Lucas), ``ev_residual`` (the
+    evaluated residual V_old(a,z;lambda) - V_new(a,z); empty unless --verify-ev),
+    ``ev_residual_verified``.
+``changes.csv``, ``trade.csv``
+    By-country changes (wages, R/w, home shares, net foreign assets) and trade shares
+    old/new by pair.
+``gains_by_quintile_<C>.png``, ``gains_by_income_<C>.png``, ``gains_heatmap_<C>.png``,
+``gains_by_assets_<C>.png``
+    Figures (with ``--compare DIR``, the other folder's gains are drawn side by side).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
+from rich.table import Table
+
+from ._common import console, err_console, fail, handle_errors
+from .solve import CalibrationName
+
+__all__ = ["register", "counterfactual_command", "batch_command", "COUNTERFACTUAL_FILES"]
+
+log = logging.getLogger(__name__)
+
+COUNTERFACTUAL_FILES = ("summary.json", "welfare.csv", "changes.csv", "trade.csv")
+_KIND = "counterfactual"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``counterfactual`` and ``batch`` to ``app``."""
+    app.command("counterfactual")(counterfactual_command)
+    app.command("batch")(batch_command)
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err_console, transient=False)
+
+
+def _check_out(out: Path) -> None:
+    """A new or empty folder, or a previous counterfactual folder (replaced as a whole)."""
+    from ..results import ResultsError
+
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"output folder {out} exists and is not a folder; choose another --out.")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            kind = json.loads((out / "summary.json").read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind != _KIND:
+            raise ResultsError(f"output folder {out} exists and holds other files (it is not a "
+                               "previous counterfactual folder, which would be replaced); "
+                               "choose a new or empty folder.")
+
+
+def _parse_changes(items: list[str] | None, what: str) -> dict:
+    from ..params import ParameterError
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ParameterError(f"--{what} {it!r}: write CODE=CHANGE, e.g. USA=0.05.")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ParameterError(f"--{what} {it!r}: the change must be a number.") from None
+    return out
+
+
+@handle_errors
+def counterfactual_command(
+    importer: Optional[str] = typer.Option(
+        None, "--importer", "-i", help="Change this country's imports: d_ij for every j != i."),
+    exporter: Optional[str] = typer.Option(
+        None, "--exporter", help="Change this country's exports: d_ij for every i != j."),
+    pair: Optional[List[str]] = typer.Option(
+        None, "--pair", help="An ordered pair IMPORTER,EXPORTER (repeatable), e.g. USA,CAN."),
+    symmetric: bool = typer.Option(False, "--symmetric", help="--pair changes both directions."),
+    all_pairs: bool = typer.Option(False, "--global", help="Change every pair i != j."),
+    trade_cost_change: float = typer.Option(
+        0.0, "--trade-cost-change", "-d",
+        help="Proportional change of the selected trade costs: d' = (1 + change) d."),
+    tariff_change: float = typer.Option(
+        0.0, "--tariff-change", help="Added to the selected pairs' ad-valorem tariffs "
+        "(revenue rebated lump sum)."),
+    tfp: Optional[List[str]] = typer.Option(None, "--tfp", help="CODE=CHANGE: A' = (1+change) A."),
+    labor: Optional[List[str]] = typer.Option(None, "--labor",
+                                              help="CODE=CHANGE: L' = (1+change) L."),
+    financial: Optional[str] = typer.Option(
+        None, "--financial", help="New financial regime: globalization or autarky."),
+    calibration: Optional[CalibrationName] = typer.Option(
+        None, "--calibration", "-c", case_sensitive=False,
+        help="The shipped calibration of the baseline world (default: baseline)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-f", dir_okay=False,
+        help="A world TOML file (as for hatrade solve) instead of a calibration."),
+    countries: Optional[str] = typer.Option(
+        None, "--countries", help="Countries whose welfare to report, comma separated "
+        "(default: the importer; every country with --global)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", file_okay=False,
+        help="Output folder (default results/counterfactual-<name>)."),
+    verify_ev: bool = typer.Option(
+        False, "--verify-ev", help="Evaluate every state's EV residual by a solve at its own "
+        "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country)."),
+    n_nodes: int = typer.Option(8, "--n-nodes", min=0, help="Lambda nodes of the batched EV solve."),
+    allow_d_below_one: bool = typer.Option(
+        False, "--allow-d-below-one", help="Apply the change even where some d_ij falls below "
+        "1 (as the paper does; its US cut makes d_USA,CAN = 0.96)."),
+    compare: Optional[Path] = typer.Option(
+        None, "--compare", file_okay=False,
+        help="Another counterfactual folder (e.g. the log model's) drawn side by side."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the run."),
+) -> None:
+    """Solve a counterfactual (beta fixed) and the welfare of every household state."""
+    import pandas as pd
+
+    from .. import __version__, solve_equilibrium
+    from ..counterfactual import Scenario, apply_scenario, parse_pairs, run_counterfactual
+    from ..plots_welfare import save_welfare_figures
+    from ..results import _jsonable, atomic_dir, atomic_write_text
+    from ..welfare import country_welfare
+
+    # ---- everything is checked before any solve
+    if config is not None and calibration is not None:
+        fail("give either --calibration or --config, not both.")
+    cal_name = calibration.value if calibration is not None else "baseline"
+    if config is not None:
+        from ..config import load_config
+        cfg = load_config(config)
+        world0 = cfg.world
+        source = str(config)
+    else:
+        from ..ek import ek_world
+        world0 = ek_world(cal_name)
+        cfg, source = None, f"calibration:{cal_name}"
+    pairs = parse_pairs(list(pair) if pair else None)
+    if name is None:
+        tag = importer or exporter or ("global" if all_pairs else
+                                       "-".join("-".join(p) for p in pairs) or "change")
+        name = f"{tag}{trade_cost_change:+g}" if trade_cost_change else tag
+        name = name.replace("+", "p").replace("/", "-")
+    scenario = Scenario(name=name, trade_cost_change=trade_cost_change, importer=importer,
+                        exporter=exporter, pairs=pairs, symmetric=symmetric, all_pairs=all_pairs,
+                        tariff_change=tariff_change, tfp_change=_parse_changes(tfp, "tfp"),
+                        labor_change=_parse_changes(labor, "labor"), financial=financial,
+                        allow_d_below_one=allow_d_below_one)
+    apply_scenario(world0, scenario)  # raises before any solve
+    if countries:
+        report = [c.strip() for c in countries.split(",") if c.strip()]
+        for c in report:
+            world0.index(c)
+    elif all_pairs:
+        report = list(world0.countries)
+    else:
+        report = [c for c in dict.fromkeys([importer] + [p[0] for p in pairs]) if c] or \
+            ([exporter] if exporter else [])
+    compare_summary = None
+    if compare is not None:
+        try:
+            compare_summary = json.loads((compare / "summary.json").read_text())
+        except (OSError, ValueError) as err:
+            fail(f"--compare {compare}: cannot read its summary.json ({err}).")
+        compare_summary["label"] = compare_summary.get("label") or compare.name
+    label = (f"HA {cal_name}" if config is None else "HA model")
+    if out is None:
+        base = cal_name if config is None else Path(config).stem
+        out = Path("results") / f"counterfactual-{base}-{name}"
+    out = Path(out)
+    _check_out(out)
+
+    err_console.print(f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), "
+                      f"beta fixed, solving wages and R; welfare for {', '.join(report) or 'none'}.")
+    with _progress() as prog:
+        task = prog.add_task("Baseline equilibrium (the first call compiles)...", total=None)
+        if cfg is None:
+            from ..counterfactual import baseline_equilibrium
+            base_eq = baseline_equilibrium(cal_name)
+        else:
+            base_eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
+        prog.update(task, description=f"Baseline: beta {base_eq.beta:.6f}, R "
+                                      f"{float(base_eq.prices.R[0]):.6f}, {base_eq.seconds:.0f} s")
+
+        t2 = prog.add_task("Counterfactual equilibrium...", total=None)
+
+        def report_newton(iteration: int, residual: float) -> None:
+            prog.update(t2, description=f"Counterfactual: Newton {iteration}, max excess "
+                                        f"demand {residual:.2e}")
+
+        cf = run_counterfactual(base_eq, scenario, progress=report_newton)
+        prog.update(t2, description=f"Counterfactual: converged in {cf.new.iterations} Newton "
+                                    f"steps, {cf.new.seconds:.0f} s")
+        t3 = prog.add_task("Welfare...", total=None)
+        results = {}
+        for k, c in enumerate(report):
+            prog.update(t3, description=f"Welfare of {c} ({k + 1}/{len(report)}): all states")
+            results[c] = country_welfare(cf, country=c, verify=verify_ev, n_nodes=n_nodes)
+        prog.update(t3, description=f"Welfare: {len(report)} countr{'y' if len(report) == 1 else 'ies'}")
+
+        import datetime as _dt
+        summary = {"kind": _KIND, "name": name, "label": label, "hatrade_version": __version__,
+                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   "source": source, **cf.summary(),
+                   "baseline_convergence": {k: v for k, v in base_eq.summary().items()
+                                            if k in ("converged", "newton_iterations",
+                                                     "max_excess_demand", "seconds")},
+                   "by_country": {c: r.summary for c, r in results.items()}}
+        table = (pd.concat([r.table for r in results.values()]) if results else
+                 pd.DataFrame(columns=["country"]))
+        with atomic_dir(out) as tmp:
+            atomic_write_text(tmp / "summary.json", json.dumps(_jsonable(summary), indent=2))
+            atomic_write_text(tmp / "welfare.csv", table.to_csv(index=False, float_format="%.17g"))
+            atomic_write_text(tmp / "changes.csv",
+                              cf.changes().reset_index().to_csv(index=False, float_format="%.17g"))
+            atomic_write_text(tmp / "trade.csv",
+                              cf.trade_share_changes().to_csv(index=False, float_format="%.17g"))
+            save_welfare_figures(tmp, summary, table, compare=compare_summary, label=label)
+    _print_summary(summary, cf, out)
+
+
+def _print_summary(summary: dict, cf, out: Path) -> None:
+    head = Table(title=f"Counterfactual: {escape(summary['name'])}", show_header=False,
+                 title_justify="left")
+    head.add_column("quantity", style="bold")
+    head.add_column("value")
+    R = summary["R"]
+    if "change_percent" in R:
+        head.add_row("R", f"{R['old']:.6f} -> {R['new']:.6f} ({R['change_percent']:+.4f}%)")
+    conv = summary["convergence"]
+    head.add_row("convergence", f"{conv['newton_iterations']} Newton steps, max excess demand "
+                 f"{conv['max_excess_demand']:.1e}")
+    head.add_row("output", str(out))
+    console.print(head)
+    tab = Table(title="Who gains (percent, equivalent variation)", title_justify="left")
+    for col in ("country", "mean", "Q1", "Q2", "Q3", "Q4", "Q5", "losers", "ACR", "R/w", "wage"):
+        tab.add_column(col, justify="right" if col != "country" else "left")
+    for c, s in summary["by_country"].items():
+        q = s["quintile_gain_percent"]
+        tab.add_row(c, f"{s['mean_gain_percent']:.3f}", *(f"{q[f'Q{k}']:.3f}" for k in range(1, 6)),
+                    f"{100 * s['share_losers']:.1f}%", f"{s['acr_percent']:.3f}",
+                    f"{summary['R_over_w_change_percent'][c]:+.3f}",
+                    f"{summary['wages'][c]['change_percent']:+.3f}")
+    console.print(tab)
+    notes = []
+    for c, s in summary["by_country"].items():
+        ev = s["ev"]
+        if ev["verified"]:
+            notes.append(f"{c}: EV residuals evaluated, max {ev['max_abs_residual']:.1e}")
+        else:
+            notes.append(f"{c}: EV by interpolation (estimated error {ev['max_residual_estimate']:.1e} "
+                         "in V; --verify-ev evaluates every residual)")
+        if ev["undefined_states"]:
+            notes.append(f"{c}: {ev['undefined_states']} states ({100 * ev['undefined_mass']:.1f}% "
+                         "of households) have negative total income R a + w z: scaling income "
+                         "lowers V there, so the EV is undefined (lambda empty; mean Lucas gain "
+                         f"{ev['undefined_cev_percent_mean']:.3f}%); means leave them out")
+    for n in notes:
+        err_console.print(f"[dim]{escape(n)}[/dim]")
+
+
+@handle_errors
+def batch_command(
+    file: Path = typer.Argument(..., exists=False, dir_okay=False, help="A batch TOML file."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", file_okay=False,
+        help="Batch folder (default results/batch-<name>); an interrupted batch there resumes."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Address of a Dask scheduler (tcp://host:8786); default: a "
+        "local cluster."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="Worker processes of the local cluster."),
+    serial: bool = typer.Option(False, "--serial", help="Run in this process, without Dask."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Re-run runs recorded as failed."),
+) -> None:
+    """Run many counterfactuals (a batch file) on a Dask cluster, resumably."""
+    from ..batch import load_batch, run_batch
+
+    if serial and scheduler:
+        fail("give either --serial or --scheduler, not both.")
+    spec = load_batch(file)  # every entry checked before any solve
+    out = Path(out) if out is not None else Path("results") / f"batch-{spec.name}"
+    err_console.print(f"[bold]{escape(spec.name)}[/bold]: {len(spec.runs)} runs -> "
+                      f"{escape(str(out))} ({'serial' if serial else scheduler or 'local Dask cluster'})")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=err_console) as prog:
+        task = prog.add_task("runs", total=len(spec.runs))
+
+        def report(done: int, total: int, row: dict) -> None:
+            status = row.get("status")
+            extra = " (resumed)" if row.get("resumed") else ""
+            prog.update(task, completed=done,
+                        description=f"last: {row.get('name')} {status}{extra}")
+            if status != "ok" and not row.get("resumed"):
+                err_console.print(f"[red]run {escape(str(row.get('name')))} failed:[/red] "
+                                  f"{escape(str(row.get('error')))}")
+
+        summary = run_batch(spec, out, scheduler=scheduler, workers=workers,
+                            executor="serial" if serial else "dask", retry_failed=retry_failed,
+                            progress=report)
+    tab = Table(title=f"Batch {escape(spec.name)}: {summary['runs_ok']} ok, "
+                f"{summary['runs_failed']} failed", title_justify="left")
+    for col in ("run", "status", "country", "mean gain %", "ACR %", "R change %"):
+        tab.add_column(col)
+    for r in summary["runs"]:
+        gains = r.get("mean_gain_percent") or {}
+        acr = r.get("acr_percent") or {}
+        Rc = r.get("R_change_percent")
+        if gains:
+            for c, g in gains.items():
+                tab.add_row(r["name"], r["status"], c, f"{g:.3f}", f"{acr.get(c, float('nan')):.3f}",
+                            "" if Rc is None else f"{Rc:+.4f}")
+        else:
+            tab.add_row(r["name"], r["status"], "", "", "", "" if Rc is None else f"{Rc:+.4f}")
+    console.print(tab)
+    console.print(f"Wrote {escape(str(out))}/batch_summary.json")
+    if summary["runs_failed"]:
+        raise typer.Exit(1)

@@ -1,0 +1,242 @@
+"""Household welfare: equivalent variation, Lucas measure, summaries, Propositions 2 and 3."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hatrade
+from hatrade import Household, World
+from hatrade.counterfactual import Scenario, run_counterfactual
+from hatrade.welfare import (_quantile_groups, _scale, acr_gain, consumption_equivalent,
+                             country_welfare, decompose, equivalent_variation,
+                             household_problem, value_split)
+
+D3 = [[1.0, 1.6, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]]
+
+
+def small_world(**kw) -> World:
+    args = dict(countries=["H", "F", "G"], tfp=[1.0, 0.9, 1.1], labor=[1.0, 0.7, 0.5], d=D3)
+    args.update(kw)
+    return World(**args)
+
+
+def small_household(**kw) -> Household:
+    args = dict(gamma=1.45, sigma_eps=0.33, psi_slope=0.5, beta=0.92, n_a=20, n_perm=2, n_iid=1)
+    args.update(kw)
+    return Household(**args)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return hatrade.solve_equilibrium(small_world(), small_household(), solve_for="R",
+                                     R_guess=1.02)
+
+
+@pytest.fixture(scope="module")
+def cut(base):
+    return run_counterfactual(base, Scenario(importer="H", trade_cost_change=-0.1))
+
+
+@pytest.fixture(scope="module")
+def verified(cut):
+    return country_welfare(cut, country="H", verify=True)
+
+
+def _V_old_at(eq, country, lam):
+    """Independent evaluation: the old problem at (lam R, lam w, lam T), from a cold start."""
+    from hatrade.household import initial_state, policies, solve_fixed_point
+    with jax.enable_x64(True):
+        prm, _ = household_problem(eq, country)
+        p = _scale(prm, jnp.asarray(lam))
+        x, _ = solve_fixed_point(p, initial_state(p), 1e-12, 10000)
+        return np.asarray(policies(x, p).V)
+
+
+# ----------------------------------------------------------------------------- EV
+
+def test_zero_change_gives_lambda_one(base):
+    cf = run_counterfactual(base, Scenario())
+    cw = country_welfare(cf, country="H", verify=True)
+    assert np.max(np.abs(cw.ev.lam - 1.0)) < 1e-10
+    assert np.all(np.abs(cw.ev.residual) < 1e-10)
+    assert cw.summary["share_losers"] == 0.0
+    assert abs(cw.summary["mean_gain_percent"]) < 1e-8
+
+
+def test_ev_residuals_below_tolerance_in_every_state(verified, cut):
+    ev = verified.ev
+    assert ev.verified and ev.residual.shape == (20, 2)
+    assert np.all(np.isfinite(ev.residual))
+    assert np.max(np.abs(ev.residual)) < 1e-10
+    # independent check on a few states: a cold solve at the state's own lambda
+    for a, z in [(0, 0), (7, 1), (19, 0)]:
+        V = _V_old_at(cut.baseline, "H", ev.lam[a, z])
+        assert abs(V[a, z] - ev.V_new[a, z]) < 2e-10
+
+
+def test_interpolated_ev_close_to_verified(cut, verified):
+    ev = equivalent_variation(cut.baseline, cut.new, "H", verify=False)
+    assert not ev.verified and np.all(np.isnan(ev.residual))
+    assert np.all(ev.bracketed)
+    # interpolation from a few nodes (V is only piecewise smooth in lambda, with kinks that
+    # are large on this coarse 20-point grid): gains to within 0.05 percentage points
+    assert np.max(np.abs(ev.lam - verified.ev.lam)) < 5e-4
+    # the leave-one-out error estimate has the right size
+    err_v = np.abs((ev.lam - verified.ev.lam) * ev.dV_dlam)
+    assert np.median(err_v) < 10 * np.median(ev.residual_estimate)
+    assert np.max(err_v) < 10 * np.max(ev.residual_estimate)
+
+
+def test_ev_and_lucas_agree_in_sign(verified):
+    gain, cev = verified.ev.gain_percent, 100 * verified.cev
+    assert verified.ev.defined.all()  # no negative-income states in this world
+    assert np.all(np.sign(gain) == np.sign(cev))
+    assert verified.summary["cev"]["ev_sign_agreement_share"] == 1.0
+    assert verified.summary["cev"]["sign_matches_value_change"]
+
+
+def test_lucas_measure_policy_evaluation(cut):
+    U_c, U_psi, T = value_split(cut.baseline, "H")
+    prm, x = household_problem(cut.baseline, "H")
+    from hatrade.household import policies
+    with jax.enable_x64(True):
+        V = np.asarray(policies(x, prm).V)
+    assert np.max(np.abs(U_c + U_psi - V)) < 1e-8
+    np.testing.assert_allclose(T.sum(axis=1), 1.0, atol=1e-12)
+    # g solves (1+g)^(1-gamma) U_c + U_psi = V_target exactly
+    target = V + 0.05
+    g, err = consumption_equivalent(cut.baseline, target, "H")
+    gamma = cut.baseline.household.gamma
+    np.testing.assert_allclose((1 + g) ** (1 - gamma) * U_c + U_psi, target, atol=1e-10)
+    assert np.all(g > 0)
+
+
+def test_summary_statistics(verified, cut):
+    s, t = verified.summary, verified.table
+    mass = t["mass"].to_numpy()
+    gain = t["gain_percent"].to_numpy()
+    assert s["mean_gain_percent"] == pytest.approx(np.sum(mass * gain) / mass.sum())
+    assert s["share_losers"] == pytest.approx(mass[gain < 0].sum())
+    assert s["acr_percent"] == pytest.approx(
+        100 / 4.22 * math.log(cut.baseline.trade_shares[0, 0] / cut.new.trade_shares[0, 0]))
+    assert s["acr_percent"] == pytest.approx(acr_gain(cut.baseline, cut.new, "H"))
+    q = s["quintile_gain_percent"]
+    assert min(q.values()) <= s["mean_gain_percent"] <= max(q.values())
+    ig = s["income_group_gain_percent"]
+    assert set(ig) == {"bottom_20", "below_median", "median_45_55", "above_median", "top_20"}
+    assert list(t.columns[:9]) == ["country", "a_index", "z_index", "assets", "z", "mass",
+                                   "lambda", "gain_percent", "cev_percent"]
+    # rows: assets then income state, 1-based
+    assert t["a_index"].tolist()[:4] == [1, 1, 2, 2] and t["z_index"].tolist()[:4] == [1, 2, 1, 2]
+    sw = s["social_welfare"]
+    assert sw["change"] == pytest.approx(sw["change_households"] + sw["change_distribution"])
+
+
+def test_quantile_groups_split_mass_exactly():
+    rng = np.random.default_rng(0)
+    key, mass = rng.normal(size=50), rng.random(50)
+    W = _quantile_groups(key, mass, np.linspace(0, 1, 6))
+    np.testing.assert_allclose(W.sum(axis=1), mass.sum() / 5)
+    np.testing.assert_allclose(W.sum(axis=0), mass)
+    # lower groups hold lower keys
+    means = (W @ key) / W.sum(axis=1)
+    assert np.all(np.diff(means) > 0)
+
+
+# ----------------------------------------------------------------------------- Prop. 2 / 3
+
+def test_decomposition_sums_to_total_derivative(base):
+    dec = decompose(base, "H", Scenario(importer="H", trade_cost_change=-0.1))
+    scale = np.max(np.abs(dec.total))
+    assert dec.sum_error < 1e-8 * max(scale, 1.0)
+    assert np.max(np.abs(dec.L)) < 1e-8 * scale  # logit envelope property
+    assert np.max(np.abs(dec.A)) > 0 and np.max(np.abs(dec.B)) > 0
+    # cheaper imports (dlog d = +1 is a cost increase): H's households lose on impact
+    assert dec.dW["households"] < 0
+    # general-equilibrium price responses: wages stay normalized
+    assert abs(sum(dec.dprices["w"])) < 1e-10
+    # the marginal EV agrees with a small finite counterfactual
+    cf = run_counterfactual(base, Scenario(importer="H", trade_cost_change=-1e-3))
+    ev = equivalent_variation(base, cf.new, "H", verify=False)
+    lin = dec.gain_percent * math.log(0.999)  # per unit d log d, times d log d
+    assert np.all(lin > 0)
+    np.testing.assert_allclose(ev.gain_percent, lin, rtol=0.02, atol=0.02 * np.max(lin))
+
+
+def test_proposition_3_log_preferences():
+    """Log utility, no psi, prices fixed: dV/dlog d_ij = d log s_ii / (theta (1-beta))."""
+    hh = small_household(gamma=1.0, sigma_eps=0.25, psi_slope=0.0)
+    eq = hatrade.evaluate(small_world(), hh, wages=[1.0, 0.95, 1.05], R=1.01, beta=0.92)
+    D = np.zeros((3, 3))
+    D[0, 1] = 1.0  # H's imports from F
+    dec = decompose(eq, "H", D, general_equilibrium=False)
+    theta = -1.0 / 0.25
+    expect = dec.dlog_home_share / (theta * (1 - 0.92))
+    assert dec.dlog_home_share > 0
+    np.testing.assert_allclose(dec.total, expect, rtol=0, atol=1e-8)
+    assert np.max(np.abs(dec.B)) == 0.0
+
+
+# ----------------------------------------------------------------------------- the paper
+
+PUBLISHED = {  # the paper: US welfare, 10% cut of trade costs (MODEL.md 5)
+    ("baseline", "unilateral"): dict(mean=1.35, q1=2.9, q5=0.65, acr=0.45, r_over_w=4.6),
+    ("baseline", "global"): dict(mean=1.97, acr=0.73),
+    ("log", "unilateral"): dict(mean=0.21),
+    ("log", "global"): dict(mean=0.44),
+}
+
+
+@pytest.fixture(scope="module")
+def published_runs():
+    """19-country counterfactuals of the paper (slow: several equilibrium solves)."""
+    from hatrade.counterfactual import baseline_equilibrium
+    out = {}
+    for cal in ("baseline", "log"):
+        eq = baseline_equilibrium(cal)
+        for kind, sc in (("unilateral", Scenario(importer="USA", trade_cost_change=-0.10,
+                                                 allow_d_below_one=True)),
+                         ("global", Scenario(all_pairs=True, trade_cost_change=-0.10,
+                                             allow_d_below_one=True))):
+            cf = run_counterfactual(eq, sc)
+            out[cal, kind] = (cf, country_welfare(cf, country="USA"))
+    return out
+
+
+@pytest.mark.slow
+def test_published_prices_acr_and_losers(published_runs):
+    cf, cw = published_runs["baseline", "unilateral"]
+    us = cf.countries.index("USA")
+    assert cf.R_over_w_change_percent()[us] == pytest.approx(4.6, abs=0.1)
+    assert cw.summary["acr_percent"] == pytest.approx(0.45, abs=0.03)
+    assert cw.summary["share_losers"] == 0.0
+    _, cwg = published_runs["baseline", "global"]
+    assert cwg.summary["acr_percent"] == pytest.approx(0.73, abs=0.01)
+    for key, (_, w) in published_runs.items():
+        s = w.summary
+        # the EV and the Lucas measure agree in sign wherever the EV is defined
+        assert s["cev"]["ev_sign_agreement_share"] == 1.0, key
+        assert s["cev"]["sign_matches_value_change"], key
+        assert s["ev"]["max_residual_estimate"] < 1e-3, key
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "Mean EV gains differ from the published ones. Computed (EV as in MODEL.md: R a + w z "
+    "scaled in the budget and the Euler equation): baseline unilateral mean 1.06% (published "
+    "1.35), Q1 1.77 (2.9), Q5 0.64 (0.65); global 1.65 (1.97); log model 0.47 (0.21) and "
+    "0.74 (0.44). In the baseline, 5 US states (5.6% of households, total income R a + w z "
+    "< 0) have no EV on the gain side and are left out; the published baseline means follow "
+    "if they gained 6-7%, but the log-model numbers point to a different EV definition."))
+def test_published_mean_gains(published_runs):
+    for key, pub in PUBLISHED.items():
+        s = published_runs[key][1].summary
+        assert s["mean_gain_percent"] == pytest.approx(pub["mean"], abs=0.05), key
+        if "q1" in pub:
+            assert s["quintile_gain_percent"]["Q1"] == pytest.approx(pub["q1"], abs=0.15)
+            assert s["quintile_gain_percent"]["Q5"] == pytest.approx(pub["q5"], abs=0.05)
