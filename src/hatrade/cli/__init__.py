@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from . import calibrate, counterfactual, efficient, elasticity, gravity, solve
+from . import calibrate, counterfactual, efficient, elasticity, gravity, replicate, solve
 from ._common import setup_logging
 
 __all__ = ["app"]
@@ -45,6 +45,7 @@ def main(
     setup_logging(verbose)
 
 
-_COMMAND_MODULES = (solve, gravity, calibrate, efficient, elasticity, counterfactual)
+_COMMAND_MODULES = (solve, gravity, calibrate, efficient, elasticity, counterfactual,
+                    replicate)
 for _module in _COMMAND_MODULES:
     _module.register(app)

@@ -1,0 +1,301 @@
+"""``hatrade replicate`` (issue 6) on a tiny setup.
+
+The tiny setup is a ``--quick`` run (coarse grid: 20 asset points, a 3-state income
+process) of a 7-country subset of the paper's world that keeps the gravity regression
+identified (Table 1). The full 19-country replication is not run here (see
+benchmarks/bench_replicate.py).
+
+The module runs the pipeline cold (empty results cache), warm (same cache: nothing may be
+solved; the solvers are replaced by functions that fail), with one changed parameter
+(only what depends on it is re-solved), and with a failing stage. Tests marked ``slow``
+need these runs (a few minutes on 2 cores, mostly JAX compilation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hatrade.cache import Cache
+from hatrade.replicate import (STAGE_NAMES, ReplicateError, check_output_dir, paper_setup,
+                               replicate)
+
+COUNTRIES = ("AUT", "FIN", "FRA", "JPN", "ESP", "GBR", "USA")
+
+#: Every figure the report must show (element ids).
+FIGURES = ("trade-fit-baseline", "trade-fit-log", "elasticities-baseline", "elasticities-log",
+           "micro-table-baseline", "micro-table-log", "micro-assets-baseline",
+           "micro-assets-two-country", "unilateral-quintiles", "unilateral-income",
+           "unilateral-heatmap-baseline", "global-quintiles", "global-income",
+           "global-heatmap-baseline", "efficient-baseline", "efficient-log")
+
+#: Every table the report must show (element ids).
+TABLES = ("reproduction", "tab-equilibrium", "tab-wages", "tab-table1", "tab-trade-fit",
+          "tab-elasticity-summary", "tab-elasticity-partners", "tab-micro-baseline",
+          "tab-micro-log", "tab-unilateral-welfare", "tab-global-welfare", "tab-global-wages",
+          "tab-efficient-summary", "tab-efficient-import-shares", "tab-parameters-household",
+          "tab-parameters-run", "tab-parameters-countries", "tab-timings-table", "tab-work",
+          "tab-run-info")
+
+
+def tiny_setup(**options):
+    return paper_setup(quick=True, n_a=20, countries=COUNTRIES,
+                       household={"n_perm": 3, "n_iid": 1}, ev_nodes=4, **options)
+
+
+def _boom(name):
+    def f(*a, **k):
+        raise AssertionError(f"{name} was called in a run that should load everything")
+    return f
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("replicate")
+    cache_dir = base / "cache"
+    setup = tiny_setup()
+    cold = replicate(base / "cold", setup=setup, cache=Cache(cache_dir))
+    # warm: the same inputs; every solver is replaced by a function that fails
+    with pytest.MonkeyPatch.context() as mp:
+        import hatrade.counterfactual
+        import hatrade.efficient
+        import hatrade.elasticity
+        import hatrade.households_xs
+        import hatrade.welfare
+        import hatrade.world
+        for mod, name in ((hatrade.world, "solve_equilibrium"),
+                          (hatrade.counterfactual, "run_counterfactual"),
+                          (hatrade.welfare, "country_welfare"),
+                          (hatrade.elasticity, "longrun_elasticities"),
+                          (hatrade.households_xs, "cross_section"),
+                          (hatrade.efficient, "solve_planner")):
+            mp.setattr(mod, name, _boom(name))
+        warm = replicate(base / "warm", setup=setup, cache=Cache(cache_dir))
+    # a changed parameter of the log model: only what depends on it is re-solved
+    log_spec = setup.model("log")
+    changed_log = dataclasses.replace(
+        log_spec, household=log_spec.household.replace(sigma_eps=0.26))
+    setup3 = dataclasses.replace(setup, models=(setup.models[0], changed_log))
+    changed = replicate(base / "changed", setup=setup3, cache=Cache(cache_dir),
+                        stages=["equilibrium", "elasticities", "unilateral"])
+    return SimpleNamespace(base=base, cache_dir=cache_dir, setup=setup, cold=cold, warm=warm,
+                           changed=changed)
+
+
+# ----------------------------------------------------------------------------- fast checks
+
+def test_output_dir_must_be_new_empty_or_previous(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ReplicateError, match="holds other files"):
+        check_output_dir(tmp_path / "other")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ReplicateError, match="not a folder"):
+        check_output_dir(tmp_path / "file")
+    assert check_output_dir(tmp_path / "new") == tmp_path / "new"
+    prev = tmp_path / "prev"
+    prev.mkdir()
+    (prev / "replicate.json").write_text(json.dumps({"kind": "replicate"}))
+    assert check_output_dir(prev) == prev
+
+
+def test_setup_validation_and_quick_grid():
+    s = paper_setup(quick=True)
+    assert s.quick and s.n_a == 30 and s.paper and [m.name for m in s.models] == ["baseline", "log"]
+    assert paper_setup().n_a == 100 and not paper_setup().quick
+    assert not tiny_setup().paper
+    from hatrade import ParameterError
+    with pytest.raises(ParameterError, match="XYZ"):
+        paper_setup(home="XYZ")
+    with pytest.raises(ParameterError, match="trade_cost_change"):
+        paper_setup(trade_cost_change=0.0)
+
+
+def test_unknown_stage_is_refused(tmp_path):
+    with pytest.raises(ReplicateError, match="unknown stage"):
+        replicate(tmp_path / "out", setup=tiny_setup(), cache=False, stages=["nope"])
+
+
+# ----------------------------------------------------------------------------- tiny runs
+
+@pytest.mark.slow
+def test_cold_run_is_complete(runs):
+    r = runs.cold
+    assert [s.name for s in r.stages] == list(STAGE_NAMES) + ["report"]
+    bad = {s.name: s.error for s in r.stages if s.status != "ok"}
+    assert not bad, bad
+    assert r.report.is_file() and r.quick
+    out = r.out
+    for f in ("replicate.json", "reproduction.csv", "reproduction.md",
+              "equilibrium/baseline/summary.json", "equilibrium/log/households.nc",
+              "table1/table1.csv", "table1/moments.csv", "trade_fit/trade_fit_baseline.png",
+              "elasticities/elasticities_baseline.csv", "micro/micro_table_baseline.csv",
+              "unilateral/baseline/welfare.csv", "unilateral/log/summary.json",
+              "global/baseline/changes.csv", "efficient/baseline/efficient_trade.csv"):
+        assert (out / f).is_file(), f
+    for s in r.stages:  # every listed result file exists
+        for f in s.files:
+            assert (out / f).is_file(), f
+    summary = json.loads((out / "replicate.json").read_text())
+    assert summary["kind"] == "replicate" and summary["quick"] is True
+    assert all(s["status"] == "ok" and s["seconds"] > 0 for s in summary["stages"])
+    # everything was computed (cold cache)
+    assert r.solves() == 7  # 2 baselines, 4 counterfactuals, the two-country world
+    assert all(s.cache.get("hit", 0) == 0 for s in r.stages)
+
+
+@pytest.mark.slow
+def test_report_in_headless_chromium_has_every_figure_and_table(runs):
+    from hatrade.report import browser_check, find_chromium
+    assert find_chromium(), ("Chromium is required for this test: apt-get install -y chromium "
+                             "(or set $CHROMIUM)")
+    info = browser_check(runs.cold.report, screenshot=runs.base / "report.png")
+    images = {i["id"]: i for i in info["images"]}
+    missing = [f for f in FIGURES if f"fig-{f}" not in images]
+    assert not missing, missing
+    for fid, i in images.items():
+        assert i["complete"] and i["width"] > 300 and i["height"] > 200, (fid, i)
+        assert i["shownWidth"] > 200, (fid, i)
+    tables = {t["id"]: t for t in info["tables"]}
+    missing = [t for t in TABLES if t not in tables]
+    assert not missing, missing
+    for t in TABLES:
+        assert tables[t]["rows"] >= 1, t
+    assert tables["tab-wages"]["rows"] == len(COUNTRIES)
+    sections = {s["id"]: s["status"] for s in info["sections"]}
+    for name in STAGE_NAMES:
+        assert sections[f"stage-{name}"] == "ok", name
+    assert info["banner"] and "APPROXIMATE" in info["banner"]
+    assert (runs.base / "report.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_numbers_come_from_the_run(runs):
+    from hatrade.gravity import BARRIER_LABELS, gravity_regression, model_trade_table
+    from hatrade.results import load_trade, shares_matrix
+
+    r = runs.cold
+    out = r.out
+    html = r.report.read_text()
+    repro = pd.read_csv(out / "reproduction.csv")
+    ours = dict(zip(repro["quantity"], repro["ours"]))
+    for name in ("baseline", "log"):
+        solve = json.loads((out / "equilibrium" / name / "summary.json").read_text())
+        assert float(ours[f"β, {name} (R = 1.01)"]) == pytest.approx(solve["beta"], rel=1e-9)
+        assert r.numbers["beta"][name] == solve["beta"]
+        assert f"{solve['beta']:.6f}" in html
+    # Table 1 model fit, recomputed here from the model's trade shares
+    shares, countries = shares_matrix(load_trade(out / "equilibrium" / "baseline"), COUNTRIES)
+    g = gravity_regression(model_trade_table(shares, countries), countries=countries)
+    t1 = pd.read_csv(out / "table1" / "table1.csv")
+    np.testing.assert_allclose(t1["model fit (baseline)"], g.coefficients.to_numpy(), rtol=1e-9)
+    for key, label in BARRIER_LABELS.items():
+        q = f"Table 1 model fit: {label} (baseline)"
+        assert float(ours[q]) == pytest.approx(g.coefficients[key], rel=1e-9)
+    # elasticities: the log model satisfies Proposition 3 exactly; the numbers are the run's
+    el = json.loads((out / "elasticities" / "summary.json").read_text())
+    sigma = runs.setup.model("log").household.sigma_eps
+    assert el["log"]["impact"] == pytest.approx(-1.0 / sigma, abs=1e-8)
+    assert float(ours["USA trade elasticity, impact (baseline)"]) == pytest.approx(
+        el["baseline"]["impact"], rel=1e-9)
+    # welfare table in the report = the counterfactual folder's summary
+    w = json.loads((out / "unilateral" / "baseline" / "summary.json").read_text())
+    ws = pd.read_csv(out / "unilateral" / "welfare_summary.csv")
+    assert ws.loc[0, "mean"] == pytest.approx(w["by_country"]["USA"]["mean_gain_percent"])
+    # a changed input changes the reported numbers (nothing is a stored constant)
+    b3 = runs.changed.numbers["beta"]
+    assert b3["baseline"] == r.numbers["beta"]["baseline"]
+    assert b3["log"] != r.numbers["beta"]["log"]
+    assert runs.changed.numbers["theta"]["log"]["impact"] == pytest.approx(-1 / 0.26, abs=1e-8)
+
+
+@pytest.mark.slow
+def test_second_run_solves_nothing(runs):
+    w = runs.warm
+    bad = {s.name: s.error for s in w.stages if s.status != "ok"}
+    assert not bad, bad  # the solvers raise if called: every stage loaded its results
+    assert w.solves() == 0
+    assert sum(s.cache.get("miss", 0) for s in w.stages) == 0
+    assert sum(s.cache.get("hit", 0) for s in w.stages) == \
+        sum(s.cache.get("miss", 0) for s in runs.cold.stages)
+    assert w.numbers["beta"] == runs.cold.numbers["beta"]
+    assert w.numbers["welfare"] == runs.cold.numbers["welfare"]
+    pd.testing.assert_frame_equal(w.reproduction, runs.cold.reproduction)
+
+
+@pytest.mark.slow
+def test_changed_parameter_resolves_only_what_depends_on_it(runs):
+    c = {s.name: s.cache for s in runs.changed.stages}
+    assert all(s.status == "ok" for s in runs.changed.stages), \
+        [(s.name, s.error) for s in runs.changed.stages]
+    # baseline model: loaded; log model (sigma_eps changed): computed
+    assert c["equilibrium"] == {"hit": 1, "miss": 1}
+    assert c["elasticities"] == {"hit": 1, "miss": 1}
+    assert c["unilateral"] == {"hit": 2, "miss": 2}  # equilibrium + welfare of each model
+    assert runs.changed.solves() == 2  # the log baseline and its counterfactual
+
+
+@pytest.mark.slow
+def test_failed_stage_is_reported_and_others_go_on(runs, monkeypatch, tmp_path):
+    import hatrade.efficient
+
+    def explode(*a, **k):
+        raise RuntimeError("planner exploded")
+
+    monkeypatch.setattr(hatrade.efficient, "solve_planner", explode)
+    # other planner weights: a new cache key, so the (failing) planner is really called
+    setup = tiny_setup(planner_weights="equal")
+    r = replicate(tmp_path / "out", setup=setup, cache=Cache(runs.cache_dir),
+                  stages=["equilibrium", "efficient", "table1"])
+    st = {s.name: s for s in r.stages}
+    assert st["efficient"].status == "failed" and "planner exploded" in st["efficient"].error
+    assert st["equilibrium"].status == "ok" and st["table1"].status == "ok"
+    assert st["report"].status == "ok" and not r.ok
+    html = r.report.read_text()
+    assert 'id="error-efficient"' in html and "planner exploded" in html
+    assert "planner exploded" in (r.out / "efficient" / "error.txt").read_text()
+    summary = json.loads((r.out / "replicate.json").read_text())
+    assert {s["name"]: s["status"] for s in summary["stages"]}["efficient"] == "failed"
+
+
+@pytest.mark.slow
+def test_cli_replicate(runs, monkeypatch, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    import hatrade.replicate as rep
+    from hatrade.cli import replicate as cli_rep
+    from hatrade.report import README_BEGIN, README_END
+
+    monkeypatch.setattr(rep, "paper_setup", lambda **kw: tiny_setup())
+    app = typer.Typer()
+
+    @app.callback()
+    def main():
+        """test app"""
+
+    cli_rep.register(app)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# hatrade\n\n{README_BEGIN}\n{README_END}\n\n## API\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["replicate", "--quick", "--out", str(out), "--cache-dir",
+                                   str(runs.cache_dir), "--readme", str(readme)])
+    assert res.exit_code == 0, res.output
+    assert "Report:" in res.output and (out / "report.html").is_file()
+    text = readme.read_text()
+    assert "| quantity | source | published | ours | difference |" in text
+    assert "QUICK, approximate" in text
+    beta = json.loads((out / "replicate.json").read_text())["numbers"]["beta"]["baseline"]
+    assert f"{beta:.7g}" in text
+    assert (tmp_path / "docs" / "figures" / "trade-fit-baseline.png").is_file()
+    assert "docs/figures/trade-fit-baseline.png" in text
+    # a folder with other files is refused before any work
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.txt").write_text("x")
+    res = CliRunner().invoke(app, ["replicate", "--out", str(tmp_path / "busy")])
+    assert res.exit_code == 2 and "holds other files" in res.output
