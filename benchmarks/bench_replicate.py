@@ -17,6 +17,28 @@ printed before and after (other processes on the machine slow every number down 
 Run from the repository root::
 
     python benchmarks/bench_replicate.py [--quick] [--out results/bench-replicate] [--json FILE]
+
+Measured (2 cores, no GPU, load average 1.5-3 from other processes; seconds):
+
+=============  ====== =======
+stage           full   quick
+=============  ====== =======
+equilibrium     84.3    26.9
+table1           0.0     0.0
+trade_fit        0.3     0.3
+elasticities     5.5     6.2
+micro           15.7    17.1
+unilateral     147.8    58.4
+global          94.2    16.4
+efficient       11.3     8.7
+report           0.0     0.0
+total (cold)   359.1   134.0
+total (warm)     4.3       –
+=============  ====== =======
+
+Cold full: 6.0 minutes (target 15). On the same machine under a load average of 12-15 the
+full cold run took 23.5 minutes and the quick one 16 minutes: JAX compilation and the
+Jacobians of the counterfactual equilibria dominate. The warm run solves nothing.
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ class Setup:
     tol, hh_tol : equilibrium and household tolerances.
     quick : a ``--quick`` run (approximate).
     paper : the paper's full world (the published numbers apply).
-    ev_nodes : lambda nodes of the batched equivalent-variation solve.
+    ev_nodes : lambda nodes of the batched equivalent-variation solve (None: the default
+        of :func:`hatrade.welfare.country_welfare`).
     planner_weights : 'matched' or 'equal'.
     efficient_elasticities : compute Proposition 1 elasticities of every pair for the
         efficient-vs-decentralized comparison (19 country problems).
@@ -163,7 +164,7 @@ class Setup:
     hh_tol: float = 1e-10
     quick: bool = False
     paper: bool = True
-    ev_nodes: int = 6
+    ev_nodes: int | None = None
     planner_weights: str = "matched"
     efficient_elasticities: bool = True
     two_country_d: float = 1.5
@@ -180,6 +181,15 @@ class Setup:
         if not (-1.0 < self.trade_cost_change < 1.0) or self.trade_cost_change == 0.0:
             raise ParameterError(f"trade_cost_change = {self.trade_cost_change} is not allowed: "
                                  "use a non-zero number in (-1, 1), e.g. -0.10.")
+
+    def resolved_ev_nodes(self) -> int:
+        """``ev_nodes``, or the welfare module's default when it is None."""
+        if self.ev_nodes is not None:
+            return int(self.ev_nodes)
+        import inspect
+
+        from .welfare import country_welfare
+        return int(inspect.signature(country_welfare).parameters["n_nodes"].default)
 
     @property
     def n_a(self) -> int:
@@ -198,7 +208,7 @@ class Setup:
                                 "calibration": m.calibration} for m in self.models},
             "home": self.home, "trade_cost_change": self.trade_cost_change, "R": self.R,
             "tol": self.tol, "hh_tol": self.hh_tol, "quick": self.quick, "paper": self.paper,
-            "ev_nodes": self.ev_nodes, "planner_weights": self.planner_weights,
+            "ev_nodes": self.resolved_ev_nodes(), "planner_weights": self.planner_weights,
             "efficient_elasticities": self.efficient_elasticities,
             "two_country_d": self.two_country_d, "transfer": self.transfer,
         }
@@ -721,6 +731,7 @@ def _stage_counterfactual(ctx: _Ctx, kind: str) -> StageResult:
     s = ctx.setup
     res = StageResult(kind, "")
     scenario = _scenario(ctx, kind)
+    n_nodes = s.resolved_ev_nodes()
     summaries, rows, by_country = {}, [], []
 
     def one(spec: ModelSpec):
@@ -748,10 +759,10 @@ def _stage_counterfactual(ctx: _Ctx, kind: str) -> StageResult:
 
         def compute():
             ctx.step(f"{spec.name}: equivalent variation of every {s.home} household")
-            return _welfare_bundle(country_welfare(cf, country=s.home, n_nodes=s.ev_nodes))
+            return _welfare_bundle(country_welfare(cf, country=s.home, n_nodes=n_nodes))
 
         w = ctx.memo("welfare", {"baseline": ctx.eq_key[spec.name], "new": new_key,
-                                 "country": s.home, "n_nodes": s.ev_nodes, "verify": False},
+                                 "country": s.home, "n_nodes": n_nodes, "verify": False},
                      compute, label=f"{spec.name} {kind} {s.home}")
         summ = w["summary"]
         summaries[spec.title] = summ
@@ -1127,7 +1138,7 @@ def _parameter_tables(setup: Setup) -> list:
         ("equilibrium tolerance (max relative excess demand)", f"{setup.tol:g}"),
         ("household tolerance", f"{setup.hh_tol:g}"),
         ("asset grid points", f"{setup.n_a}"),
-        ("EV lambda nodes", f"{setup.ev_nodes}"),
+        ("EV lambda nodes", f"{setup.resolved_ev_nodes()}"),
         ("planner weights", setup.planner_weights),
         ("MPC transfer", f"{setup.transfer:g}"),
         ("starting prices", "published equilibrium (data/calibration/*-prices.csv)"),
