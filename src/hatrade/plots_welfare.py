@@ -13,10 +13,7 @@ Figures are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canv
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,32 +24,16 @@ __all__ = ["quintile_figure", "income_group_figure", "heatmap_figure", "assets_f
 
 log = logging.getLogger(__name__)
 
+from .plots_elasticity import _new_figure as _base_figure
+from .plots_elasticity import save_figure  # noqa: F401  (re-exported)
+
 _COLORS = ("#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000")
 
 
 def _new_figure(figsize=(6.5, 4.2)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    return _base_figure(figsize)
 
 
-def save_figure(fig, path) -> Path:
-    """Save a figure as PNG through a temporary file + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _bars(ax, groups, series: dict, ylabel: str):
