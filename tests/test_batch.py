@@ -7,33 +7,12 @@ import json
 import pandas as pd
 import pytest
 
+from smallworld import small_toml
+
 from hatrade import batch as batch_mod
 from hatrade.batch import BatchError, load_batch, loads_batch, run_batch
 
-WORLD_TOML = """
-[household]
-gamma = 1.45
-sigma_eps = 0.33
-psi_slope = 0.5
-beta = 0.92
-n_a = 20
-
-[world]
-countries = ["H", "F", "G"]
-tfp = [1.0, 0.9, 1.1]
-labor = [1.0, 0.7, 0.5]
-trade_costs = [[1.0, 1.06, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]]
-
-[income]
-rho_perm = 0.9
-var_perm = 0.039
-n_perm = 2
-var_iid = 0.0522
-n_iid = 1
-
-[solve]
-R_guess = 1.02
-"""
+WORLD_TOML = small_toml(d=[[1.0, 1.06, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]])
 
 
 def _write(tmp_path, batch_text: str):

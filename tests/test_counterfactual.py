@@ -8,24 +8,10 @@ import numpy as np
 import pytest
 
 import hatrade
-from hatrade import Household, ParameterError, World
+from hatrade import ParameterError
 from hatrade.counterfactual import (Counterfactual, Scenario, apply_scenario, parse_pairs,
                                     run_counterfactual, selected_pairs)
-
-# A small three-country world (fast): 20 asset points, 2 income states.
-D3 = [[1.0, 1.6, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]]
-
-
-def small_world(**kw) -> World:
-    args = dict(countries=["H", "F", "G"], tfp=[1.0, 0.9, 1.1], labor=[1.0, 0.7, 0.5], d=D3)
-    args.update(kw)
-    return World(**args)
-
-
-def small_household(**kw) -> Household:
-    args = dict(gamma=1.45, sigma_eps=0.33, psi_slope=0.5, beta=0.92, n_a=20, n_perm=2, n_iid=1)
-    args.update(kw)
-    return Household(**args)
+from smallworld import D3, small_household, small_toml, small_world
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +53,13 @@ def test_change_below_one_rejected_naming_the_pair():
     new = apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1, allow_d_below_one=True))
     assert new.d[0, 1] == pytest.approx(0.945)
     assert new.meta["d_below_one"] == [["H", "F", pytest.approx(0.945)]]
+    assert new.allow_d_below_one and not w.allow_d_below_one
+    # the flag is a validated World field: a copy keeps the costs, a world without it rejects them
+    assert new.replace(labor=[2.0, 1.0, 1.0]).d[0, 1] == pytest.approx(0.945)
+    with pytest.raises(ParameterError, match=r"trade_costs\[H,F\].*< 1"):
+        new.replace(allow_d_below_one=False)
+    with pytest.raises(ParameterError, match="positive"):
+        new.replace(d=np.where(np.eye(3) > 0, 1.0, -0.5))
 
 
 @pytest.mark.parametrize("scenario, pattern", [
@@ -173,30 +166,7 @@ def test_counterfactual_from_world_object(base):
 
 # ----------------------------------------------------------------------------- CLI
 
-SMALL_TOML = """
-[household]
-gamma = 1.45
-sigma_eps = 0.33
-psi_slope = 0.5
-beta = 0.92
-n_a = 20
-
-[world]
-countries = ["H", "F", "G"]
-tfp = [1.0, 0.9, 1.1]
-labor = [1.0, 0.7, 0.5]
-trade_costs = [[1.0, 1.6, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]]
-
-[income]
-rho_perm = 0.9
-var_perm = 0.039
-n_perm = 2
-var_iid = 0.0522
-n_iid = 1
-
-[solve]
-R_guess = 1.02
-"""
+SMALL_TOML = small_toml()
 
 
 def _app():
@@ -246,7 +216,7 @@ def test_cli_rejects_bad_input_before_solving(tmp_path):
     from typer.testing import CliRunner
 
     cfg = tmp_path / "small.toml"
-    cfg.write_text(SMALL_TOML.replace("[1.0, 1.6, 1.8]", "[1.0, 1.05, 1.8]"))
+    cfg.write_text(small_toml(d=[[1.0, 1.05, 1.8]] + D3[1:]))
     runner = CliRunner()
     res = runner.invoke(_app(), ["counterfactual", "--config", str(cfg), "--importer", "H",
                                  "-d", "-0.1", "--out", str(tmp_path / "a")])

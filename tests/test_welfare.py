@@ -10,25 +10,12 @@ import numpy as np
 import pytest
 
 import hatrade
-from hatrade import Household, World
 from hatrade.counterfactual import Scenario, run_counterfactual
 from hatrade.welfare import (_quantile_groups, _scale, acr_gain, consumption_equivalent,
                              country_welfare, decompose, equivalent_variation,
                              household_problem, value_split)
+from smallworld import small_household, small_world
 
-D3 = [[1.0, 1.6, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]]
-
-
-def small_world(**kw) -> World:
-    args = dict(countries=["H", "F", "G"], tfp=[1.0, 0.9, 1.1], labor=[1.0, 0.7, 0.5], d=D3)
-    args.update(kw)
-    return World(**args)
-
-
-def small_household(**kw) -> Household:
-    args = dict(gamma=1.45, sigma_eps=0.33, psi_slope=0.5, beta=0.92, n_a=20, n_perm=2, n_iid=1)
-    args.update(kw)
-    return Household(**args)
 
 
 @pytest.fixture(scope="module")

@@ -256,16 +256,11 @@ def apply_scenario(world: World, scenario: Scenario) -> World:
     meta = dict(world.meta)
     meta["scenario"] = scenario.to_dict()
     below = d < 1.0 - 1e-12
-    new = world.replace(d=np.where(below, 1.0, d), tariffs=tariffs, tfp=tfp, labor=labor,
-                        financial=financial, meta=meta)
     if np.any(below):
-        # World validation requires d >= 1; the paper's experiments do not floor the new
-        # costs. Every other field was validated above; d is positive and finite here.
-        if not (np.all(np.isfinite(d)) and np.all(d > 0)):
-            raise ParameterError(f"scenario {scenario.name!r}: trade costs must stay positive.")
-        object.__setattr__(new, "d", d)
         meta["d_below_one"] = [[c[i], c[j], float(d[i, j])] for i, j in np.argwhere(below)]
-    return new
+    return world.replace(d=d, tariffs=tariffs, tfp=tfp, labor=labor, financial=financial,
+                         meta=meta, allow_d_below_one=bool(world.allow_d_below_one
+                                                           or np.any(below)))
 
 
 @dataclass

@@ -134,6 +134,12 @@ class World:
     financial : {"globalization", "autarky"}
         One world interest rate with a world bond market, or one rate per country with
         each bond market closed.
+    allow_d_below_one : bool
+        Accept iceberg costs below 1 off the diagonal (still positive and finite). False by
+        default: costs below 1 are almost always an input error. The paper's counterfactuals
+        scale calibrated costs without a new floor (MODEL.md 5), which takes some pairs below
+        1; :func:`hatrade.counterfactual.apply_scenario` sets this flag when a scenario asks
+        for that explicitly.
     """
 
     countries: tuple
@@ -143,6 +149,7 @@ class World:
     tariffs: np.ndarray | None = None
     financial: Literal["globalization", "autarky"] = "globalization"
     meta: dict = field(default_factory=dict)
+    allow_d_below_one: bool = False
 
     def __post_init__(self):
         countries = tuple(str(c) for c in self.countries)
@@ -161,10 +168,19 @@ class World:
         if np.any(np.abs(np.diag(d) - 1.0) > 1e-12):
             raise ParameterError(f"trade_costs diagonal is {np.diag(d).tolist()}; d_ii must be 1 "
                                  "(no cost of buying one's own variety).")
-        if np.any(d < 1.0 - 1e-12):
+        if not isinstance(self.allow_d_below_one, (bool, np.bool_)):
+            raise ParameterError(f"allow_d_below_one = {self.allow_d_below_one!r} is not allowed: "
+                                 "it must be true or false.")
+        if self.allow_d_below_one:
+            if np.any(d <= 0):
+                i, j = np.argwhere(d <= 0)[0]
+                raise ParameterError(f"trade_costs[{countries[i]},{countries[j]}] = {d[i, j]}; "
+                                     "iceberg costs must be positive.")
+        elif np.any(d < 1.0 - 1e-12):
             i, j = np.argwhere(d < 1.0 - 1e-12)[0]
             raise ParameterError(f"trade_costs[{countries[i]},{countries[j]}] = {d[i, j]} < 1; "
-                                 "iceberg costs must be >= 1.")
+                                 "iceberg costs must be >= 1 (allow_d_below_one = true accepts "
+                                 "positive costs below 1, as the paper's counterfactuals do).")
         tariffs = self.tariffs
         if tariffs is not None:
             tariffs = _as_float_array(tariffs, "tariffs", (M, M))
@@ -202,4 +218,5 @@ class World:
             "trade_costs": self.d.tolist(),
             "tariffs": None if self.tariffs is None else self.tariffs.tolist(),
             "financial": self.financial,
+            **({"allow_d_below_one": True} if self.allow_d_below_one else {}),
         }
