@@ -192,6 +192,19 @@ def selected_pairs(world: World, scenario: Scenario) -> np.ndarray:
     return mask
 
 
+def _scaled(world: World, values, changes: Mapping, name: str, field_: str, what: str):
+    """``values`` with ``(1 + x)`` applied for each country code in ``changes``; stays > 0."""
+    out = np.array(values, float)
+    for code, x in changes.items():
+        i = world.index(code)
+        out[i] = (1.0 + x) * out[i]
+        if not out[i] > 0:
+            raise ParameterError(f"scenario {name!r}: {field_}[{code}] = {x} makes {what} of "
+                                 f"{code} {out[i]:.6g}; it must stay positive (the change must "
+                                 "be > -1).")
+    return out
+
+
 def apply_scenario(world: World, scenario: Scenario) -> World:
     r"""The counterfactual world, checked entry by entry before any solve.
 
@@ -236,22 +249,9 @@ def apply_scenario(world: World, scenario: Scenario) -> World:
             raise ParameterError(f"scenario {scenario.name!r}: tariff_change = "
                                  f"{scenario.tariff_change} makes tariffs negative for "
                                  f"importer,exporter {names}; tariffs must be >= 0.")
-    tfp = world.tfp.copy()
-    for code, x in scenario.tfp_change.items():
-        i = world.index(code)
-        tfp[i] = (1.0 + x) * tfp[i]
-        if not tfp[i] > 0:
-            raise ParameterError(f"scenario {scenario.name!r}: tfp_change[{code}] = {x} makes "
-                                 f"TFP of {code} {tfp[i]:.6g}; TFP must stay positive "
-                                 "(the change must be > -1).")
-    labor = world.labor.copy()
-    for code, x in scenario.labor_change.items():
-        i = world.index(code)
-        labor[i] = (1.0 + x) * labor[i]
-        if not labor[i] > 0:
-            raise ParameterError(f"scenario {scenario.name!r}: labor_change[{code}] = {x} makes "
-                                 f"the labor force of {code} {labor[i]:.6g}; it must stay "
-                                 "positive (the change must be > -1).")
+    tfp = _scaled(world, world.tfp, scenario.tfp_change, scenario.name, "tfp_change", "TFP")
+    labor = _scaled(world, world.labor, scenario.labor_change, scenario.name, "labor_change",
+                    "the labor force")
     financial = scenario.financial or world.financial
     meta = dict(world.meta)
     meta["scenario"] = scenario.to_dict()
