@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -454,20 +453,9 @@ def write_parameter_file(path: PathLike, params) -> None:
             f"{(np.flatnonzero(~np.isfinite(vec)) + 1).tolist()} (1-based)."
         )
     text = "guess\n" + "".join(f"{float(x)!r}\n" for x in vec)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from ..results import atomic_write_text  # lazy: results imports pandas-heavy code
+
+    atomic_write_text(path, text)
     logger.debug("wrote %d parameters to %s", vec.size, path)
 
 
