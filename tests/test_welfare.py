@@ -217,9 +217,10 @@ def test_published_prices_acr_and_losers(published_runs):
     "Mean EV gains differ from the published ones. Computed (EV as in MODEL.md: R a + w z "
     "scaled in the budget and the Euler equation): baseline unilateral mean 1.06% (published "
     "1.35), Q1 1.77 (2.9), Q5 0.64 (0.65); global 1.65 (1.97); log model 0.47 (0.21) and "
-    "0.74 (0.44). In the baseline, 5 US states (5.6% of households, total income R a + w z "
-    "< 0) have no EV on the gain side and are left out; the published baseline means follow "
-    "if they gained 6-7%, but the log-model numbers point to a different EV definition."))
+    "0.74 (0.44), while R/w (+4.64%) and ACR (0.43/0.73) match. No alternative definition "
+    "reproduces them either (US unilateral, baseline / log): labor income only scaled "
+    "0.62 / -, Lucas measure 0.60 / 0.35, utilitarian EV 1.02 / 0.46, steady-state "
+    "utilitarian EV with the new distribution 0.91 / 0.36. See hatrade.welfare's docstring."))
 def test_published_mean_gains(published_runs):
     for key, pub in PUBLISHED.items():
         s = published_runs[key][1].summary
