@@ -28,6 +28,16 @@ Each iteration costs one equilibrium solve plus M + 4 tangent directions; the ne
 map from trade-cost parameters to gravity coefficients makes Newton converge in a few
 iterations. Every iteration is logged and checkpointed (JSON) and a run resumes from its
 checkpoint.
+
+psi_slope (optional, ``home_share_gap=``): a 47th parameter with a 47th moment, the home
+share of the top labor-income quintile minus that of the bottom quintile of one country
+(:func:`home_share_gaps`). The household block then has M + 5 directions (psi_slope
+enters :math:`\psi_i(z, i) = \psi_{slope} A_i^{1-\gamma} \log z_{perm}`, MODEL.md 1.1) and
+the gaps as outputs (:func:`block_jacobian_psi`), and the same Newton iteration solves for
+all 47 with the exact Jacobian. Quintile membership is fixed by the income process
+(:func:`income_group_fractions`): only shares and masses within the groups move, so the
+moment is differentiable. Micro targets for gamma and sigma_eps (an outer loop) and
+robustness grids are in :mod:`hatrade.calibrate_micro`.
 """
 
 from __future__ import annotations
@@ -49,13 +59,15 @@ import pandas as pd
 from ._jax import enable_x64
 from .distribution import stationary_distribution
 from .household import HHParams, policies
+from .households_xs import INCOME_GROUPS, group_weights
 from .income import income_process
 from .params import Household, ParameterError, World
 from .world import (Equilibrium, EquilibriumError, _aggregate, _Layout, _solve_countries,
                     model_arrays, solve_equilibrium)
 
 __all__ = ["GravitySetup", "ek_setup", "CalibrationError", "CalibrationResult", "calibrate",
-           "model_moments", "block_jacobian"]
+           "model_moments", "block_jacobian", "block_jacobian_psi", "home_share_gaps",
+           "income_group_fractions", "PsiBlock", "GAP_GROUPS"]
 
 log = logging.getLogger(__name__)
 
@@ -270,22 +282,27 @@ def block_jacobian(eq: Equilibrium, tangents=None, tol: float = 1e-10,
 
 
 def _composite_jacobian(eq: Equilibrium, bj: BlockJacobian, setup: GravitySetup, theta0,
-                        layout: _Layout):
-    """Jacobians of (excess demands, moments) w.r.t. (u, theta) at the solved point."""
+                        layout: _Layout, psi: "PsiBlock | None" = None,
+                        gap_country: int | None = None):
+    """Jacobians of (excess demands, moments) w.r.t. (u, theta) at the solved point.
+
+    With ``psi`` (:func:`block_jacobian_psi`), ``theta0`` has psi_slope appended and the
+    moments the home-share gap of the country at index ``gap_country``.
+    """
     M = eq.world.M
     M0 = jnp.asarray(eq.spending)
     A0 = jnp.asarray(eq.aggregates["A"])
     N = jnp.asarray(eq.aggregates["N"])
-    w0 = jnp.asarray(eq.prices.w)
     beta0 = float(eq.prices.beta)
     R0 = float(eq.prices.R[0])
     theta0 = jnp.asarray(theta0)
+    K = setup.n_params
     u0 = jnp.asarray(layout.pack(eq.prices.w, eq.prices.R, None, beta0))
 
     def logp(u, theta):
         w, _, _, _ = layout.prices(u)
-        lA = setup.log_tfp(theta)
-        return setup.log_d(theta) + (jnp.log(w) - lA)[None, :], jnp.log(w), lA
+        lA = setup.log_tfp(theta[:K])
+        return setup.log_d(theta[:K]) + (jnp.log(w) - lA)[None, :], jnp.log(w), lA
 
     lp0, lw0, lA0 = logp(u0, theta0)
 
@@ -298,15 +315,180 @@ def _composite_jacobian(eq: Equilibrium, bj: BlockJacobian, setup: GravitySetup,
                + bj.A * dA_[:, None] + bj.R * dR + bj.beta * db)
         Ai = A0 + jnp.einsum("ik,ik->i", bj.Ap, dlp) + bj.Aw * dw + bj.AA * dA_ + bj.AR * dR \
             + bj.Abeta * db
+        if psi is not None:
+            dpsi = theta[K] - theta0[K]
+            Mij = Mij + psi.M * dpsi
+            Ai = Ai + psi.A * dpsi
         Y = w * N
         goods = (jnp.sum(Mij, axis=0) - Y) / Y
         bond = jnp.sum(Ai, keepdims=True) / jnp.sum(Y)
         ed = jnp.concatenate([goods[1:], bond])
-        return ed, setup.moments_from_spending(Mij)
+        m = setup.moments_from_spending(Mij)
+        if psi is not None:
+            c = gap_country
+            gap = (psi.gap[c] + psi.gp[c] @ dlp[c] + psi.gw[c] * dw[c] + psi.gA[c] * dA_[c]
+                   + psi.gR[c] * dR + psi.gbeta[c] * db + psi.gpsi[c] * dpsi)
+            m = jnp.concatenate([m, gap[None]])
+        return ed, m
 
     (Eu, Et), (mu, mt) = jax.jacfwd(phi, argnums=(0, 1))(u0, theta0)
     del M
     return np.asarray(Eu), np.asarray(Et), np.asarray(mu), np.asarray(mt)
+
+
+# ----------------------------------------------------------------------------- psi_slope
+
+#: Income groups of the home-share gap (population quantiles of labor income w z):
+#: the gap is the home share of the top group minus that of the bottom group.
+GAP_GROUPS = {"bottom": INCOME_GROUPS["bottom_20"], "top": INCOME_GROUPS["top_20"]}
+
+
+def income_group_fractions(inc, lo: float, hi: float) -> np.ndarray:
+    r"""Share of each income state's population inside the labor-income quantile range
+    [lo, hi] (Nz,).
+
+    Within a country the wage is common, so ranking households by labor income
+    :math:`w z` is ranking them by :math:`z`; and the :math:`z`-marginal of every
+    stationary distribution is the income chain's own stationary distribution (assets do
+    not feed back on income). The fractions therefore depend on the income process alone:
+    a state straddling a quantile boundary is split as in
+    :func:`hatrade.households_xs.group_weights`, and the weight of state (a, z) in the
+    group is :math:`\lambda(a,z) f(z)` with these constant :math:`f`.
+    """
+    dist = np.asarray(inc.dist, float)
+    wt = group_weights(np.asarray(inc.z, float), dist, lo, hi)
+    return np.divide(wt, dist, out=np.zeros_like(wt), where=dist > 0)
+
+
+def _gap_fractions(inc) -> np.ndarray:
+    return np.stack([income_group_fractions(inc, *GAP_GROUPS["top"]),
+                     income_group_fractions(inc, *GAP_GROUPS["bottom"])])
+
+
+def _home_share_gap(pi, c, p, lam, home, fr):
+    r"""One country's home-share gap: :math:`H_{top} - H_{bottom}`, with
+    :math:`H_g = \sum \lambda f_g h / \sum \lambda f_g` and the household home share
+    :math:`h = \pi_i p_{ii} c_i / \sum_j \pi_j p_{ij} c_j`."""
+    spend = pi * c * p
+    h = spend[..., home] / jnp.sum(spend, axis=-1)
+    wt = lam[None] * fr[:, None, :]  # (2, Na, Nz)
+    H = jnp.sum(wt * h[None], axis=(1, 2)) / jnp.sum(wt, axis=(1, 2))
+    return H[0] - H[1]
+
+
+def _gaps(pol, p, lam, fr):
+    M = p.shape[0]
+    return jax.vmap(_home_share_gap, in_axes=(0, 0, 0, 0, 0, None))(
+        pol.pi, pol.c, p, lam, jnp.arange(M), fr)
+
+
+@enable_x64
+def home_share_gaps(eq: Equilibrium) -> pd.Series:
+    r"""Rich-minus-poor home shares of every country (MODEL.md 4).
+
+    For country i: the mean household home share :math:`h(a,z) = \pi_i p_{ii} c_i /
+    \sum_j \pi_j p_{ij} c_j` of the top labor-income quintile minus that of the bottom
+    quintile, weighted exactly by the stationary distribution (the group means of
+    :func:`hatrade.households_xs.micro_table`: ``import_share`` of ``bottom_20`` minus
+    that of ``top_20``). See :func:`income_group_fractions` for the group weights.
+    """
+    fr = jnp.asarray(_gap_fractions(eq.income))
+    pol = eq.policies
+    g = _gaps(type(pol)(*[jnp.asarray(a) for a in pol]), jnp.asarray(eq.p), jnp.asarray(eq.lam),
+              fr)
+    return pd.Series(np.asarray(g), index=list(eq.countries), name="home_share_gap")
+
+
+@dataclass
+class PsiBlock:
+    r"""The psi_slope direction of the household block and the home-share gaps.
+
+    ``M`` (M, M) :math:`dM_{ij}/d\psi_{slope}`; ``A`` (M,) :math:`dA_i/d\psi_{slope}`;
+    ``gap`` (M,) the home-share gaps at the solved point; ``gp`` (M, M)
+    :math:`d\,gap_i/d\log p_{ik}`; ``gw, gA, gR, gbeta, gpsi`` (M,) their derivatives in the
+    log wage, the own log TFP scaling, R, beta and psi_slope.
+    """
+
+    M: np.ndarray
+    A: np.ndarray
+    gap: np.ndarray
+    gp: np.ndarray
+    gw: np.ndarray
+    gA: np.ndarray
+    gR: np.ndarray
+    gbeta: np.ndarray
+    gpsi: np.ndarray
+
+
+@partial(jax.jit, static_argnums=(8, 9, 10))
+def _block_jvps_psi(arrs, psi_unit, fr, w0, R0, beta0, state, dstate, tol, max_iter, ttol):
+    """Like the block Jacobian's directions, plus psi_slope, with the gaps as outputs."""
+    M = w0.shape[0]
+    g = arrs["gamma"]
+    p0 = arrs["d"] * (w0 / arrs["A"])[None, :] * (1.0 + arrs["t"])
+    bc = lambda x: jnp.broadcast_to(x, (M,) + jnp.shape(x))  # noqa: E731
+
+    def f(logp, xw, xA, R, beta, xpsi, x0):
+        scale = jnp.exp((1.0 - g) * xA)
+        prm = HHParams(p=jnp.exp(logp), w=w0 * jnp.exp(xw), R=bc(R), T=jnp.zeros(M),
+                       beta=bc(beta), gamma=bc(g), sigma=arrs["sigma"] * scale,
+                       psi=(arrs["psi"] + xpsi * psi_unit) * scale[:, None, None],
+                       a_grid=arrs["a_grid"] * jnp.exp(xA)[:, None], z=bc(arrs["z"]),
+                       Pz=bc(arrs["Pz"]))
+        x, _ = _solve_countries(prm, x0, tol, max_iter, ttol)
+        pol = jax.vmap(policies)(x, prm)
+        lam = jax.vmap(stationary_distribution)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
+        agg = _aggregate(arrs, prm, pol, lam)
+        return agg["M"], agg["A"], _gaps(pol, prm.p, lam, fr), x
+
+    n = M + 5
+    zM = jnp.zeros(M)
+    primal = (jnp.log(p0), zM, zM, R0, beta0, jnp.zeros(()), state)
+
+    def one(k, dx):
+        dlogp = jnp.zeros((M, M)).at[:, k].set(jnp.where(k < M, 1.0, 0.0))
+        unit = lambda m: jnp.where(k == m, 1.0, 0.0)  # noqa: E731
+        tang = (dlogp, unit(M) * jnp.ones(M), unit(M + 1) * jnp.ones(M), unit(M + 2),
+                unit(M + 3), unit(M + 4), dx)
+        _, out = jax.jvp(f, primal, tang)
+        return out
+
+    if dstate is None:
+        dstate = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), state)
+    return jax.vmap(one)(jnp.arange(n), dstate)
+
+
+@enable_x64
+def block_jacobian_psi(eq: Equilibrium, tangents=None, tol: float = 1e-10,
+                       tangent_tol: float = 1e-9) -> tuple[BlockJacobian, PsiBlock]:
+    r"""The household-block Jacobian (:func:`block_jacobian`) with one more direction,
+    psi_slope, and the home-share gaps of every country as outputs (M + 5 directions).
+
+    psi_slope enters country i's problem as :math:`\psi_i(z, i) = \psi_{slope}
+    A_i^{1-\gamma} \log z_{perm}` (MODEL.md 1.1) on the home variety only; its direction
+    is that array per unit of psi_slope, scaled like psi by the TFP direction. The gap of
+    country i (:func:`home_share_gaps`) depends on i's policies and distribution only; its
+    income groups are fixed (:func:`income_group_fractions`), so it is differentiable.
+    """
+    if eq.world.tariffs is not None and np.any(eq.world.tariffs > 0):
+        raise ParameterError("block_jacobian_psi supports worlds without tariffs.")
+    arrs = model_arrays(eq.world, eq.household, eq.income)
+    M = eq.world.M
+    scale = np.asarray(arrs["A"]) ** (1.0 - eq.household.gamma)
+    psi_unit = (scale[:, None, None] * np.asarray(eq.income.log_z_perm)[None, :, None]
+                * np.eye(M)[:, None, :])
+    fr = jnp.asarray(_gap_fractions(eq.income))
+    dM, dA, dg, dxs = _block_jvps_psi(arrs, jnp.asarray(psi_unit), fr,
+                                      jnp.asarray(eq.prices.w), jnp.asarray(eq.prices.R[0]),
+                                      jnp.asarray(eq.prices.beta), eq.state, tangents, tol,
+                                      3000, tangent_tol)
+    dM, dA, dg = np.asarray(dM), np.asarray(dA), np.asarray(dg)  # (M+5, M, M), (M+5, M) x2
+    bj = BlockJacobian(p=np.transpose(dM[:M], (1, 2, 0)), w=dM[M], A=dM[M + 1],
+                       R=dM[M + 2], beta=dM[M + 3], Ap=dA[:M].T, Aw=dA[M], AA=dA[M + 1],
+                       AR=dA[M + 2], Abeta=dA[M + 3], tangents=dxs)
+    pb = PsiBlock(M=dM[M + 4], A=dA[M + 4], gap=home_share_gaps(eq).to_numpy(), gp=dg[:M].T,
+                  gw=dg[M], gA=dg[M + 1], gR=dg[M + 2], gbeta=dg[M + 3], gpsi=dg[M + 4])
+    return bj, pb
 
 
 # ----------------------------------------------------------------------------- driver
@@ -327,11 +509,22 @@ class CalibrationResult:
     block_jacobians: int
     history: list = field(default_factory=list)
     seconds: float = 0.0
+    psi_slope: float | None = None
+    gap_country: str | None = None
+
+    @property
+    def household(self) -> Household:
+        """The household parameters of the calibrated equilibrium (psi_slope included)."""
+        return self.equilibrium.household
 
     def moment_table(self, setup: GravitySetup | None = None) -> pd.DataFrame:
+        """Moment, target, model and difference; with psi_slope calibrated the last row is
+        ``home_share_gap_<country>`` (top minus bottom labor-income quintile)."""
         setup = setup or ek_setup()
         c = setup.countries[:-1]
         names = [f"S_{x}" for x in c] + [f"theta_m_{x}" for x in c] + list(setup.names)
+        if len(self.targets) == len(names) + 1:
+            names.append(f"home_share_gap_{self.gap_country}")
         return pd.DataFrame({"moment": names, "target": self.targets, "model": self.moments,
                              "difference": self.moments - self.targets})
 
@@ -348,7 +541,8 @@ def _atomic_json(path: Path, obj) -> None:
 def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None,
               targets=None, labor=None, R: float = 1.01, wages=None, beta_guess: float = 0.93,
               tol: float = 1e-8, max_iter: int = 15, checkpoint: str | Path | None = None,
-              resume: bool = False, progress=None) -> CalibrationResult:
+              resume: bool = False, progress=None, home_share_gap: float | None = None,
+              gap_country: str | None = None, state=None) -> CalibrationResult:
     r"""Solve for the parameters whose model-generated gravity moments equal the targets.
 
     Parameters
@@ -356,7 +550,8 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
     theta0 : array (2(M-1)+K,)
         Starting parameters (the published layout for the EK setup: 46 numbers).
     household : Household
-        gamma, sigma_eps, psi_slope (beta is solved at R).
+        gamma, sigma_eps, psi_slope (beta is solved at R; psi_slope is the start when
+        ``home_share_gap`` is given).
     setup : GravitySetup, optional
         Default: the paper's Eaton-Kortum regression (:func:`ek_setup`).
     targets : array, optional
@@ -373,9 +568,31 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
     checkpoint : path, optional
         JSON file written after every iteration (best point, path); with ``resume=True`` an
         existing checkpoint is the starting point.
+    home_share_gap : float, optional
+        Target of the rich-minus-poor home share of ``gap_country`` (top minus bottom
+        labor-income quintile, :func:`home_share_gaps`). When given, psi_slope is calibrated
+        too: a 47th parameter (appended to the 46) with this 47th moment, in the same Newton
+        iteration with the exact Jacobian: the household block gets the psi_slope direction
+        and the gaps as outputs (:func:`block_jacobian_psi`, M + 5 directions). Income
+        quintile membership depends on the income process alone
+        (:func:`income_group_fractions`), so only the shares and the masses within the
+        groups move and the moment is differentiable.
+    gap_country : str, optional
+        Country of the home-share gap (default "USA").
+    state : HHState, optional
+        Warm start of the household problems (``other.equilibrium.state``).
+
+    Returns
+    -------
+    CalibrationResult
+        ``params`` the 2(M-1)+K parameters; ``psi_slope`` the calibrated psi_slope (None
+        when it is held); ``moments``/``targets`` with the gap last when calibrated.
 
     Raises
     ------
+    ParameterError
+        Wrong lengths, an out-of-range ``home_share_gap``, an unknown ``gap_country``, or a
+        checkpoint of another kind of calibration.
     CalibrationError
         When the iteration stalls or reaches ``max_iter``; the best point is saved in the
         checkpoint and the message names the moments that are off.
@@ -383,14 +600,36 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
     t0 = time.perf_counter()
     setup = setup or ek_setup()
     M = setup.M
+    K = setup.n_params
     theta = np.asarray(theta0, float).copy()
-    if theta.shape != (setup.n_params,):
+    if theta.shape != (K,):
         raise ParameterError(f"parameter vector has {theta.size} entries; this setup needs "
-                             f"{setup.n_params} (2*(M-1) log TFP and theta_m, then "
+                             f"{K} (2*(M-1) log TFP and theta_m, then "
                              f"{len(setup.names)} coefficients {list(setup.names)}).")
     targets = data_moments() if targets is None else np.asarray(targets, float)
-    if targets.shape != (setup.n_params,):
-        raise ParameterError(f"targets have {targets.size} entries; expected {setup.n_params}.")
+    if targets.shape != (K,):
+        raise ParameterError(f"targets have {targets.size} entries; expected {K}.")
+    with_psi = home_share_gap is not None
+    gi = None
+    if with_psi:
+        try:
+            gap_target = float(home_share_gap)
+        except (TypeError, ValueError):
+            raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
+                                 "be a number in (-1, 1).") from None
+        if not (np.isfinite(gap_target) and -1.0 < gap_target < 1.0):
+            raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
+                                 "be a number in (-1, 1) (a difference of two shares).")
+        gap_country = "USA" if gap_country is None else gap_country
+        if gap_country not in setup.countries:
+            raise ParameterError(f"gap_country = {gap_country!r} is not allowed: use one of "
+                                 f"{', '.join(setup.countries)}.")
+        gi = setup.countries.index(gap_country)
+        targets = np.append(targets, gap_target)
+        theta = np.append(theta, household.psi_slope)
+    elif gap_country is not None:
+        raise ParameterError("gap_country is given without home_share_gap: give the target "
+                             "home_share_gap to calibrate psi_slope.")
     if labor is None:
         from .data import load_labor
         labor = load_labor().to_numpy()
@@ -399,7 +638,13 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
     history: list = []
     if resume and ckpt and ckpt.exists():
         saved = json.loads(ckpt.read_text())
+        if with_psi != ("psi_slope" in saved["best"]):
+            raise ParameterError(
+                f"checkpoint {ckpt} is from a calibration {'without' if with_psi else 'with'} "
+                "psi_slope (home_share_gap); resume it the same way or use a new checkpoint.")
         theta = np.asarray(saved["best"]["params"], float)
+        if with_psi:
+            theta = np.append(theta, float(saved["best"]["psi_slope"]))
         wages = np.asarray(saved["best"]["wages"], float)
         beta_guess = float(saved["best"]["beta"])
         history = saved.get("history", [])
@@ -408,16 +653,28 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
     layout = _Layout(M=M, financial="globalization", solve_for="beta", tariffs=False,
                      R_fixed=float(R), beta_fixed=None)
     inc = income_process(hh)
-    state = J_u = tangents = None
+
+    def household_at(x):
+        return hh.replace(psi_slope=float(x[K])) if with_psi else hh
+
+    def moments_at(eq):
+        m = model_moments(eq, setup)
+        return np.append(m, home_share_gaps(eq).iloc[gi]) if with_psi else m
+
+    def save():
+        if ckpt:
+            _atomic_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
+
+    J_u = tangents = None
     n_eq = n_hh = n_block = 0
     best = None
     it0 = len(history)
     step_theta = None
     for it in range(it0, it0 + max_iter + 1):
-        world = world_from_params(theta, setup, labor)
+        world = world_from_params(theta[:K], setup, labor)
         try:
-            eq = solve_equilibrium(world, hh, solve_for="beta", R=R, wages=wages,
-                                   beta_guess=beta_guess, income=inc, state=state,
+            eq = solve_equilibrium(world, household_at(theta), solve_for="beta", R=R,
+                                   wages=wages, beta_guess=beta_guess, income=inc, state=state,
                                    jacobian=J_u, method="newton" if J_u is None else "broyden")
         except EquilibriumError as err:
             if best is None or step_theta is None:
@@ -428,44 +685,51 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
             continue
         n_eq += 1
         n_hh += eq.household_solves
-        m = model_moments(eq, setup)
+        m = moments_at(eq)
         F = m - targets
         res = float(np.max(np.abs(F)))
         rec = {"iteration": it, "residual": res, "beta": eq.beta,
                "household_solves": eq.household_solves, "seconds": time.perf_counter() - t0,
                "worst_moment": int(np.argmax(np.abs(F)))}
+        if with_psi:
+            rec["psi_slope"] = float(theta[K])
         history.append(rec)
-        log.info("calibration: iteration %d, max |moment - target| %.3e, beta %.8f", it, res,
-                 eq.beta)
+        log.info("calibration: iteration %d, max |moment - target| %.3e, beta %.8f%s", it, res,
+                 eq.beta, f", psi_slope {theta[K]:.8f}" if with_psi else "")
         if progress:
             progress(it, res)
         if best is None or res < best["residual"]:
-            best = {"params": theta.tolist(), "wages": eq.prices.w.tolist(), "beta": eq.beta,
-                    "residual": res}
+            best = {"params": theta[:K].tolist(), "wages": eq.prices.w.tolist(),
+                    "beta": eq.beta, "residual": res}
+            if with_psi:
+                best["psi_slope"] = float(theta[K])
             best_eq, best_m = eq, m
         elif step_theta is not None and res > 0.9 * history[-2]["residual"]:
             # no progress: back off toward the best point
             theta = theta - 0.5 * step_theta
             step_theta = 0.5 * step_theta
-            if ckpt:
-                _atomic_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
+            save()
             if np.max(np.abs(step_theta)) < 1e-12:
                 break
             continue
-        if ckpt:
-            _atomic_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
+        save()
         if res < tol:
-            return CalibrationResult(params=theta, equilibrium=eq, moments=m, targets=targets,
+            return CalibrationResult(params=theta[:K], equilibrium=eq, moments=m, targets=targets,
                                      converged=True, iterations=it - it0, residual=res,
                                      equilibrium_solves=n_eq, household_solves=n_hh,
                                      block_jacobians=n_block, history=history,
-                                     seconds=time.perf_counter() - t0)
+                                     seconds=time.perf_counter() - t0,
+                                     psi_slope=float(theta[K]) if with_psi else None,
+                                     gap_country=gap_country if with_psi else None)
         if it == it0 + max_iter:
             break
-        bj = block_jacobian(eq, tangents)
+        if with_psi:
+            bj, pb = block_jacobian_psi(eq, tangents)
+        else:
+            bj, pb = block_jacobian(eq, tangents), None
         tangents = bj.tangents
         n_block += 1
-        Eu, Et, mu, mt = _composite_jacobian(eq, bj, setup, theta, layout)
+        Eu, Et, mu, mt = _composite_jacobian(eq, bj, setup, theta, layout, pb, gi)
         total = mt - mu @ np.linalg.solve(Eu, Et)
         step_theta = -np.linalg.solve(total, F)
         du = -np.linalg.solve(Eu, Et @ step_theta)
@@ -477,7 +741,8 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
         theta = theta + step_theta
         state, J_u = eq.state, Eu
     worst = np.argsort(-np.abs(best_m - targets))[:5]
-    names = CalibrationResult(best["params"], best_eq, best_m, targets, False, 0, 0, 0, 0, 0
+    names = CalibrationResult(best["params"], best_eq, best_m, targets, False, 0, 0, 0, 0, 0,
+                              gap_country=gap_country if with_psi else None
                               ).moment_table(setup)["moment"].to_numpy()
     off = ", ".join(f"{names[k]} (model {best_m[k]:.5f} vs target {targets[k]:.5f})"
                     for k in worst)

@@ -1,13 +1,18 @@
-"""``hatrade calibrate``: gravity as a guide, the 46 parameters and beta."""
+"""``hatrade calibrate``: gravity as a guide, the 46 parameters and beta; optionally
+psi_slope to a home-share gap, household parameters to micro targets (outer loop), or a
+robustness grid of independent calibrations on Dask."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
 
 from ._common import console, err_console, fail, handle_errors
 
@@ -17,11 +22,57 @@ log = logging.getLogger(__name__)
 
 HELP = ("Calibrate the 46 trade-cost/TFP parameters (and beta at R = 1.01) so that the gravity "
         "regression on model trade reproduces the data; writes parameters.csv (published "
-        "layout), table1.csv, calibration_log.csv and checkpoint.json.")
+        "layout), table1.csv, moments.csv, calibration_log.csv and checkpoint.json. "
+        "--psi-target also calibrates psi_slope to a rich-minus-poor home-share gap; "
+        "--micro-targets FILE runs an outer loop on household parameters (gamma, sigma_eps, "
+        "psi_slope) to micro targets; --grid NAME=V1,V2 runs independent calibrations on a "
+        "Dask cluster.")
 
 
 def register(app: typer.Typer) -> None:
     app.command("calibrate", help=HELP)(calibrate_cmd)
+
+
+def _progress():
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err_console)
+
+
+def _write_outputs(out: Path, res, extra: dict | None = None):
+    """parameters.csv, calibration_log.csv, table1.csv, moments.csv, summary.json."""
+    import numpy as np
+    import pandas as pd
+
+    from .. import __version__
+    from ..calibrate import data_moments, ek_setup
+    from ..data import load_trade_data, write_parameter_file
+    from ..gravity import gravity_regression, model_trade_table, table1
+    from ..results import _jsonable, atomic_write_text
+
+    setup = ek_setup()
+    write_parameter_file(out / "parameters.csv", res.params)
+    atomic_write_text(out / "calibration_log.csv", pd.DataFrame(res.history).to_csv(index=False))
+    data_res = gravity_regression(load_trade_data())
+    model_res = gravity_regression(model_trade_table(res.equilibrium.trade_shares,
+                                                     list(setup.countries)))
+    t1 = table1(data_res, model_res, res.params)
+    atomic_write_text(out / "table1.csv", t1.to_csv(index=False))
+    atomic_write_text(out / "moments.csv", res.moment_table(setup).to_csv(index=False))
+    summary = {
+        "beta": res.equilibrium.beta, "R": res.equilibrium.R, "converged": res.converged,
+        "iterations": res.iterations, "max_moment_error": res.residual,
+        "equilibrium_solves": res.equilibrium_solves,
+        "household_solves": res.household_solves, "block_jacobians": res.block_jacobians,
+        "seconds": res.seconds, "household": res.household.to_dict(), "version": __version__,
+        "params": np.asarray(res.params).tolist(),
+        "psi_slope_calibrated": res.psi_slope is not None, "gap_country": res.gap_country,
+        "data_moments": data_moments().tolist()}
+    if res.psi_slope is not None:
+        summary["home_share_gap"] = {"target": float(res.targets[-1]),
+                                     "model": float(res.moments[-1])}
+    summary.update(extra or {})
+    atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=1))
+    return t1
 
 
 @handle_errors
@@ -34,39 +85,79 @@ def calibrate_cmd(
         "baseline", "--calibration", "-c",
         help="Household parameters (gamma, sigma_eps, psi_slope) of this shipped calibration; "
              "also the default start and starting prices."),
-    out: Path = typer.Option(Path("results/calibrate"), "--out", "-o", file_okay=False,
-                             help="Output folder."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", file_okay=False,
+        help="Output folder (default results/calibrate, results/calibrate-micro with "
+             "--micro-targets, results/calibrate-grid with --grid)."),
     resume: bool = typer.Option(False, "--resume",
-                                help="Continue from OUT/checkpoint.json (best point so far)."),
+                                help="Continue from OUT/checkpoint.json (best point so far), "
+                                     "or OUT/micro_checkpoint.json with --micro-targets."),
     tol: float = typer.Option(1e-8, "--tol", help="Max |model moment - data moment|."),
     max_iter: int = typer.Option(15, "--max-iter", help="Newton iterations in the parameters."),
+    psi_target: Optional[float] = typer.Option(
+        None, "--psi-target",
+        help="Also calibrate psi_slope (a 47th parameter) so that the home share of the top "
+             "labor-income quintile minus that of the bottom quintile of --gap-country equals "
+             "this value."),
+    gap_country: Optional[str] = typer.Option(
+        None, "--gap-country", help="Country of the home-share gap (default USA)."),
+    micro_targets: Optional[Path] = typer.Option(
+        None, "--micro-targets", dir_okay=False, exists=True,
+        help="TOML file of micro targets (elasticity_gap, elasticity, home_share_gap) and the "
+             "household parameters to move (gamma, sigma_eps, psi_slope): an outer Broyden "
+             "loop around the calibration."),
+    grid: Optional[List[str]] = typer.Option(
+        None, "--grid",
+        help="Robustness grid NAME=V1,V2,... over gamma, sigma_eps, psi_slope, phi or a_max "
+             "(repeat for a product grid): independent calibrations on Dask, resumable."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (tcp://host:8786) for --grid; "
+                                  "default: a local cluster."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="Worker processes of the local cluster (--grid)."),
+    serial: bool = typer.Option(False, "--serial", help="--grid in this process, without Dask."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="--grid: re-run points recorded as failed."),
 ) -> None:
-    import numpy as np
-    import pandas as pd
-
-    from .. import __version__
-    from ..calibrate import CalibrationError, calibrate, data_moments, ek_setup
-    from ..data import (CALIBRATIONS, load_calibration, read_parameter_file,
-                        write_parameter_file)
+    from ..calibrate import CalibrationError, calibrate
+    from ..data import CALIBRATIONS, load_calibration, read_parameter_file
     from ..ek import published_household
-    from ..gravity import gravity_regression, model_trade_table, table1
-    from ..data import load_trade_data
-    from ..results import atomic_write_text
 
     if calibration not in CALIBRATIONS:
         fail(f"--calibration {calibration!r} is not allowed: use one of {', '.join(CALIBRATIONS)}.")
     if tol <= 0 or max_iter < 1:
         fail("--tol must be > 0 and --max-iter >= 1.")
+    if grid and micro_targets is not None:
+        fail("give either --grid or --micro-targets, not both.")
+    if not grid and (scheduler or workers or serial or retry_failed):
+        fail("--scheduler, --workers, --serial and --retry-failed go with --grid.")
+    if serial and scheduler:
+        fail("give either --serial or --scheduler, not both.")
+    if micro_targets is not None and (psi_target is not None or gap_country is not None):
+        fail("with --micro-targets, give the home-share gap as a target in the file "
+             "(name = \"home_share_gap\") and psi_slope in its params, not --psi-target.")
+    if gap_country is not None and psi_target is None:
+        fail("--gap-country goes with --psi-target.")
     cal = load_calibration(calibration)
     theta0 = read_parameter_file(start) if start is not None else cal.params
     hh = published_household(calibration)
+    kind = "grid" if grid else "micro" if micro_targets is not None else None
+    out = Path(out) if out is not None else Path("results") / (
+        "calibrate" if kind is None else f"calibrate-{kind}")
+
+    if kind == "grid":
+        _grid(grid, theta0, hh, cal, out, tol, max_iter, psi_target, gap_country, scheduler,
+              workers, serial, retry_failed)
+        return
+    if kind == "micro":
+        _micro(micro_targets, theta0, hh, cal, out, tol, max_iter, resume)
+        return
+
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.json"
     if resume and not ckpt.exists():
         fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
-
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err_console) as prog:
+    with _progress() as prog:
         task = prog.add_task("Solving the equilibrium at the starting parameters...", total=None)
 
         def report(it, res):
@@ -76,31 +167,85 @@ def calibrate_cmd(
         try:
             res = calibrate(theta0, hh, wages=cal.wages.to_numpy(), beta_guess=cal.beta,
                             tol=tol, max_iter=max_iter, checkpoint=ckpt, resume=resume,
-                            progress=report)
+                            progress=report, home_share_gap=psi_target,
+                            gap_country=gap_country)
         except CalibrationError as err:
             fail(str(err))
-
-    setup = ek_setup()
-    write_parameter_file(out / "parameters.csv", res.params)
-    hist = pd.DataFrame(res.history)
-    atomic_write_text(out / "calibration_log.csv", hist.to_csv(index=False))
-    data_res = gravity_regression(load_trade_data())
-    model_res = gravity_regression(model_trade_table(res.equilibrium.trade_shares,
-                                                     list(setup.countries)))
-    t1 = table1(data_res, model_res, res.params)
-    atomic_write_text(out / "table1.csv", t1.to_csv(index=False))
-    moments = res.moment_table(setup)
-    atomic_write_text(out / "moments.csv", moments.to_csv(index=False))
-    import json
-    atomic_write_text(out / "summary.json", json.dumps({
-        "beta": res.equilibrium.beta, "R": res.equilibrium.R, "converged": res.converged,
-        "iterations": res.iterations, "max_moment_error": res.residual,
-        "equilibrium_solves": res.equilibrium_solves,
-        "household_solves": res.household_solves, "block_jacobians": res.block_jacobians,
-        "seconds": res.seconds, "household": hh.to_dict(), "version": __version__,
-        "params": np.asarray(res.params).tolist(),
-        "data_moments": data_moments().tolist()}, indent=1))
+    t1 = _write_outputs(out, res)
+    psi = (f", psi_slope {res.psi_slope:.8f} (home-share gap {res.moments[-1]:.6f})"
+           if res.psi_slope is not None else "")
     console.print(f"Calibrated in {res.iterations} iterations ({res.equilibrium_solves} "
                   f"equilibrium solves, {res.seconds:.0f} s): max |moment - target| "
-                  f"{res.residual:.2e}, beta {res.equilibrium.beta:.8f}. Wrote {out}.")
+                  f"{res.residual:.2e}, beta {res.equilibrium.beta:.8f}{psi}. Wrote {out}.")
     console.print(t1.to_string(index=False))
+
+
+def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
+    import pandas as pd
+
+    from ..calibrate import CalibrationError
+    from ..calibrate_micro import calibrate_micro, load_micro_targets
+    from ..results import atomic_write_text
+
+    spec = load_micro_targets(path)  # every field checked before any solve
+    hh = hh.replace(**spec["start"])
+    opts = dict(spec["options"])
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "micro_checkpoint.json"
+    if resume and not ckpt.exists():
+        fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
+    opts.setdefault("inner_tol", min(tol, 1e-9))
+    opts.setdefault("inner_max_iter", max_iter)
+    with _progress() as prog:
+        task = prog.add_task("Inner calibration at the starting household parameters...",
+                             total=None)
+
+        def report(step, res):
+            prog.update(task, description=f"Outer step {step}: max |micro moment - target| "
+                                          f"{res:.2e}")
+
+        try:
+            res = calibrate_micro(theta0, hh, spec["targets"], spec["params"],
+                                  wages=cal.wages.to_numpy(), beta_guess=cal.beta,
+                                  checkpoint=ckpt, resume=resume, progress=report, **opts)
+        except CalibrationError as err:
+            fail(str(err))
+    atomic_write_text(out / "micro_log.csv", pd.DataFrame(res.history).to_csv(index=False))
+    atomic_write_text(out / "micro_targets.csv", res.table().to_csv(index=False))
+    _write_outputs(out, res.inner, {"micro": res.summary()})
+    console.print(f"Micro calibration converged in {res.iterations} outer steps "
+                  f"({res.evaluations} inner calibrations, {res.seconds:.0f} s): "
+                  + ", ".join(f"{k} = {v:.8g}" for k, v in res.params.items())
+                  + f"; beta {res.inner.equilibrium.beta:.8f}. Wrote {out}.")
+    console.print(res.table().to_string(index=False))
+
+
+def _grid(grid, theta0, hh, cal, out, tol, max_iter, psi_target, gap_country, scheduler,
+          workers, serial, retry_failed):
+    from ..calibrate_micro import calibration_grid, grid_points
+
+    n = len(grid_points(grid, hh))  # every point checked before any solve
+    err_console.print(f"Calibration grid: {n} points -> {escape(str(out))} "
+                      f"({'serial' if serial else scheduler or 'local Dask cluster'})")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=err_console) as prog:
+        task = prog.add_task("points", total=n)
+
+        def report(done, total, row):
+            extra = " (resumed)" if row.get("resumed") else ""
+            prog.update(task, completed=done,
+                        description=f"last: {row.get('name')} {row.get('status')}{extra}")
+            if row.get("status") != "ok" and not row.get("resumed"):
+                err_console.print(f"[red]point {escape(str(row.get('name')))} failed:[/red] "
+                                  f"{escape(str(row.get('error')))}")
+
+        df = calibration_grid(grid, theta0, hh, out, wages=cal.wages.to_numpy(),
+                              beta_guess=cal.beta, tol=tol, max_iter=max_iter,
+                              home_share_gap=psi_target, gap_country=gap_country,
+                              scheduler=scheduler, executor="serial" if serial else "dask",
+                              workers=workers, retry_failed=retry_failed, progress=report)
+    cols = [c for c in df.columns if c not in ("error", "resumed")]
+    console.print(df[cols].to_string(index=False))
+    console.print(f"Wrote {escape(str(out))}/grid_summary.csv")
+    if (df["status"] != "ok").any():
+        raise typer.Exit(1)
