@@ -49,6 +49,7 @@ runs everything in this process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -98,6 +99,43 @@ def _need_dask():
         raise BatchError("batch runs on a Dask cluster need dask.distributed, which is not "
                          "installed: pip install 'dask[distributed]' (or the hatrade extra "
                          "'batch'), or run serially (executor='serial', CLI --serial).")
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None, n_tasks: int = 1, *,
+                processes: bool = True, error: type[Exception] = ParameterError):
+    """A Dask client for independent tasks, closed (with its cluster) on exit.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``); None starts a
+        ``LocalCluster`` of ``workers`` single-threaded workers (default: half the cores),
+        never more than ``n_tasks``.
+    processes : bool
+        Local workers as processes (True) or threads.
+    error : exception class raised when the scheduler cannot be reached.
+    """
+    _need_dask()
+    from dask.distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler is None:
+        n = max(1, min(int(workers or max(1, (os.cpu_count() or 2) // 2)), int(n_tasks)))
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+                               dashboard_address=None)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise error(f"cannot connect to the Dask scheduler at {scheduler}: {err}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _key(calibration, household, recalibrate_beta) -> str:
@@ -605,21 +643,10 @@ def run_batch(spec: BatchSpec, out_dir, *, scheduler: str | None = None,
             finish(execute_run(r, bases[k], spec_dict, str(out)))
         return _write_batch_summary(out, spec, rows, started)
 
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
-    cluster = None
-    if scheduler is None:
-        n = workers or spec.options.get("workers") or max(1, (os.cpu_count() or 2) // 2)
-        n = max(1, min(int(n), len(todo)))
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
-    else:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as err:
-            raise BatchError(f"cannot connect to the Dask scheduler at {scheduler}: {err}") from None
-    try:
+    n_default = workers or spec.options.get("workers")
+    with dask_client(scheduler, n_default, len(todo), error=BatchError) as client:
         base_f = {k: client.submit(_baseline_task, spec_dict, k, pure=False)
                   for k in keys if k == _plain_key(k)}
         base_f.update({k: client.submit(_baseline_task, spec_dict, k, pure=False)
@@ -639,8 +666,4 @@ def run_batch(spec: BatchSpec, out_dir, *, scheduler: str | None = None,
                 row = {"name": r.name, "status": RUN_STATUS_FAILED, "fingerprint": fps[r.name],
                        "error": f"{type(err).__name__}: {err}"}
             finish(row)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     return _write_batch_summary(out, spec, rows, started)

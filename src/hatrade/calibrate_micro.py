@@ -64,13 +64,11 @@ Robustness grids (:func:`calibration_grid`)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
 import logging
 import math
-import os
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -80,7 +78,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .batch import _need_dask
+from .batch import dask_client
 from .calibrate import (CalibrationError, CalibrationResult, GravitySetup, _atomic_json,
                         calibrate, ek_setup, home_share_gaps)
 from .households_xs import INCOME_GROUPS, group_weights
@@ -763,32 +761,6 @@ def _grid_point(task: dict, out_dir: str) -> dict:
     return row
 
 
-@contextlib.contextmanager
-def _client(scheduler: str | None, workers: int | None, processes: bool, n_tasks: int):
-    """A Dask client: a LocalCluster (closed afterwards) or a connection to ``scheduler``."""
-    _need_dask()
-    from dask.distributed import Client, LocalCluster
-
-    cluster = None
-    if scheduler is None:
-        n = max(1, min(int(workers or max(1, (os.cpu_count() or 2) // 2)), n_tasks))
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                               dashboard_address=None)
-        client = Client(cluster)
-    else:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as err:
-            raise ParameterError(f"cannot connect to the Dask scheduler at {scheduler}: "
-                                 f"{err}") from None
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
 def calibration_grid(grid, theta0, household: Household, out_dir, *,
                      setup: GravitySetup | None = None, targets=None, labor=None,
                      R: float = 1.01, wages=None, beta_guess: float = 0.93, tol: float = 1e-8,
@@ -892,7 +864,7 @@ def calibration_grid(grid, theta0, household: Household, out_dir, *,
             finished(_grid_point(tk, str(out)))
     elif todo:
         from dask.distributed import as_completed
-        with _client(scheduler, workers, processes, len(todo)) as client:
+        with dask_client(scheduler, workers, len(todo), processes=processes) as client:
             futs = [client.submit(_grid_point, tk, str(out.absolute()), pure=False,
                                   key=f"hatrade-grid-{tk['name']}-{tk['fingerprint']}")
                     for tk in todo]
