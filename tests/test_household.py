@@ -31,11 +31,17 @@ import pytest
 
 from hatrade.household import (
     HHParams,
+    HHState,
+    _egm_interp,
+    _marginal_and_utility,
     egm_step,
     euler_errors,
     initial_state,
+    locate,
+    marginal_utility,
     policies,
     solve_fixed_point,
+    utility,
 )
 from hatrade.params import Household
 
@@ -254,6 +260,120 @@ def test_euler_errors(x64, hh_params_factory):
     assert means[60] < means[30] - 0.4, means
 
 
+# ----------------------------------------------------------------------------- the step itself
+
+def reference_egm_step(state: HHState, prm: HHParams):
+    """The EGM + value step written plainly (MODEL.md 2.1): jnp.interp column by column,
+    c^-gamma and u(c) by powers, the bracket of a' by search. egm_step computes the same
+    with factored powers, reciprocals, one histogram interpolation and no search."""
+    c, v = state
+    g = prm.gamma
+    val = (prm.psi[None] + v) / prm.sigma
+    pi = jax.nn.softmax(val, axis=-1)
+    V_old = prm.sigma * jax.scipy.special.logsumexp(val, axis=-1)
+    m = jnp.sum(pi * c ** (-g) / prm.p, axis=-1)
+    E = prm.beta * prm.R * m @ prm.Pz.T
+    c_tilde = (prm.p[None, None, :] * E[..., None]) ** (-1.0 / g)
+    income = prm.w * prm.z + prm.T
+    a_tilde = (prm.p * c_tilde + prm.a_grid[:, None, None] - income[None, :, None]) / prm.R
+    Na, Nz, M = a_tilde.shape
+    cols = a_tilde.reshape(Na, -1).T
+    a_p = jax.vmap(lambda xp: jnp.interp(prm.a_grid, xp, prm.a_grid))(cols).T.reshape(Na, Nz, M)
+    c_new = (prm.R * prm.a_grid[:, None, None] + income[None, :, None] - a_p) / prm.p
+    W = V_old @ prm.Pz.T
+    k = jnp.clip(jnp.searchsorted(prm.a_grid, a_p, side="right") - 1, 0, Na - 2)
+    wt = (prm.a_grid[k + 1] - a_p) / (prm.a_grid[k + 1] - prm.a_grid[k])
+    zi = jnp.arange(Nz)[None, :, None]
+    v_new = utility(c_new, g) + prm.beta * (wt * W[k, zi] + (1.0 - wt) * W[k + 1, zi])
+    return HHState(c_new, v_new), a_p
+
+
+def _mid_iteration_state(prm, n=25):
+    step = jax.jit(egm_step)
+    x = initial_state(prm)
+    for _ in range(n):
+        x, _ = step(x, prm)
+    return x
+
+
+@pytest.mark.parametrize("gamma", [1.45, 1.0, 2.5])
+def test_egm_step_matches_plain_reference(x64, hh_params_factory, gamma):
+    """egm_step = the plain step to round-off (observed ~1e-15 relative), log utility too."""
+    prm = hh_params_factory(40)._replace(gamma=jnp.asarray(gamma))
+    for x in (initial_state(prm), _mid_iteration_state(prm)):
+        (c1, v1), a1 = jax.jit(egm_step)(x, prm)
+        (c0, v0), a0 = jax.jit(reference_egm_step)(x, prm)
+        for new, ref in ((c1, c0), (v1, v0), (a1, a0)):
+            scale = float(jnp.max(jnp.abs(ref)))
+            assert float(jnp.max(jnp.abs(new - ref))) < 1e-13 * max(scale, 1.0)
+        a = np.asarray(prm.a_grid)
+        assert np.any(np.asarray(a1) == a[0])  # the borrowing limit binds somewhere
+        assert np.all(np.asarray(a1) >= a[0]) and np.all(np.asarray(a1) <= a[-1] + 1e-12)
+
+
+def test_fixed_point_matches_plain_reference(x64, hh_params_factory):
+    """The solver's fixed point (with the level correction) is the plain step's fixed point."""
+    prm = hh_params_factory(40)
+    x, _ = solve_egm(prm)
+
+    @jax.jit
+    def plain(x):
+        def body(c):
+            x, _, it = c
+            x1, _ = reference_egm_step(x, prm)
+            d = jnp.maximum(jnp.max(jnp.abs(x1.c - x.c)), jnp.max(jnp.abs(x1.v - x.v)))
+            return x1, d, it + 1
+        return jax.lax.while_loop(lambda c: (c[1] > 1e-13) & (c[2] < 20000), body,
+                                  (x, jnp.inf, 0))
+
+    # the solver's answer is a fixed point of the plain step to the solver's tolerance
+    (c1, v1), _ = jax.jit(reference_egm_step)(x, prm)
+    assert float(jnp.max(jnp.abs(c1 - x.c))) < 10 * TOL
+    assert float(jnp.max(jnp.abs(v1 - x.v))) < 10 * TOL
+    # and the plain step iterated from there to 1e-13 moves it by the remaining error only
+    # (a step of TOL leaves up to TOL / (1 - contraction rate): observed 3e-12)
+    xr, d, it = plain(x)
+    assert float(d) <= 1e-13 and int(it) < 20000
+    assert float(jnp.max(jnp.abs(xr.c - x.c))) < 1e-10
+    assert float(jnp.max(jnp.abs(xr.v - x.v))) < 1e-10
+
+
+def test_egm_interp_inverts_the_endogenous_grid(x64):
+    """a0 + h (i - 1 + t) = jnp.interp(grid, knots, grid), flat outside; (i-1, i, t) is the
+    bracket of a' on the grid and the weight on the upper node."""
+    rng = np.random.default_rng(3)
+    grid = jnp.linspace(-0.5, 8.0, 50)
+    # columns of increasing knots: some start below the grid, some end inside it
+    X = np.sort(rng.uniform(-3.0, 10.0, size=(50, 12)), axis=0)
+    X[:, 0] = np.linspace(1.0, 3.0, 50)  # all knots inside: flat extrapolation both sides
+    X = jnp.asarray(X)
+    i, t, h = _egm_interp(X, grid)
+    a_p = grid[0] + h * ((i - 1) + t)
+    ref = jax.vmap(lambda xp: jnp.interp(grid, xp, grid), in_axes=1, out_axes=1)(X)
+    np.testing.assert_allclose(np.asarray(a_p), np.asarray(ref), atol=1e-13)
+    assert np.all((np.asarray(t) >= 0) & (np.asarray(t) <= 1))
+    k, wt = locate(a_p, grid)
+    g = np.asarray(grid)
+    # the same point as the locate bracket (node k with weight wt)
+    np.testing.assert_allclose(np.asarray(wt * grid[k] + (1 - wt) * grid[k + 1]),
+                               np.asarray(a_p), atol=1e-13)
+    # column 0 has all knots in [1, 3]: a' is the borrowing limit below 1, the top above 3
+    below, above = g < 1.0, g > 3.0
+    assert below.any() and above.any()
+    assert np.all(np.asarray(a_p)[below, 0] == g[0])
+    np.testing.assert_allclose(np.asarray(a_p)[above, 0], g[-1], atol=1e-13)
+
+
+@pytest.mark.parametrize("gamma", [1.45, 1.0, 3.0])
+def test_marginal_and_utility(x64, gamma):
+    c = jnp.asarray(np.random.default_rng(0).uniform(1e-3, 50.0, size=1000))
+    mu, u = _marginal_and_utility(c, jnp.asarray(gamma))
+    np.testing.assert_allclose(np.asarray(mu), np.asarray(marginal_utility(c, gamma)),
+                               rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(u), np.asarray(utility(c, jnp.asarray(gamma))),
+                               rtol=1e-14)
+
+
 # ----------------------------------------------------------------------------- derivatives
 
 def _tangent(prm: HHParams, **changes) -> HHParams:
@@ -345,3 +465,20 @@ def test_jvp_independent_of_start(deriv_case, direction):
     # the primal solution is the same from both starts too
     a, b = _solution_jit(prm, x_cold), _solution_jit(prm, x_warm)
     assert max(_scaled_diff(a, b).values()) < 1e-10
+
+
+def test_jvp_scaling_the_grid(deriv_case):
+    """The calibration's TFP direction scales the grid (and sigma, psi): the interpolation
+    reads a' off the grid as a fractional index, so its derivative goes through a0 and h."""
+    prm, x_cold, _ = deriv_case
+    d = _tangent(prm, a_grid=prm.a_grid, sigma=-0.45 * prm.sigma, psi=-0.45 * prm.psi)
+    jv = _jvp_given_x0(prm, x_cold, d)
+    h = 1e-6
+    def shift(s):
+        return jax.tree.map(lambda a, b: a + s * b, prm, d)
+
+    fd = jax.tree.map(lambda a, b: (a - b) / (2 * h), _solution_jit(shift(h), x_cold),
+                      _solution_jit(shift(-h), x_cold))
+    err = _scaled_diff(jv, fd)
+    assert max(err.values()) < 1e-7, err
+    assert float(jnp.max(jnp.abs(jv.a_p))) > 1e-2

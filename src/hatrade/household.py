@@ -112,14 +112,41 @@ def locate(x, grid):
 
 
 def _logit(v, prm):
-    """Choice probabilities and log-sum value from choice-specific values v (Na, Nz, M)."""
-    val = (prm.psi[None, :, :] + v) / prm.sigma
-    vmax = jnp.max(val, axis=-1, keepdims=True)
+    r"""Choice probabilities and log-sum value from choice-specific values v (Na, Nz, M).
+
+    Divisions are by per-row (or scalar) reciprocals: one exp per point and otherwise
+    multiplications. As in ``jax.nn.logsumexp``, the stabilizing max carries no derivative
+    (the exact derivatives are :math:`d\pi = \pi (dx - \sum_j \pi_j dx_j)`,
+    :math:`dV = \sigma \sum_j \pi_j dx_j + d\sigma\,V/\sigma` with x = (psi + v)/sigma).
+    """
+    if v.shape[-1] == 1:  # one good (static): pi = 1, V = psi + v, no exp or log
+        return jnp.ones_like(v), prm.psi[None, :, 0] + v[..., 0]
+    val = (prm.psi[None, :, :] + v) * (1.0 / prm.sigma)
+    # the shift by the max is for range only (pi and V do not depend on it): no derivative
+    # through it. Differentiating max is also fragile: its JVP finds the maximizer by exact
+    # equality with the reduced value, which a differently fused recomputation of val can
+    # break (0/0 = NaN tangents seen in a compiled welfare decomposition).
+    vmax = jax.lax.stop_gradient(jnp.max(val, axis=-1, keepdims=True))
     ex = jnp.exp(val - vmax)
     s = jnp.sum(ex, axis=-1, keepdims=True)
-    pi = ex / s
+    pi = ex * (1.0 / s)
     V = prm.sigma * (vmax[..., 0] + jnp.log(s[..., 0]))
     return pi, V
+
+
+def _marginal_and_utility(c, gamma):
+    r""":math:`c^{-\gamma}` and :math:`u(c)` from one log and one exp per point.
+
+    :math:`c^{-\gamma} = e^{-\gamma \log c}` and :math:`u(c) = c \cdot c^{-\gamma}/(1-\gamma)`
+    (:math:`\log c` at :math:`\gamma = 1`, which needs no extra work): the same values as
+    :func:`marginal_utility` and :func:`utility` up to rounding (a few ulps), at about the
+    cost of one power instead of two.
+    """
+    is_log = jnp.abs(gamma - 1.0) < 1e-12
+    g = jnp.where(is_log, 2.0, gamma)  # keeps the unused branch finite
+    lc = jnp.log(c)
+    mu = jnp.exp(-gamma * lc)
+    return mu, jnp.where(is_log, lc, c * mu * (1.0 / (1.0 - g)))
 
 
 def _interp_sorted(xq, xp, fp):
@@ -133,40 +160,96 @@ def _interp_sorted(xq, xp, fp):
     h = (xq[-1] - xq[0]) / (n - 1)
     q = jnp.clip(jnp.ceil((xp - xq[0]) / h).astype(jnp.int32), 0, n)
     hist = jnp.zeros(n + 1, jnp.int32).at[q].add(1)
-    i = jnp.clip(jnp.cumsum(hist)[:n], 1, xp.shape[0] - 1)
+    i = jnp.clip(jax.lax.associative_scan(jnp.add, hist)[:n], 1, xp.shape[0] - 1)
     x0, x1 = xp[i - 1], xp[i]
     t = jnp.clip((xq - x0) / (x1 - x0), 0.0, 1.0)
     return fp[i - 1] + t * (fp[i] - fp[i - 1])
 
 
+def _egm_interp(X, a_grid):
+    r"""Invert the endogenous grid: a'(a) on the grid, for every column of knots at once.
+
+    Column l of ``X`` (Na, C) holds the increasing endogenous points :math:`\tilde a_k`
+    reached from :math:`a'_k` = ``a_grid[k]``. a'(a) interpolates the points
+    :math:`(\tilde a_k, a_k)` linearly at the grid points a (flat outside, as
+    :func:`_interp_sorted`). Because the values are the linear grid itself, the result is
+    a fractional knot index: :math:`a'(a) = a_0 + h\,(i - 1 + t)` with i the number of
+    knots at or below a (clipped to [1, Na-1]) and :math:`t \in [0,1]` the position between
+    knots i-1 and i. Returns (i, t, h), each (Na, C) but h; the bracket (i-1, i) and weight
+    t are also the lottery/interpolation weights of a' on the grid, so the value update
+    needs no search. The knot counts come from one histogram of the knots' grid positions
+    and a cumulative sum (O(Na C) work), all columns in one flat scatter, one scan and two
+    gathers.
+    """
+    Na, C = X.shape
+    a0 = a_grid[0]
+    h = (a_grid[-1] - a0) / (Na - 1)
+    q = jnp.clip(jnp.ceil((X - a0) * (1.0 / h)).astype(jnp.int32), 0, Na)
+    col = jnp.arange(C)[None, :]
+    hist = jnp.zeros((Na + 1) * C, jnp.int32).at[(q * C + col).ravel()].add(1)
+    # cumulative sum by a parallel scan: XLA CPU lowers jnp.cumsum to an O(Na^2) window sum
+    count = jax.lax.associative_scan(jnp.add, hist.reshape(Na + 1, C), axis=0)
+    i = jnp.clip(count[:Na], 1, Na - 1)
+    flat = X.ravel()
+    x0 = flat[((i - 1) * C + col).ravel()].reshape(Na, C)
+    x1 = flat[(i * C + col).ravel()].reshape(Na, C)
+    t = jnp.clip((a_grid[:, None] - x0) / (x1 - x0), 0.0, 1.0)
+    return i, t, h
+
+
+def _step(c, mu, v, prm: HHParams):
+    r"""The EGM + value step given :math:`\mu = c^{-\gamma}` of the current c.
+
+    Returns (c', mu', v', a') with :math:`\mu' = c'^{-\gamma}` (computed anyway for
+    :math:`u(c') = c'\mu'/(1-\gamma)`), so that an iteration carrying mu evaluates one
+    log and one exp per point for both (see :func:`egm_step`).
+    """
+    g = prm.gamma
+    Na, Nz, M = v.shape
+    inv_p = 1.0 / prm.p
+    pi, V_old = _logit(v, prm)
+    m = jnp.sum(pi * mu * inv_p, axis=-1)  # (Na, Nz)
+    E = (prm.beta * prm.R) * m @ prm.Pz.T  # E[a', z] = beta R sum_z' P[z,z'] m[a',z']
+    # p_j c~ = p_j (p_j E)^(-1/gamma) = p_j^(1-1/gamma) E^(-1/gamma); the power as
+    # exp(log) (XLA CPU's float64 power costs more than a log and an exp)
+    pc = jnp.exp((-1.0 / g) * jnp.log(E))[..., None] * (prm.p ** (1.0 - 1.0 / g))[None, None, :]
+    income = prm.w * prm.z + prm.T  # (Nz,)
+    a_tilde = (pc + (prm.a_grid[:, None] - income[None, :])[..., None]) * (1.0 / prm.R)
+    # a'(a) from the points (a~, a') onto the grid, all columns (z, j) at once
+    i, t, h = _egm_interp(a_tilde.reshape(Na, Nz * M), prm.a_grid)
+    i, t = i.reshape(Na, Nz, M), t.reshape(Na, Nz, M)
+    a_p = prm.a_grid[0] + h * ((i - 1).astype(t.dtype) + t)
+    cash = prm.R * prm.a_grid[:, None] + income[None, :]  # (Na, Nz)
+    c_new = (cash[..., None] - a_p) * inv_p
+    mu_new, u = _marginal_and_utility(c_new, g)
+    # value update with V_old interpolated at a' (bracket i-1, i and weight t from above)
+    W = (V_old @ prm.Pz.T).ravel()  # W[k, z] = sum_z' P[z,z'] V_old[k, z'], flat
+    zi = jnp.arange(Nz)[None, :, None]
+    w0 = W[(i - 1) * Nz + zi]
+    w1 = W[i * Nz + zi]
+    v_new = u + prm.beta * (w0 + t * (w1 - w0))
+    return c_new, mu_new, v_new, a_p
+
+
 def egm_step(state: HHState, prm: HHParams):
-    """One EGM + value step (MODEL.md 2.1). Returns (new state, policies at the new state).
+    r"""One EGM + value step (MODEL.md 2.1). Returns (new state, policies at the new state).
 
     The returned policies hold ``a_p`` and ``c`` from this step, ``v`` the updated values,
     and ``pi``/``V`` computed from the *updated* v (the author's reporting convention).
+
+    Per (a, z, j) point the step evaluates one exp (the logit; none with one good) and two
+    logs and two exps (:math:`c^{-\gamma}` of the current c, and :math:`c'^{-\gamma}` and
+    :math:`u(c')` of the new one, by :func:`_marginal_and_utility`), and no search: the
+    endogenous-grid power is factored over varieties,
+    :math:`(p_j E)^{-1/\gamma} = p_j^{-1/\gamma} E^{-1/\gamma}` (Na Nz log/exp pairs and
+    M powers; on XLA CPU a float64 power costs more than a log plus an exp), and
+    the bracket of a' on the grid, needed for :math:`E_{z'}V(a',z')`, comes out of the
+    interpolation (:func:`_egm_interp`). :func:`solve_fixed_point` carries
+    :math:`c^{-\gamma}` from one step to the next (one log and one exp per point fewer).
     """
     c, v = state
-    g = prm.gamma
-    pi, V_old = _logit(v, prm)
-    m = jnp.sum(pi * marginal_utility(c, g) / prm.p, axis=-1)  # (Na, Nz)
-    E = prm.beta * prm.R * m @ prm.Pz.T  # E[a', z] = beta R sum_z' P[z,z'] m[a',z']
-    # (p_j E)^(-1/gamma) = p_j^(-1/gamma) E^(-1/gamma): M + Na*Nz powers instead of Na*Nz*M
-    c_tilde = (E ** (-1.0 / g))[..., None] * (prm.p ** (-1.0 / g))[None, None, :]
-    a_p_grid = prm.a_grid[:, None, None]
-    income = prm.w * prm.z + prm.T  # (Nz,)
-    a_tilde = (prm.p * c_tilde + a_p_grid - income[None, :, None]) / prm.R
-    # a'(a) from the points (a_tilde, a') onto the grid, column by column (z, j)
-    cols = a_tilde.reshape(a_tilde.shape[0], -1).T  # (Nz*M, Na)
-    a_p = jax.vmap(lambda xp: _interp_sorted(prm.a_grid, xp, prm.a_grid))(cols)
-    a_p = a_p.T.reshape(a_tilde.shape)
-    cash = prm.R * prm.a_grid[:, None] + income[None, :]  # (Na, Nz)
-    c_new = (cash[..., None] - a_p) / prm.p
-    # value update with V_old interpolated at a'
-    W = V_old @ prm.Pz.T  # W[k, z] = sum_z' P[z,z'] V_old[k, z']
-    k, wt = locate(a_p, prm.a_grid)
-    zi = jnp.arange(W.shape[1])[None, :, None]
-    EV = wt * W[k, zi] + (1.0 - wt) * W[k + 1, zi]
-    v_new = utility(c_new, g) + prm.beta * EV
+    mu = jnp.exp(-prm.gamma * jnp.log(c))  # c^-gamma, as in _marginal_and_utility
+    c_new, _, v_new, a_p = _step(c, mu, v, prm)
     return HHState(c_new, v_new), a_p
 
 
@@ -203,21 +286,23 @@ def _level_correction(dv, K):
 
 def _iterate(prm, x0, tol, max_iter):
     def cond(carry):
-        _, it, err = carry
+        _, _, it, err = carry
         return (it < max_iter) & (err >= tol)
 
     K = _level_operator(prm)
 
     def body(carry):
-        x, it, _ = carry
-        (c1, v1), _ = egm_step(x, prm)
+        x, mu, it, _ = carry  # mu = x.c ** -gamma, carried (the same as egm_step's)
+        c1, mu1, v1, _ = _step(x.c, mu, x.v, prm)
         dv = v1 - x.v
-        err = jnp.maximum(jnp.max(jnp.abs(c1 - x.c)), jnp.max(jnp.abs(dv)))
+        err = jnp.max(jnp.maximum(jnp.abs(c1 - x.c), jnp.abs(dv)))  # one reduction
         err = jnp.where(jnp.isnan(err), -1.0, err)  # stop on NaN; flagged by the caller
         v1 = v1 + _level_correction(dv, K)
-        return HHState(c1, v1), it + 1, err
+        return HHState(c1, v1), mu1, it + 1, err
 
-    x, it, err = jax.lax.while_loop(cond, body, (x0, jnp.array(0), jnp.array(jnp.inf)))
+    mu0 = jnp.exp(-prm.gamma * jnp.log(x0.c))
+    x, _, it, _ = jax.lax.while_loop(cond, body,
+                                     (x0, mu0, jnp.array(0), jnp.array(jnp.inf)))
     return x, it
 
 
@@ -269,7 +354,7 @@ def _solve_fixed_point_jvp(tol, max_iter, tangent_tol, primals, tangents):
     # starts of derivatives, e.g. the previous Newton step's Jacobian columns).
     has_guess = jnp.any(dx_guess.c != 0) | jnp.any(dx_guess.v != 0)
     dx0 = HHState(jnp.where(has_guess, dx_guess.c, b.c), jnp.where(has_guess, dx_guess.v, b.v))
-    dx, k, _ = jax.lax.while_loop(cond, body, (dx0, jnp.array(0), jnp.array(jnp.inf)))
+    dx, _, _ = jax.lax.while_loop(cond, body, (dx0, jnp.array(0), jnp.array(jnp.inf)))
     return (x, it), (dx, jnp.zeros_like(it))
 
 
