@@ -17,33 +17,48 @@ printed before and after (other processes on the machine slow every number down 
 Run from the repository root::
 
     python benchmarks/bench_replicate.py [--quick] [--out results/bench-replicate] [--json FILE]
+                                         [--no-warm] [--compile-cache DIR]
 
-Measured (2 cores, no GPU, load average 1.5-3 from other processes; seconds):
+Measured 2026-11-28 (2 cores, no GPU, load average 3-4 from other processes; seconds).
+Full: ``hatrade replicate --out results/replicate --readme README.md`` (same function;
+empty results cache and empty JAX compilation cache), 02:27 UTC; quick: this script with
+``--quick``, 02:49 UTC:
 
 =============  ====== =======
 stage           full   quick
 =============  ====== =======
-equilibrium     84.3    26.9
-table1           0.0     0.0
-trade_fit        0.3     0.3
-elasticities     5.5     6.2
-micro           15.7    17.1
-unilateral     147.8    58.4
-global          94.2    16.4
-efficient       11.3     8.7
+equilibrium     88.1    31.8
+table1           0.0     0.3
+trade_fit        0.3     0.4
+elasticities    11.4    15.5
+micro           26.4    22.5
+unilateral     108.2    39.8
+global          75.4     3.3
+efficient       13.6     7.6
 report           0.0     0.0
-total (cold)   359.1   134.0
-total (warm)     4.3       –
+total (cold)   323.4   121.2
+total (warm)     5.4     4.3
 =============  ====== =======
 
-Cold full: 6.0 minutes (target 15). On the same machine under a load average of 12-15 the
-full cold run took 23.5 minutes and the quick one 16 minutes: JAX compilation and the
-Jacobians of the counterfactual equilibria dominate. The warm run solves nothing.
+Cold full: 5.4 minutes (target 15); the warm runs solve nothing. In the quick run about
+half of the time is JAX compilation (``jax_log_compiles``: 69 s of 142 s in a run at load
+2-3): the world residual and Jacobian, recompiled for each model's counterfactual because
+the fixed beta is a static argument; the equivalent-variation solves (one compilation per
+node batch size, plus hundreds of small eager operations); the two-country world of the
+micro figure (its own shapes). A second process with ``--compile-cache DIR`` (the command
+line's default) skips most of it: ``hatrade replicate --quick --no-cache`` took 102 s
+against 155 s for the first, cold one (same machine, load 2-3.6). Counterfactuals start
+from the baseline's Jacobian (the beta column turned into an R column): on the quick grid,
+each of the four counterfactuals needed two exact 19-direction Jacobians (and two
+compilations) without a starting Jacobian and one from the baseline's, 174 s against 41 s
+for the four (a separate experiment, load 2.6-4; in the pipeline the global counterfactual
+already started from the unilateral one's Jacobian).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -60,13 +75,17 @@ def main() -> None:
                                                 "folder, removed afterwards)")
     ap.add_argument("--json", default=None, help="also write the timings to this JSON file")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-cache run")
+    ap.add_argument("--compile-cache", default=None, metavar="DIR",
+                    help="use (and fill) JAX's persistent compilation cache in DIR, as the "
+                         "command line does; run twice to time a cold results cache with "
+                         "warm compilation (default: none, a true cold start)")
     args = ap.parse_args()
 
     import jax
 
     import hatrade
     from hatrade.cache import Cache
-    from hatrade.replicate import paper_setup, replicate
+    from hatrade.replicate import jax_compilation_cache, paper_setup, replicate
 
     print(f"hatrade {hatrade.__version__}, jax {jax.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -78,10 +97,17 @@ def main() -> None:
     cache = tmp / "cache"
     setup = paper_setup(quick=args.quick)
     runs = {}
+    def jit_cache():
+        return (jax_compilation_cache(args.compile_cache) if args.compile_cache
+                else contextlib.nullcontext())
+
+    if args.compile_cache:
+        print(f"JAX compilation cache: {args.compile_cache}")
     try:
         for label in ("cold",) + (() if args.no_warm else ("warm",)):
             t0 = time.perf_counter()
-            r = replicate(out, setup=setup, cache=Cache(cache))
+            with jit_cache():
+                r = replicate(out, setup=setup, cache=Cache(cache))
             total = time.perf_counter() - t0
             work = json.loads((out / "replicate.json").read_text()).get("work", [])
             runs[label] = {"total_seconds": total, "equilibria_solved": r.solves(),

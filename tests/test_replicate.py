@@ -5,10 +5,11 @@ process) of a 7-country subset of the paper's world that keeps the gravity regre
 identified (Table 1). The full 19-country replication is not run here (see
 benchmarks/bench_replicate.py).
 
-The module runs the pipeline cold (empty results cache), warm (same cache: nothing may be
-solved; the solvers are replaced by functions that fail), with one changed parameter
-(only what depends on it is re-solved), and with a failing stage. Tests marked ``slow``
-need these runs (a few minutes on 2 cores, mostly JAX compilation).
+The cold run (empty results cache) is run end to end and its report rendered in headless
+Chromium in the default suite (about a minute on 2 cores, mostly JAX compilation). The
+tests marked ``slow`` also run it warm (same cache: nothing may be solved; the solvers are
+replaced by functions that fail), with one changed parameter (only what depends on it is
+re-solved), with a failing stage, and through the command line.
 """
 
 from __future__ import annotations
@@ -55,11 +56,18 @@ def _boom(name):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def cold(tmp_path_factory):
+    """The tiny setup, run end to end from an empty results cache."""
     base = tmp_path_factory.mktemp("replicate")
     cache_dir = base / "cache"
     setup = tiny_setup()
-    cold = replicate(base / "cold", setup=setup, cache=Cache(cache_dir))
+    run = replicate(base / "cold", setup=setup, cache=Cache(cache_dir))
+    return SimpleNamespace(base=base, cache_dir=cache_dir, setup=setup, run=run)
+
+
+@pytest.fixture(scope="module")
+def runs(cold):
+    base, cache_dir, setup = cold.base, cold.cache_dir, cold.setup
     # warm: the same inputs; every solver is replaced by a function that fails
     with pytest.MonkeyPatch.context() as mp:
         import hatrade.counterfactual
@@ -83,8 +91,8 @@ def runs(tmp_path_factory):
     setup3 = dataclasses.replace(setup, models=(setup.models[0], changed_log))
     changed = replicate(base / "changed", setup=setup3, cache=Cache(cache_dir),
                         stages=["equilibrium", "elasticities", "unilateral"])
-    return SimpleNamespace(base=base, cache_dir=cache_dir, setup=setup, cold=cold, warm=warm,
-                           changed=changed)
+    return SimpleNamespace(base=base, cache_dir=cache_dir, setup=setup, cold=cold.run,
+                           warm=warm, changed=changed)
 
 
 # ----------------------------------------------------------------------------- fast checks
@@ -121,11 +129,45 @@ def test_unknown_stage_is_refused(tmp_path):
         replicate(tmp_path / "out", setup=tiny_setup(), cache=False, stages=["nope"])
 
 
+def test_jax_compilation_cache_is_scoped(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from hatrade.replicate import jax_compilation_cache
+
+    before = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+    with jax_compilation_cache(tmp_path / "jax", min_compile_seconds=0.0) as d:
+        assert jax.config.jax_compilation_cache_dir == str(d)
+        jax.jit(lambda x: jnp.sin(x) * 3.0 + x ** 2)(jnp.arange(7.0)).block_until_ready()
+    assert any((tmp_path / "jax").iterdir())  # the compiled function was stored
+    after = (jax.config.jax_compilation_cache_dir,
+             jax.config.jax_persistent_cache_min_compile_time_secs)
+    assert after == before  # a caller's settings are restored
+
+
+def test_start_jacobian_turns_the_beta_column_into_an_R_column():
+    from hatrade.replicate import _start_jacobian
+
+    J = np.arange(1.0, 10.0).reshape(3, 3)
+    world = SimpleNamespace(M=3, financial="globalization", tariffs=None)
+    eq = SimpleNamespace(jacobian=J, world=world, beta=0.9,
+                         prices=SimpleNamespace(R=np.full(3, 1.01)))
+    J0 = _start_jacobian(eq)
+    np.testing.assert_array_equal(J0[:, :2], J[:, :2])
+    np.testing.assert_allclose(J0[:, 2], J[:, 2] * 0.9 / 1.01)
+    assert J[0, 2] == 3.0  # the baseline's Jacobian is not modified
+    for bad in (SimpleNamespace(**{**vars(eq), "jacobian": None}),
+                SimpleNamespace(**{**vars(eq), "world": SimpleNamespace(
+                    M=3, financial="autarky", tariffs=None)}),
+                SimpleNamespace(**{**vars(eq), "jacobian": np.ones((2, 2))})):
+        assert _start_jacobian(bad) is None
+
+
 # ----------------------------------------------------------------------------- tiny runs
 
-@pytest.mark.slow
-def test_cold_run_is_complete(runs):
-    r = runs.cold
+def test_cold_run_is_complete(cold):
+    r = cold.run
     assert [s.name for s in r.stages] == list(STAGE_NAMES) + ["report"]
     bad = {s.name: s.error for s in r.stages if s.status != "ok"}
     assert not bad, bad
@@ -149,12 +191,11 @@ def test_cold_run_is_complete(runs):
     assert all(s.cache.get("hit", 0) == 0 for s in r.stages)
 
 
-@pytest.mark.slow
-def test_report_in_headless_chromium_has_every_figure_and_table(runs):
+def test_report_in_headless_chromium_has_every_figure_and_table(cold):
     from hatrade.report import browser_check, find_chromium
     assert find_chromium(), ("Chromium is required for this test: apt-get install -y chromium "
                              "(or set $CHROMIUM)")
-    info = browser_check(runs.cold.report, screenshot=runs.base / "report.png")
+    info = browser_check(cold.run.report, screenshot=cold.base / "report.png")
     images = {i["id"]: i for i in info["images"]}
     missing = [f for f in FIGURES if f"fig-{f}" not in images]
     assert not missing, missing
@@ -171,15 +212,14 @@ def test_report_in_headless_chromium_has_every_figure_and_table(runs):
     for name in STAGE_NAMES:
         assert sections[f"stage-{name}"] == "ok", name
     assert info["banner"] and "APPROXIMATE" in info["banner"]
-    assert (runs.base / "report.png").read_bytes().startswith(b"\x89PNG")
+    assert (cold.base / "report.png").read_bytes().startswith(b"\x89PNG")
 
 
-@pytest.mark.slow
-def test_numbers_come_from_the_run(runs):
+def test_numbers_come_from_the_run(cold):
     from hatrade.gravity import BARRIER_LABELS, gravity_regression, model_trade_table
     from hatrade.results import load_trade, shares_matrix
 
-    r = runs.cold
+    r = cold.run
     out = r.out
     html = r.report.read_text()
     repro = pd.read_csv(out / "reproduction.csv")
@@ -199,7 +239,7 @@ def test_numbers_come_from_the_run(runs):
         assert float(ours[q]) == pytest.approx(g.coefficients[key], rel=1e-9)
     # elasticities: the log model satisfies Proposition 3 exactly; the numbers are the run's
     el = json.loads((out / "elasticities" / "summary.json").read_text())
-    sigma = runs.setup.model("log").household.sigma_eps
+    sigma = cold.setup.model("log").household.sigma_eps
     assert el["log"]["impact"] == pytest.approx(-1.0 / sigma, abs=1e-8)
     assert float(ours["USA trade elasticity, impact (baseline)"]) == pytest.approx(
         el["baseline"]["impact"], rel=1e-9)
@@ -207,11 +247,12 @@ def test_numbers_come_from_the_run(runs):
     w = json.loads((out / "unilateral" / "baseline" / "summary.json").read_text())
     ws = pd.read_csv(out / "unilateral" / "welfare_summary.csv")
     assert ws.loc[0, "mean"] == pytest.approx(w["by_country"]["USA"]["mean_gain_percent"])
-    # a changed input changes the reported numbers (nothing is a stored constant)
-    b3 = runs.changed.numbers["beta"]
-    assert b3["baseline"] == r.numbers["beta"]["baseline"]
-    assert b3["log"] != r.numbers["beta"]["log"]
-    assert runs.changed.numbers["theta"]["log"]["impact"] == pytest.approx(-1 / 0.26, abs=1e-8)
+    # the reproduction table's welfare rows are the run's (published numbers beside them)
+    for name in ("baseline", "log"):
+        q = f"USA mean welfare gain (%), unilateral, {name}"
+        mean = json.loads((out / "unilateral" / name / "summary.json").read_text())
+        assert float(ours[q]) == pytest.approx(
+            mean["by_country"]["USA"]["mean_gain_percent"], rel=1e-9)
 
 
 @pytest.mark.slow
@@ -230,6 +271,11 @@ def test_second_run_solves_nothing(runs):
 
 @pytest.mark.slow
 def test_changed_parameter_resolves_only_what_depends_on_it(runs):
+    # a changed input changes the reported numbers (nothing is a stored constant)
+    b3 = runs.changed.numbers["beta"]
+    assert b3["baseline"] == runs.cold.numbers["beta"]["baseline"]
+    assert b3["log"] != runs.cold.numbers["beta"]["log"]
+    assert runs.changed.numbers["theta"]["log"]["impact"] == pytest.approx(-1 / 0.26, abs=1e-8)
     c = {s.name: s.cache for s in runs.changed.stages}
     assert all(s.status == "ok" for s in runs.changed.stages), \
         [(s.name, s.error) for s in runs.changed.stages]
@@ -288,11 +334,17 @@ def test_cli_replicate(runs, monkeypatch, tmp_path):
     assert res.exit_code == 0, res.output
     assert "Report:" in res.output and (out / "report.html").is_file()
     text = readme.read_text()
-    assert "| quantity | source | published | ours | difference |" in text
+    assert "| quantity | source | published | ours | difference | agrees | note |" in text
     assert "QUICK, approximate" in text
     beta = json.loads((out / "replicate.json").read_text())["numbers"]["beta"]["baseline"]
     assert f"{beta:.7g}" in text
-    assert (tmp_path / "docs" / "figures" / "trade-fit-baseline.png").is_file()
+    from PIL import Image
+
+    from hatrade.cli.replicate import README_FIGURE_WIDTH
+    fig = tmp_path / "docs" / "figures" / "trade-fit-baseline.png"
+    with Image.open(fig) as im:  # a small copy for the repository
+        assert im.width <= README_FIGURE_WIDTH[0] and im.height > 200
+    assert fig.stat().st_size < (out / "figures" / "trade-fit-baseline.png").stat().st_size
     assert "docs/figures/trade-fit-baseline.png" in text
     # a folder with other files is refused before any work
     (tmp_path / "busy").mkdir()

@@ -124,13 +124,19 @@ def test_browser_check_fails_clearly_without_chromium(tmp_path):
 
 
 def test_readme_section_and_update(tmp_path):
-    repro = pd.DataFrame({"quantity": ["beta", "theta"], "source": ["prices.csv", "MODEL.md"],
-                          "published": [0.9293630720608874, -4.23], "ours": [0.92936, "n/a"],
-                          "difference": [-3e-6, None]})
+    repro = pd.DataFrame({"quantity": ["beta", "theta", "gain"],
+                          "source": ["prices.csv", "MODEL.md", "prices.csv"],
+                          "published": [0.9293630720608874, -4.23, 1.35],
+                          "ours": [0.92936, "n/a", 1.06], "difference": [-3e-6, None, -0.29],
+                          "agrees": ["no", "–", "no"], "note": ["", "", "see the docs"]})
     text = readme_section(repro, figures=[("Fit", "docs/figures/fit.png")],
                           run={"version": "1.0", "date": "2024-01-01", "quick": False,
-                               "seconds": 600.0})
-    assert "| beta | prices.csv | 0.9293631 | 0.92936 | -3e-06 |" in text
+                               "seconds": 600.0, "stages": [("Equilibria", 61.2)]},
+                          notes=["A closing remark."])
+    assert "| beta | [1] | 0.9293631 | 0.92936 | -3e-06 | no |  |" in text
+    assert "| gain | [1] | 1.35 | 1.06 | -0.29 | no | note 1 |" in text
+    assert "[1] prices.csv; [2] MODEL.md" in text and "Note 1: see the docs." in text
+    assert "A closing remark." in text and "Equilibria 61" in text and "full run" in text
     assert "![Fit](docs/figures/fit.png)" in text
     readme = tmp_path / "README.md"
     readme.write_text(f"# X\n\nintro\n\n{README_BEGIN}\nold\n{README_END}\n\nrest\n")

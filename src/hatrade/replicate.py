@@ -39,10 +39,17 @@ the results cache (:mod:`hatrade.cache`): a rerun loads them instead of solving.
 ``quick=True`` uses a coarse asset grid (30 points instead of 100) and re-solves
 :math:`\beta` and the wages on it from the published prices; its numbers are approximate
 and labeled so everywhere.
+
+Speed: counterfactual equilibria start from the baseline's Jacobian (see
+:func:`_start_jacobian`); about half of a cold ``--quick`` run is JAX compilation, which
+the command line keeps between processes with :func:`jax_compilation_cache` (never
+switched on for a program that merely imports hatrade). Times per stage:
+``benchmarks/bench_replicate.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -63,7 +70,7 @@ from .report import Figure, StageResult, Table, figure_png
 
 __all__ = ["ModelSpec", "Setup", "paper_setup", "replicate", "ReplicateResult", "ProgressSink",
            "STAGE_NAMES", "PUBLISHED", "QUICK_N_A", "reproduction_table", "check_output_dir",
-           "ReplicateError"]
+           "ReplicateError", "jax_compilation_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +100,21 @@ PUBLISHED: dict[str, dict] = {
                          "value": -4.246, "decimals": 3},
     "theta_log": {"source": "MODEL.md section 5, Proposition 3: -1/sigma_eps "
                             "(sigma_eps of MODEL.md 1.3)"},
+    # US welfare of a 10% cut of trade costs (MODEL.md 5 describes the experiments; the
+    # paper's numbers are listed in the hatrade.welfare docstring, "Published numbers").
+    "welfare": {
+        "source": "the paper: US welfare of a 10% trade-cost cut (hatrade.welfare docstring)",
+        "trade_cost_change": -0.10,
+        "values": {
+            "unilateral": {"baseline": {"mean": (1.35, 2), "Q1": (2.9, 1), "Q5": (0.65, 2),
+                                        "ACR": (0.45, 2), "R/w": (4.6, 1)},
+                           "log": {"mean": (0.21, 2)}},
+            "global": {"baseline": {"mean": (1.97, 2), "ACR": (0.73, 2)},
+                       "log": {"mean": (0.44, 2)}},
+        },
+        "note": ("known gap: see 'Published numbers' in src/hatrade/welfare.py and "
+                 "tests/test_welfare.py::test_published_mean_gains"),
+    },
 }
 
 
@@ -719,6 +741,29 @@ def _scenario(ctx: _Ctx, kind: str):
                     allow_d_below_one=True)
 
 
+def _start_jacobian(eq):
+    r"""A starting Jacobian for a counterfactual of ``eq`` (unknowns: wages and R).
+
+    The baseline equilibrium was solved for wages and :math:`\beta` at fixed R; its
+    (Broyden-updated) Jacobian has the same wage columns. The last column, the derivative
+    in :math:`\beta`, is turned into one in R through the Euler equation, where only
+    :math:`\beta R` enters: :math:`\partial/\partial R \approx (\beta/R)\,
+    \partial/\partial\beta` (the income effect of R on :math:`R a` is left out; Broyden's
+    updates correct it). Measured on the ``--quick`` grid, this saves one exact Jacobian
+    (19 forward-mode directions) and one compilation per counterfactual against starting
+    without a Jacobian. None when the baseline has no Jacobian of that shape (e.g. it was
+    solved under financial autarky or with tariffs).
+    """
+    J = getattr(eq, "jacobian", None)
+    M = eq.world.M
+    if (J is None or eq.world.financial != "globalization" or np.shape(J) != (M, M)
+            or eq.world.tariffs is not None and np.any(eq.world.tariffs > 0)):
+        return None
+    J = np.array(J, float)
+    J[:, -1] *= float(eq.beta) / float(np.asarray(eq.prices.R).ravel()[0])
+    return J if np.all(np.isfinite(J)) else None
+
+
 def _welfare_bundle(r) -> dict:
     return {"table": r.table, "summary": r.summary}
 
@@ -743,9 +788,12 @@ def _stage_counterfactual(ctx: _Ctx, kind: str) -> StageResult:
         def solve():
             ctx.step(f"{spec.name}: new equilibrium (beta fixed; wages and R adjust)")
             # Broyden updates between exact Jacobians, starting from the Jacobian of this
-            # model's other counterfactual (same unknowns: wages and R) when there is one.
-            # (Another model's Jacobian was measured to be a poor start: more exact ones.)
+            # model's other counterfactual (same unknowns: wages and R) when there is one,
+            # else from the baseline's (see _start_jacobian). (Another model's Jacobian was
+            # measured to be a poor start: more exact ones.)
             J = ctx.jacobians.get(("R", spec.name))
+            if J is None:
+                J = _start_jacobian(eq)
             return run_counterfactual(eq, world_new, progress=ctx.newton(f"{spec.name} {kind}"),
                                       tol=s.tol, hh_tol=s.hh_tol, method="broyden",
                                       jacobian=J).new
@@ -803,7 +851,8 @@ def _stage_counterfactual(ctx: _Ctx, kind: str) -> StageResult:
                                           "state.", f"gains_heatmap_{spec.name}.png"))
         ctx.numbers.setdefault("welfare", {}).setdefault(kind, {})[spec.name] = {
             "quintile_gain_percent": q, "mean_gain_percent": summ["mean_gain_percent"],
-            "acr_percent": summ["acr_percent"], "share_losers": summ["share_losers"]}
+            "acr_percent": summ["acr_percent"], "share_losers": summ["share_losers"],
+            "R_over_w_change_percent": float(cf.R_over_w_change_percent()[i])}
 
     done, errors = _each(ctx, one)
     what = (f"a {abs(s.trade_cost_change):.0%} {'cut' if s.trade_cost_change < 0 else 'rise'} "
@@ -1029,6 +1078,35 @@ def reproduction_table(setup: Setup, numbers: dict) -> pd.DataFrame:
             add(f"{home} trade elasticity, {spec.name} (exact: −1/σ_ε)",
                 PUBLISHED["theta_log"]["source"], -1.0 / spec.household.sigma_eps,
                 theta.get(spec.name, {}).get("impact"), 1e-6)
+    pw = PUBLISHED["welfare"]
+    welfare = numbers.get("welfare", {})
+    labels = {"mean": "mean", "Q1": "poorest expenditure quintile (Q1)",
+              "Q5": "richest expenditure quintile (Q5)", "ACR": "ACR benchmark",
+              "R/w": "change of R/w"}
+    for kind, by_model in pw["values"].items():
+        for name, stats in by_model.items():
+            if not any(m.name == name for m in setup.models):
+                continue
+            got = welfare.get(kind, {}).get(name)
+            for stat, (value, decimals) in stats.items():
+                ours = None
+                if got is not None:
+                    ours = {"mean": got.get("mean_gain_percent"),
+                            "Q1": got.get("quintile_gain_percent", {}).get("Q1"),
+                            "Q5": got.get("quintile_gain_percent", {}).get("Q5"),
+                            "ACR": got.get("acr_percent"),
+                            "R/w": got.get("R_over_w_change_percent")}[stat]
+                tol = 0.5 * 10 ** -decimals
+                if stat == "R/w":
+                    quantity = f"{home} change of R/w (%), {kind}, {name}"
+                else:
+                    quantity = f"{home} {labels[stat]} welfare gain (%), {kind}, {name}"
+                source = pw["source"]
+                if setup.trade_cost_change != pw["trade_cost_change"]:
+                    source += f" (this run: a {setup.trade_cost_change:+.0%} change)"
+                agrees = ours is not None and abs(float(ours) - value) <= tol
+                add(quantity, source, value, None if ours is None else float(ours), tol,
+                    note="" if ours is None or agrees else pw["note"])
     df = pd.DataFrame(rows, columns=["quantity", "source", "published", "ours", "difference",
                                      "tolerance", "agrees", "note"])
     return df
@@ -1119,6 +1197,11 @@ def _versions() -> dict:
     return out
 
 
+def _jax_cache_dir() -> str | None:
+    import jax
+    return jax.config.jax_compilation_cache_dir
+
+
 def _parameter_tables(setup: Setup) -> list:
     rows = []
     fields = ["gamma", "sigma_eps", "psi_slope", "phi", "a_max", "n_a", "rho_perm", "var_perm",
@@ -1154,6 +1237,47 @@ def _parameter_tables(setup: Setup) -> list:
                       "and the labor data)", tfp, formats={c: ".5f" for c in tfp.columns
                                                           if c != "country"}))
     return rows
+
+
+#: JAX options set by :func:`jax_compilation_cache` (restored afterwards).
+_JAX_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                      "jax_persistent_cache_min_entry_size_bytes")
+
+
+@contextlib.contextmanager
+def jax_compilation_cache(path, *, min_compile_seconds: float = 0.5):
+    """Use JAX's persistent compilation cache in ``path`` inside the ``with`` block only.
+
+    ``hatrade replicate`` compiles the same functions (the world residual and Jacobian, the
+    household elasticities, the welfare solves, ...) in every new process: about half of a
+    cold ``--quick`` run. With this cache a later process loads the compiled executables
+    instead (the results are the same: only compilation is skipped). The command line
+    enables it (``--compile-cache``, the default) in ``<results cache>/jax``; a program that
+    imports hatrade is not affected unless it uses this context manager, which restores
+    JAX's previous settings (and resets its cache handle) on exit.
+
+    Parameters
+    ----------
+    path : path-like
+        Folder of the compiled executables (created when needed).
+    min_compile_seconds : float
+        Only compilations that took at least this long are stored.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    old = {k: getattr(jax.config, k) for k in _JAX_CACHE_OPTIONS}
+    Path(path).mkdir(parents=True, exist_ok=True)
+    cc.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    try:
+        yield Path(path)
+    finally:
+        for k, v in old.items():
+            jax.config.update(k, v)
+        cc.reset_cache()
 
 
 def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
@@ -1263,6 +1387,7 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
                 "cache": f"{cache.root} (read {'on' if cache.read else 'off'}, write "
                          f"{'on' if cache.write else 'off'})",
+                "JAX compilation cache": _jax_cache_dir() or "off (every function compiled)",
                 **{f"{k} version": v for k, v in _versions().items() if k != "hatrade"}}
     title = "Heterogeneous Agent Trade (Waugh 2023): replication report"
     intro = [f"Everything below is computed by this run from the shipped data "
@@ -1283,7 +1408,8 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
         atomic_write_text(out / "reproduction.csv", repro_csv)
         from .report import readme_section
         md = readme_section(repro, run={"version": __version__, "date": started[:10],
-                                        "quick": setup.quick, "seconds": total})
+                                        "quick": setup.quick, "seconds": total,
+                                        "stages": [(s.name, s.seconds) for s in results]})
         atomic_write_text(out / "reproduction.md", md)
         figdir = out / "figures"
         figdir.mkdir(exist_ok=True)

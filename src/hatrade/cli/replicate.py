@@ -6,6 +6,7 @@ written and shows the error); 2 for bad input (see :mod:`hatrade.cli`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Optional
@@ -103,6 +104,11 @@ def replicate_command(
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", file_okay=False,
         help="Cache folder (default: $HATRADE_CACHE, else ~/.cache/hatrade)."),
+    compile_cache: bool = typer.Option(
+        True, "--compile-cache/--no-compile-cache",
+        help="Keep JAX's compiled functions in CACHE/jax (JAX's persistent compilation "
+             "cache, for this command only): later runs skip most compilation, about half "
+             "of a cold --quick run. Results do not depend on it."),
     readme: Optional[Path] = typer.Option(
         None, "--readme", dir_okay=False,
         help="Also rewrite the generated 'Reproducing the paper' section of this README "
@@ -129,8 +135,11 @@ def replicate_command(
         f"{' [yellow](--quick: approximate)[/yellow]' if quick else ''}: "
         f"{n} countries, {', '.join(escape(m.title) for m in setup.models)}; "
         f"{setup.n_a} asset points; cache {escape(str(cache.root))}"
-        f"{' (not read: --no-cache)' if no_cache else ''}.")
-    with RichProgress() as prog:
+        f"{' (not read: --no-cache)' if no_cache else ''}"
+        f"{'; compiled functions cached' if compile_cache else ''}.")
+    jit_cache = (rep.jax_compilation_cache(cache.root / "jax") if compile_cache
+                 else contextlib.nullcontext())
+    with jit_cache, RichProgress() as prog:
         result = rep.replicate(out, setup=setup, cache=cache, progress=prog)
     _print_summary(result)
     if readme is not None and result.report.is_file():
@@ -157,16 +166,45 @@ def _check_readme(readme: Path) -> None:
 README_FIGURES = (("trade-fit-baseline", "Bilateral trade: model vs. data (baseline)"),
                   ("elasticities-baseline", "US trade elasticities by partner (baseline)"),
                   ("micro-assets-two-country", "Trade elasticities by household state"),
-                  ("unilateral-quintiles", "US welfare gains by expenditure quintile "
-                                           "(10% cut of US import costs)"),
-                  ("global-quintiles", "US welfare gains by expenditure quintile "
-                                       "(10% cut of all trade costs)"),
+                  ("unilateral-quintiles", "US welfare gains by expenditure quintile, "
+                                           "baseline vs. log model (10% cut of US import "
+                                           "costs)"),
                   ("efficient-baseline", "Efficient vs. decentralized trade (baseline)"))
+
+#: Width (pixels) of the README's copies of the figures (wide figures: the second).
+README_FIGURE_WIDTH = (720, 960)
+
+
+def _small_png(src: Path, dst: Path, width: tuple[int, int] = README_FIGURE_WIDTH) -> None:
+    """Copy a PNG figure, downsampled to ``width[0]`` pixels (``width[1]`` for figures more
+    than 1.6 times as wide as high) and reduced to a 256-color palette (a few tens of kB,
+    for the repository), atomically."""
+    import os
+    import tempfile
+
+    from PIL import Image
+
+    from ..results import _umask
+
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        w = width[1] if im.width > 1.6 * im.height else width[0]
+        if im.width > w:
+            im = im.resize((w, round(im.height * w / im.width)), Image.LANCZOS)
+        im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                im.save(fh, format="PNG", optimize=True)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+            os.replace(tmp, dst)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _write_readme(readme: Path, result) -> Path:
     import datetime as _dt
-    import shutil
 
     from .. import __version__
     from ..report import readme_section, update_readme
@@ -177,13 +215,13 @@ def _write_readme(readme: Path, result) -> Path:
     for fid, title in README_FIGURES:
         src = result.out / "figures" / f"{fid}.png"
         if src.is_file():
-            shutil.copyfile(src, figdir / f"{fid}.png")
+            _small_png(src, figdir / f"{fid}.png")
             shown.append((title, f"docs/figures/{fid}.png"))
-    quick = result.quick
     section = readme_section(result.reproduction, figures=shown,
                              run={"version": __version__,
                                   "date": _dt.date.today().isoformat(),
-                                  "quick": quick, "seconds": result.seconds})
+                                  "quick": result.quick, "seconds": result.seconds,
+                                  "stages": [(s.name, s.seconds) for s in result.stages]})
     return update_readme(readme, section)
 
 
