@@ -61,6 +61,7 @@ from .distribution import stationary_distribution
 from .household import HHParams, policies
 from .households_xs import INCOME_GROUPS, group_weights
 from .income import income_process
+from .jacobian import BlockJacobian, block_jacobian
 from .params import Household, ParameterError, World
 from .world import (Equilibrium, EquilibriumError, _aggregate, _Layout, _solve_countries,
                     model_arrays, solve_equilibrium)
@@ -199,87 +200,6 @@ def world_from_params(theta, setup: GravitySetup, labor, financial="globalizatio
 
 
 # ----------------------------------------------------------------------------- block Jacobian
-
-@dataclass
-class BlockJacobian:
-    """Derivatives of each country's spending M_ij and asset demand A_i.
-
-    ``p[i, j, k] = dM_ij / dlog p_ik``; ``w, A, R, beta`` (M, M): with respect to the log wage
-    in income, own log TFP scaling (grid, sigma, psi), R and beta; ``Ap`` (M, M) and ``Aw,
-    AA, AR, Abeta`` (M,) the same for asset demand.
-    """
-
-    p: np.ndarray
-    w: np.ndarray
-    A: np.ndarray
-    R: np.ndarray
-    beta: np.ndarray
-    Ap: np.ndarray
-    Aw: np.ndarray
-    AA: np.ndarray
-    AR: np.ndarray
-    Abeta: np.ndarray
-    tangents: object = None
-
-
-@partial(jax.jit, static_argnums=(6, 7, 8))
-def _block_jvps(arrs, w0, R0, beta0, state, dstate, tol, max_iter, ttol):
-    M = w0.shape[0]
-    g = arrs["gamma"]
-    p0 = arrs["d"] * (w0 / arrs["A"])[None, :] * (1.0 + arrs["t"])
-    bc = lambda x: jnp.broadcast_to(x, (M,) + jnp.shape(x))  # noqa: E731
-
-    def f(logp, xw, xA, R, beta, x0):
-        scale = jnp.exp((1.0 - g) * xA)
-        prm = HHParams(p=jnp.exp(logp), w=w0 * jnp.exp(xw), R=bc(R), T=jnp.zeros(M),
-                       beta=bc(beta), gamma=bc(g), sigma=arrs["sigma"] * scale,
-                       psi=arrs["psi"] * scale[:, None, None],
-                       a_grid=arrs["a_grid"] * jnp.exp(xA)[:, None], z=bc(arrs["z"]),
-                       Pz=bc(arrs["Pz"]))
-        x, _ = _solve_countries(prm, x0, tol, max_iter, ttol)
-        pol = jax.vmap(policies)(x, prm)
-        lam = jax.vmap(stationary_distribution)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
-        agg = _aggregate(arrs, prm, pol, lam)
-        return agg["M"], agg["A"], x
-
-    n = M + 4
-    zM = jnp.zeros(M)
-    primal = (jnp.log(p0), zM, zM, R0, beta0, state)
-
-    def one(k, dx):
-        dlogp = jnp.zeros((M, M)).at[:, k].set(jnp.where(k < M, 1.0, 0.0))
-        dxw = jnp.where(k == M, 1.0, 0.0) * jnp.ones(M)
-        dxA = jnp.where(k == M + 1, 1.0, 0.0) * jnp.ones(M)
-        dR = jnp.where(k == M + 2, 1.0, 0.0)
-        db = jnp.where(k == M + 3, 1.0, 0.0)
-        _, (dM, dA, dxs) = jax.jvp(f, primal, (dlogp, dxw, dxA, dR, db, dx))
-        return dM, dA, dxs
-
-    if dstate is None:
-        dstate = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), state)
-    dM, dA, dxs = jax.vmap(one)(jnp.arange(n), dstate)
-    return dM, dA, dxs
-
-
-@enable_x64
-def block_jacobian(eq: Equilibrium, tangents=None, tol: float = 1e-10,
-                   tangent_tol: float = 1e-9) -> BlockJacobian:
-    """Household-block Jacobian of a solved world (M + 4 forward directions, all countries).
-
-    ``tangents`` (from a previous call) warm-start the implicit-differentiation iterations.
-    """
-    if eq.world.tariffs is not None and np.any(eq.world.tariffs > 0):
-        raise ParameterError("block_jacobian supports worlds without tariffs.")
-    arrs = model_arrays(eq.world, eq.household, eq.income)
-    M = eq.world.M
-    dM, dA, dxs = _block_jvps(arrs, jnp.asarray(eq.prices.w), jnp.asarray(eq.prices.R[0]),
-                              jnp.asarray(eq.prices.beta), eq.state, tangents, tol, 3000,
-                              tangent_tol)
-    dM, dA = np.asarray(dM), np.asarray(dA)  # (M+4, M, M), (M+4, M)
-    return BlockJacobian(p=np.transpose(dM[:M], (1, 2, 0)), w=dM[M], A=dM[M + 1],
-                         R=dM[M + 2], beta=dM[M + 3], Ap=dA[:M].T, Aw=dA[M], AA=dA[M + 1],
-                         AR=dA[M + 2], Abeta=dA[M + 3], tangents=dxs)
-
 
 def _composite_jacobian(eq: Equilibrium, bj: BlockJacobian, setup: GravitySetup, theta0,
                         layout: _Layout, psi: "PsiBlock | None" = None,

@@ -13,8 +13,10 @@ and aggregated:
 Equilibrium: goods markets :math:`Y_j = \sum_i M_{ij}` (one dropped by Walras' law), bond
 markets (one world market under financial globalization, one per country under autarky),
 and rebated tariff revenue :math:`T_i L_i = \sum_j t_{ij}/(1+t_{ij}) M_{ij}`. Wages are
-normalized to mean one. The solver is Newton's method with the exact Jacobian (forward-mode
-AD through the household fixed point, implicit differentiation) and warm starts.
+normalized to mean one. The solver is a Newton-Broyden iteration whose Jacobian is composed
+from the household-block Jacobian (:mod:`hatrade.jacobian`: forward-mode AD through the
+household fixed point by implicit differentiation, M + 2 directions for all countries at
+once) and the known price and market-clearing maps, with warm starts throughout.
 """
 
 from __future__ import annotations
@@ -36,9 +38,19 @@ from .household import (HHParams, HHState, Policies, euler_errors, initial_state
 from .income import IncomeProcess, income_process
 from .params import Household, ParameterError, World
 
-__all__ = ["Equilibrium", "EquilibriumError", "Prices", "solve_equilibrium", "evaluate"]
+__all__ = ["Equilibrium", "EquilibriumError", "EquilibriumJacobian", "Prices", "solve_equilibrium",
+           "evaluate"]
 
 log = logging.getLogger(__name__)
+
+# Solver tuning: warm-start household solves from the first-order prediction of the states
+# (household-block tangents); the cost of one Jacobian direction in household-iteration
+# equivalents (a world EGM step for all countries = 1; measured on the 19-country model at
+# jac_tol = 1e-2 with cold tangents: the tangent iterations, each dearer than a primal
+# step, plus the policies' and distribution's tangents), used by method="broyden" to decide
+# when a new Jacobian pays for itself.
+_PREDICT = True
+_DIRECTION_COST = 100.0
 
 
 class EquilibriumError(RuntimeError):
@@ -54,6 +66,41 @@ class Prices:
     R: np.ndarray
     T: np.ndarray
     beta: float
+
+
+@dataclass(frozen=True, eq=False)
+class EquilibriumJacobian:
+    """Jacobian of the excess demands in the unknowns, labeled.
+
+    ``matrix[r, k]`` = d excess demand ``residuals[r]`` / d unknown ``unknowns[k]`` (the
+    solver's unknowns and relative excess demands, see :func:`solve_equilibrium`). Pass it as
+    ``jacobian=`` to a solve with the same unknowns (the labels are checked). Behaves as an
+    array (``np.asarray(J)``).
+    """
+
+    matrix: np.ndarray
+    unknowns: tuple
+    residuals: tuple
+
+    def __post_init__(self):
+        n = len(self.unknowns)
+        if np.shape(self.matrix) != (len(self.residuals), n):
+            raise ParameterError(f"Jacobian has shape {np.shape(self.matrix)}; its labels need "
+                                 f"({len(self.residuals)}, {n}).")
+
+    @property
+    def shape(self):
+        return np.shape(self.matrix)
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.matrix, dtype=dtype)
+        return a.copy() if copy else a
+
+    def to_frame(self):
+        """``pandas.DataFrame``: rows the excess demands, columns the unknowns."""
+        import pandas as pd
+        return pd.DataFrame(np.asarray(self.matrix), index=list(self.residuals),
+                            columns=list(self.unknowns))
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -161,31 +208,53 @@ class _Layout:
             parts.append(np.asarray(T, float))
         return np.concatenate(parts)
 
-    def residuals(self, agg):
-        """Relative excess demands: goods (drop country 1), bonds, tariff budgets."""
-        Y = agg["Y"]
-        goods = (jnp.sum(agg["X"], axis=0) - Y) / Y  # exporters receive M_ij / (1 + t_ij)
-        parts = [goods[1:]]
+    def unknown_names(self, countries) -> tuple:
+        """Labels of the unknowns: ``w_<ISO>`` (M-1), ``R``/``beta`` or ``R_<ISO>``, ``T_<ISO>``."""
+        c = list(countries)
+        names = [f"w_{x}" for x in c[: self.M - 1]]
         if self.financial == "autarky":
-            parts.append(agg["A"] / Y)
+            names += [f"R_{x}" for x in c]
         else:
-            parts.append(jnp.sum(agg["A"], keepdims=True) / jnp.sum(Y))
+            names.append(self.solve_for)
         if self.tariffs:
-            parts.append(None)  # placeholder replaced by caller
-        return parts
+            names += [f"T_{x}" for x in c]
+        return tuple(names)
+
+    def residual_names(self, countries) -> tuple:
+        """Labels of the excess demands: ``goods_<ISO>`` (all but the first), ``bonds`` or
+        ``bonds_<ISO>``, ``tariff_budget_<ISO>``."""
+        c = list(countries)
+        names = [f"goods_{x}" for x in c[1:]]
+        names += [f"bonds_{x}" for x in c] if self.financial == "autarky" else ["bonds"]
+        if self.tariffs:
+            names += [f"tariff_budget_{x}" for x in c]
+        return tuple(names)
+
+
+def _excess_demands(layout: _Layout, arrs, agg, T):
+    r"""Relative excess demands: goods (country 1's dropped), bonds, tariff budgets.
+
+    Goods: :math:`(\sum_i X_{ij} - Y_j)/Y_j` (exporters receive :math:`M_{ij}/(1+t_{ij})`);
+    bonds: :math:`\sum_i A_i / \sum_i Y_i`, or :math:`A_i/Y_i` under autarky; tariff budgets:
+    :math:`(T_i L_i - G_i)/Y_i`.
+    """
+    Y = agg["Y"]
+    goods = (jnp.sum(agg["X"], axis=0) - Y) / Y
+    parts = [goods[1:]]
+    if layout.financial == "autarky":
+        parts.append(agg["A"] / Y)
+    else:
+        parts.append(jnp.sum(agg["A"], keepdims=True) / jnp.sum(Y))
+    if layout.tariffs:
+        parts.append((T * arrs["L"] - agg["G"]) / Y)
+    return jnp.concatenate(parts)
 
 
 def _residual_fn(arrs, layout: _Layout, tol, max_iter, ttol=None):
-    L = arrs["L"]
-
     def f(u, x0):
         w, R, T, beta = layout.prices(u)
         agg, sol = _world(arrs, w, R, T, beta, x0, tol, max_iter, ttol)
-        parts = layout.residuals(agg)
-        if layout.tariffs:
-            parts[-1] = (T * L - agg["G"]) / agg["Y"]
-        r = jnp.concatenate(parts)
-        return r, (agg, sol)
+        return _excess_demands(layout, arrs, agg, T), (agg, sol)
 
     return f
 
@@ -206,7 +275,14 @@ class Equilibrium:
     aggregates : dict of N, Y, M (spending matrix, at consumer prices incl. tariffs), X
         (the same at factory prices, M_ij / (1 + t_ij)), A (asset demand), G (tariff revenue).
     converged, iterations, residual : Newton diagnostics (max abs relative excess demand).
-    household_solves, jacobians : work counters (world household solves; Jacobians).
+    household_solves : primal world household solves (all countries, with distributions).
+    jacobians : equilibrium Jacobians computed (household-block Jacobians composed with the
+        market-clearing maps, :mod:`hatrade.jacobian`).
+    jacobian_directions : forward-mode directions in those Jacobians, all together (each a
+        tangent solve through every country's household problem).
+    jacobian : :class:`EquilibriumJacobian` at the solution (Broyden-updated), or None.
+    seconds, seconds_household, seconds_jacobian : wall time of the solve, and the parts in
+        household solves and in Jacobians.
     """
 
     world: World
@@ -225,9 +301,12 @@ class Equilibrium:
     household_solves: int = 0
     jacobians: int = 0
     hh_iterations: np.ndarray | None = None
-    jacobian: np.ndarray | None = None
+    jacobian: EquilibriumJacobian | np.ndarray | None = None
     history: list = field(default_factory=list)
     seconds: float = 0.0
+    jacobian_directions: int = 0
+    seconds_household: float = 0.0
+    seconds_jacobian: float = 0.0
 
     # --- labeled outputs
     @property
@@ -331,6 +410,7 @@ class Equilibrium:
             "max_excess_demand": float(self.residual),
             "household_solves": int(self.household_solves),
             "jacobians": int(self.jacobians),
+            "jacobian_directions": int(self.jacobian_directions),
             "seconds": float(self.seconds),
         }
 
@@ -344,7 +424,9 @@ def _residual(u, x0, arrs, layout, tol, max_iter):
 
 @partial(jax.jit, static_argnums=(4, 5, 6, 7))
 def _jacobian(u, x0, dx0, arrs, layout, tol, max_iter, ttol=None):
-    """Exact Jacobian of the residuals (forward mode, one direction per unknown).
+    """Reference Jacobian of the residuals: forward mode through the whole world, one
+    direction per unknown (the solver composes it from the household block instead,
+    :func:`hatrade.jacobian.equilibrium_jacobian`; tests check that the two agree).
 
     ``dx0`` (batched over directions, or None) warm-starts the implicit-differentiation
     tangents of the household states; the tangents found are returned for the next call.
@@ -363,16 +445,27 @@ def _jacobian(u, x0, dx0, arrs, layout, tol, max_iter, ttol=None):
     return dr, r, dstate
 
 
-def _exact_jacobian(jac, u, x, dx):
-    J, _, dx = jac(jnp.asarray(u), x, dx)
-    J = np.asarray(J)
+def _checked_jacobian(jacobian, layout: _Layout, countries):
+    """A user's ``jacobian=`` as an (n, n) array, after checking that it fits the unknowns."""
+    if jacobian is None:
+        return None
+    want = layout.unknown_names(countries)
+    if isinstance(jacobian, EquilibriumJacobian):
+        if tuple(jacobian.unknowns) != want:
+            raise ParameterError(
+                f"jacobian= is for the unknowns ({', '.join(jacobian.unknowns)}) but this solve "
+                f"has ({', '.join(want)}): pass the Jacobian of an equilibrium solved for the "
+                "same unknowns (same countries, solve_for, financial regime and tariffs), or "
+                "none.")
+    J = np.array(jacobian, dtype=float)
+    if J.shape != (layout.n, layout.n):
+        raise ParameterError(f"jacobian= has shape {J.shape}; this solve has {layout.n} unknowns "
+                             f"({', '.join(want)}).")
     if not np.all(np.isfinite(J)):
-        raise EquilibriumError("equilibrium Jacobian has non-finite entries; the household "
-                               "solution is not differentiable here (check the inputs).")
-    cond = np.linalg.cond(J)
-    if cond > 1e14:
-        log.warning("equilibrium Jacobian is near singular (condition number %.1e)", cond)
-    return J, dx
+        raise ParameterError("jacobian= has non-finite entries.")
+    if not isinstance(jacobian, EquilibriumJacobian):
+        log.debug("jacobian= is an unlabeled array: only its shape could be checked")
+    return J
 
 
 def _check_households(sol, countries, max_iter):
@@ -443,7 +536,7 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
                       income: IncomeProcess | None = None, tol: float = 1e-10,
                       max_iter: int = 30, hh_tol: float = 1e-10, hh_max_iter: int = 3000,
                       state: HHState | None = None, T_guess=None, jacobian=None,
-                      jac_tol: float = 1e-8, method: str = "newton",
+                      jac_tol: float = 1e-2, method: str = "broyden",
                       progress: Callable[[int, float], None] | None = None) -> Equilibrium:
     r"""Solve the stationary world equilibrium.
 
@@ -453,9 +546,16 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     the unknowns are M-1 wages and one R per country (beta given). With tariffs, the
     per-household transfers T_i are unknowns too.
 
-    Newton's method with the exact Jacobian (forward-mode AD through the household fixed
-    point by implicit differentiation) and a backtracking line search; household problems
-    are warm-started from the previous iterate.
+    Newton-type iteration with a backtracking line search. The Jacobian of the excess
+    demands is composed from the household-block Jacobian (:mod:`hatrade.jacobian`): every
+    country's spending and asset demand differentiated with respect to its own log prices,
+    income, rate or beta and transfer, M + 2 forward-mode directions for all countries at
+    once (M + 3 with tariffs; implicit differentiation of the household fixed point, the
+    stationary distribution re-solved), then the chain rule through
+    :math:`p_{ij} = d_{ij} w_j (1+t_{ij})/A_j` and market clearing. Between such Jacobians
+    Broyden's update keeps it current. Household problems are warm-started from the first-
+    order prediction of their solution (previous states plus the block's state tangents
+    times the price change), and each new Jacobian from the previous one's tangents.
 
     Parameters
     ----------
@@ -476,19 +576,22 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
         Newton iterations.
     hh_tol, hh_max_iter : household fixed-point tolerance (sup-norm step in c and v) and cap.
     state : warm start for the household problems (e.g. ``other.state``).
-    jacobian : array, optional
+    jacobian : EquilibriumJacobian or array, optional
         A Jacobian of the excess demands to start from (``other.jacobian`` of a nearby
-        equilibrium with the same unknowns): counterfactuals then need no new exact Jacobian.
-        Between exact Jacobians, Broyden updates keep it current; an exact one is computed
-        whenever progress stalls.
-    method : {"newton", "broyden"}
-        "newton" computes the exact Jacobian at every iterate (fewest household solves);
-        "broyden" updates it by Broyden's rule and recomputes it only when progress stalls
-        (fewer Jacobians; good for counterfactuals started from a nearby equilibrium with
-        ``jacobian=``).
+        equilibrium solved for the same unknowns): counterfactuals then often need no new
+        household-block Jacobian. An :class:`EquilibriumJacobian` is checked against this
+        solve's unknowns (names of the wages, R or beta, R_i, T_i) and rejected with a
+        :class:`~hatrade.params.ParameterError` when they differ (e.g. one computed for beta
+        given to a solve for R); a plain array (e.g. from a file) can only be checked for its
+        shape. Broyden updates keep it current; a new Jacobian is computed when it stalls.
+    method : {"broyden", "newton"}
+        "broyden" (default): Broyden updates, a new household-block Jacobian only when a step
+        on the updated one stalls (leaves more than half the excess demand) or fails, so
+        usually one or two per solve. "newton": a new Jacobian at every iterate (fewest
+        household solves, most Jacobian work).
     jac_tol : float
-        Relative tolerance of the implicit-differentiation tangents in exact Jacobians
-        (they only steer Newton; the equilibrium is checked on the exact residuals).
+        Relative tolerance of the implicit-differentiation tangents in the Jacobians (they
+        only steer the iteration; the equilibrium is checked on exact residuals).
     progress : callable(iteration, residual), optional.
 
     Returns
@@ -501,6 +604,9 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
         When Newton fails to reach ``tol`` in ``max_iter`` iterations (with the residual
         history and advice) or a household problem fails.
     """
+    from .jacobian import (direction_rows, equilibrium_jacobian, household_block,
+                           solver_directions)
+
     t0 = time.perf_counter()
     inc = income or income_process(household)
     beta_fixed = beta if beta is not None else household.beta
@@ -533,13 +639,15 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     u = layout.pack(w0, R_guess if solve_for == "R" else R, T0,
                     beta_guess if solve_for == "beta" else beta_fixed)
     f = lambda u, x0: _residual(u, x0, arrs, layout, hh_tol, hh_max_iter)  # noqa: E731
-    jac = lambda u, x0, dx0: _jacobian(u, x0, dx0, arrs, layout, hh_tol, hh_max_iter,  # noqa: E731
-                                       jac_tol)
+    J = _checked_jacobian(jacobian, layout, world.countries)
+    rows = direction_rows(M, solver_directions(layout))
     w, Rv, Tv, b = layout.prices(jnp.asarray(u))
     x = state if state is not None else _initial_state_all(arrs, w, Rv, Tv, b)
 
+    t1 = time.perf_counter()
     r, (agg, sol) = f(jnp.asarray(u), x)
-    n_solves, n_jac = 1, 0
+    n_solves, n_jac, n_dirs = 1, 0, 0
+    t_solves, t_jac = time.perf_counter() - t1, 0.0
     _check_households(sol, world.countries, hh_max_iter)
     x = sol["state"]
     err = float(jnp.max(jnp.abs(r)))
@@ -548,9 +656,7 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     if progress:
         progress(0, err)
     it = 0
-    J, fresh, dx = None, False, None
-    if jacobian is not None and np.shape(jacobian) == (layout.n, layout.n):
-        J = np.array(jacobian, float)
+    fresh, block, J_last = False, None, None
     while err >= tol:
         if it >= max_iter:
             raise EquilibriumError(
@@ -559,23 +665,54 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
                 "Try a better starting point (wages, R_guess/beta_guess), more iterations, or "
                 "check that the world has an equilibrium (beta*R < 1, positive resources).")
         if J is None:
-            J, dx = _exact_jacobian(jac, u, x, dx)
+            t1 = time.perf_counter()
+            wp, Rp, Tp, bp = layout.prices(jnp.asarray(u))
+            block = household_block(arrs, wp, Rp, Tp, bp, x, rows,
+                                    tangents=None if block is None else block.tangents,
+                                    tol=hh_tol, max_iter=hh_max_iter, tangent_tol=jac_tol)
+            J = equilibrium_jacobian(arrs, layout, u, agg, block)
             n_jac += 1
+            n_dirs += len(rows)
+            t_jac += time.perf_counter() - t1
+            log.debug("equilibrium: Jacobian %d (%d household-block directions), %.2f s", n_jac,
+                      len(rows), time.perf_counter() - t1)
             fresh = True
-        du = np.linalg.solve(J, -np.asarray(r))
+            if not np.all(np.isfinite(J)):
+                raise EquilibriumError("equilibrium Jacobian has non-finite entries; the "
+                                       "household solution is not differentiable here (check "
+                                       "the inputs).")
+            cond = np.linalg.cond(J)
+            if cond > 1e14:
+                log.warning("equilibrium Jacobian is near singular (condition number %.1e)", cond)
+        try:
+            du = np.linalg.solve(J, -np.asarray(r))
+        except np.linalg.LinAlgError:
+            if not fresh:
+                J = None
+                continue
+            raise EquilibriumError(
+                f"equilibrium Jacobian is singular at iteration {it + 1} (max excess demand "
+                f"{err:.3e}): the unknowns do not move the markets independently. Check the "
+                "world (trade costs, TFP, labor) or start elsewhere.") from None
         step, accepted = 1.0, False
         for _ in range(12):
             u_try = u + step * du
             w_t, R_t, _, b_t = layout.prices(jnp.asarray(u_try))
             if np.all(np.asarray(w_t) > 0) and np.all(np.asarray(R_t) > 0) and 0 < float(b_t) < 1:
-                r_t, (agg_t, sol_t) = f(jnp.asarray(u_try), x)
-                n_solves += 1
+                t1 = time.perf_counter()
+                r_t, (agg_t, sol_t) = _solve_at(f, layout, u, u_try, x, block, hh_max_iter)
+                n_solves += sol_t.pop("solves")
                 e_t = float(jnp.max(jnp.abs(r_t)))
+                t_solves += time.perf_counter() - t1
+                log.debug("equilibrium: household solve at step %.3g: max excess demand %.3e, "
+                          "%d household iterations (most in a country), %.2f s", step, e_t,
+                          int(np.max(np.asarray(sol_t["iterations"]))),
+                          time.perf_counter() - t1)
                 if np.isfinite(e_t) and (e_t < err * (1 - 1e-4 * step) or e_t < tol):
                     accepted = True
                     break
             step *= 0.5
-            if not fresh:  # a quasi-Newton step that does not descend: get the exact Jacobian
+            if not fresh:  # a quasi-Newton step that does not descend: get a new Jacobian
                 break
         if not accepted:
             if not fresh:
@@ -585,11 +722,14 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
                 f"Newton line search failed at iteration {it + 1}: max excess demand {err:.3e} "
                 f"could not be reduced (history {[f'{h:.2e}' for h in history]}). Try another "
                 "starting point or a tighter hh_tol.")
-        # Broyden's update keeps the Jacobian current between exact evaluations
+        # Broyden's update keeps the Jacobian current between household-block Jacobians
         s_u = u_try - u
         J = J + np.outer(np.asarray(r_t) - np.asarray(r) - J @ s_u, s_u) / (s_u @ s_u)
-        if method == "newton" or (not fresh and e_t > 0.2 * err):
-            J = None  # Newton, or slow progress on an updated Jacobian: recompute it exactly
+        J_last = J
+        if method == "newton" or (not fresh and _worth_new_jacobian(
+                err, e_t, tol, int(np.max(np.asarray(sol_t["iterations"]))), len(rows),
+                warm=block is not None)):
+            J = None  # Newton, or slow progress on an updated Jacobian: recompute it
         fresh = False
         u, r, agg, sol, err = u_try, r_t, agg_t, sol_t, e_t
         _check_households(sol, world.countries, hh_max_iter)
@@ -600,7 +740,54 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
         if progress:
             progress(it, err)
     w, Rv, Tv, b = (np.asarray(a) for a in layout.prices(jnp.asarray(u)))
+    if J_last is None and J is not None:
+        J_last = J
+    jac_out = None if J_last is None else EquilibriumJacobian(
+        np.array(J_last), layout.unknown_names(world.countries),
+        layout.residual_names(world.countries))
     return _make_result(world, household, inc, arrs, w, Rv, Tv, float(b), agg, sol,
                         converged=True, iterations=it, residual=err, household_solves=n_solves,
-                        jacobians=n_jac, history=history, seconds=time.perf_counter() - t0,
-                        jacobian=None if J is None else np.array(J))
+                        jacobians=n_jac, jacobian_directions=n_dirs, history=history,
+                        seconds=time.perf_counter() - t0, jacobian=jac_out,
+                        seconds_household=t_solves, seconds_jacobian=t_jac)
+
+
+def _worth_new_jacobian(err, e_new, tol, hh_iterations, n_directions, warm):
+    r"""Whether a new Jacobian should pay for itself, in household-iteration equivalents.
+
+    After a step on a Broyden-updated Jacobian reduced the max excess demand by
+    :math:`\rho = e_{new}/e`, the remaining steps at that rate are about
+    :math:`n = \log(tol/e_{new})/\log\rho`, each a household solve of about the last one's
+    iterations (plus about 5 for the policies and the distribution); with a new Jacobian,
+    about two. A Jacobian costs ``_DIRECTION_COST`` per direction (60% of it with warm
+    tangents). Deterministic: the decision depends on iteration counts, not on timings.
+    """
+    if e_new < tol:
+        return False
+    rho = min(max(e_new / err, 1e-3), 0.999)
+    n_left = np.log(tol / e_new) / np.log(rho)
+    cost = _DIRECTION_COST * n_directions * (0.6 if warm else 1.0)
+    return (n_left - 2.0) * (hh_iterations + 5) > cost
+
+
+def _solve_at(f, layout, u, u_try, x, block, max_iter):
+    """Households at u_try, warm-started from the first-order prediction of the states.
+
+    Falls back to the plain warm start x (the states at u) when the predicted start fails
+    (non-finite excess demands or a household problem at its iteration cap). The returned
+    ``sol`` carries the number of world solves made under ``"solves"``.
+    """
+    from .jacobian import predict_state
+
+    if _PREDICT and block is not None:
+        x_pred = predict_state(x, block, layout, u, u_try)
+        r_t, (agg_t, sol_t) = f(jnp.asarray(u_try), x_pred)
+        if (np.all(np.isfinite(np.asarray(r_t)))
+                and np.max(np.asarray(sol_t["iterations"])) < max_iter):
+            sol_t = dict(sol_t, solves=1)
+            return r_t, (agg_t, sol_t)
+        log.debug("equilibrium: predicted warm start failed; restarting from the last states")
+        r_t, (agg_t, sol_t) = f(jnp.asarray(u_try), x)
+        return r_t, (agg_t, dict(sol_t, solves=2))
+    r_t, (agg_t, sol_t) = f(jnp.asarray(u_try), x)
+    return r_t, (agg_t, dict(sol_t, solves=1))

@@ -1,0 +1,200 @@
+"""The equilibrium Jacobian composed from the household block (hatrade.jacobian).
+
+The reference is ``hatrade.world._jacobian``: forward mode through the whole world, one
+direction per unknown. The composed Jacobian (M + 2 or M + 3 block directions and the
+chain rule through the price and market-clearing maps) must equal it in every layout of
+unknowns. Small worlds (3 countries, n_a = 20, 6 income states) except one slow check on
+the 19-country baseline.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hatrade import Household, ParameterError, World, solve_equilibrium
+from hatrade.income import income_process
+from hatrade.jacobian import (block_jacobian, direction_rows, equilibrium_jacobian,
+                              household_block, predict_state, solver_directions)
+from hatrade.world import (EquilibriumJacobian, _initial_state_all, _jacobian, _Layout,
+                           _residual, model_arrays)
+
+HH = Household(n_a=20, n_perm=3, n_iid=2, beta=0.93)
+TARIFFS = np.array([[0.0, 0.2, 0.1], [0.1, 0.0, 0.15], [0.05, 0.2, 0.0]])
+TIGHT = 1e-12  # household and tangent tolerances of the comparisons
+
+
+@pytest.fixture(scope="module")
+def world3():
+    return World(countries=("AAA", "BBB", "CCC"), tfp=[1.0, 0.8, 1.2], labor=[1.0, 0.5, 0.7],
+                 d=[[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]])
+
+
+def _layout(solve_for, financial, tariffs, M=3):
+    return _Layout(M=M, financial=financial, solve_for=solve_for, tariffs=tariffs,
+                   R_fixed=1.01 if solve_for == "beta" else None,
+                   beta_fixed=None if solve_for == "beta" else 0.93)
+
+
+def _point(world, layout, hh=HH, tol=TIGHT):
+    """Unknowns away from equilibrium, the converged households there, and aggregates."""
+    arrs = model_arrays(world, hh, income_process(hh))
+    R = np.array([1.005, 1.0, 0.995]) if layout.financial == "autarky" else 1.003
+    u = jnp.asarray(layout.pack(np.array([1.2, 0.9, 0.9]),
+                                R if layout.solve_for == "R" else 1.01,
+                                np.array([0.01, 0.02, 0.015]), 0.93))
+    w, Rv, T, b = layout.prices(u)
+    r, (agg, sol) = _residual(u, _initial_state_all(arrs, w, Rv, T, b), arrs, layout, tol,
+                              5000)
+    return arrs, u, r, agg, sol["state"]
+
+
+CASES = [("beta", "globalization", False), ("R", "globalization", False),
+         ("R", "autarky", False), ("R", "globalization", True),
+         ("beta", "globalization", True), ("R", "autarky", True)]
+
+
+@pytest.mark.parametrize("solve_for,financial,tariffs", CASES)
+def test_composed_jacobian_equals_forward_mode_through_the_world(world3, solve_for, financial,
+                                                                 tariffs):
+    layout = _layout(solve_for, financial, tariffs)
+    world = world3.replace(financial=financial, tariffs=TARIFFS if tariffs else None)
+    with jax.enable_x64(True):
+        arrs, u, r, agg, x = _point(world, layout)
+        assert np.abs(np.asarray(r)).max() > 1e-3  # not at an equilibrium: J is generic
+        ref = np.asarray(_jacobian(u, x, None, arrs, layout, TIGHT, 5000, TIGHT)[0])
+        rows = direction_rows(3, solver_directions(layout))
+        w, R, T, b = layout.prices(u)
+        blk = household_block(arrs, w, R, T, b, x, rows, tol=TIGHT, max_iter=5000,
+                              tangent_tol=TIGHT)
+        J = equilibrium_jacobian(arrs, layout, u, agg, blk)
+    assert J.shape == (layout.n, layout.n)
+    assert len(rows) == 3 + 2 + int(tariffs)
+    assert np.abs(ref).max() > 1.0
+    np.testing.assert_allclose(J, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
+    # every unknown moves the markets: no zero column (a wrong chain rule often leaves one)
+    assert np.all(np.abs(J).max(axis=0) > 1e-6)
+
+
+def test_block_needs_the_layouts_directions(world3):
+    layout = _layout("beta", "globalization", False)
+    with jax.enable_x64(True):
+        arrs, u, _, agg, x = _point(world3, layout, tol=1e-10)
+        w, R, T, b = layout.prices(u)
+        blk = household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "w", "R")))
+        with pytest.raises(ParameterError, match="beta"):
+            equilibrium_jacobian(arrs, layout, u, agg, blk)
+    with pytest.raises(ParameterError, match="direction 'q'"):
+        direction_rows(3, ("p", "q"))
+
+
+def test_predicted_states_are_closer_than_the_old_ones(world3):
+    """First-order prediction from the block tangents: error O(step^2), not O(step)."""
+    layout = _layout("R", "globalization", False)
+    with jax.enable_x64(True):
+        arrs, u, _, _, x = _point(world3, layout)
+        w, R, T, b = layout.prices(u)
+        blk = household_block(arrs, w, R, T, b, x, direction_rows(3, solver_directions(layout)),
+                              tol=TIGHT, max_iter=5000, tangent_tol=1e-10)
+        u1 = u + jnp.array([0.01, -0.005, 0.001])
+        x1 = _residual(u1, x, arrs, layout, TIGHT, 5000)[1][1]["state"]
+        pred = predict_state(x, blk, layout, u, u1)
+    old = np.abs(np.asarray(x1.c - x.c)).max()
+    new = np.abs(np.asarray(x1.c - pred.c)).max()
+    assert old > 1e-4
+    assert new < 0.05 * old
+
+
+def test_block_jacobian_for_calibration_has_m_plus_4_directions(world3):
+    eq = solve_equilibrium(world3, HH.replace(beta=None), solve_for="beta", R=1.01,
+                           wages=[1.2, 0.9, 0.9])
+    bj = block_jacobian(eq, tangent_tol=1e-10)
+    assert bj.p.shape == (3, 3, 3) and bj.w.shape == (3, 3) and bj.Abeta.shape == (3,)
+    assert bj.T is None
+    # spending responds to every own price; a higher beta raises asset demand
+    assert np.all(np.abs(np.diagonal(bj.p, axis1=1, axis2=2)) > 0)
+    assert np.all(bj.Abeta > 0)
+    # the calibration module uses the same function
+    from hatrade import calibrate
+    assert calibrate.block_jacobian is block_jacobian
+
+
+# ----------------------------------------------------------------------------- solver
+
+@pytest.fixture(scope="module")
+def eq_beta3(world3):
+    return solve_equilibrium(world3, HH.replace(beta=None), solve_for="beta", R=1.01,
+                             wages=[1.2, 0.9, 0.9], beta_guess=0.93)
+
+
+def test_solver_counts_jacobian_work_and_labels_its_jacobian(eq_beta3):
+    eq = eq_beta3
+    assert eq.converged and eq.residual < 1e-10
+    assert eq.jacobians >= 1
+    assert eq.jacobian_directions == eq.jacobians * (3 + 2)  # p (3), w, beta
+    J = eq.jacobian
+    assert isinstance(J, EquilibriumJacobian)
+    assert J.unknowns == ("w_AAA", "w_BBB", "beta")
+    assert J.residuals == ("goods_BBB", "goods_CCC", "bonds")
+    frame = J.to_frame()
+    assert list(frame.columns) == list(J.unknowns) and list(frame.index) == list(J.residuals)
+    assert np.asarray(J, float).shape == (3, 3)
+    assert eq.summary()["jacobian_directions"] == eq.jacobian_directions
+
+
+def test_jacobian_of_another_layout_is_rejected(world3, eq_beta3):
+    with pytest.raises(ParameterError, match=r"unknowns \(w_AAA, w_BBB, beta\).*\(w_AAA, w_BBB, R\)"):
+        solve_equilibrium(world3, HH.replace(beta=eq_beta3.beta), solve_for="R",
+                          jacobian=eq_beta3.jacobian)
+    with pytest.raises(ParameterError, match="shape"):
+        solve_equilibrium(world3, HH.replace(beta=eq_beta3.beta), solve_for="R",
+                          jacobian=np.eye(4))
+
+
+def test_jacobian_of_a_nearby_equilibrium_saves_the_block(world3, eq_beta3):
+    """Same unknowns, slightly different world: Broyden from the given Jacobian."""
+    world = world3.replace(d=np.asarray(world3.d) * np.where(np.eye(3) > 0, 1.0, 0.995))
+    kw = dict(solve_for="beta", R=1.01, wages=eq_beta3.prices.w, beta_guess=eq_beta3.beta,
+              state=eq_beta3.state, method="broyden")
+    fresh = solve_equilibrium(world, HH.replace(beta=None), **kw)
+    reused = solve_equilibrium(world, HH.replace(beta=None), jacobian=eq_beta3.jacobian, **kw)
+    assert fresh.jacobians >= 1 and reused.jacobians == 0
+    assert reused.residual < 1e-10
+    np.testing.assert_allclose(reused.prices.w, fresh.prices.w, rtol=1e-8)
+    assert reused.beta == pytest.approx(fresh.beta, abs=1e-9)
+
+
+def test_methods_agree(world3, eq_beta3):
+    eq = solve_equilibrium(world3, HH.replace(beta=None), solve_for="beta", R=1.01,
+                           wages=[1.2, 0.9, 0.9], beta_guess=0.93, method="broyden")
+    assert eq.residual < 1e-10
+    np.testing.assert_allclose(eq.prices.w, eq_beta3.prices.w, rtol=1e-8)
+    assert eq.beta == pytest.approx(eq_beta3.beta, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- 19 countries
+
+@pytest.mark.slow
+def test_composed_jacobian_on_the_baseline():
+    """The 19-country calibration layout (18 wages + beta) at the published prices."""
+    from hatrade.data import load_calibration
+    from hatrade.ek import ek_world, published_household
+
+    cal = load_calibration("baseline")
+    world, hh = ek_world("baseline"), published_household("baseline")
+    layout = _Layout(M=19, financial="globalization", solve_for="beta", tariffs=False,
+                     R_fixed=1.01, beta_fixed=None)
+    with jax.enable_x64(True):
+        arrs = model_arrays(world, hh, income_process(hh))
+        u = jnp.asarray(layout.pack(cal.wages.to_numpy(), 1.01, None, cal.beta))
+        w, R, T, b = layout.prices(u)
+        _, (agg, sol) = _residual(u, _initial_state_all(arrs, w, R, T, b), arrs, layout,
+                                  1e-11, 5000)
+        x = sol["state"]
+        ref = np.asarray(_jacobian(u, x, None, arrs, layout, 1e-11, 5000, 1e-11)[0])
+        blk = household_block(arrs, w, R, T, b, x, direction_rows(19, solver_directions(layout)),
+                              tol=1e-11, max_iter=5000, tangent_tol=1e-11)
+        J = equilibrium_jacobian(arrs, layout, u, agg, blk)
+    np.testing.assert_allclose(J, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
