@@ -129,21 +129,35 @@ def test_unknown_stage_is_refused(tmp_path):
         replicate(tmp_path / "out", setup=tiny_setup(), cache=False, stages=["nope"])
 
 
+_SCOPED_CACHE_SCRIPT = """
+import sys
+from pathlib import Path
+import jax
+import jax.numpy as jnp
+from hatrade.replicate import jax_compilation_cache
+
+root = Path(sys.argv[1])
+before = (jax.config.jax_compilation_cache_dir,
+          jax.config.jax_persistent_cache_min_compile_time_secs)
+with jax_compilation_cache(root / "jax", min_compile_seconds=0.0) as d:
+    assert jax.config.jax_compilation_cache_dir == str(d)
+    jax.jit(lambda x: jnp.sin(x) * 3.0 + x ** 2)(jnp.arange(7.0)).block_until_ready()
+assert any((root / "jax").iterdir()), "the compiled function was not stored"
+after = (jax.config.jax_compilation_cache_dir,
+         jax.config.jax_persistent_cache_min_compile_time_secs)
+assert after == before, (before, after)  # a caller's settings are restored
+"""
+
+
 def test_jax_compilation_cache_is_scoped(tmp_path):
-    import jax
-    import jax.numpy as jnp
+    # In a separate process: JAX's persistent cache is process-global state, and turning it
+    # on inside the test process crashed later XLA compilations of other tests.
+    import subprocess
+    import sys
 
-    from hatrade.replicate import jax_compilation_cache
-
-    before = (jax.config.jax_compilation_cache_dir,
-              jax.config.jax_persistent_cache_min_compile_time_secs)
-    with jax_compilation_cache(tmp_path / "jax", min_compile_seconds=0.0) as d:
-        assert jax.config.jax_compilation_cache_dir == str(d)
-        jax.jit(lambda x: jnp.sin(x) * 3.0 + x ** 2)(jnp.arange(7.0)).block_until_ready()
-    assert any((tmp_path / "jax").iterdir())  # the compiled function was stored
-    after = (jax.config.jax_compilation_cache_dir,
-             jax.config.jax_persistent_cache_min_compile_time_secs)
-    assert after == before  # a caller's settings are restored
+    res = subprocess.run([sys.executable, "-c", _SCOPED_CACHE_SCRIPT, str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
 
 
 def test_start_jacobian_turns_the_beta_column_into_an_R_column():
@@ -329,7 +343,7 @@ def test_cli_replicate(runs, monkeypatch, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# hatrade\n\n{README_BEGIN}\n{README_END}\n\n## API\n")
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["replicate", "--quick", "--out", str(out), "--cache-dir",
+    res = CliRunner().invoke(app, ["replicate", "--quick", "--no-compile-cache", "--out", str(out), "--cache-dir",
                                    str(runs.cache_dir), "--readme", str(readme)])
     assert res.exit_code == 0, res.output
     assert "Report:" in res.output and (out / "report.html").is_file()
