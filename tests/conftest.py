@@ -89,3 +89,11 @@ def excess_demands(eq) -> dict:
 def market_residuals():
     """:func:`excess_demands` as a fixture."""
     return excess_demands
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_jax_caches():
+    """Drop JAX's compiled functions after each test module (a long single-process run
+    crashed inside an XLA compilation late in the suite)."""
+    yield
+    jax.clear_caches()
