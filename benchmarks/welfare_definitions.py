@@ -1,0 +1,48 @@
+"""Welfare of the paper's US 10% cut under alternative definitions (issue 4's published gap).
+
+Prints, for the US households of a unilateral (default) or global (`global`) cut, the mean
+and quintile gains under MODEL.md's EV (all income scaled), the utilitarian EVs (same and
+new distribution, linearized), the Lucas measure, and an EV that scales labor income only.
+These are the numbers quoted in hatrade.welfare's "Published numbers" section.
+
+    python benchmarks/welfare_definitions.py baseline          # or: log; add `global`
+"""
+import logging, time, sys
+import numpy as np
+import hatrade
+from hatrade import welfare as W
+from hatrade.counterfactual import baseline_equilibrium, run_counterfactual, Scenario
+logging.basicConfig(level=logging.WARNING)
+cal = sys.argv[1] if len(sys.argv) > 1 else "baseline"
+glob = len(sys.argv) > 2 and sys.argv[2] == "global"
+t=time.time()
+old = baseline_equilibrium(cal)
+sc = Scenario(all_pairs=True, trade_cost_change=-0.1, allow_d_below_one=True) if glob else Scenario(importer="USA", trade_cost_change=-0.1, allow_d_below_one=True)
+cf = run_counterfactual(old, sc)
+new = cf.new
+print("solved", time.time()-t, flush=True)
+ci = old.world.index("USA")
+mu0, mu1 = old.lam[ci], new.lam[ci]
+def summarize(ev, tag):
+    g = ev.gain_percent; ok = ev.defined
+    _, Wq = W.expenditure_quintiles(old, ci)
+    q = W.group_means(g, Wq)
+    mean = np.sum(mu0[ok]*g[ok])/mu0[ok].sum()
+    print(tag, "mean %.3f" % mean, "Q", np.round(q, 3), "undefined mass %.4f" % mu0[~ok].sum(), flush=True)
+    return ev
+ev = summarize(W.equivalent_variation(old, new, "USA"), "all income (ours)")
+S = ev.dV_dlam
+Wold = np.sum(mu0*ev.V_old); 
+print("aggregate lin EV same dist: %.3f" % (100*np.sum(mu0*(ev.V_new-ev.V_old))/np.sum(mu0*S)))
+print("aggregate lin EV new dist : %.3f" % (100*(np.sum(mu1*ev.V_new)-Wold)/np.sum(mu0*S)))
+g_new_w = ev.gain_percent; ok=ev.defined
+print("mean weighted by new dist: %.3f" % (np.sum(mu1[ok]*g_new_w[ok])/mu1[ok].sum()))
+cev, _ = W.consumption_equivalent(old, ev.V_new, "USA")
+print("CEV mean %.3f" % (100*np.sum(mu0*cev)), "Q", np.round(W.group_means(100*cev, W.expenditure_quintiles(old, ci)[1]), 3))
+orig = W._scale
+W._scale = lambda prm, lam: prm._replace(w=prm.w*lam, T=prm.T*lam)
+import jax; jax.clear_caches()
+summarize(W.equivalent_variation(old, new, "USA"), "labor income only")
+W._scale = orig
+jax.clear_caches()
+print("R/w change", cf.R_over_w_change_percent()[ci])
