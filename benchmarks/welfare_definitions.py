@@ -9,7 +9,6 @@ These are the numbers quoted in hatrade.welfare's "Published numbers" section.
 """
 import logging, time, sys
 import numpy as np
-import hatrade
 from hatrade import welfare as W
 from hatrade.counterfactual import baseline_equilibrium, run_counterfactual, Scenario
 logging.basicConfig(level=logging.WARNING)
