@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -169,10 +169,26 @@ class _Layout:
 
     M: int
     financial: str
-    solve_for: str  # "R" or "beta"
+    solve_for: str  # "R" or "beta"; "traced" in a compiled function's key (see split)
     tariffs: bool
     R_fixed: float | None
     beta_fixed: float | None
+    beta_flag: object = None  # traced: 1 when the rate unknown is beta (solve_for "traced")
+
+    def split(self):
+        """``(key, numbers)``: the static part (the key of compiled functions) and the fixed
+        R, beta and the solve_for flag as an array, traced, so that solves that differ only
+        in those numbers (a model's calibration for beta and its counterfactuals for R, or
+        two models' counterfactuals) share one compiled residual."""
+        nums = np.array([float(self.solve_for == "beta"),
+                         1.0 if self.R_fixed is None else float(self.R_fixed),
+                         0.5 if self.beta_fixed is None else float(self.beta_fixed)])
+        sf = self.solve_for if self.financial == "autarky" else "traced"
+        return replace(self, solve_for=sf, R_fixed=None, beta_fixed=None), nums
+
+    def bind(self, nums):
+        """The inverse of :meth:`split` inside a compiled function (``nums`` traced)."""
+        return replace(self, R_fixed=nums[1], beta_fixed=nums[2], beta_flag=nums[0])
 
     @property
     def n(self) -> int:
@@ -186,6 +202,11 @@ class _Layout:
         if self.financial == "autarky":
             R, beta = u[k: k + M], jnp.asarray(self.beta_fixed)
             k += M
+        elif self.solve_for == "traced":
+            is_beta = self.beta_flag > 0.5
+            R = jnp.broadcast_to(jnp.where(is_beta, self.R_fixed, u[k]), (M,))
+            beta = jnp.where(is_beta, u[k], self.beta_fixed)
+            k += 1
         elif self.solve_for == "R":
             R, beta = jnp.broadcast_to(u[k], (M,)), jnp.asarray(self.beta_fixed)
             k += 1
@@ -417,12 +438,18 @@ class Equilibrium:
 
 # ----------------------------------------------------------------------------- solver
 
-@partial(jax.jit, static_argnums=(3, 4, 5))
 def _residual(u, x0, arrs, layout, tol, max_iter):
-    return _residual_fn(arrs, layout, tol, max_iter)(u, x0)
+    """Excess demands at the unknowns ``u`` (households from ``x0``), compiled once per
+    static layout key (:meth:`_Layout.split`)."""
+    key, nums = layout.split()
+    return _residual_jit(u, x0, nums, arrs, key, tol, max_iter)
 
 
-@partial(jax.jit, static_argnums=(4, 5, 6, 7))
+@partial(jax.jit, static_argnums=(4, 5, 6))
+def _residual_jit(u, x0, nums, arrs, key, tol, max_iter):
+    return _residual_fn(arrs, key.bind(nums), tol, max_iter)(u, x0)
+
+
 def _jacobian(u, x0, dx0, arrs, layout, tol, max_iter, ttol=None):
     """Reference Jacobian of the residuals: forward mode through the whole world, one
     direction per unknown (the solver composes it from the household block instead,
@@ -431,7 +458,13 @@ def _jacobian(u, x0, dx0, arrs, layout, tol, max_iter, ttol=None):
     ``dx0`` (batched over directions, or None) warm-starts the implicit-differentiation
     tangents of the household states; the tangents found are returned for the next call.
     """
-    f = _residual_fn(arrs, layout, tol, max_iter, ttol)
+    key, nums = layout.split()
+    return _jacobian_jit(u, x0, dx0, nums, arrs, key, tol, max_iter, ttol)
+
+
+@partial(jax.jit, static_argnums=(5, 6, 7, 8))
+def _jacobian_jit(u, x0, dx0, nums, arrs, key, tol, max_iter, ttol=None):
+    f = _residual_fn(arrs, key.bind(nums), tol, max_iter, ttol)
     n = u.shape[0]
     eye = jnp.eye(n, dtype=u.dtype)
     if dx0 is None:
