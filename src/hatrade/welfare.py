@@ -502,6 +502,9 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
             for g0 in range(0, len(new_nodes), node_batch):
                 grp = new_nodes[g0:g0 + node_batch]
                 m = len(grp)
+                # pad to node_batch (repeating the last node) so that _V_nodes compiles for
+                # one batch size; the padded members are dropped below
+                grp = np.concatenate([grp, np.full(node_batch - m, grp[-1])])
                 near = np.argmin(np.abs(grp[:, None] - lams[None, :]), axis=1)
                 dl = jnp.asarray(grp - lams[near])[:, None, None, None]
                 x0s = HHState(jnp.clip(xs.c[jnp.asarray(near)] + dx1.c[None] * dl, 1e-12),
@@ -509,8 +512,8 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
                 Vk, xk, itk = _V_nodes(prm_o, x0s, jnp.asarray(grp), hh_tol, hh_max_iter)
                 itk = np.asarray(itk)
                 _check_iter(itk.tolist(), hh_max_iter, code)
-                work["solves"] += m
-                work["iterations"] += int(itk.max()) * m  # runs to the slowest member
+                work["solves"] += node_batch
+                work["iterations"] += int(itk.max()) * node_batch  # to the slowest member
                 vals.append(np.asarray(Vk)[:m].reshape(m, -1))
                 sts.append(HHState(xk.c[:m], xk.v[:m]))
             lams = np.concatenate([lams, new_nodes])
