@@ -205,6 +205,24 @@ def test_cold_run_is_complete(cold):
     assert all(s.cache.get("hit", 0) == 0 for s in r.stages)
 
 
+def test_serial_run_matches_the_parallel_one(cold, tmp_path):
+    """``parallel=False`` (one stage at a time) computes the same numbers, and each stage
+    is charged the same cached results, as the default run with stages in threads and the
+    two-country world in the background."""
+    names = ["equilibrium", "elasticities", "micro", "unilateral"]
+    r = replicate(tmp_path / "serial", setup=cold.setup, cache=Cache(tmp_path / "cache"),
+                  parallel=False, stages=names)
+    assert all(s.status == "ok" for s in r.stages), [(s.name, s.error) for s in r.stages]
+    par = {s.name: s.cache for s in cold.run.stages}
+    for s in r.stages[:-1]:
+        assert s.cache == par[s.name], s.name
+    assert par["micro"]["miss"] == 4  # two cross-sections, the two-country world and its
+    #                                   elasticities (computed in the background)
+    for key in ("beta", "theta", "micro"):
+        assert r.numbers[key] == cold.run.numbers[key], key
+    assert r.numbers["welfare"]["unilateral"] == cold.run.numbers["welfare"]["unilateral"]
+
+
 def test_report_in_headless_chromium_has_every_figure_and_table(cold):
     from hatrade.report import browser_check, find_chromium
     assert find_chromium(), ("Chromium is required for this test: apt-get install -y chromium "

@@ -55,9 +55,10 @@ import json
 import logging
 import os
 import platform
+import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -327,6 +328,7 @@ class _Ctx:
     elast_key: dict = field(default_factory=dict)
     numbers: dict = field(default_factory=dict)
     jacobians: dict = field(default_factory=dict)
+    background: dict = field(default_factory=dict)  # name -> _Background (started early)
 
     # --- helpers
     def step(self, text: str) -> None:
@@ -642,11 +644,34 @@ def _stage_elasticities(ctx: _Ctx) -> StageResult:
     return _status(res, done, errors)
 
 
+def _two_country_elasticities(ctx: _Ctx):
+    """The micro figure's symmetric two-country world (baseline preferences): its
+    equilibrium and the home country's elasticities, through the cache. Needs none of the
+    19-country results, so :func:`replicate` starts it in the background at once."""
+    from .plots_elasticity import symmetric_two_country
+    from .world import solve_equilibrium
+
+    s = ctx.setup
+    spec = s.models[0]
+    world2 = symmetric_two_country(s.two_country_d)
+    hh = spec.household
+    options = {"solve_for": "beta", "R": s.R, "tol": s.tol, "hh_tol": s.hh_tol}
+
+    def solve():
+        ctx.step("symmetric two-country world: solving beta")
+        return solve_equilibrium(world2, hh, solve_for="beta", R=s.R, beta_guess=spec.beta,
+                                 tol=s.tol, hh_tol=s.hh_tol, progress=ctx.newton("two-country"))
+
+    eq2, _ = cached_equilibrium(ctx.cache, world2, hh, solve, options=options,
+                                label="symmetric two-country equilibrium")
+    key2 = fingerprint("equilibrium", _eq_inputs(world2, hh, options))
+    imp2, _ = _elasticities(ctx, key2, eq2, world2.countries[0], "two-country")
+    return imp2
+
+
 def _stage_micro(ctx: _Ctx) -> StageResult:
     from .households_xs import cross_section, micro_table
-    from .plots_elasticity import (micro_by_assets_figure, micro_table_figure,
-                                   symmetric_two_country)
-    from .world import solve_equilibrium
+    from .plots_elasticity import micro_by_assets_figure, micro_table_figure
 
     s = ctx.setup
     res = StageResult("micro", "")
@@ -699,19 +724,8 @@ def _stage_micro(ctx: _Ctx) -> StageResult:
     # the paper's figure: a symmetric two-country world with the baseline preferences
     spec = s.models[0]
     try:
-        world2 = symmetric_two_country(s.two_country_d)
-        hh = spec.household
-        options = {"solve_for": "beta", "R": s.R, "tol": s.tol, "hh_tol": s.hh_tol}
-
-        def solve():
-            ctx.step("symmetric two-country world: solving beta")
-            return solve_equilibrium(world2, hh, solve_for="beta", R=s.R, beta_guess=spec.beta,
-                                     tol=s.tol, hh_tol=s.hh_tol, progress=ctx.newton("two-country"))
-
-        eq2, _ = cached_equilibrium(ctx.cache, world2, hh, solve, options=options,
-                                    label="symmetric two-country equilibrium")
-        key2 = fingerprint("equilibrium", _eq_inputs(world2, hh, options))
-        imp2, _ = _elasticities(ctx, key2, eq2, world2.countries[0], "two-country")
+        bg = ctx.background.pop("two_country", None)
+        imp2 = bg.result(into=ctx.cache) if bg is not None else _two_country_elasticities(ctx)
         fig = micro_by_assets_figure(
             imp2, title=f"Trade elasticities by household state (symmetric two countries, "
                         f"d = {s.two_country_d})")
@@ -977,6 +991,95 @@ _STAGE_FUNCS = {
     "global": lambda ctx: _stage_counterfactual(ctx, "global"),
     "efficient": _stage_efficient,
 }
+
+
+#: Stages that run in threads of their own when ``parallel``, each tuple in order in one
+#: thread (the counterfactuals share a Jacobian); the other stages after ``equilibrium`` run
+#: in one more thread.
+LANES: tuple[tuple[str, ...], ...] = (("unilateral", "global"),)
+
+
+def _lanes(names: Sequence[str], parallel: bool) -> list[list[str]]:
+    """Split the stages that follow the equilibria into lanes (one lane unless parallel)."""
+    names = list(names)
+    if not parallel:
+        return [names] if names else []
+    lanes = [[n for n in names if n in lane] for lane in LANES]
+    rest = [n for n in names if not any(n in lane for lane in LANES)]
+    return [lane for lane in [rest] + lanes if lane]
+
+
+def _lane_view(ctx: _Ctx) -> _Ctx:
+    """A context for another thread: the same results dicts, its own view of the cache
+    (so that cache events are attributed to the right stage)."""
+    import copy
+
+    lcache = copy.copy(ctx.cache)
+    lcache.events = []
+    return replace(ctx, cache=lcache)
+
+
+class _Background:
+    """A computation started in a daemon thread (64-bit JAX on) and collected later."""
+
+    def __init__(self, fn: Callable, ctx: _Ctx, name: str):
+        import jax
+
+        self.ctx = _lane_view(ctx)
+        self.value, self.error = None, None
+
+        def main():
+            try:
+                with jax.enable_x64(True):
+                    self.value = fn(self.ctx)
+            except BaseException as err:  # noqa: BLE001 - re-raised by result()
+                self.error = err
+
+        self.thread = threading.Thread(target=main, daemon=True, name=f"hatrade-{name}")
+        self.thread.start()
+
+    def result(self, into: Cache | None = None):
+        """Wait for the value (or raise the error); its cache events go to ``into``."""
+        while self.thread.is_alive():
+            self.thread.join(0.2)
+        if into is not None:
+            into.events.extend(self.ctx.cache.events)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _run_lanes(lanes: list[list[str]], run: Callable, ctx: _Ctx) -> None:
+    """Run each lane's stages in order in its own thread (daemon threads: an interrupt
+    stops the run at once; finished results are in the cache and a rerun loads them).
+
+    Each lane gets its own view of the results cache (:func:`_lane_view`); 64-bit JAX is
+    switched on in every thread (the setting is per thread).
+    """
+    import jax
+
+    failures: list[BaseException] = []
+
+    def lane_main(lane, lctx):
+        try:
+            with jax.enable_x64(True):
+                for name in lane:
+                    run(name, lctx)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+            failures.append(err)
+
+    threads = []
+    for lane in lanes:
+        lctx = _lane_view(ctx)
+        t = threading.Thread(target=lane_main, args=(lane, lctx), daemon=True,
+                             name=f"hatrade-replicate-{lane[0]}")
+        t.start()
+        threads.append(t)
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)
+    if failures:
+        raise failures[0]
 
 
 def stage_titles(setup: Setup) -> dict:
@@ -1282,7 +1385,7 @@ def jax_compilation_cache(path, *, min_compile_seconds: float = 0.5):
 
 def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
               cache: Cache | None | bool = None, progress: ProgressSink | None = None,
-              stages: Sequence[str] | None = None) -> ReplicateResult:
+              stages: Sequence[str] | None = None, parallel: bool = True) -> ReplicateResult:
     """Run the replication and write the results and the report into ``out``.
 
     Parameters
@@ -1300,6 +1403,11 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
     progress : ProgressSink, optional
     stages : names of the stages to run (default all, :data:`STAGE_NAMES`); stages that
         others need must be included (e.g. ``equilibrium``).
+    parallel : bool
+        After the equilibria, run the stages in threads (:data:`LANES`: the counterfactuals
+        in one, the rest in another): JAX compiles and computes outside Python's
+        lock, so on two or more cores the run takes about the longest lane instead of the
+        sum. False: one stage at a time, in order.
 
     Returns
     -------
@@ -1328,17 +1436,17 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
     ctx = _Ctx(setup=setup, cache=cache, out=out, progress=progress)
     started = _now()
     progress.run_start([(n, titles[n]) for n in names] + [("report", "Report")])
-    results: list[StageResult] = []
-    work: list[dict] = []  # every cached result: computed or loaded, and how long it took
-    for k, name in enumerate(names):
+    by_name: dict[str, tuple[StageResult, list]] = {}
+
+    def run_stage(k: int, name: str, lctx: _Ctx) -> None:
         progress.stage_start(k, name, titles[name])
         t0 = time.perf_counter()
-        n_events = len(cache.events)
-        ctx.stage = name
+        n_events = len(lctx.cache.events)
+        sctx = replace(lctx, stage=name)
         with atomic_dir(out / name) as tmp:
-            ctx.dir = tmp
+            sctx.dir = tmp
             try:
-                res = _STAGE_FUNCS[name](ctx)
+                res = _STAGE_FUNCS[name](sctx)
             except KeyboardInterrupt:
                 raise
             except Exception as err:  # noqa: BLE001 - reported, the run goes on
@@ -1352,16 +1460,38 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
                 res.files.append(f"{name}/error.txt")
         res.title = titles[name]
         res.seconds = time.perf_counter() - t0
-        ev = cache.events[n_events:]
+        ev = lctx.cache.events[n_events:]
         res.cache = {"hit": sum(e["outcome"] == "hit" for e in ev),
                      "miss": sum(e["outcome"] != "hit" for e in ev)}
+        if setup.quick:
+            res.text.insert(0, "Approximate (--quick): coarse asset grid.")
+        by_name[name] = (res, list(ev))
+        progress.stage_end(k, res)
+
+    if parallel and "micro" in names:
+        ctx.background["two_country"] = _Background(_two_country_elasticities, ctx,
+                                                    "two-country")
+    index = {n: k for k, n in enumerate(names)}
+    first = [n for n in names if n == "equilibrium"]
+    for name in first:  # every other stage needs the equilibria
+        run_stage(index[name], name, ctx)
+    lanes = _lanes([n for n in names if n not in first], parallel)
+    threaded: set[str] = set()  # stages whose cache events are in a lane's view of the cache
+    if len(lanes) == 1:
+        for name in lanes[0]:
+            run_stage(index[name], name, ctx)
+    elif lanes:
+        threaded = {n for lane in lanes for n in lane}
+        _run_lanes(lanes, lambda name, lctx: run_stage(index[name], name, lctx), ctx)
+    results: list[StageResult] = [by_name[n][0] for n in names]
+    work: list[dict] = []  # every cached result: computed or loaded, and how long it took
+    for name in names:
+        ev = by_name[name][1]
+        if name in threaded:
+            cache.events.extend(ev)
         work.extend({"stage": name, "result": e["label"], "kind": e["kind"],
                      "outcome": "loaded" if e["outcome"] == "hit" else "computed",
                      "seconds": e["seconds"], "key": e["key"][:12]} for e in ev)
-        if setup.quick:
-            res.text.insert(0, "Approximate (--quick): coarse asset grid.")
-        results.append(res)
-        progress.stage_end(k, res)
 
     # ---- report
     progress.stage_start(len(names), "report", "Report (HTML, tables, figures)")
