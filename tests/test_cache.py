@@ -268,3 +268,105 @@ def test_cached_equilibrium_checks_shapes(tmp_path, small_eq):
     cache.store("equilibrium", key2, arrays, meta)
     got, hit = cached_equilibrium(cache, other, hh, solve, options=opts)
     assert not hit and calls == [1, 1]
+
+
+def _labeled(eq, solve_for="R"):
+    """``eq`` with a labeled Jacobian for its world (solving for ``solve_for``) and solve
+    diagnostics, as :func:`hatrade.world.solve_equilibrium` returns them."""
+    import dataclasses
+
+    from hatrade.world import EquilibriumJacobian, _Layout
+
+    layout = _Layout(M=eq.world.M, financial=eq.world.financial, solve_for=solve_for,
+                     tariffs=False, R_fixed=1.01, beta_fixed=0.93)
+    n = layout.n
+    J = np.arange(1.0, n * n + 1).reshape(n, n) + 10 * np.eye(n)
+    jac = EquilibriumJacobian(J, layout.unknown_names(eq.countries),
+                              layout.residual_names(eq.countries))
+    return dataclasses.replace(eq, jacobian=jac, jacobians=2, jacobian_directions=7,
+                               seconds=4.5, seconds_household=1.25, seconds_jacobian=2.75), layout
+
+
+def test_cached_equilibrium_keeps_jacobian_labels_and_diagnostics(tmp_path, small_eq):
+    from hatrade.params import ParameterError
+    from hatrade.world import EquilibriumJacobian, _checked_jacobian, _Layout
+
+    world, hh, eq0 = small_eq
+    eq, layout = _labeled(eq0)
+    opts = {"solve_for": "R", "beta": 0.93}
+    cached_equilibrium(Cache(tmp_path), world, hh, lambda: eq, options=opts)
+    got, hit = cached_equilibrium(Cache(tmp_path), world, hh, lambda: 1 / 0, options=opts)
+    assert hit
+    assert isinstance(got.jacobian, EquilibriumJacobian)
+    assert got.jacobian.unknowns == ("w_AAA", "R") == eq.jacobian.unknowns
+    assert got.jacobian.residuals == ("goods_BBB", "bonds") == eq.jacobian.residuals
+    np.testing.assert_array_equal(np.asarray(got.jacobian), np.asarray(eq.jacobian))
+    for f in ("jacobians", "jacobian_directions", "seconds", "seconds_household",
+              "seconds_jacobian"):
+        assert getattr(got, f) == getattr(eq, f), f
+    # the loaded Jacobian is accepted by a solve with the same unknowns ...
+    J = _checked_jacobian(got.jacobian, layout, world.countries)
+    np.testing.assert_array_equal(J, np.asarray(eq.jacobian))
+    # ... and, being labeled, refused by one solving for other unknowns (same shape)
+    other = _Layout(M=2, financial="globalization", solve_for="beta", tariffs=False,
+                    R_fixed=1.01, beta_fixed=None)
+    with pytest.raises(ParameterError, match="unknowns"):
+        _checked_jacobian(got.jacobian, other, world.countries)
+
+
+def test_cached_equilibrium_unlabeled_and_mislabeled_jacobians(tmp_path, small_eq):
+    """An unlabeled array comes back as an array; labels of another world are refused."""
+    import dataclasses
+
+    from hatrade.cache import equilibrium_inputs, equilibrium_to_arrays
+
+    world, hh, eq0 = small_eq
+    eq, _ = _labeled(eq0)
+    plain = dataclasses.replace(eq, jacobian=np.asarray(eq.jacobian))
+    opts = {"solve_for": "R", "beta": 0.93}
+    cache = Cache(tmp_path)
+    cached_equilibrium(cache, world, hh, lambda: plain, options=opts)
+    got, hit = cached_equilibrium(cache, world, hh, lambda: 1 / 0, options=opts)
+    assert hit and type(got.jacobian) is np.ndarray
+    np.testing.assert_array_equal(got.jacobian, plain.jacobian)
+
+    arrays, meta = equilibrium_to_arrays(eq)
+    meta["jacobian_labels"]["unknowns"] = ["w_XXX", "R"]
+    key = fingerprint("equilibrium", equilibrium_inputs(world, hh, **{**opts, "n": 2}))
+    cache.store("equilibrium", key, arrays, meta)
+    got, hit = cached_equilibrium(cache, world, hh, lambda: eq, options={**opts, "n": 2})
+    assert not hit and got is eq and cache.stats["corrupt:equilibrium"] == 1
+
+
+def test_old_equilibrium_entry_is_stale_and_recomputed(tmp_path, small_eq, caplog):
+    """Entries written before the Jacobian labels and timings were stored are not loaded
+    with made-up defaults: they are removed, recomputed and rewritten."""
+    from hatrade.cache import equilibrium_inputs, equilibrium_to_arrays
+    from hatrade.world import EquilibriumJacobian
+
+    world, hh, eq0 = small_eq
+    eq, _ = _labeled(eq0)
+    opts = {"solve_for": "R", "beta": 0.93}
+    cache = Cache(tmp_path)
+    key = fingerprint("equilibrium", equilibrium_inputs(world, hh, **opts))
+    arrays, meta = equilibrium_to_arrays(eq)
+    for f in ("content", "jacobian_labels", "jacobian_directions", "seconds_household",
+              "seconds_jacobian"):
+        del meta[f]  # the layout of the first format-1 equilibrium entries
+    cache.store("equilibrium", key, arrays, meta)
+    calls = []
+
+    def solve():
+        calls.append(1)
+        return eq
+
+    with caplog.at_level("INFO", logger="hatrade.cache"):
+        got, hit = cached_equilibrium(cache, world, hh, solve, options=opts)
+    assert not hit and calls == [1] and got is eq
+    assert cache.stats["stale:equilibrium"] == 1 and cache.stats["corrupt:equilibrium"] == 0
+    assert cache.events[-1]["outcome"] == "stale"
+    assert any("stale" in r.getMessage() for r in caplog.records)
+    # the recomputed result replaced it: the next lookup loads it, labels and all
+    got, hit = cached_equilibrium(cache, world, hh, solve, options=opts)
+    assert hit and calls == [1] and isinstance(got.jacobian, EquilibriumJacobian)
+    assert got.jacobian_directions == 7

@@ -32,6 +32,16 @@ metadata and, for equilibria, against the world and household they are for). An 
 that fails any check (a partial write, a truncated or altered file, another format) is
 reported in the log, removed, and recomputed; it is never used.
 
+Equilibria are stored whole: prices, policies, distributions, aggregates, the warm-start
+state, the diagnostics (including ``jacobian_directions``, ``seconds_household`` and
+``seconds_jacobian``) and the labeled Jacobian (:class:`~hatrade.world.EquilibriumJacobian`:
+its matrix in the ``.npz``, its unknowns and residual names in the metadata, checked on
+load against the layouts the world allows). Their metadata carries
+:data:`EQUILIBRIUM_CONTENT`; an older entry (without it: written before the Jacobian labels
+and these fields were stored) is **stale**: it is removed and recomputed (logged at INFO,
+counted as ``stale:<kind>``), never loaded with made-up defaults, so a loaded equilibrium
+always has its true diagnostics and a Jacobian that a later solve can check.
+
 Location: ``$HATRADE_CACHE`` if set, else ``$XDG_CACHE_HOME/hatrade``, else
 ``~/.cache/hatrade``; or any folder given to :class:`Cache`.
 """
@@ -59,7 +69,7 @@ import numpy as np
 __all__ = ["Cache", "CacheError", "CACHE_ENV", "FORMAT_VERSION", "default_cache_dir",
            "canonical", "fingerprint", "encode_bundle", "decode_bundle",
            "equilibrium_to_arrays", "equilibrium_from_arrays", "cached_equilibrium",
-           "equilibrium_inputs"]
+           "equilibrium_inputs", "StaleEntry", "EQUILIBRIUM_CONTENT"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,10 @@ _KIND_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 class CacheError(ValueError):
     """A cache entry is invalid, or a value cannot be stored in the cache."""
+
+
+class StaleEntry(CacheError):
+    """A cache entry is intact but was written with older contents; it is recomputed."""
 
 
 def default_cache_dir() -> Path:
@@ -349,9 +363,11 @@ class Cache:
     Attributes
     ----------
     stats : collections.Counter
-        ``hit:<kind>``, ``miss:<kind>``, ``corrupt:<kind>``, ``write:<kind>`` counts.
+        ``hit:<kind>``, ``miss:<kind>``, ``corrupt:<kind>``, ``stale:<kind>`` (intact
+        entries of older contents, see :class:`StaleEntry`), ``write:<kind>`` counts.
     events : list of dict
-        One record per lookup: kind, key, label, outcome (hit, miss, corrupt, off), seconds.
+        One record per lookup: kind, key, label, outcome (hit, miss, corrupt, stale, off),
+        seconds.
     """
 
     def __init__(self, root=None, *, read: bool = True, write: bool = True):
@@ -384,11 +400,15 @@ class Cache:
         return npz.is_file() and meta.is_file()
 
     # --- load / store
-    def _discard(self, kind: str, key: str, reason: str) -> None:
+    def _discard(self, kind: str, key: str, reason: str, *, stale: bool = False) -> None:
         npz, meta = self._paths(kind, key)
-        log.warning("cache entry %s/%s is invalid (%s); it is removed and recomputed",
-                    kind, key[:12], reason)
-        self.stats[f"corrupt:{kind}"] += 1
+        if stale:
+            log.info("cache entry %s/%s is stale (%s); it is removed and recomputed",
+                     kind, key[:12], reason)
+        else:
+            log.warning("cache entry %s/%s is invalid (%s); it is removed and recomputed",
+                        kind, key[:12], reason)
+        self.stats[f"{'stale' if stale else 'corrupt'}:{kind}"] += 1
         for p in (meta, npz):
             with contextlib.suppress(OSError):
                 p.unlink()
@@ -514,6 +534,9 @@ class Cache:
             if entry is not None:
                 try:
                     result = decode(*entry)
+                except StaleEntry as err:
+                    self._discard(kind, key, str(err), stale=True)
+                    outcome = "stale"
                 except (CacheError, KeyError, ValueError, TypeError) as err:
                     self._discard(kind, key, f"cannot rebuild the result: {err}")
                 else:
@@ -522,7 +545,9 @@ class Cache:
                                         "outcome": "hit", "seconds": time.perf_counter() - t0})
                     log.info("cache: loaded %s %s (%s)", kind, label or "", key[:12])
                     return result, True
-            outcome = "corrupt" if self.stats[f"corrupt:{kind}"] > corrupt_before else "miss"
+            if outcome != "stale":
+                outcome = ("corrupt" if self.stats[f"corrupt:{kind}"] > corrupt_before
+                           else "miss")
         self.stats[f"miss:{kind}"] += 1
         result = compute()
         if self.write:
@@ -594,6 +619,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 _POLICY_FIELDS = ("c", "a_p", "v", "pi", "V")
 
+#: Version of an equilibrium entry's contents (in its metadata as ``"content"``). 2: the
+#: Jacobian's labels, ``jacobian_directions``, ``seconds_household``, ``seconds_jacobian``.
+#: Entries of another version are stale (:class:`StaleEntry`) and recomputed.
+EQUILIBRIUM_CONTENT = 2
+
 
 def equilibrium_inputs(world, household, income=None, **options) -> dict:
     """The inputs that determine an equilibrium: primitives and solve options.
@@ -611,7 +641,12 @@ def equilibrium_inputs(world, household, income=None, **options) -> dict:
 
 
 def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
-    """The essentials of an :class:`~hatrade.world.Equilibrium` as arrays and metadata."""
+    """An :class:`~hatrade.world.Equilibrium` as arrays and metadata (everything but the
+    world, household and income process, which are the key's inputs): the Jacobian's
+    matrix in ``jacobian``, its labels in the metadata ``jacobian_labels`` (None for an
+    unlabeled array), the contents version :data:`EQUILIBRIUM_CONTENT`."""
+    from .world import EquilibriumJacobian
+
     arrays = {
         "w": np.asarray(eq.prices.w, float), "R": np.asarray(eq.prices.R, float),
         "T": np.asarray(eq.prices.T, float), "p": np.asarray(eq.p, float),
@@ -624,29 +659,77 @@ def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
         arrays[f"agg_{k}"] = np.asarray(v, float)
     if eq.hh_iterations is not None:
         arrays["hh_iterations"] = np.asarray(eq.hh_iterations)
+    labels = None
     if eq.jacobian is not None:
         arrays["jacobian"] = np.asarray(eq.jacobian, float)
-    meta = {"beta": float(eq.prices.beta), "converged": bool(eq.converged),
+        if isinstance(eq.jacobian, EquilibriumJacobian):
+            labels = {"unknowns": [str(x) for x in eq.jacobian.unknowns],
+                      "residuals": [str(x) for x in eq.jacobian.residuals]}
+    meta = {"content": EQUILIBRIUM_CONTENT,
+            "beta": float(eq.prices.beta), "converged": bool(eq.converged),
             "iterations": int(eq.iterations), "residual": float(eq.residual),
             "household_solves": int(eq.household_solves), "jacobians": int(eq.jacobians),
+            "jacobian_directions": int(eq.jacobian_directions),
+            "jacobian_labels": labels,
             "history": [float(h) for h in eq.history], "seconds": float(eq.seconds),
+            "seconds_household": float(eq.seconds_household),
+            "seconds_jacobian": float(eq.seconds_jacobian),
             "countries": list(eq.countries), "aggregates": sorted(eq.aggregates)}
     return arrays, meta
+
+
+def _stored_jacobian(arrays: dict, meta: dict, world):
+    """The stored Jacobian: an :class:`~hatrade.world.EquilibriumJacobian` whose labels are
+    those of a layout this world allows (solving for R or beta), a plain array when it was
+    stored unlabeled, or None."""
+    from .world import EquilibriumJacobian, _Layout
+
+    J = arrays.get("jacobian")
+    if J is None:
+        return None
+    if J.ndim != 2 or J.shape[0] != J.shape[1] or not np.all(np.isfinite(J)):
+        raise CacheError(f"stored Jacobian (shape {J.shape}) is not a finite square matrix.")
+    labels = meta.get("jacobian_labels")
+    if labels is None:
+        return J
+    tariffs = world.tariffs is not None and bool(np.any(np.asarray(world.tariffs) > 0))
+    solve_fors = ("R",) if world.financial == "autarky" else ("R", "beta")
+    layouts = [_Layout(M=world.M, financial=world.financial, solve_for=s, tariffs=tariffs,
+                       R_fixed=None, beta_fixed=None) for s in solve_fors]
+    unknowns, residuals = tuple(labels["unknowns"]), tuple(labels["residuals"])
+    if not any(unknowns == lay.unknown_names(world.countries)
+               and residuals == lay.residual_names(world.countries) for lay in layouts):
+        raise CacheError(f"stored Jacobian's labels (unknowns {', '.join(unknowns)}) do not fit "
+                         "this world's unknowns.")
+    try:
+        return EquilibriumJacobian(J, unknowns, residuals)
+    except ValueError as err:  # ParameterError: labels and matrix disagree
+        raise CacheError(f"stored Jacobian: {err}") from None
 
 
 def equilibrium_from_arrays(arrays: dict, meta: dict, world, household, income=None):
     """Rebuild an :class:`~hatrade.world.Equilibrium` for ``world`` and ``household``.
 
+    The Jacobian comes back as the :class:`~hatrade.world.EquilibriumJacobian` it was (so
+    ``jacobian=eq.jacobian`` is checked by the next solve), with the solve's diagnostics.
+
     Raises
     ------
+    StaleEntry
+        When the entry is of older contents (no :data:`EQUILIBRIUM_CONTENT` marker: no
+        Jacobian labels or timings); :meth:`Cache.memo` then recomputes it.
     CacheError
         When the stored arrays do not fit the world and household (countries, grid size,
-        income states) or are not finite.
+        income states, Jacobian labels) or are not finite.
     """
     from .household import HHState, Policies
     from .income import income_process
     from .world import Equilibrium, Prices
 
+    if meta.get("content") != EQUILIBRIUM_CONTENT:
+        raise StaleEntry(f"equilibrium entry of contents version {meta.get('content', 1)}, "
+                         f"this version stores {EQUILIBRIUM_CONTENT} (labeled Jacobian, "
+                         "Jacobian directions and timings)")
     inc = income or income_process(household)
     M, Na, Nz = world.M, household.n_a, len(inc.z)
     if list(meta.get("countries", [])) != list(world.countries):
@@ -675,8 +758,10 @@ def equilibrium_from_arrays(arrays: dict, meta: dict, world, household, income=N
         converged=bool(meta["converged"]), iterations=int(meta["iterations"]),
         residual=float(meta["residual"]), household_solves=int(meta["household_solves"]),
         jacobians=int(meta["jacobians"]), hh_iterations=arrays.get("hh_iterations"),
-        jacobian=arrays.get("jacobian"), history=list(meta.get("history", [])),
-        seconds=float(meta.get("seconds", 0.0)))
+        jacobian=_stored_jacobian(arrays, meta, world), history=list(meta.get("history", [])),
+        seconds=float(meta["seconds"]), jacobian_directions=int(meta["jacobian_directions"]),
+        seconds_household=float(meta["seconds_household"]),
+        seconds_jacobian=float(meta["seconds_jacobian"]))
 
 
 def cached_equilibrium(cache: Cache | None, world, household, solve: Callable[[], Any], *,
