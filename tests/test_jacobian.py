@@ -121,6 +121,63 @@ def test_block_jacobian_for_calibration_has_m_plus_4_directions(world3):
     assert calibrate.block_jacobian is block_jacobian
 
 
+def _mean_consumption(pol, prm, lam, weights):
+    """An extra block output: each country's weighted mean total consumption (M,)."""
+    c = jnp.sum(pol.pi * pol.c, axis=-1)  # (M, Na, Nz)
+    return jnp.einsum("kaz,kaz,z->k", lam, c, weights)
+
+
+def test_psi_direction_and_extra_output(world3):
+    """The optional psi_slope direction and extra output: the shared rows are those of the
+    default block, and the new derivatives match central differences in psi_slope."""
+    from hatrade.jacobian import psi_slope_direction
+
+    hh = HH.replace(psi_slope=0.3)
+    layout = _layout("R", "globalization", False)
+    inc = income_process(hh)
+    weights = jnp.linspace(1.0, 2.0, len(inc.z))
+    with jax.enable_x64(True):
+        arrs, u, _, agg, x = _point(world3, layout, hh=hh)
+        w, R, T, b = layout.prices(u)
+        base = household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "w", "R")),
+                               tol=TIGHT, max_iter=5000, tangent_tol=TIGHT)
+        unit = psi_slope_direction(world3, hh, inc)
+        ext = household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "w", "R", "psi")),
+                              tol=TIGHT, max_iter=5000, tangent_tol=TIGHT, psi_unit=unit,
+                              output=_mean_consumption, output_args=(weights,))
+
+        def at(psi_slope):
+            h2 = hh.replace(psi_slope=psi_slope)
+            a2 = model_arrays(world3, h2, income_process(h2))
+            _, (ag, sol) = _residual(u, x, a2, layout, TIGHT, 5000)
+            return ag, _mean_consumption(sol["pol"], sol["prm"], sol["lam"], weights)
+
+        h = 1e-4
+        (agp, op), (agm, om) = at(0.3 + h), at(0.3 - h)
+    assert base.doutput is None and ext.doutput.shape == (3 + 3, 3)
+    assert [r for r in ext.rows if r[0] != "psi"] == list(base.rows)
+    n = len(base.rows)
+    np.testing.assert_allclose(ext.dM[:n], base.dM, rtol=0, atol=1e-12 * np.abs(base.dM).max())
+    np.testing.assert_allclose(ext.dA[:n], base.dA, rtol=0, atol=1e-12 * np.abs(base.dA).max())
+    k = ext.index("psi")
+    fd_M = (np.asarray(agp["M"]) - np.asarray(agm["M"])) / (2 * h)
+    fd_A = (np.asarray(agp["A"]) - np.asarray(agm["A"])) / (2 * h)
+    fd_o = (np.asarray(op) - np.asarray(om)) / (2 * h)
+    assert np.abs(fd_M).max() > 1e-4 and np.abs(fd_o).max() > 1e-4  # psi_slope matters
+    np.testing.assert_allclose(ext.dM[k], fd_M, rtol=0, atol=1e-6 * np.abs(fd_M).max())
+    np.testing.assert_allclose(ext.dA[k], fd_A, rtol=0, atol=1e-6 * np.abs(fd_A).max())
+    np.testing.assert_allclose(ext.doutput[k], fd_o, rtol=0, atol=1e-6 * np.abs(fd_o).max())
+    # the psi direction and psi_unit go together
+    with jax.enable_x64(True):
+        with pytest.raises(ParameterError, match="psi_unit"):
+            household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "psi")))
+        with pytest.raises(ParameterError, match="psi_unit"):
+            household_block(arrs, w, R, T, b, x, direction_rows(3, ("p",)), psi_unit=unit)
+        with pytest.raises(ParameterError, match="shape"):
+            household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "psi")),
+                            psi_unit=unit[:2])
+
+
 # ----------------------------------------------------------------------------- solver
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,6 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import jax
@@ -57,14 +56,12 @@ import numpy as np
 import pandas as pd
 
 from ._jax import enable_x64
-from .distribution import stationary_distribution
-from .household import HHParams, policies
 from .households_xs import INCOME_GROUPS, group_weights
 from .income import income_process
-from .jacobian import BlockJacobian, block_jacobian
+from .jacobian import (BlockJacobian, block_jacobian, direction_rows, household_block,
+                       psi_slope_direction)
 from .params import Household, ParameterError, World
-from .world import (Equilibrium, EquilibriumError, _aggregate, _Layout, _solve_countries,
-                    model_arrays, solve_equilibrium)
+from .world import Equilibrium, EquilibriumError, _Layout, model_arrays, solve_equilibrium
 
 __all__ = ["GravitySetup", "ek_setup", "CalibrationError", "CalibrationResult", "calibrate",
            "model_moments", "block_jacobian", "block_jacobian_psi", "home_share_gaps",
@@ -340,42 +337,9 @@ class PsiBlock:
     gpsi: np.ndarray
 
 
-@partial(jax.jit, static_argnums=(8, 9, 10))
-def _block_jvps_psi(arrs, psi_unit, fr, w0, R0, beta0, state, dstate, tol, max_iter, ttol):
-    """Like the block Jacobian's directions, plus psi_slope, with the gaps as outputs."""
-    M = w0.shape[0]
-    g = arrs["gamma"]
-    p0 = arrs["d"] * (w0 / arrs["A"])[None, :] * (1.0 + arrs["t"])
-    bc = lambda x: jnp.broadcast_to(x, (M,) + jnp.shape(x))  # noqa: E731
-
-    def f(logp, xw, xA, R, beta, xpsi, x0):
-        scale = jnp.exp((1.0 - g) * xA)
-        prm = HHParams(p=jnp.exp(logp), w=w0 * jnp.exp(xw), R=bc(R), T=jnp.zeros(M),
-                       beta=bc(beta), gamma=bc(g), sigma=arrs["sigma"] * scale,
-                       psi=(arrs["psi"] + xpsi * psi_unit) * scale[:, None, None],
-                       a_grid=arrs["a_grid"] * jnp.exp(xA)[:, None], z=bc(arrs["z"]),
-                       Pz=bc(arrs["Pz"]))
-        x, _ = _solve_countries(prm, x0, tol, max_iter, ttol)
-        pol = jax.vmap(policies)(x, prm)
-        lam = jax.vmap(stationary_distribution)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
-        agg = _aggregate(arrs, prm, pol, lam)
-        return agg["M"], agg["A"], _gaps(pol, prm.p, lam, fr), x
-
-    n = M + 5
-    zM = jnp.zeros(M)
-    primal = (jnp.log(p0), zM, zM, R0, beta0, jnp.zeros(()), state)
-
-    def one(k, dx):
-        dlogp = jnp.zeros((M, M)).at[:, k].set(jnp.where(k < M, 1.0, 0.0))
-        unit = lambda m: jnp.where(k == m, 1.0, 0.0)  # noqa: E731
-        tang = (dlogp, unit(M) * jnp.ones(M), unit(M + 1) * jnp.ones(M), unit(M + 2),
-                unit(M + 3), unit(M + 4), dx)
-        _, out = jax.jvp(f, primal, tang)
-        return out
-
-    if dstate is None:
-        dstate = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), state)
-    return jax.vmap(one)(jnp.arange(n), dstate)
+def _gaps_output(pol, prm, lam, fr):
+    """The gaps as an extra output of the household block (:func:`household_block`)."""
+    return _gaps(pol, prm.p, lam, fr)
 
 
 @enable_x64
@@ -386,29 +350,28 @@ def block_jacobian_psi(eq: Equilibrium, tangents=None, tol: float = 1e-10,
 
     psi_slope enters country i's problem as :math:`\psi_i(z, i) = \psi_{slope}
     A_i^{1-\gamma} \log z_{perm}` (MODEL.md 1.1) on the home variety only; its direction
-    is that array per unit of psi_slope, scaled like psi by the TFP direction. The gap of
-    country i (:func:`home_share_gaps`) depends on i's policies and distribution only; its
-    income groups are fixed (:func:`income_group_fractions`), so it is differentiable.
+    is that array per unit of psi_slope (:func:`hatrade.jacobian.psi_slope_direction`),
+    scaled like psi by the TFP direction. The gap of country i (:func:`home_share_gaps`)
+    depends on i's policies and distribution only; its income groups are fixed
+    (:func:`income_group_fractions`), so it is differentiable. Both are options of
+    :func:`hatrade.jacobian.household_block`.
     """
     if eq.world.tariffs is not None and np.any(eq.world.tariffs > 0):
         raise ParameterError("block_jacobian_psi supports worlds without tariffs.")
     arrs = model_arrays(eq.world, eq.household, eq.income)
     M = eq.world.M
-    scale = np.asarray(arrs["A"]) ** (1.0 - eq.household.gamma)
-    psi_unit = (scale[:, None, None] * np.asarray(eq.income.log_z_perm)[None, :, None]
-                * np.eye(M)[:, None, :])
-    fr = jnp.asarray(_gap_fractions(eq.income))
-    dM, dA, dg, dxs = _block_jvps_psi(arrs, jnp.asarray(psi_unit), fr,
-                                      jnp.asarray(eq.prices.w), jnp.asarray(eq.prices.R[0]),
-                                      jnp.asarray(eq.prices.beta), eq.state, tangents, tol,
-                                      3000, tangent_tol)
-    dM, dA, dg = np.asarray(dM), np.asarray(dA), np.asarray(dg)  # (M+5, M, M), (M+5, M) x2
-    bj = BlockJacobian(p=np.transpose(dM[:M], (1, 2, 0)), w=dM[M], A=dM[M + 1],
-                       R=dM[M + 2], beta=dM[M + 3], Ap=dA[:M].T, Aw=dA[M], AA=dA[M + 1],
-                       AR=dA[M + 2], Abeta=dA[M + 3], tangents=dxs)
-    pb = PsiBlock(M=dM[M + 4], A=dA[M + 4], gap=home_share_gaps(eq).to_numpy(), gp=dg[:M].T,
-                  gw=dg[M], gA=dg[M + 1], gR=dg[M + 2], gbeta=dg[M + 3], gpsi=dg[M + 4])
-    return bj, pb
+    rows = direction_rows(M, ("p", "w", "A", "R", "beta", "psi"))
+    blk = household_block(arrs, eq.prices.w, eq.prices.R, eq.prices.T, eq.prices.beta,
+                          eq.state, rows, tangents=tangents, tol=tol, tangent_tol=tangent_tol,
+                          psi_unit=psi_slope_direction(eq.world, eq.household, eq.income),
+                          output=_gaps_output,
+                          output_args=(jnp.asarray(_gap_fractions(eq.income)),))
+    ip, k = blk.p_rows(), {n: blk.index(n) for n in ("w", "A", "R", "beta", "psi")}
+    dg = blk.doutput  # (M+5, M): d gap_i along each direction
+    pb = PsiBlock(M=blk.dM[k["psi"]], A=blk.dA[k["psi"]], gap=home_share_gaps(eq).to_numpy(),
+                  gp=dg[ip].T, gw=dg[k["w"]], gA=dg[k["A"]], gR=dg[k["R"]],
+                  gbeta=dg[k["beta"]], gpsi=dg[k["psi"]])
+    return BlockJacobian.from_block(blk), pb
 
 
 # ----------------------------------------------------------------------------- driver

@@ -10,10 +10,17 @@ directions
 
 * ``p``: :math:`\log p_{ik}` for all i, one direction per variety k (M directions);
 * ``w``: :math:`\log w_i` in income; ``R``: :math:`R_i`; ``T``: :math:`T_i`; ``beta``;
-  ``A``: the log TFP scaling (one direction each),
+  ``A``: the log TFP scaling (one direction each);
+* ``psi`` (optional, for calibrating psi_slope): :math:`\psi_{slope}`, which enters
+  :math:`\psi_i(z, k) = \psi_{slope} A_i^{1-\gamma} \log z_{perm}\,1[k = i]`
+  (:func:`psi_slope_direction` gives that array per unit of psi_slope),
 
 each an implicit differentiation of the household fixed point (warm-started tangents) with
-the stationary distribution re-solved. Everything between the block and the excess demands
+the stationary distribution re-solved. Besides :math:`M_{ij}`, :math:`A_i` and the states,
+the block can differentiate one more output of each country's solution, given as a
+function of its policies, inputs and distribution (``output=``; e.g. the home-share gaps
+of :mod:`hatrade.calibrate`); the default block computes neither the extra direction nor
+the extra output, so its cost is unchanged. Everything between the block and the excess demands
 is a known map,
 
 .. math::
@@ -63,12 +70,14 @@ from .world import (EquilibriumError, _aggregate, _excess_demands, _solve_countr
                     country_params, model_arrays)
 
 __all__ = ["DIRECTIONS", "BlockJacobian", "HouseholdBlock", "block_jacobian", "direction_rows",
-           "equilibrium_jacobian", "household_block", "predict_state", "solver_directions"]
+           "equilibrium_jacobian", "household_block", "predict_state", "psi_slope_direction",
+           "solver_directions"]
 
 log = logging.getLogger(__name__)
 
-#: Names of the household-block directions (``p`` stands for M directions, one per variety).
-DIRECTIONS = ("p", "w", "A", "R", "beta", "T")
+#: Names of the household-block directions (``p`` stands for M directions, one per variety;
+#: ``psi`` needs the ``psi_unit`` array of :func:`psi_slope_direction`).
+DIRECTIONS = ("p", "w", "A", "R", "beta", "T", "psi")
 
 
 # ----------------------------------------------------------------------------- directions
@@ -87,10 +96,16 @@ def direction_rows(M: int, directions) -> tuple:
 
 
 def _seed_tangents(M: int, rows) -> dict:
-    """Input tangents of each direction (leading axis: direction), as numpy arrays."""
+    """Input tangents of each direction (leading axis: direction), as numpy arrays.
+
+    ``psi`` (a scalar per direction) is present only when a row asks for it, so the default
+    block traces the same function as without it.
+    """
     n = len(rows)
     seeds = {"p": np.zeros((n, M, M)), "w": np.zeros((n, M)), "A": np.zeros((n, M)),
              "R": np.zeros((n, M)), "beta": np.zeros(n), "T": np.zeros((n, M))}
+    if any(name == "psi" for name, _ in rows):
+        seeds["psi"] = np.zeros(n)
     for r, (name, k) in enumerate(rows):
         if name == "p":
             seeds["p"][r, :, k] = 1.0
@@ -101,39 +116,47 @@ def _seed_tangents(M: int, rows) -> dict:
 
 # ----------------------------------------------------------------------------- the block
 
-@partial(jax.jit, static_argnums=(7, 8, 9))
-def _block_jvps(arrs, w0, R0, T0, beta0, state, seeds, tol, max_iter, ttol, dstate):
-    """Forward-mode derivatives of (M_ij, A_i, household state) along the seed directions.
+@partial(jax.jit, static_argnums=(7, 8, 9), static_argnames=("output",))
+def _block_jvps(arrs, w0, R0, T0, beta0, state, seeds, tol, max_iter, ttol, dstate,
+                psi_unit=None, output=None, output_args=()):
+    """Forward-mode derivatives of (M_ij, A_i, household state[, output]) along the seeds.
 
     ``w0, R0, T0`` are (M,), ``beta0`` a scalar; ``state`` the converged household states;
-    ``dstate`` tangent guesses (zeros: start from the direct effect).
+    ``dstate`` tangent guesses (zeros: start from the direct effect). With ``seeds["psi"]``,
+    ``psi_unit`` (M, Nz, M) is d psi / d psi_slope. ``output(pol, prm, lam, *output_args)``
+    (static: a module-level function) is an extra output of the countries' solutions; its
+    derivatives come fourth (None without it).
     """
     M = w0.shape[0]
     g = arrs["gamma"]
     base = country_params(arrs, w0, R0, T0, beta0)
     bc = lambda x: jnp.broadcast_to(x, (M,) + jnp.shape(x))  # noqa: E731
+    with_psi = "psi" in seeds
 
-    def f(xp, xw, xA, R, beta, T, x0):
+    def f(xp, xw, xA, R, beta, T, x0, *xpsi):
         scale = jnp.exp((1.0 - g) * xA)
+        psi = arrs["psi"] + xpsi[0] * psi_unit if with_psi else arrs["psi"]
         prm = base._replace(p=base.p * jnp.exp(xp), w=w0 * jnp.exp(xw), R=R, T=T,
                             beta=bc(beta), sigma=arrs["sigma"] * scale,
-                            psi=arrs["psi"] * scale[:, None, None],
+                            psi=psi * scale[:, None, None],
                             a_grid=arrs["a_grid"] * jnp.exp(xA)[:, None])
         x, _ = _solve_countries(prm, x0, tol, max_iter, ttol)
         pol = jax.vmap(policies)(x, prm)
         lam = jax.vmap(stationary_distribution)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
         agg = _aggregate(arrs, prm, pol, lam)
-        return agg["M"], agg["A"], x
+        extra = None if output is None else output(pol, prm, lam, *output_args)
+        return agg["M"], agg["A"], x, extra
 
     zM = jnp.zeros(M)
     primal = (jnp.zeros((M, M)), zM, zM, base.R, base.beta[0], base.T, state)
+    primal += (jnp.zeros(()),) if with_psi else ()
 
-    def one(dp, dw, dA, dR, db, dT, dx):
-        _, (dM, dAp, dxs) = jax.jvp(f, primal, (dp, dw, dA, dR, db, dT, dx))
-        return dM, dAp, dxs
+    def one(dp, dw, dA, dR, db, dT, dx, *dpsi):
+        _, out = jax.jvp(f, primal, (dp, dw, dA, dR, db, dT, dx) + dpsi)
+        return out
 
     return jax.vmap(one)(seeds["p"], seeds["w"], seeds["A"], seeds["R"], seeds["beta"],
-                         seeds["T"], dstate)
+                         seeds["T"], dstate, *((seeds["psi"],) if with_psi else ()))
 
 
 @dataclass
@@ -141,36 +164,86 @@ class HouseholdBlock:
     """Raw household-block derivatives along ``rows`` (see :func:`household_block`).
 
     ``dM`` (n, M, M): dM_ij along each direction; ``dA`` (n, M): dA_i; ``tangents``: the
-    state tangents (HHState of (n, M, Na, Nz, M) arrays), reusable as warm starts.
+    state tangents (HHState of (n, M, Na, Nz, M) arrays), reusable as warm starts;
+    ``doutput`` (n, ...): derivatives of the extra ``output=`` (None without one).
     """
 
     rows: tuple
     dM: np.ndarray
     dA: np.ndarray
     tangents: HHState
+    doutput: np.ndarray | None = None
+
+    def index(self, name: str) -> int:
+        """Position of the single-row direction ``name`` (e.g. ``"w"``, ``"psi"``) in ``rows``."""
+        for r, (n, _) in enumerate(self.rows):
+            if n == name:
+                return r
+        raise ParameterError(f"household block has no direction {name!r}; it has "
+                             f"{', '.join(dict.fromkeys(n for n, _ in self.rows))}.")
+
+    def p_rows(self) -> list:
+        """Positions of the M ``p`` directions, by variety."""
+        return [r for _, r in sorted((k, r) for r, (n, k) in enumerate(self.rows) if n == "p")]
+
+
+def psi_slope_direction(world, household, income) -> np.ndarray:
+    r"""d psi / d psi_slope (M, Nz, M): :math:`A_i^{1-\gamma} \log z_{perm}` on the home
+    variety (MODEL.md 1.1), the ``psi_unit`` of the ``psi`` direction."""
+    M = world.M
+    scale = np.asarray(world.tfp, float) ** (1.0 - household.gamma)
+    return (scale[:, None, None] * np.asarray(income.log_z_perm, float)[None, :, None]
+            * np.eye(M)[:, None, :])
 
 
 def household_block(arrs, w, R, T, beta, state, rows, *, tangents=None, tol: float = 1e-10,
-                    max_iter: int = 3000, tangent_tol: float = 1e-9) -> HouseholdBlock:
+                    max_iter: int = 3000, tangent_tol: float = 1e-9, psi_unit=None,
+                    output=None, output_args=()) -> HouseholdBlock:
     """Household-block derivatives at prices (w, R, T, beta) along direction ``rows``.
 
     ``state`` must be the converged household states at those prices (it is the primal of
     the implicit differentiation); ``tangents`` (from an earlier block with the same rows)
     warm-start the tangent iterations. Call with 64-bit mode on.
+
+    Options (off by default: the solver's block neither pays for nor returns them):
+
+    psi_unit : (M, Nz, M) array, optional
+        d psi / d psi_slope (:func:`psi_slope_direction`); required by, and only allowed
+        with, a ``"psi"`` row.
+    output : callable (pol, prm, lam, *output_args) -> array, optional
+        An extra output of all countries' solutions (batched policies, inputs and
+        distributions), differentiated along every row into ``doutput``. Pass a module-level
+        function (it is a static argument of the compiled block: a new function compiles
+        anew).
+    output_args : tuple of arrays
+        Further (traced) arguments of ``output``.
     """
     M = int(np.shape(w)[0])
     seeds = {k: jnp.asarray(v) for k, v in _seed_tangents(M, rows).items()}
+    if ("psi" in seeds) != (psi_unit is not None):
+        raise ParameterError("the psi direction needs psi_unit= (d psi / d psi_slope, see "
+                             "psi_slope_direction) and psi_unit= needs a 'psi' direction.")
+    if psi_unit is not None:
+        psi_unit = jnp.asarray(psi_unit)
+        if psi_unit.shape != np.shape(arrs["psi"]):
+            raise ParameterError(f"psi_unit has shape {psi_unit.shape}; psi has "
+                                 f"{np.shape(arrs['psi'])} (countries, income states, "
+                                 "varieties).")
     n = len(rows)
     if tangents is None or jax.tree.leaves(tangents)[0].shape[0] != n:
         tangents = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), state)
-    dM, dA, dxs = _block_jvps(arrs, jnp.asarray(w), jnp.broadcast_to(jnp.asarray(R), (M,)),
-                              jnp.asarray(T), jnp.asarray(beta), state, seeds, tol, max_iter,
-                              tangent_tol, tangents)
+    dM, dA, dxs, dout = _block_jvps(arrs, jnp.asarray(w),
+                                    jnp.broadcast_to(jnp.asarray(R), (M,)), jnp.asarray(T),
+                                    jnp.asarray(beta), state, seeds, tol, max_iter, tangent_tol,
+                                    tangents, psi_unit, output=output,
+                                    output_args=tuple(output_args))
     dM, dA = np.asarray(dM), np.asarray(dA)
-    if not (np.all(np.isfinite(dM)) and np.all(np.isfinite(dA))):
+    dout = None if output is None else np.asarray(dout)
+    if not (np.all(np.isfinite(dM)) and np.all(np.isfinite(dA))
+            and (dout is None or np.all(np.isfinite(dout)))):
         raise EquilibriumError("household-block Jacobian has non-finite entries; the household "
                                "solution is not differentiable here (check the inputs).")
-    return HouseholdBlock(rows=tuple(rows), dM=dM, dA=dA, tangents=dxs)
+    return HouseholdBlock(rows=tuple(rows), dM=dM, dA=dA, tangents=dxs, doutput=dout)
 
 
 @dataclass
@@ -198,6 +271,19 @@ class BlockJacobian:
     T: np.ndarray | None = None
     AT: np.ndarray | None = None
 
+    @classmethod
+    def from_block(cls, blk: HouseholdBlock) -> BlockJacobian:
+        """Arrange a :class:`HouseholdBlock` with rows p, w, A, R, beta (T optional; other
+        rows, e.g. ``psi``, are left to the caller) by input."""
+        ip = blk.p_rows()
+        k = {name: blk.index(name) for name in ("w", "A", "R", "beta")}
+        iT = blk.index("T") if any(n == "T" for n, _ in blk.rows) else None
+        dM, dA = blk.dM, blk.dA
+        return cls(p=np.transpose(dM[ip], (1, 2, 0)), w=dM[k["w"]], A=dM[k["A"]],
+                   R=dM[k["R"]], beta=dM[k["beta"]], Ap=dA[ip].T, Aw=dA[k["w"]],
+                   AA=dA[k["A"]], AR=dA[k["R"]], Abeta=dA[k["beta"]], tangents=blk.tangents,
+                   T=None if iT is None else dM[iT], AT=None if iT is None else dA[iT])
+
 
 @enable_x64
 def block_jacobian(eq, tangents=None, tol: float = 1e-10, tangent_tol: float = 1e-9,
@@ -214,12 +300,7 @@ def block_jacobian(eq, tangents=None, tol: float = 1e-10, tangent_tol: float = 1
     blk = household_block(arrs, eq.prices.w, eq.prices.R, eq.prices.T, eq.prices.beta,
                           eq.state, direction_rows(M, names), tangents=tangents, tol=tol,
                           tangent_tol=tangent_tol)
-    dM, dA = blk.dM, blk.dA  # (M+4(+1), M, M), (M+4(+1), M)
-    return BlockJacobian(p=np.transpose(dM[:M], (1, 2, 0)), w=dM[M], A=dM[M + 1],
-                         R=dM[M + 2], beta=dM[M + 3], Ap=dA[:M].T, Aw=dA[M], AA=dA[M + 1],
-                         AR=dA[M + 2], Abeta=dA[M + 3], tangents=blk.tangents,
-                         T=dM[M + 4] if transfers else None,
-                         AT=dA[M + 4] if transfers else None)
+    return BlockJacobian.from_block(blk)
 
 
 # ----------------------------------------------------------------------------- composition
@@ -252,7 +333,7 @@ def _coefficients(rows, layout, u0, u):
             out.append(jnp.broadcast_to(b - b0, (M,)))
         elif name == "T":
             out.append(T - T0)
-        else:  # "A": TFP is not an equilibrium unknown
+        else:  # "A", "psi": TFP and psi_slope are not equilibrium unknowns
             out.append(jnp.zeros(M, dtype=dlw.dtype))
     return jnp.stack(out)
 
