@@ -159,23 +159,16 @@ def test_parameter_file_wrong_length(tmp_path):
         read_parameter_file(f)
 
 
-def test_parameter_file_non_numeric(tmp_path):
+@pytest.mark.parametrize("line, value, pattern", [
+    (5, "abc", r"bad\.csv.*line 6.*'abc'"),
+    (10, "nan", r"bad\.csv.*line 11.*finite"),
+    (10, "inf", r"bad\.csv.*line 11.*finite"),
+], ids=["non_numeric", "nan", "inf"])
+def test_parameter_file_bad_value(tmp_path, line, value, pattern):
     lines = ["guess"] + ["1.0"] * 46
-    lines[5] = "abc"
-    f = _write(tmp_path / "bad.csv", lines)
-    with pytest.raises(ParameterFileError, match=r"bad\.csv.*line 6.*'abc'"):
-        read_parameter_file(f)
-
-
-def test_parameter_file_non_finite(tmp_path):
-    lines = ["guess"] + ["1.0"] * 46
-    lines[10] = "nan"
-    f = _write(tmp_path / "nan.csv", lines)
-    with pytest.raises(ParameterFileError, match=r"nan\.csv.*line 11.*finite"):
-        read_parameter_file(f)
-    lines[10] = "inf"
-    with pytest.raises(ParameterFileError, match="finite"):
-        read_parameter_file(_write(f, lines))
+    lines[line] = value
+    with pytest.raises(ParameterFileError, match=pattern):
+        read_parameter_file(_write(tmp_path / "bad.csv", lines))
 
 
 def test_parameter_file_missing_header_and_file(tmp_path):
@@ -243,12 +236,16 @@ def test_join_shifted_language_rows(trade_files):
         _join(trade_files)
 
 
-def test_join_importer_mismatch(trade_files):
-    f = trade_files["ek-cntryfix.csv"]
+@pytest.mark.parametrize("name, row, column, value, pattern", [
+    ("ek-cntryfix.csv", 5, "importer", 2, r"'importer'.*row 6 \(AUS->"),
+    ("ek-data.csv", 3, "exporter", 20, r"outside 1\.\.19"),
+], ids=["importer_mismatch", "bad_country_index"])
+def test_join_bad_country_column(trade_files, name, row, column, value, pattern):
+    f = trade_files[name]
     df = pd.read_csv(f)
-    df.loc[5, "importer"] = 2
+    df.loc[row, column] = value
     df.to_csv(f, index=False)
-    with pytest.raises(DataFileError, match=r"'importer'.*row 6 \(AUS->"):
+    with pytest.raises(DataFileError, match=pattern):
         _join(trade_files)
 
 
@@ -256,13 +253,4 @@ def test_join_missing_column(trade_files):
     f = trade_files["ek-language.csv"]
     pd.read_csv(f).drop(columns="efta").to_csv(f, index=False)
     with pytest.raises(DataFileError, match=r"lacks column.*efta"):
-        _join(trade_files)
-
-
-def test_join_bad_country_index(trade_files):
-    f = trade_files["ek-data.csv"]
-    df = pd.read_csv(f)
-    df.loc[3, "exporter"] = 20
-    df.to_csv(f, index=False)
-    with pytest.raises(DataFileError, match=r"outside 1\.\.19"):
         _join(trade_files)

@@ -254,14 +254,14 @@ def test_nan_log_trade(df):
         gravity_regression(bad)
 
 
-def test_unknown_covariate(df):
-    with pytest.raises(TradeTableError, match=r"unknown column.*'tariff'"):
-        gravity_regression(df.assign(tariff=0.0))
-
-
-def test_missing_covariate(df):
-    with pytest.raises(TradeTableError, match=r"lacks column.*'efta'"):
-        gravity_regression(df.drop(columns="efta"))
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda d: d.assign(tariff=0.0), r"unknown column.*'tariff'"),
+    (lambda d: d.drop(columns="efta"), r"lacks column.*'efta'"),
+    (lambda d: d.assign(efta=0), r"rank deficient.*'efta'"),
+], ids=["unknown_covariate", "missing_covariate", "rank_deficient"])
+def test_bad_covariates(df, edit, pattern):
+    with pytest.raises(TradeTableError, match=pattern):
+        gravity_regression(edit(df))
 
 
 def test_unknown_country(df):
@@ -287,11 +287,6 @@ def test_bins_not_one_hot(df):
     bad.loc[4, "border"] = 2
     with pytest.raises(TradeTableError, match=r"'border' must be a 0/1"):
         validate_trade_table(bad)
-
-
-def test_rank_deficient(df):
-    with pytest.raises(TradeTableError, match=r"rank deficient.*'efta'"):
-        gravity_regression(df.assign(efta=0))
 
 
 def test_unknown_method(df):

@@ -56,7 +56,6 @@ import logging
 import os
 import re
 import time
-import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +63,8 @@ from typing import Callable
 
 import numpy as np
 
+from ._validate import (BOOLEAN, FRACTION, check_keys, check_table, integer, loads_toml,
+                        option_problems)
 from .counterfactual import Scenario, _SCENARIO_KEYS, apply_scenario
 from .params import ParameterError
 
@@ -77,6 +78,9 @@ RUN_STATUS_FAILED = "failed"
 
 _TOP = ("name", "calibration", "config", "options", "defaults", "runs", "sweep")
 _OPTIONS = ("welfare", "verify_ev", "n_nodes", "tol", "max_iter", "workers")
+#: Typed checks of [options] (welfare is checked against the world's countries).
+_OPTION_RULES = {"verify_ev": BOOLEAN, "n_nodes": integer(0), "max_iter": integer(1),
+                 "tol": FRACTION, "workers": integer(1).or_none()}
 _RUN_EXTRA = ("household", "recalibrate_beta", "calibration")
 _HOUSEHOLD_KEYS = ("gamma", "sigma_eps", "psi_slope", "phi", "a_max", "n_a")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -99,6 +103,25 @@ def _need_dask():
         raise BatchError("batch runs on a Dask cluster need dask.distributed, which is not "
                          "installed: pip install 'dask[distributed]' (or the hatrade extra "
                          "'batch'), or run serially (executor='serial', CLI --serial).")
+
+
+def completed_rows(futures, items, failed_row):
+    """The result rows of Dask ``futures`` (one per ``items`` entry), in completion order.
+
+    A future that raises (worker died, unpicklable result, ...) gives
+    ``failed_row(item, "<ExceptionType>: <message>")`` instead, so one failure never stops
+    the others.
+    """
+    from dask.distributed import as_completed
+
+    by_key = {f.key: it for f, it in zip(futures, items)}
+    for fut in as_completed(futures):
+        item = by_key[fut.key]
+        try:
+            row = fut.result()
+        except Exception as err:  # worker died, unpicklable result, ...
+            row = failed_row(item, f"{type(err).__name__}: {err}")
+        yield row
 
 
 @contextlib.contextmanager
@@ -208,11 +231,7 @@ def _base_config(calibration, config_path):
 
 def loads_batch(text: str, source: str = "<string>", base_dir: Path | None = None) -> BatchSpec:
     """Parse and validate a batch file's text (see the module docstring)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise BatchError(f"{source}: not valid TOML: {err}") from None
-    return parse_batch(raw, source=source, base_dir=base_dir)
+    return parse_batch(loads_toml(text, source, BatchError), source=source, base_dir=base_dir)
 
 
 def load_batch(path) -> BatchSpec:
@@ -257,23 +276,8 @@ def parse_batch(raw: dict, source: str = "<dict>", base_dir: Path | None = None)
 
     opts = {"welfare": "importer", "verify_ev": False, "n_nodes": 8, "tol": 1e-10,
             "max_iter": 30, "workers": None}
-    given = raw.get("options", {}) or {}
-    if not isinstance(given, dict):
-        raise BatchError(f"{source}: [options] must be a table.")
-    bad = sorted(set(given) - set(_OPTIONS))
-    if bad:
-        raise BatchError(f"{source}: [options]: unknown key(s) {bad}; allowed: "
-                         f"{', '.join(_OPTIONS)}.")
-    opts.update(given)
-    if not isinstance(opts["verify_ev"], bool):
-        errors.append(f"[options] verify_ev = {opts['verify_ev']!r}: must be true or false")
-    for k, lo in (("n_nodes", 0), ("max_iter", 1)):
-        if not isinstance(opts[k], int) or isinstance(opts[k], bool) or opts[k] < lo:
-            errors.append(f"[options] {k} = {opts[k]!r}: must be an integer >= {lo}")
-    if not isinstance(opts["tol"], (int, float)) or not (0 < float(opts["tol"]) < 1):
-        errors.append(f"[options] tol = {opts['tol']!r}: must be a number in (0, 1)")
-    if opts["workers"] is not None and (not isinstance(opts["workers"], int) or opts["workers"] < 1):
-        errors.append(f"[options] workers = {opts['workers']!r}: must be an integer >= 1")
+    opts.update(check_table(raw.get("options"), _OPTIONS, f"{source}: [options]", BatchError))
+    errors += [f"[options] {msg}" for msg in option_problems(opts, _OPTION_RULES)]
     wf = opts["welfare"]
     if isinstance(wf, str):
         if wf not in ("importer", "all", "none"):
@@ -373,10 +377,7 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         raise ParameterError(f"{where}: recalibrate_beta = {recal!r}: must be true or false")
     if not isinstance(hh_over, dict):
         raise ParameterError(f"{where}: household must be a table of parameters")
-    bad = sorted(set(hh_over) - set(_HOUSEHOLD_KEYS))
-    if bad:
-        raise ParameterError(f"{where}: household: unknown key(s) {bad}; allowed: "
-                             f"{', '.join(_HOUSEHOLD_KEYS)}")
+    check_keys(hh_over, _HOUSEHOLD_KEYS, f"{where}: household", ParameterError, end="")
     if cal is not None:
         if base_cal is None:
             raise ParameterError(f"{where}: calibration per run needs a batch on a shipped "
@@ -643,8 +644,6 @@ def run_batch(spec: BatchSpec, out_dir, *, scheduler: str | None = None,
             finish(execute_run(r, bases[k], spec_dict, str(out)))
         return _write_batch_summary(out, spec, rows, started)
 
-    from dask.distributed import as_completed
-
     n_default = workers or spec.options.get("workers")
     with dask_client(scheduler, n_default, len(todo), error=BatchError) as client:
         base_f = {k: client.submit(_baseline_task, spec_dict, k, pure=False)
@@ -657,13 +656,8 @@ def run_batch(spec: BatchSpec, out_dir, *, scheduler: str | None = None,
         futs = [client.submit(execute_run, r, base_f[r.baseline_key()], spec_dict, str(out.absolute()),
                               pure=False, key=f"hatrade-run-{r.name}-{fps[r.name]}")
                 for r in todo]
-        by_key = {f.key: r for f, r in zip(futs, todo)}
-        for fut in as_completed(futs):
-            r = by_key[fut.key]
-            try:
-                row = fut.result()
-            except Exception as err:  # worker died, unpicklable result, ...
-                row = {"name": r.name, "status": RUN_STATUS_FAILED, "fingerprint": fps[r.name],
-                       "error": f"{type(err).__name__}: {err}"}
+        for row in completed_rows(futs, todo, lambda r, error: {
+                "name": r.name, "status": RUN_STATUS_FAILED, "fingerprint": fps[r.name],
+                "error": error}):
             finish(row)
     return _write_batch_summary(out, spec, rows, started)

@@ -70,7 +70,6 @@ import json
 import logging
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -78,7 +77,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .batch import dask_client
+from ._validate import (BOOLEAN, FRACTION, check_keys, check_table, integer, loads_toml,
+                        option_problems)
+from .batch import completed_rows, dask_client
 from .calibrate import (CalibrationError, CalibrationResult, GravitySetup, _atomic_json,
                         calibrate, ek_setup, home_share_gaps)
 from .households_xs import INCOME_GROUPS, group_weights
@@ -187,6 +188,10 @@ def _check_params(params, household: Household, where: str = "params") -> tuple[
 
 _MICRO_TOP = ("params", "target", "targets", "start", "options")
 _MICRO_OPTIONS = ("tol", "max_iter", "inner_tol", "inner_max_iter", "fd_step", "inner_psi")
+#: Typed checks of [options], in the order they are reported (the first failure is raised).
+_MICRO_OPTION_RULES = {"tol": FRACTION, "inner_tol": FRACTION, "fd_step": FRACTION,
+                       "max_iter": integer(1), "inner_max_iter": integer(1),
+                       "inner_psi": BOOLEAN}
 
 
 def parse_micro_targets(raw: dict, source: str = "<dict>", countries=None) -> dict:
@@ -199,10 +204,7 @@ def parse_micro_targets(raw: dict, source: str = "<dict>", countries=None) -> di
     if countries is None:
         from .data import COUNTRIES
         countries = tuple(COUNTRIES)
-    unknown = sorted(set(raw) - set(_MICRO_TOP))
-    if unknown:
-        raise ParameterError(f"{source}: unknown key(s) {unknown}; allowed: "
-                             f"{', '.join(_MICRO_TOP)}.")
+    check_keys(raw, _MICRO_TOP, source, ParameterError)
     params = raw.get("params")
     if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
         raise ParameterError(f"{source}: params = {params!r} is not allowed: give a list of "
@@ -229,26 +231,11 @@ def parse_micro_targets(raw: dict, source: str = "<dict>", countries=None) -> di
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < float(v) < hi:
             raise ParameterError(f"{source}: [start] {k} = {v!r} is out of range: {k} must be "
                                  f"a number in ({lo}, {hi}).")
-    opts = raw.get("options", {}) or {}
-    if not isinstance(opts, dict):
-        raise ParameterError(f"{source}: [options] must be a table.")
-    bad = sorted(set(opts) - set(_MICRO_OPTIONS))
-    if bad:
-        raise ParameterError(f"{source}: [options]: unknown key(s) {bad}; allowed: "
-                             f"{', '.join(_MICRO_OPTIONS)}.")
-    for k in ("tol", "inner_tol", "fd_step"):
-        if k in opts and (isinstance(opts[k], bool) or not isinstance(opts[k], (int, float))
-                          or not 0 < float(opts[k]) < 1):
-            raise ParameterError(f"{source}: [options] {k} = {opts[k]!r}: must be a number in "
-                                 "(0, 1).")
-    for k in ("max_iter", "inner_max_iter"):
-        if k in opts and (isinstance(opts[k], bool) or not isinstance(opts[k], int)
-                          or opts[k] < 1):
-            raise ParameterError(f"{source}: [options] {k} = {opts[k]!r}: must be an integer "
-                                 ">= 1.")
-    if "inner_psi" in opts and not isinstance(opts["inner_psi"], bool):
-        raise ParameterError(f"{source}: [options] inner_psi = {opts['inner_psi']!r}: must be "
-                             "true or false.")
+    opts = check_table(raw.get("options"), _MICRO_OPTIONS, f"{source}: [options]",
+                       ParameterError)
+    problems = option_problems(opts, _MICRO_OPTION_RULES)
+    if problems:
+        raise ParameterError(f"{source}: [options] {problems[0]}.")
     return {"params": tuple(params), "targets": targets,
             "start": {k: float(v) for k, v in start.items()}, "options": dict(opts)}
 
@@ -285,11 +272,8 @@ def load_micro_targets(path, countries=None) -> dict:
     except OSError as err:
         raise ParameterError(f"cannot read micro-targets file {path}: "
                              f"{err.strerror or err}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ParameterError(f"{path}: not valid TOML: {err}") from None
-    return parse_micro_targets(raw, source=str(path), countries=countries)
+    return parse_micro_targets(loads_toml(text, str(path), ParameterError), source=str(path),
+                               countries=countries)
 
 
 # ----------------------------------------------------------------------------- moments
@@ -863,19 +847,13 @@ def calibration_grid(grid, theta0, household: Household, out_dir, *,
         for tk in todo:
             finished(_grid_point(tk, str(out)))
     elif todo:
-        from dask.distributed import as_completed
         with dask_client(scheduler, workers, len(todo), processes=processes) as client:
             futs = [client.submit(_grid_point, tk, str(out.absolute()), pure=False,
                                   key=f"hatrade-grid-{tk['name']}-{tk['fingerprint']}")
                     for tk in todo]
-            by_key = {f.key: tk for f, tk in zip(futs, todo)}
-            for fut in as_completed(futs):
-                tk = by_key[fut.key]
-                try:
-                    row = fut.result()
-                except Exception as err:  # worker died, unpicklable result, ...
-                    row = {"name": tk["name"], "fingerprint": tk["fingerprint"], **tk["point"],
-                           "status": _STATUS_FAILED, "error": f"{type(err).__name__}: {err}"}
+            for row in completed_rows(futs, todo, lambda tk, error: {
+                    "name": tk["name"], "fingerprint": tk["fingerprint"], **tk["point"],
+                    "status": _STATUS_FAILED, "error": error}):
                 finished(row)
     return write_summary()
 

@@ -57,13 +57,13 @@ from __future__ import annotations
 import logging
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._validate import loads_toml
 from .income import IncomeProcess, income_process
 from .params import FINANCIAL_REGIMES, Household, ParameterError, World
 
@@ -468,11 +468,8 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
 
 def loads_config(text: str, source: str = "<string>", default_name: str = "custom") -> SolveConfig:
     """Parse a configuration from TOML text (see :func:`parse_config`)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source}: not valid TOML: {err}.") from None
-    return parse_config(raw, source=source, default_name=default_name)
+    return parse_config(loads_toml(text, source, ConfigError, end="."), source=source,
+                        default_name=default_name)
 
 
 def load_config(path) -> SolveConfig:

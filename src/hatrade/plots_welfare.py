@@ -54,6 +54,18 @@ def _bars(ax, groups, series: dict, ylabel: str):
     ax.grid(axis="y", alpha=0.3)
 
 
+def _gain_bars_figure(groups, series: dict, xlabel: str, title: str):
+    """Bars of welfare gains (percent, EV) by group, one series per model; a legend if several."""
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    _bars(ax, groups, series, "welfare gain, % (equivalent variation)")
+    ax.set_xlabel(xlabel)
+    if len(series) > 1:
+        ax.legend(frameon=False, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
 def quintile_figure(summaries: dict, title: str | None = None):
     r"""Gain by expenditure quintile and the mean, one bar series per model.
 
@@ -74,14 +86,9 @@ def quintile_figure(summaries: dict, title: str | None = None):
         q = s["quintile_gain_percent"]
         series[label] = [q[f"Q{k}"] for k in range(1, 6)] + [s["mean_gain_percent"],
                                                              s["acr_percent"]]
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    _bars(ax, groups, series, "welfare gain, % (equivalent variation)")
-    ax.set_xlabel("expenditure quintile (baseline), population mean, ACR benchmark")
-    if len(series) > 1:
-        ax.legend(frameon=False, fontsize=8)
-    ax.set_title(title or "Welfare gains by expenditure quintile", fontsize=10)
-    return fig
+    return _gain_bars_figure(groups, series,
+                             "expenditure quintile (baseline), population mean, ACR benchmark",
+                             title or "Welfare gains by expenditure quintile")
 
 
 def income_group_figure(summaries: dict, title: str | None = None):
@@ -90,14 +97,8 @@ def income_group_figure(summaries: dict, title: str | None = None):
     groups = ["bottom\n20%", "below\nmedian", "45-55th\npct", "above\nmedian", "top\n20%", "Mean"]
     series = {label: [s["income_group_gain_percent"][k] for k in keys] + [s["mean_gain_percent"]]
               for label, s in summaries.items()}
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    _bars(ax, groups, series, "welfare gain, % (equivalent variation)")
-    ax.set_xlabel("labor income w z (baseline distribution)")
-    if len(series) > 1:
-        ax.legend(frameon=False, fontsize=8)
-    ax.set_title(title or "Welfare gains by income group", fontsize=10)
-    return fig
+    return _gain_bars_figure(groups, series, "labor income w z (baseline distribution)",
+                             title or "Welfare gains by income group")
 
 
 def heatmap_figure(table: pd.DataFrame, value: str = "gain_percent", title: str | None = None):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..config import ConfigError
 from ..data import DataFileError
@@ -18,7 +21,8 @@ from ..results import ResultsError
 from ..world import EquilibriumError
 
 __all__ = ["console", "err_console", "USER_ERRORS", "EXIT_USER_ERROR", "handle_errors",
-           "fail", "setup_logging"]
+           "fail", "setup_logging", "progress", "calibration_option", "config_option",
+           "out_option", "load_world_config", "check_out_folder"]
 
 #: Results and tables (stdout).
 console = Console(highlight=False)
@@ -71,3 +75,69 @@ def setup_logging(verbosity: int) -> None:
                               rich_tracebacks=False)
         handler._hatrade_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+
+
+def progress() -> Progress:
+    """A spinner with the task description and elapsed time, on stderr (kept when done)."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err_console, transient=False)
+
+
+# ----------------------------------------------------------------------------- options
+# Each call returns a new typer option (typer.Option objects are not shared between commands).
+
+def calibration_option(help: str):
+    """``--calibration/-c NAME`` (a shipped calibration, case-insensitive; default None)."""
+    return typer.Option(None, "--calibration", "-c", case_sensitive=False, help=help)
+
+
+def config_option(help: str):
+    """``--config/-f FILE`` (a world TOML file; default None)."""
+    return typer.Option(None, "--config", "-f", dir_okay=False, help=help)
+
+
+def out_option(help: str):
+    """``--out/-o FOLDER`` (default None: the command names a folder under results/)."""
+    return typer.Option(None, "--out", "-o", file_okay=False, help=help)
+
+
+def load_world_config(calibration, config, **calibration_kwargs):
+    """The :class:`~hatrade.config.SolveConfig` of ``--calibration`` or ``--config``.
+
+    Both given, or a true ``calibration_kwargs`` flag (e.g. ``from_initial``, reported as
+    ``--from-initial``) with ``--config``, is a usage error (:func:`fail`). Neither given:
+    the ``baseline`` calibration.
+    """
+    from ..config import calibration_config, load_config
+
+    if calibration is not None and config is not None:
+        fail("give either --calibration or --config, not both.")
+    if config is not None:
+        used = ["--" + k.replace("_", "-") for k, v in calibration_kwargs.items() if v]
+        if used:
+            fail(f"{', '.join(used)} only applies to --calibration, not to --config.")
+        return load_config(config)
+    return calibration_config(calibration.value if calibration is not None else "baseline",
+                              **calibration_kwargs)
+
+
+def check_out_folder(out: Path, kind: str, what: str | None = None) -> Path:
+    """``out`` must be new, empty, or a previous folder of the same ``kind`` (to be replaced).
+
+    A previous folder is recognised by ``"kind"`` in its ``summary.json``; ``what`` names it
+    in the error (default ``'hatrade <kind>'``). Raises
+    :class:`~hatrade.results.ResultsError` otherwise.
+    """
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"output folder {out} exists and is not a folder; choose another --out.")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            found = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("kind")
+        except (OSError, ValueError, AttributeError):
+            found = None
+        if found != kind:
+            what = what if what is not None else f"'hatrade {kind}'"
+            raise ResultsError(f"output folder {out} exists and holds other files (it is not a "
+                               f"previous {what} folder, which would be replaced); "
+                               "choose a new or empty folder.")
+    return out

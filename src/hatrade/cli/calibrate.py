@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn)
 
-from ._common import console, err_console, fail, handle_errors
+from ._common import console, err_console, fail, handle_errors, out_option, progress
 
 __all__ = ["register"]
 
@@ -31,11 +31,6 @@ HELP = ("Calibrate the 46 trade-cost/TFP parameters (and beta at R = 1.01) so th
 
 def register(app: typer.Typer) -> None:
     app.command("calibrate", help=HELP)(calibrate_cmd)
-
-
-def _progress():
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=err_console)
 
 
 def _write_outputs(out: Path, res, extra: dict | None = None):
@@ -85,10 +80,9 @@ def calibrate_cmd(
         "baseline", "--calibration", "-c",
         help="Household parameters (gamma, sigma_eps, psi_slope) of this shipped calibration; "
              "also the default start and starting prices."),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Output folder (default results/calibrate, results/calibrate-micro with "
-             "--micro-targets, results/calibrate-grid with --grid)."),
+    out: Optional[Path] = out_option(
+        "Output folder (default results/calibrate, results/calibrate-micro with "
+        "--micro-targets, results/calibrate-grid with --grid)."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue from OUT/checkpoint.json (best point so far), "
                                      "or OUT/micro_checkpoint.json with --micro-targets."),
@@ -157,7 +151,7 @@ def calibrate_cmd(
     ckpt = out / "checkpoint.json"
     if resume and not ckpt.exists():
         fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
-    with _progress() as prog:
+    with progress() as prog:
         task = prog.add_task("Solving the equilibrium at the starting parameters...", total=None)
 
         def report(it, res):
@@ -196,7 +190,7 @@ def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
         fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
     opts.setdefault("inner_tol", min(tol, 1e-9))
     opts.setdefault("inner_max_iter", max_iter)
-    with _progress() as prog:
+    with progress() as prog:
         task = prog.add_task("Inner calibration at the starting household parameters...",
                              total=None)
 

@@ -38,7 +38,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn)
 from rich.table import Table
 
-from ._common import console, err_console, fail, handle_errors
+from ._common import (calibration_option, check_out_folder, config_option, console, err_console,
+                      fail, handle_errors, out_option, progress)
 from .solve import CalibrationName
 
 __all__ = ["register", "counterfactual_command", "batch_command", "COUNTERFACTUAL_FILES"]
@@ -53,28 +54,6 @@ def register(app: typer.Typer) -> None:
     """Add ``counterfactual`` and ``batch`` to ``app``."""
     app.command("counterfactual")(counterfactual_command)
     app.command("batch")(batch_command)
-
-
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=err_console, transient=False)
-
-
-def _check_out(out: Path) -> None:
-    """A new or empty folder, or a previous counterfactual folder (replaced as a whole)."""
-    from ..results import ResultsError
-
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"output folder {out} exists and is not a folder; choose another --out.")
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            kind = json.loads((out / "summary.json").read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind != _KIND:
-            raise ResultsError(f"output folder {out} exists and holds other files (it is not a "
-                               "previous counterfactual folder, which would be replaced); "
-                               "choose a new or empty folder.")
 
 
 def _parse_changes(items: list[str] | None, what: str) -> dict:
@@ -113,18 +92,14 @@ def counterfactual_command(
                                               help="CODE=CHANGE: L' = (1+change) L."),
     financial: Optional[str] = typer.Option(
         None, "--financial", help="New financial regime: globalization or autarky."),
-    calibration: Optional[CalibrationName] = typer.Option(
-        None, "--calibration", "-c", case_sensitive=False,
-        help="The shipped calibration of the baseline world (default: baseline)."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-f", dir_okay=False,
-        help="A world TOML file (as for hatrade solve) instead of a calibration."),
+    calibration: Optional[CalibrationName] = calibration_option(
+        "The shipped calibration of the baseline world (default: baseline)."),
+    config: Optional[Path] = config_option(
+        "A world TOML file (as for hatrade solve) instead of a calibration."),
     countries: Optional[str] = typer.Option(
         None, "--countries", help="Countries whose welfare to report, comma separated "
         "(default: the importer; every country with --global)."),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Output folder (default results/counterfactual-<name>)."),
+    out: Optional[Path] = out_option("Output folder (default results/counterfactual-<name>)."),
     verify_ev: bool = typer.Option(
         False, "--verify-ev", help="Evaluate every state's EV residual by a solve at its own "
         "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country)."),
@@ -192,11 +167,11 @@ def counterfactual_command(
         base = cal_name if config is None else Path(config).stem
         out = Path("results") / f"counterfactual-{base}-{name}"
     out = Path(out)
-    _check_out(out)
+    check_out_folder(out, _KIND, what="counterfactual")
 
     err_console.print(f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), "
                       f"beta fixed, solving wages and R; welfare for {', '.join(report) or 'none'}.")
-    with _progress() as prog:
+    with progress() as prog:
         task = prog.add_task("Baseline equilibrium (the first call compiles)...", total=None)
         if cfg is None:
             from ..counterfactual import baseline_equilibrium
@@ -286,9 +261,8 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
 @handle_errors
 def batch_command(
     file: Path = typer.Argument(..., exists=False, dir_okay=False, help="A batch TOML file."),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Batch folder (default results/batch-<name>); an interrupted batch there resumes."),
+    out: Optional[Path] = out_option(
+        "Batch folder (default results/batch-<name>); an interrupted batch there resumes."),
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", help="Address of a Dask scheduler (tcp://host:8786); default: a "
         "local cluster."),

@@ -11,10 +11,10 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._common import console, err_console, fail, handle_errors
+from ._common import (calibration_option, check_out_folder, config_option, console, err_console,
+                      handle_errors, load_world_config, out_option, progress)
 from .solve import CalibrationName
 
 __all__ = ["register", "efficient_command", "EFFICIENT_FILES", "WeightsKind"]
@@ -37,47 +37,21 @@ def register(app: typer.Typer) -> None:
     app.command("efficient")(efficient_command)
 
 
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=err_console, transient=False)
-
-
-def _check_out(out: Path) -> Path:
-    """A new or empty folder, or a previous ``hatrade efficient`` folder (replaced)."""
-    from ..results import ResultsError
-
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"output folder {out} exists and is not a folder; choose another --out.")
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            kind = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind != _KIND:
-            raise ResultsError(f"output folder {out} exists and holds other files (it is not a "
-                               "previous 'hatrade efficient' folder, which would be replaced); "
-                               "choose a new or empty folder.")
-    return out
-
-
 @handle_errors
 def efficient_command(
-    calibration: Optional[CalibrationName] = typer.Option(
-        None, "--calibration", "-c", case_sensitive=False,
-        help="A shipped calibration of the 19-country world (default: baseline, when --config "
-             "is not given); the decentralized equilibrium is evaluated at its published prices."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-f", dir_okay=False,
-        help="A TOML file describing a world (as for hatrade solve); its decentralized "
-             "equilibrium is solved first."),
+    calibration: Optional[CalibrationName] = calibration_option(
+        "A shipped calibration of the 19-country world (default: baseline, when --config "
+        "is not given); the decentralized equilibrium is evaluated at its published prices."),
+    config: Optional[Path] = config_option(
+        "A TOML file describing a world (as for hatrade solve); its decentralized "
+        "equilibrium is solved first."),
     weights: WeightsKind = typer.Option(
         WeightsKind.matched, "--weights", "-w", case_sensitive=False,
         help="Planner weights: 'matched' (each country's spending equals its decentralized "
              "spending: same resources, efficient use) or 'equal' (one per person)."),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Output folder (default results/efficient-<name>-<weights>). A previous "
-             "'hatrade efficient' folder there is replaced; a folder with other files is refused."),
+    out: Optional[Path] = out_option(
+        "Output folder (default results/efficient-<name>-<weights>). A previous "
+        "'hatrade efficient' folder there is replaced; a folder with other files is refused."),
     elasticities: bool = typer.Option(
         True, "--elasticities/--no-elasticities",
         help="Compute the decentralized Proposition 1 elasticities (exact AD) for the "
@@ -85,24 +59,18 @@ def efficient_command(
 ) -> None:
     """Efficient allocation (Proposition 4) vs the decentralized equilibrium; write efficient_trade.csv, summary.json, efficient_trade.png."""
     from .. import __version__, evaluate, solve_equilibrium
-    from ..config import calibration_config, load_config
     from ..efficient import efficient_report, solve_planner
     from ..plots_efficient import save_efficient_trade
     from ..results import _jsonable, atomic_dir
 
-    if calibration is not None and config is not None:
-        fail("give either --calibration or --config, not both.")
-    if config is not None:
-        cfg = load_config(config)
-    else:
-        cfg = calibration_config(calibration.value if calibration is not None else "baseline")
+    cfg = load_world_config(calibration, config)
     out = Path(out) if out is not None else Path("results") / f"efficient-{cfg.name}-{weights.value}"
-    _check_out(out)
+    check_out_folder(out, _KIND)
     world, hh = cfg.world, cfg.household
     err_console.print(f"[bold]{cfg.name}[/bold]: {world.M} countries, planner weights "
                       f"'{weights.value}'.")
 
-    with _progress() as prog:
+    with progress() as prog:
         if cfg.calibration is not None:
             task = prog.add_task("Decentralized equilibrium: households at the published "
                                  "prices (the first call compiles)...", total=None)

@@ -39,10 +39,10 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._common import console, err_console, fail, handle_errors
+from ._common import (calibration_option, check_out_folder, config_option, console, err_console,
+                      handle_errors, load_world_config, out_option, progress)
 from .solve import CalibrationName
 
 __all__ = ["register", "elasticities_command", "households_command", "ELASTICITY_FILES",
@@ -62,39 +62,6 @@ def register(app: typer.Typer) -> None:
     """Add ``elasticities`` and ``households`` to ``app``."""
     app.command("elasticities")(elasticities_command)
     app.command("households")(households_command)
-
-
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=err_console, transient=False)
-
-
-def _check_out(out: Path, kind: str) -> Path:
-    """A new or empty folder, or a previous folder of the same ``kind`` (replaced)."""
-    from ..results import ResultsError
-
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"output folder {out} exists and is not a folder; choose another --out.")
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            found = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("kind")
-        except (OSError, ValueError, AttributeError):
-            found = None
-        if found != kind:
-            raise ResultsError(f"output folder {out} exists and holds other files (it is not a "
-                               f"previous 'hatrade {kind}' folder, which would be replaced); "
-                               "choose a new or empty folder.")
-    return out
-
-
-def _config(calibration, config):
-    from ..config import calibration_config, load_config
-
-    if calibration is not None and config is not None:
-        fail("give either --calibration or --config, not both.")
-    if config is not None:
-        return load_config(config)
-    return calibration_config(calibration.value if calibration is not None else "baseline")
 
 
 def _check_country(cfg, country: str) -> str:
@@ -149,18 +116,17 @@ _CAL_HELP = ("A shipped calibration of the 19-country world (default: baseline, 
 _CONFIG_HELP = "A TOML file describing a world (as for hatrade solve); it is solved first."
 
 
+def _out_help(kind: str) -> str:
+    return (f"Output folder (default results/{kind}-<name>-<country>). A previous "
+            f"'hatrade {kind}' folder there is replaced; a folder with other files is refused.")
+
+
 @handle_errors
 def elasticities_command(
     country: str = typer.Option(..., "--country", help=_COUNTRY_HELP),
-    calibration: Optional[CalibrationName] = typer.Option(
-        None, "--calibration", "-c", case_sensitive=False, help=_CAL_HELP),
-    config: Optional[Path] = typer.Option(None, "--config", "-f", dir_okay=False,
-                                          help=_CONFIG_HELP),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Output folder (default results/elasticities-<name>-<country>). A previous "
-             "'hatrade elasticities' folder there is replaced; a folder with other files is "
-             "refused."),
+    calibration: Optional[CalibrationName] = calibration_option(_CAL_HELP),
+    config: Optional[Path] = config_option(_CONFIG_HELP),
+    out: Optional[Path] = out_option(_out_help("elasticities")),
     longrun: bool = typer.Option(
         True, "--longrun/--no-longrun",
         help="Also report the long-run elasticity (stationary distribution re-solved; w and "
@@ -171,13 +137,13 @@ def elasticities_command(
     from ..plots_elasticity import partner_elasticities_figure, save_figure
     from ..results import atomic_dir
 
-    cfg = _config(calibration, config)
+    cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
     out = Path(out) if out is not None else Path("results") / f"elasticities-{cfg.name}-{code}"
-    _check_out(out, "elasticities")
+    check_out_folder(out, "elasticities")
     err_console.print(f"[bold]{cfg.name}[/bold]: elasticities of {code} against its "
                       f"{cfg.world.M - 1} partners.")
-    with _progress() as prog:
+    with progress() as prog:
         eq, source = _equilibrium(cfg, prog)
         task = prog.add_task("Elasticities (forward-mode AD through the household problem; "
                              "the first call compiles)...", total=None)
@@ -236,15 +202,9 @@ def elasticities_command(
 @handle_errors
 def households_command(
     country: str = typer.Option(..., "--country", help=_COUNTRY_HELP),
-    calibration: Optional[CalibrationName] = typer.Option(
-        None, "--calibration", "-c", case_sensitive=False, help=_CAL_HELP),
-    config: Optional[Path] = typer.Option(None, "--config", "-f", dir_okay=False,
-                                          help=_CONFIG_HELP),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Output folder (default results/households-<name>-<country>). A previous "
-             "'hatrade households' folder there is replaced; a folder with other files is "
-             "refused."),
+    calibration: Optional[CalibrationName] = calibration_option(_CAL_HELP),
+    config: Optional[Path] = config_option(_CONFIG_HELP),
+    out: Optional[Path] = out_option(_out_help("households")),
     transfer: float = typer.Option(0.008, "--transfer", help="One-time transfer for the MPC."),
     simulate: int = typer.Option(
         0, "--simulate", min=0,
@@ -259,12 +219,12 @@ def households_command(
 
     if not transfer > 0:
         raise ParameterError(f"--transfer {transfer} is not allowed: it must be > 0.")
-    cfg = _config(calibration, config)
+    cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
     out = Path(out) if out is not None else Path("results") / f"households-{cfg.name}-{code}"
-    _check_out(out, "households")
+    check_out_folder(out, "households")
     err_console.print(f"[bold]{cfg.name}[/bold]: household cross-section of {code}.")
-    with _progress() as prog:
+    with progress() as prog:
         eq, source = _equilibrium(cfg, prog)
         task = prog.add_task("Elasticities and MPCs by household state (the first call "
                              "compiles)...", total=None)

@@ -17,7 +17,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn)
 from rich.table import Table
 
-from ._common import console, err_console, fail, handle_errors
+from ._common import console, err_console, fail, handle_errors, out_option
 
 __all__ = ["register", "replicate_command", "RichProgress"]
 
@@ -88,11 +88,10 @@ class RichProgress:
 
 @handle_errors
 def replicate_command(
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Output folder (default results/replicate, or results/replicate-quick with "
-             "--quick). A previous replicate folder there is updated stage by stage; a "
-             "folder with other files is refused."),
+    out: Optional[Path] = out_option(
+        "Output folder (default results/replicate, or results/replicate-quick with "
+        "--quick). A previous replicate folder there is updated stage by stage; a "
+        "folder with other files is refused."),
     quick: bool = typer.Option(
         False, "--quick",
         help="Coarse asset grid (30 points instead of 100), beta and wages re-solved on it: "

@@ -9,11 +9,11 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..data import CALIBRATIONS
-from ._common import console, err_console, fail, handle_errors
+from ._common import (calibration_option, config_option, console, err_console, handle_errors,
+                      load_world_config, out_option, progress)
 
 __all__ = ["register", "solve", "CalibrationName"]
 
@@ -31,24 +31,16 @@ def register(app: typer.Typer) -> None:
     app.command("solve", help=SOLVE_HELP)(solve)
 
 
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=err_console, transient=False)
-
-
 @handle_errors
 def solve(
-    calibration: Optional[CalibrationName] = typer.Option(
-        None, "--calibration", "-c", case_sensitive=False,
-        help="A shipped calibration of the 19-country world: solve beta at R = 1.01 "
-             "(default: baseline, when --config is not given)."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-f", dir_okay=False,
-        help="A TOML file describing a world (see examples/two_country.toml)."),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", file_okay=False,
-        help="Output folder (default results/solve-<name>). A previous solve folder there is "
-             "replaced; a folder with other files is refused."),
+    calibration: Optional[CalibrationName] = calibration_option(
+        "A shipped calibration of the 19-country world: solve beta at R = 1.01 "
+        "(default: baseline, when --config is not given)."),
+    config: Optional[Path] = config_option(
+        "A TOML file describing a world (see examples/two_country.toml)."),
+    out: Optional[Path] = out_option(
+        "Output folder (default results/solve-<name>). A previous solve folder there is "
+        "replaced; a folder with other files is refused."),
     from_initial: bool = typer.Option(
         False, "--from-initial",
         help="With --calibration: start from the author's initial prices (beta 0.93) instead "
@@ -60,21 +52,11 @@ def solve(
 ) -> None:
     """Solve the stationary world equilibrium and write a results folder (see SOLVE_HELP)."""
     from .. import solve_equilibrium
-    from ..config import calibration_config, load_config
     from ..results import check_output_dir, check_writers, save_solve
 
     # ---- everything is checked before any work
-    if calibration is not None and config is not None:
-        fail("give either --calibration or --config, not both.")
-    if config is not None:
-        used = [f for f, v in (("--from-initial", from_initial),
-                               ("--correct-germany", correct_germany)) if v]
-        if used:
-            fail(f"{', '.join(used)} only applies to --calibration, not to --config.")
-        cfg = load_config(config)
-    else:
-        name = calibration.value if calibration is not None else "baseline"
-        cfg = calibration_config(name, from_initial=from_initial, correct_germany=correct_germany)
+    cfg = load_world_config(calibration, config, from_initial=from_initial,
+                            correct_germany=correct_germany)
     out = Path(out) if out is not None else Path("results") / f"solve-{cfg.name}"
     check_output_dir(out)
     check_writers()
@@ -86,7 +68,7 @@ def solve(
                       f"solving {('beta' if cfg.solve_for == 'beta' else 'R')} and wages "
                       f"({what}), {hh.n_a} asset points.")
 
-    with _progress() as prog:
+    with progress() as prog:
         task = prog.add_task("Solving households at the starting prices (the first call "
                              "compiles)...", total=None)
 
