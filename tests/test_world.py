@@ -6,6 +6,8 @@ Small worlds (2-4 countries, n_a = 30) except the gravity-regression check, whic
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jax
 import numpy as np
 import pytest
@@ -318,3 +320,25 @@ def test_autarky_needs_beta(three_countries, small_household):
         solve_equilibrium(three_countries, small_household.replace(beta=None), solve_for="R")
     with pytest.raises(ParameterError, match="beta"):
         evaluate(three_countries, small_household.replace(beta=None), wages=[1.0, 1.0, 1.0])
+
+
+def test_unconverged_distribution_is_an_error_naming_the_country():
+    """The stationary distribution's Krylov residual is checked: a country whose
+    distribution was not found stops the solve with its name and residual."""
+    from hatrade.world import EquilibriumError, _check_households
+
+    Na, Nz = 4, 2
+    lam = np.full((3, Na, Nz), 1.0 / (Na * Nz))
+    good = np.zeros((3, Na, Nz, 2))
+    sol = dict(iterations=np.array([10, 10, 10]), state=SimpleNamespace(c=good + 1.0), lam=lam,
+               lam_residual=np.array([1e-15, 3e-4, 2e-16]))
+    with pytest.raises(EquilibriumError, match=r"\['F'\].*3\.0e-04"):
+        _check_households(sol, ("H", "F", "X"), 100)
+    sol["lam_residual"] = np.array([1e-15, np.nan, 2e-16])
+    with pytest.raises(EquilibriumError, match=r"\['F'\]"):
+        _check_households(sol, ("H", "F", "X"), 100)
+    sol["lam_residual"] = np.array([1e-15, 1e-14, 2e-16])
+    _check_households(sol, ("H", "F", "X"), 100)  # converged: no error
+    lam[2, 0, 0] = -1e-6
+    with pytest.raises(EquilibriumError, match=r"negative mass.*\['X'\]"):
+        _check_households(sol, ("H", "F", "X"), 100)

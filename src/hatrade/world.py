@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._jax import enable_x64
-from .distribution import stationary_distribution
+from .distribution import stationary_distribution, stationary_distribution_info
 from .household import (HHParams, HHState, Policies, euler_errors, initial_state, policies,
                         solve_fixed_point)
 from .income import IncomeProcess, income_process
@@ -156,9 +156,10 @@ def _world(arrs, w, R, T, beta, x0, tol, max_iter, ttol=None):
     prm = country_params(arrs, w, R, T, beta)
     x, its = _solve_countries(prm, x0, tol, max_iter, ttol)
     pol = jax.vmap(policies)(x, prm)
-    lam = jax.vmap(stationary_distribution)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
+    lam, info = jax.vmap(stationary_distribution_info)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
     agg = _aggregate(arrs, prm, pol, lam)
-    return agg, dict(state=x, iterations=its, prm=prm, pol=pol, lam=lam)
+    return agg, dict(state=x, iterations=its, prm=prm, pol=pol, lam=lam,
+                     lam_residual=info.residual)
 
 
 # ----------------------------------------------------------------------------- unknowns
@@ -501,6 +502,11 @@ def _checked_jacobian(jacobian, layout: _Layout, countries):
     return J
 
 
+#: Largest accepted residual of a stationary distribution (max |lam T - lam|, |sum - 1|);
+#: the Krylov solver aims at 1e-14 (hatrade.distribution.TOL).
+_LAM_TOL = 1e-10
+
+
 def _check_households(sol, countries, max_iter):
     its = np.asarray(sol["iterations"])
     bad = np.where(its >= max_iter)[0]
@@ -516,8 +522,21 @@ def _check_households(sol, countries, max_iter):
             f"household problem did not converge in {max_iter} iterations for "
             f"{[countries[i] for i in bad]}. Try a larger hh_max_iter or a looser hh_tol.")
     lam = np.asarray(sol["lam"])
+    if "lam_residual" in sol:
+        res = np.asarray(sol["lam_residual"])
+        bad = np.where(~(res <= _LAM_TOL))[0]
+        if len(bad):
+            raise EquilibriumError(
+                "stationary distribution not found for "
+                f"{[countries[i] for i in bad]}: residual max|lam T - lam| "
+                f"{', '.join(f'{res[i]:.1e}' for i in bad)} (tolerance {_LAM_TOL:.0e}) after "
+                "the Krylov solve. The policies may make the chain reducible or nearly so "
+                "(check a_max, phi and the income process), or try "
+                "hatrade.distribution.stationary_distribution(..., method='direct').")
     if lam.min() < -1e-10:
-        raise EquilibriumError(f"stationary distribution has negative mass ({lam.min():.2e}).")
+        bad = sorted({countries[i] for i in np.where(lam.min(axis=(1, 2)) < -1e-10)[0]})
+        raise EquilibriumError(f"stationary distribution has negative mass ({lam.min():.2e}) "
+                               f"in {bad}.")
 
 
 def _initial_state_all(arrs, w, R, T, beta):
