@@ -95,7 +95,7 @@ def replicate_command(
     quick: bool = typer.Option(
         False, "--quick",
         help="Coarse asset grid (30 points instead of 100), beta and wages re-solved on it: "
-             "a complete report in minutes, clearly labeled approximate."),
+             "a complete report in about a minute on two cores, clearly labeled approximate."),
     no_cache: bool = typer.Option(
         False, "--no-cache",
         help="Recompute everything instead of loading cached results (the fresh results "
