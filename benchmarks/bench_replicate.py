@@ -19,40 +19,39 @@ Run from the repository root::
     python benchmarks/bench_replicate.py [--quick] [--out results/bench-replicate] [--json FILE]
                                          [--no-warm] [--compile-cache DIR]
 
-Measured 2026-11-28 (2 cores, no GPU, load average 3-4 from other processes; seconds).
-Full: ``hatrade replicate --out results/replicate --readme README.md`` (same function;
-empty results cache and empty JAX compilation cache), 02:27 UTC; quick: this script with
-``--quick``, 02:49 UTC:
+Measured 2026-11-28 05:00-05:04 UTC with this script (2 cores, no GPU; load average 0.3
+at the start, about 2 during the runs, from the runs themselves; seconds). Stages after
+``equilibrium`` run in two threads (counterfactuals | the rest) and the two-country world
+of the micro figure in the background from the start, so stage times overlap and do not
+add up to the total:
 
 =============  ====== =======
 stage           full   quick
 =============  ====== =======
-equilibrium     88.1    31.8
-table1           0.0     0.3
-trade_fit        0.3     0.4
-elasticities    11.4    15.5
-micro           26.4    22.5
-unilateral     108.2    39.8
-global          75.4     3.3
-efficient       13.6     7.6
+equilibrium     41.7    28.4
+table1           0.1     0.1
+trade_fit        0.3     0.6
+elasticities    14.1    10.4
+micro            2.8     2.3
+unilateral      48.7    26.4
+global          11.5     3.8
+efficient       21.8    12.8
 report           0.0     0.0
-total (cold)   323.4   121.2
-total (warm)     5.4     4.3
+total (cold)   102.0    58.7
+total (warm)     4.4     4.2
 =============  ====== =======
 
-Cold full: 5.4 minutes (target 15); the warm runs solve nothing. In the quick run about
-half of the time is JAX compilation (``jax_log_compiles``: 69 s of 142 s in a run at load
-2-3): the world residual and Jacobian, recompiled for each model's counterfactual because
-the fixed beta is a static argument; the equivalent-variation solves (one compilation per
-node batch size, plus hundreds of small eager operations); the two-country world of the
-micro figure (its own shapes). A second process with ``--compile-cache DIR`` (the command
-line's default) skips most of it: ``hatrade replicate --quick --no-cache`` took 102 s
-against 155 s for the first, cold one (same machine, load 2-3.6). Counterfactuals start
-from the baseline's Jacobian (the beta column turned into an R column): on the quick grid,
-each of the four counterfactuals needed two exact 19-direction Jacobians (and two
-compilations) without a starting Jacobian and one from the baseline's, 174 s against 41 s
-for the four (a separate experiment, load 2.6-4; in the pipeline the global counterfactual
-already started from the unilateral one's Jacobian).
+Cold full: 1.7 minutes (target 15); quick: 59 s (target: about a minute); the warm runs
+solve nothing. Before (same day, 02:27-02:49 UTC, one stage at a time, load average 3-4
+from other processes): 323 s full, 121 s quick. What changed: stages in two threads (JAX
+compiles and computes outside Python's lock: the serial run used one core); the fixed R
+and beta are traced arguments of the compiled world residual, so calibration and
+counterfactuals of both models share one compilation; the equivalent-variation node
+batches are padded to one size (one compilation). About half of a cold quick run is still
+JAX compilation; ``--compile-cache DIR`` (the command line's default) keeps it for later
+processes. Counterfactuals start from the baseline's Jacobian (the beta column turned into
+an R column): on the quick grid, each of the four counterfactuals needed two exact
+19-direction Jacobians without it and one with it.
 """
 
 from __future__ import annotations
