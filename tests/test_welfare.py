@@ -79,6 +79,18 @@ def test_interpolated_ev_close_to_verified(cut, verified):
     assert np.max(err_v) < 10 * np.max(ev.residual_estimate)
 
 
+def test_extrapolated_roots_are_reported(cut, caplog):
+    """Roots outside the solved lambda nodes (here: no nodes besides lambda = 1) are not
+    returned silently: flagged in ``bracketed`` and warned about, with what to do."""
+    import logging
+    with caplog.at_level(logging.WARNING, logger="hatrade.welfare"):
+        ev = equivalent_variation(cut.baseline, cut.new, "H", n_nodes=0)
+    assert not np.any(ev.bracketed[ev.defined])
+    msgs = [r.getMessage() for r in caplog.records if "outside the solved lambda nodes" in
+            r.getMessage()]
+    assert len(msgs) == 1 and "verify=True" in msgs[0] and "mass" in msgs[0]
+
+
 def test_ev_and_lucas_agree_in_sign(verified):
     gain, cev = verified.ev.gain_percent, 100 * verified.cev
     assert verified.ev.defined.all()  # no negative-income states in this world

@@ -580,6 +580,15 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
         if verify:
             work["solve_equivalents_without_verify"] = (
                 (work["seconds"]["total"] - work["seconds"]["verify"]) / reference_seconds)
+    far = ~undefined & ~local & ~bracketed
+    if np.any(far) and not verify:
+        mass = float(np.sum(np.asarray(old.lam[ci]).ravel()[far]))
+        worst = np.nanmax(np.abs(est[far])) if np.any(np.isfinite(est[far])) else np.nan
+        log.warning("%s: in %d states%s the root lambda lies outside the solved lambda nodes "
+                    "(extrapolated from the nearest node; estimated |error| up to %.1e, "
+                    "lambda from %.3g to %.3g): rerun with verify=True (--verify-ev) for exact "
+                    "residuals there.", code, int(far.sum()), f" (mass {mass:.2e})", worst,
+                    np.nanmin(lam[far]), np.nanmax(lam[far]))
     n_bad = int(undefined.sum())
     if n_bad:
         log.warning("%s: in %d states V_old decreases in lambda (total income R a + w z < 0): "
