@@ -6,6 +6,7 @@ Small worlds (2-4 countries, n_a = 30) except the gravity-regression check, whic
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import jax
@@ -342,3 +343,25 @@ def test_unconverged_distribution_is_an_error_naming_the_country():
     lam[2, 0, 0] = -1e-6
     with pytest.raises(EquilibriumError, match=r"negative mass.*\['X'\]"):
         _check_households(sol, ("H", "F", "X"), 100)
+
+
+def test_calibration_and_counterfactuals_share_one_compiled_residual(three_countries,
+                                                                    small_household, eq_beta):
+    """The fixed R or beta is traced, not a compile-time constant: solving the same world
+    for R at two different betas after solving it for beta compiles the world residual
+    once, and gives the same equilibrium as the beta solve at its beta."""
+    from hatrade.world import _residual_jit
+
+    n0 = _residual_jit._cache_size()
+    hh = dataclasses.replace(small_household, beta=None)
+    a = solve_equilibrium(three_countries, hh, solve_for="beta", R=1.01,
+                          wages=[1.2, 0.9, 0.9], beta_guess=0.93)
+    n1 = _residual_jit._cache_size()
+    b = solve_equilibrium(three_countries, hh, solve_for="R", beta=a.beta,
+                          wages=a.prices.w, R_guess=1.0105)
+    c = solve_equilibrium(three_countries, hh, solve_for="R", beta=a.beta - 0.002,
+                          wages=a.prices.w, R_guess=1.0105)
+    assert _residual_jit._cache_size() == n1 <= n0 + 1
+    np.testing.assert_allclose(b.prices.w, a.prices.w, rtol=1e-7)
+    assert float(np.asarray(b.prices.R).ravel()[0]) == pytest.approx(1.01, abs=1e-8)
+    assert float(np.asarray(c.prices.R).ravel()[0]) > 1.01  # patience down, rate up

@@ -259,7 +259,7 @@ def initial_state(prm: HHParams) -> HHState:
     cash = prm.R * prm.a_grid[:, None] + prm.w * prm.z[None, :] + prm.T - a0
     c = cash[..., None] / prm.p[None, None, :]
     c = jnp.maximum(c, 1e-10)
-    v = jnp.full(c.shape, -1.0) / (1.0 - prm.beta)
+    v = jnp.full(c.shape, -1.0, dtype=c.dtype) / (1.0 - prm.beta)  # not weakly typed
     return HHState(c, v)
 
 
