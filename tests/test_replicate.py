@@ -112,6 +112,23 @@ def test_output_dir_must_be_new_empty_or_previous(tmp_path):
     assert check_output_dir(prev) == prev
 
 
+def test_interrupted_run_folder_is_accepted_and_cleaned(tmp_path):
+    """A run stopped before writing replicate.json (Ctrl-C) left its marker, finished stage
+    folders and temporary folders: the folder is accepted for a rerun, and the temporary
+    folders of stages are removed (other hidden folders are not)."""
+    from hatrade.replicate import MARKER, _prepare_output_dir
+    out = tmp_path / "run"
+    _prepare_output_dir(out)
+    assert json.loads((out / MARKER).read_text())["kind"] == "replicate"
+    (out / "equilibrium").mkdir()
+    (out / ".unilateral.abc123.tmp").mkdir()
+    (out / ".micro.x9.old").mkdir()
+    (out / ".mine.tmp").mkdir()
+    assert check_output_dir(out) == out
+    _prepare_output_dir(out)
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, ".mine.tmp", "equilibrium"]
+
+
 def test_setup_validation_and_quick_grid():
     s = paper_setup(quick=True)
     assert s.quick and s.n_a == 30 and s.paper and [m.name for m in s.models] == ["baseline", "log"]

@@ -1256,12 +1256,36 @@ class ReplicateResult:
         return int(self.cache.get("miss", {}).get("equilibrium", 0))
 
 
+#: Written into the output folder when a run starts, so that a run that was interrupted
+#: before writing ``replicate.json`` can be rerun into the same folder (and resumed from the
+#: results cache).
+MARKER = ".hatrade-replicate"
+
+
 def _is_replicate_dir(path: Path) -> bool:
-    try:
-        doc = json.loads((path / "replicate.json").read_text(encoding="utf-8"))
-        return doc.get("kind") == _KIND
-    except (OSError, ValueError, AttributeError):
-        return False
+    for name in ("replicate.json", MARKER):
+        try:
+            doc = json.loads((path / name).read_text(encoding="utf-8"))
+            if doc.get("kind") == _KIND:
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass
+    return False
+
+
+def _prepare_output_dir(out: Path) -> None:
+    """Mark ``out`` as a replicate folder and remove the temporary folders that an
+    interrupted run left (``.<stage>.*.tmp`` / ``.old``)."""
+    import shutil
+
+    from .results import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / MARKER, json.dumps({"kind": _KIND, "started": _now()}) + "\n")
+    for p in out.iterdir():
+        if (p.is_dir() and p.name.startswith(".") and p.name.endswith((".tmp", ".old"))
+                and p.name[1:].split(".", 1)[0] in _STAGE_FUNCS):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def check_output_dir(out) -> Path:
@@ -1426,7 +1450,7 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
     if unknown:
         raise ReplicateError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGE_NAMES)}.")
     out = check_output_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_output_dir(out)
     if cache is None:
         cache = Cache()
     elif cache is False:
