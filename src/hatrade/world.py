@@ -709,6 +709,7 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
         progress(0, err)
     it = 0
     fresh, block, J_last = False, None, None
+    jac_err, jac_steps = err, 0  # residual where the current Jacobian was made, steps since
     while err >= tol:
         if it >= max_iter:
             raise EquilibriumError(
@@ -729,6 +730,7 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
             log.debug("equilibrium: Jacobian %d (%d household-block directions), %.2f s", n_jac,
                       len(rows), time.perf_counter() - t1)
             fresh = True
+            jac_err, jac_steps = err, 0
             if not np.all(np.isfinite(J)):
                 raise EquilibriumError("equilibrium Jacobian has non-finite entries; the "
                                        "household solution is not differentiable here (check "
@@ -778,9 +780,10 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
         s_u = u_try - u
         J = J + np.outer(np.asarray(r_t) - np.asarray(r) - J @ s_u, s_u) / (s_u @ s_u)
         J_last = J
+        jac_steps += 1
         if method == "newton" or (not fresh and _worth_new_jacobian(
-                err, e_t, tol, int(np.max(np.asarray(sol_t["iterations"]))), len(rows),
-                warm=block is not None)):
+                jac_err, e_t, tol, int(np.max(np.asarray(sol_t["iterations"]))), len(rows),
+                warm=block is not None, steps=jac_steps)):
             J = None  # Newton, or slow progress on an updated Jacobian: recompute it
         fresh = False
         u, r, agg, sol, err = u_try, r_t, agg_t, sol_t, e_t
@@ -804,11 +807,14 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
                         seconds_household=t_solves, seconds_jacobian=t_jac)
 
 
-def _worth_new_jacobian(err, e_new, tol, hh_iterations, n_directions, warm):
+def _worth_new_jacobian(err, e_new, tol, hh_iterations, n_directions, warm, steps=1):
     r"""Whether a new Jacobian should pay for itself, in household-iteration equivalents.
 
-    After a step on a Broyden-updated Jacobian reduced the max excess demand by
-    :math:`\rho = e_{new}/e`, the remaining steps at that rate are about
+    After ``steps`` steps on a (Broyden-updated) Jacobian took the max excess demand from
+    ``err`` (where the Jacobian was made) to ``e_new``, at the mean rate
+    :math:`\rho = (e_{new}/e)^{1/steps}` (the last step's rate alone is too pessimistic:
+    Broyden's convergence speeds up, and a stall of one step asked for Jacobians that did
+    not pay), the remaining steps at that rate are about
     :math:`n = \log(tol/e_{new})/\log\rho`, each a household solve of about the last one's
     iterations (plus about 5 for the policies and the distribution); with a new Jacobian,
     about two. A Jacobian costs ``_DIRECTION_COST`` per direction (60% of it with warm
@@ -816,7 +822,7 @@ def _worth_new_jacobian(err, e_new, tol, hh_iterations, n_directions, warm):
     """
     if e_new < tol:
         return False
-    rho = min(max(e_new / err, 1e-3), 0.999)
+    rho = min(max((e_new / err) ** (1.0 / max(steps, 1)), 1e-3), 0.999)
     n_left = np.log(tol / e_new) / np.log(rho)
     cost = _DIRECTION_COST * n_directions * (0.6 if warm else 1.0)
     return (n_left - 2.0) * (hh_iterations + 5) > cost
