@@ -771,7 +771,7 @@ def _start_jacobian(eq):
     J = getattr(eq, "jacobian", None)
     M = eq.world.M
     if (J is None or eq.world.financial != "globalization" or np.shape(J) != (M, M)
-            or eq.world.tariffs is not None and np.any(eq.world.tariffs > 0)):
+            or eq.world.has_tariffs):
         return None
     J = np.array(J, float)
     J[:, -1] *= float(eq.beta) / float(np.asarray(eq.prices.R).ravel()[0])
@@ -1020,7 +1020,9 @@ def _lane_view(ctx: _Ctx) -> _Ctx:
 
 
 class _Background:
-    """A computation started in a daemon thread (64-bit JAX on) and collected later."""
+    """``fn(view)`` started in a daemon thread (64-bit JAX on: the setting is per thread;
+    daemon: an interrupt stops the run at once, and finished results are in the cache for a
+    rerun) with its own view of the context (:func:`_lane_view`), collected later."""
 
     def __init__(self, fn: Callable, ctx: _Ctx, name: str):
         import jax
@@ -1038,48 +1040,19 @@ class _Background:
         self.thread = threading.Thread(target=main, daemon=True, name=f"hatrade-{name}")
         self.thread.start()
 
-    def result(self, into: Cache | None = None):
-        """Wait for the value (or raise the error); its cache events go to ``into``."""
+    def wait(self) -> None:
+        """Wait for the thread (in short joins, so that Ctrl-C reaches the caller)."""
         while self.thread.is_alive():
             self.thread.join(0.2)
+
+    def result(self, into: Cache | None = None):
+        """Wait for the value (or raise the error); its cache events go to ``into``."""
+        self.wait()
         if into is not None:
             into.events.extend(self.ctx.cache.events)
         if self.error is not None:
             raise self.error
         return self.value
-
-
-def _run_lanes(lanes: list[list[str]], run: Callable, ctx: _Ctx) -> None:
-    """Run each lane's stages in order in its own thread (daemon threads: an interrupt
-    stops the run at once; finished results are in the cache and a rerun loads them).
-
-    Each lane gets its own view of the results cache (:func:`_lane_view`); 64-bit JAX is
-    switched on in every thread (the setting is per thread).
-    """
-    import jax
-
-    failures: list[BaseException] = []
-
-    def lane_main(lane, lctx):
-        try:
-            with jax.enable_x64(True):
-                for name in lane:
-                    run(name, lctx)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-            failures.append(err)
-
-    threads = []
-    for lane in lanes:
-        lctx = _lane_view(ctx)
-        t = threading.Thread(target=lane_main, args=(lane, lctx), daemon=True,
-                             name=f"hatrade-replicate-{lane[0]}")
-        t.start()
-        threads.append(t)
-    for t in threads:
-        while t.is_alive():
-            t.join(0.2)
-    if failures:
-        raise failures[0]
 
 
 def stage_titles(setup: Setup) -> dict:
@@ -1496,23 +1469,28 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
         ctx.background["two_country"] = _Background(_two_country_elasticities, ctx,
                                                     "two-country")
     index = {n: k for k, n in enumerate(names)}
+
+    def run_lane(lane: list[str], lctx: _Ctx) -> None:
+        for name in lane:
+            run_stage(index[name], name, lctx)
+
     first = [n for n in names if n == "equilibrium"]
-    for name in first:  # every other stage needs the equilibria
-        run_stage(index[name], name, ctx)
+    run_lane(first, _lane_view(ctx))  # every other stage needs the equilibria
     lanes = _lanes([n for n in names if n not in first], parallel)
-    threaded: set[str] = set()  # stages whose cache events are in a lane's view of the cache
     if len(lanes) == 1:
-        for name in lanes[0]:
-            run_stage(index[name], name, ctx)
-    elif lanes:
-        threaded = {n for lane in lanes for n in lane}
-        _run_lanes(lanes, lambda name, lctx: run_stage(index[name], name, lctx), ctx)
+        run_lane(lanes[0], _lane_view(ctx))
+    else:
+        threads = [_Background(lambda lctx, lane=lane: run_lane(lane, lctx), ctx,
+                               f"replicate-{lane[0]}") for lane in lanes]
+        for t in threads:
+            t.wait()
+        for t in threads:
+            t.result()
     results: list[StageResult] = [by_name[n][0] for n in names]
     work: list[dict] = []  # every cached result: computed or loaded, and how long it took
-    for name in names:
+    for name in names:  # each stage ran on a view of the cache: collect its events
         ev = by_name[name][1]
-        if name in threaded:
-            cache.events.extend(ev)
+        cache.events.extend(ev)
         work.extend({"stage": name, "result": e["label"], "kind": e["kind"],
                      "outcome": "loaded" if e["outcome"] == "hit" else "computed",
                      "seconds": e["seconds"], "key": e["key"][:12]} for e in ev)
