@@ -181,7 +181,7 @@ def test_start_jacobian_turns_the_beta_column_into_an_R_column():
     from hatrade.replicate import _start_jacobian
 
     J = np.arange(1.0, 10.0).reshape(3, 3)
-    world = SimpleNamespace(M=3, financial="globalization", tariffs=None)
+    world = SimpleNamespace(M=3, financial="globalization", tariffs=None, has_tariffs=False)
     eq = SimpleNamespace(jacobian=J, world=world, beta=0.9,
                          prices=SimpleNamespace(R=np.full(3, 1.01)))
     J0 = _start_jacobian(eq)
@@ -190,7 +190,7 @@ def test_start_jacobian_turns_the_beta_column_into_an_R_column():
     assert J[0, 2] == 3.0  # the baseline's Jacobian is not modified
     for bad in (SimpleNamespace(**{**vars(eq), "jacobian": None}),
                 SimpleNamespace(**{**vars(eq), "world": SimpleNamespace(
-                    M=3, financial="autarky", tariffs=None)}),
+                    M=3, financial="autarky", tariffs=None, has_tariffs=False)}),
                 SimpleNamespace(**{**vars(eq), "jacobian": np.ones((2, 2))})):
         assert _start_jacobian(bad) is None
 

@@ -365,3 +365,12 @@ def test_calibration_and_counterfactuals_share_one_compiled_residual(three_count
     np.testing.assert_allclose(b.prices.w, a.prices.w, rtol=1e-7)
     assert float(np.asarray(b.prices.R).ravel()[0]) == pytest.approx(1.01, abs=1e-8)
     assert float(np.asarray(c.prices.R).ravel()[0]) > 1.01  # patience down, rate up
+
+
+def test_has_tariffs():
+    d = [[1.0, 1.5], [1.5, 1.0]]
+    assert not World(countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d).has_tariffs
+    assert not World(countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d,
+                     tariffs=[[0, 0], [0, 0]]).has_tariffs
+    assert World(countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d,
+                 tariffs=[[0, 0.1], [0, 0]]).has_tariffs

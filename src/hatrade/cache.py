@@ -692,7 +692,7 @@ def _stored_jacobian(arrays: dict, meta: dict, world):
     labels = meta.get("jacobian_labels")
     if labels is None:
         return J
-    tariffs = world.tariffs is not None and bool(np.any(np.asarray(world.tariffs) > 0))
+    tariffs = world.has_tariffs
     solve_fors = ("R",) if world.financial == "autarky" else ("R", "beta")
     layouts = [_Layout(M=world.M, financial=world.financial, solve_for=s, tariffs=tariffs,
                        R_fixed=None, beta_fixed=None) for s in solve_fors]

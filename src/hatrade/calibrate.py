@@ -356,7 +356,7 @@ def block_jacobian_psi(eq: Equilibrium, tangents=None, tol: float = 1e-10,
     (:func:`income_group_fractions`), so it is differentiable. Both are options of
     :func:`hatrade.jacobian.household_block`.
     """
-    if eq.world.tariffs is not None and np.any(eq.world.tariffs > 0):
+    if eq.world.has_tariffs:
         raise ParameterError("block_jacobian_psi supports worlds without tariffs.")
     arrs = model_arrays(eq.world, eq.household, eq.income)
     M = eq.world.M

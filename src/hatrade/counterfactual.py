@@ -424,7 +424,7 @@ def run_counterfactual(baseline, scenario: Scenario | World, *,
     opts = dict(tol=1e-10, hh_tol=1e-10)
     opts.update(solve_options)
     T_old = np.asarray(baseline.prices.T, float)
-    if world_new.tariffs is not None and np.any(world_new.tariffs > 0):
+    if world_new.has_tariffs:
         opts.setdefault("T_guess", T_old)
     log.info("counterfactual %s: solving the new equilibrium (beta = %.6f fixed)", sc.name,
              baseline.beta)

@@ -524,7 +524,7 @@ def solve_planner(world: World, household: Household, weights="equal", eq: Equil
     if eq is not None:
         _check_eq(eq, world)
     inc = income or (eq.income if eq is not None else income_process(household))
-    if world.tariffs is not None and np.any(world.tariffs > 0):
+    if world.has_tariffs:
         log.info("planner: tariffs are transfers, not resource costs; the planner ignores them")
     if isinstance(weights, str):
         if weights not in WEIGHT_KINDS:

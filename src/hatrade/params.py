@@ -196,6 +196,12 @@ class World:
         object.__setattr__(self, "tariffs", tariffs)
 
     @property
+    def has_tariffs(self) -> bool:
+        """Whether any tariff is positive (then tariff revenue is rebated and the transfers
+        are equilibrium unknowns)."""
+        return self.tariffs is not None and bool(np.any(np.asarray(self.tariffs) > 0))
+
+    @property
     def M(self) -> int:
         return len(self.countries)
 

@@ -1013,7 +1013,7 @@ def decompose(eq, country, direction, *, general_equilibrium: bool = True,
     w, R, T = (jnp.asarray(a) for a in (eq.prices.w, eq.prices.R, eq.prices.T))
     beta = jnp.asarray(eq.prices.beta)
     Dj = jnp.asarray(D)
-    tariffs = eq.world.tariffs is not None and bool(np.any(eq.world.tariffs > 0))
+    tariffs = eq.world.has_tariffs
     # refresh the state at the welfare tolerance
     x0 = eq.state
     if general_equilibrium:

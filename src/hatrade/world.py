@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._jax import enable_x64
-from .distribution import stationary_distribution, stationary_distribution_info
+from .distribution import stationary_distribution_info
 from .household import (HHParams, HHState, Policies, euler_errors, initial_state, policies,
                         solve_fixed_point)
 from .income import IncomeProcess, income_process
@@ -522,17 +522,16 @@ def _check_households(sol, countries, max_iter):
             f"household problem did not converge in {max_iter} iterations for "
             f"{[countries[i] for i in bad]}. Try a larger hh_max_iter or a looser hh_tol.")
     lam = np.asarray(sol["lam"])
-    if "lam_residual" in sol:
-        res = np.asarray(sol["lam_residual"])
-        bad = np.where(~(res <= _LAM_TOL))[0]
-        if len(bad):
-            raise EquilibriumError(
-                "stationary distribution not found for "
-                f"{[countries[i] for i in bad]}: residual max|lam T - lam| "
-                f"{', '.join(f'{res[i]:.1e}' for i in bad)} (tolerance {_LAM_TOL:.0e}) after "
-                "the Krylov solve. The policies may make the chain reducible or nearly so "
-                "(check a_max, phi and the income process), or try "
-                "hatrade.distribution.stationary_distribution(..., method='direct').")
+    res = np.asarray(sol["lam_residual"])
+    bad = np.where(~(res <= _LAM_TOL))[0]
+    if len(bad):
+        raise EquilibriumError(
+            "stationary distribution not found for "
+            f"{[countries[i] for i in bad]}: residual max|lam T - lam| "
+            f"{', '.join(f'{res[i]:.1e}' for i in bad)} (tolerance {_LAM_TOL:.0e}) after "
+            "the Krylov solve. The policies may make the chain reducible or nearly so "
+            "(check a_max, phi and the income process), or try "
+            "hatrade.distribution.stationary_distribution(..., method='direct').")
     if lam.min() < -1e-10:
         bad = sorted({countries[i] for i in np.where(lam.min(axis=(1, 2)) < -1e-10)[0]})
         raise EquilibriumError(f"stationary distribution has negative mass ({lam.min():.2e}) "
@@ -676,7 +675,7 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     if method not in ("newton", "broyden"):
         raise ParameterError(f"method = {method!r} is not allowed: use 'newton' or 'broyden'.")
     M = world.M
-    tariffs = world.tariffs is not None and bool(np.any(world.tariffs > 0))
+    tariffs = world.has_tariffs
     layout = _Layout(M=M, financial=world.financial, solve_for=solve_for, tariffs=tariffs,
                      R_fixed=float(R) if solve_for == "beta" else None,
                      beta_fixed=None if solve_for == "beta" else float(beta_fixed))
