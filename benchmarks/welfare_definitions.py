@@ -2,7 +2,8 @@
 
 Prints, for the US households of a unilateral (default) or global (`global`) cut, the mean
 and quintile gains under MODEL.md's EV (all income scaled), the utilitarian EVs (same and
-new distribution, linearized), the Lucas measure, and an EV that scales labor income only.
+new distribution, linearized), the Lucas measure, an EV that scales labor income only, and
+the compensating variation.
 These are the numbers quoted in hatrade.welfare's "Published numbers" section.
 
     python benchmarks/welfare_definitions.py baseline          # or: log; add `global`
@@ -44,4 +45,13 @@ import jax; jax.clear_caches()
 summarize(W.equivalent_variation(old, new, "USA"), "labor income only")
 W._scale = orig
 jax.clear_caches()
+# compensating variation: lambda with V_new(a, z; lambda) = V_old(a, z), gain 1/lambda - 1;
+# states whose root lies outside the solved nodes are extrapolated (warned) and reported
+cv = W.equivalent_variation(new, old, "USA")
+ok = cv.defined & cv.bracketed
+g = 100 * (1 / cv.lam - 1)
+print("compensating variation (1/lambda - 1): mean %.3f over bracketed states (mass %.4f); "
+      "%d states extrapolated, lambda from %.3g to %.3g"
+      % (np.sum(mu0[ok] * g[ok]) / mu0[ok].sum(), mu0[ok].sum(), int((cv.defined & ~cv.bracketed).sum()),
+         np.nanmin(cv.lam), np.nanmax(cv.lam)), flush=True)
 print("R/w change", cf.R_over_w_change_percent()[ci])
