@@ -307,6 +307,9 @@ def test_unknown_country_code(three_countries):
     ({"wages": [1.0, 1.0]}, "wages"),
     ({"wages": [1.0, -1.0, 1.0]}, "wages"),
     ({"R": -1.0, "solve_for": "beta"}, "R"),
+    ({"coarse_n_a": 2}, "coarse_n_a"),
+    ({"coarse_n_a": 25.0}, "coarse_n_a"),
+    ({"coarse_n_a": True}, "coarse_n_a"),
 ])
 def test_bad_solver_input(three_countries, small_household, kwargs, fragment):
     with pytest.raises(ParameterError, match=fragment):
@@ -365,6 +368,121 @@ def test_calibration_and_counterfactuals_share_one_compiled_residual(three_count
     np.testing.assert_allclose(b.prices.w, a.prices.w, rtol=1e-7)
     assert float(np.asarray(b.prices.R).ravel()[0]) == pytest.approx(1.01, abs=1e-8)
     assert float(np.asarray(c.prices.R).ravel()[0]) > 1.01  # patience down, rate up
+
+
+# ----------------------------------------------------------------------------- coarse stage
+
+@pytest.fixture(scope="module")
+def fine_household():
+    """n_a = 60: the coarse stage (coarse_n_a = 20) applies."""
+    return Household(n_a=60, beta=None)
+
+
+def _far_solve(world, hh, **kw):
+    return solve_equilibrium(world, hh, solve_for="beta", R=1.01, wages=[1.5, 0.7, 0.8],
+                             beta_guess=0.9, **kw)
+
+
+@pytest.fixture(scope="module")
+def eq_plain(three_countries, fine_household):
+    return _far_solve(three_countries, fine_household, coarse_n_a=None)
+
+
+def test_coarse_stage_gives_the_same_equilibrium(three_countries, fine_household, eq_plain,
+                                                 market_residuals):
+    """The two-grid start changes the path, not the answer: same wages and beta as a solve
+    without it (both to 1e-10 in excess demands), checked on the fine model's markets; the
+    coarse stage ran (its solves and Jacobians reported apart) and the full solve needed no
+    full Jacobian of its own."""
+    eq = _far_solve(three_countries, fine_household, coarse_n_a=20)
+    assert eq_plain.coarse_household_solves == 0 and eq_plain.jacobians >= 1
+    assert eq.coarse_household_solves >= 2 and eq.coarse_jacobians >= 1
+    assert eq.seconds_coarse > 0
+    assert eq.jacobians == 0
+    assert eq.history[1] < 0.2 * eq.history[0]  # the coarse step is a good first step
+    r = market_residuals(eq)
+    assert np.abs(r["goods"][1:]).max() < TOL and abs(r["bonds"][0]) < TOL
+    np.testing.assert_allclose(eq.prices.w, eq_plain.prices.w, rtol=1e-8)
+    assert eq.beta == pytest.approx(eq_plain.beta, rel=1e-9)
+    assert eq.a_grid.shape[-1] == 60 and eq.lam.shape[1] == 60
+
+
+def test_coarse_stage_skipped_when_grid_is_small_or_start_is_close(three_countries,
+                                                                   fine_household, eq_plain):
+    # n_a = 30 < 2 * 25: no coarse stage
+    eq = _far_solve(three_countries, Household(n_a=30, beta=None))
+    assert eq.coarse_household_solves == 0 and eq.coarse_jacobians == 0
+    # from the solution: nothing to do
+    eq = solve_equilibrium(three_countries, fine_household, solve_for="beta", R=1.01,
+                           wages=eq_plain.prices.w, beta_guess=eq_plain.beta, coarse_n_a=20)
+    assert eq.coarse_household_solves == 0 and eq.iterations <= 1
+
+
+def test_coarse_stage_failure_falls_back(three_countries, fine_household, eq_plain,
+                                         monkeypatch, caplog):
+    """A coarse stage that raises, or whose step does not reduce the fine excess demands,
+    leaves a solve that still converges (with a full Jacobian) to the same equilibrium."""
+    import logging
+
+    import hatrade.world as W
+
+    solve = W._solve
+
+    def failing(*args, **kw):
+        if kw.get("match") is not None:
+            raise EquilibriumError("coarse trouble")
+        return solve(*args, **kw)
+
+    monkeypatch.setattr(W, "_solve", failing)
+    with caplog.at_level(logging.INFO, logger="hatrade.world"):
+        eq = _far_solve(three_countries, fine_household, coarse_n_a=20)
+    assert "coarse stage (n_a = 20) failed" in caplog.text and "coarse trouble" in caplog.text
+    assert eq.coarse_household_solves == 0 and eq.jacobians >= 1
+    np.testing.assert_allclose(eq.prices.w, eq_plain.prices.w, rtol=1e-8)
+    monkeypatch.setattr(W, "_solve", solve)
+
+    stage = W._coarse_stage
+
+    def bad_step(world, household, inc, layout, u, r, *args, **kw):
+        out = stage(world, household, inc, layout, u, r, *args, **kw)
+        out["u"] = out["u"] + 0.3  # a step far off: rejected on the fine residuals
+        return out
+
+    monkeypatch.setattr(W, "_coarse_stage", bad_step)
+    eq = _far_solve(three_countries, fine_household, coarse_n_a=20)
+    assert eq.coarse_household_solves >= 2 and eq.jacobians >= 1
+    np.testing.assert_allclose(eq.prices.w, eq_plain.prices.w, rtol=1e-8)
+    assert eq.beta == pytest.approx(eq_plain.beta, rel=1e-9)
+
+
+def test_inexact_household_solves_end_exact(three_countries, fine_household, eq_plain,
+                                             monkeypatch):
+    """Early household solves are loose (tolerance ~ 1e-3 x the excess demands), the last
+    one is to hh_tol: the returned states are a household fixed point at hh_tol (a re-solve
+    from them moves nothing) and the equilibrium is the one of exact solves."""
+    import hatrade.world as W
+
+    used = []
+    residual = W._residual
+
+    def spy(u, x0, arrs, layout, tol, max_iter, tol_now=None):
+        used.append(tol if tol_now is None else float(tol_now))
+        return residual(u, x0, arrs, layout, tol, max_iter, tol_now)
+
+    monkeypatch.setattr(W, "_residual", spy)
+    eq = _far_solve(three_countries, fine_household, coarse_n_a=None)
+    monkeypatch.setattr(W, "_residual", residual)
+    assert max(used) == pytest.approx(1e-3) and used[-1] == 1e-10
+    assert sum(t > 1e-10 for t in used) >= 3
+    # exact-solve equilibrium (inexact solves off)
+    monkeypatch.setattr(W, "_INEXACT", 0.0)
+    exact = _far_solve(three_countries, fine_household, coarse_n_a=None)
+    np.testing.assert_allclose(eq.prices.w, exact.prices.w, rtol=1e-8)
+    assert eq.beta == pytest.approx(exact.beta, rel=1e-9)
+    again = evaluate(three_countries, fine_household, wages=eq.prices.w, R=1.01, beta=eq.beta,
+                     state=eq.state)
+    assert int(np.max(again.hh_iterations)) <= 2
+    np.testing.assert_allclose(again.aggregates["A"], eq.aggregates["A"], atol=1e-9)
 
 
 def test_has_tariffs():
