@@ -480,7 +480,7 @@ def _residual(u, x0, arrs, layout, tol, max_iter, tol_now=None):
     default ``tol``), compiled once per static layout key (:meth:`_Layout.split`); not for
     differentiation (see :func:`_jacobian`)."""
     key, nums = layout.split()
-    tol_now = jnp.asarray(tol if tol_now is None else tol_now, dtype=jnp.float64)
+    tol_now = np.float64(tol if tol_now is None else tol_now)
     return _residual_jit(u, x0, nums, arrs, tol_now, key, tol, max_iter)
 
 
@@ -791,10 +791,11 @@ def _solve(world, household, inc, arrs, layout, u, x, J, *, tol, max_iter, hh_to
         nonlocal n_solves
         while True:
             e_ = float(jnp.max(jnp.abs(r_)))
+            final = e_ < tol and match is None  # the coarse stage needs no exact end
             if not np.isfinite(e_) or tol_used <= hh_tol or (
-                    e_ >= tol and tol_used <= max(hh_tol, _INEXACT_SLACK * _INEXACT * e_)):
+                    not final and tol_used <= max(hh_tol, _INEXACT_SLACK * _INEXACT * e_)):
                 return r_, aux, e_
-            tol_used = hh_tol if e_ < tol else _hh_tol_for(e_, hh_tol)
+            tol_used = hh_tol if final else _hh_tol_for(e_, hh_tol)
             r_, aux = f(jnp.asarray(u_), aux[1]["state"], tol_used)
             n_solves += 1
             log.debug("equilibrium: household solve continued to tolerance %.1e: max excess "
@@ -804,10 +805,7 @@ def _solve(world, household, inc, arrs, layout, u, x, J, *, tol, max_iter, hh_to
     tol_now = max(hh_tol, _INEXACT_MAX) if _INEXACT else hh_tol
     r, (agg, sol) = f(jnp.asarray(u), x, tol_now)
     n_solves += 1
-    if match is not None:  # the coarse stage: the shift is made on an exact solve
-        if tol_now > hh_tol:
-            r, (agg, sol) = f(jnp.asarray(u), sol["state"], hh_tol)
-            n_solves += 1
+    if match is not None:  # the coarse stage (both residuals to the first solve's tolerance)
         shift = jnp.asarray(match) - r
         r = r + shift
 
