@@ -585,6 +585,19 @@ def bench_equilibrium(methods, rounds: int = 2) -> dict:
     print(f"one cold world household solve (19 countries + distributions + aggregates): "
           f"min {t_hh:.2f} s, median {statistics.median(ts):.2f} s")
     out = {"cold_world_solve_s": _stats(ts), "target_household_solves": 8, "methods": {}}
+    # what an inexact household solve costs and how far it moves the excess demands
+    w, Rv, Tv, b = layout.prices(u0)
+    x0 = _initial_state_all(arrs, w, Rv, Tv, b)
+    r_ex, (_, sol_ex) = _residual(u0, x0, arrs, layout, 1e-10, 3000)
+    out["inexact"] = []
+    print("household tolerance -> EGM iterations (most in a country) and max |excess demand "
+          "- exact| at the initial prices, same start:")
+    print(f"  1e-10: {int(np.max(np.asarray(sol_ex['iterations'])))} iterations (exact)")
+    for t in (1e-3, 1e-5, 1e-7):
+        r_t, (_, sol_t) = _residual(u0, x0, arrs, layout, 1e-10, 3000, t)
+        its, dev = int(np.max(np.asarray(sol_t["iterations"]))), float(jnp.max(jnp.abs(r_t - r_ex)))
+        out["inexact"].append({"tol": t, "iterations": its, "max_abs_error": dev})
+        print(f"  {t:.0e}: {its} iterations, error {dev:.1e}")
     # compile everything the solves use (same shapes and static arguments) before timing:
     # near the published equilibrium this takes one Jacobian and a step or two
     cal = load_calibration("baseline")
