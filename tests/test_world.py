@@ -407,6 +407,25 @@ def test_coarse_stage_gives_the_same_equilibrium(three_countries, fine_household
     assert eq.a_grid.shape[-1] == 60 and eq.lam.shape[1] == 60
 
 
+@pytest.mark.parametrize("layout", ["autarky", "tariffs"])
+def test_coarse_stage_other_unknowns(three_countries, layout, market_residuals):
+    """The coarse stage with one R per country (autarky) and with tariff transfers as
+    unknowns: it runs, and the result clears the full model's markets."""
+    if layout == "autarky":
+        world = three_countries.replace(financial="autarky")
+    else:
+        world = three_countries.replace(tariffs=[[0, 0.1, 0.05], [0.2, 0, 0], [0, 0.1, 0]])
+    eq = solve_equilibrium(world, Household(n_a=60, beta=0.93), solve_for="R",
+                           wages=[1.5, 0.7, 0.8], R_guess=1.0, coarse_n_a=20)
+    assert eq.coarse_household_solves >= 2 and eq.residual < TOL
+    r = market_residuals(eq)
+    assert np.abs(r["goods"]).max() < 10 * TOL
+    np.testing.assert_allclose(r["bonds"], 0.0, atol=TOL)
+    if layout == "tariffs":
+        G = eq.aggregates["G"]
+        np.testing.assert_allclose(eq.prices.T * world.labor, G, rtol=1e-9)
+
+
 def test_coarse_stage_skipped_when_grid_is_small_or_start_is_close(three_countries,
                                                                    fine_household, eq_plain):
     # n_a = 30 < 2 * 25: no coarse stage
