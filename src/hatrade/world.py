@@ -777,6 +777,7 @@ def _solve(world, household, inc, arrs, layout, u, x, J, *, tol, max_iter, hh_to
 
     t0 = time.perf_counter() if t0 is None else t0
     M = world.M
+
     def f0(u, x0, tol_now=hh_tol):
         return _residual(u, x0, arrs, layout, hh_tol, hh_max_iter, tol_now)
 
@@ -785,7 +786,7 @@ def _solve(world, household, inc, arrs, layout, u, x, J, *, tol, max_iter, hh_to
     n_solves, n_jac, n_dirs = 0, 0, 0
     t_solves, t_jac = 0.0, 0.0
 
-    def refine(u_, r_, aux, tol_used, target=None):
+    def refine(u_, r_, aux, tol_used):
         """Household solves are inexact while the excess demands are large (to
         ``_hh_tol_for``); continue a solve (from its states) to the tolerance its excess
         demands call for, and to ``hh_tol`` before convergence is declared."""
