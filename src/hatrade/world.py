@@ -647,7 +647,7 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     order prediction of their solution (previous states plus the block's state tangents
     times the price change), and each new Jacobian from the previous one's tangents.
 
-    Two devices make a solve from far away cheap (together about 2.5 times faster from the
+    Two devices make a solve from far away cheap (together about 3 times faster from the
     author's initial prices on the 19-country model, ``benchmarks/bench_core.py
     --equilibrium``): a coarse stage (``coarse_n_a``, below) finds the first step and the
     first Jacobian on a coarse asset grid, and household problems are solved inexactly
