@@ -251,8 +251,9 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
                          "in V; --verify-ev evaluates every residual)")
         if ev["undefined_states"]:
             notes.append(f"{c}: {ev['undefined_states']} states ({100 * ev['undefined_mass']:.1f}% "
-                         "of households) have negative total income R a + w z: scaling income "
-                         "lowers V there, so the EV is undefined (lambda empty; mean Lucas gain "
+                         "of households): borrowers for whom scaling income lowers V at 1 and "
+                         "no feasible scaling above 1 makes them as well off, so the EV is "
+                         "undefined (lambda empty; mean Lucas gain "
                          f"{ev['undefined_cev_percent_mean']:.3f}%); means leave them out")
     for n in notes:
         err_console.print(f"[dim]{escape(n)}[/dim]")
