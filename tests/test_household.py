@@ -34,6 +34,7 @@ from hatrade.household import (
     HHState,
     _egm_interp,
     _marginal_and_utility,
+    _step,
     egm_step,
     euler_errors,
     initial_state,
@@ -309,6 +310,25 @@ def test_egm_step_matches_plain_reference(x64, hh_params_factory, gamma):
         a = np.asarray(prm.a_grid)
         assert np.any(np.asarray(a1) == a[0])  # the borrowing limit binds somewhere
         assert np.all(np.asarray(a1) >= a[0]) and np.all(np.asarray(a1) <= a[-1] + 1e-12)
+
+
+def test_step_with_next_period_prices(x64, hh_params_factory):
+    """The transition-path step: next period's prices and return enter only the expectation
+    beta R' E[sum_j pi_j u'(c_j) / p'_j], so scaling both by kappa changes nothing, the
+    defaults are this period's, and dearer goods next period (same R') mean less saving."""
+    prm = hh_params_factory(40)
+    x = _mid_iteration_state(prm)
+    mu = marginal_utility(x.c, prm.gamma)
+    step = jax.jit(_step)
+    base = step(x.c, mu, x.v, prm)
+    same = step(x.c, mu, x.v, prm, prm.p, prm.R)
+    scaled = step(x.c, mu, x.v, prm, 1.3 * prm.p, 1.3 * prm.R)
+    for b, s_, k in zip(base, same, scaled):
+        assert float(jnp.max(jnp.abs(b - s_))) == 0.0
+        assert float(jnp.max(jnp.abs(b - k))) < 1e-12 * max(float(jnp.max(jnp.abs(b))), 1.0)
+    dear = step(x.c, mu, x.v, prm, 1.1 * prm.p, prm.R)
+    a_base, a_dear = np.asarray(base[3]), np.asarray(dear[3])
+    assert np.all(a_dear <= a_base + 1e-12) and np.any(a_dear < a_base - 1e-6)
 
 
 def test_fixed_point_matches_plain_reference(x64, hh_params_factory):

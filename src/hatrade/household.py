@@ -197,19 +197,25 @@ def _egm_interp(X, a_grid):
     return i, t, h
 
 
-def _step(c, mu, v, prm: HHParams):
+def _step(c, mu, v, prm: HHParams, p_next=None, R_next=None):
     r"""The EGM + value step given :math:`\mu = c^{-\gamma}` of the current c.
 
     Returns (c', mu', v', a') with :math:`\mu' = c'^{-\gamma}` (computed anyway for
     :math:`u(c') = c'\mu'/(1-\gamma)`), so that an iteration carrying mu evaluates one
     log and one exp per point for both (see :func:`egm_step`).
+
+    ``p_next`` and ``R_next`` (default: ``prm.p`` and ``prm.R``) are next period's goods
+    prices and return, for a step along a transition path (:mod:`hatrade.transition`):
+    (c, mu, v) are then next period's and ``prm`` holds this period's prices and income.
     """
     g = prm.gamma
     Na, Nz, M = v.shape
     inv_p = 1.0 / prm.p
+    inv_p_next = inv_p if p_next is None else 1.0 / p_next
+    R_next = prm.R if R_next is None else R_next
     pi, V_old = _logit(v, prm)
-    m = jnp.sum(pi * mu * inv_p, axis=-1)  # (Na, Nz)
-    E = (prm.beta * prm.R) * m @ prm.Pz.T  # E[a', z] = beta R sum_z' P[z,z'] m[a',z']
+    m = jnp.sum(pi * mu * inv_p_next, axis=-1)  # (Na, Nz)
+    E = (prm.beta * R_next) * m @ prm.Pz.T  # E[a', z] = beta R' sum_z' P[z,z'] m[a',z']
     # p_j c~ = p_j (p_j E)^(-1/gamma) = p_j^(1-1/gamma) E^(-1/gamma); the power as
     # exp(log) (XLA CPU's float64 power costs more than a log and an exp)
     pc = jnp.exp((-1.0 / g) * jnp.log(E))[..., None] * (prm.p ** (1.0 - 1.0 / g))[None, None, :]
