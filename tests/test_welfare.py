@@ -284,7 +284,7 @@ def test_published_mean_gains_baseline(published_runs):
     "of ACR; ours (0.47%, 0.74%) are ACR plus factor-price and asset terms, as Proposition 3 "
     "implies. No definition tried reproduces them (Lucas 0.35, utilitarian EV 0.46, "
     "utilitarian EV with the new distribution 0.36, labor income only 0.36, the start of "
-    "the transition path +0.01 to +0.03). See hatrade.welfare's docstring."))
+    "the transition path +0.01). See hatrade.welfare's docstring."))
 def test_published_log_model_gains(published_runs):
     for key in (("log", "unilateral"), ("log", "global")):
         s = published_runs[key][1].summary
