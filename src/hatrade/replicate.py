@@ -117,7 +117,7 @@ PUBLISHED: dict[str, dict] = {
             "global": {"baseline": {"mean": (1.97, 2, 0.05), "ACR": (0.73, 2, 0.01)},
                        "log": {"mean": (0.44, 2)}},
         },
-        "note": ("known gap (the log model's published gains are about half of ACR): see "
+        "note": ("known gap (the log model's published gains lie below its own ACR): see "
                  "'Published numbers' in src/hatrade/welfare.py and "
                  "tests/test_welfare.py::test_published_log_model_gains"),
     },
@@ -1511,7 +1511,8 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
                   "approximates the full replication (run without --quick for it).")
     caption = ("Published: the paper's numbers (source given); ours: this run. Difference = "
                "ours − published; agrees: |difference| ≤ tolerance (half a unit of the last "
-               "published digit, or the precision of the published prices).")
+               "published digit, or the precision of the published prices; for the welfare "
+               "numbers the paper gives as 'about', the tolerance of the tests).")
     if setup.quick:
         caption = "APPROXIMATE (--quick run, coarse grid). " + caption
     if not setup.paper:
