@@ -205,6 +205,7 @@ def test_cli_counterfactual_writes_outputs(tmp_path):
     assert list(wf.columns[:9]) == ["country", "a_index", "z_index", "assets", "z", "mass",
                                     "lambda", "gain_percent", "cev_percent"]
     assert len(wf) == 20 * 2 and wf["a_index"].min() == 1 and wf["z_index"].max() == 2
+    assert wf["ev_defined"].all() and not wf["ev_first_root_above_one"].any()
     assert wf["mass"].sum() == pytest.approx(1.0)
     np.testing.assert_allclose(wf["gain_percent"], 100 * (wf["lambda"] - 1))
     assert h["mean_gain_percent"] == pytest.approx((wf["mass"] * wf["gain_percent"]).sum())

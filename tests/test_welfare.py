@@ -131,9 +131,12 @@ def test_ev_negative_income_states_first_root_above_one(cut_borrowers):
     ev_i = equivalent_variation(cf.baseline, cf.new, "H")
     assert np.all(ev_i.bracketed[nm])
     assert np.max(np.abs(ev_i.lam[nm] - ev.lam[nm])) < 2e-3
-    # EV and Lucas measure agree in sign there too
-    g, _ = consumption_equivalent(cf.baseline, ev.V_new, "H")
-    assert np.all(np.sign(ev.gain_percent[nm]) == np.sign(g[nm]))
+    # EV and Lucas measure agree in sign there too; the table and summary flag them
+    cw = country_welfare(cf, country="H")
+    assert np.all(np.sign(cw.ev.gain_percent[nm]) == np.sign(cw.cev[nm]))
+    assert cw.table["ev_first_root_above_one"].sum() == nm.sum()
+    assert cw.summary["ev"]["first_root_above_one_states"] == nm.sum()
+    assert cw.summary["ev"]["undefined_states"] == 0 and cw.summary["share_losers"] == 0.0
 
 
 def test_lucas_measure_policy_evaluation(cut):

@@ -155,7 +155,7 @@ ACR_THETA: float = 4.22
 #: Columns of ``welfare.csv`` (one row per state of each reported country).
 WELFARE_COLUMNS = ("country", "a_index", "z_index", "assets", "z", "mass", "lambda",
                    "gain_percent", "cev_percent", "ev_residual", "ev_residual_verified",
-                   "ev_defined")
+                   "ev_defined", "ev_first_root_above_one")
 
 _tree_map = jax.tree_util.tree_map
 
@@ -935,6 +935,8 @@ def country_welfare(cf_or_old, new=None, country=None, *, verify: bool = False,
         "ev_residual": ev.residual.ravel(),
         "ev_residual_verified": ev.verified,
         "ev_defined": ev.defined.ravel(),
+        # dV/dlam <= 0 at 1 (borrowers near the limit): lambda is the first root above 1
+        "ev_first_root_above_one": (ev.nonmonotone & ev.defined).ravel(),
     }, columns=list(WELFARE_COLUMNS))
     _, Wq = expenditure_quintiles(old, ci)
     _, Wi = income_groups(old, ci)
@@ -978,6 +980,8 @@ def country_welfare(cf_or_old, new=None, country=None, *, verify: bool = False,
                "max_residual_estimate": float(np.nanmax(est)) if np.any(np.isfinite(est))
                else float("nan"),
                "states": int(mass.size),
+               "first_root_above_one_states": int((ev.nonmonotone & ok).sum()),
+               "first_root_above_one_mass": float(mass[ev.nonmonotone & ok].sum() / wsum),
                "undefined_states": int((~ok).sum()),
                "undefined_mass": float(mass[~ok].sum() / wsum),
                "undefined_cev_percent_mean": float(np.sum(mass[~ok] * cev_pc[~ok]) / mass[~ok].sum())

@@ -16,7 +16,9 @@ A counterfactual folder holds:
     assets then income state), ``assets, z, mass`` (baseline distribution), ``lambda``,
     ``gain_percent`` = 100 (lambda - 1), ``cev_percent`` (Lucas), ``ev_residual`` (the
     evaluated residual V_old(a,z;lambda) - V_new(a,z); empty unless --verify-ev),
-    ``ev_residual_verified``.
+    ``ev_residual_verified``, ``ev_defined``, ``ev_first_root_above_one`` (borrowers near
+    the limit whose value falls with a small scaling of income: lambda is the first root
+    above 1).
 ``changes.csv``, ``trade.csv``
     By-country changes (wages, R/w, home shares, net foreign assets) and trade shares
     old/new by pair.
@@ -249,6 +251,12 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
         else:
             notes.append(f"{c}: EV by interpolation (estimated error {ev['max_residual_estimate']:.1e} "
                          "in V; --verify-ev evaluates every residual)")
+        if ev.get("first_root_above_one_states"):
+            notes.append(f"{c}: {ev['first_root_above_one_states']} states "
+                         f"({100 * ev['first_root_above_one_mass']:.1f}% of households, "
+                         "borrowers near the limit) lose from a small scaling of income, so "
+                         "their lambda is the first root above 1 (column "
+                         "ev_first_root_above_one)")
         if ev["undefined_states"]:
             notes.append(f"{c}: {ev['undefined_states']} states ({100 * ev['undefined_mass']:.1f}% "
                          "of households): borrowers for whom scaling income lowers V at 1 and "
