@@ -17,19 +17,20 @@ here leave them out.
 """
 import sys
 import time
-
-import numpy as np
-import jax
-import jax.numpy as jnp
-import scipy.linalg as sla
 from functools import partial
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg as sla
+
 jax.config.update("jax_enable_x64", True)
-from hatrade import welfare as Wf  # noqa: E402
-from hatrade.counterfactual import Scenario, baseline_equilibrium, run_counterfactual  # noqa: E402
-from hatrade.distribution import push  # noqa: E402
-from hatrade.household import HHParams, HHState, _logit, _step  # noqa: E402
-from hatrade.world import country_params, model_arrays  # noqa: E402
+from hatrade import welfare as Wf
+from hatrade.counterfactual import Scenario, baseline_equilibrium, run_counterfactual
+from hatrade.distribution import push
+from hatrade.household import HHParams, HHState, _logit, _step
+from hatrade.world import country_params, model_arrays
+
 
 def _prm_t(arrs, W, Rnow, beta):
     M = W.shape[-1]
