@@ -126,6 +126,7 @@ def main(argv=None):
     n_states = int(best.lam.size)
     out["ev"] = {  # JIT compilation excluded (warm-up call above)
         "states": n_states, "undefined_states": int((~best.defined).sum()),
+        "first_root_above_one_states": int((best.nonmonotone & best.defined).sum()),
         "seconds": best.work["seconds"],
         "solve_equivalents": best.work["seconds"]["total"] / ref,
         "iteration_equivalents": best.work["iterations"] / ref_it,
@@ -137,14 +138,19 @@ def main(argv=None):
     if args.verify:
         ev = equivalent_variation(cf.baseline, cf.new, country, n_nodes=args.n_nodes,
                                   verify=True)
+        nm = ev.nonmonotone
         out["verified"] = {  # includes compiling the per-state batch once
             "seconds": ev.work["seconds"], "solve_equivalents": ev.work["seconds"]["total"] / ref,
             "iteration_equivalents": ev.work["iterations"] / ref_it,
             "primal_solves": ev.work["solves"], "rounds": ev.work.get("verify_rounds"),
             "max_abs_residual": ev.max_residual,
-            "interpolation_error_lambda": float(np.nanmax(np.abs(ev.lam - best.lam))),
-            "interpolation_error_V": float(np.nanmax(np.abs((ev.lam - best.lam) * ev.dV_dlam))),
+            "interpolation_error_lambda": float(np.nanmax(np.abs(ev.lam - best.lam)[~nm])),
+            "interpolation_error_V": float(np.nanmax(np.abs((ev.lam - best.lam) * ev.dV_dlam)[~nm])),
         }
+        if nm.any():  # the first root above 1 (slope at 1 not positive): lambda error only
+            out["verified"]["first_root_states"] = int(nm.sum())
+            out["verified"]["interpolation_error_lambda_first_root"] = float(
+                np.nanmax(np.abs(ev.lam - best.lam)[nm]))
     if args.root_states:
         rng = np.random.default_rng(0)
         ok = np.argwhere(best.defined)

@@ -35,14 +35,14 @@ All states are computed together (:func:`equivalent_variation`):
    state; the reported residuals are then those of actual solves.
 
 Cost and accuracy (US households, 1000 states, baseline calibration, 10% cut of US import
-costs; ``benchmarks/bench_welfare.py``): steps 1-3 take 12 one-country primal solves and
-one tangent, about 15 household-solve equivalents in EGM steps (18-22 in wall time on a
-loaded 2-core machine; the unit is one cold solve at the same tolerance, timed in the same
-run). Against the verified solution, the interpolated :math:`\lambda` is within 2.3e-5 in
-every state (gains within 0.0023 percentage points; V within 1.1e-4, median 1.1e-5), and
-the error estimate covers the actual error in 94% of the states (99.9% within ten times).
-Step 4 reached residuals below 1e-10 in all 995 states where the EV is defined, with 3942
-solves (5 rounds): exact, but three orders of magnitude more work. That is the price of
+costs at the published prices; ``python benchmarks/bench_welfare.py --verify``): steps 1-3
+take 18 one-country primal solves (4 of them the borrowers' first roots above 1, see
+below) and one tangent, 17 household-solve equivalents in wall time (25.6 in EGM steps;
+the unit is one cold solve at the same tolerance, timed in the same run). Against the
+verified solution, the interpolated :math:`\lambda` is within 1.5e-5 in every state
+(1.6e-5 for the first-root states; V within 1.5e-4). Step 4 reached residuals below 1e-10
+in all 1000 states (max 9.4e-11) with 2960 solves (4 rounds): exact, but two orders of
+magnitude more work. That is the price of
 exactness here, because :math:`V^{old}(a,z;\lambda)` is continuous but only *piecewise*
 smooth in :math:`\lambda`: the discrete household problem interpolates linearly on the
 asset grid, so its solution has a kink whenever a policy :math:`a'(a,z,j)` or an
