@@ -602,8 +602,8 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
             new_nodes += list(np.linspace(bot, lams[0], m + 1)[:-1])
     # borrowers near the limit (dV/dlam <= 0 at 1) who are better off: V_old
     # first falls in lambda, then rises (lambda R makes saving worth more); their EV is the
-    # first root above 1. Nodes above the range until V_old crosses V_new, then a batch
-    # inside the crossing intervals.
+    # first root above 1. Nodes above the range (one batch reaching the tangent
+    # predictions, more if needed) until V_old crosses V_new in each such state.
     nonmono = ~defined & ~local & (diff > 0)
     if np.any(nonmono):
         t1 = time.perf_counter()
