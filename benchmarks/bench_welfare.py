@@ -146,6 +146,9 @@ def main(argv=None):
             "max_abs_residual": ev.max_residual,
             "interpolation_error_lambda": float(np.nanmax(np.abs(ev.lam - best.lam)[~nm])),
             "interpolation_error_V": float(np.nanmax(np.abs((ev.lam - best.lam) * ev.dV_dlam)[~nm])),
+            "lam_error_estimate_max": float(np.nanmax(best.lam_error_estimate)),
+            "lam_error_estimate_covers_share": float(np.mean(
+                (best.lam_error_estimate >= np.abs(ev.lam - best.lam))[np.isfinite(ev.lam)])),
         }
         if nm.any():  # the first root above 1 (slope at 1 not positive): lambda error only
             out["verified"]["first_root_states"] = int(nm.sum())

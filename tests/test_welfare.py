@@ -77,6 +77,11 @@ def test_interpolated_ev_close_to_verified(cut, verified):
     err_v = np.abs((ev.lam - verified.ev.lam) * ev.dV_dlam)
     assert np.median(err_v) < 10 * np.median(ev.residual_estimate)
     assert np.max(err_v) < 10 * np.max(ev.residual_estimate)
+    # the same estimate in lambda (gain units)
+    err_l = np.abs(ev.lam - verified.ev.lam)
+    assert np.all(np.isfinite(ev.lam_error_estimate))
+    assert np.max(err_l) < 10 * np.max(ev.lam_error_estimate)
+    assert np.median(err_l) < 10 * np.median(ev.lam_error_estimate)
 
 
 def test_extrapolated_roots_are_reported(cut, caplog):

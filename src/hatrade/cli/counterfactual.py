@@ -249,8 +249,10 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
         if ev["verified"]:
             notes.append(f"{c}: EV residuals evaluated, max {ev['max_abs_residual']:.1e}")
         else:
-            notes.append(f"{c}: EV by interpolation (estimated error {ev['max_residual_estimate']:.1e} "
-                         "in V; --verify-ev evaluates every residual)")
+            notes.append(f"{c}: EV by interpolation (estimated error of the gains up to "
+                         f"{ev['max_gain_error_estimate_points']:.1e} percentage points, "
+                         f"{ev['max_residual_estimate']:.1e} in V; --verify-ev evaluates "
+                         "every residual)")
         if ev.get("first_root_above_one_states"):
             notes.append(f"{c}: {ev['first_root_above_one_states']} states "
                          f"({100 * ev['first_root_above_one_mass']:.1f}% of households, "
