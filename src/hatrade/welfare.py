@@ -698,9 +698,10 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
     n_bad = int(undefined.sum())
     if n_bad:
         log.warning("%s: in %d states V_old decreases in lambda at 1 (borrowers near the "
-                    "limit) and no feasible lambda above 1 (below %.4g, where consumption at the "
-                    "borrowing limit stays positive) makes them as well off as in the new "
-                    "equilibrium: the equivalent variation is not a gain measure there "
+                    "limit) and either they are worse off or no feasible lambda above 1 (below "
+                    "%.4g, where consumption at the borrowing limit stays positive) makes them "
+                    "as well off as in the new equilibrium: the equivalent variation is not a "
+                    "gain measure there "
                     "(lambda = NaN; the Lucas measure is reported).", code, n_bad, lam_max)
     shp = (Na, Nz)
     return EVResult(country=code, lam=lam.reshape(shp), V_old=V1, V_new=V_new, dV_dlam=S1,
