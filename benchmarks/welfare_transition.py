@@ -28,8 +28,8 @@ jax.config.update("jax_enable_x64", True)
 from hatrade import welfare as Wf
 from hatrade.counterfactual import Scenario, baseline_equilibrium, run_counterfactual
 from hatrade.distribution import push
-from hatrade.household import HHParams, HHState, _logit, _step
-from hatrade.world import country_params, model_arrays
+from hatrade.household import HHParams, HHState, Policies, _logit, _step
+from hatrade.world import _aggregate, country_params, model_arrays
 
 
 def _prm_t(arrs, W, Rnow, beta):
@@ -39,7 +39,7 @@ def _prm_t(arrs, W, Rnow, beta):
 @jax.jit
 def backward(arrs, W, Rn, R0, xT, wT, beta):
     """W (T,M) wages, Rn (T,) = R_{t+1}, R0 = R_0, xT terminal state (M countries), wT terminal wages."""
-    Tn, M = W.shape
+    M = W.shape[1]
     Rnow = jnp.concatenate([jnp.reshape(R0, (1,)), Rn[:-1]])
     prm = _prm_t(arrs, W, Rnow, beta)
     pT = country_params(arrs, wT, Rn[-1], jnp.zeros(M), beta).p
@@ -54,24 +54,23 @@ def backward(arrs, W, Rn, R0, xT, wT, beta):
         (c, v), out = jax.vmap(one)(x_next.c, x_next.v, prm_t, pn)
         return HHState(c, v), out
     _, (a_p, pi, c, V) = jax.lax.scan(body, xT, (prm, p_next, Rn), reverse=True)
-    return a_p, pi, c, V, prm.p
+    return a_p, pi, c, V, prm
 
 @jax.jit
-def forward(arrs, a_p, pi, c, p, lam0):
-    L = arrs["L"]
+def forward(arrs, a_p, pi, c, prm, lam0):
+    """Distributions from lam0 and the aggregates of every period (world._aggregate)."""
     def body(lam, inp):
-        ap, pi_, c_, p_ = inp
-        Mij = L[:, None] * jnp.einsum("kaz,kazj->kj", lam, pi_ * c_ * p_[:, None, None, :])
-        Ap = L * jnp.einsum("kaz,kazj->k", lam, pi_ * ap)
-        lam_n = jax.vmap(push)(lam, ap, pi_, arrs["a_grid"], jnp.broadcast_to(arrs["Pz"], (lam.shape[0],) + arrs["Pz"].shape))
-        return lam_n, (Mij, Ap)
-    _, (Mij, Ap) = jax.lax.scan(body, lam0, (a_p, pi, c, p))
-    return Mij, Ap
+        ap, pi_, c_, prm_t = inp
+        agg = _aggregate(arrs, prm_t, Policies(c=c_, a_p=ap, v=None, pi=pi_, V=None), lam)
+        lam_n = jax.vmap(push)(lam, ap, pi_, prm_t.a_grid, prm_t.Pz)
+        return lam_n, (agg["X"], agg["Y"], agg["A"])
+    _, out = jax.lax.scan(body, lam0, (a_p, pi, c, prm))
+    return out
 
-def residuals(arrs, W, Rn, R0, xT, wT, beta, lam0, N, Yss):
-    a_p, pi, c, V, p = backward(arrs, W, Rn, R0, xT, wT, beta)
-    Mij, Ap = forward(arrs, a_p, pi, c, p, lam0)
-    goods = (jnp.sum(Mij, axis=1) - W * N[None, :]) / Yss[None, :]   # (T, M)
+def residuals(arrs, W, Rn, R0, xT, wT, beta, lam0, Yss):
+    a_p, pi, c, V, prm = backward(arrs, W, Rn, R0, xT, wT, beta)
+    X, Y, Ap = forward(arrs, a_p, pi, c, prm, lam0)
+    goods = (jnp.sum(X, axis=1) - Y) / Yss[None, :]   # (T, M)
     num = jnp.mean(W, axis=1) - 1.0
     bond = jnp.sum(Ap, axis=1) / jnp.sum(Yss)
     H = jnp.concatenate([goods[:, 1:], num[:, None], bond[:, None]], axis=1)
@@ -98,7 +97,7 @@ def fake_news_country(arrs_i, x_ss, w_ss, R_ss, beta, lam_ss, L_i, gamma, Tn):
         Mi = L_i * jnp.einsum("az,azj->j", lam_ss, pi * c * p[None, None, :])
         Ai = L_i * jnp.einsum("az,azj->", lam_ss, pi * a_p)
         return jnp.concatenate([Mi, Ai[None]])
-    c0, v0, ap0, pi0 = step(x_ss.c, x_ss.v, w_ss, R_ss, w_ss, R_ss)
+    c0, _, ap0, pi0 = step(x_ss.c, x_ss.v, w_ss, R_ss, w_ss, R_ss)
     K = M + 1
     E_in = jnp.eye(K)
     cur = jnp.zeros(Tn).at[0].set(1.0); nxt = jnp.zeros(Tn).at[1].set(1.0)
@@ -122,7 +121,6 @@ def fake_news_country(arrs_i, x_ss, w_ss, R_ss, beta, lam_ss, L_i, gamma, Tn):
     def ebody(E, _):
         return jax.vmap(lambda e: pull(e)[0])(E), E
     _, Es = jax.lax.scan(ebody, y, None, length=Tn)  # Es[t] = E_t
-    F = jnp.zeros((Tn, K + 0, Tn, K))
     F0 = jnp.transpose(dY, (2, 1, 0))  # (O, s, K)
     F1 = jnp.einsum("toaz,ksaz->tosk", Es[:Tn - 1], dD)
     F = jnp.concatenate([F0[None], F1], axis=0)  # (T, O, T, K)
@@ -150,7 +148,7 @@ def main():
     # check: steady state path has zero residual
     W0 = jnp.tile(w_ss, (Tn, 1)); Rn0 = jnp.full(Tn, float(R_ss))
     t0 = time.time()
-    H, V = residuals(arrs, W0, Rn0, R_ss, x_ss, w_ss, beta, lam_new, jnp.asarray(N), Yss)
+    H, V = residuals(arrs, W0, Rn0, R_ss, x_ss, w_ss, beta, lam_new, Yss)
     print("SS path residual", float(jnp.max(jnp.abs(H))), time.time() - t0)
     # Jacobian
     t0 = time.time()
@@ -180,7 +178,7 @@ def main():
     R0 = jnp.asarray(np.asarray(old.prices.R).ravel()[0])
     err = np.inf
     for it in range(30):
-        H, V = residuals(arrs, W, Rn, R0, x_ss, w_ss, beta, lam0, jnp.asarray(N), Yss)
+        H, V = residuals(arrs, W, Rn, R0, x_ss, w_ss, beta, lam0, Yss)
         err = float(jnp.max(jnp.abs(H)))
         print("it", it, "err %.3e" % err, flush=True)
         if err < 1e-10: break

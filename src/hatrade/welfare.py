@@ -61,8 +61,8 @@ at 1: they pay more interest), but
 off, :math:`\lambda` is the *first root above 1*, the smallest scaling of income that makes
 them as well off (``nonmonotone`` True); nodes are added above the bulk's range until
 :math:`V^{old}` crosses :math:`V^{new}`, always below the largest :math:`\lambda` at which
-consumption at the borrowing limit stays positive. (There is also a root below 1, an
-income *cut* that helps them by shrinking their interest bill; it is not a gain measure.)
+consumption at the borrowing limit stays positive. (A root below 1, an income *cut* that
+would help them by shrinking their interest bill, would not be a gain measure.)
 At the baseline calibration these are 5 US states holding 5.6% of the households, with
 gains of 4.8-7.3% (a 10% cut of US import costs). Where no root above 1 exists below that
 bound, ``lam`` is NaN (``defined`` False, warned) and the Lucas measure is reported.
