@@ -3,7 +3,9 @@
 Prints, for the US households of a unilateral (default) or global (`global`) cut, the mean
 and quintile gains under MODEL.md's EV (all income scaled), the utilitarian EVs (same and
 new distribution, linearized), the Lucas measure, an EV that scales labor income only, and
-the compensating variation, and the same cut with a floor at d = 1.
+the compensating variation, and the same cut with a floor at d = 1; and, for Proposition 3's
+reading of the log model, the ACR term with the EV and the Lucas measure of borrowers
+(a < 0) and savers apart.
 These are the numbers quoted in hatrade.welfare's "Published numbers" section.
 
     python benchmarks/welfare_definitions.py baseline          # or: log; add `global`
@@ -28,7 +30,8 @@ def summarize(ev, tag):
     _, Wq = W.expenditure_quintiles(old, ci)
     q = W.group_means(g, Wq)
     mean = np.sum(mu0[ok]*g[ok])/mu0[ok].sum()
-    print(tag, "mean %.3f" % mean, "Q", np.round(q, 3), "undefined mass %.4f" % mu0[~ok].sum(), flush=True)
+    print(tag, "mean %.3f" % mean, "Q", np.round(q, 3), "smallest %.3f" % np.min(g[ok]),
+          "undefined mass %.4f" % mu0[~ok].sum(), flush=True)
     return ev
 ev = summarize(W.equivalent_variation(old, new, "USA"), "all income (ours)")
 S = ev.dV_dlam
@@ -39,6 +42,20 @@ g_new_w = ev.gain_percent; ok=ev.defined
 print("mean weighted by new dist: %.3f" % (np.sum(mu1[ok]*g_new_w[ok])/mu1[ok].sum()))
 cev, _ = W.consumption_equivalent(old, ev.V_new, "USA")
 print("CEV mean %.3f" % (100*np.sum(mu0*cev)), "Q", np.round(W.group_means(100*cev, W.expenditure_quintiles(old, ci)[1]), 3))
+# Proposition 3 with log utility: every household's home share is the same, so its
+# price-index gain is the ACR term; the EV exceeds the Lucas measure where cash on hand
+# R a + w z is below consumption (borrowers: dV/dlambda < that of a consumption scaling)
+# and falls short of it for savers
+a = np.asarray(old.a_grid)[ci][:, None] * np.ones_like(mu0)
+acr = W.acr_gain(old, new, "USA")
+bor = (a < 0) & ok
+sav = (a >= 0) & ok
+print("ACR %.3f; borrowers (a < 0): mass %.3f, mean EV %.3f, mean CEV %.3f; savers: mass %.3f, "
+      "mean EV %.3f, mean CEV %.3f; mean assets %.4f"
+      % (acr, mu0[bor].sum(), np.sum(mu0[bor]*g_new_w[bor])/mu0[bor].sum(),
+         100*np.sum(mu0[bor]*cev[bor])/mu0[bor].sum(), mu0[sav].sum(),
+         np.sum(mu0[sav]*g_new_w[sav])/mu0[sav].sum(), 100*np.sum(mu0[sav]*cev[sav])/mu0[sav].sum(),
+         np.sum(mu0*a)), flush=True)
 orig = W._scale
 W._scale = lambda prm, lam: prm._replace(w=prm.w*lam, T=prm.T*lam)
 import jax; jax.clear_caches()
