@@ -124,10 +124,11 @@ def test_ev_negative_income_states_first_root_above_one(cut_borrowers):
     assert ev.defined.all() and np.all(ev.lam[nm] > 1.0)
     assert np.max(np.abs(ev.residual)) < 1e-10
     prm, _ = household_problem(cf.baseline, "H")
-    inc = np.asarray(prm.R * prm.a_grid[:, None] + prm.w * prm.z[None, :])
+    R, a_grid, w, z = (np.asarray(v) for v in (prm.R, prm.a_grid, prm.w, prm.z))
+    inc = R * a_grid[:, None] + w * z[None, :]
     assert np.any(inc[nm] < 0)
     for a, z in zip(*np.where(nm)):
-        assert prm.a_grid[a] < 0  # borrowers (near the limit)
+        assert a_grid[a] < 0  # borrowers (near the limit)
         # independent cold solves: equal at lambda, below in between (the first root)
         assert abs(_V_old_at(cf.baseline, "H", ev.lam[a, z])[a, z] - ev.V_new[a, z]) < 2e-10
         for lam in np.linspace(1.0, ev.lam[a, z], 5)[1:-1]:

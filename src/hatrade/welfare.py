@@ -23,9 +23,11 @@ All states are computed together (:func:`equivalent_variation`):
    direction through the fixed point, implicit differentiation) give a first guess
    :math:`\lambda^0 = 1 + (V^{new} - V^{old})/V^{old}_\lambda` per state;
 2. one *batched* primal solve (vmapped over ``n_nodes`` values :math:`\lambda_k`, Chebyshev
-   points spanning the guesses of the bulk of the states, warm-started along the exact
-   tangent) gives :math:`V^{old}(\cdot;\lambda_k)` for every state at once; a few states
-   whose root falls outside get a second small batch of nodes;
+   points spanning the guesses of the bulk of the states, none on a side of 1 where no
+   guess lies, warm-started along the exact tangent) gives :math:`V^{old}(\cdot;\lambda_k)`
+   for every state at once; a few states whose root falls outside, and the borrowers'
+   first roots above 1 (below), get one more batch of nodes reaching past their predicted
+   roots;
 3. each state's :math:`\lambda` is the root of a cubic spline in :math:`\lambda` through
    its node values (clamped to the exact slope at 1), found by vectorized Newton with
    bisection;
@@ -36,20 +38,25 @@ All states are computed together (:func:`equivalent_variation`):
 
 Cost and accuracy (US households, 1000 states, baseline calibration, 10% cut of US import
 costs at the published prices; ``python benchmarks/bench_welfare.py --verify``): steps 1-3
-take 18 one-country primal solves (4 of them the borrowers' first roots above 1, see
-below) and one tangent, 17 household-solve equivalents in wall time (25.6 in EGM steps;
-the unit is one cold solve at the same tolerance, timed in the same run). Against the
-verified solution, the interpolated :math:`\lambda` is within 1.5e-5 in every state
-(1.6e-5 for the first-root states; V within 1.5e-4). Step 4 reached residuals below 1e-10
-in all 1000 states (max 9.4e-11) with 2960 solves (4 rounds): exact, but two orders of
-magnitude more work. That is the price of
+take 14 one-country primal solves (two batches of 4 for the bulk, one of 4 above it that
+also brackets the borrowers' first roots above 1, see below) and one tangent, 12.7
+household-solve equivalents in wall time (19.2 in EGM steps: solves at larger
+:math:`\lambda` take more steps; the unit is one cold solve at the same tolerance, timed in
+the same run). Against the verified solution, the interpolated :math:`\lambda` is within
+1.3e-5 in every state (5.0e-5 for the first-root states; V within 1.1e-4). Step 4 reached
+residuals below 1e-10 in all 1000 states (max 9.9e-11) with 2940 solves (4 rounds): exact,
+but two orders of magnitude more work. That is the price of
 exactness here, because :math:`V^{old}(a,z;\lambda)` is continuous but only *piecewise*
 smooth in :math:`\lambda`: the discrete household problem interpolates linearly on the
 asset grid, so its solution has a kink whenever a policy :math:`a'(a,z,j)` or an
 endogenous grid point crosses a grid point. At the baseline calibration the slope
 :math:`\partial V/\partial\lambda` (5-40) jumps by about 1e-2 (up to 1e-1) at such kinks,
 which are about 1e-5 apart in :math:`\lambda` (measured on 401 values of :math:`\lambda`
-in [1, 1.002]). No interpolation from a few nodes can be accurate to 1e-10 in V; the
+in [1, 1.002]). No interpolation from a few nodes can be accurate to 1e-10 in V, and
+more nodes barely help: 4, 8, 16 and 32 nodes (10, 14, 22 and 38 solves) leave largest
+errors of 3.8e-5, 1.3e-5, 1.1e-5 and 1.2e-5 in :math:`\lambda` (3.4e-4, 1.1e-4, 6.2e-5 and
+3.0e-5 in V) against the verified solution, outside the first-root states (about 5e-5
+throughout) (``python benchmarks/bench_welfare.py --verify --n-nodes N``); the
 interpolation error estimate (``residual_estimate``, leave-one-node-out) is reported per
 state, and ``residual`` holds evaluated residuals only after ``verify=True``.
 
@@ -346,6 +353,34 @@ def _first_crossing(lams, F):
     return np.argmax(up, axis=0), np.any(up, axis=0)
 
 
+def _predict_crossing(lams, F):
+    """Per column, the first zero above the top node of the parabola through three nodes of
+    F in the top half of the range (its slope's line where the parabola has none); NaN
+    where neither reaches zero above the top node."""
+    top = lams[-1]
+    if len(lams) < 3:
+        return np.full(F.shape[1], np.nan)
+    # the top node and the nodes nearest a quarter and a half of the range below it (nodes
+    # too close together would measure the kinks of V_old rather than its curvature)
+    span = top - lams[0]
+    k = [len(lams) - 1]
+    for d in (0.25, 0.5):
+        j = int(np.argmin(np.abs(lams - (top - d * span)) + np.isin(np.arange(len(lams)), k)))
+        k.append(j)
+    k = np.array(k)
+    x = lams[k] - top
+    A = np.stack([np.ones(3), x, x ** 2], axis=1)
+    c0, c1, c2 = np.linalg.solve(A, F[k])  # F(top + t) = c0 + c1 t + c2 t^2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disc = c1 ** 2 - 4 * c2 * c0
+        sq = np.sqrt(np.where(disc >= 0, disc, np.nan))
+        r = np.stack([(-c1 - sq) / (2 * c2), (-c1 + sq) / (2 * c2)])
+        r = np.where(r > 0, r, np.inf).min(axis=0)
+        lin = np.where(c1 > 0, -c0 / c1, np.nan)
+    t = np.where(np.isfinite(r), r, lin)
+    return top + np.where(t > 0, t, np.nan)
+
+
 def _loo_estimate(lams, F, S, lam, k1):
     """Interpolation error estimate (V units) at lam: leave-one-node-out prediction error of
     the interpolant at the interior nodes (over twice the spacing), halved, at the nodes
@@ -391,8 +426,8 @@ class EVResult:
         the root), comparable across countries (V's units scale with
         :math:`A_i^{1-\gamma}`); 100 times it estimates the error of ``gain_percent`` in
         percentage points (``python benchmarks/bench_welfare.py --verify``, US: largest
-        actual error 1.5e-5, largest estimate 3.7e-5, the estimate above the actual error
-        in 95% of the states).
+        actual error 5.0e-5, largest estimate 6.5e-5, the estimate above the actual error
+        in 92% of the states).
     verified : whether ``residual`` was evaluated (``verify=True``).
     defined : False where no gain measure exists: the slope at 1 is not positive
         (borrowers near the limit, most with negative total income) and either the
@@ -478,7 +513,7 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
     verify : bool
         Evaluate every state's residual by a solve at its own :math:`\lambda` and polish
         (secant steps) until all are below ``tol`` (about 2-3 solves per state, batched in
-        ``chunk``): exact, but hundreds of solve equivalents for 1000 states.
+        ``chunk``): exact, but thousands of solve equivalents for 1000 states.
     tol : float
         Residual target for ``verify`` (V units).
     hh_tol : float
@@ -532,13 +567,25 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
         g = lam0[bulk] if np.any(bulk) else lam0[defined & ~local]
         lo, hi = float(min(g.min(), 1.0)), float(max(g.max(), 1.0))
         width = max(hi - lo, 1e-6)
-        lo, hi = lo - 0.1 * width, hi + 0.1 * width
-        kk = np.arange(n_nodes)
-        new_nodes = (0.5 * (lo + hi) - 0.5 * (hi - lo) * np.cos(np.pi * kk / max(n_nodes - 1, 1))
-                     if n_nodes > 1 else np.array([hi] if n_nodes else []))
+        # a margin beyond the guesses, but no nodes on a side of 1 without guesses: the
+        # node at 1 (with its exact slope) closes the range there
+        lo = lo - 0.1 * width if g.min() < 1.0 else 1.0
+        hi = hi + 0.1 * width if g.max() > 1.0 else 1.0
+        if lo == 1.0 or hi == 1.0:  # Chebyshev-Lobatto points of one side; 1 is solved
+            kk = np.arange(1, n_nodes + 1)
+            x = 0.5 - 0.5 * np.cos(np.pi * kk / max(n_nodes, 1))
+            new_nodes = 1.0 + (hi - lo) * x if hi > 1.0 else 1.0 - (hi - lo) * x
+        else:
+            kk = np.arange(n_nodes)
+            new_nodes = (0.5 * (lo + hi)
+                         - 0.5 * (hi - lo) * np.cos(np.pi * kk / max(n_nodes - 1, 1))
+                         if n_nodes > 1 else np.array([hi] if n_nodes else []))
     else:
         new_nodes = np.array([])
     lam, bracketed = lam0.copy(), np.zeros(lam0.shape, bool)
+    # borrowers near the limit whose value falls with a small scaling but who are better
+    # off: their EV is the first root above 1 (below)
+    nonmono = ~defined & ~local & (diff > 0)
     S = S1f[None, :]
     stages = 0
     # lambda must keep consumption feasible at the borrowing limit: lam (R a_0 + w z + T)
@@ -603,8 +650,8 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
         far = defined & ~local & ~bracketed
         if not np.any(far) or stages >= 3:
             break
-        # extra nodes towards the roots outside the range (a few states with far roots)
-        m = 2
+        # extra nodes towards the roots outside the range (a few states with far roots);
+        # a batch above reaches the borrowers' predicted first roots above 1 too (below)
         ext = lam[far]
         span = lams[-1] - lams[0]
         above = ext[np.isfinite(ext) & (ext > lams[-1])]
@@ -613,16 +660,19 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
             above, below = np.array([lams[-1] + span]), np.array([max(lams[0] - span, 0.05)])
         new_nodes = []
         if len(above):
-            top = min(above.max() + 0.1 * (above.max() - lams[-1]), lams[-1] + 4 * span)
-            new_nodes += list(np.linspace(lams[-1], top, m + 1)[1:])
+            if np.any(nonmono):
+                pn = _predict_crossing(lams, F[:, nonmono] - target[None, nonmono])
+                above = np.concatenate([above, pn[np.isfinite(pn) & (pn > lams[-1])]])
+            top = min(above.max() + 0.15 * (above.max() - lams[-1]), lams[-1] + 4 * span,
+                      0.5 * (lams[-1] + lam_cap))
+            new_nodes += list(np.linspace(lams[-1], top, node_batch + 1)[1:])
         if len(below):
             bot = max(below.min() - 0.1 * (lams[0] - below.min()), lams[0] - 4 * span, 0.05)
-            new_nodes += list(np.linspace(bot, lams[0], m + 1)[:-1])
+            new_nodes += list(np.linspace(bot, lams[0], 3)[:-1])
     # borrowers near the limit (dV/dlam <= 0 at 1) who are better off: V_old
     # first falls in lambda, then rises (lambda R makes saving worth more); their EV is the
     # first root above 1. Nodes above the range (one batch reaching the tangent
     # predictions, more if needed) until V_old crosses V_new in each such state.
-    nonmono = ~defined & ~local & (diff > 0)
     if np.any(nonmono):
         t1 = time.perf_counter()
         cols = np.where(nonmono)[0]
@@ -630,16 +680,15 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
         for _ in range(max_rounds):
             if np.all(_first_crossing(lams, F[:, cols] - target[None, cols])[1]):
                 break
-            # V_old rises convexly there: the tangent at the top node reaches V_new beyond
-            # the root, so nodes up to that point (and a margin) bracket it
+            # predicted crossings: the parabola through the top three nodes (V_old turns up
+            # there, convexly), else the tangent at the top node; one batch of nodes
+            # reaching past the farthest prediction (not past the feasibility bound)
             top = lams.max()
-            S_top = _spline_slopes(lams, F[:, cols])[-1] if len(lams) > 1 else np.zeros(len(cols))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                pred = top - (F[-1, cols] - target[cols]) / S_top
+            pred = _predict_crossing(lams, F[:, cols] - target[None, cols])
             pred = pred[np.isfinite(pred) & (pred > top)]
-            reach = min(1.1 * (pred.max() - top), 4 * step) if len(pred) else step
-            new_nodes = fresh(top + max(reach, 1e-4) * np.arange(1, node_batch + 1) / node_batch)
-            new_nodes = np.unique(np.minimum(new_nodes, 0.5 * (top + lam_cap)))
+            reach = min(1.15 * (pred.max() - top), 4 * step) if len(pred) else step
+            end = min(top + max(reach, 1e-4), 0.5 * (top + lam_cap))
+            new_nodes = fresh(top + (end - top) * np.arange(1, node_batch + 1) / node_batch)
             if top >= lam_cap or not len(new_nodes) or new_nodes.max() <= top:
                 break
             step *= 2.0
