@@ -207,6 +207,10 @@ def test_cli_counterfactual_writes_outputs(tmp_path):
     assert len(wf) == 20 * 2 and wf["a_index"].min() == 1 and wf["z_index"].max() == 2
     assert wf["ev_defined"].all() and not wf["ev_first_root_above_one"].any()
     assert wf["mass"].sum() == pytest.approx(1.0)
+    # every state reports either an evaluated residual or an error estimate
+    assert wf["ev_residual"].isna().all() and not wf["ev_residual_verified"].any()
+    est = wf["ev_gain_error_estimate_points"]
+    assert est.notna().all() and (est >= 0).all() and est.max() < 0.1
     np.testing.assert_allclose(wf["gain_percent"], 100 * (wf["lambda"] - 1))
     assert h["mean_gain_percent"] == pytest.approx((wf["mass"] * wf["gain_percent"]).sum())
     for f in ("gains_by_quintile_H.png", "gains_heatmap_H.png", "changes.csv", "trade.csv"):

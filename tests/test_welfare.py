@@ -163,6 +163,9 @@ def test_lucas_measure_policy_evaluation(cut):
 
 def test_summary_statistics(verified, cut):
     s, t = verified.summary, verified.table
+    # verified: residuals evaluated in every state, no interpolation estimate
+    assert t["ev_residual"].abs().max() < 1e-10 and t["ev_residual_verified"].all()
+    assert t["ev_gain_error_estimate_points"].isna().all()
     mass = t["mass"].to_numpy()
     gain = t["gain_percent"].to_numpy()
     assert s["mean_gain_percent"] == pytest.approx(np.sum(mass * gain) / mass.sum())

@@ -173,7 +173,7 @@ ACR_THETA: float = 4.22
 #: Columns of ``welfare.csv`` (one row per state of each reported country).
 WELFARE_COLUMNS = ("country", "a_index", "z_index", "assets", "z", "mass", "lambda",
                    "gain_percent", "cev_percent", "ev_residual", "ev_residual_verified",
-                   "ev_defined", "ev_first_root_above_one")
+                   "ev_gain_error_estimate_points", "ev_defined", "ev_first_root_above_one")
 
 _tree_map = jax.tree_util.tree_map
 
@@ -1011,6 +1011,10 @@ def country_welfare(cf_or_old, new=None, country=None, *, verify: bool = False,
         "cev_percent": cev_pc.ravel(),
         "ev_residual": ev.residual.ravel(),
         "ev_residual_verified": ev.verified,
+        # without verification: the interpolation error estimate of gain_percent
+        "ev_gain_error_estimate_points": (
+            np.full(Na * Nz, np.nan) if ev.verified or ev.lam_error_estimate is None
+            else 100.0 * np.asarray(ev.lam_error_estimate).ravel()),
         "ev_defined": ev.defined.ravel(),
         # dV/dlam <= 0 at 1 (borrowers near the limit): lambda is the first root above 1
         "ev_first_root_above_one": (ev.nonmonotone & ev.defined).ravel(),
