@@ -34,7 +34,9 @@ All states are computed together (:func:`equivalent_variation`):
    :math:`\lambda`, 0.01 percentage points of gain), a batch of nodes at those states'
    roots refines it (at most ``refine_rounds`` = 2 batches: where the guesses spread
    widely, as for Canada in the paper's global cut, lambda from 1 to 1.23, the largest
-   error of the verified check falls from 3.4e-4 to 4.9e-5 with 8 more solves);
+   error against the verified solution falls from 3.3e-4 to 4.9e-5 with 8 more solves,
+   10 -> 18; ``python benchmarks/bench_welfare.py --country CAN --global --equilibrium
+   --verify``, and with ``--lam-tol 1``; a larger ``lam_tol`` trades accuracy for speed);
 4. optionally (``verify=True``), every state's residual is *evaluated* by solving the old
    problem at that state's own :math:`\lambda` (vmapped in chunks), and polished with
    secant steps until :math:`|V^{old}(a,z;\lambda) - V^{new}(a,z)| < 10^{-10}` in every
