@@ -760,12 +760,9 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
     undefined = ~defined & ~local
     lam = np.where(undefined, np.nan, lam)
     est = np.where(undefined, np.nan, est)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if len(lams) >= 2:
-            _, der = _hermite_eval(lams, F, S, np.where(np.isfinite(lam), lam, 1.0))
-        else:
-            der = S1f
-        lam_est = np.where(np.isfinite(lam), est / np.abs(der), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the slope at the root is S1f there
+        lam_est = np.where(local, np.abs(diff) / np.abs(S1f), lam_est)
+    lam_est = np.where(undefined, np.nan, lam_est)
     bracketed = bracketed & ~undefined
 
     # 4. optional: evaluate every residual exactly, polish with secant steps
