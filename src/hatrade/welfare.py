@@ -32,11 +32,12 @@ All states are computed together (:func:`equivalent_variation`):
    its node values (clamped to the exact slope at 1), found by vectorized Newton with
    bisection; where the interpolation error estimate exceeds ``lam_tol`` (1e-4 in
    :math:`\lambda`, 0.01 percentage points of gain), a batch of nodes at those states'
-   roots refines it (at most ``refine_rounds`` = 2 batches: where the guesses spread
+   roots refines it (``refine_rounds`` = 1 batch by default: where the guesses spread
    widely, as for Canada in the paper's global cut, lambda from 1 to 1.23, the largest
-   error against the verified solution falls from 3.3e-4 to 4.9e-5 with 8 more solves,
-   10 -> 18; ``python benchmarks/bench_welfare.py --country CAN --global --equilibrium
-   --verify``, and with ``--lam-tol 1``; a larger ``lam_tol`` trades accuracy for speed);
+   error against the verified solution falls from 3.3e-4 to 5.3e-5 with 4 more solves,
+   10 -> 14, and to 4.9e-5 with a second batch, 18; ``python benchmarks/bench_welfare.py
+   --country CAN --global --equilibrium --verify``, with ``--lam-tol 1`` and with
+   ``--refine-rounds 2``);
 4. optionally (``verify=True``), every state's residual is *evaluated* by solving the old
    problem at that state's own :math:`\lambda` (vmapped in chunks), and polished with
    secant steps until :math:`|V^{old}(a,z;\lambda) - V^{new}(a,z)| < 10^{-10}` in every
@@ -504,7 +505,7 @@ def reference_solve_time(eq, country, hh_tol: float = 1e-12, hh_max_iter: int = 
 def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = False,
                          tol: float = 1e-10, hh_tol: float = 1e-12, hh_max_iter: int = 5000,
                          node_batch: int = 4, chunk: int = 64, max_rounds: int = 8,
-                         lam_tol: float = 1e-4, refine_rounds: int = 2,
+                         lam_tol: float = 1e-4, refine_rounds: int = 1,
                          reference_seconds: float | None = None) -> EVResult:
     r"""Equivalent variation :math:`\lambda(a,z)` for every state of one country.
 
