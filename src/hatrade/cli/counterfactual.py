@@ -17,9 +17,9 @@ A counterfactual folder holds:
     ``gain_percent`` = 100 (lambda - 1), ``cev_percent`` (Lucas), ``ev_residual`` (the
     evaluated residual V_old(a,z;lambda) - V_new(a,z); empty unless --verify-ev),
     ``ev_residual_verified``, ``ev_gain_error_estimate_points`` (without --verify-ev: the
-    estimated error of ``gain_percent`` from the interpolation in lambda), ``ev_defined``, ``ev_first_root_above_one`` (borrowers near
-    the limit whose value falls with a small scaling of income: lambda is the first root
-    above 1).
+    estimated error of ``gain_percent`` from the interpolation in lambda), ``ev_defined``,
+    ``ev_first_root_above_one`` (borrowers near the limit whose value falls with a small
+    scaling of income: lambda is the first root above 1).
 ``changes.csv``, ``trade.csv``
     By-country changes (wages, R/w, home shares, net foreign assets) and trade shares
     old/new by pair.
