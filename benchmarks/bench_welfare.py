@@ -17,7 +17,7 @@ whether prices clear markets); ``--equilibrium`` solves the new equilibrium firs
 (minutes). ``--small`` uses a 3-country world with 20 asset points instead.
 
     python benchmarks/bench_welfare.py [--country USA] [--n-nodes 10] [--verify]
-    python benchmarks/bench_welfare.py --country CAN --global --equilibrium --verify \
+    python benchmarks/bench_welfare.py --country CAN --global --equilibrium --verify
         [--lam-tol 1 | --refine-rounds 2]
 """
 
