@@ -50,10 +50,8 @@ def _setup(args):
         hh = hatrade.published_household(args.calibration).replace(beta=cal.beta)
         old = hatrade.evaluate(w, hh, cal.wages.values, 1.01, cal.beta)
         country = args.country
-    sc = (Scenario(name="bench", all_pairs=True, trade_cost_change=-0.10,
-                   allow_d_below_one=True) if args.all_pairs else
-          Scenario(name="bench", importer=country, trade_cost_change=-0.10,
-                   allow_d_below_one=True))
+    which = {"all_pairs": True} if args.all_pairs else {"importer": country}
+    sc = Scenario(name="bench", trade_cost_change=-0.10, allow_d_below_one=True, **which)
     if args.equilibrium:
         return run_counterfactual(old, sc), country
     w2 = apply_scenario(old.world, sc)

@@ -594,11 +594,9 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
                          if n_nodes > 1 else np.array([hi] if n_nodes else []))
     else:
         new_nodes = np.array([])
-    lam, bracketed = lam0.copy(), np.zeros(lam0.shape, bool)
     # borrowers near the limit whose value falls with a small scaling but who are better
     # off: their EV is the first root above 1 (below)
     nonmono = ~defined & ~local & (diff > 0)
-    S = S1f[None, :]
     stages = 0
     # lambda must keep consumption feasible at the borrowing limit: lam (R a_0 + w z + T)
     # > a_0 where total income there is negative; nodes stay below (a margin of 2%)
@@ -649,6 +647,30 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
             return new_nodes
         return new_nodes[np.min(np.abs(new_nodes[:, None] - lams[None, :]), axis=1) > 1e-9]
 
+    def invert():
+        """Spline slopes, each state's root (the first root above 1 for the borrowers
+        whose value falls at 1), and the interpolation error estimates (V, lambda)."""
+        if len(lams) < 2:
+            nan = np.full_like(lam0, np.nan)
+            return S1f[None, :], lam0.copy(), np.zeros(lam0.shape, bool), nan, nan
+        k1 = int(np.where(lams == 1.0)[0][0])
+        S = _spline_slopes(lams, F, (k1, S1f))
+        lam, bracketed = _hermite_roots(lams, F - target[None, :], S, lam0)
+        if np.any(nonmono):
+            cols = np.where(nonmono)[0]
+            k, found = _first_crossing(lams, F[:, cols] - target[None, cols])
+            guess = 0.5 * (lams[k] + lams[np.minimum(k + 1, len(lams) - 1)])
+            r_up, _ = _hermite_roots(lams, F[:, cols] - target[None, cols], S[:, cols], guess)
+            lam[cols] = np.where(found, r_up, np.nan)
+            bracketed[cols] = found
+        est = _loo_estimate(lams, F, S, lam, k1)
+        # the same estimate in lambda: divided by |dV_old/dlambda| at the root (V's units
+        # differ across countries, A^(1-gamma), so this is the comparable one)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            _, der = _hermite_eval(lams, F, S, np.where(np.isfinite(lam), lam, 1.0))
+            lam_est = np.where(np.isfinite(lam), est / np.abs(der), np.nan)
+        return S, lam, bracketed, est, lam_est
+
     while True:
         new_nodes = fresh(new_nodes)
         if len(new_nodes):
@@ -656,9 +678,7 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
             solve_nodes(new_nodes)
         if len(lams) < 2:
             break
-        k1 = int(np.where(lams == 1.0)[0][0])
-        S = _spline_slopes(lams, F, (k1, S1f))
-        lam, bracketed = _hermite_roots(lams, F - target[None, :], S, lam0)
+        S, lam, bracketed, est, lam_est = invert()
         far = defined & ~local & ~bracketed
         if not np.any(far) or stages >= 3:
             break
@@ -707,30 +727,6 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
             stages += 1
             solve_nodes(new_nodes)
         work["seconds"]["gain_side"] = time.perf_counter() - t1
-
-    def invert():
-        """Spline slopes, each state's root (the first root above 1 for the borrowers
-        whose value falls at 1), and the interpolation error estimates (V, lambda)."""
-        if len(lams) < 2:
-            nan = np.full_like(lam0, np.nan)
-            return S1f[None, :], lam0.copy(), np.zeros(lam0.shape, bool), nan, nan
-        k1 = int(np.where(lams == 1.0)[0][0])
-        S = _spline_slopes(lams, F, (k1, S1f))
-        lam, bracketed = _hermite_roots(lams, F - target[None, :], S, lam0)
-        if np.any(nonmono):
-            cols = np.where(nonmono)[0]
-            k, found = _first_crossing(lams, F[:, cols] - target[None, cols])
-            guess = 0.5 * (lams[k] + lams[np.minimum(k + 1, len(lams) - 1)])
-            r_up, _ = _hermite_roots(lams, F[:, cols] - target[None, cols], S[:, cols], guess)
-            lam[cols] = np.where(found, r_up, np.nan)
-            bracketed[cols] = found
-        est = _loo_estimate(lams, F, S, lam, k1)
-        # the same estimate in lambda: divided by |dV_old/dlambda| at the root (V's units
-        # differ across countries, A^(1-gamma), so this is the comparable one)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            _, der = _hermite_eval(lams, F, S, np.where(np.isfinite(lam), lam, 1.0))
-            lam_est = np.where(np.isfinite(lam), est / np.abs(der), np.nan)
-        return S, lam, bracketed, est, lam_est
 
     S, lam, bracketed, est, lam_est = invert()
     # refinement: where the estimated error in lambda exceeds lam_tol, nodes at those
