@@ -20,9 +20,9 @@ import time
 import numpy as np
 
 from hatrade import published_household
-from hatrade.calibrate import calibrate
+from hatrade.calibration.calibrate import calibrate
 from hatrade.data import load_calibration
-from hatrade.tradecosts import tfp
+from hatrade.core.tradecosts import tfp
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ Three sections, each selectable by a flag (default: all three, in this order)::
     python benchmarks/bench_core.py --json out.json      # also save the numbers + machine info
 
 ``--household-step``
-    One EGM + value step (:func:`hatrade.household.egm_step`) for all 19 countries at the
+    One EGM + value step (:func:`hatrade.core.household.egm_step`) for all 19 countries at the
     published baseline prices (Na=100, Nz=10, M=19), ``jax.jit(jax.vmap(egm_step))``, per
     country (time / 19), divided by the time of a jitted ``jnp.exp(x) + x ** g`` over an
     array of the same size (19*100*10*19 points; also / 19): the arithmetic floor. Target:
@@ -64,12 +64,12 @@ import numpy as np
 
 import hatrade as ht
 from hatrade.data import INITIAL_BETA, load_calibration, load_initial_prices
-from hatrade.distribution import (
+from hatrade.core.distribution import (
     iterate_distribution,
     stationary_distribution,
     stationary_distribution_info,
 )
-from hatrade.household import (
+from hatrade.core.household import (
     HHState,
     _egm_interp,
     _logit,
@@ -79,7 +79,7 @@ from hatrade.household import (
     policies,
     solve_fixed_point,
 )
-from hatrade.world import country_params, model_arrays
+from hatrade.core.markets import country_params, model_arrays
 
 jax.config.update("jax_enable_x64", True)  # this script only: hatrade computes in float64
 
@@ -191,7 +191,7 @@ def _baseline_world_params():
 # ----------------------------------------------------------------------------- 1. step
 
 def _step_stages(state: HHState, prm, upto: str):
-    """A copy of :func:`hatrade.household.egm_step`, stopped after stage ``upto``.
+    """A copy of :func:`hatrade.core.household.egm_step`, stopped after stage ``upto``.
 
     Stages: logit (pi, V from v), expectation (c^-gamma = exp(-gamma log c),
     m = sum_j pi c^-gamma / p, E = beta R m P'), endogenous_grid (p c~ = p^(1-1/gamma)
@@ -555,8 +555,9 @@ class _CompileClock:
 
 
 def bench_equilibrium(methods, rounds: int = 2) -> dict:
-    import hatrade.world as hw
-    from hatrade.world import _initial_state_all, _Layout, _residual
+    import hatrade.solve.equilibrium as hw
+    from hatrade.core.markets import initial_states, Layout
+    from hatrade.solve.equilibrium import _residual
     print("\n=== 3. Equilibrium: 18 wages + beta at R = 1.01, from initial-prices.csv to 1e-8 ===")
     clock = _CompileClock()
     world, hh = ht.ek_world("baseline"), ht.published_household("baseline")
@@ -564,13 +565,13 @@ def bench_equilibrium(methods, rounds: int = 2) -> dict:
     arrs = model_arrays(world, hh, inc)
     w0 = load_initial_prices().values
     M = world.M
-    layout = _Layout(M=M, financial="globalization", solve_for="beta", tariffs=False,
+    layout = Layout(M=M, financial="globalization", solve_for="beta", tariffs=False,
                      R_fixed=1.01, beta_fixed=None)
     u0 = jnp.asarray(layout.pack(w0 / w0.mean(), 1.01, np.zeros(M), INITIAL_BETA))
 
     def cold_solve():
         w, Rv, Tv, b = layout.prices(u0)
-        x = _initial_state_all(arrs, w, Rv, Tv, b)
+        x = initial_states(arrs, w, Rv, Tv, b)
         return _residual(u0, x, arrs, layout, 1e-10, 3000)[0]
 
     t0 = time.perf_counter()
@@ -587,7 +588,7 @@ def bench_equilibrium(methods, rounds: int = 2) -> dict:
     out = {"cold_world_solve_s": _stats(ts), "target_household_solves": 8, "methods": {}}
     # what an inexact household solve costs and how far it moves the excess demands
     w, Rv, Tv, b = layout.prices(u0)
-    x0 = _initial_state_all(arrs, w, Rv, Tv, b)
+    x0 = initial_states(arrs, w, Rv, Tv, b)
     r_ex, (_, sol_ex) = _residual(u0, x0, arrs, layout, 1e-10, 3000)
     out["inexact"] = []
     print("household tolerance -> EGM iterations (most in a country) and max |excess demand "

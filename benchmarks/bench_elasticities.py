@@ -9,7 +9,7 @@ differences per partner).
 What is timed (all after a warm-up call, so compilation is excluded and reported apart):
 
 - ``solve``: one cold US household solve (jitted; the iteration count is printed);
-- ``elasticities``: :func:`hatrade.elasticity.trade_elasticities` end to end (re-solve
+- ``elasticities``: :func:`hatrade.analysis.elasticity.trade_elasticities` end to end (re-solve
   from the equilibrium's warm start, the 18 tangents, weights, margins, the micro dataset);
 - ``elasticities (jvp)`` with ``--jvp``: the same through the custom JVP of the household
   fixed point (tangent iteration), for comparison.
@@ -53,9 +53,9 @@ def main() -> None:
     import jax
 
     import hatrade as ht
-    from hatrade import elasticity as el
+    from hatrade.analysis import elasticity as el
     from hatrade.data import load_calibration
-    from hatrade.household import initial_state, solve_fixed_point
+    from hatrade.core.household import initial_state, solve_fixed_point
 
     print(f"hatrade {ht.__version__}, jax {jax.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

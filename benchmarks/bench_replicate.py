@@ -6,7 +6,7 @@ author's pipeline takes hours.
 
 What is timed, in one process:
 
-1. ``cold``: :func:`hatrade.replicate.replicate` with an empty results cache in a temporary
+1. ``cold``: :func:`hatrade.replicate.pipeline.replicate` with an empty results cache in a temporary
    folder: every equilibrium and household result is computed (JAX compilation included:
    it is part of a cold start);
 2. ``warm``: the same run again with the cache now filled: nothing is solved (the run
@@ -83,8 +83,8 @@ def main() -> None:
     import jax
 
     import hatrade
-    from hatrade.cache import Cache
-    from hatrade.replicate import jax_compilation_cache, paper_setup, replicate
+    from hatrade.io.cache import Cache
+    from hatrade.replicate.pipeline import jax_compilation_cache, paper_setup, replicate
 
     print(f"hatrade {hatrade.__version__}, jax {jax.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

@@ -34,7 +34,7 @@ import numpy as np
 
 def _setup(args):
     import hatrade
-    from hatrade.counterfactual import Counterfactual, Scenario, apply_scenario, run_counterfactual
+    from hatrade.analysis.counterfactual import Counterfactual, Scenario, apply_scenario, run_counterfactual
 
     if args.small:
         from hatrade import Household, World
@@ -67,8 +67,8 @@ def _author_root_finder(cf, country, states, tol):
     import jax.numpy as jnp
     from scipy.optimize import brentq
 
-    from hatrade.household import initial_state, policies, solve_fixed_point
-    from hatrade.welfare import _scale, equivalent_variation, household_problem
+    from hatrade.core.household import initial_state, policies, solve_fixed_point
+    from hatrade.welfare.ev import _scale, equivalent_variation, household_problem
 
     with jax.enable_x64(True):
         prm, _ = household_problem(cf.baseline, country)
@@ -113,7 +113,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
 
     import jax
-    from hatrade.welfare import equivalent_variation, reference_solve_time
+    from hatrade.welfare.ev import equivalent_variation, reference_solve_time
 
     t0 = time.perf_counter()
     cf, country = _setup(args)

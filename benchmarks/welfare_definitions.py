@@ -6,14 +6,14 @@ new distribution, linearized), the Lucas measure, an EV that scales labor income
 the compensating variation, and the same cut with a floor at d = 1; and, for Proposition 3's
 reading of the log model, the ACR term with the EV and the Lucas measure of borrowers
 (a < 0) and savers apart.
-These are the numbers quoted in hatrade.welfare's "Published numbers" section.
+These are the numbers quoted in hatrade.welfare.ev's "Published numbers" section.
 
     python benchmarks/welfare_definitions.py baseline          # or: log; add `global`
 """
 import logging, time, sys
 import numpy as np
-from hatrade import welfare as W
-from hatrade.counterfactual import baseline_equilibrium, run_counterfactual, Scenario
+from hatrade.welfare import ev as W
+from hatrade.analysis.counterfactual import baseline_equilibrium, run_counterfactual, Scenario
 logging.basicConfig(level=logging.WARNING)
 cal = sys.argv[1] if len(sys.argv) > 1 else "baseline"
 glob = len(sys.argv) > 2 and sys.argv[2] == "global"
@@ -73,7 +73,7 @@ print("compensating variation (1/lambda - 1): mean %.3f over bracketed states (m
          np.nanmin(cv.lam), np.nanmax(cv.lam)), flush=True)
 print("R/w change", cf.R_over_w_change_percent()[ci])
 # the cut with a floor at d = 1 (the paper applies none; USA-CAN goes below 1)
-from hatrade.counterfactual import apply_scenario
+from hatrade.analysis.counterfactual import apply_scenario
 w1 = apply_scenario(old.world, sc)
 d = w1.d.copy()
 d = np.where(np.eye(len(d), dtype=bool), d, np.maximum(d, 1.0))

@@ -25,11 +25,11 @@ import numpy as np
 import scipy.linalg as sla
 
 jax.config.update("jax_enable_x64", True)
-from hatrade import welfare as Wf
-from hatrade.counterfactual import Scenario, baseline_equilibrium, run_counterfactual
-from hatrade.distribution import push
-from hatrade.household import HHParams, HHState, Policies, _logit, _step
-from hatrade.world import _aggregate, country_params, model_arrays
+from hatrade.welfare import ev as Wf
+from hatrade.analysis.counterfactual import Scenario, baseline_equilibrium, run_counterfactual
+from hatrade.core.distribution import push
+from hatrade.core.household import HHParams, HHState, Policies, _logit, _step
+from hatrade.core.markets import aggregate, country_params, model_arrays
 
 
 def _prm_t(arrs, W, Rnow, beta):
@@ -58,10 +58,10 @@ def backward(arrs, W, Rn, R0, xT, wT, beta):
 
 @jax.jit
 def forward(arrs, a_p, pi, c, prm, lam0):
-    """Distributions from lam0 and the aggregates of every period (world._aggregate)."""
+    """Distributions from lam0 and the aggregates of every period (world.aggregate)."""
     def body(lam, inp):
         ap, pi_, c_, prm_t = inp
-        agg = _aggregate(arrs, prm_t, Policies(c=c_, a_p=ap, v=None, pi=pi_, V=None), lam)
+        agg = aggregate(arrs, prm_t, Policies(c=c_, a_p=ap, v=None, pi=pi_, V=None), lam)
         lam_n = jax.vmap(push)(lam, ap, pi_, prm_t.a_grid, prm_t.Pz)
         return lam_n, (agg["X"], agg["Y"], agg["A"])
     _, out = jax.lax.scan(body, lam0, (a_p, pi, c, prm))

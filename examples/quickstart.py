@@ -7,8 +7,8 @@ JAX compiling the solver on the first call).
 from pathlib import Path
 
 import hatrade
-from hatrade.config import load_config
-from hatrade.results import save_solve
+from hatrade.io.config import load_config
+from hatrade.io.results import save_solve
 
 # 1. Describe a world directly ...
 world = hatrade.World(

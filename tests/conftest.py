@@ -1,9 +1,9 @@
 """Shared fixtures for the core test suite (issue 2).
 
 hatrade's public entry points switch JAX's 64-bit mode on for the duration of each call
-(:func:`hatrade._jax.enable_x64`), so tests of public functions need nothing. Tests that
-call the low-level JAX functions directly (:mod:`hatrade.household`,
-:mod:`hatrade.distribution`) request the module-scoped :func:`x64` fixture, which turns
+(:func:`hatrade.core.x64.enable_x64`), so tests of public functions need nothing. Tests that
+call the low-level JAX functions directly (:mod:`hatrade.core.household`,
+:mod:`hatrade.core.distribution`) request the module-scoped :func:`x64` fixture, which turns
 64-bit mode on for that module only; the global configuration is never changed, so a
 missing ``enable_x64`` on a public function is still caught by the rest of the suite.
 """
@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatrade.household import HHParams
-from hatrade.income import income_process
-from hatrade.params import Household, World
+from hatrade.core.household import HHParams
+from hatrade.core.income import income_process
+from hatrade.core.params import Household, World
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from hatrade import evaluate, solve_equilibrium
 from hatrade.data import INITIAL_BETA, load_calibration, load_initial_prices
-from hatrade.ek import ek_world, published_household
+from hatrade.core.worlds import ek_world, published_household
 
 PUBLISHED_BASELINE_BETA = 0.9293630720608874
 

@@ -9,8 +9,8 @@ import pytest
 
 from smallworld import small_toml
 
-from hatrade import batch as batch_mod
-from hatrade.batch import BatchError, load_batch, loads_batch, run_batch
+from hatrade.io import batch as batch_mod
+from hatrade.io.batch import BatchError, load_batch, loads_batch, run_batch
 
 WORLD_TOML = small_toml(d=[[1.0, 1.06, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]])
 
@@ -111,8 +111,8 @@ def test_batch_without_dask_degrades_clearly(tmp_path, monkeypatch):
 
 
 def test_serial_batch_failures_recorded_and_resume(tmp_path, monkeypatch):
-    from hatrade.counterfactual import run_counterfactual
-    from hatrade.world import EquilibriumError
+    from hatrade.analysis.counterfactual import run_counterfactual
+    from hatrade.core.errors import EquilibriumError
 
     def flaky(baseline, scenario, **kw):
         if scenario.importer == "G":
@@ -120,7 +120,7 @@ def test_serial_batch_failures_recorded_and_resume(tmp_path, monkeypatch):
                                    "1.0e-03 after 30 Newton iterations")
         return run_counterfactual(baseline, scenario, **kw)
 
-    monkeypatch.setattr("hatrade.counterfactual.run_counterfactual", flaky)
+    monkeypatch.setattr("hatrade.analysis.counterfactual.run_counterfactual", flaky)
     spec = load_batch(_write(tmp_path, GOOD))
     out = tmp_path / "out"
     seen = []

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from hatrade import Household, World, evaluate
-from hatrade.cache import (Cache, CacheError, cached_equilibrium, canonical, decode_bundle,
+from hatrade.io.cache import (Cache, CacheError, cached_equilibrium, canonical, decode_bundle,
                            default_cache_dir, encode_bundle, fingerprint)
 
 
@@ -243,7 +243,7 @@ def test_cached_equilibrium_roundtrip(tmp_path, small_eq):
 
 def test_cached_equilibrium_checks_shapes(tmp_path, small_eq):
     """An entry whose arrays do not fit the world/household is recomputed, not used."""
-    from hatrade.cache import equilibrium_inputs, equilibrium_to_arrays
+    from hatrade.io.cache import equilibrium_inputs, equilibrium_to_arrays
 
     world, hh, eq = small_eq
     cache = Cache(tmp_path)
@@ -272,12 +272,13 @@ def test_cached_equilibrium_checks_shapes(tmp_path, small_eq):
 
 def _labeled(eq, solve_for="R"):
     """``eq`` with a labeled Jacobian for its world (solving for ``solve_for``) and solve
-    diagnostics, as :func:`hatrade.world.solve_equilibrium` returns them."""
+    diagnostics, as :func:`hatrade.solve.equilibrium.solve_equilibrium` returns them."""
     import dataclasses
 
-    from hatrade.world import EquilibriumJacobian, _Layout
+    from hatrade.core.markets import Layout
+    from hatrade.solve.equilibrium import EquilibriumJacobian
 
-    layout = _Layout(M=eq.world.M, financial=eq.world.financial, solve_for=solve_for,
+    layout = Layout(M=eq.world.M, financial=eq.world.financial, solve_for=solve_for,
                      tariffs=False, R_fixed=1.01, beta_fixed=0.93)
     n = layout.n
     J = np.arange(1.0, n * n + 1).reshape(n, n) + 10 * np.eye(n)
@@ -288,8 +289,9 @@ def _labeled(eq, solve_for="R"):
 
 
 def test_cached_equilibrium_keeps_jacobian_labels_and_diagnostics(tmp_path, small_eq):
-    from hatrade.params import ParameterError
-    from hatrade.world import EquilibriumJacobian, _checked_jacobian, _Layout
+    from hatrade.core.params import ParameterError
+    from hatrade.core.markets import Layout
+    from hatrade.solve.equilibrium import EquilibriumJacobian, _checked_jacobian
 
     world, hh, eq0 = small_eq
     eq, layout = _labeled(eq0)
@@ -308,7 +310,7 @@ def test_cached_equilibrium_keeps_jacobian_labels_and_diagnostics(tmp_path, smal
     J = _checked_jacobian(got.jacobian, layout, world.countries)
     np.testing.assert_array_equal(J, np.asarray(eq.jacobian))
     # ... and, being labeled, refused by one solving for other unknowns (same shape)
-    other = _Layout(M=2, financial="globalization", solve_for="beta", tariffs=False,
+    other = Layout(M=2, financial="globalization", solve_for="beta", tariffs=False,
                     R_fixed=1.01, beta_fixed=None)
     with pytest.raises(ParameterError, match="unknowns"):
         _checked_jacobian(got.jacobian, other, world.countries)
@@ -318,7 +320,7 @@ def test_cached_equilibrium_unlabeled_and_mislabeled_jacobians(tmp_path, small_e
     """An unlabeled array comes back as an array; labels of another world are refused."""
     import dataclasses
 
-    from hatrade.cache import equilibrium_inputs, equilibrium_to_arrays
+    from hatrade.io.cache import equilibrium_inputs, equilibrium_to_arrays
 
     world, hh, eq0 = small_eq
     eq, _ = _labeled(eq0)
@@ -341,8 +343,8 @@ def test_cached_equilibrium_unlabeled_and_mislabeled_jacobians(tmp_path, small_e
 def test_old_equilibrium_entry_is_stale_and_recomputed(tmp_path, small_eq, caplog):
     """Entries written before the Jacobian labels and timings were stored are not loaded
     with made-up defaults: they are removed, recomputed and rewritten."""
-    from hatrade.cache import equilibrium_inputs, equilibrium_to_arrays
-    from hatrade.world import EquilibriumJacobian
+    from hatrade.io.cache import equilibrium_inputs, equilibrium_to_arrays
+    from hatrade.solve.equilibrium import EquilibriumJacobian
 
     world, hh, eq0 = small_eq
     eq, _ = _labeled(eq0)
@@ -360,7 +362,7 @@ def test_old_equilibrium_entry_is_stale_and_recomputed(tmp_path, small_eq, caplo
         calls.append(1)
         return eq
 
-    with caplog.at_level("INFO", logger="hatrade.cache"):
+    with caplog.at_level("INFO", logger="hatrade.io.cache"):
         got, hit = cached_equilibrium(cache, world, hh, solve, options=opts)
     assert not hit and calls == [1] and got is eq
     assert cache.stats["stale:equilibrium"] == 1 and cache.stats["corrupt:equilibrium"] == 0

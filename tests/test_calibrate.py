@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from hatrade import Household, published_household, evaluate, ek_world, solve_equilibrium
-from hatrade.calibrate import (GravitySetup, CalibrationError, _composite_jacobian, block_jacobian,
+from hatrade.calibration.calibrate import (GravitySetup, CalibrationError, _composite_jacobian, block_jacobian,
                                calibrate, data_moments, ek_setup, model_moments,
                                world_from_params)
 from hatrade.data import load_calibration, load_trade_data
-from hatrade.gravity import gravity_regression
-from hatrade.params import ParameterError
-from hatrade.world import _Layout
+from hatrade.analysis.gravity import gravity_regression
+from hatrade.core.params import ParameterError
+from hatrade.core.markets import Layout
 
 COUNTRIES = ("A", "B", "C", "D")
 NEAR = {("A", "B"), ("B", "A"), ("C", "D"), ("D", "C"), ("A", "C"), ("C", "A")}
@@ -60,7 +60,7 @@ def test_published_calibration_is_a_fixed_point():
 
 
 def test_trade_costs_match_tradecosts_module():
-    from hatrade.tradecosts import trade_costs, tfp
+    from hatrade.core.tradecosts import trade_costs, tfp
     cal = load_calibration("baseline")
     w = world_from_params(cal.params, ek_setup(), np.ones(19))
     np.testing.assert_allclose(w.d, trade_costs(cal.params), rtol=1e-13)
@@ -70,7 +70,7 @@ def test_trade_costs_match_tradecosts_module():
 def test_total_derivative_matches_finite_differences(small_truth):
     """dm/dtheta through the equilibrium (block Jacobian + IFT) against re-solved equilibria."""
     setup, eq, m0 = small_truth
-    layout = _Layout(M=4, financial="globalization", solve_for="beta", tariffs=False,
+    layout = Layout(M=4, financial="globalization", solve_for="beta", tariffs=False,
                      R_fixed=1.01, beta_fixed=None)
     bj = block_jacobian(eq, tangent_tol=1e-11)
     Eu, Et, mu, mt = _composite_jacobian(eq, bj, setup, TRUE, layout)
@@ -138,7 +138,7 @@ def test_bad_parameter_length():
 @pytest.mark.slow
 def test_recovers_published_calibration_from_5_percent_start():
     """Issue 3: from a start 5% away from baseline-parameters.csv, recover it to 1e-3."""
-    from hatrade.tradecosts import tfp
+    from hatrade.core.tradecosts import tfp
     cal = load_calibration("baseline")
     theta0 = cal.params * (1 + 0.05 * np.where(np.arange(46) % 2 == 0, 1.0, -1.0))
     w0 = cal.wages.to_numpy() * tfp(theta0) / tfp(cal.params)

@@ -13,17 +13,17 @@ import pytest
 from typer.testing import CliRunner
 
 from hatrade import Household, solve_equilibrium
-from hatrade.batch import dask_available
-from hatrade.calibrate import (GAP_GROUPS, CalibrationError, GravitySetup, _composite_jacobian,
+from hatrade.io.batch import dask_available
+from hatrade.calibration.calibrate import (GAP_GROUPS, CalibrationError, GravitySetup, _composite_jacobian,
                                block_jacobian_psi, calibrate, home_share_gaps,
                                income_group_fractions, model_moments, world_from_params)
-from hatrade.calibrate_micro import (MicroTarget, calibrate_micro, calibration_grid,
+from hatrade.calibration.micro import (MicroTarget, calibrate_micro, calibration_grid,
                                      grid_points, micro_moments, parse_grid,
                                      parse_micro_targets)
 from hatrade.cli import app
-from hatrade.households_xs import micro_table
-from hatrade.params import ParameterError
-from hatrade.world import _Layout
+from hatrade.analysis.cross_section import micro_table
+from hatrade.core.params import ParameterError
+from hatrade.core.markets import Layout
 
 COUNTRIES = ("AAA", "BBB", "CCC")
 PAIRS = [(i, j) for i in range(3) for j in range(3) if i != j]
@@ -73,7 +73,7 @@ def test_psi_column_and_gap_row_match_finite_differences(truth):
     """d(moments, gap)/d psi_slope and d gap/d theta through the equilibrium (block Jacobian
     with the psi_slope direction + IFT) against re-solved equilibria."""
     setup, eq, _ = truth
-    layout = _Layout(M=3, financial="globalization", solve_for="beta", tariffs=False,
+    layout = Layout(M=3, financial="globalization", solve_for="beta", tariffs=False,
                      R_fixed=1.01, beta_fixed=None)
     bj, pb = block_jacobian_psi(eq)
     x0 = np.append(TRUE, HH.psi_slope)

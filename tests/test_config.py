@@ -1,4 +1,4 @@
-"""Tests for TOML solve configurations (hatrade.config)."""
+"""Tests for TOML solve configurations (hatrade.io.config)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatrade.config import (ConfigError, SolveConfig, calibration_config, load_config,
+from hatrade.io.config import (ConfigError, SolveConfig, calibration_config, load_config,
                             loads_config, parse_config)
 from hatrade.data import COUNTRIES, INITIAL_BETA, load_calibration, load_initial_prices
-from hatrade.income import income_process
-from hatrade.params import Household, ParameterError
+from hatrade.core.income import income_process
+from hatrade.core.params import Household, ParameterError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_country.toml"
 

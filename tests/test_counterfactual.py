@@ -9,7 +9,7 @@ import pytest
 
 import hatrade
 from hatrade import ParameterError
-from hatrade.counterfactual import (Counterfactual, Scenario, apply_scenario, parse_pairs,
+from hatrade.analysis.counterfactual import (Counterfactual, Scenario, apply_scenario, parse_pairs,
                                     run_counterfactual, selected_pairs)
 from smallworld import D3, small_household, small_toml, small_world
 

@@ -1,4 +1,4 @@
-"""Tests for the stationary distribution (hatrade.distribution, MODEL.md 2.2).
+"""Tests for the stationary distribution (hatrade.core.distribution, MODEL.md 2.2).
 
 The default solver is BiCGStab on the factorized (sparse) transition ("krylov"); the dense
 LU solve ("direct") is exact to machine precision and serves as the reference.
@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatrade import distribution as dist_mod
-from hatrade.distribution import (
+from hatrade.core import distribution as dist_mod
+from hatrade.core.distribution import (
     METHODS,
     apply_transition,
     distribution_residual,
@@ -23,7 +23,7 @@ from hatrade.distribution import (
     transition_blocks,
     transition_matrix,
 )
-from hatrade.household import initial_state, policies, solve_fixed_point
+from hatrade.core.household import initial_state, policies, solve_fixed_point
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -92,7 +92,7 @@ def test_krylov_matches_direct(case):
 
 
 def test_vmapped_over_countries(countries):
-    """Batched over countries (as hatrade.world does): same as one by one, and as LU."""
+    """Batched over countries (as hatrade.solve.equilibrium does): same as one by one, and as LU."""
     prm, pol = countries
     args = (pol.a_p, pol.pi, prm.a_grid, prm.Pz)
     lam, info = jax.jit(jax.vmap(stationary_distribution_info))(*args)

@@ -1,4 +1,4 @@
-"""Tests for the efficient allocation (hatrade.efficient, Proposition 4), its CLI and figure."""
+"""Tests for the efficient allocation (hatrade.analysis.efficient, Proposition 4), its CLI and figure."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 import hatrade
 from hatrade import Household, ParameterError, World
-from hatrade.efficient import (PlannerError, aggregate_elasticities, compare,
+from hatrade.analysis.efficient import (PlannerError, aggregate_elasticities, compare,
                                decentralized_elasticities, efficient_elasticities,
                                efficient_report, planner_welfare_gain, solve_planner)
-from hatrade.income import income_process
+from hatrade.core.income import income_process
 
 CODES = ("AAA", "BBB", "CCC")
 D3 = np.array([[1.0, 1.3, 1.5], [1.2, 1.0, 1.4], [1.6, 1.3, 1.0]])
@@ -295,7 +295,7 @@ def test_welfare_bad_input(planner):
 # ----------------------------------------------------------------------------- figure, CLI
 
 def test_figure(eq3):
-    from hatrade.plots_efficient import efficient_trade_figure
+    from hatrade.plots.efficient import efficient_trade_figure
 
     p = solve_planner(eq3.world, eq3.household, "matched", eq=eq3)
     fig = efficient_trade_figure(compare(p, eq3))
@@ -374,7 +374,7 @@ def test_cli_bad_input(tmp_path, cli_app):
 @pytest.mark.slow
 def test_baseline_19_countries():
     from hatrade.data import load_calibration
-    from hatrade.efficient import gravity_comparison
+    from hatrade.analysis.efficient import gravity_comparison
 
     cal = load_calibration("baseline")
     eq = hatrade.evaluate(hatrade.ek_world("baseline"), hatrade.published_household("baseline"),

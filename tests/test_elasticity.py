@@ -1,4 +1,4 @@
-"""Tests for hatrade.elasticity: Proposition 1 trade elasticities by exact AD."""
+"""Tests for hatrade.analysis.elasticity: Proposition 1 trade elasticities by exact AD."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 
 import hatrade as ht
 from hatrade.data import load_calibration
-from hatrade.elasticity import (ElasticityError, country_problem, longrun_elasticities,
+from hatrade.analysis.elasticity import (ElasticityError, country_problem, longrun_elasticities,
                                 trade_elasticities, world_elasticities)
-from hatrade.household import policies, solve_fixed_point
-from hatrade.households_xs import INCOME_GROUPS, cross_section, micro_table
-from hatrade.params import ParameterError
+from hatrade.core.household import policies, solve_fixed_point
+from hatrade.analysis.cross_section import INCOME_GROUPS, cross_section, micro_table
+from hatrade.core.params import ParameterError
 
 CODES = ("AAA", "BBB", "CCC")
 
@@ -235,7 +235,7 @@ def test_baseline_us(baseline):
 
 
 def test_baseline_us_households(baseline):
-    """The US micro table (hatrade.households_xs, here to share the 19-country fixture):
+    """The US micro table (hatrade.analysis.cross_section, here to share the 19-country fixture):
     poorer households are more price elastic and have higher MPCs, with similar import
     shares."""
     xs = cross_section(baseline, "USA")
@@ -297,14 +297,14 @@ def test_direct_method_falls_back_when_the_residual_stays_large(crra, crra_el, m
                                                                 caplog):
     """The direct solve checks its true residual; with a useless assembled Jacobian (an
     identity) the refinement cannot reach the tolerance and the jvp route is used."""
-    import hatrade.elasticity as mod
+    import hatrade.analysis.elasticity as mod
 
     def bad_assemble(prm, Af, Bf, c1, v1, a1, dXc, dXv):
         n = 2 * c1.shape[0] * Af.shape[1]
         return jax.scipy.linalg.lu_factor(jnp.eye(n, dtype=c1.dtype))
 
     monkeypatch.setattr(mod, "_direct_assemble", bad_assemble)
-    with caplog.at_level("WARNING", logger="hatrade.elasticity"):
+    with caplog.at_level("WARNING", logger="hatrade.analysis.elasticity"):
         r = trade_elasticities(crra, "AAA", max_refine=2)
     assert r.method == "jvp"
     assert "recomputing with method='jvp'" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests for the gravity regression (hatrade.gravity)."""
+"""Tests for the gravity regression (hatrade.analysis.gravity)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from hatrade.data import BIN_COLUMNS, COUNTRIES, COVARIATES, load_calibration, load_trade_data
-from hatrade.gravity import (
+from hatrade.analysis.gravity import (
     COEFFICIENT_NAMES,
     TradeTableError,
     gravity_regression,

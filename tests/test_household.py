@@ -1,4 +1,4 @@
-r"""Tests for the household block (hatrade.household, MODEL.md section 2).
+r"""Tests for the household block (hatrade.core.household, MODEL.md section 2).
 
 * EGM against brute-force value function iteration written here in plain numpy.
 * Euler-equation errors.
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatrade.household import (
+from hatrade.core.household import (
     HHParams,
     HHState,
     _egm_interp,
@@ -44,7 +44,7 @@ from hatrade.household import (
     solve_fixed_point,
     utility,
 )
-from hatrade.params import Household
+from hatrade.core.params import Household
 
 pytestmark = pytest.mark.usefixtures("x64")
 

@@ -1,4 +1,4 @@
-"""Tests for hatrade.households_xs (cross-section, MPCs, micro table, simulation), the
+"""Tests for hatrade.analysis.cross_section (cross-section, MPCs, micro table, simulation), the
 elasticity figures and the ``elasticities`` / ``households`` commands."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 
 import hatrade as ht
 from hatrade.cli import elasticity as cli_el
-from hatrade.elasticity import country_problem, longrun_elasticities
-from hatrade.household import egm_step
-from hatrade.households_xs import (INCOME_GROUPS, MICRO_COLUMNS, QUINTILES, cross_section,
+from hatrade.analysis.elasticity import country_problem, longrun_elasticities
+from hatrade.core.household import egm_step
+from hatrade.analysis.cross_section import (INCOME_GROUPS, MICRO_COLUMNS, QUINTILES, cross_section,
                                    group_weights, micro_table, mpc_arrays, simulate_households)
-from hatrade.params import ParameterError
-from hatrade.plots_elasticity import (micro_by_assets_figure, micro_table_figure,
+from hatrade.core.params import ParameterError
+from hatrade.plots.elasticity import (micro_by_assets_figure, micro_table_figure,
                                       partner_elasticities_figure, save_figure,
                                       symmetric_two_country)
 

@@ -1,12 +1,12 @@
-"""Tests for the income process (hatrade.income, MODEL.md 1.2)."""
+"""Tests for the income process (hatrade.core.income, MODEL.md 1.2)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hatrade.income import IncomeProcess, income_process, rouwenhorst
-from hatrade.params import Household, ParameterError
+from hatrade.core.income import IncomeProcess, income_process, rouwenhorst
+from hatrade.core.params import Household, ParameterError
 
 BINOMIAL_5 = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 

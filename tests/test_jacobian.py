@@ -1,6 +1,6 @@
-"""The equilibrium Jacobian composed from the household block (hatrade.jacobian).
+"""The equilibrium Jacobian composed from the household block (hatrade.core.jacobian).
 
-The reference is ``hatrade.world._jacobian``: forward mode through the whole world, one
+The reference is ``hatrade.solve.equilibrium._jacobian``: forward mode through the whole world, one
 direction per unknown. The composed Jacobian (M + 2 or M + 3 block directions and the
 chain rule through the price and market-clearing maps) must equal it in every layout of
 unknowns. Small worlds (3 countries, n_a = 20, 6 income states) except one slow check on
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from hatrade import Household, ParameterError, World, solve_equilibrium
-from hatrade.income import income_process
-from hatrade.jacobian import (block_jacobian, direction_rows, equilibrium_jacobian,
+from hatrade.core.income import income_process
+from hatrade.core.jacobian import (block_jacobian, direction_rows, equilibrium_jacobian,
                               household_block, predict_state, solver_directions)
-from hatrade.world import (EquilibriumJacobian, _initial_state_all, _jacobian, _Layout,
-                           _residual, model_arrays)
+from hatrade.core.markets import initial_states, Layout, model_arrays
+from hatrade.solve.equilibrium import EquilibriumJacobian, _jacobian, _residual
 
 HH = Household(n_a=20, n_perm=3, n_iid=2, beta=0.93)
 TARIFFS = np.array([[0.0, 0.2, 0.1], [0.1, 0.0, 0.15], [0.05, 0.2, 0.0]])
@@ -33,7 +33,7 @@ def world3():
 
 
 def _layout(solve_for, financial, tariffs, M=3):
-    return _Layout(M=M, financial=financial, solve_for=solve_for, tariffs=tariffs,
+    return Layout(M=M, financial=financial, solve_for=solve_for, tariffs=tariffs,
                    R_fixed=1.01 if solve_for == "beta" else None,
                    beta_fixed=None if solve_for == "beta" else 0.93)
 
@@ -46,7 +46,7 @@ def _point(world, layout, hh=HH, tol=TIGHT):
                                 R if layout.solve_for == "R" else 1.01,
                                 np.array([0.01, 0.02, 0.015]), 0.93))
     w, Rv, T, b = layout.prices(u)
-    r, (agg, sol) = _residual(u, _initial_state_all(arrs, w, Rv, T, b), arrs, layout, tol,
+    r, (agg, sol) = _residual(u, initial_states(arrs, w, Rv, T, b), arrs, layout, tol,
                               5000)
     return arrs, u, r, agg, sol["state"]
 
@@ -117,7 +117,7 @@ def test_block_jacobian_for_calibration_has_m_plus_4_directions(world3):
     assert np.all(np.abs(np.diagonal(bj.p, axis1=1, axis2=2)) > 0)
     assert np.all(bj.Abeta > 0)
     # the calibration module uses the same function
-    from hatrade import calibrate
+    from hatrade.calibration import calibrate
     assert calibrate.block_jacobian is block_jacobian
 
 
@@ -130,7 +130,7 @@ def _mean_consumption(pol, prm, lam, weights):
 def test_psi_direction_and_extra_output(world3):
     """The optional psi_slope direction and extra output: the shared rows are those of the
     default block, and the new derivatives match central differences in psi_slope."""
-    from hatrade.jacobian import psi_slope_direction
+    from hatrade.core.jacobian import psi_slope_direction
 
     hh = HH.replace(psi_slope=0.3)
     layout = _layout("R", "globalization", False)
@@ -237,17 +237,17 @@ def test_methods_agree(world3, eq_beta3):
 def test_composed_jacobian_on_the_baseline():
     """The 19-country calibration layout (18 wages + beta) at the published prices."""
     from hatrade.data import load_calibration
-    from hatrade.ek import ek_world, published_household
+    from hatrade.core.worlds import ek_world, published_household
 
     cal = load_calibration("baseline")
     world, hh = ek_world("baseline"), published_household("baseline")
-    layout = _Layout(M=19, financial="globalization", solve_for="beta", tariffs=False,
+    layout = Layout(M=19, financial="globalization", solve_for="beta", tariffs=False,
                      R_fixed=1.01, beta_fixed=None)
     with jax.enable_x64(True):
         arrs = model_arrays(world, hh, income_process(hh))
         u = jnp.asarray(layout.pack(cal.wages.to_numpy(), 1.01, None, cal.beta))
         w, R, T, b = layout.prices(u)
-        _, (agg, sol) = _residual(u, _initial_state_all(arrs, w, R, T, b), arrs, layout,
+        _, (agg, sol) = _residual(u, initial_states(arrs, w, R, T, b), arrs, layout,
                                   1e-11, 5000)
         x = sol["state"]
         ref = np.asarray(_jacobian(u, x, None, arrs, layout, 1e-11, 5000, 1e-11)[0])

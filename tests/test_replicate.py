@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hatrade.cache import Cache
-from hatrade.replicate import (STAGE_NAMES, ReplicateError, check_output_dir, paper_setup,
+from hatrade.io.cache import Cache
+from hatrade.replicate.pipeline import (STAGE_NAMES, ReplicateError, check_output_dir, paper_setup,
                                replicate)
 
 COUNTRIES = ("AUT", "FIN", "FRA", "JPN", "ESP", "GBR", "USA")
@@ -70,18 +70,18 @@ def runs(cold):
     base, cache_dir, setup = cold.base, cold.cache_dir, cold.setup
     # warm: the same inputs; every solver is replaced by a function that fails
     with pytest.MonkeyPatch.context() as mp:
-        import hatrade.counterfactual
-        import hatrade.efficient
-        import hatrade.elasticity
-        import hatrade.households_xs
-        import hatrade.welfare
-        import hatrade.world
-        for mod, name in ((hatrade.world, "solve_equilibrium"),
-                          (hatrade.counterfactual, "run_counterfactual"),
-                          (hatrade.welfare, "country_welfare"),
-                          (hatrade.elasticity, "longrun_elasticities"),
-                          (hatrade.households_xs, "cross_section"),
-                          (hatrade.efficient, "solve_planner")):
+        import hatrade.analysis.counterfactual
+        import hatrade.analysis.efficient
+        import hatrade.analysis.elasticity
+        import hatrade.analysis.cross_section
+        import hatrade.welfare.ev
+        import hatrade.solve.equilibrium
+        for mod, name in ((hatrade.solve.equilibrium, "solve_equilibrium"),
+                          (hatrade.analysis.counterfactual, "run_counterfactual"),
+                          (hatrade.welfare.ev, "country_welfare"),
+                          (hatrade.analysis.elasticity, "longrun_elasticities"),
+                          (hatrade.analysis.cross_section, "cross_section"),
+                          (hatrade.analysis.efficient, "solve_planner")):
             mp.setattr(mod, name, _boom(name))
         warm = replicate(base / "warm", setup=setup, cache=Cache(cache_dir))
     # a changed parameter of the log model: only what depends on it is re-solved
@@ -116,7 +116,7 @@ def test_interrupted_run_folder_is_accepted_and_cleaned(tmp_path):
     """A run stopped before writing replicate.json (Ctrl-C) left its marker, finished stage
     folders and temporary folders: the folder is accepted for a rerun, and the temporary
     folders of stages are removed (other hidden folders are not)."""
-    from hatrade.replicate import MARKER, _prepare_output_dir
+    from hatrade.replicate.pipeline import MARKER, _prepare_output_dir
     out = tmp_path / "run"
     _prepare_output_dir(out)
     assert json.loads((out / MARKER).read_text())["kind"] == "replicate"
@@ -151,7 +151,7 @@ import sys
 from pathlib import Path
 import jax
 import jax.numpy as jnp
-from hatrade.replicate import jax_compilation_cache
+from hatrade.replicate.pipeline import jax_compilation_cache
 
 root = Path(sys.argv[1])
 before = (jax.config.jax_compilation_cache_dir,
@@ -178,7 +178,7 @@ def test_jax_compilation_cache_is_scoped(tmp_path):
 
 
 def test_start_jacobian_turns_the_beta_column_into_an_R_column():
-    from hatrade.replicate import _start_jacobian
+    from hatrade.replicate.pipeline import _start_jacobian
 
     J = np.arange(1.0, 10.0).reshape(3, 3)
     world = SimpleNamespace(M=3, financial="globalization", tariffs=None, has_tariffs=False)
@@ -241,7 +241,7 @@ def test_serial_run_matches_the_parallel_one(cold, tmp_path):
 
 
 def test_report_in_headless_chromium_has_every_figure_and_table(cold):
-    from hatrade.report import browser_check, find_chromium
+    from hatrade.replicate.report import browser_check, find_chromium
     assert find_chromium(), ("Chromium is required for this test: apt-get install -y chromium "
                              "(or set $CHROMIUM)")
     info = browser_check(cold.run.report, screenshot=cold.base / "report.png")
@@ -265,8 +265,8 @@ def test_report_in_headless_chromium_has_every_figure_and_table(cold):
 
 
 def test_numbers_come_from_the_run(cold):
-    from hatrade.gravity import BARRIER_LABELS, gravity_regression, model_trade_table
-    from hatrade.results import load_trade, shares_matrix
+    from hatrade.analysis.gravity import BARRIER_LABELS, gravity_regression, model_trade_table
+    from hatrade.io.results import load_trade, shares_matrix
 
     r = cold.run
     out = r.out
@@ -337,12 +337,12 @@ def test_changed_parameter_resolves_only_what_depends_on_it(runs):
 
 @pytest.mark.slow
 def test_failed_stage_is_reported_and_others_go_on(runs, monkeypatch, tmp_path):
-    import hatrade.efficient
+    import hatrade.analysis.efficient
 
     def explode(*a, **k):
         raise RuntimeError("planner exploded")
 
-    monkeypatch.setattr(hatrade.efficient, "solve_planner", explode)
+    monkeypatch.setattr(hatrade.analysis.efficient, "solve_planner", explode)
     # other planner weights: a new cache key, so the (failing) planner is really called
     setup = tiny_setup(planner_weights="equal")
     r = replicate(tmp_path / "out", setup=setup, cache=Cache(runs.cache_dir),
@@ -363,9 +363,9 @@ def test_cli_replicate(runs, monkeypatch, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    import hatrade.replicate as rep
+    import hatrade.replicate.pipeline as rep
     from hatrade.cli import replicate as cli_rep
-    from hatrade.report import README_BEGIN, README_END
+    from hatrade.replicate.report import README_BEGIN, README_END
 
     monkeypatch.setattr(rep, "paper_setup", lambda **kw: tiny_setup())
     app = typer.Typer()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hatrade.report import (README_BEGIN, README_END, Figure, StageResult, Table,
+from hatrade.replicate.report import (README_BEGIN, README_END, Figure, StageResult, Table,
                             browser_check, figure_png, find_chromium, format_number,
                             readme_section, render_report, update_readme, write_report)
 
@@ -117,7 +117,7 @@ def test_report_in_headless_chromium(stages, tmp_path):
 
 
 def test_browser_check_fails_clearly_without_chromium(tmp_path):
-    from hatrade.report import BrowserError
+    from hatrade.replicate.report import BrowserError
     p = write_report(tmp_path / "r.html", "<html><body></body></html>")
     with pytest.raises(BrowserError, match="apt-get install"):
         browser_check(p, chromium=str(tmp_path / "no-such-chromium"))

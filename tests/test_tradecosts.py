@@ -1,4 +1,4 @@
-"""Tests for the calibration-vector layout and trade costs (hatrade.tradecosts)."""
+"""Tests for the calibration-vector layout and trade costs (hatrade.core.tradecosts)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hatrade.data import COUNTRIES, load_calibration, load_covariates
-from hatrade.tradecosts import (
+from hatrade.core.tradecosts import (
     n_parameters,
     pack_parameters,
     tfp,

@@ -1,8 +1,8 @@
-"""Shared checks of TOML input tables (hatrade._validate)."""
+"""Shared checks of TOML input tables (hatrade.io.validate)."""
 
 import pytest
 
-from hatrade._validate import (BOOLEAN, FRACTION, check_keys, check_table, integer, loads_toml,
+from hatrade.io.validate import (BOOLEAN, FRACTION, check_keys, check_table, integer, loads_toml,
                                option_problems)
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import hatrade
-from hatrade.counterfactual import Scenario, run_counterfactual
-from hatrade.welfare import (_quantile_groups, _scale, acr_gain, consumption_equivalent,
+from hatrade.analysis.counterfactual import Scenario, run_counterfactual
+from hatrade.welfare.ev import (_quantile_groups, _scale, acr_gain, consumption_equivalent,
                              country_welfare, decompose, equivalent_variation,
                              household_problem, value_split)
 from smallworld import small_household, small_world
@@ -36,7 +36,7 @@ def verified(cut):
 
 def _V_old_at(eq, country, lam):
     """Independent evaluation: the old problem at (lam R, lam w, lam T), from a cold start."""
-    from hatrade.household import initial_state, policies, solve_fixed_point
+    from hatrade.core.household import initial_state, policies, solve_fixed_point
     with jax.enable_x64(True):
         prm, _ = household_problem(eq, country)
         p = _scale(prm, jnp.asarray(lam))
@@ -88,7 +88,7 @@ def test_extrapolated_roots_are_reported(cut, caplog):
     """Roots outside the solved lambda nodes (here: no nodes besides lambda = 1) are not
     returned silently: flagged in ``bracketed`` and warned about, with what to do."""
     import logging
-    with caplog.at_level(logging.WARNING, logger="hatrade.welfare"):
+    with caplog.at_level(logging.WARNING, logger="hatrade.welfare.ev"):
         ev = equivalent_variation(cut.baseline, cut.new, "H", n_nodes=0)
     assert not np.any(ev.bracketed[ev.defined])
     msgs = [r.getMessage() for r in caplog.records if "outside the solved lambda nodes" in
@@ -148,7 +148,7 @@ def test_ev_negative_income_states_first_root_above_one(cut_borrowers):
 def test_lucas_measure_policy_evaluation(cut):
     U_c, U_psi, T = value_split(cut.baseline, "H")
     prm, x = household_problem(cut.baseline, "H")
-    from hatrade.household import policies
+    from hatrade.core.household import policies
     with jax.enable_x64(True):
         V = np.asarray(policies(x, prm).V)
     assert np.max(np.abs(U_c + U_psi - V)) < 1e-8
@@ -237,7 +237,7 @@ def test_log_preferences_finite_cut_lucas_gain_is_acr_in_every_state():
     is (s_HH / s'_HH)^sigma - 1 in every state (the ACR term with theta = 1/sigma). The EV
     is above it where cash on hand is below spending (at the borrowing limit) and below it
     at the top of the asset grid."""
-    from hatrade.counterfactual import apply_scenario
+    from hatrade.analysis.counterfactual import apply_scenario
     sigma, beta, wages = 0.25, 0.92, [1.0, 0.95, 1.05]
     hh = small_household(gamma=1.0, sigma_eps=sigma, psi_slope=0.0)
     w0 = small_world()
@@ -272,7 +272,7 @@ PUBLISHED = {  # the paper: US welfare, 10% cut of trade costs (MODEL.md 5)
 @pytest.fixture(scope="module")
 def published_runs():
     """19-country counterfactuals of the paper (slow: several equilibrium solves)."""
-    from hatrade.counterfactual import baseline_equilibrium
+    from hatrade.analysis.counterfactual import baseline_equilibrium
     out = {}
     for cal in ("baseline", "log"):
         eq = baseline_equilibrium(cal)
@@ -327,7 +327,7 @@ def test_published_mean_gains_baseline(published_runs):
     "exceeds its Lucas gain. 0.21% is below the EV of every state (smallest 0.22%). No "
     "definition tried reproduces them (Lucas 0.35, utilitarian EV 0.46, utilitarian EV with "
     "the new distribution 0.36, labor income only 0.36, floor at d = 1 0.46, the start of "
-    "the transition path +0.01). See hatrade.welfare's docstring."))
+    "the transition path +0.01). See hatrade.welfare.ev's docstring."))
 def test_published_log_model_gains(published_runs):
     for key in (("log", "unilateral"), ("log", "global")):
         s = published_runs[key][1].summary

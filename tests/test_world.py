@@ -1,4 +1,4 @@
-r"""Tests for aggregation and the world equilibrium (hatrade.world, MODEL.md section 3).
+r"""Tests for aggregation and the world equilibrium (hatrade.solve.equilibrium, MODEL.md section 3).
 
 Small worlds (2-4 countries, n_a = 30) except the gravity-regression check, which needs the
 19 Eaton-Kortum countries and does one household solve at fixed prices.
@@ -22,9 +22,9 @@ from hatrade import (
     solve_equilibrium,
 )
 from hatrade.data import COUNTRIES, load_calibration, load_covariates
-from hatrade.ek import ek_world, published_household
-from hatrade.gravity import gravity_regression, model_trade_table
-from hatrade.tradecosts import trade_costs, unpack_parameters
+from hatrade.core.worlds import ek_world, published_household
+from hatrade.analysis.gravity import gravity_regression, model_trade_table
+from hatrade.core.tradecosts import trade_costs, unpack_parameters
 
 TOL = 1e-10  # solve_equilibrium's default tolerance (max abs relative excess demand)
 
@@ -329,7 +329,8 @@ def test_autarky_needs_beta(three_countries, small_household):
 def test_unconverged_distribution_is_an_error_naming_the_country():
     """The stationary distribution's Krylov residual is checked: a country whose
     distribution was not found stops the solve with its name and residual."""
-    from hatrade.world import EquilibriumError, _check_households
+    from hatrade.core.errors import EquilibriumError
+    from hatrade.core.markets import check_households
 
     Na, Nz = 4, 2
     lam = np.full((3, Na, Nz), 1.0 / (Na * Nz))
@@ -337,15 +338,15 @@ def test_unconverged_distribution_is_an_error_naming_the_country():
     sol = dict(iterations=np.array([10, 10, 10]), state=SimpleNamespace(c=good + 1.0), lam=lam,
                lam_residual=np.array([1e-15, 3e-4, 2e-16]))
     with pytest.raises(EquilibriumError, match=r"\['F'\].*3\.0e-04"):
-        _check_households(sol, ("H", "F", "X"), 100)
+        check_households(sol, ("H", "F", "X"), 100)
     sol["lam_residual"] = np.array([1e-15, np.nan, 2e-16])
     with pytest.raises(EquilibriumError, match=r"\['F'\]"):
-        _check_households(sol, ("H", "F", "X"), 100)
+        check_households(sol, ("H", "F", "X"), 100)
     sol["lam_residual"] = np.array([1e-15, 1e-14, 2e-16])
-    _check_households(sol, ("H", "F", "X"), 100)  # converged: no error
+    check_households(sol, ("H", "F", "X"), 100)  # converged: no error
     lam[2, 0, 0] = -1e-6
     with pytest.raises(EquilibriumError, match=r"negative mass.*\['X'\]"):
-        _check_households(sol, ("H", "F", "X"), 100)
+        check_households(sol, ("H", "F", "X"), 100)
 
 
 def test_calibration_and_counterfactuals_share_one_compiled_residual(three_countries,
@@ -353,7 +354,7 @@ def test_calibration_and_counterfactuals_share_one_compiled_residual(three_count
     """The fixed R or beta is traced, not a compile-time constant: solving the same world
     for R at two different betas after solving it for beta compiles the world residual
     once, and gives the same equilibrium as the beta solve at its beta."""
-    from hatrade.world import _residual_jit
+    from hatrade.solve.equilibrium import _residual_jit
 
     n0 = _residual_jit._cache_size()
     hh = dataclasses.replace(small_household, beta=None)
@@ -443,7 +444,7 @@ def test_coarse_stage_failure_falls_back(three_countries, fine_household, eq_pla
     leaves a solve that still converges (with a full Jacobian) to the same equilibrium."""
     import logging
 
-    import hatrade.world as W
+    import hatrade.solve.equilibrium as W
 
     solve = W._solve
 
@@ -453,7 +454,7 @@ def test_coarse_stage_failure_falls_back(three_countries, fine_household, eq_pla
         return solve(*args, **kw)
 
     monkeypatch.setattr(W, "_solve", failing)
-    with caplog.at_level(logging.INFO, logger="hatrade.world"):
+    with caplog.at_level(logging.INFO, logger="hatrade.solve.equilibrium"):
         eq = _far_solve(three_countries, fine_household, coarse_n_a=20)
     assert "coarse stage (n_a = 20) failed" in caplog.text and "coarse trouble" in caplog.text
     assert eq.coarse_household_solves == 0 and eq.jacobians >= 1
@@ -479,7 +480,7 @@ def test_inexact_household_solves_end_exact(three_countries, fine_household, eq_
     """Early household solves are loose (tolerance ~ 1e-3 x the excess demands), the last
     one is to hh_tol: the returned states are a household fixed point at hh_tol (a re-solve
     from them moves nothing) and the equilibrium is the one of exact solves."""
-    import hatrade.world as W
+    import hatrade.solve.equilibrium as W
 
     used = []
     residual = W._residual

@@ -13,10 +13,11 @@ Importing hatrade does not change JAX's configuration; its entry points compute 
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .ek import ek_world, published_household
-from .income import IncomeProcess, income_process
-from .params import Household, ParameterError, World
-from .world import Equilibrium, EquilibriumError, evaluate, solve_equilibrium
+from hatrade.core.worlds import ek_world, published_household
+from hatrade.core.income import IncomeProcess, income_process
+from hatrade.core.params import Household, ParameterError, World
+from hatrade.core.errors import EquilibriumError
+from hatrade.solve.equilibrium import Equilibrium, evaluate, solve_equilibrium
 
 try:
     __version__ = version("hatrade")

@@ -28,7 +28,7 @@ app = typer.Typer(
 
 def _version_callback(value: bool) -> None:
     if value:
-        from .. import __version__
+        from hatrade import __version__
 
         typer.echo(f"hatrade {__version__}")
         raise typer.Exit()

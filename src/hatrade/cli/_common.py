@@ -13,12 +13,12 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ..config import ConfigError
-from ..data import DataFileError
-from ..gravity import TradeTableError
-from ..params import ParameterError
-from ..results import ResultsError
-from ..world import EquilibriumError
+from hatrade.io.config import ConfigError
+from hatrade.data import DataFileError
+from hatrade.analysis.gravity import TradeTableError
+from hatrade.core.params import ParameterError
+from hatrade.io.results import ResultsError
+from hatrade.core.errors import EquilibriumError
 
 __all__ = ["console", "err_console", "USER_ERRORS", "EXIT_USER_ERROR", "handle_errors",
            "fail", "setup_logging", "progress", "calibration_option", "config_option",
@@ -102,13 +102,13 @@ def out_option(help: str):
 
 
 def load_world_config(calibration, config, **calibration_kwargs):
-    """The :class:`~hatrade.config.SolveConfig` of ``--calibration`` or ``--config``.
+    """The :class:`~hatrade.io.config.SolveConfig` of ``--calibration`` or ``--config``.
 
     Both given, or a true ``calibration_kwargs`` flag (e.g. ``from_initial``, reported as
     ``--from-initial``) with ``--config``, is a usage error (:func:`fail`). Neither given:
     the ``baseline`` calibration.
     """
-    from ..config import calibration_config, load_config
+    from hatrade.io.config import calibration_config, load_config
 
     if calibration is not None and config is not None:
         fail("give either --calibration or --config, not both.")
@@ -126,7 +126,7 @@ def check_out_folder(out: Path, kind: str, what: str | None = None) -> Path:
 
     A previous folder is recognised by ``"kind"`` in its ``summary.json``; ``what`` names it
     in the error (default ``'hatrade <kind>'``). Raises
-    :class:`~hatrade.results.ResultsError` otherwise.
+    :class:`~hatrade.io.results.ResultsError` otherwise.
     """
     if out.exists() and not out.is_dir():
         raise ResultsError(f"output folder {out} exists and is not a folder; choose another --out.")

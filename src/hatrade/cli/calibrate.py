@@ -38,11 +38,11 @@ def _write_outputs(out: Path, res, extra: dict | None = None):
     import numpy as np
     import pandas as pd
 
-    from .. import __version__
-    from ..calibrate import data_moments, ek_setup
-    from ..data import load_trade_data, write_parameter_file
-    from ..gravity import gravity_regression, model_trade_table, table1
-    from ..results import _jsonable, atomic_write_text
+    from hatrade import __version__
+    from hatrade.calibration.calibrate import data_moments, ek_setup
+    from hatrade.data import load_trade_data, write_parameter_file
+    from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
+    from hatrade.io.results import _jsonable, atomic_write_text
 
     setup = ek_setup()
     write_parameter_file(out / "parameters.csv", res.params)
@@ -113,9 +113,9 @@ def calibrate_cmd(
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="--grid: re-run points recorded as failed."),
 ) -> None:
-    from ..calibrate import CalibrationError, calibrate
-    from ..data import CALIBRATIONS, load_calibration, read_parameter_file
-    from ..ek import published_household
+    from hatrade.calibration.calibrate import CalibrationError, calibrate
+    from hatrade.data import CALIBRATIONS, load_calibration, read_parameter_file
+    from hatrade.core.worlds import published_household
 
     if calibration not in CALIBRATIONS:
         fail(f"--calibration {calibration!r} is not allowed: use one of {', '.join(CALIBRATIONS)}.")
@@ -177,9 +177,9 @@ def calibrate_cmd(
 def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
     import pandas as pd
 
-    from ..calibrate import CalibrationError
-    from ..calibrate_micro import calibrate_micro, load_micro_targets
-    from ..results import atomic_write_text
+    from hatrade.calibration.calibrate import CalibrationError
+    from hatrade.calibration.micro import calibrate_micro, load_micro_targets
+    from hatrade.io.results import atomic_write_text
 
     spec = load_micro_targets(path)  # every field checked before any solve
     hh = hh.replace(**spec["start"])
@@ -216,7 +216,7 @@ def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
 
 def _grid(grid, theta0, hh, cal, out, tol, max_iter, psi_target, gap_country, scheduler,
           workers, serial, retry_failed):
-    from ..calibrate_micro import calibration_grid, grid_points
+    from hatrade.calibration.micro import calibration_grid, grid_points
 
     n = len(grid_points(grid, hh))  # every point checked before any solve
     err_console.print(f"Calibration grid: {n} points -> {escape(str(out))} "

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _parse_changes(items: list[str] | None, what: str) -> dict:
-    from ..params import ParameterError
+    from hatrade.core.params import ParameterError
 
     out = {}
     for it in items or []:
@@ -118,23 +118,23 @@ def counterfactual_command(
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
     import pandas as pd
 
-    from .. import __version__, solve_equilibrium
-    from ..counterfactual import Scenario, apply_scenario, parse_pairs, run_counterfactual
-    from ..plots_welfare import save_welfare_figures
-    from ..results import _jsonable, atomic_dir, atomic_write_text
-    from ..welfare import country_welfare
+    from hatrade import __version__, solve_equilibrium
+    from hatrade.analysis.counterfactual import Scenario, apply_scenario, parse_pairs, run_counterfactual
+    from hatrade.plots.welfare import save_welfare_figures
+    from hatrade.io.results import _jsonable, atomic_dir, atomic_write_text
+    from hatrade.welfare.ev import country_welfare
 
     # ---- everything is checked before any solve
     if config is not None and calibration is not None:
         fail("give either --calibration or --config, not both.")
     cal_name = calibration.value if calibration is not None else "baseline"
     if config is not None:
-        from ..config import load_config
+        from hatrade.io.config import load_config
         cfg = load_config(config)
         world0 = cfg.world
         source = str(config)
     else:
-        from ..ek import ek_world
+        from hatrade.core.worlds import ek_world
         world0 = ek_world(cal_name)
         cfg, source = None, f"calibration:{cal_name}"
     pairs = parse_pairs(list(pair) if pair else None)
@@ -177,7 +177,7 @@ def counterfactual_command(
     with progress() as prog:
         task = prog.add_task("Baseline equilibrium (the first call compiles)...", total=None)
         if cfg is None:
-            from ..counterfactual import baseline_equilibrium
+            from hatrade.analysis.counterfactual import baseline_equilibrium
             base_eq = baseline_equilibrium(cal_name)
         else:
             base_eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
@@ -285,7 +285,7 @@ def batch_command(
                                       help="Re-run runs recorded as failed."),
 ) -> None:
     """Run many counterfactuals (a batch file) on a Dask cluster, resumably."""
-    from ..batch import load_batch, run_batch
+    from hatrade.io.batch import load_batch, run_batch
 
     if serial and scheduler:
         fail("give either --serial or --scheduler, not both.")

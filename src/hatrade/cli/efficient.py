@@ -58,10 +58,10 @@ def efficient_command(
              "side-by-side comparison (under a minute for 19 countries)."),
 ) -> None:
     """Efficient allocation (Proposition 4) vs the decentralized equilibrium; write efficient_trade.csv, summary.json, efficient_trade.png."""
-    from .. import __version__, evaluate, solve_equilibrium
-    from ..efficient import efficient_report, solve_planner
-    from ..plots_efficient import save_efficient_trade
-    from ..results import _jsonable, atomic_dir
+    from hatrade import __version__, evaluate, solve_equilibrium
+    from hatrade.analysis.efficient import efficient_report, solve_planner
+    from hatrade.plots.efficient import save_efficient_trade
+    from hatrade.io.results import _jsonable, atomic_dir
 
     cfg = load_world_config(calibration, config)
     out = Path(out) if out is not None else Path("results") / f"efficient-{cfg.name}-{weights.value}"

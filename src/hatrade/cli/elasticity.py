@@ -21,7 +21,7 @@
 ``micro_table.csv`` (``grouping``, ``group``, ``import_share``, ``elasticity``, ``mpc``,
 ``mass``, then group means of ``labor_income``, ``expenditure``, ``assets``; exact
 weights by the stationary distribution), ``cross_section.csv`` (one row per household
-state, see :mod:`hatrade.households_xs`), ``micro_table.png`` (bars), ``summary.json``
+state, see :mod:`hatrade.analysis.cross_section`), ``micro_table.png`` (bars), ``summary.json``
 (``kind`` = ``"households"``), and with ``--simulate N`` also
 ``micro_table_simulated.csv`` (N seeded simulated households).
 
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _check_country(cfg, country: str) -> str:
-    from ..params import ParameterError
+    from hatrade.core.params import ParameterError
 
     code = country.strip()
     cfg.world.index(code)  # ParameterError listing the allowed codes
@@ -77,7 +77,7 @@ def _check_country(cfg, country: str) -> str:
 
 def _equilibrium(cfg, prog):
     """Households at the published prices (calibration) or a solved equilibrium (config)."""
-    from .. import evaluate, solve_equilibrium
+    from hatrade import evaluate, solve_equilibrium
 
     if cfg.calibration is not None:
         task = prog.add_task("Households at the published equilibrium prices (the first call "
@@ -95,7 +95,7 @@ def _equilibrium(cfg, prog):
 
 
 def _header(kind: str, name: str, country: str, source: str) -> dict:
-    from .. import __version__
+    from hatrade import __version__
 
     return {"kind": kind, "name": name, "country": country, "hatrade_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -103,7 +103,7 @@ def _header(kind: str, name: str, country: str, source: str) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from ..results import _jsonable
+    from hatrade.io.results import _jsonable
 
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(_jsonable(obj), fh, indent=2, allow_nan=False)
@@ -133,9 +133,9 @@ def elasticities_command(
              "R still fixed) beside the impact one."),
 ) -> None:
     """Trade elasticities of one country by partner (Proposition 1, exact AD); write elasticities.csv, summary.json, micro.nc, elasticities.png."""
-    from ..elasticity import TABLE_COLUMNS, longrun_elasticities, trade_elasticities
-    from ..plots_elasticity import partner_elasticities_figure, save_figure
-    from ..results import atomic_dir
+    from hatrade.analysis.elasticity import TABLE_COLUMNS, longrun_elasticities, trade_elasticities
+    from hatrade.plots.elasticity import partner_elasticities_figure, save_figure
+    from hatrade.io.results import atomic_dir
 
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
@@ -212,10 +212,10 @@ def households_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the simulation."),
 ) -> None:
     """Household cross-section of one country: import shares, trade elasticities and MPCs by income and expenditure group; write micro_table.csv, cross_section.csv, micro_table.png, summary.json."""
-    from ..households_xs import cross_section, micro_table, simulate_households
-    from ..params import ParameterError
-    from ..plots_elasticity import micro_table_figure, save_figure
-    from ..results import atomic_dir
+    from hatrade.analysis.cross_section import cross_section, micro_table, simulate_households
+    from hatrade.core.params import ParameterError
+    from hatrade.plots.elasticity import micro_table_figure, save_figure
+    from hatrade.io.results import atomic_dir
 
     if not transfer > 0:
         raise ParameterError(f"--transfer {transfer} is not allowed: it must be > 0.")

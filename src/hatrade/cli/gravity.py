@@ -41,8 +41,8 @@ def register(app: typer.Typer) -> None:
 
 def _model_shares_from_solve(folder: Path):
     """Trade shares (19 x 19, COUNTRIES order) and calibration vector of a solve folder."""
-    from ..data import COUNTRIES
-    from ..results import load_summary, load_trade, shares_matrix
+    from hatrade.data import COUNTRIES
+    from hatrade.io.results import load_summary, load_trade, shares_matrix
 
     summary = load_summary(folder)
     trade = load_trade(folder)
@@ -57,10 +57,10 @@ def _model_shares_from_solve(folder: Path):
 
 def _model_shares_from_calibration(name: str):
     """Trade shares at the published equilibrium prices of a shipped calibration."""
-    from .. import evaluate
-    from ..config import DEFAULT_R
-    from ..data import load_calibration
-    from ..ek import ek_world, published_household
+    from hatrade import evaluate
+    from hatrade.io.config import DEFAULT_R
+    from hatrade.data import load_calibration
+    from hatrade.core.worlds import ek_world, published_household
 
     cal = load_calibration(name)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -89,9 +89,9 @@ def table1_command(
                                   help="Least squares: fast (numpy) or statsmodels."),
 ) -> None:
     """Write and print Table 1 (see TABLE1_HELP)."""
-    from ..data import load_trade_data
-    from ..gravity import gravity_regression, model_trade_table, table1
-    from ..results import atomic_write_text
+    from hatrade.data import load_trade_data
+    from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
+    from hatrade.io.results import atomic_write_text
 
     if from_solve is not None and calibration is not None:
         fail("give either --from-solve or --calibration, not both.")

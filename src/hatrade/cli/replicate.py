@@ -43,7 +43,7 @@ class RichProgress:
     as its description), with a line per finished stage."""
 
     def __init__(self, console_=None):
-        from ..replicate import ProgressSink
+        from hatrade.replicate.pipeline import ProgressSink
 
         self._base = ProgressSink()
         self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[stage]}"),
@@ -115,8 +115,8 @@ def replicate_command(
              "docs/figures/ next to it."),
 ) -> None:
     """Compute everything the paper reports and write an HTML report (see REPLICATE_HELP)."""
-    from .. import replicate as rep
-    from ..cache import Cache
+    from hatrade.replicate import pipeline as rep
+    from hatrade.io.cache import Cache
 
     setup = rep.paper_setup(quick=quick)
     if out is None:
@@ -149,7 +149,7 @@ def replicate_command(
 
 
 def _check_readme(readme: Path) -> None:
-    from ..report import README_BEGIN, README_END
+    from hatrade.replicate.report import README_BEGIN, README_END
 
     try:
         text = readme.read_text(encoding="utf-8")
@@ -183,7 +183,7 @@ def _small_png(src: Path, dst: Path, width: tuple[int, int] = README_FIGURE_WIDT
 
     from PIL import Image
 
-    from ..results import _umask
+    from hatrade.io.results import _umask
 
     with Image.open(src) as im:
         im = im.convert("RGB")
@@ -205,8 +205,8 @@ def _small_png(src: Path, dst: Path, width: tuple[int, int] = README_FIGURE_WIDT
 def _write_readme(readme: Path, result) -> Path:
     import datetime as _dt
 
-    from .. import __version__
-    from ..report import readme_section, update_readme
+    from hatrade import __version__
+    from hatrade.replicate.report import readme_section, update_readme
 
     figdir = readme.parent / "docs" / "figures"
     figdir.mkdir(parents=True, exist_ok=True)

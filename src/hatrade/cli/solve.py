@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..data import CALIBRATIONS
+from hatrade.data import CALIBRATIONS
 from ._common import (calibration_option, config_option, console, err_console, handle_errors,
                       load_world_config, out_option, progress)
 
@@ -51,8 +51,8 @@ def solve(
              "published 0.0225 (the calibration vector is not re-estimated)."),
 ) -> None:
     """Solve the stationary world equilibrium and write a results folder (see SOLVE_HELP)."""
-    from .. import solve_equilibrium
-    from ..results import check_output_dir, check_writers, save_solve
+    from hatrade import solve_equilibrium
+    from hatrade.io.results import check_output_dir, check_writers, save_solve
 
     # ---- everything is checked before any work
     cfg = load_world_config(calibration, config, from_initial=from_initial,

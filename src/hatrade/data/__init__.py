@@ -15,7 +15,7 @@ the importer's spending on goods from :math:`j` relative to its spending on itse
 Calibration vectors (46 numbers, the published layout) are
 :math:`(\log A_1, \dots, \log A_{18}, \theta^m_1, \dots, \theta^m_{18}, \text{6 distance
 bins}, \text{border}, \text{language}, \text{EC}, \text{EFTA})` with :math:`A_{19} = 1` and
-:math:`\theta^m_{19} = -\sum_{i \le 18} \theta^m_i`; see :mod:`hatrade.tradecosts`.
+:math:`\theta^m_{19} = -\sum_{i \le 18} \theta^m_i`; see :mod:`hatrade.core.tradecosts`.
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def load_covariates() -> pd.DataFrame:
     """Covariates of the 342 ordered pairs, from ``ek-cntryfix.csv``.
 
     This is what model-generated trade shares are joined with before running the gravity
-    regression (see :func:`hatrade.gravity.model_trade_table`).
+    regression (see :func:`hatrade.analysis.gravity.model_trade_table`).
 
     Returns
     -------
@@ -453,7 +453,7 @@ def write_parameter_file(path: PathLike, params) -> None:
             f"{(np.flatnonzero(~np.isfinite(vec)) + 1).tolist()} (1-based)."
         )
     text = "guess\n" + "".join(f"{float(x)!r}\n" for x in vec)
-    from ..results import atomic_write_text  # lazy: results imports pandas-heavy code
+    from hatrade.io.results import atomic_write_text  # lazy: results imports pandas-heavy code
 
     atomic_write_text(path, text)
     logger.debug("wrote %d parameters to %s", vec.size, path)

@@ -1,0 +1,638 @@
+r"""Calibration by "gravity as a guide" (MODEL.md section 4).
+
+The parameters :math:`\vartheta = (\log A_1..\log A_{M-1}, \theta^m_1..\theta^m_{M-1},
+\delta_1..\delta_K)` are chosen so that the gravity regression run on model-generated trade
+reproduces the regression on the data: :math:`m(\vartheta) = m^*`, with
+:math:`m = (S_1..S_{M-1}, \theta^m_1..\theta^m_{M-1}, \text{coefficients})`; beta is solved
+with the wages so that the world bond market clears at the given R.
+
+Algorithm (Newton in the parameters through the equilibrium, implicit function theorem):
+
+1. At :math:`\vartheta_k` solve the equilibrium (wages, beta) exactly, warm-started, with
+   the equilibrium Jacobian from step 2 of the previous iteration (few household solves).
+2. Compute the *household-block Jacobian*: the derivatives of every country's spending
+   :math:`M_{ij}` and asset demand :math:`A_i` with respect to its log prices
+   :math:`\log p_{ik}`, its wage (income), its TFP scaling (grid, sigma, psi), R and beta.
+   Countries are independent, so all countries are differentiated at once: M + 4 forward
+   directions in total (implicit differentiation of the household fixed point, with the
+   stationary distribution re-solved), whatever the number of parameters.
+3. Everything else is a known map (prices :math:`p_{ij} = d_{ij}(\vartheta) w_j / A_j`,
+   market clearing, the regression, which is linear: :math:`m = G y`), so the Jacobians of
+   excess demands and moments with respect to (wages, beta) and all parameters follow by
+   the chain rule (``jax.jacfwd`` of a linearized composite), and
+   :math:`dm/d\vartheta = \partial_\vartheta m - \partial_u m\, (\partial_u E)^{-1}
+   \partial_\vartheta E`.
+4. Newton step in :math:`\vartheta`, with the predicted equilibrium change as warm start.
+
+Each iteration costs one equilibrium solve plus M + 4 tangent directions; the near-linear
+map from trade-cost parameters to gravity coefficients makes Newton converge in a few
+iterations. Every iteration is logged and checkpointed (JSON) and a run resumes from its
+checkpoint.
+
+psi_slope (optional, ``home_share_gap=``): a 47th parameter with a 47th moment, the home
+share of the top labor-income quintile minus that of the bottom quintile of one country
+(:func:`home_share_gaps`). The household block then has M + 5 directions (psi_slope
+enters :math:`\psi_i(z, i) = \psi_{slope} A_i^{1-\gamma} \log z_{perm}`, MODEL.md 1.1) and
+the gaps as outputs (:func:`block_jacobian_psi`), and the same Newton iteration solves for
+all 47 with the exact Jacobian. Quintile membership is fixed by the income process
+(:func:`income_group_fractions`): only shares and masses within the groups move, so the
+moment is differentiable. Micro targets for gamma and sigma_eps (an outer loop) and
+robustness grids are in :mod:`hatrade.calibration.micro`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from hatrade.core.x64 import enable_x64
+from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
+from hatrade.core.income import income_process
+from hatrade.core.jacobian import (BlockJacobian, block_jacobian, direction_rows, household_block,
+                       psi_slope_direction)
+from hatrade.core.params import Household, ParameterError, World
+from hatrade.core.errors import EquilibriumError
+from hatrade.core.markets import Layout, model_arrays
+from hatrade.solve.equilibrium import Equilibrium, solve_equilibrium
+
+__all__ = ["GravitySetup", "ek_setup", "CalibrationError", "CalibrationResult", "calibrate",
+           "model_moments", "block_jacobian", "block_jacobian_psi", "home_share_gaps",
+           "income_group_fractions", "PsiBlock", "GAP_GROUPS"]
+
+log = logging.getLogger(__name__)
+
+
+class CalibrationError(RuntimeError):
+    """The calibration stalled or failed; the best point is saved and reported."""
+
+
+# ----------------------------------------------------------------------------- gravity
+
+@dataclass(frozen=True, eq=False)
+class GravitySetup:
+    """Pairs, covariates and the linear moment operator of a gravity regression.
+
+    Attributes
+    ----------
+    countries : tuple of str
+    importer, exporter : int arrays (P,) indices of the off-diagonal pairs (data row order)
+    X : (P, K) covariates; the first ``n_bins`` columns are distance-bin dummies that
+        partition the pairs (they absorb the constant)
+    names : covariate names (K)
+    G : (2(M-1)+K, P) the regression with the Eaton-Kortum normalization as a matrix:
+        moments = G @ y, y_ij = log(X_ij / X_ii)
+    """
+
+    countries: tuple
+    importer: np.ndarray
+    exporter: np.ndarray
+    X: np.ndarray
+    names: tuple
+    n_bins: int
+    G: np.ndarray
+
+    @property
+    def M(self) -> int:
+        return len(self.countries)
+
+    @property
+    def n_params(self) -> int:
+        return 2 * (self.M - 1) + self.X.shape[1]
+
+    @classmethod
+    def build(cls, countries, importer, exporter, X, names, n_bins) -> "GravitySetup":
+        countries = tuple(countries)
+        M, (P, K) = len(countries), np.shape(X)
+        importer, exporter = np.asarray(importer, int), np.asarray(exporter, int)
+        D = np.zeros((P, 2 * (M - 1) + K))
+        for p, (i, j) in enumerate(zip(importer, exporter)):
+            if i < M - 1:
+                D[p, i] = 1.0
+            if j < M - 1:
+                D[p, M - 1 + j] = 1.0
+        D[:, 2 * (M - 1):] = X
+        rank = np.linalg.matrix_rank(D)
+        if rank < D.shape[1]:
+            raise ParameterError(f"gravity design is rank deficient ({rank} < {D.shape[1]} "
+                                 "columns): too few country pairs for the covariates.")
+        T = _normalization(M, K, n_bins)
+        return cls(countries, importer, exporter, np.asarray(X, float), tuple(names), n_bins,
+                   T @ np.linalg.pinv(D))
+
+    def log_d(self, theta):
+        """log trade costs (M, M) from parameters: max(0, -(X delta + theta_m_i)/4)."""
+        M = self.M
+        th_m = self.theta_m(theta)
+        x = jnp.asarray(self.X) @ theta[2 * (M - 1):] + th_m[self.importer]
+        logd = jnp.maximum(-x / 4.0, 0.0)
+        return jnp.zeros((M, M), dtype=logd.dtype).at[self.importer, self.exporter].set(logd)
+
+    def log_tfp(self, theta):
+        return jnp.concatenate([theta[: self.M - 1], jnp.zeros(1, dtype=theta.dtype)])
+
+    def theta_m(self, theta):
+        t = theta[self.M - 1: 2 * (self.M - 1)]
+        return jnp.concatenate([t, -jnp.sum(t, keepdims=True)])
+
+    def moments_from_spending(self, Mij):
+        """Gravity moments of a spending matrix (importer rows)."""
+        y = jnp.log(Mij[self.importer, self.exporter] / Mij[self.importer, self.importer])
+        return jnp.asarray(self.G) @ y
+
+
+def _normalization(M: int, K: int, n_bins: int) -> np.ndarray:
+    """Raw (imp FE 1..M-1, exp FE 1..M-1, K coefs) -> (S, theta_m, coefs), EK normalization."""
+    k = M - 1
+    n = 2 * k + K
+    t = np.zeros((n, n))
+    centre = np.eye(k) - 1.0 / M
+    t[:k, k:2 * k] = centre  # S_j = m_j - mean(m)
+    t[k:2 * k, :k] = centre  # theta_m_i = (a_i - mean a) + (m_i - mean m)
+    t[k:2 * k, k:2 * k] = centre
+    for r in range(2 * k, n):
+        t[r, r] = 1.0
+        if r < 2 * k + n_bins:
+            t[r, :2 * k] = 1.0 / M  # bins absorb the means
+    return t
+
+
+def ek_setup() -> GravitySetup:
+    """The Eaton-Kortum regression of the paper (19 countries, 6 bins + 4 dummies)."""
+    from hatrade.data import COUNTRIES, COVARIATES, load_covariates
+    cov = load_covariates()
+    pos = {c: k for k, c in enumerate(COUNTRIES)}
+    return GravitySetup.build(COUNTRIES, cov["importer"].map(pos).to_numpy(),
+                              cov["exporter"].map(pos).to_numpy(),
+                              cov[list(COVARIATES)].to_numpy(float), COVARIATES, 6)
+
+
+def data_moments() -> np.ndarray:
+    """The 46 data moments (the regression on the Eaton-Kortum data)."""
+    from hatrade.data import load_trade_data
+    setup = ek_setup()
+    y = load_trade_data()["log_trade"].to_numpy(float)
+    return setup.G @ y
+
+
+@enable_x64
+def model_moments(eq: Equilibrium, setup: GravitySetup | None = None) -> np.ndarray:
+    """Gravity moments of a solved model's trade."""
+    setup = setup or ek_setup()
+    return np.asarray(setup.moments_from_spending(jnp.asarray(eq.spending)))
+
+
+@enable_x64
+def world_from_params(theta, setup: GravitySetup, labor, financial="globalization") -> World:
+    theta = jnp.asarray(theta, dtype=jnp.float64)
+    return World(countries=setup.countries, tfp=np.exp(np.asarray(setup.log_tfp(theta))),
+                 labor=labor, d=np.exp(np.asarray(setup.log_d(theta))), financial=financial)
+
+
+# ----------------------------------------------------------------------------- block Jacobian
+
+def _composite_jacobian(eq: Equilibrium, bj: BlockJacobian, setup: GravitySetup, theta0,
+                        layout: Layout, psi: "PsiBlock | None" = None,
+                        gap_country: int | None = None):
+    """Jacobians of (excess demands, moments) w.r.t. (u, theta) at the solved point.
+
+    With ``psi`` (:func:`block_jacobian_psi`), ``theta0`` has psi_slope appended and the
+    moments the home-share gap of the country at index ``gap_country``.
+    """
+    M = eq.world.M
+    M0 = jnp.asarray(eq.spending)
+    A0 = jnp.asarray(eq.aggregates["A"])
+    N = jnp.asarray(eq.aggregates["N"])
+    beta0 = float(eq.prices.beta)
+    R0 = float(eq.prices.R[0])
+    theta0 = jnp.asarray(theta0)
+    K = setup.n_params
+    u0 = jnp.asarray(layout.pack(eq.prices.w, eq.prices.R, None, beta0))
+
+    def logp(u, theta):
+        w, _, _, _ = layout.prices(u)
+        lA = setup.log_tfp(theta[:K])
+        return setup.log_d(theta[:K]) + (jnp.log(w) - lA)[None, :], jnp.log(w), lA
+
+    lp0, lw0, lA0 = logp(u0, theta0)
+
+    def phi(u, theta):
+        lp, lw, lA = logp(u, theta)
+        w, R, _, beta = layout.prices(u)
+        dlp, dw, dA_ = lp - lp0, lw - lw0, lA - lA0
+        dR, db = R[0] - R0, beta - beta0
+        Mij = (M0 + jnp.einsum("ijk,ik->ij", bj.p, dlp) + bj.w * dw[:, None]
+               + bj.A * dA_[:, None] + bj.R * dR + bj.beta * db)
+        Ai = A0 + jnp.einsum("ik,ik->i", bj.Ap, dlp) + bj.Aw * dw + bj.AA * dA_ + bj.AR * dR \
+            + bj.Abeta * db
+        if psi is not None:
+            dpsi = theta[K] - theta0[K]
+            Mij = Mij + psi.M * dpsi
+            Ai = Ai + psi.A * dpsi
+        Y = w * N
+        goods = (jnp.sum(Mij, axis=0) - Y) / Y
+        bond = jnp.sum(Ai, keepdims=True) / jnp.sum(Y)
+        ed = jnp.concatenate([goods[1:], bond])
+        m = setup.moments_from_spending(Mij)
+        if psi is not None:
+            c = gap_country
+            gap = (psi.gap[c] + psi.gp[c] @ dlp[c] + psi.gw[c] * dw[c] + psi.gA[c] * dA_[c]
+                   + psi.gR[c] * dR + psi.gbeta[c] * db + psi.gpsi[c] * dpsi)
+            m = jnp.concatenate([m, gap[None]])
+        return ed, m
+
+    (Eu, Et), (mu, mt) = jax.jacfwd(phi, argnums=(0, 1))(u0, theta0)
+    del M
+    return np.asarray(Eu), np.asarray(Et), np.asarray(mu), np.asarray(mt)
+
+
+# ----------------------------------------------------------------------------- psi_slope
+
+#: Income groups of the home-share gap (population quantiles of labor income w z):
+#: the gap is the home share of the top group minus that of the bottom group.
+GAP_GROUPS = {"bottom": INCOME_GROUPS["bottom_20"], "top": INCOME_GROUPS["top_20"]}
+
+
+def income_group_fractions(inc, lo: float, hi: float) -> np.ndarray:
+    r"""Share of each income state's population inside the labor-income quantile range
+    [lo, hi] (Nz,).
+
+    Within a country the wage is common, so ranking households by labor income
+    :math:`w z` is ranking them by :math:`z`; and the :math:`z`-marginal of every
+    stationary distribution is the income chain's own stationary distribution (assets do
+    not feed back on income). The fractions therefore depend on the income process alone:
+    a state straddling a quantile boundary is split as in
+    :func:`hatrade.analysis.cross_section.group_weights`, and the weight of state (a, z) in the
+    group is :math:`\lambda(a,z) f(z)` with these constant :math:`f`.
+    """
+    dist = np.asarray(inc.dist, float)
+    wt = group_weights(np.asarray(inc.z, float), dist, lo, hi)
+    return np.divide(wt, dist, out=np.zeros_like(wt), where=dist > 0)
+
+
+def _gap_fractions(inc) -> np.ndarray:
+    return np.stack([income_group_fractions(inc, *GAP_GROUPS["top"]),
+                     income_group_fractions(inc, *GAP_GROUPS["bottom"])])
+
+
+def _home_share_gap(pi, c, p, lam, home, fr):
+    r"""One country's home-share gap: :math:`H_{top} - H_{bottom}`, with
+    :math:`H_g = \sum \lambda f_g h / \sum \lambda f_g` and the household home share
+    :math:`h = \pi_i p_{ii} c_i / \sum_j \pi_j p_{ij} c_j`."""
+    spend = pi * c * p
+    h = spend[..., home] / jnp.sum(spend, axis=-1)
+    wt = lam[None] * fr[:, None, :]  # (2, Na, Nz)
+    H = jnp.sum(wt * h[None], axis=(1, 2)) / jnp.sum(wt, axis=(1, 2))
+    return H[0] - H[1]
+
+
+def _gaps(pol, p, lam, fr):
+    M = p.shape[0]
+    return jax.vmap(_home_share_gap, in_axes=(0, 0, 0, 0, 0, None))(
+        pol.pi, pol.c, p, lam, jnp.arange(M), fr)
+
+
+@enable_x64
+def home_share_gaps(eq: Equilibrium) -> pd.Series:
+    r"""Rich-minus-poor home shares of every country (MODEL.md 4).
+
+    For country i: the mean household home share :math:`h(a,z) = \pi_i p_{ii} c_i /
+    \sum_j \pi_j p_{ij} c_j` of the top labor-income quintile minus that of the bottom
+    quintile, weighted exactly by the stationary distribution (the group means of
+    :func:`hatrade.analysis.cross_section.micro_table`: ``import_share`` of ``bottom_20`` minus
+    that of ``top_20``). See :func:`income_group_fractions` for the group weights.
+    """
+    fr = jnp.asarray(_gap_fractions(eq.income))
+    pol = eq.policies
+    g = _gaps(type(pol)(*[jnp.asarray(a) for a in pol]), jnp.asarray(eq.p), jnp.asarray(eq.lam),
+              fr)
+    return pd.Series(np.asarray(g), index=list(eq.countries), name="home_share_gap")
+
+
+@dataclass
+class PsiBlock:
+    r"""The psi_slope direction of the household block and the home-share gaps.
+
+    ``M`` (M, M) :math:`dM_{ij}/d\psi_{slope}`; ``A`` (M,) :math:`dA_i/d\psi_{slope}`;
+    ``gap`` (M,) the home-share gaps at the solved point; ``gp`` (M, M)
+    :math:`d\,gap_i/d\log p_{ik}`; ``gw, gA, gR, gbeta, gpsi`` (M,) their derivatives in the
+    log wage, the own log TFP scaling, R, beta and psi_slope.
+    """
+
+    M: np.ndarray
+    A: np.ndarray
+    gap: np.ndarray
+    gp: np.ndarray
+    gw: np.ndarray
+    gA: np.ndarray
+    gR: np.ndarray
+    gbeta: np.ndarray
+    gpsi: np.ndarray
+
+
+def _gaps_output(pol, prm, lam, fr):
+    """The gaps as an extra output of the household block (:func:`household_block`)."""
+    return _gaps(pol, prm.p, lam, fr)
+
+
+@enable_x64
+def block_jacobian_psi(eq: Equilibrium, tangents=None, tol: float = 1e-10,
+                       tangent_tol: float = 1e-9) -> tuple[BlockJacobian, PsiBlock]:
+    r"""The household-block Jacobian (:func:`block_jacobian`) with one more direction,
+    psi_slope, and the home-share gaps of every country as outputs (M + 5 directions).
+
+    psi_slope enters country i's problem as :math:`\psi_i(z, i) = \psi_{slope}
+    A_i^{1-\gamma} \log z_{perm}` (MODEL.md 1.1) on the home variety only; its direction
+    is that array per unit of psi_slope (:func:`hatrade.core.jacobian.psi_slope_direction`),
+    scaled like psi by the TFP direction. The gap of country i (:func:`home_share_gaps`)
+    depends on i's policies and distribution only; its income groups are fixed
+    (:func:`income_group_fractions`), so it is differentiable. Both are options of
+    :func:`hatrade.core.jacobian.household_block`.
+    """
+    if eq.world.has_tariffs:
+        raise ParameterError("block_jacobian_psi supports worlds without tariffs.")
+    arrs = model_arrays(eq.world, eq.household, eq.income)
+    M = eq.world.M
+    rows = direction_rows(M, ("p", "w", "A", "R", "beta", "psi"))
+    blk = household_block(arrs, eq.prices.w, eq.prices.R, eq.prices.T, eq.prices.beta,
+                          eq.state, rows, tangents=tangents, tol=tol, tangent_tol=tangent_tol,
+                          psi_unit=psi_slope_direction(eq.world, eq.household, eq.income),
+                          output=_gaps_output,
+                          output_args=(jnp.asarray(_gap_fractions(eq.income)),))
+    ip, k = blk.p_rows(), {n: blk.index(n) for n in ("w", "A", "R", "beta", "psi")}
+    dg = blk.doutput  # (M+5, M): d gap_i along each direction
+    pb = PsiBlock(M=blk.dM[k["psi"]], A=blk.dA[k["psi"]], gap=home_share_gaps(eq).to_numpy(),
+                  gp=dg[ip].T, gw=dg[k["w"]], gA=dg[k["A"]], gR=dg[k["R"]],
+                  gbeta=dg[k["beta"]], gpsi=dg[k["psi"]])
+    return BlockJacobian.from_block(blk), pb
+
+
+# ----------------------------------------------------------------------------- driver
+
+@dataclass
+class CalibrationResult:
+    """Calibrated parameters, the equilibrium there, and the path."""
+
+    params: np.ndarray
+    equilibrium: Equilibrium
+    moments: np.ndarray
+    targets: np.ndarray
+    converged: bool
+    iterations: int
+    residual: float
+    equilibrium_solves: int
+    household_solves: int
+    block_jacobians: int
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    psi_slope: float | None = None
+    gap_country: str | None = None
+
+    @property
+    def household(self) -> Household:
+        """The household parameters of the calibrated equilibrium (psi_slope included)."""
+        return self.equilibrium.household
+
+    def moment_table(self, setup: GravitySetup | None = None) -> pd.DataFrame:
+        """Moment, target, model and difference; with psi_slope calibrated the last row is
+        ``home_share_gap_<country>`` (top minus bottom labor-income quintile)."""
+        setup = setup or ek_setup()
+        c = setup.countries[:-1]
+        names = [f"S_{x}" for x in c] + [f"theta_m_{x}" for x in c] + list(setup.names)
+        if len(self.targets) == len(names) + 1:
+            names.append(f"home_share_gap_{self.gap_country}")
+        return pd.DataFrame({"moment": names, "target": self.targets, "model": self.moments,
+                             "difference": self.moments - self.targets})
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)
+
+
+@enable_x64
+def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None,
+              targets=None, labor=None, R: float = 1.01, wages=None, beta_guess: float = 0.93,
+              tol: float = 1e-8, max_iter: int = 15, checkpoint: str | Path | None = None,
+              resume: bool = False, progress=None, home_share_gap: float | None = None,
+              gap_country: str | None = None, state=None) -> CalibrationResult:
+    r"""Solve for the parameters whose model-generated gravity moments equal the targets.
+
+    Parameters
+    ----------
+    theta0 : array (2(M-1)+K,)
+        Starting parameters (the published layout for the EK setup: 46 numbers).
+    household : Household
+        gamma, sigma_eps, psi_slope (beta is solved at R; psi_slope is the start when
+        ``home_share_gap`` is given).
+    setup : GravitySetup, optional
+        Default: the paper's Eaton-Kortum regression (:func:`ek_setup`).
+    targets : array, optional
+        Moments to match. Default: the data moments (:func:`data_moments`).
+    labor : array (M,), optional
+        Default: the published labor forces.
+    R : float
+        Interest rate at which beta clears the bond market.
+    wages, beta_guess : starting equilibrium guess.
+    tol : float
+        Convergence: max |model moment - target|.
+    max_iter : int
+        Newton iterations in the parameters.
+    checkpoint : path, optional
+        JSON file written after every iteration (best point, path); with ``resume=True`` an
+        existing checkpoint is the starting point.
+    home_share_gap : float, optional
+        Target of the rich-minus-poor home share of ``gap_country`` (top minus bottom
+        labor-income quintile, :func:`home_share_gaps`). When given, psi_slope is calibrated
+        too: a 47th parameter (appended to the 46) with this 47th moment, in the same Newton
+        iteration with the exact Jacobian: the household block gets the psi_slope direction
+        and the gaps as outputs (:func:`block_jacobian_psi`, M + 5 directions). Income
+        quintile membership depends on the income process alone
+        (:func:`income_group_fractions`), so only the shares and the masses within the
+        groups move and the moment is differentiable.
+    gap_country : str, optional
+        Country of the home-share gap (default "USA").
+    state : HHState, optional
+        Warm start of the household problems (``other.equilibrium.state``).
+
+    Returns
+    -------
+    CalibrationResult
+        ``params`` the 2(M-1)+K parameters; ``psi_slope`` the calibrated psi_slope (None
+        when it is held); ``moments``/``targets`` with the gap last when calibrated.
+
+    Raises
+    ------
+    ParameterError
+        Wrong lengths, an out-of-range ``home_share_gap``, an unknown ``gap_country``, or a
+        checkpoint of another kind of calibration.
+    CalibrationError
+        When the iteration stalls or reaches ``max_iter``; the best point is saved in the
+        checkpoint and the message names the moments that are off.
+    """
+    t0 = time.perf_counter()
+    setup = setup or ek_setup()
+    M = setup.M
+    K = setup.n_params
+    theta = np.asarray(theta0, float).copy()
+    if theta.shape != (K,):
+        raise ParameterError(f"parameter vector has {theta.size} entries; this setup needs "
+                             f"{K} (2*(M-1) log TFP and theta_m, then "
+                             f"{len(setup.names)} coefficients {list(setup.names)}).")
+    targets = data_moments() if targets is None else np.asarray(targets, float)
+    if targets.shape != (K,):
+        raise ParameterError(f"targets have {targets.size} entries; expected {K}.")
+    with_psi = home_share_gap is not None
+    gi = None
+    if with_psi:
+        try:
+            gap_target = float(home_share_gap)
+        except (TypeError, ValueError):
+            raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
+                                 "be a number in (-1, 1).") from None
+        if not (np.isfinite(gap_target) and -1.0 < gap_target < 1.0):
+            raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
+                                 "be a number in (-1, 1) (a difference of two shares).")
+        gap_country = "USA" if gap_country is None else gap_country
+        if gap_country not in setup.countries:
+            raise ParameterError(f"gap_country = {gap_country!r} is not allowed: use one of "
+                                 f"{', '.join(setup.countries)}.")
+        gi = setup.countries.index(gap_country)
+        targets = np.append(targets, gap_target)
+        theta = np.append(theta, household.psi_slope)
+    elif gap_country is not None:
+        raise ParameterError("gap_country is given without home_share_gap: give the target "
+                             "home_share_gap to calibrate psi_slope.")
+    if labor is None:
+        from hatrade.data import load_labor
+        labor = load_labor().to_numpy()
+    hh = household.replace(beta=None)
+    ckpt = Path(checkpoint) if checkpoint else None
+    history: list = []
+    if resume and ckpt and ckpt.exists():
+        saved = json.loads(ckpt.read_text())
+        if with_psi != ("psi_slope" in saved["best"]):
+            raise ParameterError(
+                f"checkpoint {ckpt} is from a calibration {'without' if with_psi else 'with'} "
+                "psi_slope (home_share_gap); resume it the same way or use a new checkpoint.")
+        theta = np.asarray(saved["best"]["params"], float)
+        if with_psi:
+            theta = np.append(theta, float(saved["best"]["psi_slope"]))
+        wages = np.asarray(saved["best"]["wages"], float)
+        beta_guess = float(saved["best"]["beta"])
+        history = saved.get("history", [])
+        log.info("calibration: resuming from %s (iteration %d, residual %.3e)", ckpt,
+                 len(history), saved["best"]["residual"])
+    layout = Layout(M=M, financial="globalization", solve_for="beta", tariffs=False,
+                     R_fixed=float(R), beta_fixed=None)
+    inc = income_process(hh)
+
+    def household_at(x):
+        return hh.replace(psi_slope=float(x[K])) if with_psi else hh
+
+    def moments_at(eq):
+        m = model_moments(eq, setup)
+        return np.append(m, home_share_gaps(eq).iloc[gi]) if with_psi else m
+
+    def save():
+        if ckpt:
+            _atomic_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
+
+    J_u = tangents = None
+    n_eq = n_hh = n_block = 0
+    best = None
+    it0 = len(history)
+    step_theta = None
+    for it in range(it0, it0 + max_iter + 1):
+        world = world_from_params(theta[:K], setup, labor)
+        try:
+            eq = solve_equilibrium(world, household_at(theta), solve_for="beta", R=R,
+                                   wages=wages, beta_guess=beta_guess, income=inc, state=state,
+                                   jacobian=J_u, method="newton" if J_u is None else "broyden")
+        except EquilibriumError as err:
+            if best is None or step_theta is None:
+                raise
+            log.warning("calibration: equilibrium failed after a step (%s); halving it", err)
+            theta = theta - 0.5 * step_theta
+            step_theta = 0.5 * step_theta
+            continue
+        n_eq += 1
+        n_hh += eq.household_solves
+        m = moments_at(eq)
+        F = m - targets
+        res = float(np.max(np.abs(F)))
+        rec = {"iteration": it, "residual": res, "beta": eq.beta,
+               "household_solves": eq.household_solves, "seconds": time.perf_counter() - t0,
+               "worst_moment": int(np.argmax(np.abs(F)))}
+        if with_psi:
+            rec["psi_slope"] = float(theta[K])
+        history.append(rec)
+        log.info("calibration: iteration %d, max |moment - target| %.3e, beta %.8f%s", it, res,
+                 eq.beta, f", psi_slope {theta[K]:.8f}" if with_psi else "")
+        if progress:
+            progress(it, res)
+        if best is None or res < best["residual"]:
+            best = {"params": theta[:K].tolist(), "wages": eq.prices.w.tolist(),
+                    "beta": eq.beta, "residual": res}
+            if with_psi:
+                best["psi_slope"] = float(theta[K])
+            best_eq, best_m = eq, m
+        elif step_theta is not None and res > 0.9 * history[-2]["residual"]:
+            # no progress: back off toward the best point
+            theta = theta - 0.5 * step_theta
+            step_theta = 0.5 * step_theta
+            save()
+            if np.max(np.abs(step_theta)) < 1e-12:
+                break
+            continue
+        save()
+        if res < tol:
+            return CalibrationResult(params=theta[:K], equilibrium=eq, moments=m, targets=targets,
+                                     converged=True, iterations=it - it0, residual=res,
+                                     equilibrium_solves=n_eq, household_solves=n_hh,
+                                     block_jacobians=n_block, history=history,
+                                     seconds=time.perf_counter() - t0,
+                                     psi_slope=float(theta[K]) if with_psi else None,
+                                     gap_country=gap_country if with_psi else None)
+        if it == it0 + max_iter:
+            break
+        if with_psi:
+            bj, pb = block_jacobian_psi(eq, tangents)
+        else:
+            bj, pb = block_jacobian(eq, tangents), None
+        tangents = bj.tangents
+        n_block += 1
+        Eu, Et, mu, mt = _composite_jacobian(eq, bj, setup, theta, layout, pb, gi)
+        total = mt - mu @ np.linalg.solve(Eu, Et)
+        step_theta = -np.linalg.solve(total, F)
+        du = -np.linalg.solve(Eu, Et @ step_theta)
+        u_new = layout.pack(eq.prices.w, eq.prices.R, None, eq.beta) + du
+        wages = np.append(u_new[: M - 1], M - u_new[: M - 1].sum())
+        beta_guess = float(u_new[-1])
+        if np.any(wages <= 0) or not 0 < beta_guess < 1:
+            wages, beta_guess = eq.prices.w, eq.beta
+        theta = theta + step_theta
+        state, J_u = eq.state, Eu
+    worst = np.argsort(-np.abs(best_m - targets))[:5]
+    names = CalibrationResult(best["params"], best_eq, best_m, targets, False, 0, 0, 0, 0, 0,
+                              gap_country=gap_country if with_psi else None
+                              ).moment_table(setup)["moment"].to_numpy()
+    off = ", ".join(f"{names[k]} (model {best_m[k]:.5f} vs target {targets[k]:.5f})"
+                    for k in worst)
+    raise CalibrationError(
+        f"calibration stopped without reaching tol {tol:.1e}: best max |moment - target| "
+        f"{best['residual']:.3e} after {len(history) - it0} iterations. Moments furthest off: "
+        f"{off}. The best point is saved{' in ' + str(ckpt) if ckpt else ''}; try resuming, "
+        "a start closer to the published calibration, or a looser tol.")

@@ -1,0 +1,1 @@
+"""Figures (matplotlib): trade fit, elasticities, welfare, efficient allocation."""

@@ -1,0 +1,1 @@
+"""``hatrade replicate``: every number and figure of the paper, as a report."""
