@@ -15,9 +15,8 @@ from typer.testing import CliRunner
 import hatrade
 from hatrade.cli import app
 from hatrade.data import COUNTRIES, load_calibration, load_trade_data
-from hatrade.io.results import (SOLVE_FILES, TRADE_COLUMNS, ResultsError, atomic_dir,
-                             check_output_dir, load_summary, load_trade, trade_fit,
-                             trade_table_with_data)
+from hatrade.io.results import SOLVE_FILES, TRADE_COLUMNS, ResultsError, check_output_dir, load_summary, load_trade, trade_fit, trade_table_with_data
+from hatrade.io.atomic import atomic_dir
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_country.toml"
 runner = CliRunner()

@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from hatrade.core.x64 import enable_x64
+from hatrade.io.atomic import write_json
 from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
 from hatrade.core.income import income_process
 from hatrade.core.jacobian import (BlockJacobian, block_jacobian, direction_rows, household_block,
@@ -414,14 +413,6 @@ class CalibrationResult:
                              "difference": self.moments - self.targets})
 
 
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
-
-
 @enable_x64
 def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None,
               targets=None, labor=None, R: float = 1.01, wages=None, beta_guess: float = 0.93,
@@ -548,7 +539,7 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
 
     def save():
         if ckpt:
-            _atomic_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
+            write_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
 
     J_u = tangents = None
     n_eq = n_hh = n_block = 0

@@ -80,11 +80,11 @@ import pandas as pd
 from hatrade.io.validate import (BOOLEAN, FRACTION, check_keys, check_table, integer, loads_toml,
                         option_problems)
 from hatrade.io.batch import completed_rows, dask_client
-from hatrade.calibration.calibrate import (CalibrationError, CalibrationResult, GravitySetup, _atomic_json,
+from hatrade.calibration.calibrate import (CalibrationError, CalibrationResult, GravitySetup,
                         calibrate, ek_setup, home_share_gaps)
 from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
 from hatrade.core.params import Household, ParameterError
-from hatrade.io.results import _jsonable, atomic_write_text
+from hatrade.io.atomic import jsonable, write_json, write_text
 from hatrade.core.errors import EquilibriumError
 from hatrade.solve.equilibrium import Equilibrium
 
@@ -359,7 +359,7 @@ class MicroCalibrationResult:
         return pd.DataFrame(rows)
 
     def summary(self) -> dict:
-        return _jsonable({"params": self.params, "household": self.household.to_dict(),
+        return jsonable({"params": self.params, "household": self.household.to_dict(),
                           "moments": self.moments, "targets": self.targets,
                           "converged": self.converged, "iterations": self.iterations,
                           "evaluations": self.evaluations, "residual": self.residual,
@@ -535,7 +535,7 @@ def calibrate_micro(theta0, household: Household, targets, params, *,
 
     def save():
         if ckpt:
-            _atomic_json(ckpt, _jsonable({
+            write_json(ckpt, jsonable({
                 "kind": "micro-calibration", "fingerprint": fp, "params": outer_params,
                 "targets": [t.key for t in outer_targets], "x": x, "warm": warm.to_json(),
                 "B": B, "step": step, "best": best, "history": history}))
@@ -742,7 +742,7 @@ def _grid_point(task: dict, out_dir: str) -> dict:
                    seconds=time.perf_counter() - t0)
         detail = row
         log.warning("grid point %s failed: %s", task["name"], err)
-    atomic_write_text(folder / "result.json", json.dumps(_jsonable(detail), indent=1))
+    write_text(folder / "result.json", json.dumps(jsonable(detail), indent=1))
     return row
 
 
@@ -803,7 +803,7 @@ def calibration_grid(grid, theta0, household: Household, out_dir, *,
     tasks = []
     for (name, hh), combo in zip(points, itertools.product(*gridd.values())):
         spec = {**common, "household": hh.to_dict(), "setup_fp": setup_fp}
-        fp = hashlib.sha256(json.dumps(_jsonable(spec), sort_keys=True).encode()).hexdigest()[:16]
+        fp = hashlib.sha256(json.dumps(jsonable(spec), sort_keys=True).encode()).hexdigest()[:16]
         tasks.append({**common, "name": name, "household": hh.to_dict(), "setup": setup,
                       "point": dict(zip(gridd, combo)), "fingerprint": fp})
     rows: dict = {}
@@ -824,8 +824,8 @@ def calibration_grid(grid, theta0, household: Household, out_dir, *,
 
     def write_summary():
         df = _grid_table(tasks, rows, gridd)
-        atomic_write_text(out / "grid_summary.csv", df.to_csv(index=False, float_format="%.12g"))
-        atomic_write_text(out / "grid.json", json.dumps(_jsonable({
+        write_text(out / "grid_summary.csv", df.to_csv(index=False, float_format="%.12g"))
+        write_text(out / "grid.json", json.dumps(jsonable({
             "kind": "calibration-grid", "grid": gridd, "points": [t["name"] for t in tasks],
             "done": [n for n in rows], "pending": [t["name"] for t in todo
                                                    if t["name"] not in rows]}), indent=1))

@@ -42,17 +42,17 @@ def _write_outputs(out: Path, res, extra: dict | None = None):
     from hatrade.calibration.calibrate import data_moments, ek_setup
     from hatrade.data import load_trade_data, write_parameter_file
     from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
-    from hatrade.io.results import _jsonable, atomic_write_text
+    from hatrade.io.atomic import jsonable, write_text
 
     setup = ek_setup()
     write_parameter_file(out / "parameters.csv", res.params)
-    atomic_write_text(out / "calibration_log.csv", pd.DataFrame(res.history).to_csv(index=False))
+    write_text(out / "calibration_log.csv", pd.DataFrame(res.history).to_csv(index=False))
     data_res = gravity_regression(load_trade_data())
     model_res = gravity_regression(model_trade_table(res.equilibrium.trade_shares,
                                                      list(setup.countries)))
     t1 = table1(data_res, model_res, res.params)
-    atomic_write_text(out / "table1.csv", t1.to_csv(index=False))
-    atomic_write_text(out / "moments.csv", res.moment_table(setup).to_csv(index=False))
+    write_text(out / "table1.csv", t1.to_csv(index=False))
+    write_text(out / "moments.csv", res.moment_table(setup).to_csv(index=False))
     summary = {
         "beta": res.equilibrium.beta, "R": res.equilibrium.R, "converged": res.converged,
         "iterations": res.iterations, "max_moment_error": res.residual,
@@ -66,7 +66,7 @@ def _write_outputs(out: Path, res, extra: dict | None = None):
         summary["home_share_gap"] = {"target": float(res.targets[-1]),
                                      "model": float(res.moments[-1])}
     summary.update(extra or {})
-    atomic_write_text(out / "summary.json", json.dumps(_jsonable(summary), indent=1))
+    write_text(out / "summary.json", json.dumps(jsonable(summary), indent=1))
     return t1
 
 
@@ -179,7 +179,7 @@ def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
 
     from hatrade.calibration.calibrate import CalibrationError
     from hatrade.calibration.micro import calibrate_micro, load_micro_targets
-    from hatrade.io.results import atomic_write_text
+    from hatrade.io.atomic import write_text
 
     spec = load_micro_targets(path)  # every field checked before any solve
     hh = hh.replace(**spec["start"])
@@ -204,8 +204,8 @@ def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
                                   checkpoint=ckpt, resume=resume, progress=report, **opts)
         except CalibrationError as err:
             fail(str(err))
-    atomic_write_text(out / "micro_log.csv", pd.DataFrame(res.history).to_csv(index=False))
-    atomic_write_text(out / "micro_targets.csv", res.table().to_csv(index=False))
+    write_text(out / "micro_log.csv", pd.DataFrame(res.history).to_csv(index=False))
+    write_text(out / "micro_targets.csv", res.table().to_csv(index=False))
     _write_outputs(out, res.inner, {"micro": res.summary()})
     console.print(f"Micro calibration converged in {res.iterations} outer steps "
                   f"({res.evaluations} inner calibrations, {res.seconds:.0f} s): "

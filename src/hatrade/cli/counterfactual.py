@@ -121,7 +121,7 @@ def counterfactual_command(
     from hatrade import __version__, solve_equilibrium
     from hatrade.analysis.counterfactual import Scenario, apply_scenario, parse_pairs, run_counterfactual
     from hatrade.plots.welfare import save_welfare_figures
-    from hatrade.io.results import _jsonable, atomic_dir, atomic_write_text
+    from hatrade.io.atomic import jsonable, atomic_dir, write_text
     from hatrade.welfare.ev import country_welfare
 
     # ---- everything is checked before any solve
@@ -211,11 +211,11 @@ def counterfactual_command(
         table = (pd.concat([r.table for r in results.values()]) if results else
                  pd.DataFrame(columns=["country"]))
         with atomic_dir(out) as tmp:
-            atomic_write_text(tmp / "summary.json", json.dumps(_jsonable(summary), indent=2))
-            atomic_write_text(tmp / "welfare.csv", table.to_csv(index=False, float_format="%.17g"))
-            atomic_write_text(tmp / "changes.csv",
+            write_text(tmp / "summary.json", json.dumps(jsonable(summary), indent=2))
+            write_text(tmp / "welfare.csv", table.to_csv(index=False, float_format="%.17g"))
+            write_text(tmp / "changes.csv",
                               cf.changes().reset_index().to_csv(index=False, float_format="%.17g"))
-            atomic_write_text(tmp / "trade.csv",
+            write_text(tmp / "trade.csv",
                               cf.trade_share_changes().to_csv(index=False, float_format="%.17g"))
             save_welfare_figures(tmp, summary, table, compare=compare_summary, label=label)
     _print_summary(summary, cf, out)

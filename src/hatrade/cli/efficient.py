@@ -61,7 +61,7 @@ def efficient_command(
     from hatrade import __version__, evaluate, solve_equilibrium
     from hatrade.analysis.efficient import efficient_report, solve_planner
     from hatrade.plots.efficient import save_efficient_trade
-    from hatrade.io.results import _jsonable, atomic_dir
+    from hatrade.io.atomic import jsonable, atomic_dir
 
     cfg = load_world_config(calibration, config)
     out = Path(out) if out is not None else Path("results") / f"efficient-{cfg.name}-{weights.value}"
@@ -91,7 +91,7 @@ def efficient_command(
             total=None)
         table, summary = efficient_report(planner, eq, decentralized_theta=elasticities)
         prog.update(task, description="Elasticities, gravity and welfare done")
-        summary = _jsonable({
+        summary = jsonable({
             "kind": _KIND, "name": cfg.name, "hatrade_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "countries": list(world.countries), "decentralized_source": source,

@@ -103,10 +103,10 @@ def _header(kind: str, name: str, country: str, source: str) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from hatrade.io.results import _jsonable
+    from hatrade.io.atomic import jsonable
 
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(_jsonable(obj), fh, indent=2, allow_nan=False)
+        json.dump(jsonable(obj), fh, indent=2, allow_nan=False)
         fh.write("\n")
 
 
@@ -135,7 +135,7 @@ def elasticities_command(
     """Trade elasticities of one country by partner (Proposition 1, exact AD); write elasticities.csv, summary.json, micro.nc, elasticities.png."""
     from hatrade.analysis.elasticity import TABLE_COLUMNS, longrun_elasticities, trade_elasticities
     from hatrade.plots.elasticity import partner_elasticities_figure, save_figure
-    from hatrade.io.results import atomic_dir
+    from hatrade.io.atomic import atomic_dir
 
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
@@ -215,7 +215,7 @@ def households_command(
     from hatrade.analysis.cross_section import cross_section, micro_table, simulate_households
     from hatrade.core.params import ParameterError
     from hatrade.plots.elasticity import micro_table_figure, save_figure
-    from hatrade.io.results import atomic_dir
+    from hatrade.io.atomic import atomic_dir
 
     if not transfer > 0:
         raise ParameterError(f"--transfer {transfer} is not allowed: it must be > 0.")

@@ -91,7 +91,7 @@ def table1_command(
     """Write and print Table 1 (see TABLE1_HELP)."""
     from hatrade.data import load_trade_data
     from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
-    from hatrade.io.results import atomic_write_text
+    from hatrade.io.atomic import write_text
 
     if from_solve is not None and calibration is not None:
         fail("give either --from-solve or --calibration, not both.")
@@ -110,7 +110,7 @@ def table1_command(
     tab = table1(data_res, model_res, params)
 
     path = out / TABLE1_FILE
-    atomic_write_text(path, tab.reset_index().to_csv(index=False, float_format="%.17g"))
+    write_text(path, tab.reset_index().to_csv(index=False, float_format="%.17g"))
     log.info("wrote %s", path)
 
     source = ("data" if model_res is None else

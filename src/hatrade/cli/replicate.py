@@ -183,7 +183,7 @@ def _small_png(src: Path, dst: Path, width: tuple[int, int] = README_FIGURE_WIDT
 
     from PIL import Image
 
-    from hatrade.io.results import _umask
+    from hatrade.io.atomic import file_mode
 
     with Image.open(src) as im:
         im = im.convert("RGB")
@@ -195,7 +195,7 @@ def _small_png(src: Path, dst: Path, width: tuple[int, int] = README_FIGURE_WIDT
         try:
             with os.fdopen(fd, "wb") as fh:
                 im.save(fh, format="PNG", optimize=True)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+            os.chmod(tmp, file_mode())  # mkstemp makes it private (0600)
             os.replace(tmp, dst)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

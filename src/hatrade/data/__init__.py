@@ -453,9 +453,9 @@ def write_parameter_file(path: PathLike, params) -> None:
             f"{(np.flatnonzero(~np.isfinite(vec)) + 1).tolist()} (1-based)."
         )
     text = "guess\n" + "".join(f"{float(x)!r}\n" for x in vec)
-    from hatrade.io.results import atomic_write_text  # lazy: results imports pandas-heavy code
+    from hatrade.io.atomic import write_text  # lazy
 
-    atomic_write_text(path, text)
+    write_text(path, text)
     logger.debug("wrote %d parameters to %s", vec.size, path)
 
 

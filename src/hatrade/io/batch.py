@@ -63,6 +63,7 @@ from typing import Callable
 
 import numpy as np
 
+from hatrade.io.atomic import jsonable
 from hatrade.io.validate import (BOOLEAN, FRACTION, check_keys, check_table, integer, loads_toml,
                         option_problems)
 from hatrade.analysis.counterfactual import Scenario, _SCENARIO_KEYS, apply_scenario
@@ -453,7 +454,7 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
     """Solve one run and write its folder; returns its summary row (never raises for a
     failed equilibrium: the failure is recorded with its diagnostics)."""
     from hatrade.analysis.counterfactual import run_counterfactual
-    from hatrade.io.results import atomic_write_text
+    from hatrade.io.atomic import write_text
     from hatrade.welfare.ev import country_welfare
     from hatrade.core.errors import EquilibriumError
 
@@ -479,11 +480,11 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
         summary["seconds"] = time.perf_counter() - t0
         import pandas as pd
         if tables:
-            atomic_write_text(folder / "welfare.csv",
+            write_text(folder / "welfare.csv",
                               pd.concat(tables).to_csv(index=False, float_format="%.17g"))
-        atomic_write_text(folder / "changes.csv",
+        write_text(folder / "changes.csv",
                           cf.changes().reset_index().to_csv(index=False, float_format="%.17g"))
-        atomic_write_text(folder / "summary.json", json.dumps(_jsonable(summary), indent=2))
+        write_text(folder / "summary.json", json.dumps(jsonable(summary), indent=2))
         row.update(status=RUN_STATUS_OK, seconds=summary["seconds"],
                    R_change_percent=summary["R"].get("change_percent")
                    if isinstance(summary["R"], dict) and "change_percent" in summary["R"] else None,
@@ -498,14 +499,9 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
         row.update(status=RUN_STATUS_FAILED, error=f"{type(err).__name__}: {err}",
                    traceback=traceback.format_exc(), seconds=time.perf_counter() - t0)
     log.warning("run %s failed: %s", run.name, row.get("error"))
-    atomic_write_text(folder / "summary.json", json.dumps(_jsonable({"kind": "batch-run", **row}),
+    write_text(folder / "summary.json", json.dumps(jsonable({"kind": "batch-run", **row}),
                                                           indent=2))
     return row
-
-
-def _jsonable(x):
-    from hatrade.io.results import _jsonable as j
-    return j(x)
 
 
 def _done_rows(out: Path, spec: BatchSpec, fps: dict, retry_failed: bool) -> dict:
@@ -537,7 +533,7 @@ def _done_rows(out: Path, spec: BatchSpec, fps: dict, retry_failed: bool) -> dic
 
 def _write_batch_summary(out: Path, spec: BatchSpec, rows: dict, started: str):
     import pandas as pd
-    from hatrade.io.results import atomic_write_text
+    from hatrade.io.atomic import write_text
 
     ordered = [rows[r.name] for r in spec.runs if r.name in rows]
     n_ok = sum(r["status"] == RUN_STATUS_OK for r in ordered)
@@ -546,7 +542,7 @@ def _write_batch_summary(out: Path, spec: BatchSpec, rows: dict, started: str):
                "runs_total": len(spec.runs), "runs_done": len(ordered), "runs_ok": n_ok,
                "runs_failed": n_fail, "pending": [r.name for r in spec.runs if r.name not in rows],
                "runs": ordered}
-    atomic_write_text(out / "batch_summary.json", json.dumps(_jsonable(summary), indent=2))
+    write_text(out / "batch_summary.json", json.dumps(jsonable(summary), indent=2))
     flat = []
     for r in ordered:
         base = {"name": r["name"], "status": r["status"], "seconds": r.get("seconds"),
@@ -562,7 +558,7 @@ def _write_batch_summary(out: Path, spec: BatchSpec, rows: dict, started: str):
             flat.append({**base, "country": None, "mean_gain_percent": None, "acr_percent": None})
     cols = ["name", "status", "country", "mean_gain_percent", "acr_percent", "R_change_percent",
             "newton_iterations", "seconds", "error"]
-    atomic_write_text(out / "batch_summary.csv",
+    write_text(out / "batch_summary.csv",
                       pd.DataFrame(flat, columns=cols).to_csv(index=False, float_format="%.10g"))
     return summary
 

@@ -58,13 +58,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from hatrade.io.atomic import write_bytes
 
 __all__ = ["Cache", "CacheError", "CACHE_ENV", "FORMAT_VERSION", "default_cache_dir",
            "canonical", "fingerprint", "encode_bundle", "decode_bundle",
@@ -493,8 +494,8 @@ class Cache:
             "meta": _json_ready(meta or {}),
         }
         text = json.dumps(doc, indent=1, allow_nan=False)
-        _atomic_write(npz, blob)
-        _atomic_write(meta_path, text.encode("utf-8"))
+        write_bytes(npz, blob)
+        write_bytes(meta_path, text.encode("utf-8"))
         self.stats[f"write:{kind}"] += 1
         log.debug("cache: stored %s/%s (%s, %.1f MB)", kind, key[:12], label or "",
                   len(blob) / 1e6)
@@ -599,20 +600,6 @@ class Cache:
             what, kind = k.split(":", 1)
             out.setdefault(what, {})[kind] = v
         return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------- equilibria

@@ -28,19 +28,16 @@ failure leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import logging
-import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
+
+from hatrade.io.atomic import atomic_dir, jsonable
 
 __all__ = [
     "ResultsError",
@@ -50,8 +47,6 @@ __all__ = [
     "trade_fit",
     "check_output_dir",
     "check_writers",
-    "atomic_dir",
-    "atomic_write_text",
     "save_solve",
     "load_summary",
     "load_trade",
@@ -211,80 +206,6 @@ def check_output_dir(out_dir) -> Path:
     return out
 
 
-@contextlib.contextmanager
-def atomic_dir(out_dir) -> Iterator[Path]:
-    """Context manager: build a folder in a temporary sibling, then move it into place.
-
-    On success the temporary folder replaces ``out_dir`` (an existing folder is first moved
-    aside and removed after the swap); on any exception it is removed and ``out_dir`` is left
-    as it was.
-    """
-    out = Path(out_dir)
-    parent = out.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.replace(out, old / "x")
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old / "x", out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _jsonable(x):
-    """Convert numpy scalars/arrays and non-finite floats for strict JSON."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    return x
-
-
 # ----------------------------------------------------------------------------- solve folder
 
 def solve_summary(eq, name: str, fit: dict | None, parameters: dict | None = None) -> dict:
@@ -299,7 +220,7 @@ def solve_summary(eq, name: str, fit: dict | None, parameters: dict | None = Non
         parameters["calibration"] = {"name": eq.world.meta.get("calibration"),
                                      "vector": list(eq.world.meta["params"]),
                                      "correct_germany": eq.world.meta.get("correct_germany")}
-    return _jsonable({
+    return jsonable({
         "kind": _KIND,
         "name": name,
         "hatrade_version": __version__,

@@ -359,16 +359,16 @@ class _Ctx:
         return "/".join((self.stage,) + tuple(str(p) for p in parts))
 
     def write_text(self, text: str, *parts) -> str:
-        from hatrade.io.results import atomic_write_text
-        atomic_write_text(self.path(*parts), text)
+        from hatrade.io.atomic import write_text
+        write_text(self.path(*parts), text)
         return self.rel(*parts)
 
     def write_csv(self, df: pd.DataFrame, *parts, index: bool = False) -> str:
         return self.write_text(df.to_csv(index=index, float_format="%.17g"), *parts)
 
     def write_json(self, obj, *parts) -> str:
-        from hatrade.io.results import _jsonable
-        return self.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n",
+        from hatrade.io.atomic import jsonable
+        return self.write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n",
                                *parts)
 
     def figure(self, fig, fid: str, title: str, caption: str, *parts) -> Figure:
@@ -1257,10 +1257,10 @@ def _prepare_output_dir(out: Path) -> None:
     interrupted run left (``.<stage>.*.tmp`` / ``.old``)."""
     import shutil
 
-    from hatrade.io.results import atomic_write_text
+    from hatrade.io.atomic import write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / MARKER, json.dumps({"kind": _KIND, "started": _now()}) + "\n")
+    write_text(out / MARKER, json.dumps({"kind": _KIND, "started": _now()}) + "\n")
     for p in out.iterdir():
         if (p.is_dir() and p.name.startswith(".") and p.name.endswith((".tmp", ".old"))
                 and p.name[1:].split(".", 1)[0] in _STAGE_FUNCS):
@@ -1418,7 +1418,7 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
     """
     from hatrade import __version__
     from hatrade.replicate.report import render_report, write_report
-    from hatrade.io.results import atomic_dir, atomic_write_text
+    from hatrade.io.atomic import atomic_dir, write_text
 
     t_start = time.perf_counter()
     setup = setup or paper_setup(quick=quick)
@@ -1459,7 +1459,7 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
                                   error=f"{type(err).__name__}: {err}",
                                   details=traceback.format_exc())
             if res.status != "ok" and res.error:
-                atomic_write_text(tmp / "error.txt", res.error + "\n\n" + (res.details or ""))
+                write_text(tmp / "error.txt", res.error + "\n\n" + (res.details or ""))
                 res.files.append(f"{name}/error.txt")
         res.title = titles[name]
         res.seconds = time.perf_counter() - t0
@@ -1544,12 +1544,12 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
                "cache": cache.summary(), "work": work, "versions": _versions()}
     try:
         repro_csv = repro.to_csv(index=False, float_format="%.10g")
-        atomic_write_text(out / "reproduction.csv", repro_csv)
+        write_text(out / "reproduction.csv", repro_csv)
         from hatrade.replicate.report import readme_section
         md = readme_section(repro, run={"version": __version__, "date": started[:10],
                                         "quick": setup.quick, "seconds": total,
                                         "stages": [(s.name, s.seconds) for s in results]})
-        atomic_write_text(out / "reproduction.md", md)
+        write_text(out / "reproduction.md", md)
         figdir = out / "figures"
         figdir.mkdir(exist_ok=True)
         for s in results:
@@ -1574,9 +1574,9 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
         report_stage.seconds = time.perf_counter() - t0
         summary["stages"][-1]["seconds"] = report_stage.seconds
         summary["total_seconds"] = time.perf_counter() - t_start
-        from hatrade.io.results import _jsonable
-        atomic_write_text(out / "replicate.json",
-                          json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n")
+        from hatrade.io.atomic import jsonable
+        write_text(out / "replicate.json",
+                          json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001

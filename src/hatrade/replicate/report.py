@@ -365,9 +365,9 @@ def render_report(stages: Sequence[StageResult], *, title: str, quick: bool = Fa
 
 def write_report(path, html_text: str) -> Path:
     """Write the report atomically (temporary file + os.replace)."""
-    from hatrade.io.results import atomic_write_text
+    from hatrade.io.atomic import write_text
 
-    return atomic_write_text(Path(path), html_text)
+    return write_text(Path(path), html_text)
 
 
 # ----------------------------------------------------------------------------- browser
@@ -566,7 +566,7 @@ def update_readme(readme, section: str) -> Path:
     ValueError
         When the README lacks the two markers (add them where the section belongs).
     """
-    from hatrade.io.results import atomic_write_text
+    from hatrade.io.atomic import write_text
 
     p = Path(readme)
     text = p.read_text(encoding="utf-8")
@@ -575,7 +575,7 @@ def update_readme(readme, section: str) -> Path:
         raise ValueError(f"{p} has no generated section: add the two lines\n{README_BEGIN}\n"
                          f"{README_END}\nwhere the 'Reproducing the paper' table belongs.")
     new = text[: a + len(README_BEGIN)] + "\n" + section + text[b:]
-    return atomic_write_text(p, new)
+    return write_text(p, new)
 
 
 def _now() -> str:

@@ -1,0 +1,118 @@
+"""Atomic writes: the one way hatrade puts bytes on disk.
+
+Every file is written to a temporary sibling, flushed and fsync'ed, given the permissions of
+an ordinary new file (``0666 & ~umask``), then moved into place with :func:`os.replace`; a
+folder is built in a temporary sibling and swapped in whole (:func:`atomic_dir`). A reader
+never sees a half-written file or folder, and a failure (an exception, a full disk,
+Ctrl-C) leaves the destination as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["write_bytes", "write_text", "write_json", "atomic_dir", "jsonable", "file_mode",
+           "dir_mode"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Permissions of an ordinary new file: ``0o666 & ~umask``."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """Permissions of an ordinary new folder: ``0o777 & ~umask``."""
+    return 0o777 & ~_umask()
+
+
+def write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary sibling, fsync, :func:`os.replace`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj: Any, indent: int | None = 1) -> Path:
+    """Write ``obj`` as strict JSON (numpy converted, non-finite floats as null) atomically."""
+    return write_text(path, json.dumps(jsonable(obj), indent=indent, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir) -> Iterator[Path]:
+    """Context manager: build a folder in a temporary sibling, then move it into place.
+
+    On success the temporary folder replaces ``out_dir`` (an existing folder is first moved
+    aside and removed after the swap); on any exception it is removed and ``out_dir`` is left
+    as it was.
+    """
+    out = Path(out_dir)
+    parent = out.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+        os.chmod(tmp, dir_mode())
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.replace(out, old / "x")
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old / "x", out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def jsonable(x):
+    """Convert numpy scalars/arrays and non-finite floats (to None) for strict JSON."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
