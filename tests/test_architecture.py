@@ -134,41 +134,53 @@ def _private_use(importer: str, owner: str, name: str) -> bool:
     return True
 
 
+def _bind_imports(module: str, node: ast.Import | ast.ImportFrom, bound: dict[str, str]) -> None:
+    """Record in `bound` the local names that `node` binds to hatrade modules."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.name.split(".")[0] == "hatrade":
+                bound[alias.asname or "hatrade"] = alias.name if alias.asname else "hatrade"
+        return
+    owner = _resolve_from(module, node)
+    for alias in node.names:
+        if f"{owner}.{alias.name}" in MODULES:
+            bound[alias.asname or alias.name] = f"{owner}.{alias.name}"
+
+
+def _private_uses_in(module: str, tree: ast.Module) -> list[tuple[int, str]]:
+    """``(line, what)`` for each use of another hatrade module's private names in `tree`."""
+    found = []
+    bound: dict[str, str] = {}  # local name -> the hatrade module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            _bind_imports(module, node, bound)
+        if isinstance(node, ast.ImportFrom):
+            owner = _resolve_from(module, node)
+            if owner.split(".")[0] == "hatrade":
+                found += [
+                    (node.lineno, f"from {owner} import {alias.name}")
+                    for alias in node.names
+                    if _private_use(module, owner, alias.name)
+                ]
+    for node in ast.walk(tree):
+        base = _dotted(node.value) if isinstance(node, ast.Attribute) else None
+        if base is None or base.split(".")[0] not in bound:
+            continue
+        head, _, rest = base.partition(".")
+        owner = bound[head] + (f".{rest}" if rest else "")
+        if owner in MODULES and _private_use(module, owner, node.attr):
+            found.append((node.lineno, f"{base}.{node.attr} ({owner})"))
+    return found
+
+
 def private_name_uses() -> list[str]:
     """Every use of another hatrade module's private names, as ``file:line: what``."""
-    found = []
+    found = set()
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         where = path.relative_to(SRC)
-        bound: dict[str, str] = {}  # local name -> hatrade module it is bound to
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.name.split(".")[0] == "hatrade":
-                        if alias.asname:
-                            bound[alias.asname] = alias.name
-                        else:
-                            bound["hatrade"] = "hatrade"
-            elif isinstance(node, ast.ImportFrom):
-                owner = _resolve_from(module, node)
-                if owner.split(".")[0] != "hatrade":
-                    continue
-                for alias in node.names:
-                    if _private_use(module, owner, alias.name):
-                        found.append(f"{where}:{node.lineno}: from {owner} import {alias.name}")
-                    if f"{owner}.{alias.name}" in MODULES:
-                        bound[alias.asname or alias.name] = f"{owner}.{alias.name}"
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Attribute):
-                continue
-            base = _dotted(node.value)
-            if base is None or base.split(".")[0] not in bound:
-                continue
-            head, _, rest = base.partition(".")
-            owner = bound[head] + (f".{rest}" if rest else "")
-            if owner in MODULES and _private_use(module, owner, node.attr):
-                found.append(f"{where}:{node.lineno}: {base}.{node.attr} ({owner})")
-    return sorted(set(found))
+        found.update(f"{where}:{line}: {what}" for line, what in _private_uses_in(module, tree))
+    return sorted(found)
 
 
 def test_no_module_uses_another_modules_private_names():
@@ -188,10 +200,20 @@ def test_import_contracts_hold():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
     run = subprocess.run(
-        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-         "sys.exit(lint_imports_command())",
-         str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports_command; "
+            "sys.exit(lint_imports_command())",
+            str(ROOT / "pyproject.toml"),
+            "--no-cache",
+            "--no-logo",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, f"lint-imports failed:\n{run.stdout}\n{run.stderr}"
 
@@ -217,8 +239,11 @@ def _function_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     """Lines from the ``def`` to the function's last line, less its docstring's lines."""
     lines = node.end_lineno - node.lineno + 1
     first = node.body[0]
-    if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-            and isinstance(first.value.value, str)):
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
         lines -= first.end_lineno - first.lineno + 1
     return lines
 
@@ -253,7 +278,7 @@ def _check_sizes(sizes: list[Size], limit: int, allowed: dict[str, int], what: s
             problems.append(f"{key}: {lines} lines (limit {limit}); split it")
         elif lines > allowed[key]:
             problems.append(f"{key}: {lines} lines, grew from {allowed[key]}; split it")
-    for key, lines in sorted(allowed.items()):
+    for key in sorted(allowed):
         if key not in by_key:
             problems.append(f"{key}: in the {what} allow-list but gone; remove the entry")
         elif by_key[key] <= limit:
@@ -267,13 +292,16 @@ def test_no_module_over_the_line_limit():
 
 
 def test_no_function_over_the_line_limit():
-    problems = _check_sizes(function_sizes(), MAX_FUNCTION_LINES, FUNCTION_LINES_ALLOWED,
-                            "function")
+    problems = _check_sizes(
+        function_sizes(), MAX_FUNCTION_LINES, FUNCTION_LINES_ALLOWED, "function"
+    )
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("allowed, limit", [(MODULE_LINES_ALLOWED, MAX_MODULE_LINES),
-                                            (FUNCTION_LINES_ALLOWED, MAX_FUNCTION_LINES)])
+@pytest.mark.parametrize(
+    "allowed, limit",
+    [(MODULE_LINES_ALLOWED, MAX_MODULE_LINES), (FUNCTION_LINES_ALLOWED, MAX_FUNCTION_LINES)],
+)
 def test_allow_lists_hold_only_offenders(allowed, limit):
     assert all(lines > limit for lines in allowed.values())
 
