@@ -84,7 +84,7 @@ DIRECTIONS = ("p", "w", "A", "R", "beta", "T", "psi")
 
 def direction_rows(M: int, directions) -> tuple:
     """Expand direction names into rows: ``(("p", 0), ..., ("p", M-1), ("w", None), ...)``."""
-    rows = []
+    rows: list[tuple[str, int | None]] = []
     for name in directions:
         if name not in DIRECTIONS:
             raise ParameterError(f"direction {name!r} is not allowed: use one of "

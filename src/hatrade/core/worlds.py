@@ -7,6 +7,8 @@ a :class:`~hatrade.core.params.World` and :class:`~hatrade.core.params.Household
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from hatrade.data import COUNTRIES, CALIBRATIONS, load_calibration, load_labor
@@ -24,7 +26,8 @@ def published_household(name: str = "baseline", **overrides) -> Household:
 
 
 def ek_world(calibration: str = "baseline", params=None, *, correct_germany: bool = False,
-             financial: str = "globalization", tariffs=None) -> World:
+             financial: Literal["globalization", "autarky"] = "globalization",
+             tariffs=None) -> World:
     """The 19-country world of a calibration.
 
     Parameters
