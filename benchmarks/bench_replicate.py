@@ -1,12 +1,11 @@
 """Benchmark: ``hatrade replicate``, time per stage, cold and with a warm cache.
 
 Target (issue 6): the full replication from a cold start (empty results cache, no JAX
-compilation cache, fresh process) within 15 minutes on a 2-core machine without a GPU. The
-author's pipeline takes hours.
+compilation cache, fresh process) within 15 minutes on a 2-core machine without a GPU.
 
 What is timed, in one process:
 
-1. ``cold``: :func:`hatrade.replicate.pipeline.replicate` with an empty results cache in a temporary
+1. ``cold``: :func:`hatrade.replicate.replicate` with an empty results cache in a temporary
    folder: every equilibrium and household result is computed (JAX compilation included:
    it is part of a cold start);
 2. ``warm``: the same run again with the cache now filled: nothing is solved (the run
@@ -19,39 +18,7 @@ Run from the repository root::
     python benchmarks/bench_replicate.py [--quick] [--out results/bench-replicate] [--json FILE]
                                          [--no-warm] [--compile-cache DIR]
 
-Measured 2026-11-28 05:00-05:04 UTC with this script (2 cores, no GPU; load average 0.3
-at the start, about 2 during the runs, from the runs themselves; seconds). Stages after
-``equilibrium`` run in two threads (counterfactuals | the rest) and the two-country world
-of the micro figure in the background from the start, so stage times overlap and do not
-add up to the total:
-
-=============  ====== =======
-stage           full   quick
-=============  ====== =======
-equilibrium     41.7    28.4
-table1           0.1     0.1
-trade_fit        0.3     0.6
-elasticities    14.1    10.4
-micro            2.8     2.3
-unilateral      48.7    26.4
-global          11.5     3.8
-efficient       21.8    12.8
-report           0.0     0.0
-total (cold)   102.0    58.7
-total (warm)     4.4     4.2
-=============  ====== =======
-
-Cold full: 1.7 minutes (target 15); quick: 59 s (target: about a minute); the warm runs
-solve nothing. Before (same day, 02:27-02:49 UTC, one stage at a time, load average 3-4
-from other processes): 323 s full, 121 s quick. What changed: stages in two threads (JAX
-compiles and computes outside Python's lock: the serial run used one core); the fixed R
-and beta are traced arguments of the compiled world residual, so calibration and
-counterfactuals of both models share one compilation; the equivalent-variation node
-batches are padded to one size (one compilation). About half of a cold quick run is still
-JAX compilation; ``--compile-cache DIR`` (the command line's default) keeps it for later
-processes. Counterfactuals start from the baseline's Jacobian (the beta column turned into
-an R column): on the quick grid, each of the four counterfactuals needed two exact
-19-direction Jacobians without it and one with it.
+Measured times, and what changed them: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -84,7 +51,7 @@ def main() -> None:
 
     import hatrade
     from hatrade.io.cache import Cache
-    from hatrade.replicate.pipeline import jax_compilation_cache, paper_setup, replicate
+    from hatrade.replicate import jax_compilation_cache, paper_setup, replicate
 
     print(f"hatrade {hatrade.__version__}, jax {jax.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from hatrade.io.cache import Cache
-from hatrade.replicate.pipeline import (STAGE_NAMES, ReplicateError, check_output_dir, paper_setup,
+from hatrade.replicate import (STAGE_NAMES, ReplicateError, check_output_dir, paper_setup,
                                replicate)
 
 COUNTRIES = ("AUT", "FIN", "FRA", "JPN", "ESP", "GBR", "USA")
@@ -116,16 +116,16 @@ def test_interrupted_run_folder_is_accepted_and_cleaned(tmp_path):
     """A run stopped before writing replicate.json (Ctrl-C) left its marker, finished stage
     folders and temporary folders: the folder is accepted for a rerun, and the temporary
     folders of stages are removed (other hidden folders are not)."""
-    from hatrade.replicate.pipeline import MARKER, _prepare_output_dir
+    from hatrade.replicate.folders import MARKER, prepare_output_dir
     out = tmp_path / "run"
-    _prepare_output_dir(out)
+    prepare_output_dir(out)
     assert json.loads((out / MARKER).read_text())["kind"] == "replicate"
     (out / "equilibrium").mkdir()
     (out / ".unilateral.abc123.tmp").mkdir()
     (out / ".micro.x9.old").mkdir()
     (out / ".mine.tmp").mkdir()
     assert check_output_dir(out) == out
-    _prepare_output_dir(out)
+    prepare_output_dir(out)
     assert sorted(p.name for p in out.iterdir()) == [MARKER, ".mine.tmp", "equilibrium"]
 
 
@@ -151,7 +151,7 @@ import sys
 from pathlib import Path
 import jax
 import jax.numpy as jnp
-from hatrade.replicate.pipeline import jax_compilation_cache
+from hatrade.replicate import jax_compilation_cache
 
 root = Path(sys.argv[1])
 before = (jax.config.jax_compilation_cache_dir,
@@ -178,13 +178,13 @@ def test_jax_compilation_cache_is_scoped(tmp_path):
 
 
 def test_start_jacobian_turns_the_beta_column_into_an_R_column():
-    from hatrade.replicate.pipeline import _start_jacobian
+    from hatrade.replicate.stages.counterfactuals import start_jacobian
 
     J = np.arange(1.0, 10.0).reshape(3, 3)
     world = SimpleNamespace(M=3, financial="globalization", tariffs=None, has_tariffs=False)
     eq = SimpleNamespace(jacobian=J, world=world, beta=0.9,
                          prices=SimpleNamespace(R=np.full(3, 1.01)))
-    J0 = _start_jacobian(eq)
+    J0 = start_jacobian(eq)
     np.testing.assert_array_equal(J0[:, :2], J[:, :2])
     np.testing.assert_allclose(J0[:, 2], J[:, 2] * 0.9 / 1.01)
     assert J[0, 2] == 3.0  # the baseline's Jacobian is not modified
@@ -192,7 +192,7 @@ def test_start_jacobian_turns_the_beta_column_into_an_R_column():
                 SimpleNamespace(**{**vars(eq), "world": SimpleNamespace(
                     M=3, financial="autarky", tariffs=None, has_tariffs=False)}),
                 SimpleNamespace(**{**vars(eq), "jacobian": np.ones((2, 2))})):
-        assert _start_jacobian(bad) is None
+        assert start_jacobian(bad) is None
 
 
 # ----------------------------------------------------------------------------- tiny runs
@@ -363,7 +363,7 @@ def test_cli_replicate(runs, monkeypatch, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    import hatrade.replicate.pipeline as rep
+    import hatrade.replicate as rep
     from hatrade.cli import replicate as cli_rep
     from hatrade.replicate.report import README_BEGIN, README_END
 

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from hatrade.replicate.report import (README_BEGIN, README_END, Figure, StageResult, Table,
-                            browser_check, figure_png, find_chromium, format_number,
-                            readme_section, render_report, update_readme, write_report)
+                                      browser_check, figure_png, find_chromium, format_number,
+                                      readme_section, render_report, update_readme,
+                                      write_report)
 
 
 def _fig(title: str, seed: int):

@@ -43,7 +43,7 @@ class RichProgress:
     as its description), with a line per finished stage."""
 
     def __init__(self, console_=None):
-        from hatrade.replicate.pipeline import ProgressSink
+        from hatrade.replicate import ProgressSink
 
         self._base = ProgressSink()
         self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[stage]}"),
@@ -115,7 +115,7 @@ def replicate_command(
              "docs/figures/ next to it."),
 ) -> None:
     """Compute everything the paper reports and write an HTML report (see REPLICATE_HELP)."""
-    from hatrade.replicate import pipeline as rep
+    import hatrade.replicate as rep
     from hatrade.io.cache import Cache
 
     setup = rep.paper_setup(quick=quick)

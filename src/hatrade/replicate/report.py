@@ -524,8 +524,8 @@ def readme_section(reproduction: pd.DataFrame, *, figures: Sequence[tuple[str, s
             "Published numbers with their source; ours are computed by the run; difference "
             "= ours − published; agrees: within half a unit of the last published digit (or "
             "the precision of the published prices; for the welfare numbers the paper gives "
-            "as 'about', within the tolerance of tests/test_welfare.py: 0.05 points for "
-            "means and Q5, 0.15 for Q1, 0.03 for ACR (0.01 global), 0.1 for R/w).")
+            "as 'about', within the tolerance of tests/test_welfare.py: "
+            f"{_welfare_tolerances()}).")
     lines += [desc, ""]
     cols = ["quantity", "source", "published", "ours", "difference", "agrees", "note"]
     lines.append("| " + " | ".join(cols) + " |")
@@ -556,6 +556,18 @@ def readme_section(reproduction: pd.DataFrame, *, figures: Sequence[tuple[str, s
     for title, path in figures:
         lines += [f"![{title}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _welfare_tolerances() -> str:
+    """The tolerances of the published welfare numbers, in words."""
+    from hatrade.data.published import published
+
+    def tol(key: str) -> str:
+        return f"{published('welfare.' + key).tolerance:g}"
+
+    return (f"{tol('unilateral.baseline.mean')} points for means and Q5, "
+            f"{tol('unilateral.baseline.Q1')} for Q1, {tol('unilateral.baseline.ACR')} for ACR "
+            f"({tol('global.baseline.ACR')} global), {tol('unilateral.baseline.R/w')} for R/w")
 
 
 def update_readme(readme, section: str) -> Path:
