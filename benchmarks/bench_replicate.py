@@ -37,14 +37,21 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the --quick replication")
-    ap.add_argument("--out", default=None, help="output folder of the runs (default: a temporary "
-                                                "folder, removed afterwards)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="output folder of the runs (default: a temporary folder, removed afterwards)",
+    )
     ap.add_argument("--json", default=None, help="also write the timings to this JSON file")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-cache run")
-    ap.add_argument("--compile-cache", default=None, metavar="DIR",
-                    help="use (and fill) JAX's persistent compilation cache in DIR, as the "
-                         "command line does; run twice to time a cold results cache with "
-                         "warm compilation (default: none, a true cold start)")
+    ap.add_argument(
+        "--compile-cache",
+        default=None,
+        metavar="DIR",
+        help="use (and fill) JAX's persistent compilation cache in DIR, as the "
+        "command line does; run twice to time a cold results cache with "
+        "warm compilation (default: none, a true cold start)",
+    )
     args = ap.parse_args()
 
     import jax
@@ -53,9 +60,11 @@ def main() -> None:
     from hatrade.io.cache import Cache
     from hatrade.replicate import jax_compilation_cache, paper_setup, replicate
 
-    print(f"hatrade {hatrade.__version__}, jax {jax.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"hatrade {hatrade.__version__}, jax {jax.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="hatrade-bench-"))
     out = Path(args.out) if args.out else tmp / "out"
     if out.exists():
@@ -63,9 +72,13 @@ def main() -> None:
     cache = tmp / "cache"
     setup = paper_setup(quick=args.quick)
     runs = {}
+
     def jit_cache():
-        return (jax_compilation_cache(args.compile_cache) if args.compile_cache
-                else contextlib.nullcontext())
+        return (
+            jax_compilation_cache(args.compile_cache)
+            if args.compile_cache
+            else contextlib.nullcontext()
+        )
 
     if args.compile_cache:
         print(f"JAX compilation cache: {args.compile_cache}")
@@ -76,17 +89,31 @@ def main() -> None:
                 r = replicate(out, setup=setup, cache=Cache(cache))
             total = time.perf_counter() - t0
             work = json.loads((out / "replicate.json").read_text()).get("work", [])
-            runs[label] = {"total_seconds": total, "equilibria_solved": r.solves(),
-                           "stages": [{"name": s.name, "status": s.status, "seconds": s.seconds,
-                                       "computed": s.cache.get("miss", 0),
-                                       "loaded": s.cache.get("hit", 0)} for s in r.stages],
-                           "results": work}
-            print(f"\n{label}: {total:.1f} s ({total / 60:.1f} min), equilibria solved: "
-                  f"{r.solves()}, load average {os.getloadavg()[0]:.1f}")
+            runs[label] = {
+                "total_seconds": total,
+                "equilibria_solved": r.solves(),
+                "stages": [
+                    {
+                        "name": s.name,
+                        "status": s.status,
+                        "seconds": s.seconds,
+                        "computed": s.cache.get("miss", 0),
+                        "loaded": s.cache.get("hit", 0),
+                    }
+                    for s in r.stages
+                ],
+                "results": work,
+            }
+            print(
+                f"\n{label}: {total:.1f} s ({total / 60:.1f} min), equilibria solved: "
+                f"{r.solves()}, load average {os.getloadavg()[0]:.1f}"
+            )
             print(f"{'stage':<14}{'status':<9}{'seconds':>9}{'computed':>10}{'loaded':>8}")
             for s in runs[label]["stages"]:
-                print(f"{s['name']:<14}{s['status']:<9}{s['seconds']:>9.1f}{s['computed']:>10}"
-                      f"{s['loaded']:>8}")
+                print(
+                    f"{s['name']:<14}{s['status']:<9}{s['seconds']:>9.1f}{s['computed']:>10}"
+                    f"{s['loaded']:>8}"
+                )
             if label == "cold":
                 print("per result (computed; seconds include JAX compilation on first use):")
                 for w in work:
@@ -95,13 +122,23 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     target = 15 * 60
     cold = runs["cold"]["total_seconds"]
-    print(f"\ncold start {'within' if cold <= target else 'OVER'} the 15-minute target "
-          f"({cold / 60:.1f} min){' (--quick)' if args.quick else ''}.")
+    print(
+        f"\ncold start {'within' if cold <= target else 'OVER'} the 15-minute target "
+        f"({cold / 60:.1f} min){' (--quick)' if args.quick else ''}."
+    )
     if "warm" in runs and runs["warm"]["equilibria_solved"]:
         print("WARNING: the warm run solved equilibria; the cache did not serve them.")
     if args.json:
-        Path(args.json).write_text(json.dumps({"quick": args.quick, "machine": {
-            "cpus": os.cpu_count(), "platform": platform.platform()}, "runs": runs}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "quick": args.quick,
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                    "runs": runs,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

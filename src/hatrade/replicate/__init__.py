@@ -23,6 +23,18 @@ from hatrade.replicate.setup import QUICK_N_A, ModelSpec, Setup, paper_setup
 from hatrade.replicate.stages import STAGE_NAMES
 from hatrade.replicate.table import PUBLISHED, reproduction_table
 
-__all__ = ["replicate", "paper_setup", "STAGE_NAMES", "ReplicateError", "check_output_dir",
-           "ReplicateResult", "ProgressSink", "reproduction_table", "PUBLISHED",
-           "jax_compilation_cache", "QUICK_N_A", "ModelSpec", "Setup"]
+__all__ = [
+    "replicate",
+    "paper_setup",
+    "STAGE_NAMES",
+    "ReplicateError",
+    "check_output_dir",
+    "ReplicateResult",
+    "ProgressSink",
+    "reproduction_table",
+    "PUBLISHED",
+    "jax_compilation_cache",
+    "QUICK_N_A",
+    "ModelSpec",
+    "Setup",
+]

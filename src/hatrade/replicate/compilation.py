@@ -13,8 +13,11 @@ from pathlib import Path
 __all__ = ["jax_compilation_cache", "jax_cache_dir", "JAX_CACHE_OPTIONS"]
 
 #: JAX options set by :func:`jax_compilation_cache` (restored afterwards).
-JAX_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                     "jax_persistent_cache_min_entry_size_bytes")
+JAX_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
 
 
 @contextlib.contextmanager
@@ -56,4 +59,5 @@ def jax_compilation_cache(path, *, min_compile_seconds: float = 0.5):
 def jax_cache_dir() -> str | None:
     """JAX's current compilation cache folder (None: off)."""
     import jax
+
     return jax.config.jax_compilation_cache_dir

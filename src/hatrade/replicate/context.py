@@ -23,8 +23,14 @@ from hatrade.io.cache import Cache
 from hatrade.replicate.report import Figure, StageResult, figure_png
 from hatrade.replicate.setup import ModelSpec, Setup
 
-__all__ = ["ProgressSink", "StageContext", "StageDependencyError", "for_each_model",
-           "stage_status", "now"]
+__all__ = [
+    "ProgressSink",
+    "StageContext",
+    "StageDependencyError",
+    "for_each_model",
+    "stage_status",
+    "now",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +100,18 @@ class StageContext:
 
     def newton(self, prefix: str):
         """A Newton progress callback that reports through :meth:`step`."""
+
         def report(iteration: int, residual: float) -> None:
             self.progress.step(f"{prefix}: Newton {iteration}, max excess demand {residual:.2e}")
+
         return report
 
     def need_eq(self, spec: ModelSpec):
         """The model's equilibrium, or :class:`StageDependencyError`."""
         if spec.name not in self.eq:
-            raise StageDependencyError(f"the {spec.name} equilibrium is not available (stage "
-                                       "'equilibrium' failed for it).")
+            raise StageDependencyError(
+                f"the {spec.name} equilibrium is not available (stage 'equilibrium' failed for it)."
+            )
         return self.eq[spec.name]
 
     def path(self, *parts) -> Path:
@@ -118,6 +127,7 @@ class StageContext:
     def write_text(self, text: str, *parts) -> str:
         """Write a text file into the stage's folder; returns :meth:`rel`."""
         from hatrade.io.atomic import write_text
+
         write_text(self.path(*parts), text)
         return self.rel(*parts)
 
@@ -128,8 +138,8 @@ class StageContext:
     def write_json(self, obj, *parts) -> str:
         """Write a JSON file."""
         from hatrade.io.atomic import jsonable
-        return self.write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n",
-                               *parts)
+
+        return self.write_text(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n", *parts)
 
     def figure(self, fig, fid: str, title: str, caption: str, *parts) -> Figure:
         """Write a matplotlib figure as PNG; returns the report's :class:`Figure`."""
@@ -161,8 +171,13 @@ def for_each_model(ctx: StageContext, fn: Callable[[ModelSpec], Any]) -> tuple[d
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 - reported in the report
-            log.warning("stage %s, model %s failed: %s", ctx.stage, spec.name, err,
-                        exc_info=log.isEnabledFor(logging.DEBUG))
+            log.warning(
+                "stage %s, model %s failed: %s",
+                ctx.stage,
+                spec.name,
+                err,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             errors[spec.name] = (err, traceback.format_exc())
     return done, errors
 
@@ -176,4 +191,3 @@ def stage_status(result: StageResult, done: dict, errors: dict) -> StageResult:
         result.details = "\n\n".join(tb for _, tb in errors.values())
         result.status = "failed" if not done else "partial"
     return result
-

@@ -13,8 +13,14 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["ReplicateError", "MARKER", "KIND", "check_output_dir", "prepare_output_dir",
-           "is_replicate_dir"]
+__all__ = [
+    "ReplicateError",
+    "MARKER",
+    "KIND",
+    "check_output_dir",
+    "prepare_output_dir",
+    "is_replicate_dir",
+]
 
 #: The ``kind`` of a replicate folder's ``replicate.json`` and marker.
 KIND = "replicate"
@@ -39,8 +45,9 @@ def is_replicate_dir(path: Path) -> bool:
     return False
 
 
-def prepare_output_dir(out: Path, stage_names: Iterable[str] | None = None,
-                       started: str | None = None) -> None:
+def prepare_output_dir(
+    out: Path, stage_names: Iterable[str] | None = None, started: str | None = None
+) -> None:
     """Mark ``out`` as a replicate folder and remove the temporary folders that an
     interrupted run left (``.<stage>.*.tmp`` / ``.old``).
 
@@ -59,8 +66,12 @@ def prepare_output_dir(out: Path, stage_names: Iterable[str] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / MARKER, json.dumps({"kind": KIND, "started": started or now()}) + "\n")
     for p in out.iterdir():
-        if (p.is_dir() and p.name.startswith(".") and p.name.endswith((".tmp", ".old"))
-                and p.name[1:].split(".", 1)[0] in stages):
+        if (
+            p.is_dir()
+            and p.name.startswith(".")
+            and p.name.endswith((".tmp", ".old"))
+            and p.name[1:].split(".", 1)[0] in stages
+        ):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -74,10 +85,13 @@ def check_output_dir(out) -> Path:
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ReplicateError(f"output folder {out} exists and is not a folder; choose another "
-                             "--out.")
+        raise ReplicateError(
+            f"output folder {out} exists and is not a folder; choose another --out."
+        )
     if out.is_dir() and any(out.iterdir()) and not is_replicate_dir(out):
-        raise ReplicateError(f"output folder {out} exists and holds other files (it is not a "
-                             "previous 'hatrade replicate' folder, which would be updated); "
-                             "choose a new or empty folder.")
+        raise ReplicateError(
+            f"output folder {out} exists and holds other files (it is not a "
+            "previous 'hatrade replicate' folder, which would be updated); "
+            "choose a new or empty folder."
+        )
     return out

@@ -137,11 +137,14 @@ class _StageRunner:
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 - reported, the run goes on
-            log.warning("stage %s failed: %s", name, err,
-                        exc_info=log.isEnabledFor(logging.DEBUG))
-            return StageResult(name, self.titles[name], status="failed",
-                               error=f"{type(err).__name__}: {err}",
-                               details=traceback.format_exc())
+            log.warning("stage %s failed: %s", name, err, exc_info=log.isEnabledFor(logging.DEBUG))
+            return StageResult(
+                name,
+                self.titles[name],
+                status="failed",
+                error=f"{type(err).__name__}: {err}",
+                details=traceback.format_exc(),
+            )
 
     def run_stage(self, name: str, lctx: StageContext) -> None:
         """Run one stage into ``out/<name>`` (replaced atomically when it ends)."""
@@ -162,8 +165,10 @@ class _StageRunner:
         res.title = self.titles[name]
         res.seconds = time.perf_counter() - t0
         ev = lctx.cache.events[n_events:]
-        res.cache = {"hit": sum(e["outcome"] == "hit" for e in ev),
-                     "miss": sum(e["outcome"] != "hit" for e in ev)}
+        res.cache = {
+            "hit": sum(e["outcome"] == "hit" for e in ev),
+            "miss": sum(e["outcome"] != "hit" for e in ev),
+        }
         if lctx.setup.quick:
             res.text.insert(0, "Approximate (--quick): coarse asset grid.")
         self.by_name[name] = (res, list(ev))
@@ -179,16 +184,19 @@ class _StageRunner:
         lanes: in threads when ``parallel``."""
         ctx = self.ctx
         if parallel and "micro" in self.names:
-            ctx.background["two_country"] = Background(two_country_elasticities, ctx,
-                                                       "two-country")
+            ctx.background["two_country"] = Background(two_country_elasticities, ctx, "two-country")
         first = [n for n in self.names if n == "equilibrium"]
         self.run_lane(first, lane_view(ctx))
         rest = lanes([n for n in self.names if n not in first], parallel)
         if len(rest) == 1:
             self.run_lane(rest[0], lane_view(ctx))
         else:
-            threads = [Background(lambda lctx, lane=lane: self.run_lane(lane, lctx), ctx,
-                                  f"replicate-{lane[0]}") for lane in rest]
+            threads = [
+                Background(
+                    lambda lctx, lane=lane: self.run_lane(lane, lctx), ctx, f"replicate-{lane[0]}"
+                )
+                for lane in rest
+            ]
             for t in threads:
                 t.wait()
             for t in threads:
@@ -202,9 +210,17 @@ class _StageRunner:
         for name in self.names:
             ev = self.by_name[name][1]
             cache.events.extend(ev)
-            work.extend({"stage": name, "result": e["label"], "kind": e["kind"],
-                         "outcome": "loaded" if e["outcome"] == "hit" else "computed",
-                         "seconds": e["seconds"], "key": e["key"][:12]} for e in ev)
+            work.extend(
+                {
+                    "stage": name,
+                    "result": e["label"],
+                    "kind": e["kind"],
+                    "outcome": "loaded" if e["outcome"] == "hit" else "computed",
+                    "seconds": e["seconds"],
+                    "key": e["key"][:12],
+                }
+                for e in ev
+            )
         return results, work
 
 
@@ -217,9 +233,16 @@ def _resolve_cache(cache: Cache | None | bool) -> Cache:
     return cache
 
 
-def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
-              cache: Cache | None | bool = None, progress: ProgressSink | None = None,
-              stages: Sequence[str] | None = None, parallel: bool = True) -> ReplicateResult:
+def replicate(
+    out=None,
+    *,
+    quick: bool = False,
+    setup: Setup | None = None,
+    cache: Cache | None | bool = None,
+    progress: ProgressSink | None = None,
+    stages: Sequence[str] | None = None,
+    parallel: bool = True,
+) -> ReplicateResult:
     """Run the replication and write the results and the report into ``out``.
 
     Parameters
@@ -275,11 +298,27 @@ def replicate(out=None, *, quick: bool = False, setup: Setup | None = None,
     results, work = runner.collect(cache)
 
     progress.stage_start(len(names), "report", REPORT_TITLE)
-    report_stage, repro = write_outputs(RunRecord(
-        setup=setup, out=out, cache=cache, numbers=ctx.numbers, stages=results, work=work,
-        started=started, t_start=t_start))
+    report_stage, repro = write_outputs(
+        RunRecord(
+            setup=setup,
+            out=out,
+            cache=cache,
+            numbers=ctx.numbers,
+            stages=results,
+            work=work,
+            started=started,
+            t_start=t_start,
+        )
+    )
     results.append(report_stage)
     progress.stage_end(len(names), report_stage)
-    return ReplicateResult(out=out, report=out / "report.html", stages=results,
-                           numbers=ctx.numbers, reproduction=repro, cache=cache.summary(),
-                           seconds=time.perf_counter() - t_start, quick=setup.quick)
+    return ReplicateResult(
+        out=out,
+        report=out / "report.html",
+        stages=results,
+        numbers=ctx.numbers,
+        reproduction=repro,
+        cache=cache.summary(),
+        seconds=time.perf_counter() - t_start,
+        quick=setup.quick,
+    )

@@ -97,8 +97,10 @@ class Setup:
         for m in self.models:
             m.world.index(self.home)
         if not (-1.0 < self.trade_cost_change < 1.0) or self.trade_cost_change == 0.0:
-            raise ParameterError(f"trade_cost_change = {self.trade_cost_change} is not allowed: "
-                                 "use a non-zero number in (-1, 1), e.g. -0.10.")
+            raise ParameterError(
+                f"trade_cost_change = {self.trade_cost_change} is not allowed: "
+                "use a non-zero number in (-1, 1), e.g. -0.10."
+            )
 
     def resolved_ev_nodes(self) -> int:
         """``ev_nodes``, or the welfare module's default when it is None."""
@@ -123,28 +125,53 @@ class Setup:
     def describe(self) -> dict:
         """The setup as plain data (``replicate.json``)."""
         return {
-            "models": {m.name: {"title": m.title, "countries": list(m.world.countries),
-                                "household": m.household.to_dict(),
-                                "calibration": m.calibration} for m in self.models},
-            "home": self.home, "trade_cost_change": self.trade_cost_change, "R": self.R,
-            "tol": self.tol, "hh_tol": self.hh_tol, "quick": self.quick, "paper": self.paper,
-            "ev_nodes": self.resolved_ev_nodes(), "planner_weights": self.planner_weights,
+            "models": {
+                m.name: {
+                    "title": m.title,
+                    "countries": list(m.world.countries),
+                    "household": m.household.to_dict(),
+                    "calibration": m.calibration,
+                }
+                for m in self.models
+            },
+            "home": self.home,
+            "trade_cost_change": self.trade_cost_change,
+            "R": self.R,
+            "tol": self.tol,
+            "hh_tol": self.hh_tol,
+            "quick": self.quick,
+            "paper": self.paper,
+            "ev_nodes": self.resolved_ev_nodes(),
+            "planner_weights": self.planner_weights,
             "efficient_elasticities": self.efficient_elasticities,
-            "two_country_d": self.two_country_d, "transfer": self.transfer,
+            "two_country_d": self.two_country_d,
+            "transfer": self.transfer,
         }
 
 
 def _sub_world(world: World, countries: Sequence[str]) -> World:
     """``world`` restricted to ``countries`` (TFP, labor and trade costs; no tariffs)."""
     idx = [world.index(c) for c in countries]
-    return World(countries=tuple(countries), tfp=world.tfp[idx], labor=world.labor[idx],
-                 d=world.d[np.ix_(idx, idx)], tariffs=None, financial=world.financial,
-                 meta={**world.meta, "subset_of": list(world.countries)})
+    return World(
+        countries=tuple(countries),
+        tfp=world.tfp[idx],
+        labor=world.labor[idx],
+        d=world.d[np.ix_(idx, idx)],
+        tariffs=None,
+        financial=world.financial,
+        meta={**world.meta, "subset_of": list(world.countries)},
+    )
 
 
-def paper_setup(*, quick: bool = False, n_a: int | None = None,
-                countries: Sequence[str] | None = None, household: dict | None = None,
-                models: Sequence[str] = ("baseline", "log"), **options) -> Setup:
+def paper_setup(
+    *,
+    quick: bool = False,
+    n_a: int | None = None,
+    countries: Sequence[str] | None = None,
+    household: dict | None = None,
+    models: Sequence[str] = ("baseline", "log"),
+    **options,
+) -> Setup:
     """The paper's replication: the 19-country world with the baseline and log calibrations.
 
     Parameters
@@ -181,14 +208,26 @@ def paper_setup(*, quick: bool = False, n_a: int | None = None,
             world = _sub_world(world, countries)
             wages = cal.wages.reindex(list(countries)).to_numpy(float)
             if np.any(~np.isfinite(wages)):
-                raise ParameterError(f"countries {list(countries)} include codes that are not "
-                                     "in the shipped calibration.")
-        specs.append(ModelSpec(name=name, title=titles.get(name, name), world=world,
-                               household=hh, wages=wages, beta=float(cal.beta),
-                               params=np.asarray(cal.params, float), calibration=name))
+                raise ParameterError(
+                    f"countries {list(countries)} include codes that are not "
+                    "in the shipped calibration."
+                )
+        specs.append(
+            ModelSpec(
+                name=name,
+                title=titles.get(name, name),
+                world=world,
+                household=hh,
+                wages=wages,
+                beta=float(cal.beta),
+                params=np.asarray(cal.params, float),
+                calibration=name,
+            )
+        )
     # the paper's world and households (on the quick grid: approximately)
-    paper = (countries is None and not household
-             and n_a in (FULL_N_A, QUICK_N_A if quick else FULL_N_A))
+    paper = (
+        countries is None and not household and n_a in (FULL_N_A, QUICK_N_A if quick else FULL_N_A)
+    )
     if quick:
         options.setdefault("ev_nodes", 5)
     return Setup(models=tuple(specs), quick=quick, paper=paper, **options)

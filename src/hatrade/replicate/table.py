@@ -10,39 +10,70 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hatrade.data.published import (BETA_TOLERANCE, TABLE1_SOURCE, WAGE_RELATIVE_TOLERANCE,
-                                    WELFARE_GAP_NOTE, WELFARE_SOURCE,
-                                    WELFARE_TRADE_COST_CHANGE, published, published_numbers)
+from hatrade.data.published import (
+    BETA_TOLERANCE,
+    TABLE1_SOURCE,
+    WAGE_RELATIVE_TOLERANCE,
+    WELFARE_GAP_NOTE,
+    WELFARE_SOURCE,
+    WELFARE_TRADE_COST_CHANGE,
+    published,
+    published_numbers,
+)
 from hatrade.replicate.setup import Setup
 
 __all__ = ["reproduction_table", "REPRODUCTION_COLUMNS", "PUBLISHED"]
 
 #: Columns of the reproduction table.
-REPRODUCTION_COLUMNS = ["quantity", "source", "published", "ours", "difference", "tolerance",
-                        "agrees", "note"]
+REPRODUCTION_COLUMNS = [
+    "quantity",
+    "source",
+    "published",
+    "ours",
+    "difference",
+    "tolerance",
+    "agrees",
+    "note",
+]
 
 #: Welfare statistics shown in the table: key suffix -> (label, key of the run's numbers).
-_WELFARE_STATS = {"mean": ("mean", "mean_gain_percent"),
-                  "Q1": ("poorest expenditure quintile (Q1)", ("quintile_gain_percent", "Q1")),
-                  "Q5": ("richest expenditure quintile (Q5)", ("quintile_gain_percent", "Q5")),
-                  "ACR": ("ACR benchmark", "acr_percent"),
-                  "R/w": ("change of R/w", "R_over_w_change_percent")}
+_WELFARE_STATS = {
+    "mean": ("mean", "mean_gain_percent"),
+    "Q1": ("poorest expenditure quintile (Q1)", ("quintile_gain_percent", "Q1")),
+    "Q5": ("richest expenditure quintile (Q5)", ("quintile_gain_percent", "Q5")),
+    "ACR": ("ACR benchmark", "acr_percent"),
+    "R/w": ("change of R/w", "R_over_w_change_percent"),
+}
 
 
 def _row(quantity: str, source: str, published_value, ours, tol: float, note: str = "") -> dict:
     """One row; ``ours`` None: not computed."""
     if ours is None:
-        return {"quantity": quantity, "source": source, "published": published_value,
-                "ours": "not computed", "difference": None, "tolerance": tol,
-                "agrees": "–", "note": note}
+        return {
+            "quantity": quantity,
+            "source": source,
+            "published": published_value,
+            "ours": "not computed",
+            "difference": None,
+            "tolerance": tol,
+            "agrees": "–",
+            "note": note,
+        }
     diff = None
     agrees = "–"
     if isinstance(published_value, (int, float)) and isinstance(ours, (int, float)):
         diff = float(ours) - float(published_value)
         agrees = "yes" if abs(diff) <= tol else "no"
-    return {"quantity": quantity, "source": source, "published": published_value,
-            "ours": ours, "difference": diff, "tolerance": tol, "agrees": agrees,
-            "note": note}
+    return {
+        "quantity": quantity,
+        "source": source,
+        "published": published_value,
+        "ours": ours,
+        "difference": diff,
+        "tolerance": tol,
+        "agrees": agrees,
+        "note": note,
+    }
 
 
 def _price_rows(setup: Setup, numbers: dict) -> list[dict]:
@@ -58,22 +89,42 @@ def _price_rows(setup: Setup, numbers: dict) -> list[dict]:
             continue
         cal = load_calibration(spec.calibration)
         src = f"data/calibration/{spec.calibration}-prices.csv"
-        rows.append(_row(f"β, {name} (R = 1.01)", src, float(cal.beta),
-                         numbers.get("beta", {}).get(name), BETA_TOLERANCE))
+        rows.append(
+            _row(
+                f"β, {name} (R = 1.01)",
+                src,
+                float(cal.beta),
+                numbers.get("beta", {}).get(name),
+                BETA_TOLERANCE,
+            )
+        )
         wages = numbers.get("wages", {}).get(name)
         pub_w = cal.wages
         if home in pub_w.index:
-            rows.append(_row(f"wage of {home}, {name} (mean wage 1)", src, float(pub_w[home]),
-                             None if wages is None else wages.get(home),
-                             WAGE_RELATIVE_TOLERANCE * float(pub_w[home])))
+            rows.append(
+                _row(
+                    f"wage of {home}, {name} (mean wage 1)",
+                    src,
+                    float(pub_w[home]),
+                    None if wages is None else wages.get(home),
+                    WAGE_RELATIVE_TOLERANCE * float(pub_w[home]),
+                )
+            )
         if wages is not None:
             common = [c for c in wages if c in pub_w.index]
             rel = {c: abs(wages[c] / pub_w[c] - 1.0) for c in common}
             worst = max(rel, key=rel.get) if rel else None
             if worst is not None:
-                rows.append(_row(f"largest relative wage difference, {name} ({len(common)} "
-                                 "wages)", src, 0.0, float(rel[worst]),
-                                 WAGE_RELATIVE_TOLERANCE, note=f"at {worst}"))
+                rows.append(
+                    _row(
+                        f"largest relative wage difference, {name} ({len(common)} wages)",
+                        src,
+                        0.0,
+                        float(rel[worst]),
+                        WAGE_RELATIVE_TOLERANCE,
+                        note=f"at {worst}",
+                    )
+                )
     return rows
 
 
@@ -87,19 +138,32 @@ def _table1_rows(setup: Setup, numbers: dict) -> list[dict]:
     tol = records[0].tolerance
     fits = numbers.get("table1_model_fit", {})
     first = setup.models[0].name
-    rows = [_row(f"Table 1 model fit: {BARRIER_LABELS.get(k, k)} ({first})", TABLE1_SOURCE, v,
-                 fits.get(first, {}).get(k), tol)
-            for k, v in pub.items()]
+    rows = [
+        _row(
+            f"Table 1 model fit: {BARRIER_LABELS.get(k, k)} ({first})",
+            TABLE1_SOURCE,
+            v,
+            fits.get(first, {}).get(k),
+            tol,
+        )
+        for k, v in pub.items()
+    ]
     for spec in setup.models[1:]:
         f = fits.get(spec.name)
         worst = None
         if f:
             d = {k: abs(f[k] - v) for k, v in pub.items() if k in f}
             worst = max(d, key=d.get)
-        rows.append(_row(f"Table 1 model fit, {spec.name}: largest |difference| over the 10 "
-                         "coefficients", TABLE1_SOURCE, 0.0,
-                         None if worst is None else float(d[worst]), tol,
-                         note="" if worst is None else f"at {BARRIER_LABELS.get(worst, worst)}"))
+        rows.append(
+            _row(
+                f"Table 1 model fit, {spec.name}: largest |difference| over the 10 coefficients",
+                TABLE1_SOURCE,
+                0.0,
+                None if worst is None else float(d[worst]),
+                tol,
+                note="" if worst is None else f"at {BARRIER_LABELS.get(worst, worst)}",
+            )
+        )
     return rows
 
 
@@ -112,14 +176,27 @@ def _theta_rows(setup: Setup, numbers: dict) -> list[dict]:
     rows = []
     for key, what in (("impact", "impact"), ("longrun", "long run")):
         p = published(f"theta.{key}")
-        rows.append(_row(f"{home} trade elasticity, {what} ({first})", p.source, p.value,
-                         theta.get(first, {}).get(key), p.tolerance))
+        rows.append(
+            _row(
+                f"{home} trade elasticity, {what} ({first})",
+                p.source,
+                p.value,
+                theta.get(first, {}).get(key),
+                p.tolerance,
+            )
+        )
     p = published("theta.log")
     for spec in setup.models:
         if spec.household.gamma == 1.0:
-            rows.append(_row(f"{home} trade elasticity, {spec.name} (exact: −1/σ_ε)",
-                             p.source, -1.0 / spec.household.sigma_eps,
-                             theta.get(spec.name, {}).get("impact"), p.tolerance))
+            rows.append(
+                _row(
+                    f"{home} trade elasticity, {spec.name} (exact: −1/σ_ε)",
+                    p.source,
+                    -1.0 / spec.household.sigma_eps,
+                    theta.get(spec.name, {}).get("impact"),
+                    p.tolerance,
+                )
+            )
     return rows
 
 
@@ -151,8 +228,16 @@ def _welfare_rows(setup: Setup, numbers: dict) -> list[dict]:
         else:
             quantity = f"{home} {_WELFARE_STATS[stat][0]} welfare gain (%), {kind}, {name}"
         agrees = ours is not None and abs(ours - rec.value) <= rec.tolerance
-        rows.append(_row(quantity, source, rec.value, ours, rec.tolerance,
-                         note="" if ours is None or agrees else WELFARE_GAP_NOTE))
+        rows.append(
+            _row(
+                quantity,
+                source,
+                rec.value,
+                ours,
+                rec.tolerance,
+                note="" if ours is None or agrees else WELFARE_GAP_NOTE,
+            )
+        )
     return rows
 
 
@@ -172,8 +257,12 @@ def reproduction_table(setup: Setup, numbers: dict) -> pd.DataFrame:
         :mod:`hatrade.data.published`. Rows whose number this run did not produce (a failed
         stage) show "not computed".
     """
-    rows = (_price_rows(setup, numbers) + _table1_rows(setup, numbers)
-            + _theta_rows(setup, numbers) + _welfare_rows(setup, numbers))
+    rows = (
+        _price_rows(setup, numbers)
+        + _table1_rows(setup, numbers)
+        + _theta_rows(setup, numbers)
+        + _welfare_rows(setup, numbers)
+    )
     return pd.DataFrame(rows, columns=REPRODUCTION_COLUMNS)
 
 
@@ -185,19 +274,33 @@ def _published_by_group() -> dict:
         _, kind, name, stat = rec.key.split(".")
         if stat in _WELFARE_STATS:
             welfare.setdefault(kind, {}).setdefault(name, {})[stat] = (
-                rec.value, rec.decimals, rec.tolerance)
+                rec.value,
+                rec.decimals,
+                rec.tolerance,
+            )
     return {
-        "table1_moments": {"source": TABLE1_SOURCE, "decimals": 2,
-                           "values": {r.key.split(".", 1)[1]: r.value
-                                      for r in published_numbers("table1.")}},
-        "theta_us_impact": {"source": theta["impact"].source, "value": theta["impact"].value,
-                            "decimals": theta["impact"].decimals},
-        "theta_us_longrun": {"source": theta["longrun"].source,
-                             "value": theta["longrun"].value,
-                             "decimals": theta["longrun"].decimals},
+        "table1_moments": {
+            "source": TABLE1_SOURCE,
+            "decimals": 2,
+            "values": {r.key.split(".", 1)[1]: r.value for r in published_numbers("table1.")},
+        },
+        "theta_us_impact": {
+            "source": theta["impact"].source,
+            "value": theta["impact"].value,
+            "decimals": theta["impact"].decimals,
+        },
+        "theta_us_longrun": {
+            "source": theta["longrun"].source,
+            "value": theta["longrun"].value,
+            "decimals": theta["longrun"].decimals,
+        },
         "theta_log": {"source": published("theta.log").source},
-        "welfare": {"source": WELFARE_SOURCE, "trade_cost_change": WELFARE_TRADE_COST_CHANGE,
-                    "values": welfare, "note": WELFARE_GAP_NOTE},
+        "welfare": {
+            "source": WELFARE_SOURCE,
+            "trade_cost_change": WELFARE_TRADE_COST_CHANGE,
+            "values": welfare,
+            "note": WELFARE_GAP_NOTE,
+        },
     }
 
 

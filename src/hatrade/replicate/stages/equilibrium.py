@@ -33,34 +33,55 @@ def _solve_model(ctx: StageContext, spec: ModelSpec, res: StageResult) -> dict:
     options = {"solve_for": "beta", "R": s.R, "tol": s.tol, "hh_tol": s.hh_tol}
 
     def solve():
-        ctx.step(f"{spec.name}: solving wages and beta from the published prices "
-                 "(the first solve compiles)")
+        ctx.step(
+            f"{spec.name}: solving wages and beta from the published prices "
+            "(the first solve compiles)"
+        )
         # Broyden updates between exact Jacobians (from the published prices: one exact
         # Jacobian, then one or two steps)
-        return solve_equilibrium(spec.world, hh, solve_for="beta", R=s.R, wages=spec.wages,
-                                 beta_guess=spec.beta, tol=s.tol, hh_tol=s.hh_tol,
-                                 method="broyden", progress=ctx.newton(spec.name))
+        return solve_equilibrium(
+            spec.world,
+            hh,
+            solve_for="beta",
+            R=s.R,
+            wages=spec.wages,
+            beta_guess=spec.beta,
+            tol=s.tol,
+            hh_tol=s.hh_tol,
+            method="broyden",
+            progress=ctx.newton(spec.name),
+        )
 
-    eq, hit = cached_equilibrium(ctx.cache, spec.world, hh, solve, options=options,
-                                 label=f"{spec.name} equilibrium")
+    eq, hit = cached_equilibrium(
+        ctx.cache, spec.world, hh, solve, options=options, label=f"{spec.name} equilibrium"
+    )
     ctx.eq[spec.name] = eq
     ctx.eq_key[spec.name] = equilibrium_key(spec.world, hh, options)
     ctx.step(f"{spec.name}: writing the solve folder")
-    save_solve(eq, ctx.path(spec.name), spec.name, data_fit="ek",
-               parameters={"household": hh.to_dict(),
-                           "solve": {**options, "wages_start": "published"}})
-    res.files.extend(ctx.rel(spec.name, f) for f in
-                     ("summary.json", "trade.csv", "households.nc", "trade_fit.png"))
+    save_solve(
+        eq,
+        ctx.path(spec.name),
+        spec.name,
+        data_fit="ek",
+        parameters={"household": hh.to_dict(), "solve": {**options, "wages_start": "published"}},
+    )
+    res.files.extend(
+        ctx.rel(spec.name, f)
+        for f in ("summary.json", "trade.csv", "households.nc", "trade_fit.png")
+    )
     w = eq.wages
     ctx.numbers.setdefault("beta", {})[spec.name] = float(eq.beta)
     ctx.numbers.setdefault("wages", {})[spec.name] = {k: float(v) for k, v in w.items()}
-    return {"model": spec.title, "beta": float(eq.beta), "R": float(eq.prices.R[0]),
-            f"wage {s.home}": float(w[s.home]),
-            f"import share {s.home}": float(eq.import_share[s.home]),
-            "max excess demand": float(eq.residual),
-            "Newton steps": int(eq.iterations),
-            "solved or loaded": ("loaded from cache" if hit
-                                 else f"solved in {eq.seconds:.1f} s")}
+    return {
+        "model": spec.title,
+        "beta": float(eq.beta),
+        "R": float(eq.prices.R[0]),
+        f"wage {s.home}": float(w[s.home]),
+        f"import share {s.home}": float(eq.import_share[s.home]),
+        "max excess demand": float(eq.residual),
+        "Newton steps": int(eq.iterations),
+        "solved or loaded": ("loaded from cache" if hit else f"solved in {eq.seconds:.1f} s"),
+    }
 
 
 def _wage_table(ctx: StageContext) -> pd.DataFrame:
@@ -71,8 +92,7 @@ def _wage_table(ctx: StageContext) -> pd.DataFrame:
         if spec.name in ctx.eq:
             eq = ctx.eq[spec.name]
             wt[f"wage ({spec.name})"] = eq.wages.reindex(wt["country"]).to_numpy()
-            wt[f"import share ({spec.name})"] = \
-                eq.import_share.reindex(wt["country"]).to_numpy()
+            wt[f"import share ({spec.name})"] = eq.import_share.reindex(wt["country"]).to_numpy()
     return wt
 
 
@@ -83,13 +103,29 @@ def stage_equilibrium(ctx: StageContext) -> StageResult:
     done, errors = for_each_model(ctx, lambda spec: _solve_model(ctx, spec, res))
     rows = list(done.values())
     if rows:
-        res.tables.append(Table("equilibrium", "Equilibrium prices", pd.DataFrame(rows),
-                                "beta clears the world bond market at R; wages have mean one.",
-                                formats={"beta": ".6f", "R": ".4f", f"wage {s.home}": ".6f",
-                                         f"import share {s.home}": ".4f",
-                                         "max excess demand": ".2e"}))
+        res.tables.append(
+            Table(
+                "equilibrium",
+                "Equilibrium prices",
+                pd.DataFrame(rows),
+                "beta clears the world bond market at R; wages have mean one.",
+                formats={
+                    "beta": ".6f",
+                    "R": ".4f",
+                    f"wage {s.home}": ".6f",
+                    f"import share {s.home}": ".4f",
+                    "max excess demand": ".2e",
+                },
+            )
+        )
         wt = _wage_table(ctx)
-        res.tables.append(Table("wages", "Wages and import shares by country", wt,
-                                formats={c: ".5f" for c in wt.columns if c != "country"}))
+        res.tables.append(
+            Table(
+                "wages",
+                "Wages and import shares by country",
+                wt,
+                formats={c: ".5f" for c in wt.columns if c != "country"},
+            )
+        )
         res.files.append(ctx.write_csv(wt, "wages.csv"))
     return stage_status(res, done, errors)

@@ -18,9 +18,11 @@ from hatrade.replicate.setup import ModelSpec
 
 __all__ = ["stage_table1"]
 
-_CAPTION = ("Moment: the gravity regression on the Eaton-Kortum data. Model fit: the same "
-            "regression on model-generated trade. Parameter: the trade cost exp(-x/4) of each "
-            "calibrated coefficient x (before the importer term and the floor at 1).")
+_CAPTION = (
+    "Moment: the gravity regression on the Eaton-Kortum data. Model fit: the same "
+    "regression on model-generated trade. Parameter: the trade cost exp(-x/4) of each "
+    "calibrated coefficient x (before the importer term and the floor at 1)."
+)
 
 
 def _data_regression(countries: tuple):
@@ -34,8 +36,9 @@ def _data_regression(countries: tuple):
     return gravity_regression(data, countries=countries)
 
 
-def _model_fit(ctx: StageContext, spec: ModelSpec, g_data, out: pd.DataFrame,
-               moments: pd.DataFrame) -> dict:
+def _model_fit(
+    ctx: StageContext, spec: ModelSpec, g_data, out: pd.DataFrame, moments: pd.DataFrame
+) -> dict:
     """The regression on one model's trade: its columns of ``out`` and ``moments``, and
     its coefficients."""
     from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
@@ -43,8 +46,7 @@ def _model_fit(ctx: StageContext, spec: ModelSpec, g_data, out: pd.DataFrame,
     countries = tuple(ctx.setup.models[0].world.countries)
     eq = ctx.need_eq(spec)
     ctx.step(f"{spec.name}: gravity regression on model trade")
-    g_model = gravity_regression(model_trade_table(eq.trade_shares, countries),
-                                 countries=countries)
+    g_model = gravity_regression(model_trade_table(eq.trade_shares, countries), countries=countries)
     t = table1(g_data, g_model, spec.params)
     out[f"model fit ({spec.name})"] = t["model_fit"]
     if "parameter" in t:
@@ -65,17 +67,20 @@ def stage_table1(ctx: StageContext) -> StageResult:
     out = table1(g_data)[["barrier", "moment"]].copy()
     if s.paper:
         out.insert(2, "published", [published(f"table1.{k}").value for k in out.index])
-    moments = pd.DataFrame({"moment": [f"S_{c}" for c in countries[:-1]]
-                            + [f"theta_m_{c}" for c in countries[:-1]]
-                            + list(COEFFICIENT_NAMES)})
+    moments = pd.DataFrame(
+        {
+            "moment": [f"S_{c}" for c in countries[:-1]]
+            + [f"theta_m_{c}" for c in countries[:-1]]
+            + list(COEFFICIENT_NAMES)
+        }
+    )
     done, errors = for_each_model(ctx, lambda spec: _model_fit(ctx, spec, g_data, out, moments))
     moments.insert(1, "data", np.asarray(g_data.moments, float))
     ctx.numbers["table1_model_fit"] = done
     ctx.numbers["table1_data"] = {k: float(v) for k, v in out["moment"].items()}
     out = out.reset_index(drop=True)
     fmt = {c: ".3f" for c in out.columns if c != "barrier"}
-    res.tables.append(Table("table1", "Table 1: estimation results", out, _CAPTION,
-                            formats=fmt))
+    res.tables.append(Table("table1", "Table 1: estimation results", out, _CAPTION, formats=fmt))
     res.files.append(ctx.write_csv(out, "table1.csv"))
     res.files.append(ctx.write_csv(moments, "moments.csv"))
     return stage_status(res, done, errors)

@@ -24,17 +24,26 @@ def _fit_model(ctx: StageContext, spec: ModelSpec, res: StageResult) -> dict:
     eq = ctx.need_eq(spec)
     table = trade_table_with_data(eq, "ek")
     fit = trade_fit(table)
-    fig = trade_fit_figure(table, fit=fit, title=f"Bilateral trade: model vs. data, "
-                                                 f"{spec.title}")
-    res.figures.append(ctx.figure(
-        fig, f"trade-fit-{spec.name}", f"Model vs. data trade, {spec.title}",
-        "Each point is an ordered pair i≠j: data log(X_ij/X_ii) against the model's "
-        "log(s_ij/s_ii), with the 45-degree line.", f"trade_fit_{spec.name}.png"))
+    fig = trade_fit_figure(table, fit=fit, title=f"Bilateral trade: model vs. data, {spec.title}")
+    res.figures.append(
+        ctx.figure(
+            fig,
+            f"trade-fit-{spec.name}",
+            f"Model vs. data trade, {spec.title}",
+            "Each point is an ordered pair i≠j: data log(X_ij/X_ii) against the model's "
+            "log(s_ij/s_ii), with the 45-degree line.",
+            f"trade_fit_{spec.name}.png",
+        )
+    )
     res.files.append(ctx.write_csv(table, f"trade_{spec.name}.csv"))
     fit = fit or {}
     ctx.numbers.setdefault("trade_fit", {})[spec.name] = fit
-    return {"model": spec.title, "corr(model, data)": fit.get("corr"),
-            "RMSE": fit.get("rmse"), "pairs": fit.get("n_pairs")}
+    return {
+        "model": spec.title,
+        "corr(model, data)": fit.get("corr"),
+        "RMSE": fit.get("rmse"),
+        "pairs": fit.get("n_pairs"),
+    }
 
 
 def stage_trade_fit(ctx: StageContext) -> StageResult:
@@ -43,6 +52,12 @@ def stage_trade_fit(ctx: StageContext) -> StageResult:
     done, errors = for_each_model(ctx, lambda spec: _fit_model(ctx, spec, res))
     rows = list(done.values())
     if rows:
-        res.tables.append(Table("trade-fit", "Fit of log normalized trade", pd.DataFrame(rows),
-                                formats={"corr(model, data)": ".4f", "RMSE": ".4f"}))
+        res.tables.append(
+            Table(
+                "trade-fit",
+                "Fit of log normalized trade",
+                pd.DataFrame(rows),
+                formats={"corr(model, data)": ".4f", "RMSE": ".4f"},
+            )
+        )
     return stage_status(res, done, errors)
