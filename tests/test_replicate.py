@@ -315,7 +315,7 @@ def test_serial_run_matches_the_parallel_one(cold, tmp_path):
 
 
 def test_report_in_headless_chromium_has_every_figure_and_table(cold):
-    from hatrade.replicate.report import browser_check, find_chromium
+    from hatrade.replicate.browser import browser_check, find_chromium
 
     assert find_chromium(), (
         "Chromium is required for this test: apt-get install -y chromium (or set $CHROMIUM)"
@@ -449,7 +449,7 @@ def test_cli_replicate(runs, monkeypatch, tmp_path):
 
     import hatrade.replicate as rep
     from hatrade.cli import replicate as cli_rep
-    from hatrade.replicate.report import README_BEGIN, README_END
+    from hatrade.replicate.readme import README_BEGIN, README_END
 
     monkeypatch.setattr(rep, "paper_setup", lambda **kw: tiny_setup())
     app = typer.Typer()

@@ -13,19 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hatrade.replicate.browser import browser_check, find_chromium
+from hatrade.replicate.readme import README_BEGIN, README_END, readme_section, update_readme
 from hatrade.replicate.report import (
-    README_BEGIN,
-    README_END,
     Figure,
     StageResult,
     Table,
-    browser_check,
     figure_png,
-    find_chromium,
     format_number,
-    readme_section,
     render_report,
-    update_readme,
     write_report,
 )
 
@@ -186,7 +182,7 @@ def test_report_in_headless_chromium(stages, tmp_path):
 
 
 def test_browser_check_fails_clearly_without_chromium(tmp_path):
-    from hatrade.replicate.report import BrowserError
+    from hatrade.replicate.browser import BrowserError
 
     p = write_report(tmp_path / "r.html", "<html><body></body></html>")
     with pytest.raises(BrowserError, match="apt-get install"):

@@ -179,7 +179,7 @@ def replicate_command(
 
 
 def _check_readme(readme: Path) -> None:
-    from hatrade.replicate.report import README_BEGIN, README_END
+    from hatrade.replicate.readme import README_BEGIN, README_END
 
     try:
         text = readme.read_text(encoding="utf-8")
@@ -243,7 +243,7 @@ def _write_readme(readme: Path, result) -> Path:
     import datetime as _dt
 
     from hatrade import __version__
-    from hatrade.replicate.report import readme_section, update_readme
+    from hatrade.replicate.readme import readme_section, update_readme
 
     figdir = readme.parent / "docs" / "figures"
     figdir.mkdir(parents=True, exist_ok=True)

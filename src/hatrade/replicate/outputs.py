@@ -215,7 +215,7 @@ def _write_reproduction(run: RunRecord, repro: pd.DataFrame, total: float) -> No
     """``reproduction.csv``, ``reproduction.md`` and ``figures/``."""
     from hatrade import __version__
     from hatrade.io.atomic import write_text
-    from hatrade.replicate.report import readme_section
+    from hatrade.replicate.readme import readme_section
 
     write_text(run.out / "reproduction.csv", repro.to_csv(index=False, float_format="%.10g"))
     md = readme_section(

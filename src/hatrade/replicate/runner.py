@@ -233,6 +233,48 @@ def _resolve_cache(cache: Cache | None | bool) -> Cache:
     return cache
 
 
+def _stage_names(stages: Sequence[str] | None) -> list[str]:
+    """The stages to run (default all), checked."""
+    names = list(STAGE_NAMES if stages is None else stages)
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ReplicateError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGE_NAMES)}.")
+    return names
+
+
+def _finish(
+    ctx: StageContext, runner: _StageRunner, started: str, t_start: float
+) -> ReplicateResult:
+    """Collect the stages' results, run the report stage and return the outcome."""
+    cache, progress, n = ctx.cache, ctx.progress, len(runner.names)
+    results, work = runner.collect(cache)
+    progress.stage_start(n, "report", REPORT_TITLE)
+    report_stage, repro = write_outputs(
+        RunRecord(
+            setup=ctx.setup,
+            out=ctx.out,
+            cache=cache,
+            numbers=ctx.numbers,
+            stages=results,
+            work=work,
+            started=started,
+            t_start=t_start,
+        )
+    )
+    results.append(report_stage)
+    progress.stage_end(n, report_stage)
+    return ReplicateResult(
+        out=ctx.out,
+        report=ctx.out / "report.html",
+        stages=results,
+        numbers=ctx.numbers,
+        reproduction=repro,
+        cache=cache.summary(),
+        seconds=time.perf_counter() - t_start,
+        quick=ctx.setup.quick,
+    )
+
+
 def replicate(
     out=None,
     *,
@@ -282,43 +324,14 @@ def replicate(
     setup = setup or paper_setup(quick=quick)
     if out is None:
         out = Path("results") / ("replicate-quick" if setup.quick else "replicate")
-    names = list(STAGE_NAMES if stages is None else stages)
-    unknown = [n for n in names if n not in STAGES]
-    if unknown:
-        raise ReplicateError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGE_NAMES)}.")
+    names = _stage_names(stages)
     out = check_output_dir(out)
     prepare_output_dir(out, STAGE_NAMES)
-    cache = _resolve_cache(cache)
-    progress = progress or ProgressSink()
-    ctx = StageContext(setup=setup, cache=cache, out=out, progress=progress)
+    ctx = StageContext(
+        setup=setup, cache=_resolve_cache(cache), out=out, progress=progress or ProgressSink()
+    )
     runner = _StageRunner(ctx, names)
     started = now()
-    progress.run_start([(n, runner.titles[n]) for n in names] + [("report", "Report")])
+    ctx.progress.run_start([(n, runner.titles[n]) for n in names] + [("report", "Report")])
     runner.run_all(parallel)
-    results, work = runner.collect(cache)
-
-    progress.stage_start(len(names), "report", REPORT_TITLE)
-    report_stage, repro = write_outputs(
-        RunRecord(
-            setup=setup,
-            out=out,
-            cache=cache,
-            numbers=ctx.numbers,
-            stages=results,
-            work=work,
-            started=started,
-            t_start=t_start,
-        )
-    )
-    results.append(report_stage)
-    progress.stage_end(len(names), report_stage)
-    return ReplicateResult(
-        out=out,
-        report=out / "report.html",
-        stages=results,
-        numbers=ctx.numbers,
-        reproduction=repro,
-        cache=cache.summary(),
-        seconds=time.perf_counter() - t_start,
-        quick=setup.quick,
-    )
+    return _finish(ctx, runner, started, t_start)
