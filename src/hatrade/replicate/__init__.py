@@ -12,6 +12,8 @@ Modules, in the order a run uses them:
 - :mod:`~hatrade.replicate.table`: the reproduction table (published numbers from
   :mod:`hatrade.data.published` next to ours);
 - :mod:`~hatrade.replicate.outputs` and :mod:`~hatrade.replicate.report`: the report;
+  :mod:`~hatrade.replicate.readme`: the README's "Reproducing the paper" section;
+  :mod:`~hatrade.replicate.browser`: the report checked in headless Chromium;
 - :mod:`~hatrade.replicate.compilation`: JAX's persistent compilation cache.
 """
 
