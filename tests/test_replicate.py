@@ -188,6 +188,42 @@ def test_setup_validation_and_quick_grid():
         paper_setup(trade_cost_change=0.0)
 
 
+def test_published_numbers_are_consistent_with_the_data_and_the_table():
+    """hatrade.data.published: unique keys; Table 1 in the gravity module's order; the
+    discount factors equal the shipped price files; the log model's elasticity is
+    -1/sigma_eps of its calibration; the reproduction table's published column and
+    tolerances are the records'."""
+    from hatrade.analysis.gravity import COEFFICIENT_NAMES
+    from hatrade.data import CALIBRATIONS, load_calibration
+    from hatrade.data.published import (
+        PUBLISHED_NUMBERS,
+        TABLE1_COEFFICIENTS,
+        published,
+        table1_values,
+    )
+    from hatrade.replicate import reproduction_table
+
+    keys = [r.key for r in PUBLISHED_NUMBERS]
+    assert len(keys) == len(set(keys))
+    assert TABLE1_COEFFICIENTS == tuple(COEFFICIENT_NAMES) == tuple(table1_values())
+    for name in ("baseline", "log"):
+        assert published(f"beta.{name}").value == load_calibration(name).beta
+    assert published("theta.log").value == -1.0 / CALIBRATIONS["log"][2]
+    for r in PUBLISHED_NUMBERS:
+        if r.decimals is not None and r.tolerance:
+            assert r.tolerance >= 0.5 * 10**-r.decimals, r.key
+    with pytest.raises(KeyError, match="known"):
+        published("nope")
+    setup = paper_setup(quick=True)
+    rep = reproduction_table(setup, {}).set_index("quantity")
+    assert (rep["ours"] == "not computed").all()
+    row = rep.loc["USA mean welfare gain (%), unilateral, baseline"]
+    p = published("welfare.unilateral.baseline.mean")
+    assert (row["published"], row["tolerance"]) == (p.value, p.tolerance)
+    row = rep.loc["Table 1 model fit: EFTA (baseline)"]
+    assert (row["published"], row["tolerance"]) == (table1_values()["efta"], 0.005)
+
+
 def test_unknown_stage_is_refused(tmp_path):
     with pytest.raises(ReplicateError, match="unknown stage"):
         replicate(tmp_path / "out", setup=tiny_setup(), cache=False, stages=["nope"])

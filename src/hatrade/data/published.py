@@ -55,6 +55,7 @@ __all__ = [
     "PUBLISHED_NUMBERS",
     "published",
     "published_numbers",
+    "table1_values",
     "half_unit",
     "TABLE1_COEFFICIENTS",
     "TABLE1_SOURCE",
@@ -287,3 +288,8 @@ def published(key: str) -> PublishedNumber:
 def published_numbers(prefix: str = "") -> tuple[PublishedNumber, ...]:
     """The published numbers whose key starts with ``prefix`` (all by default), in order."""
     return tuple(r for r in PUBLISHED_NUMBERS if r.key.startswith(prefix))
+
+
+def table1_values() -> dict[str, float]:
+    """Table 1's published coefficients: name (:data:`TABLE1_COEFFICIENTS`) -> value."""
+    return {k: published(f"table1.{k}").value for k in TABLE1_COEFFICIENTS}

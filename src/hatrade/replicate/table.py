@@ -19,6 +19,7 @@ from hatrade.data.published import (
     WELFARE_TRADE_COST_CHANGE,
     published,
     published_numbers,
+    table1_values,
 )
 from hatrade.replicate.setup import Setup
 
@@ -133,9 +134,8 @@ def _table1_rows(setup: Setup, numbers: dict) -> list[dict]:
     of the others."""
     from hatrade.analysis.gravity import BARRIER_LABELS
 
-    records = published_numbers("table1.")
-    pub = {r.key.split(".", 1)[1]: r.value for r in records}
-    tol = records[0].tolerance
+    pub = table1_values()
+    tol = published_numbers("table1.")[0].tolerance
     fits = numbers.get("table1_model_fit", {})
     first = setup.models[0].name
     rows = [
@@ -282,7 +282,7 @@ def _published_by_group() -> dict:
         "table1_moments": {
             "source": TABLE1_SOURCE,
             "decimals": 2,
-            "values": {r.key.split(".", 1)[1]: r.value for r in published_numbers("table1.")},
+            "values": table1_values(),
         },
         "theta_us_impact": {
             "source": theta["impact"].source,

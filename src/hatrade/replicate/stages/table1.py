@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hatrade.data.published import published
+from hatrade.data.published import table1_values
 from hatrade.replicate.context import StageContext, for_each_model, stage_status
 from hatrade.replicate.report import StageResult, Table
 from hatrade.replicate.setup import ModelSpec
@@ -66,7 +66,8 @@ def stage_table1(ctx: StageContext) -> StageResult:
     g_data = _data_regression(countries)
     out = table1(g_data)[["barrier", "moment"]].copy()
     if s.paper:
-        out.insert(2, "published", [published(f"table1.{k}").value for k in out.index])
+        pub = table1_values()
+        out.insert(2, "published", [pub[k] for k in out.index])
     moments = pd.DataFrame(
         {
             "moment": [f"S_{c}" for c in countries[:-1]]
