@@ -37,8 +37,8 @@ def _solve_model(ctx: StageContext, spec: ModelSpec, res: StageResult) -> dict:
             f"{spec.name}: solving wages and beta from the published prices "
             "(the first solve compiles)"
         )
-        # Broyden updates between exact Jacobians (from the published prices: one exact
-        # Jacobian, then one or two steps)
+        # Broyden updates between exact Jacobians: the published prices are close to the
+        # solution, so few steps follow the first exact Jacobian
         return solve_equilibrium(
             spec.world,
             hh,
