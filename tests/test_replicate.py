@@ -6,7 +6,7 @@ identified (Table 1). The full 19-country replication is not run here (see
 benchmarks/bench_replicate.py).
 
 The cold run (empty results cache) is run end to end and its report rendered in headless
-Chromium in the default suite (about a minute on 2 cores, mostly JAX compilation). The
+Chromium in the default suite (mostly JAX compilation). The
 tests marked ``slow`` also run it warm (same cache: nothing may be solved; the solvers are
 replaced by functions that fail), with one changed parameter (only what depends on it is
 re-solved), with a failing stage, and through the command line.
@@ -23,35 +23,70 @@ import pandas as pd
 import pytest
 
 from hatrade.io.cache import Cache
-from hatrade.replicate.pipeline import (STAGE_NAMES, ReplicateError, check_output_dir, paper_setup,
-                               replicate)
+from hatrade.replicate import STAGE_NAMES, ReplicateError, check_output_dir, paper_setup, replicate
 
 COUNTRIES = ("AUT", "FIN", "FRA", "JPN", "ESP", "GBR", "USA")
 
 #: Every figure the report must show (element ids).
-FIGURES = ("trade-fit-baseline", "trade-fit-log", "elasticities-baseline", "elasticities-log",
-           "micro-table-baseline", "micro-table-log", "micro-assets-baseline",
-           "micro-assets-two-country", "unilateral-quintiles", "unilateral-income",
-           "unilateral-heatmap-baseline", "global-quintiles", "global-income",
-           "global-heatmap-baseline", "efficient-baseline", "efficient-log")
+FIGURES = (
+    "trade-fit-baseline",
+    "trade-fit-log",
+    "elasticities-baseline",
+    "elasticities-log",
+    "micro-table-baseline",
+    "micro-table-log",
+    "micro-assets-baseline",
+    "micro-assets-two-country",
+    "unilateral-quintiles",
+    "unilateral-income",
+    "unilateral-heatmap-baseline",
+    "global-quintiles",
+    "global-income",
+    "global-heatmap-baseline",
+    "efficient-baseline",
+    "efficient-log",
+)
 
 #: Every table the report must show (element ids).
-TABLES = ("reproduction", "tab-equilibrium", "tab-wages", "tab-table1", "tab-trade-fit",
-          "tab-elasticity-summary", "tab-elasticity-partners", "tab-micro-baseline",
-          "tab-micro-log", "tab-unilateral-welfare", "tab-global-welfare", "tab-global-wages",
-          "tab-efficient-summary", "tab-efficient-import-shares", "tab-parameters-household",
-          "tab-parameters-run", "tab-parameters-countries", "tab-timings-table", "tab-work",
-          "tab-run-info")
+TABLES = (
+    "reproduction",
+    "tab-equilibrium",
+    "tab-wages",
+    "tab-table1",
+    "tab-trade-fit",
+    "tab-elasticity-summary",
+    "tab-elasticity-partners",
+    "tab-micro-baseline",
+    "tab-micro-log",
+    "tab-unilateral-welfare",
+    "tab-global-welfare",
+    "tab-global-wages",
+    "tab-efficient-summary",
+    "tab-efficient-import-shares",
+    "tab-parameters-household",
+    "tab-parameters-run",
+    "tab-parameters-countries",
+    "tab-timings-table",
+    "tab-work",
+    "tab-run-info",
+)
 
 
 def tiny_setup(**options):
-    return paper_setup(quick=True, n_a=20, countries=COUNTRIES,
-                       household={"n_perm": 3, "n_iid": 1}, ev_nodes=4, **options)
+    return paper_setup(
+        quick=True,
+        n_a=20,
+        countries=COUNTRIES,
+        household={"n_perm": 3, "n_iid": 1},
+        ev_nodes=4,
+        **options,
+    )
 
 
 def _boom(name):
     def f(*a, **k):
         raise AssertionError(f"{name} was called in a run that should load everything")
+
     return f
 
 
@@ -71,31 +106,41 @@ def runs(cold):
     # warm: the same inputs; every solver is replaced by a function that fails
     with pytest.MonkeyPatch.context() as mp:
         import hatrade.analysis.counterfactual
+        import hatrade.analysis.cross_section
         import hatrade.analysis.efficient
         import hatrade.analysis.elasticity
-        import hatrade.analysis.cross_section
-        import hatrade.welfare.ev
         import hatrade.solve.equilibrium
-        for mod, name in ((hatrade.solve.equilibrium, "solve_equilibrium"),
-                          (hatrade.analysis.counterfactual, "run_counterfactual"),
-                          (hatrade.welfare.ev, "country_welfare"),
-                          (hatrade.analysis.elasticity, "longrun_elasticities"),
-                          (hatrade.analysis.cross_section, "cross_section"),
-                          (hatrade.analysis.efficient, "solve_planner")):
+        import hatrade.welfare.ev
+
+        for mod, name in (
+            (hatrade.solve.equilibrium, "solve_equilibrium"),
+            (hatrade.analysis.counterfactual, "run_counterfactual"),
+            (hatrade.welfare.ev, "country_welfare"),
+            (hatrade.analysis.elasticity, "longrun_elasticities"),
+            (hatrade.analysis.cross_section, "cross_section"),
+            (hatrade.analysis.efficient, "solve_planner"),
+        ):
             mp.setattr(mod, name, _boom(name))
         warm = replicate(base / "warm", setup=setup, cache=Cache(cache_dir))
     # a changed parameter of the log model: only what depends on it is re-solved
     log_spec = setup.model("log")
     changed_log = dataclasses.replace(
-        log_spec, household=log_spec.household.replace(sigma_eps=0.26))
+        log_spec, household=log_spec.household.replace(sigma_eps=0.26)
+    )
     setup3 = dataclasses.replace(setup, models=(setup.models[0], changed_log))
-    changed = replicate(base / "changed", setup=setup3, cache=Cache(cache_dir),
-                        stages=["equilibrium", "elasticities", "unilateral"])
-    return SimpleNamespace(base=base, cache_dir=cache_dir, setup=setup, cold=cold.run,
-                           warm=warm, changed=changed)
+    changed = replicate(
+        base / "changed",
+        setup=setup3,
+        cache=Cache(cache_dir),
+        stages=["equilibrium", "elasticities", "unilateral"],
+    )
+    return SimpleNamespace(
+        base=base, cache_dir=cache_dir, setup=setup, cold=cold.run, warm=warm, changed=changed
+    )
 
 
 # ----------------------------------------------------------------------------- fast checks
+
 
 def test_output_dir_must_be_new_empty_or_previous(tmp_path):
     (tmp_path / "other").mkdir()
@@ -116,16 +161,17 @@ def test_interrupted_run_folder_is_accepted_and_cleaned(tmp_path):
     """A run stopped before writing replicate.json (Ctrl-C) left its marker, finished stage
     folders and temporary folders: the folder is accepted for a rerun, and the temporary
     folders of stages are removed (other hidden folders are not)."""
-    from hatrade.replicate.pipeline import MARKER, _prepare_output_dir
+    from hatrade.replicate.folders import MARKER, prepare_output_dir
+
     out = tmp_path / "run"
-    _prepare_output_dir(out)
+    prepare_output_dir(out)
     assert json.loads((out / MARKER).read_text())["kind"] == "replicate"
     (out / "equilibrium").mkdir()
     (out / ".unilateral.abc123.tmp").mkdir()
     (out / ".micro.x9.old").mkdir()
     (out / ".mine.tmp").mkdir()
     assert check_output_dir(out) == out
-    _prepare_output_dir(out)
+    prepare_output_dir(out)
     assert sorted(p.name for p in out.iterdir()) == [MARKER, ".mine.tmp", "equilibrium"]
 
 
@@ -135,10 +181,47 @@ def test_setup_validation_and_quick_grid():
     assert paper_setup().n_a == 100 and not paper_setup().quick
     assert not tiny_setup().paper
     from hatrade import ParameterError
+
     with pytest.raises(ParameterError, match="XYZ"):
         paper_setup(home="XYZ")
     with pytest.raises(ParameterError, match="trade_cost_change"):
         paper_setup(trade_cost_change=0.0)
+
+
+def test_published_numbers_are_consistent_with_the_data_and_the_table():
+    """hatrade.data.published: unique keys; Table 1 in the gravity module's order; the
+    discount factors equal the shipped price files; the log model's elasticity is
+    -1/sigma_eps of its calibration; the reproduction table's published column and
+    tolerances are the records'."""
+    from hatrade.analysis.gravity import COEFFICIENT_NAMES
+    from hatrade.data import CALIBRATIONS, load_calibration
+    from hatrade.data.published import (
+        PUBLISHED_NUMBERS,
+        TABLE1_COEFFICIENTS,
+        published,
+        table1_values,
+    )
+    from hatrade.replicate import reproduction_table
+
+    keys = [r.key for r in PUBLISHED_NUMBERS]
+    assert len(keys) == len(set(keys))
+    assert TABLE1_COEFFICIENTS == tuple(COEFFICIENT_NAMES) == tuple(table1_values())
+    for name in ("baseline", "log"):
+        assert published(f"beta.{name}").value == load_calibration(name).beta
+    assert published("theta.log").value == -1.0 / CALIBRATIONS["log"][2]
+    for r in PUBLISHED_NUMBERS:
+        if r.decimals is not None and r.tolerance:
+            assert r.tolerance >= 0.5 * 10**-r.decimals, r.key
+    with pytest.raises(KeyError, match="known"):
+        published("nope")
+    setup = paper_setup(quick=True)
+    rep = reproduction_table(setup, {}).set_index("quantity")
+    assert (rep["ours"] == "not computed").all()
+    row = rep.loc["USA mean welfare gain (%), unilateral, baseline"]
+    p = published("welfare.unilateral.baseline.mean")
+    assert (row["published"], row["tolerance"]) == (p.value, p.tolerance)
+    row = rep.loc["Table 1 model fit: EFTA (baseline)"]
+    assert (row["published"], row["tolerance"]) == (table1_values()["efta"], 0.005)
 
 
 def test_unknown_stage_is_refused(tmp_path):
@@ -151,7 +234,7 @@ import sys
 from pathlib import Path
 import jax
 import jax.numpy as jnp
-from hatrade.replicate.pipeline import jax_compilation_cache
+from hatrade.replicate import jax_compilation_cache
 
 root = Path(sys.argv[1])
 before = (jax.config.jax_compilation_cache_dir,
@@ -172,30 +255,42 @@ def test_jax_compilation_cache_is_scoped(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-c", _SCOPED_CACHE_SCRIPT, str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", _SCOPED_CACHE_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
 
 
 def test_start_jacobian_turns_the_beta_column_into_an_R_column():
-    from hatrade.replicate.pipeline import _start_jacobian
+    from hatrade.replicate.stages.counterfactuals import start_jacobian
 
     J = np.arange(1.0, 10.0).reshape(3, 3)
     world = SimpleNamespace(M=3, financial="globalization", tariffs=None, has_tariffs=False)
-    eq = SimpleNamespace(jacobian=J, world=world, beta=0.9,
-                         prices=SimpleNamespace(R=np.full(3, 1.01)))
-    J0 = _start_jacobian(eq)
+    eq = SimpleNamespace(
+        jacobian=J, world=world, beta=0.9, prices=SimpleNamespace(R=np.full(3, 1.01))
+    )
+    J0 = start_jacobian(eq)
     np.testing.assert_array_equal(J0[:, :2], J[:, :2])
     np.testing.assert_allclose(J0[:, 2], J[:, 2] * 0.9 / 1.01)
     assert J[0, 2] == 3.0  # the baseline's Jacobian is not modified
-    for bad in (SimpleNamespace(**{**vars(eq), "jacobian": None}),
-                SimpleNamespace(**{**vars(eq), "world": SimpleNamespace(
-                    M=3, financial="autarky", tariffs=None, has_tariffs=False)}),
-                SimpleNamespace(**{**vars(eq), "jacobian": np.ones((2, 2))})):
-        assert _start_jacobian(bad) is None
+    for bad in (
+        SimpleNamespace(**{**vars(eq), "jacobian": None}),
+        SimpleNamespace(
+            **{
+                **vars(eq),
+                "world": SimpleNamespace(M=3, financial="autarky", tariffs=None, has_tariffs=False),
+            }
+        ),
+        SimpleNamespace(**{**vars(eq), "jacobian": np.ones((2, 2))}),
+    ):
+        assert start_jacobian(bad) is None
 
 
 # ----------------------------------------------------------------------------- tiny runs
+
 
 def test_cold_run_is_complete(cold):
     r = cold.run
@@ -204,12 +299,22 @@ def test_cold_run_is_complete(cold):
     assert not bad, bad
     assert r.report.is_file() and r.quick
     out = r.out
-    for f in ("replicate.json", "reproduction.csv", "reproduction.md",
-              "equilibrium/baseline/summary.json", "equilibrium/log/households.nc",
-              "table1/table1.csv", "table1/moments.csv", "trade_fit/trade_fit_baseline.png",
-              "elasticities/elasticities_baseline.csv", "micro/micro_table_baseline.csv",
-              "unilateral/baseline/welfare.csv", "unilateral/log/summary.json",
-              "global/baseline/changes.csv", "efficient/baseline/efficient_trade.csv"):
+    for f in (
+        "replicate.json",
+        "reproduction.csv",
+        "reproduction.md",
+        "equilibrium/baseline/summary.json",
+        "equilibrium/log/households.nc",
+        "table1/table1.csv",
+        "table1/moments.csv",
+        "trade_fit/trade_fit_baseline.png",
+        "elasticities/elasticities_baseline.csv",
+        "micro/micro_table_baseline.csv",
+        "unilateral/baseline/welfare.csv",
+        "unilateral/log/summary.json",
+        "global/baseline/changes.csv",
+        "efficient/baseline/efficient_trade.csv",
+    ):
         assert (out / f).is_file(), f
     for s in r.stages:  # every listed result file exists
         for f in s.files:
@@ -227,8 +332,13 @@ def test_serial_run_matches_the_parallel_one(cold, tmp_path):
     is charged the same cached results, as the default run with stages in threads and the
     two-country world in the background."""
     names = ["equilibrium", "elasticities", "micro", "unilateral"]
-    r = replicate(tmp_path / "serial", setup=cold.setup, cache=Cache(tmp_path / "cache"),
-                  parallel=False, stages=names)
+    r = replicate(
+        tmp_path / "serial",
+        setup=cold.setup,
+        cache=Cache(tmp_path / "cache"),
+        parallel=False,
+        stages=names,
+    )
     assert all(s.status == "ok" for s in r.stages), [(s.name, s.error) for s in r.stages]
     par = {s.name: s.cache for s in cold.run.stages}
     for s in r.stages[:-1]:
@@ -241,9 +351,11 @@ def test_serial_run_matches_the_parallel_one(cold, tmp_path):
 
 
 def test_report_in_headless_chromium_has_every_figure_and_table(cold):
-    from hatrade.replicate.report import browser_check, find_chromium
-    assert find_chromium(), ("Chromium is required for this test: apt-get install -y chromium "
-                             "(or set $CHROMIUM)")
+    from hatrade.replicate.browser import browser_check, find_chromium
+
+    assert find_chromium(), (
+        "Chromium is required for this test: apt-get install -y chromium (or set $CHROMIUM)"
+    )
     info = browser_check(cold.run.report, screenshot=cold.base / "report.png")
     images = {i["id"]: i for i in info["images"]}
     missing = [f for f in FIGURES if f"fig-{f}" not in images]
@@ -291,7 +403,8 @@ def test_numbers_come_from_the_run(cold):
     sigma = cold.setup.model("log").household.sigma_eps
     assert el["log"]["impact"] == pytest.approx(-1.0 / sigma, abs=1e-8)
     assert float(ours["USA trade elasticity, impact (baseline)"]) == pytest.approx(
-        el["baseline"]["impact"], rel=1e-9)
+        el["baseline"]["impact"], rel=1e-9
+    )
     # welfare table in the report = the counterfactual folder's summary
     w = json.loads((out / "unilateral" / "baseline" / "summary.json").read_text())
     ws = pd.read_csv(out / "unilateral" / "welfare_summary.csv")
@@ -301,7 +414,8 @@ def test_numbers_come_from_the_run(cold):
         q = f"USA mean welfare gain (%), unilateral, {name}"
         mean = json.loads((out / "unilateral" / name / "summary.json").read_text())
         assert float(ours[q]) == pytest.approx(
-            mean["by_country"]["USA"]["mean_gain_percent"], rel=1e-9)
+            mean["by_country"]["USA"]["mean_gain_percent"], rel=1e-9
+        )
 
 
 @pytest.mark.slow
@@ -311,8 +425,9 @@ def test_second_run_solves_nothing(runs):
     assert not bad, bad  # the solvers raise if called: every stage loaded its results
     assert w.solves() == 0
     assert sum(s.cache.get("miss", 0) for s in w.stages) == 0
-    assert sum(s.cache.get("hit", 0) for s in w.stages) == \
-        sum(s.cache.get("miss", 0) for s in runs.cold.stages)
+    assert sum(s.cache.get("hit", 0) for s in w.stages) == sum(
+        s.cache.get("miss", 0) for s in runs.cold.stages
+    )
     assert w.numbers["beta"] == runs.cold.numbers["beta"]
     assert w.numbers["welfare"] == runs.cold.numbers["welfare"]
     pd.testing.assert_frame_equal(w.reproduction, runs.cold.reproduction)
@@ -326,8 +441,9 @@ def test_changed_parameter_resolves_only_what_depends_on_it(runs):
     assert b3["log"] != runs.cold.numbers["beta"]["log"]
     assert runs.changed.numbers["theta"]["log"]["impact"] == pytest.approx(-1 / 0.26, abs=1e-8)
     c = {s.name: s.cache for s in runs.changed.stages}
-    assert all(s.status == "ok" for s in runs.changed.stages), \
-        [(s.name, s.error) for s in runs.changed.stages]
+    assert all(s.status == "ok" for s in runs.changed.stages), [
+        (s.name, s.error) for s in runs.changed.stages
+    ]
     # baseline model: loaded; log model (sigma_eps changed): computed
     assert c["equilibrium"] == {"hit": 1, "miss": 1}
     assert c["elasticities"] == {"hit": 1, "miss": 1}
@@ -345,8 +461,12 @@ def test_failed_stage_is_reported_and_others_go_on(runs, monkeypatch, tmp_path):
     monkeypatch.setattr(hatrade.analysis.efficient, "solve_planner", explode)
     # other planner weights: a new cache key, so the (failing) planner is really called
     setup = tiny_setup(planner_weights="equal")
-    r = replicate(tmp_path / "out", setup=setup, cache=Cache(runs.cache_dir),
-                  stages=["equilibrium", "efficient", "table1"])
+    r = replicate(
+        tmp_path / "out",
+        setup=setup,
+        cache=Cache(runs.cache_dir),
+        stages=["equilibrium", "efficient", "table1"],
+    )
     st = {s.name: s for s in r.stages}
     assert st["efficient"].status == "failed" and "planner exploded" in st["efficient"].error
     assert st["equilibrium"].status == "ok" and st["table1"].status == "ok"
@@ -363,9 +483,9 @@ def test_cli_replicate(runs, monkeypatch, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    import hatrade.replicate.pipeline as rep
+    import hatrade.replicate as rep
     from hatrade.cli import replicate as cli_rep
-    from hatrade.replicate.report import README_BEGIN, README_END
+    from hatrade.replicate.readme import README_BEGIN, README_END
 
     monkeypatch.setattr(rep, "paper_setup", lambda **kw: tiny_setup())
     app = typer.Typer()
@@ -378,8 +498,20 @@ def test_cli_replicate(runs, monkeypatch, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# hatrade\n\n{README_BEGIN}\n{README_END}\n\n## API\n")
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["replicate", "--quick", "--no-compile-cache", "--out", str(out), "--cache-dir",
-                                   str(runs.cache_dir), "--readme", str(readme)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "replicate",
+            "--quick",
+            "--no-compile-cache",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(runs.cache_dir),
+            "--readme",
+            str(readme),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "Report:" in res.output and (out / "report.html").is_file()
     text = readme.read_text()
@@ -390,6 +522,7 @@ def test_cli_replicate(runs, monkeypatch, tmp_path):
     from PIL import Image
 
     from hatrade.cli.replicate import README_FIGURE_WIDTH
+
     fig = tmp_path / "docs" / "figures" / "trade-fit-baseline.png"
     with Image.open(fig) as im:  # a small copy for the repository
         assert im.width <= README_FIGURE_WIDTH[0] and im.height > 200

@@ -13,9 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hatrade.replicate.report import (README_BEGIN, README_END, Figure, StageResult, Table,
-                            browser_check, figure_png, find_chromium, format_number,
-                            readme_section, render_report, update_readme, write_report)
+from hatrade.replicate.browser import browser_check, find_chromium
+from hatrade.replicate.readme import README_BEGIN, README_END, readme_section, update_readme
+from hatrade.replicate.report import (
+    Figure,
+    StageResult,
+    Table,
+    figure_png,
+    format_number,
+    render_report,
+    write_report,
+)
 
 
 def _fig(title: str, seed: int):
@@ -34,33 +42,72 @@ def _fig(title: str, seed: int):
 @pytest.fixture(scope="module")
 def stages():
     ok = StageResult(
-        "alpha", "First stage", seconds=1.25, cache={"hit": 1, "miss": 2},
+        "alpha",
+        "First stage",
+        seconds=1.25,
+        cache={"hit": 1, "miss": 2},
         text=["Some <b>text</b> & more."],
-        tables=[Table("alpha-t", "Numbers", pd.DataFrame({"name": ["a<script>", "b"],
-                                                          "value": [1.23456789, np.nan],
-                                                          "count": [3, 4]}),
-                      "A caption", formats={"value": ".3f"})],
-        figures=[Figure("alpha-f1", "Figure one", _fig("one", 0), "caption one", "alpha/f1.png"),
-                 Figure("alpha-f2", "Figure two", _fig("two", 1))],
-        files=["alpha/table.csv"])
-    partial = StageResult("beta", "Second stage", status="partial", seconds=2.0,
-                          error="log: RuntimeError: did not converge",
-                          tables=[Table("beta-t", "More", pd.DataFrame({"x": [1.0]}))],
-                          figures=[Figure("beta-f", "Figure three", _fig("three", 2))])
-    failed = StageResult("gamma", "Third stage", status="failed", seconds=0.5,
-                         error="ValueError: broken <input>", details="Traceback ...")
+        tables=[
+            Table(
+                "alpha-t",
+                "Numbers",
+                pd.DataFrame(
+                    {"name": ["a<script>", "b"], "value": [1.23456789, np.nan], "count": [3, 4]}
+                ),
+                "A caption",
+                formats={"value": ".3f"},
+            )
+        ],
+        figures=[
+            Figure("alpha-f1", "Figure one", _fig("one", 0), "caption one", "alpha/f1.png"),
+            Figure("alpha-f2", "Figure two", _fig("two", 1)),
+        ],
+        files=["alpha/table.csv"],
+    )
+    partial = StageResult(
+        "beta",
+        "Second stage",
+        status="partial",
+        seconds=2.0,
+        error="log: RuntimeError: did not converge",
+        tables=[Table("beta-t", "More", pd.DataFrame({"x": [1.0]}))],
+        figures=[Figure("beta-f", "Figure three", _fig("three", 2))],
+    )
+    failed = StageResult(
+        "gamma",
+        "Third stage",
+        status="failed",
+        seconds=0.5,
+        error="ValueError: broken <input>",
+        details="Traceback ...",
+    )
     return [ok, partial, failed]
 
 
 def _render(stages, quick=True):
-    repro = pd.DataFrame({"quantity": ["beta"], "source": ["file"], "published": [0.93],
-                          "ours": [0.9301], "difference": [1e-4], "tolerance": [1e-6],
-                          "agrees": ["no"], "note": [""]})
-    return render_report(stages, title="Test report", quick=quick, quick_note="coarse grid",
-                         parameters=[Table("params", "Parameters", pd.DataFrame(
-                             {"parameter": ["gamma"], "value": [1.45]}))],
-                         reproduction=Table("reproduction", "Published vs ours", repro),
-                         run_info={"hatrade version": "0.1", "seconds": 3.75})
+    repro = pd.DataFrame(
+        {
+            "quantity": ["beta"],
+            "source": ["file"],
+            "published": [0.93],
+            "ours": [0.9301],
+            "difference": [1e-4],
+            "tolerance": [1e-6],
+            "agrees": ["no"],
+            "note": [""],
+        }
+    )
+    return render_report(
+        stages,
+        title="Test report",
+        quick=quick,
+        quick_note="coarse grid",
+        parameters=[
+            Table("params", "Parameters", pd.DataFrame({"parameter": ["gamma"], "value": [1.45]}))
+        ],
+        reproduction=Table("reproduction", "Published vs ours", repro),
+        run_info={"hatrade version": "0.1", "seconds": 3.75},
+    )
 
 
 def test_report_is_self_contained_and_escaped(stages):
@@ -73,8 +120,18 @@ def test_report_is_self_contained_and_escaped(stages):
         assert base64.b64decode(b64).startswith(b"\x89PNG\r\n\x1a\n")
     assert "<script>" not in text.split("<style>")[0] + text.split("</style>")[1]
     assert "a&lt;script&gt;" in text and "broken &lt;input&gt;" in text
-    for sid in ("stage-alpha", "stage-beta", "stage-gamma", "quick-banner", "reproduction",
-                "parameters", "timings", "error-gamma", "fig-alpha-f1", "tab-alpha-t"):
+    for sid in (
+        "stage-alpha",
+        "stage-beta",
+        "stage-gamma",
+        "quick-banner",
+        "reproduction",
+        "parameters",
+        "timings",
+        "error-gamma",
+        "fig-alpha-f1",
+        "tab-alpha-t",
+    ):
         assert f'id="{sid}"' in text, sid
     assert 'class="stage status-failed"' in text and 'class="stage status-partial"' in text
     assert "APPROXIMATE" in text
@@ -91,8 +148,9 @@ def test_format_number():
 
 def test_report_in_headless_chromium(stages, tmp_path):
     """Render the page in Chromium: every figure's image decodes and every table has rows."""
-    assert find_chromium(), ("Chromium is required for this test: apt-get install -y chromium "
-                             "(or set $CHROMIUM)")
+    assert find_chromium(), (
+        "Chromium is required for this test: apt-get install -y chromium (or set $CHROMIUM)"
+    )
     path = write_report(tmp_path / "report.html", _render(stages))
     info = browser_check(path, screenshot=tmp_path / "shot.png")
     assert info["title"] == "Test report"
@@ -102,8 +160,14 @@ def test_report_in_headless_chromium(stages, tmp_path):
         assert i["complete"] and i["width"] == 320 and i["height"] == 240, i
         assert i["shownWidth"] > 100
     tables = {t["id"]: t for t in info["tables"]}
-    for tid in ("tab-alpha-t", "tab-beta-t", "reproduction", "tab-params", "tab-timings-table",
-                "tab-run-info"):
+    for tid in (
+        "tab-alpha-t",
+        "tab-beta-t",
+        "reproduction",
+        "tab-params",
+        "tab-timings-table",
+        "tab-run-info",
+    ):
         assert tables[tid]["rows"] >= 1, tid
     assert tables["tab-timings-table"]["rows"] == 3
     sections = {s["id"]: s["status"] for s in info["sections"]}
@@ -112,27 +176,43 @@ def test_report_in_headless_chromium(stages, tmp_path):
     shot = (tmp_path / "shot.png").read_bytes()
     assert shot.startswith(b"\x89PNG")
     from PIL import Image  # matplotlib depends on pillow
+
     img = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), float)
     assert img.std() > 5  # not a blank page
 
 
 def test_browser_check_fails_clearly_without_chromium(tmp_path):
-    from hatrade.replicate.report import BrowserError
+    from hatrade.replicate.browser import BrowserError
+
     p = write_report(tmp_path / "r.html", "<html><body></body></html>")
     with pytest.raises(BrowserError, match="apt-get install"):
         browser_check(p, chromium=str(tmp_path / "no-such-chromium"))
 
 
 def test_readme_section_and_update(tmp_path):
-    repro = pd.DataFrame({"quantity": ["beta", "theta", "gain"],
-                          "source": ["prices.csv", "MODEL.md", "prices.csv"],
-                          "published": [0.9293630720608874, -4.23, 1.35],
-                          "ours": [0.92936, "n/a", 1.06], "difference": [-3e-6, None, -0.29],
-                          "agrees": ["no", "–", "no"], "note": ["", "", "see the docs"]})
-    text = readme_section(repro, figures=[("Fit", "docs/figures/fit.png")],
-                          run={"version": "1.0", "date": "2024-01-01", "quick": False,
-                               "seconds": 600.0, "stages": [("Equilibria", 61.2)]},
-                          notes=["A closing remark."])
+    repro = pd.DataFrame(
+        {
+            "quantity": ["beta", "theta", "gain"],
+            "source": ["prices.csv", "MODEL.md", "prices.csv"],
+            "published": [0.9293630720608874, -4.23, 1.35],
+            "ours": [0.92936, "n/a", 1.06],
+            "difference": [-3e-6, None, -0.29],
+            "agrees": ["no", "–", "no"],
+            "note": ["", "", "see the docs"],
+        }
+    )
+    text = readme_section(
+        repro,
+        figures=[("Fit", "docs/figures/fit.png")],
+        run={
+            "version": "1.0",
+            "date": "2024-01-01",
+            "quick": False,
+            "seconds": 600.0,
+            "stages": [("Equilibria", 61.2)],
+        },
+        notes=["A closing remark."],
+    )
     assert "| beta | [1] | 0.9293631 | 0.92936 | -3e-06 | no |  |" in text
     assert "| gain | [1] | 1.35 | 1.06 | -0.29 | no | note 1 |" in text
     assert "[1] prices.csv; [2] MODEL.md" in text and "Note 1: see the docs." in text

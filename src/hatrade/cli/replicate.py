@@ -13,8 +13,14 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from ._common import console, err_console, fail, handle_errors, out_option
@@ -28,7 +34,8 @@ REPLICATE_HELP = (
     "log model (equilibria, Table 1, model-vs-data trade, US elasticities, the micro table, "
     "unilateral and global welfare counterfactuals, efficient vs. decentralized trade), and "
     "write OUT/report.html (self-contained) with every result file. Solved equilibria and "
-    "household results are cached: a rerun loads them.")
+    "household results are cached: a rerun loads them."
+)
 
 _STATUS_STYLE = {"ok": "green", "partial": "yellow", "failed": "red", "skipped": "dim"}
 
@@ -43,13 +50,19 @@ class RichProgress:
     as its description), with a line per finished stage."""
 
     def __init__(self, console_=None):
-        from hatrade.replicate.pipeline import ProgressSink
+        from hatrade.replicate import ProgressSink
 
         self._base = ProgressSink()
-        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[stage]}"),
-                                 BarColumn(bar_width=24), MofNCompleteColumn(),
-                                 TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=console_ or err_console, transient=False)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[stage]}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console_ or err_console,
+            transient=False,
+        )
         self.task = None
         self._stage = ""
 
@@ -75,11 +88,13 @@ class RichProgress:
         cache = result.cache or {}
         extra = ""
         if cache.get("hit") or cache.get("miss"):
-            extra = (f" [dim]({cache.get('miss', 0)} computed, {cache.get('hit', 0)} from "
-                     "cache)[/dim]")
+            extra = (
+                f" [dim]({cache.get('miss', 0)} computed, {cache.get('hit', 0)} from cache)[/dim]"
+            )
         self.progress.console.print(
             f"[{style}]{result.status.upper():>7}[/{style}] {escape(result.title)}: "
-            f"{result.seconds:.1f} s{extra}")
+            f"{result.seconds:.1f} s{extra}"
+        )
         if result.error:
             first = result.error.strip().splitlines()[0]
             self.progress.console.print(f"         [red]{escape(first[:300])}[/red]")
@@ -91,31 +106,44 @@ def replicate_command(
     out: Optional[Path] = out_option(
         "Output folder (default results/replicate, or results/replicate-quick with "
         "--quick). A previous replicate folder there is updated stage by stage; a "
-        "folder with other files is refused."),
+        "folder with other files is refused."
+    ),
     quick: bool = typer.Option(
-        False, "--quick",
+        False,
+        "--quick",
         help="Coarse asset grid (30 points instead of 100), beta and wages re-solved on it: "
-             "a complete report in about a minute on two cores, clearly labeled approximate."),
+        "a complete report in about a minute on two cores, clearly labeled approximate.",
+    ),
     no_cache: bool = typer.Option(
-        False, "--no-cache",
+        False,
+        "--no-cache",
         help="Recompute everything instead of loading cached results (the fresh results "
-             "replace the cached ones)."),
+        "replace the cached ones).",
+    ),
     cache_dir: Optional[Path] = typer.Option(
-        None, "--cache-dir", file_okay=False,
-        help="Cache folder (default: $HATRADE_CACHE, else ~/.cache/hatrade)."),
+        None,
+        "--cache-dir",
+        file_okay=False,
+        help="Cache folder (default: $HATRADE_CACHE, else ~/.cache/hatrade).",
+    ),
     compile_cache: bool = typer.Option(
-        True, "--compile-cache/--no-compile-cache",
+        True,
+        "--compile-cache/--no-compile-cache",
         help="Keep JAX's compiled functions in CACHE/jax (JAX's persistent compilation "
-             "cache, for this command only): later runs skip most compilation, about half "
-             "of a cold --quick run. Results do not depend on it."),
+        "cache, for this command only): later runs skip most compilation, about half "
+        "of a cold --quick run. Results do not depend on it.",
+    ),
     readme: Optional[Path] = typer.Option(
-        None, "--readme", dir_okay=False,
+        None,
+        "--readme",
+        dir_okay=False,
         help="Also rewrite the generated 'Reproducing the paper' section of this README "
-             "(between its hatrade-replicate markers), copying the main figures to "
-             "docs/figures/ next to it."),
+        "(between its hatrade-replicate markers), copying the main figures to "
+        "docs/figures/ next to it.",
+    ),
 ) -> None:
     """Compute everything the paper reports and write an HTML report (see REPLICATE_HELP)."""
-    from hatrade.replicate import pipeline as rep
+    import hatrade.replicate as rep
     from hatrade.io.cache import Cache
 
     setup = rep.paper_setup(quick=quick)
@@ -135,9 +163,11 @@ def replicate_command(
         f"{n} countries, {', '.join(escape(m.title) for m in setup.models)}; "
         f"{setup.n_a} asset points; cache {escape(str(cache.root))}"
         f"{' (not read: --no-cache)' if no_cache else ''}"
-        f"{'; compiled functions cached' if compile_cache else ''}.")
-    jit_cache = (rep.jax_compilation_cache(cache.root / "jax") if compile_cache
-                 else contextlib.nullcontext())
+        f"{'; compiled functions cached' if compile_cache else ''}."
+    )
+    jit_cache = (
+        rep.jax_compilation_cache(cache.root / "jax") if compile_cache else contextlib.nullcontext()
+    )
     with jit_cache, RichProgress() as prog:
         result = rep.replicate(out, setup=setup, cache=cache, progress=prog)
     _print_summary(result)
@@ -149,26 +179,33 @@ def replicate_command(
 
 
 def _check_readme(readme: Path) -> None:
-    from hatrade.replicate.report import README_BEGIN, README_END
+    from hatrade.replicate.readme import README_BEGIN, README_END
 
     try:
         text = readme.read_text(encoding="utf-8")
     except OSError as err:
         fail(f"--readme {readme}: cannot read it ({err}).")
     if README_BEGIN not in text or README_END not in text:
-        fail(f"--readme {readme}: it lacks the markers of the generated section; add the two "
-             f"lines\n{README_BEGIN}\n{README_END}\nwhere the 'Reproducing the paper' table "
-             "belongs.")
+        fail(
+            f"--readme {readme}: it lacks the markers of the generated section; add the two "
+            f"lines\n{README_BEGIN}\n{README_END}\nwhere the 'Reproducing the paper' table "
+            "belongs."
+        )
 
 
 #: Figures shown in the README (stage figure ids), in order.
-README_FIGURES = (("trade-fit-baseline", "Bilateral trade: model vs. data (baseline)"),
-                  ("elasticities-baseline", "US trade elasticities by partner (baseline)"),
-                  ("micro-assets-two-country", "Trade elasticities by household state"),
-                  ("unilateral-quintiles", "US welfare gains by expenditure quintile, "
-                                           "baseline vs. log model (10% cut of US import "
-                                           "costs)"),
-                  ("efficient-baseline", "Efficient vs. decentralized trade (baseline)"))
+README_FIGURES = (
+    ("trade-fit-baseline", "Bilateral trade: model vs. data (baseline)"),
+    ("elasticities-baseline", "US trade elasticities by partner (baseline)"),
+    ("micro-assets-two-country", "Trade elasticities by household state"),
+    (
+        "unilateral-quintiles",
+        "US welfare gains by expenditure quintile, "
+        "baseline vs. log model (10% cut of US import "
+        "costs)",
+    ),
+    ("efficient-baseline", "Efficient vs. decentralized trade (baseline)"),
+)
 
 #: Width (pixels) of the README's copies of the figures (wide figures: the second).
 README_FIGURE_WIDTH = (720, 960)
@@ -206,7 +243,7 @@ def _write_readme(readme: Path, result) -> Path:
     import datetime as _dt
 
     from hatrade import __version__
-    from hatrade.replicate.report import readme_section, update_readme
+    from hatrade.replicate.readme import readme_section, update_readme
 
     figdir = readme.parent / "docs" / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
@@ -216,11 +253,17 @@ def _write_readme(readme: Path, result) -> Path:
         if src.is_file():
             _small_png(src, figdir / f"{fid}.png")
             shown.append((title, f"docs/figures/{fid}.png"))
-    section = readme_section(result.reproduction, figures=shown,
-                             run={"version": __version__,
-                                  "date": _dt.date.today().isoformat(),
-                                  "quick": result.quick, "seconds": result.seconds,
-                                  "stages": [(s.name, s.seconds) for s in result.stages]})
+    section = readme_section(
+        result.reproduction,
+        figures=shown,
+        run={
+            "version": __version__,
+            "date": _dt.date.today().isoformat(),
+            "quick": result.quick,
+            "seconds": result.seconds,
+            "stages": [(s.name, s.seconds) for s in result.stages],
+        },
+    )
     return update_readme(readme, section)
 
 
@@ -234,18 +277,27 @@ def _print_summary(result) -> None:
     for s in result.stages:
         style = _STATUS_STYLE.get(s.status, "")
         c = s.cache or {}
-        tab.add_row(escape(s.title), f"[{style}]{s.status}[/{style}]", f"{s.seconds:.1f}",
-                    str(c.get("miss", 0)), str(c.get("hit", 0)))
+        tab.add_row(
+            escape(s.title),
+            f"[{style}]{s.status}[/{style}]",
+            f"{s.seconds:.1f}",
+            str(c.get("miss", 0)),
+            str(c.get("hit", 0)),
+        )
     tab.add_row("[bold]total[/bold]", "", f"[bold]{result.seconds:.1f}[/bold]", "", "")
     console.print(tab)
     rep = result.reproduction
     if len(rep):
         agree = int((rep["agrees"] == "yes").sum())
         judged = int(rep["agrees"].isin(["yes", "no"]).sum())
-        console.print(f"Reproducing the paper: {agree} of {judged} published numbers agree "
-                      "within their tolerance (table in the report).")
+        console.print(
+            f"Reproducing the paper: {agree} of {judged} published numbers agree "
+            "within their tolerance (table in the report)."
+        )
     console.print(f"Report: {escape(str(result.report))}")
     failed = [s.name for s in result.stages if s.status != "ok"]
     if failed:
-        err_console.print(f"[red]Stages not ok: {', '.join(failed)} (errors in the report and "
-                          f"in OUT/<stage>/error.txt).[/red]")
+        err_console.print(
+            f"[red]Stages not ok: {', '.join(failed)} (errors in the report and "
+            f"in OUT/<stage>/error.txt).[/red]"
+        )
