@@ -82,7 +82,7 @@ def decentralized_elasticities(eq: Equilibrium, *, tangent_tol: float | None = N
     :func:`hatrade.analysis.elasticity.world_elasticities` computes the same numbers faster (and
     their margins); this independent route through
     :func:`hatrade.core.household.solve_fixed_point`'s tangent iteration is kept as a
-    cross-check (the two agree to the tangent tolerance).
+    cross-check of that route.
 
     Returns
     -------
