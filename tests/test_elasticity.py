@@ -297,7 +297,7 @@ def test_direct_method_falls_back_when_the_residual_stays_large(crra, crra_el, m
                                                                 caplog):
     """The direct solve checks its true residual; with a useless assembled Jacobian (an
     identity) the refinement cannot reach the tolerance and the jvp route is used."""
-    import hatrade.analysis.elasticity as mod
+    import hatrade.analysis.tangents as mod
 
     def bad_assemble(prm, Af, Bf, c1, v1, a1, dXc, dXv):
         n = 2 * c1.shape[0] * Af.shape[1]

@@ -35,11 +35,12 @@ import numpy as np
 from hatrade.core.params import FINANCIAL_REGIMES, ParameterError, World
 
 __all__ = ["Scenario", "Counterfactual", "apply_scenario", "selected_pairs",
-           "run_counterfactual", "baseline_equilibrium"]
+           "run_counterfactual", "baseline_equilibrium", "SCENARIO_KEYS"]
 
 log = logging.getLogger(__name__)
 
-_SCENARIO_KEYS = ("name", "trade_cost_change", "importer", "exporter", "pairs", "symmetric",
+#: The keys of a scenario mapping (:meth:`Scenario.from_dict`): the fields of :class:`Scenario`.
+SCENARIO_KEYS = ("name", "trade_cost_change", "importer", "exporter", "pairs", "symmetric",
                   "all_pairs", "tariff_change", "tfp_change", "labor_change", "financial",
                   "allow_d_below_one")
 
@@ -142,10 +143,10 @@ class Scenario:
     @classmethod
     def from_dict(cls, d: Mapping, where: str = "scenario") -> "Scenario":
         """Build from a plain mapping (a TOML table); unknown keys are rejected by name."""
-        unknown = sorted(set(d) - set(_SCENARIO_KEYS))
+        unknown = sorted(set(d) - set(SCENARIO_KEYS))
         if unknown:
             raise ParameterError(f"{where}: unknown key(s) {unknown}; allowed: "
-                                 f"{', '.join(_SCENARIO_KEYS)}.")
+                                 f"{', '.join(SCENARIO_KEYS)}.")
         kw = dict(d)
         if "pairs" in kw:
             kw["pairs"] = tuple(tuple(p) if not isinstance(p, str) else p for p in kw["pairs"])

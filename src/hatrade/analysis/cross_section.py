@@ -298,6 +298,45 @@ def _interp_rows(grid, k, wt, arr, zi):
     return wt * lo + (1.0 - wt) * hi
 
 
+def _locate_assets(x, grid):
+    """Grid interval k and weight wt on its lower point of assets x (equidistant grid)."""
+    Na = grid.shape[0]
+    h = (grid[-1] - grid[0]) / (Na - 1)
+    k = np.clip(np.floor((x - grid[0]) / h).astype(int), 0, Na - 2)
+    wt = np.clip((grid[k + 1] - x) / h, 0.0, 1.0)
+    return k, wt
+
+
+def _draw_variety(rng, grid, k, wt, pi, zi):
+    """A variety per household from its choice probabilities (interpolated in assets)."""
+    probs = _interp_rows(grid, k, wt, pi, zi)  # (n, M)
+    cum = np.cumsum(probs, axis=1)
+    u = rng.random(zi.shape[0]) * cum[:, -1]
+    return np.minimum((cum < u[:, None]).sum(axis=1), probs.shape[1] - 1)
+
+
+def _simulate_panel(eq: Equilibrium, i: int, rng, n: int, periods: int):
+    """Assets and income-state indices of ``n`` households of country ``i`` after
+    ``periods`` periods from a draw of the stationary distribution."""
+    lam = np.asarray(eq.lam[i], float)
+    Na, Nz = lam.shape
+    grid = np.asarray(eq.a_grid[i], float)
+    a_p = np.asarray(eq.policies.a_p[i], float)  # (Na, Nz, M)
+    pi = np.asarray(eq.policies.pi[i], float)
+    Pcum = np.cumsum(np.asarray(eq.income.P, float), axis=1)
+    p_flat = np.clip(lam.ravel(), 0.0, None)
+    s = rng.choice(Na * Nz, size=n, p=p_flat / p_flat.sum())
+    a = grid[s // Nz].copy()
+    zi = s % Nz
+    for _ in range(periods):
+        k, wt = _locate_assets(a, grid)
+        variety = _draw_variety(rng, grid, k, wt, pi, zi)
+        a = wt * a_p[k, zi, variety] + (1.0 - wt) * a_p[k + 1, zi, variety]
+        u = rng.random(n)
+        zi = np.minimum((Pcum[zi] < u[:, None]).sum(axis=1), Nz - 1)
+    return a, zi
+
+
 def simulate_households(eq: Equilibrium, country: str, *, n: int = 100_000, periods: int = 50,
                         seed: int = 0, xs: CrossSection | None = None) -> pd.DataFrame:
     r"""A seeded simulated cross-section of ``n`` households of ``country``.
@@ -340,34 +379,9 @@ def simulate_households(eq: Equilibrium, country: str, *, n: int = 100_000, peri
     lam = np.asarray(eq.lam[i], float)
     Na, Nz = lam.shape
     grid = np.asarray(eq.a_grid[i], float)
-    h = (grid[-1] - grid[0]) / (Na - 1)
-    a_p = np.asarray(eq.policies.a_p[i], float)  # (Na, Nz, M)
-    pi = np.asarray(eq.policies.pi[i], float)
-    Pcum = np.cumsum(np.asarray(eq.income.P, float), axis=1)
-    p_flat = np.clip(lam.ravel(), 0.0, None)
-    s = rng.choice(Na * Nz, size=n, p=p_flat / p_flat.sum())
-    a = grid[s // Nz].copy()
-    zi = s % Nz
-
-    def locate(x):
-        k = np.clip(np.floor((x - grid[0]) / h).astype(int), 0, Na - 2)
-        wt = np.clip((grid[k + 1] - x) / h, 0.0, 1.0)
-        return k, wt
-
-    def draw_variety(k, wt):
-        probs = _interp_rows(grid, k, wt, pi, zi)  # (n, M)
-        cum = np.cumsum(probs, axis=1)
-        u = rng.random(n) * cum[:, -1]
-        return np.minimum((cum < u[:, None]).sum(axis=1), probs.shape[1] - 1)
-
-    for _ in range(periods):
-        k, wt = locate(a)
-        variety = draw_variety(k, wt)
-        a = wt * a_p[k, zi, variety] + (1.0 - wt) * a_p[k + 1, zi, variety]
-        u = rng.random(n)
-        zi = np.minimum((Pcum[zi] < u[:, None]).sum(axis=1), Nz - 1)
-    k, wt = locate(a)
-    variety = draw_variety(k, wt)
+    a, zi = _simulate_panel(eq, i, rng, n, periods)
+    k, wt = _locate_assets(a, grid)
+    variety = _draw_variety(rng, grid, k, wt, np.asarray(eq.policies.pi[i], float), zi)
     t = xs.table
     out = {"assets": a, "z_index": zi + 1, "z": np.asarray(eq.income.z)[zi]}
     w, R, T = (float(np.asarray(v)[i]) for v in (eq.prices.w, eq.prices.R, eq.prices.T))

@@ -148,6 +148,13 @@ def validate_trade_table(df: pd.DataFrame, countries: Sequence[str] | None = Non
     if len(countries) < 3:
         raise TradeTableError(f"the gravity regression needs at least 3 countries, got {countries}.")
 
+    _check_columns(df)
+    pairs = _check_pairs(df, countries)
+    _check_values(df, pairs)
+
+
+def _check_columns(df: pd.DataFrame) -> None:
+    """Required columns present, no unknown ones."""
     required = _ID_COLUMNS + ("log_trade",) + COVARIATES
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -161,6 +168,9 @@ def validate_trade_table(df: pd.DataFrame, countries: Sequence[str] | None = Non
             f"{list(COVARIATES)} (plus {list(_ID_COLUMNS + ('log_trade',) + _ALLOWED_EXTRA)})."
         )
 
+
+def _check_pairs(df: pd.DataFrame, countries: tuple[str, ...]) -> list[tuple]:
+    """Known codes, every ordered pair i != j exactly once; returns the rows' pairs."""
     known = set(countries)
     bad_codes = sorted(
         {str(c) for c in pd.concat([df["importer"], df["exporter"]]) if c not in known}
@@ -189,7 +199,11 @@ def validate_trade_table(df: pd.DataFrame, countries: Sequence[str] | None = Non
             f"trade table lacks {len(absent)} ordered pair(s): {_listing(absent)}; every pair "
             f"i != j of the {len(countries)} countries must be present."
         )
+    return pairs
 
+
+def _check_values(df: pd.DataFrame, pairs: list[tuple]) -> None:
+    """Finite log_trade, 0/1 covariates, exactly one distance bin per pair."""
     y = pd.to_numeric(df["log_trade"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(y)
     if bad.any():
@@ -379,7 +393,6 @@ def gravity_regression(
         raise ValueError(f"unknown method {method!r}; allowed values: 'fast', 'statsmodels'.")
     countries = tuple(COUNTRIES if countries is None else countries)
     validate_trade_table(df, countries)
-    m = len(countries)
     x, names = _design(df, countries)
     y = df["log_trade"].to_numpy(dtype=float)
 
@@ -393,8 +406,6 @@ def gravity_regression(
         )
 
     raw_results = None
-    cov_m = None
-    se = None
     if method == "fast":
         beta, *_ = np.linalg.lstsq(x, y, rcond=None)
     else:
@@ -402,6 +413,17 @@ def gravity_regression(
 
         raw_results = sm.OLS(y, pd.DataFrame(x, columns=names, index=df.index)).fit()
         beta = raw_results.params.to_numpy()
+    result = _normalized_result(df, countries, x, y, beta, method, raw_results)
+    logger.debug("gravity regression (%s): %d pairs, R^2 = %.4f", method, len(df), result.r2)
+    return result
+
+
+def _normalized_result(df, countries, x, y, beta, method, raw_results) -> GravityResult:
+    """The Eaton-Kortum normalization of the raw estimates ``beta`` (module docstring), fit
+    statistics and, with ``raw_results`` (statsmodels), standard errors."""
+    m = len(countries)
+    cov_m = None
+    se = None
     t = _normalization_matrix(m)
     moments = t @ beta
     if raw_results is not None:
@@ -417,7 +439,7 @@ def gravity_regression(
     sst = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float(resid @ resid) / sst if sst > 0 else float("nan")
     idx = pd.Index(countries, name="country")
-    result = GravityResult(
+    return GravityResult(
         S=pd.Series(s, index=idx, name="S"),
         theta_m=pd.Series(theta, index=idx, name="theta_m"),
         coefficients=pd.Series(moments[2 * k:], index=list(COEFFICIENT_NAMES), name="coefficient"),
@@ -432,8 +454,6 @@ def gravity_regression(
         moment_covariance=cov_m,
         raw_results=raw_results,
     )
-    logger.debug("gravity regression (%s): %d pairs, R^2 = %.4f", method, len(df), r2)
-    return result
 
 
 def table1(

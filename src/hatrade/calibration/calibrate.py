@@ -37,7 +37,10 @@ the gaps as outputs (:func:`block_jacobian_psi`), and the same Newton iteration 
 all 47 with the exact Jacobian. Quintile membership is fixed by the income process
 (:func:`income_group_fractions`): only shares and masses within the groups move, so the
 moment is differentiable. Micro targets for gamma and sigma_eps (an outer loop) and
-robustness grids are in :mod:`hatrade.calibration.micro`.
+robustness grids are in :mod:`hatrade.calibration.micro`; the gravity moments and the map
+from parameters to a world (:class:`GravitySetup`, :func:`ek_setup`, :func:`data_moments`,
+:func:`model_moments`, :func:`world_from_params`, re-exported here) in
+:mod:`hatrade.calibration.moments`.
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
 from hatrade.core.income import income_process
 from hatrade.core.jacobian import (BlockJacobian, block_jacobian, direction_rows, household_block,
                        psi_slope_direction)
-from hatrade.core.params import Household, ParameterError, World
+from hatrade.core.params import Household, ParameterError
 from hatrade.core.errors import EquilibriumError
 from hatrade.core.markets import Layout, model_arrays
 from hatrade.solve.equilibrium import Equilibrium, solve_equilibrium
+from hatrade.calibration.moments import (GravitySetup, data_moments, ek_setup, model_moments,
+                                          world_from_params)
 
 __all__ = ["GravitySetup", "ek_setup", "CalibrationError", "CalibrationResult", "calibrate",
            "model_moments", "block_jacobian", "block_jacobian_psi", "home_share_gaps",
@@ -73,128 +78,6 @@ log = logging.getLogger(__name__)
 
 class CalibrationError(RuntimeError):
     """The calibration stalled or failed; the best point is saved and reported."""
-
-
-# ----------------------------------------------------------------------------- gravity
-
-@dataclass(frozen=True, eq=False)
-class GravitySetup:
-    """Pairs, covariates and the linear moment operator of a gravity regression.
-
-    Attributes
-    ----------
-    countries : tuple of str
-    importer, exporter : int arrays (P,) indices of the off-diagonal pairs (data row order)
-    X : (P, K) covariates; the first ``n_bins`` columns are distance-bin dummies that
-        partition the pairs (they absorb the constant)
-    names : covariate names (K)
-    G : (2(M-1)+K, P) the regression with the Eaton-Kortum normalization as a matrix:
-        moments = G @ y, y_ij = log(X_ij / X_ii)
-    """
-
-    countries: tuple
-    importer: np.ndarray
-    exporter: np.ndarray
-    X: np.ndarray
-    names: tuple
-    n_bins: int
-    G: np.ndarray
-
-    @property
-    def M(self) -> int:
-        return len(self.countries)
-
-    @property
-    def n_params(self) -> int:
-        return 2 * (self.M - 1) + self.X.shape[1]
-
-    @classmethod
-    def build(cls, countries, importer, exporter, X, names, n_bins) -> "GravitySetup":
-        countries = tuple(countries)
-        M, (P, K) = len(countries), np.shape(X)
-        importer, exporter = np.asarray(importer, int), np.asarray(exporter, int)
-        D = np.zeros((P, 2 * (M - 1) + K))
-        for p, (i, j) in enumerate(zip(importer, exporter)):
-            if i < M - 1:
-                D[p, i] = 1.0
-            if j < M - 1:
-                D[p, M - 1 + j] = 1.0
-        D[:, 2 * (M - 1):] = X
-        rank = np.linalg.matrix_rank(D)
-        if rank < D.shape[1]:
-            raise ParameterError(f"gravity design is rank deficient ({rank} < {D.shape[1]} "
-                                 "columns): too few country pairs for the covariates.")
-        T = _normalization(M, K, n_bins)
-        return cls(countries, importer, exporter, np.asarray(X, float), tuple(names), n_bins,
-                   T @ np.linalg.pinv(D))
-
-    def log_d(self, theta):
-        """log trade costs (M, M) from parameters: max(0, -(X delta + theta_m_i)/4)."""
-        M = self.M
-        th_m = self.theta_m(theta)
-        x = jnp.asarray(self.X) @ theta[2 * (M - 1):] + th_m[self.importer]
-        logd = jnp.maximum(-x / 4.0, 0.0)
-        return jnp.zeros((M, M), dtype=logd.dtype).at[self.importer, self.exporter].set(logd)
-
-    def log_tfp(self, theta):
-        return jnp.concatenate([theta[: self.M - 1], jnp.zeros(1, dtype=theta.dtype)])
-
-    def theta_m(self, theta):
-        t = theta[self.M - 1: 2 * (self.M - 1)]
-        return jnp.concatenate([t, -jnp.sum(t, keepdims=True)])
-
-    def moments_from_spending(self, Mij):
-        """Gravity moments of a spending matrix (importer rows)."""
-        y = jnp.log(Mij[self.importer, self.exporter] / Mij[self.importer, self.importer])
-        return jnp.asarray(self.G) @ y
-
-
-def _normalization(M: int, K: int, n_bins: int) -> np.ndarray:
-    """Raw (imp FE 1..M-1, exp FE 1..M-1, K coefs) -> (S, theta_m, coefs), EK normalization."""
-    k = M - 1
-    n = 2 * k + K
-    t = np.zeros((n, n))
-    centre = np.eye(k) - 1.0 / M
-    t[:k, k:2 * k] = centre  # S_j = m_j - mean(m)
-    t[k:2 * k, :k] = centre  # theta_m_i = (a_i - mean a) + (m_i - mean m)
-    t[k:2 * k, k:2 * k] = centre
-    for r in range(2 * k, n):
-        t[r, r] = 1.0
-        if r < 2 * k + n_bins:
-            t[r, :2 * k] = 1.0 / M  # bins absorb the means
-    return t
-
-
-def ek_setup() -> GravitySetup:
-    """The Eaton-Kortum regression of the paper (19 countries, 6 bins + 4 dummies)."""
-    from hatrade.data import COUNTRIES, COVARIATES, load_covariates
-    cov = load_covariates()
-    pos = {c: k for k, c in enumerate(COUNTRIES)}
-    return GravitySetup.build(COUNTRIES, cov["importer"].map(pos).to_numpy(),
-                              cov["exporter"].map(pos).to_numpy(),
-                              cov[list(COVARIATES)].to_numpy(float), COVARIATES, 6)
-
-
-def data_moments() -> np.ndarray:
-    """The 46 data moments (the regression on the Eaton-Kortum data)."""
-    from hatrade.data import load_trade_data
-    setup = ek_setup()
-    y = load_trade_data()["log_trade"].to_numpy(float)
-    return setup.G @ y
-
-
-@enable_x64
-def model_moments(eq: Equilibrium, setup: GravitySetup | None = None) -> np.ndarray:
-    """Gravity moments of a solved model's trade."""
-    setup = setup or ek_setup()
-    return np.asarray(setup.moments_from_spending(jnp.asarray(eq.spending)))
-
-
-@enable_x64
-def world_from_params(theta, setup: GravitySetup, labor, financial="globalization") -> World:
-    theta = jnp.asarray(theta, dtype=jnp.float64)
-    return World(countries=setup.countries, tfp=np.exp(np.asarray(setup.log_tfp(theta))),
-                 labor=labor, d=np.exp(np.asarray(setup.log_d(theta))), financial=financial)
 
 
 # ----------------------------------------------------------------------------- block Jacobian
@@ -475,7 +358,57 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
     """
     t0 = time.perf_counter()
     setup = setup or ek_setup()
-    M = setup.M
+    theta, targets, gi, gap_country = _check_inputs(theta0, targets, setup, household,
+                                                    home_share_gap, gap_country)
+    with_psi = home_share_gap is not None
+    if labor is None:
+        from hatrade.data import load_labor
+        labor = load_labor().to_numpy()
+    hh = household.replace(beta=None)
+    ckpt = Path(checkpoint) if checkpoint else None
+    history: list = []
+    if resume and ckpt and ckpt.exists():
+        theta, wages, beta_guess, history = _resume(ckpt, with_psi)
+    pb = _Problem(setup=setup, targets=targets, hh=hh, inc=income_process(hh), labor=labor,
+                  R=R, with_psi=with_psi, gi=gi, gap_country=gap_country, ckpt=ckpt,
+                  layout=Layout(M=setup.M, financial="globalization", solve_for="beta",
+                                tariffs=False, R_fixed=float(R), beta_fixed=None))
+    st = _Iterate(theta=theta, wages=wages, beta_guess=beta_guess, state=state,
+                  history=history)
+    it0 = len(history)
+    for it in range(it0, it0 + max_iter + 1):
+        eq = _solve_at(pb, st)
+        if eq is None:  # the equilibrium failed after a step, which was halved
+            continue
+        m, F, res = _record(pb, st, it, eq, t0, progress)
+        if st.best is None or res < st.best["residual"]:
+            st.keep_best(pb, eq, m, res)
+        elif st.step_theta is not None and res > 0.9 * st.history[-2]["residual"]:
+            # no progress: back off toward the best point
+            st.back_off()
+            pb.save(st)
+            if np.max(np.abs(st.step_theta)) < 1e-12:
+                break
+            continue
+        pb.save(st)
+        if res < tol:
+            return CalibrationResult(params=st.theta[:pb.K], equilibrium=eq, moments=m,
+                                     targets=targets, converged=True, iterations=it - it0,
+                                     residual=res, equilibrium_solves=st.n_eq,
+                                     household_solves=st.n_hh, block_jacobians=st.n_block,
+                                     history=st.history, seconds=time.perf_counter() - t0,
+                                     psi_slope=float(st.theta[pb.K]) if with_psi else None,
+                                     gap_country=gap_country if with_psi else None)
+        if it == it0 + max_iter:
+            break
+        _newton_step(pb, st, eq, F)
+    raise _stalled(pb, st, tol, it0)
+
+
+def _check_inputs(theta0, targets, setup: GravitySetup, household: Household,
+                  home_share_gap, gap_country):
+    """Checked starting parameters and targets (psi_slope and the gap appended when
+    ``home_share_gap`` is given), the index of the gap country (or None) and its code."""
     K = setup.n_params
     theta = np.asarray(theta0, float).copy()
     if theta.shape != (K,):
@@ -485,145 +418,189 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
     targets = data_moments() if targets is None else np.asarray(targets, float)
     if targets.shape != (K,):
         raise ParameterError(f"targets have {targets.size} entries; expected {K}.")
-    with_psi = home_share_gap is not None
-    gi = None
+    if home_share_gap is None:
+        if gap_country is not None:
+            raise ParameterError("gap_country is given without home_share_gap: give the target "
+                                 "home_share_gap to calibrate psi_slope.")
+        return theta, targets, None, None
+    try:
+        gap_target = float(home_share_gap)
+    except (TypeError, ValueError):
+        raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
+                             "be a number in (-1, 1).") from None
+    if not (np.isfinite(gap_target) and -1.0 < gap_target < 1.0):
+        raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
+                             "be a number in (-1, 1) (a difference of two shares).")
+    gap_country = "USA" if gap_country is None else gap_country
+    if gap_country not in setup.countries:
+        raise ParameterError(f"gap_country = {gap_country!r} is not allowed: use one of "
+                             f"{', '.join(setup.countries)}.")
+    gi = setup.countries.index(gap_country)
+    return (np.append(theta, household.psi_slope), np.append(targets, gap_target), gi,
+            gap_country)
+
+
+def _resume(ckpt: Path, with_psi: bool):
+    """Parameters, wages, beta guess and history of the best point of a checkpoint."""
+    saved = json.loads(ckpt.read_text())
+    if with_psi != ("psi_slope" in saved["best"]):
+        raise ParameterError(
+            f"checkpoint {ckpt} is from a calibration {'without' if with_psi else 'with'} "
+            "psi_slope (home_share_gap); resume it the same way or use a new checkpoint.")
+    theta = np.asarray(saved["best"]["params"], float)
     if with_psi:
-        try:
-            gap_target = float(home_share_gap)
-        except (TypeError, ValueError):
-            raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
-                                 "be a number in (-1, 1).") from None
-        if not (np.isfinite(gap_target) and -1.0 < gap_target < 1.0):
-            raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
-                                 "be a number in (-1, 1) (a difference of two shares).")
-        gap_country = "USA" if gap_country is None else gap_country
-        if gap_country not in setup.countries:
-            raise ParameterError(f"gap_country = {gap_country!r} is not allowed: use one of "
-                                 f"{', '.join(setup.countries)}.")
-        gi = setup.countries.index(gap_country)
-        targets = np.append(targets, gap_target)
-        theta = np.append(theta, household.psi_slope)
-    elif gap_country is not None:
-        raise ParameterError("gap_country is given without home_share_gap: give the target "
-                             "home_share_gap to calibrate psi_slope.")
-    if labor is None:
-        from hatrade.data import load_labor
-        labor = load_labor().to_numpy()
-    hh = household.replace(beta=None)
-    ckpt = Path(checkpoint) if checkpoint else None
-    history: list = []
-    if resume and ckpt and ckpt.exists():
-        saved = json.loads(ckpt.read_text())
-        if with_psi != ("psi_slope" in saved["best"]):
-            raise ParameterError(
-                f"checkpoint {ckpt} is from a calibration {'without' if with_psi else 'with'} "
-                "psi_slope (home_share_gap); resume it the same way or use a new checkpoint.")
-        theta = np.asarray(saved["best"]["params"], float)
-        if with_psi:
-            theta = np.append(theta, float(saved["best"]["psi_slope"]))
-        wages = np.asarray(saved["best"]["wages"], float)
-        beta_guess = float(saved["best"]["beta"])
-        history = saved.get("history", [])
-        log.info("calibration: resuming from %s (iteration %d, residual %.3e)", ckpt,
-                 len(history), saved["best"]["residual"])
-    layout = Layout(M=M, financial="globalization", solve_for="beta", tariffs=False,
-                     R_fixed=float(R), beta_fixed=None)
-    inc = income_process(hh)
+        theta = np.append(theta, float(saved["best"]["psi_slope"]))
+    wages = np.asarray(saved["best"]["wages"], float)
+    beta_guess = float(saved["best"]["beta"])
+    history = saved.get("history", [])
+    log.info("calibration: resuming from %s (iteration %d, residual %.3e)", ckpt,
+             len(history), saved["best"]["residual"])
+    return theta, wages, beta_guess, history
 
-    def household_at(x):
-        return hh.replace(psi_slope=float(x[K])) if with_psi else hh
 
-    def moments_at(eq):
-        m = model_moments(eq, setup)
-        return np.append(m, home_share_gaps(eq).iloc[gi]) if with_psi else m
+@dataclass(frozen=True, eq=False)
+class _Problem:
+    """What a calibration run holds fixed: the regression, targets, primitives, checkpoint."""
 
-    def save():
-        if ckpt:
-            write_json(ckpt, {"best": best, "history": history, "targets": targets.tolist()})
+    setup: GravitySetup
+    targets: np.ndarray
+    hh: Household
+    inc: object
+    labor: object
+    R: float
+    with_psi: bool
+    gi: int | None
+    gap_country: str | None
+    ckpt: Path | None
+    layout: Layout
 
-    J_u = tangents = None
-    n_eq = n_hh = n_block = 0
-    best = None
-    it0 = len(history)
-    step_theta = None
-    for it in range(it0, it0 + max_iter + 1):
-        world = world_from_params(theta[:K], setup, labor)
-        try:
-            eq = solve_equilibrium(world, household_at(theta), solve_for="beta", R=R,
-                                   wages=wages, beta_guess=beta_guess, income=inc, state=state,
-                                   jacobian=J_u, method="newton" if J_u is None else "broyden")
-        except EquilibriumError as err:
-            if best is None or step_theta is None:
-                raise
-            log.warning("calibration: equilibrium failed after a step (%s); halving it", err)
-            theta = theta - 0.5 * step_theta
-            step_theta = 0.5 * step_theta
-            continue
-        n_eq += 1
-        n_hh += eq.household_solves
-        m = moments_at(eq)
-        F = m - targets
-        res = float(np.max(np.abs(F)))
-        rec = {"iteration": it, "residual": res, "beta": eq.beta,
-               "household_solves": eq.household_solves, "seconds": time.perf_counter() - t0,
-               "worst_moment": int(np.argmax(np.abs(F)))}
-        if with_psi:
-            rec["psi_slope"] = float(theta[K])
-        history.append(rec)
-        log.info("calibration: iteration %d, max |moment - target| %.3e, beta %.8f%s", it, res,
-                 eq.beta, f", psi_slope {theta[K]:.8f}" if with_psi else "")
-        if progress:
-            progress(it, res)
-        if best is None or res < best["residual"]:
-            best = {"params": theta[:K].tolist(), "wages": eq.prices.w.tolist(),
-                    "beta": eq.beta, "residual": res}
-            if with_psi:
-                best["psi_slope"] = float(theta[K])
-            best_eq, best_m = eq, m
-        elif step_theta is not None and res > 0.9 * history[-2]["residual"]:
-            # no progress: back off toward the best point
-            theta = theta - 0.5 * step_theta
-            step_theta = 0.5 * step_theta
-            save()
-            if np.max(np.abs(step_theta)) < 1e-12:
-                break
-            continue
-        save()
-        if res < tol:
-            return CalibrationResult(params=theta[:K], equilibrium=eq, moments=m, targets=targets,
-                                     converged=True, iterations=it - it0, residual=res,
-                                     equilibrium_solves=n_eq, household_solves=n_hh,
-                                     block_jacobians=n_block, history=history,
-                                     seconds=time.perf_counter() - t0,
-                                     psi_slope=float(theta[K]) if with_psi else None,
-                                     gap_country=gap_country if with_psi else None)
-        if it == it0 + max_iter:
-            break
-        if with_psi:
-            bj, pb = block_jacobian_psi(eq, tangents)
-        else:
-            bj, pb = block_jacobian(eq, tangents), None
-        tangents = bj.tangents
-        n_block += 1
-        Eu, Et, mu, mt = _composite_jacobian(eq, bj, setup, theta, layout, pb, gi)
-        total = mt - mu @ np.linalg.solve(Eu, Et)
-        step_theta = -np.linalg.solve(total, F)
-        du = -np.linalg.solve(Eu, Et @ step_theta)
-        u_new = layout.pack(eq.prices.w, eq.prices.R, None, eq.beta) + du
-        wages = np.append(u_new[: M - 1], M - u_new[: M - 1].sum())
-        beta_guess = float(u_new[-1])
-        if np.any(wages <= 0) or not 0 < beta_guess < 1:
-            wages, beta_guess = eq.prices.w, eq.beta
-        theta = theta + step_theta
-        state, J_u = eq.state, Eu
+    @property
+    def K(self) -> int:
+        return self.setup.n_params
+
+    def household_at(self, x) -> Household:
+        return self.hh.replace(psi_slope=float(x[self.K])) if self.with_psi else self.hh
+
+    def moments_at(self, eq: Equilibrium) -> np.ndarray:
+        m = model_moments(eq, self.setup)
+        return np.append(m, home_share_gaps(eq).iloc[self.gi]) if self.with_psi else m
+
+    def save(self, st: "_Iterate") -> None:
+        if self.ckpt:
+            write_json(self.ckpt, {"best": st.best, "history": st.history,
+                                   "targets": self.targets.tolist()})
+
+
+@dataclass(eq=False)
+class _Iterate:
+    """What moves between the calibration's Newton iterations: the parameters, the
+    equilibrium warm start, the last step, the best point and the counters."""
+
+    theta: np.ndarray
+    wages: object
+    beta_guess: float
+    state: object
+    history: list
+    J_u: np.ndarray | None = None
+    tangents: object = None
+    step_theta: np.ndarray | None = None
+    best: dict | None = None
+    best_eq: Equilibrium | None = None
+    best_m: np.ndarray | None = None
+    n_eq: int = 0
+    n_hh: int = 0
+    n_block: int = 0
+
+    def back_off(self) -> None:
+        """Halve the last step, from the point it reached."""
+        self.theta = self.theta - 0.5 * self.step_theta
+        self.step_theta = 0.5 * self.step_theta
+
+    def keep_best(self, pb: _Problem, eq: Equilibrium, m: np.ndarray, res: float) -> None:
+        K = pb.K
+        self.best = {"params": self.theta[:K].tolist(), "wages": eq.prices.w.tolist(),
+                     "beta": eq.beta, "residual": res}
+        if pb.with_psi:
+            self.best["psi_slope"] = float(self.theta[K])
+        self.best_eq, self.best_m = eq, m
+
+
+def _solve_at(pb: _Problem, st: _Iterate) -> Equilibrium | None:
+    """The equilibrium at the current parameters (warm-started); None when it fails after
+    a step, which is then halved (a failure at the start is raised)."""
+    world = world_from_params(st.theta[:pb.K], pb.setup, pb.labor)
+    try:
+        eq = solve_equilibrium(world, pb.household_at(st.theta), solve_for="beta", R=pb.R,
+                               wages=st.wages, beta_guess=st.beta_guess, income=pb.inc,
+                               state=st.state, jacobian=st.J_u,
+                               method="newton" if st.J_u is None else "broyden")
+    except EquilibriumError as err:
+        if st.best is None or st.step_theta is None:
+            raise
+        log.warning("calibration: equilibrium failed after a step (%s); halving it", err)
+        st.back_off()
+        return None
+    st.n_eq += 1
+    st.n_hh += eq.household_solves
+    return eq
+
+
+def _record(pb: _Problem, st: _Iterate, it: int, eq: Equilibrium, t0: float, progress):
+    """Moments at ``eq``, their distance to the targets and its max; logged, reported and
+    appended to the history."""
+    m = pb.moments_at(eq)
+    F = m - pb.targets
+    res = float(np.max(np.abs(F)))
+    rec = {"iteration": it, "residual": res, "beta": eq.beta,
+           "household_solves": eq.household_solves, "seconds": time.perf_counter() - t0,
+           "worst_moment": int(np.argmax(np.abs(F)))}
+    if pb.with_psi:
+        rec["psi_slope"] = float(st.theta[pb.K])
+    st.history.append(rec)
+    log.info("calibration: iteration %d, max |moment - target| %.3e, beta %.8f%s", it, res,
+             eq.beta, f", psi_slope {st.theta[pb.K]:.8f}" if pb.with_psi else "")
+    if progress:
+        progress(it, res)
+    return m, F, res
+
+
+def _newton_step(pb: _Problem, st: _Iterate, eq: Equilibrium, F: np.ndarray) -> None:
+    r"""Newton step in the parameters with the total derivative
+    :math:`dm/d\vartheta = \partial_\vartheta m - \partial_u m (\partial_u E)^{-1}\partial_\vartheta E`
+    (module docstring, steps 2-4), and the predicted equilibrium as the next warm start."""
+    M = pb.setup.M
+    if pb.with_psi:
+        bj, psib = block_jacobian_psi(eq, st.tangents)
+    else:
+        bj, psib = block_jacobian(eq, st.tangents), None
+    st.tangents = bj.tangents
+    st.n_block += 1
+    Eu, Et, mu, mt = _composite_jacobian(eq, bj, pb.setup, st.theta, pb.layout, psib, pb.gi)
+    total = mt - mu @ np.linalg.solve(Eu, Et)
+    st.step_theta = -np.linalg.solve(total, F)
+    du = -np.linalg.solve(Eu, Et @ st.step_theta)
+    u_new = pb.layout.pack(eq.prices.w, eq.prices.R, None, eq.beta) + du
+    wages = np.append(u_new[: M - 1], M - u_new[: M - 1].sum())
+    beta_guess = float(u_new[-1])
+    if np.any(wages <= 0) or not 0 < beta_guess < 1:
+        wages, beta_guess = eq.prices.w, eq.beta
+    st.wages, st.beta_guess = wages, beta_guess
+    st.theta = st.theta + st.step_theta
+    st.state, st.J_u = eq.state, Eu
+
+
+def _stalled(pb: _Problem, st: _Iterate, tol: float, it0: int) -> CalibrationError:
+    """The error of a run that stopped short of ``tol``, naming the moments furthest off."""
+    best_m, targets = st.best_m, pb.targets
     worst = np.argsort(-np.abs(best_m - targets))[:5]
-    names = CalibrationResult(best["params"], best_eq, best_m, targets, False, 0, 0, 0, 0, 0,
-                              gap_country=gap_country if with_psi else None
-                              ).moment_table(setup)["moment"].to_numpy()
+    names = CalibrationResult(st.best["params"], st.best_eq, best_m, targets, False, 0, 0, 0,
+                              0, 0, gap_country=pb.gap_country if pb.with_psi else None
+                              ).moment_table(pb.setup)["moment"].to_numpy()
     off = ", ".join(f"{names[k]} (model {best_m[k]:.5f} vs target {targets[k]:.5f})"
                     for k in worst)
-    raise CalibrationError(
+    ckpt = pb.ckpt
+    return CalibrationError(
         f"calibration stopped without reaching tol {tol:.1e}: best max |moment - target| "
-        f"{best['residual']:.3e} after {len(history) - it0} iterations. Moments furthest off: "
-        f"{off}. The best point is saved{' in ' + str(ckpt) if ckpt else ''}; try resuming, "
-        "a start closer to the published calibration, or a looser tol.")
+        f"{st.best['residual']:.3e} after {len(st.history) - it0} iterations. Moments furthest "
+        f"off: {off}. The best point is saved{' in ' + str(ckpt) if ckpt else ''}; try "
+        "resuming, a start closer to the published calibration, or a looser tol.")

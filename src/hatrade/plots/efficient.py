@@ -12,20 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hatrade.plots.style import new_figure, save_figure
+
 __all__ = ["efficient_trade_figure", "save_efficient_trade"]
 
 log = logging.getLogger(__name__)
 
 _REQUIRED = ("importer", "exporter", "share_efficient", "share_decentralized")
-
-
-def _new_figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _log_normalized(table: pd.DataFrame, col: str) -> pd.Series:
@@ -73,7 +66,7 @@ def efficient_trade_figure(table: pd.DataFrame, title: str | None = None, label_
     off = ~diag.to_numpy()
     x, y = yd[off], ye[off]
 
-    fig = _new_figure((11.0, 5.0))
+    fig = new_figure((11.0, 5.0))
     ax, bx = fig.subplots(1, 2, width_ratios=[1.0, 1.25])
     lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
     pad = 0.05 * (hi - lo if hi > lo else 1.0)
@@ -117,8 +110,4 @@ def efficient_trade_figure(table: pd.DataFrame, title: str | None = None, label_
 
 def save_efficient_trade(table: pd.DataFrame, path, title: str | None = None) -> Path:
     """Draw :func:`efficient_trade_figure` and save it as a PNG at ``path``."""
-    path = Path(path)
-    fig = efficient_trade_figure(table, title=title)
-    fig.savefig(path, format="png")
-    log.debug("wrote %s", path)
-    return path
+    return save_figure(efficient_trade_figure(table, title=title), path)

@@ -17,54 +17,29 @@ r"""Figures for trade elasticities and the household cross-section.
 - :func:`micro_table_figure`: the micro table (import share, elasticity, MPC by group) as
   bars.
 
-As in :mod:`hatrade.plots.trade_fit`, figures are :class:`matplotlib.figure.Figure` objects on the
-Agg canvas (no ``pyplot``, nothing global touched); ``save_*`` functions write PNG files
-atomically (temporary file + ``os.replace``).
+Figures are made and saved as everywhere in :mod:`hatrade.plots` (:mod:`hatrade.plots.style`:
+the Agg canvas, no ``pyplot``; :func:`save_figure` writes PNG files atomically), and
+:func:`save_figure` is re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hatrade.core.params import ParameterError, World
+from hatrade.plots.style import new_figure, save_figure
 
 __all__ = ["partner_elasticities_figure", "micro_by_assets_figure", "micro_table_figure",
            "save_figure", "symmetric_two_country"]
 
 log = logging.getLogger(__name__)
 
-
-def _new_figure(figsize=(6.5, 5.0)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig, path) -> Path:
-    """Save ``fig`` as a PNG at ``path`` atomically (temporary file, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    log.debug("wrote %s", path)
-    return path
+#: Transitional alias for plots/welfare.py, which should import
+#: :func:`hatrade.plots.style.new_figure` instead; remove once it does.
+_new_figure = new_figure
 
 
 def partner_elasticities_figure(result, *, longrun=None, title: str | None = None):
@@ -82,7 +57,7 @@ def partner_elasticities_figure(result, *, longrun=None, title: str | None = Non
     matplotlib.figure.Figure
     """
     t = result.table
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     size = 20 + 400 * np.sqrt(t["weight"].to_numpy() / t["weight"].max())
     ax.scatter(t["price"], t["theta"], s=size, alpha=0.7, color="tab:blue", edgecolor="k",
@@ -139,7 +114,7 @@ def micro_by_assets_figure(result, *, z_indices=None, max_assets: float | None =
     for k in z_indices:
         if not (1 <= int(k) <= Nz):
             raise ParameterError(f"z index {k} is not allowed: use 1..{Nz}.")
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     keep = a <= (max_assets if max_assets is not None else a[-1])
     from matplotlib import colormaps
@@ -172,7 +147,7 @@ def micro_table_figure(table: pd.DataFrame, *, title: str | None = None):
     groupings = list(dict.fromkeys(table["grouping"]))
     cols = [("import_share", "import share"), ("elasticity", "trade elasticity"),
             ("mpc", "MPC (spending)")]
-    fig = _new_figure(figsize=(10.0, 3.2 * len(groupings)))
+    fig = new_figure(figsize=(10.0, 3.2 * len(groupings)))
     axes = fig.subplots(len(groupings), 3, squeeze=False)
     for r, g in enumerate(groupings):
         sub = table[table["grouping"] == g]

@@ -13,18 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hatrade.plots.style import new_figure, save_figure
+
 __all__ = ["trade_fit_figure", "save_trade_fit"]
 
 log = logging.getLogger(__name__)
-
-
-def _new_figure(figsize=(6.0, 5.5)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def trade_fit_figure(table: pd.DataFrame, fit: dict | None = None, title: str | None = None,
@@ -53,7 +46,7 @@ def trade_fit_figure(table: pd.DataFrame, fit: dict | None = None, title: str | 
     """
     off = table[table["importer"] != table["exporter"]]
     have = off["log_normalized_data"].notna()
-    fig = _new_figure()
+    fig = new_figure((6.0, 5.5))
     ax = fig.add_subplot()
     if have.any():
         d = off.loc[have, "log_normalized_data"].to_numpy(float)
@@ -110,8 +103,4 @@ def trade_fit_figure(table: pd.DataFrame, fit: dict | None = None, title: str | 
 def save_trade_fit(table: pd.DataFrame, path, fit: dict | None = None,
                    title: str | None = None) -> Path:
     """Draw :func:`trade_fit_figure` and save it as a PNG at ``path``."""
-    path = Path(path)
-    fig = trade_fit_figure(table, fit=fit, title=title)
-    fig.savefig(path, format="png")
-    log.debug("wrote %s", path)
-    return path
+    return save_figure(trade_fit_figure(table, fit=fit, title=title), path)

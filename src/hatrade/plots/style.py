@@ -1,0 +1,47 @@
+"""What every hatrade figure shares: a new figure and the PNG writer.
+
+Figures are :class:`matplotlib.figure.Figure` objects on the Agg canvas, without ``pyplot``:
+nothing global (the backend, rcParams, the list of open figures) is touched, so the figure
+functions are safe to call from scripts, notebooks and tests. :func:`save_figure` writes a
+PNG atomically (a temporary file in the target folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["new_figure", "save_figure"]
+
+log = logging.getLogger(__name__)
+
+
+def new_figure(figsize=(6.5, 5.0)):
+    """A :class:`matplotlib.figure.Figure` of ``figsize`` inches (150 dpi, constrained
+    layout) attached to an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` atomically (temporary file, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    log.debug("wrote %s", path)
+    return path
