@@ -65,7 +65,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from hatrade.io.cache import Cache, cached_equilibrium, fingerprint
+from hatrade.io.cache import Cache, fingerprint
+from hatrade.io.equilibrium_store import cached_equilibrium
 from hatrade.core.params import Household, ParameterError, World
 from hatrade.replicate.report import Figure, StageResult, Table, figure_png
 
@@ -472,7 +473,7 @@ def _stage_equilibrium(ctx: _Ctx) -> StageResult:
 
 
 def _eq_inputs(world, hh, options, income=None):
-    from hatrade.io.cache import equilibrium_inputs
+    from hatrade.io.equilibrium_store import equilibrium_inputs
     return equilibrium_inputs(world, hh, income, **options)
 
 
