@@ -26,6 +26,9 @@ A counterfactual folder holds:
 ``gains_by_quintile_<C>.png``, ``gains_by_income_<C>.png``, ``gains_heatmap_<C>.png``,
 ``gains_by_assets_<C>.png``
     Figures (with ``--compare DIR``, the other folder's gains are drawn side by side).
+
+The folder is written by :func:`hatrade.io.results.save_counterfactual` (as are the run
+folders of ``hatrade batch``), under the output-folder policy of :mod:`hatrade.io.folders`.
 """
 
 from __future__ import annotations
@@ -41,15 +44,15 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn)
 from rich.table import Table
 
-from ._common import (calibration_option, check_out_folder, config_option, console, err_console,
-                      fail, handle_errors, out_option, progress)
+from hatrade.io.results import COUNTERFACTUAL_FILES
+from ._common import (calibration_option, config_option, console, err_console, fail,
+                      handle_errors, out_option, progress)
 from .solve import CalibrationName
 
 __all__ = ["register", "counterfactual_command", "batch_command", "COUNTERFACTUAL_FILES"]
 
 log = logging.getLogger(__name__)
 
-COUNTERFACTUAL_FILES = ("summary.json", "welfare.csv", "changes.csv", "trade.csv")
 _KIND = "counterfactual"
 
 
@@ -118,10 +121,11 @@ def counterfactual_command(
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
     import pandas as pd
 
-    from hatrade import __version__, solve_equilibrium
-    from hatrade.analysis.counterfactual import Scenario, apply_scenario, parse_pairs, run_counterfactual
-    from hatrade.plots.welfare import save_welfare_figures
-    from hatrade.io.atomic import jsonable, atomic_dir, write_text
+    from hatrade import solve_equilibrium
+    from hatrade.analysis.counterfactual import (Scenario, apply_scenario, parse_pairs,
+                                                 run_counterfactual)
+    from hatrade.io.folders import prepare_output
+    from hatrade.io.results import counterfactual_summary, save_counterfactual
     from hatrade.welfare.ev import country_welfare
 
     # ---- everything is checked before any solve
@@ -170,7 +174,7 @@ def counterfactual_command(
         base = cal_name if config is None else Path(config).stem
         out = Path("results") / f"counterfactual-{base}-{name}"
     out = Path(out)
-    check_out_folder(out, _KIND, what="counterfactual")
+    folder = prepare_output(out, _KIND, what="counterfactual")
 
     err_console.print(f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), "
                       f"beta fixed, solving wages and R; welfare for {', '.join(report) or 'none'}.")
@@ -200,24 +204,16 @@ def counterfactual_command(
             results[c] = country_welfare(cf, country=c, verify=verify_ev, n_nodes=n_nodes)
         prog.update(t3, description=f"Welfare: {len(report)} countr{'y' if len(report) == 1 else 'ies'}")
 
-        import datetime as _dt
-        summary = {"kind": _KIND, "name": name, "label": label, "hatrade_version": __version__,
-                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                   "source": source, **cf.summary(),
-                   "baseline_convergence": {k: v for k, v in base_eq.summary().items()
-                                            if k in ("converged", "newton_iterations",
-                                                     "max_excess_demand", "seconds")},
-                   "by_country": {c: r.summary for c, r in results.items()}}
-        table = (pd.concat([r.table for r in results.values()]) if results else
-                 pd.DataFrame(columns=["country"]))
-        with atomic_dir(out) as tmp:
-            write_text(tmp / "summary.json", json.dumps(jsonable(summary), indent=2))
-            write_text(tmp / "welfare.csv", table.to_csv(index=False, float_format="%.17g"))
-            write_text(tmp / "changes.csv",
-                              cf.changes().reset_index().to_csv(index=False, float_format="%.17g"))
-            write_text(tmp / "trade.csv",
-                              cf.trade_share_changes().to_csv(index=False, float_format="%.17g"))
-            save_welfare_figures(tmp, summary, table, compare=compare_summary, label=label)
+        baseline_convergence = {k: v for k, v in base_eq.summary().items()
+                                if k in ("converged", "newton_iterations", "max_excess_demand",
+                                         "seconds")}
+        summary = counterfactual_summary(cf, {c: r.summary for c, r in results.items()},
+                                         name=name, label=label, source=source,
+                                         baseline_convergence=baseline_convergence)
+        table = pd.concat([r.table for r in results.values()]) if results else None
+        with folder.replace() as tmp:
+            save_counterfactual(tmp, cf, table, summary, figures=True, compare=compare_summary,
+                                label=label)
     _print_summary(summary, cf, out)
 
 
