@@ -37,7 +37,7 @@ the gaps as outputs (:func:`block_jacobian_psi`), and the same Newton iteration 
 all 47 with the exact Jacobian. Quintile membership is fixed by the income process
 (:func:`income_group_fractions`): only shares and masses within the groups move, so the
 moment is differentiable. Micro targets for gamma and sigma_eps (an outer loop) and
-robustness grids are in :mod:`hatrade.calibration.micro`.
+robustness grids are in :mod:`hatrade.calibration.grid`.
 """
 
 from __future__ import annotations

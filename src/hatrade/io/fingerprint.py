@@ -201,7 +201,7 @@ def code_revision() -> str:
 
 # ----------------------------------------------------------------------------- fingerprint
 
-def fingerprint(kind: str, inputs: Any, length: int = 64) -> str:
+def fingerprint(kind: str, inputs: Any, length: int = 64, *, revision: bool = True) -> str:
     """The fingerprint (``length`` hex digits) of a result of ``kind`` determined by ``inputs``.
 
     The package version, :data:`FINGERPRINT_LAYOUT` and :func:`code_revision` are part of
@@ -215,10 +215,14 @@ def fingerprint(kind: str, inputs: Any, length: int = 64) -> str:
         Everything that determines the result.
     length : int
         Number of hex digits kept (64: the whole SHA-256).
+    revision : bool
+        Include :func:`code_revision`. False only for what is not a result but a way to
+        one (a checkpoint's specification: resuming it under other code is allowed).
     """
     from hatrade import __version__
 
     doc = {"kind": kind, "layout": FINGERPRINT_LAYOUT, "hatrade_version": __version__,
-           "code_revision": code_revision(), "inputs": canonical(inputs)}
+           "code_revision": code_revision() if revision else None,
+           "inputs": canonical(inputs)}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
