@@ -244,8 +244,8 @@ def calibration_grid(grid, theta0, household: Household, out_dir, *,
     ----------
     grid : list of "name=v1,v2" strings or dict name -> values (:func:`parse_grid`)
     theta0, household, setup, targets, labor, R, wages, beta_guess, tol, max_iter,
-    home_share_gap, gap_country : as :func:`hatrade.calibration.calibrate.calibrate` (every point starts
-        from the same ``theta0`` and prices).
+    home_share_gap, gap_country : as :func:`hatrade.calibration.calibrate.calibrate`
+        (every point starts from the same ``theta0`` and prices).
     out_dir : folder of the grid (created; finished points there are skipped).
     scheduler : Dask scheduler address; None: a LocalCluster of ``workers`` workers
         (``processes=False``: threads in this process).

@@ -1,9 +1,9 @@
 r"""Micro moments in the calibration: an outer loop over household parameters.
 
-The inner calibration (:func:`hatrade.calibration.calibrate.calibrate`) fits the 46 trade-cost and TFP
-parameters and beta (and psi_slope, when a home-share gap is targeted) to the gravity
-moments for *given* household preferences. The paper also targets micro moments with the
-household parameters; this module adds:
+The inner calibration (:func:`hatrade.calibration.calibrate.calibrate`) fits the 46
+trade-cost and TFP parameters and beta (and psi_slope, when a home-share gap is targeted)
+to the gravity moments for *given* household preferences. The paper also targets micro
+moments with the household parameters; this module adds:
 
 Outer loop (:func:`calibrate_micro`)
     Unknowns: a few household parameters :math:`x` among ``gamma``, ``sigma_eps`` and
@@ -47,9 +47,10 @@ Outer loop (:func:`calibrate_micro`)
     calibrations are converged tightly (``inner_tol``) so that the differences are clean.
     When a step fails to reduce the residual after backtracking, the Jacobian is recomputed
     by differences once; if that does not help either, the loop stops with
-    :class:`~hatrade.calibration.calibrate.CalibrationError` naming the targets that are off, the best
-    point saved. Every outer step is logged and checkpointed (JSON, atomic); ``resume=True``
-    continues from the checkpoint (the current point, Jacobian and warm start).
+    :class:`~hatrade.calibration.calibrate.CalibrationError` naming the targets that are off,
+    the best point saved. Every outer step is logged and checkpointed (JSON, atomic);
+    ``resume=True`` continues from the checkpoint (the current point, Jacobian and warm
+    start).
 
 Robustness grids of independent calibrations are in :mod:`hatrade.calibration.grid`.
 """
@@ -286,119 +287,130 @@ def calibrate_micro(theta0, household: Household, targets, params, *,
             f"{len(targets)} target(s) ({', '.join(t.key for t in targets)}) for "
             f"{len(params)} parameter(s) ({', '.join(params)}): give as many targets as "
             "parameters.")
-    k = len(outer_params)
     hh0 = household.replace(beta=None)
-    fp = _spec_fingerprint(params, targets, inner_psi, hh0, setup, gravity_targets)
-    ckpt = Path(checkpoint) if checkpoint else None
-    lo = np.array([MICRO_PARAMS[p][0] for p in outer_params])
-    hi = np.array([MICRO_PARAMS[p][1] for p in outer_params])
+    loop = _OuterLoop(
+        hh0=hh0, targets=targets, outer_targets=outer_targets, outer_params=outer_params,
+        inner_gap=inner_gap, setup=setup, fd_step=fd_step,
+        inner_kw={"targets": gravity_targets, "labor": labor, "R": R, "tol": inner_tol,
+                  "max_iter": inner_max_iter},
+        checkpoint=Path(checkpoint) if checkpoint else None,
+        fingerprint=_spec_fingerprint(params, targets, inner_psi, hh0, setup, gravity_targets),
+        warm=_Warm(theta0, hh0.psi_slope if inner_gap else None, wages, beta_guess), t0=t0)
+    if resume and loop.ckpt and loop.ckpt.exists():
+        loop.resume()
+    return loop.run(tol, max_iter, progress)
 
-    x = np.array([getattr(hh0, p) for p in outer_params], float)
-    warm = _Warm(theta0, hh0.psi_slope if inner_gap else None, wages, beta_guess)
-    B = None
-    B_fresh = False  # B is the difference Jacobian at the current x (plus secant updates)
-    history: list = []
-    best: dict | None = None
-    step = 0
-    if resume and ckpt and ckpt.exists():
-        saved = json.loads(ckpt.read_text())
-        if saved.get("fingerprint") != fp:
-            raise ParameterError(f"checkpoint {ckpt} is from another micro calibration "
+
+class _OuterLoop:
+    """The state of one outer Broyden loop of :func:`calibrate_micro`: the current point
+    ``x``, the Jacobian estimate ``B``, the warm start, the history and the best point."""
+
+    def __init__(self, *, hh0: Household, targets, outer_targets, outer_params, inner_gap,
+                 setup: GravitySetup, fd_step: float, inner_kw: dict, checkpoint: Path | None,
+                 fingerprint: str, warm: _Warm, t0: float):
+        self.hh0, self.targets, self.setup = hh0, targets, setup
+        self.outer_targets, self.outer_params = outer_targets, outer_params
+        self.inner_gap, self.inner_kw, self.fd_step = inner_gap, inner_kw, fd_step
+        self.ckpt, self.fp, self.t0 = checkpoint, fingerprint, t0
+        self.k = len(outer_params)
+        self.lo = np.array([MICRO_PARAMS[p][0] for p in outer_params])
+        self.hi = np.array([MICRO_PARAMS[p][1] for p in outer_params])
+        self.x = np.array([getattr(hh0, p) for p in outer_params], float)
+        self.warm = warm
+        self.B: np.ndarray | None = None
+        self.B_fresh = False  # B is the difference Jacobian at the current x (+ secant updates)
+        self.history: list = []
+        self.best: dict | None = None
+        self.step = 0
+        self.n_eval = 0
+
+    def resume(self) -> None:
+        """Continue from the checkpoint (the current point, Jacobian and warm start)."""
+        saved = json.loads(self.ckpt.read_text())
+        if saved.get("fingerprint") != self.fp:
+            raise ParameterError(f"checkpoint {self.ckpt} is from another micro calibration "
                                  "(parameters, targets or fixed household values differ); "
                                  "use a new checkpoint or the same specification.")
-        x = np.asarray(saved["x"], float)
-        warm = _Warm.from_json(saved["warm"])
-        B = None if saved.get("B") is None else np.asarray(saved["B"], float)
-        history = saved.get("history", [])
-        best = saved.get("best")
-        step = int(saved.get("step", 0))
-        log.info("micro calibration: resuming from %s (step %d, x %s)", ckpt, step, x.tolist())
+        self.x = np.asarray(saved["x"], float)
+        self.warm = _Warm.from_json(saved["warm"])
+        self.B = None if saved.get("B") is None else np.asarray(saved["B"], float)
+        self.history = saved.get("history", [])
+        self.best = saved.get("best")
+        self.step = int(saved.get("step", 0))
+        log.info("micro calibration: resuming from %s (step %d, x %s)", self.ckpt, self.step,
+                 self.x.tolist())
 
-    n_eval = 0
-
-    def evaluate(xv, kind: str, start: _Warm):
-        """Inner calibration at xv (warm-started from ``start``); micro residuals."""
-        nonlocal n_eval
-        hh = hh0.replace(**{p: float(v) for p, v in zip(outer_params, xv)})
-        if inner_gap is not None and start.psi is not None:
+    def evaluate(self, xv, kind: str, start: _Warm):
+        """Inner calibration at ``xv`` (warm-started from ``start``): (micro residuals F,
+        the inner result, the micro moments)."""
+        hh = self.hh0.replace(**{p: float(v) for p, v in zip(self.outer_params, xv)})
+        gap = self.inner_gap
+        if gap is not None and start.psi is not None:
             hh = hh.replace(psi_slope=float(start.psi))
-        res = calibrate(start.theta, hh, setup=setup, targets=gravity_targets, labor=labor,
-                        R=R, wages=start.wages, beta_guess=start.beta, tol=inner_tol,
-                        max_iter=inner_max_iter, state=start.state,
-                        home_share_gap=None if inner_gap is None else inner_gap.value,
-                        gap_country=None if inner_gap is None else inner_gap.country)
-        n_eval += 1
-        mom = micro_moments(res.equilibrium, targets)
-        F = np.array([mom[t.key] - t.value for t in outer_targets])
-        rec = {"step": step, "kind": kind, **{p: float(v) for p, v in zip(outer_params, xv)},
-               "residual": float(np.max(np.abs(F))) if k else 0.0,
+        res = calibrate(start.theta, hh, setup=self.setup, wages=start.wages,
+                        beta_guess=start.beta, state=start.state,
+                        home_share_gap=None if gap is None else gap.value,
+                        gap_country=None if gap is None else gap.country, **self.inner_kw)
+        self.n_eval += 1
+        mom = micro_moments(res.equilibrium, self.targets)
+        F = np.array([mom[t.key] - t.value for t in self.outer_targets])
+        rec = {"step": self.step, "kind": kind,
+               **{p: float(v) for p, v in zip(self.outer_params, xv)},
+               "residual": float(np.max(np.abs(F))) if self.k else 0.0,
                **{f"model_{kk}": v for kk, v in mom.items()},
                "inner_iterations": res.iterations, "inner_residual": res.residual,
                "psi_slope": res.household.psi_slope, "beta": res.equilibrium.beta,
-               "seconds": time.perf_counter() - t0}
-        history.append(rec)
-        log.info("micro calibration: step %d (%s): %s -> max |moment - target| %.3e", step,
-                 kind, ", ".join(f"{p} {v:.8g}" for p, v in zip(outer_params, xv)),
+               "seconds": time.perf_counter() - self.t0}
+        self.history.append(rec)
+        log.info("micro calibration: step %d (%s): %s -> max |moment - target| %.3e",
+                 self.step, kind,
+                 ", ".join(f"{p} {v:.8g}" for p, v in zip(self.outer_params, xv)),
                  rec["residual"])
         return F, res, mom
 
-    def save():
-        if ckpt:
-            write_json(ckpt, jsonable({
-                "kind": "micro-calibration", "fingerprint": fp, "params": outer_params,
-                "targets": [t.key for t in outer_targets], "x": x, "warm": warm.to_json(),
-                "B": B, "step": step, "best": best, "history": history}))
+    def save(self) -> None:
+        if self.ckpt:
+            write_json(self.ckpt, jsonable({
+                "kind": "micro-calibration", "fingerprint": self.fp,
+                "params": self.outer_params, "targets": [t.key for t in self.outer_targets],
+                "x": self.x, "warm": self.warm.to_json(), "B": self.B, "step": self.step,
+                "best": self.best, "history": self.history}))
 
-    def fd_jacobian(F0, base: _Warm) -> np.ndarray:
-        J = np.empty((k, k))
-        for j in range(k):
-            h = fd_step * max(1.0, abs(x[j]))
-            if x[j] + h >= hi[j]:
+    def fd_jacobian(self, F0) -> np.ndarray:
+        """Forward differences at the current point, steps ``fd_step * max(1, |x_j|)``
+        (backwards at the upper end of the box)."""
+        J = np.empty((self.k, self.k))
+        for j in range(self.k):
+            h = self.fd_step * max(1.0, abs(self.x[j]))
+            if self.x[j] + h >= self.hi[j]:
                 h = -h
-            xj = x.copy()
+            xj = self.x.copy()
             xj[j] += h
-            Fj, _, _ = evaluate(xj, f"jacobian[{outer_params[j]}]", base)
+            Fj, _, _ = self.evaluate(xj, f"jacobian[{self.outer_params[j]}]", self.warm)
             J[:, j] = (Fj - F0) / h
         return J
 
-    def finish(res, mom, F, converged):
-        full = {p: float(v) for p, v in zip(outer_params, x)}
-        if inner_gap is not None:
-            full["psi_slope"] = float(res.psi_slope)
-        return MicroCalibrationResult(
-            params=full, household=res.household, inner=res, moments=mom,
-            targets={t.key: t.value for t in targets}, converged=converged, iterations=step,
-            evaluations=n_eval, residual=float(np.max(np.abs(F))) if k else res.residual,
-            jacobian=B, history=history, seconds=time.perf_counter() - t0)
+    def record_best(self, err: float, mom: dict) -> None:
+        if self.best is None or err < self.best["residual"]:
+            self.best = {"x": self.x.tolist(), "residual": err, "warm": self.warm.to_json(),
+                         "moments": mom}
 
-    F, res, mom = evaluate(x, "point", warm)
-    warm = _Warm.of(res)
-    err = float(np.max(np.abs(F))) if k else 0.0
-    if best is None or err < best["residual"]:
-        best = {"x": x.tolist(), "residual": err, "warm": warm.to_json(), "moments": mom}
-    save()
-    if progress:
-        progress(step, err)
-    while err >= tol:
-        if step >= max_iter:
-            break
-        if B is None:
-            B = fd_jacobian(F, warm)
-            B_fresh = True
-            save()
+    def line_search(self, F, err: float):
+        """Backtrack along the quasi-Newton step (kept inside the search box), updating B
+        by Broyden's rule after every trial; the accepted (x, F, err, result, moments), or
+        None when four trials give no descent."""
         try:
-            s = -np.linalg.solve(B, F)
+            s = -np.linalg.solve(self.B, F)
         except np.linalg.LinAlgError:
-            s = -np.linalg.lstsq(B, F, rcond=None)[0]
-        # keep the trial inside the search box
+            s = -np.linalg.lstsq(self.B, F, rcond=None)[0]
+        x, lo, hi = self.x, self.lo, self.hi
         room = np.where(s > 0, (hi - x) * 0.9 / np.where(s > 0, s, 1.0),
                         np.where(s < 0, (lo - x) * 0.9 / np.where(s < 0, s, -1.0), np.inf))
         t = float(min(1.0, np.min(room)))
-        accepted = False
         for _ in range(4):
             x_try = x + t * s
             try:
-                F_try, res_try, mom_try = evaluate(x_try, "step", warm)
+                F_try, res_try, mom_try = self.evaluate(x_try, "step", self.warm)
             except (CalibrationError, EquilibriumError) as e:
                 log.warning("micro calibration: inner calibration failed at %s (%s); "
                             "halving the step", x_try.tolist(), e)
@@ -406,35 +418,65 @@ def calibrate_micro(theta0, household: Household, targets, params, *,
                 continue
             e_try = float(np.max(np.abs(F_try)))
             dx = x_try - x
-            B = B + np.outer(F_try - F - B @ dx, dx) / (dx @ dx)  # Broyden, also on failure
+            self.B = self.B + np.outer(F_try - F - self.B @ dx, dx) / (dx @ dx)  # also on failure
             if np.isfinite(e_try) and e_try < (1.0 - 1e-4 * t) * err:
-                accepted = True
-                break
+                return x_try, F_try, e_try, res_try, mom_try
             t *= 0.5
-        step += 1
-        if not accepted:
-            save()
-            if B_fresh:  # even the difference Jacobian at this point gives no descent
-                break
-            log.info("micro calibration: no descent; recomputing the Jacobian by differences")
-            B = None
-            continue
-        B_fresh = False
-        x, F, err, res, mom = x_try, F_try, e_try, res_try, mom_try
-        warm = _Warm.of(res)
-        if err < best["residual"]:
-            best = {"x": x.tolist(), "residual": err, "warm": warm.to_json(), "moments": mom}
-        save()
+        return None
+
+    def run(self, tol: float, max_iter: int, progress) -> MicroCalibrationResult:
+        F, res, mom = self.evaluate(self.x, "point", self.warm)
+        self.warm = _Warm.of(res)
+        err = float(np.max(np.abs(F))) if self.k else 0.0
+        self.record_best(err, mom)
+        self.save()
         if progress:
-            progress(step, err)
-    if err < tol:
-        return finish(res, mom, F, True)
-    off = ", ".join(f"{t.key} (model {best['moments'][t.key]:.6g} vs target {t.value:.6g})"
-                    for t in outer_targets)
-    raise CalibrationError(
-        f"micro calibration stopped without reaching tol {tol:.1e}: best max |moment - "
-        f"target| {best['residual']:.3e} at "
-        f"{', '.join(f'{p} = {v:.8g}' for p, v in zip(outer_params, best['x']))} after "
-        f"{step} steps ({n_eval} inner calibrations). Targets: {off}. The best point is "
-        f"saved{' in ' + str(ckpt) if ckpt else ''}; try resuming, another start, or "
-        "targets the model can reach.")
+            progress(self.step, err)
+        while err >= tol and self.step < max_iter:
+            if self.B is None:
+                self.B = self.fd_jacobian(F)
+                self.B_fresh = True
+                self.save()
+            trial = self.line_search(F, err)
+            self.step += 1
+            if trial is None:
+                self.save()
+                if self.B_fresh:  # even the difference Jacobian here gives no descent
+                    break
+                log.info("micro calibration: no descent; recomputing the Jacobian by "
+                         "differences")
+                self.B = None
+                continue
+            self.B_fresh = False
+            self.x, F, err, res, mom = trial
+            self.warm = _Warm.of(res)
+            self.record_best(err, mom)
+            self.save()
+            if progress:
+                progress(self.step, err)
+        if err < tol:
+            return self.finish(res, mom, F)
+        raise self.stalled(tol)
+
+    def finish(self, res, mom, F) -> MicroCalibrationResult:
+        full = {p: float(v) for p, v in zip(self.outer_params, self.x)}
+        if self.inner_gap is not None:
+            full["psi_slope"] = float(res.psi_slope)
+        return MicroCalibrationResult(
+            params=full, household=res.household, inner=res, moments=mom,
+            targets={t.key: t.value for t in self.targets}, converged=True,
+            iterations=self.step, evaluations=self.n_eval,
+            residual=float(np.max(np.abs(F))) if self.k else res.residual,
+            jacobian=self.B, history=self.history, seconds=time.perf_counter() - self.t0)
+
+    def stalled(self, tol: float) -> CalibrationError:
+        best = self.best
+        off = ", ".join(f"{t.key} (model {best['moments'][t.key]:.6g} vs target {t.value:.6g})"
+                        for t in self.outer_targets)
+        at = ", ".join(f"{p} = {v:.8g}" for p, v in zip(self.outer_params, best["x"]))
+        return CalibrationError(
+            f"micro calibration stopped without reaching tol {tol:.1e}: best max |moment - "
+            f"target| {best['residual']:.3e} at {at} after {self.step} steps ({self.n_eval} "
+            f"inner calibrations). Targets: {off}. The best point is saved"
+            f"{' in ' + str(self.ckpt) if self.ckpt else ''}; try resuming, another start, "
+            "or targets the model can reach.")

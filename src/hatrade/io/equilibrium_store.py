@@ -91,8 +91,8 @@ def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
 
 
 def _stored_jacobian(arrays: dict, meta: dict, world):
-    """The stored Jacobian: an :class:`~hatrade.solve.equilibrium.EquilibriumJacobian` whose labels are
-    those of a layout this world allows (solving for R or beta), a plain array when it was
+    """The stored Jacobian: an :class:`~hatrade.solve.equilibrium.EquilibriumJacobian`
+    whose labels are those of a layout this world allows (solving for R or beta), a plain array when it was
     stored unlabeled, or None."""
     from hatrade.core.markets import Layout
     from hatrade.solve.equilibrium import EquilibriumJacobian
@@ -123,7 +123,8 @@ def _stored_jacobian(arrays: dict, meta: dict, world):
 def equilibrium_from_arrays(arrays: dict, meta: dict, world, household, income=None):
     """Rebuild an :class:`~hatrade.solve.equilibrium.Equilibrium` for ``world`` and ``household``.
 
-    The Jacobian comes back as the :class:`~hatrade.solve.equilibrium.EquilibriumJacobian` it was (so
+    The Jacobian comes back as the
+    :class:`~hatrade.solve.equilibrium.EquilibriumJacobian` it was (so
     ``jacobian=eq.jacobian`` is checked by the next solve), with the solve's diagnostics.
 
     Raises
