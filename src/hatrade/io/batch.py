@@ -11,10 +11,10 @@ written as soon as it finishes, to ``OUT/runs/<name>/`` (a counterfactual folder
 :func:`hatrade.io.results.save_counterfactual`, swapped in whole), and
 ``OUT/batch_summary.json`` / ``.csv`` are rewritten after every run. The output folder
 follows :mod:`hatrade.io.folders` (kind ``"batch"``). A run whose equilibrium fails is
-recorded as failed, with its diagnostics, and the others go on. Re-running the same batch into the same folder resumes:
-finished runs (same specification, computed by the same code revision,
-:func:`hatrade.io.fingerprint.code_revision`) are skipped; failed ones are retried only with
-``retry_failed``.
+recorded as failed, with its diagnostics, and the others go on. Re-running the same batch
+into the same folder resumes: finished runs (same specification, computed by the same
+code revision, :func:`hatrade.io.fingerprint.code_revision`) are skipped; failed ones are
+retried only with ``retry_failed``.
 
 Dask is optional (``pip install 'dask[distributed]'``); without it ``executor="serial"``
 runs everything in this process.

@@ -1,8 +1,9 @@
 r"""Batch files: many counterfactuals described at once, read and checked.
 
 A batch file (TOML) lists runs; each run is a counterfactual
-:class:`~hatrade.analysis.counterfactual.Scenario` of a baseline world, optionally with other household parameters (a new baseline, with beta
-recalibrated or held), and the welfare of some countries::
+:class:`~hatrade.analysis.counterfactual.Scenario` of a baseline world, optionally with
+other household parameters (a new baseline, with beta recalibrated or held), and the
+welfare of some countries::
 
     name = "unilateral-cuts"
     calibration = "baseline"      # a shipped calibration, or:  config = "world.toml"

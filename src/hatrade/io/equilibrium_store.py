@@ -92,8 +92,8 @@ def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
 
 def _stored_jacobian(arrays: dict, meta: dict, world):
     """The stored Jacobian: an :class:`~hatrade.solve.equilibrium.EquilibriumJacobian`
-    whose labels are those of a layout this world allows (solving for R or beta), a plain array when it was
-    stored unlabeled, or None."""
+    whose labels are those of a layout this world allows (solving for R or beta), a plain
+    array when it was stored unlabeled, or None."""
     from hatrade.core.markets import Layout
     from hatrade.solve.equilibrium import EquilibriumJacobian
 
