@@ -364,3 +364,24 @@ def test_solve_baseline_calibration(tmp_path):
     assert s["parameters"]["calibration"]["vector"] == list(cal.params)
     trade = load_trade(out)
     assert trade["log_normalized_data"].notna().sum() == 342
+
+
+def test_calibrate_output_folder_policy(tmp_path, monkeypatch):
+    """hatrade calibrate refuses a folder of other files, and a calibration that fails
+    before writing anything leaves no folder behind."""
+    from hatrade.calibration import calibrate as cal_mod
+
+    def fails(*args, **kwargs):
+        raise cal_mod.CalibrationError("calibration did not converge")
+
+    monkeypatch.setattr(cal_mod, "calibrate", fails)
+    out = tmp_path / "cal"
+    result = runner.invoke(app, ["calibrate", "--out", str(out)])
+    assert result.exit_code == 2 and "did not converge" in result.stderr
+    assert not out.exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["calibrate", "--out", str(other)])
+    assert result.exit_code == 2 and "other files" in result.stderr
+    assert leftovers(other) == ["notes.txt"]

@@ -114,10 +114,8 @@ def calibrate_cmd(
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="--grid: re-run points recorded as failed."),
 ) -> None:
-    from hatrade.calibration.calibrate import CalibrationError, calibrate
     from hatrade.core.worlds import published_household
     from hatrade.data import CALIBRATIONS, load_calibration, read_parameter_file
-    from hatrade.io.folders import prepare_output
 
     if calibration not in CALIBRATIONS:
         fail(f"--calibration {calibration!r} is not allowed: use one of {', '.join(CALIBRATIONS)}.")
@@ -148,6 +146,14 @@ def calibrate_cmd(
     if kind == "micro":
         _micro(micro_targets, theta0, hh, cal, out, tol, max_iter, resume)
         return
+
+    _plain(theta0, hh, cal, out, tol, max_iter, resume, psi_target, gap_country)
+
+
+def _plain(theta0, hh, cal, out, tol, max_iter, resume, psi_target, gap_country):
+    """The gravity calibration (optionally with psi_slope to a home-share gap)."""
+    from hatrade.calibration.calibrate import CalibrationError, calibrate
+    from hatrade.io.folders import prepare_output
 
     folder = prepare_output(out, "calibrate", update=True)
     ckpt = out / "checkpoint.json"
