@@ -100,12 +100,21 @@ def test_in_place_session_claims_and_cleans_up(tmp_path):
         with pytest.raises(OutputFolderError, match="notes.txt"):
             folder.write_text("notes.txt", "theirs")
     assert (out / "notes.txt").read_text() == "mine"
+    # a sub-folder whose files are all listed may be claimed whole; one with others not
+    (out / "runs" / "B").mkdir()
+    (out / "runs" / "B" / "x.txt").write_text("mine")
+    folder = prepare_output(out, "batch", update=True)
+    folder.listed.add("runs/A/summary.json")
+    folder.listed.discard("runs/A/")
+    folder.claim("runs/A/")
+    with pytest.raises(OutputFolderError, match="runs/B/x.txt"):
+        folder.claim("runs/B/")
     # a session that fails before writing anything leaves no folder behind
-    new = tmp_path / "new"
+    new = tmp_path / "new" / "deeper"
     with pytest.raises(RuntimeError):
         with prepare_output(new, "batch", update=True).session():
             raise RuntimeError("boom")
-    assert not new.exists()
+    assert not (tmp_path / "new").exists()
 
 
 def test_write_manifest_roundtrip(tmp_path):

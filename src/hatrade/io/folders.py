@@ -218,10 +218,17 @@ class OutputFolder:
         """List ``rels`` (checked: an existing path must already be listed)."""
         new = []
         for rel in rels:
-            rel = Path(rel).as_posix() + ("/" if str(rel).endswith("/") else "")
+            is_dir = str(rel).endswith("/")
+            rel = Path(rel).as_posix() + ("/" if is_dir else "")
             if _covered(rel, self.listed):
                 continue
-            if (self.path / rel.rstrip("/")).exists():
+            target = self.path / rel.rstrip("/")
+            if is_dir and target.is_dir():  # a sub-folder whose files are all listed
+                foreign = [p for p in _present(self.path)
+                           if p.startswith(rel) and not _covered(p, self.listed)]
+                if foreign:
+                    self._refuse_unlisted(foreign)
+            elif target.exists():
                 self._refuse_unlisted([rel])
             new.append(rel)
         if new:
@@ -257,14 +264,17 @@ class OutputFolder:
         On an exception the folder is removed again when this session created it and
         nothing but the manifest was written; otherwise it is kept (e.g. to resume).
         """
-        created = not self.path.exists()
+        top = None  # the outermost folder this session creates
+        probe = self.path.absolute()
+        while not probe.exists():
+            top, probe = probe, probe.parent
         self.path.mkdir(parents=True, exist_ok=True)
         self._save()
         try:
             yield self
         except BaseException:
-            if created and not _present(self.path):
-                shutil.rmtree(self.path, ignore_errors=True)
+            if top is not None and not _present(self.path):
+                shutil.rmtree(top, ignore_errors=True)
             raise
 
     def claim(self, *rels: str) -> None:
