@@ -63,11 +63,13 @@ def test_other_files_and_other_kinds_are_refused(tmp_path):
     with pytest.raises(OutputFolderError, match="'counterfactual' output"):
         prepare_output(other, "solve")
     # a file the user added to a hatrade folder is never deleted by a swap
-    (other / "notes.txt").write_text("mine")
     folder = prepare_output(other, "counterfactual")
+    (other / "notes.txt").write_text("mine")
     with pytest.raises(OutputFolderError, match=r"notes\.txt, which hatrade did not write"):
         with folder.replace():
             pass
+    with pytest.raises(OutputFolderError, match=r"notes\.txt, which hatrade did not write"):
+        prepare_output(other, "counterfactual")  # refused before any work
     assert (other / "notes.txt").read_text() == "mine"
 
 

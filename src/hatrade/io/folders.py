@@ -32,8 +32,8 @@ API
 :func:`prepare_output` ``(path, kind, what=None, update=False) -> OutputFolder``
     Check, before any work, that ``path`` may take output of ``kind``; raises
     :class:`OutputFolderError` otherwise. ``what`` names the kind in messages (default
-    ``'hatrade <kind>'``); ``update`` words the refusal for folders that are updated in
-    place rather than replaced.
+    ``'hatrade <kind>'``); ``update=True`` for folders updated in place rather than
+    replaced whole.
 :class:`OutputFolder`
     Two ways to write:
 
@@ -310,7 +310,9 @@ def prepare_output(path, kind: str, what: str | None = None, *,
     what : str, optional
         The kind in messages (default ``'hatrade <kind>'``).
     update : bool
-        The folder is updated in place (worded so in the refusal) rather than replaced.
+        The folder is updated in place (:meth:`OutputFolder.session`; files hatrade did
+        not write may stay there) rather than replaced whole (:meth:`OutputFolder.replace`;
+        such files are refused here already).
 
     Returns
     -------
@@ -321,7 +323,8 @@ def prepare_output(path, kind: str, what: str | None = None, *,
     OutputFolderError
         ``path`` is a file; a non-empty folder without a manifest of this kind (nor a
         previous folder of this kind written before manifests); a folder of another kind;
-        or its nearest existing parent is not writable.
+        a folder to be replaced that holds files hatrade did not write; or its nearest
+        existing parent is not writable.
     """
     out = Path(path)
     what = what if what is not None else f"'hatrade {kind}'"
@@ -332,10 +335,16 @@ def prepare_output(path, kind: str, what: str | None = None, *,
     if not out.is_dir() or not any(out.iterdir()):
         return OutputFolder(out, kind, what, ())
     manifest = read_manifest(out)
+    folder = None
     if manifest is not None and manifest["kind"] == kind:
-        return OutputFolder(out, kind, what, manifest["files"], manifest.get("created"))
-    if manifest is None and _legacy(out, kind):
-        return OutputFolder(out, kind, what, _present(out))
+        folder = OutputFolder(out, kind, what, manifest["files"], manifest.get("created"))
+    elif manifest is None and _legacy(out, kind):
+        folder = OutputFolder(out, kind, what, _present(out))
+    if folder is not None:
+        extra = [] if update else folder.unlisted()
+        if extra:  # the swap would delete them: refuse before any work
+            folder._refuse_unlisted(extra)
+        return folder
     verb = "updated" if update else "replaced"
     other = "" if manifest is None else f" (it holds hatrade {manifest['kind']!r} output)"
     raise OutputFolderError(f"output folder {out} exists and holds other files{other}; it is "
