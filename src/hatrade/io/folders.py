@@ -16,6 +16,11 @@ refused before any work, with one line naming the folder and what to do; a failu
 the folder as it was (whole folders are built aside and swapped in, single files are
 written atomically, see :mod:`hatrade.io.atomic`).
 
+Kinds in use: ``solve``, ``counterfactual``, ``elasticities``, ``households``,
+``efficient`` (replaced whole); ``batch``, ``calibration-grid``, ``calibrate``,
+``calibrate-micro`` (updated in place, resumable); ``replicate`` is reserved for the
+replication pipeline (in place; its marker files are in :data:`LEGACY_MARKERS`).
+
 A folder written by a hatrade that predates manifests is recognised by its summary file
 (:data:`LEGACY_MARKERS`, e.g. ``summary.json`` with ``"kind": "solve"``) and adopted: its
 files count as listed, and the manifest is written with the next output.
