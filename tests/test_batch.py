@@ -161,6 +161,17 @@ def test_serial_batch_failures_recorded_and_resume(tmp_path, monkeypatch):
     calls.clear()
     run_batch(spec, out, executor="serial")
     assert calls == []
+    # the folder's manifest lists what hatrade wrote; a run computed by other code (another
+    # code revision) is not taken as finished
+    from hatrade.io.folders import read_manifest
+
+    manifest = read_manifest(out)
+    assert manifest["kind"] == "batch" and "runs/F/" in manifest["files"]
+    assert "batch_summary.json" in manifest["files"]
+    fps = {r.name: r.fingerprint(spec) for r in spec.runs}
+    assert set(batch_mod._done_rows(out, spec, fps, False)) == {"F", "G", "H-global"}
+    monkeypatch.setattr(batch_mod, "code_revision", lambda: "0" * 64)
+    assert batch_mod._done_rows(out, spec, fps, False) == {}
 
 
 @pytest.mark.slow

@@ -10,8 +10,9 @@ import pytest
 import xarray as xr
 
 from hatrade import Household, World, evaluate
-from hatrade.io.cache import (Cache, CacheError, cached_equilibrium, canonical, decode_bundle,
-                           default_cache_dir, encode_bundle, fingerprint)
+from hatrade.io.cache import Cache, CacheError, decode_bundle, default_cache_dir, encode_bundle
+from hatrade.io.equilibrium_store import cached_equilibrium
+from hatrade.io.fingerprint import FingerprintError, canonical, code_revision, fingerprint
 
 
 def _world(d=1.3):
@@ -54,8 +55,22 @@ def test_canonical_arrays_by_content_and_rejects_unknown_types():
     assert canonical(np.float32(0.5)) == 0.5
     assert canonical({"b": 1, "a": [1.0, None]}) == {"b": 1, "a": [1.0, None]}
     assert canonical(float("nan")) == {"__float__": "nan"}
-    with pytest.raises(CacheError, match="type object"):
+    with pytest.raises(FingerprintError, match="type object"):
         canonical(object())
+
+
+def test_code_revision_is_a_stable_hash_of_the_numerical_source():
+    rev = code_revision()
+    assert len(rev) == 64 and set(rev) <= set("0123456789abcdef")
+    assert code_revision() == rev  # computed once per process
+
+
+def test_key_includes_code_revision(monkeypatch):
+    import hatrade.io.fingerprint as fp
+
+    k1 = fingerprint("x", {"a": 1})
+    monkeypatch.setattr(fp, "code_revision", lambda: "0" * 64)
+    assert fingerprint("x", {"a": 1}) != k1
 
 
 def test_default_location(monkeypatch, tmp_path):
@@ -243,7 +258,7 @@ def test_cached_equilibrium_roundtrip(tmp_path, small_eq):
 
 def test_cached_equilibrium_checks_shapes(tmp_path, small_eq):
     """An entry whose arrays do not fit the world/household is recomputed, not used."""
-    from hatrade.io.cache import equilibrium_inputs, equilibrium_to_arrays
+    from hatrade.io.equilibrium_store import equilibrium_inputs, equilibrium_to_arrays
 
     world, hh, eq = small_eq
     cache = Cache(tmp_path)
@@ -320,7 +335,7 @@ def test_cached_equilibrium_unlabeled_and_mislabeled_jacobians(tmp_path, small_e
     """An unlabeled array comes back as an array; labels of another world are refused."""
     import dataclasses
 
-    from hatrade.io.cache import equilibrium_inputs, equilibrium_to_arrays
+    from hatrade.io.equilibrium_store import equilibrium_inputs, equilibrium_to_arrays
 
     world, hh, eq0 = small_eq
     eq, _ = _labeled(eq0)
@@ -343,7 +358,7 @@ def test_cached_equilibrium_unlabeled_and_mislabeled_jacobians(tmp_path, small_e
 def test_old_equilibrium_entry_is_stale_and_recomputed(tmp_path, small_eq, caplog):
     """Entries written before the Jacobian labels and timings were stored are not loaded
     with made-up defaults: they are removed, recomputed and rewritten."""
-    from hatrade.io.cache import equilibrium_inputs, equilibrium_to_arrays
+    from hatrade.io.equilibrium_store import equilibrium_inputs, equilibrium_to_arrays
     from hatrade.solve.equilibrium import EquilibriumJacobian
 
     world, hh, eq0 = small_eq
@@ -372,3 +387,30 @@ def test_old_equilibrium_entry_is_stale_and_recomputed(tmp_path, small_eq, caplo
     got, hit = cached_equilibrium(cache, world, hh, solve, options=opts)
     assert hit and calls == [1] and isinstance(got.jacobian, EquilibriumJacobian)
     assert got.jacobian_directions == 7
+
+
+def test_entry_of_another_code_revision_is_not_served(tmp_path, small_eq, monkeypatch):
+    """A cache entry written by a different code revision is not served: the lookup
+    misses and the equilibrium is solved again."""
+    import hatrade.io.fingerprint as fp
+
+    world, hh, eq = small_eq
+    calls = []
+
+    def solve():
+        calls.append(1)
+        return eq
+
+    opts = {"evaluate": True, "wages": [1.0, 1.0], "R": 1.01}
+    monkeypatch.setattr(fp, "code_revision", lambda: "a" * 64)
+    _, hit = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
+    assert not hit and calls == [1]
+    meta = json.loads(next((tmp_path / "equilibrium").glob("*.json")).read_text())
+    assert meta["code_revision"] == "a" * 64
+    _, hit = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
+    assert hit and calls == [1]  # same code: served
+    monkeypatch.setattr(fp, "code_revision", lambda: "b" * 64)  # the code changed
+    cache = Cache(tmp_path)
+    got, hit = cached_equilibrium(cache, world, hh, solve, options=opts)
+    assert not hit and calls == [1, 1] and got is eq
+    assert cache.stats["miss:equilibrium"] == 1 and cache.stats["hit:equilibrium"] == 0

@@ -13,13 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from hatrade import Household, solve_equilibrium
-from hatrade.io.batch import dask_available
+from hatrade.io.tasks import dask_available
 from hatrade.calibration.calibrate import (GAP_GROUPS, CalibrationError, GravitySetup, _composite_jacobian,
                                block_jacobian_psi, calibrate, home_share_gaps,
                                income_group_fractions, model_moments, world_from_params)
-from hatrade.calibration.micro import (MicroTarget, calibrate_micro, calibration_grid,
-                                     grid_points, micro_moments, parse_grid,
-                                     parse_micro_targets)
+from hatrade.calibration.grid import calibration_grid, grid_points, parse_grid
+from hatrade.calibration.micro import (MicroTarget, calibrate_micro, micro_moments,
+                                       parse_micro_targets)
 from hatrade.cli import app
 from hatrade.analysis.cross_section import micro_table
 from hatrade.core.params import ParameterError

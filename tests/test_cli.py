@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 import hatrade
 from hatrade.cli import app
 from hatrade.data import COUNTRIES, load_calibration, load_trade_data
-from hatrade.io.results import SOLVE_FILES, TRADE_COLUMNS, ResultsError, check_output_dir, load_summary, load_trade, trade_fit, trade_table_with_data
+from hatrade.io.folders import MANIFEST, OutputFolderError, prepare_output, read_manifest
+from hatrade.io.results import SOLVE_FILES, TRADE_COLUMNS, ResultsError, load_summary, load_trade, trade_fit, trade_table_with_data
 from hatrade.io.atomic import atomic_dir
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_country.toml"
@@ -49,7 +50,9 @@ def solved(tmp_path_factory):
 def test_solve_writes_the_four_files(solved):
     result, out = solved
     assert result.exit_code == 0, result.output
-    assert sorted(SOLVE_FILES) == leftovers(out)
+    assert sorted(SOLVE_FILES + (MANIFEST,)) == leftovers(out)
+    manifest = read_manifest(out)  # what hatrade wrote, and may replace
+    assert manifest["kind"] == "solve" and manifest["files"] == sorted(SOLVE_FILES)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folders
 
 
@@ -168,8 +171,8 @@ def test_out_folder_with_other_files_is_refused(tmp_path):
                                  "--out", str(out)])
     assert result.exit_code == 2 and "other files" in result.stderr
     assert leftovers(out) == ["notes.txt"]
-    with pytest.raises(ResultsError):
-        check_output_dir(out / "notes.txt")
+    with pytest.raises(OutputFolderError, match="not a folder"):
+        prepare_output(out / "notes.txt", "solve")
 
 
 def test_atomic_dir_replaces_and_cleans_up(tmp_path):
@@ -177,7 +180,7 @@ def test_atomic_dir_replaces_and_cleans_up(tmp_path):
     with atomic_dir(out) as tmp:
         (tmp / "summary.json").write_text(json.dumps({"kind": "solve", "n": 1}))
     assert json.loads((out / "summary.json").read_text())["n"] == 1
-    check_output_dir(out)  # a previous solve folder may be replaced
+    prepare_output(out, "solve")  # a previous solve folder (before manifests) may be replaced
     with atomic_dir(out) as tmp:
         (tmp / "summary.json").write_text(json.dumps({"kind": "solve", "n": 2}))
     assert json.loads((out / "summary.json").read_text())["n"] == 2
@@ -361,3 +364,24 @@ def test_solve_baseline_calibration(tmp_path):
     assert s["parameters"]["calibration"]["vector"] == list(cal.params)
     trade = load_trade(out)
     assert trade["log_normalized_data"].notna().sum() == 342
+
+
+def test_calibrate_output_folder_policy(tmp_path, monkeypatch):
+    """hatrade calibrate refuses a folder of other files, and a calibration that fails
+    before writing anything leaves no folder behind."""
+    from hatrade.calibration import calibrate as cal_mod
+
+    def fails(*args, **kwargs):
+        raise cal_mod.CalibrationError("calibration did not converge")
+
+    monkeypatch.setattr(cal_mod, "calibrate", fails)
+    out = tmp_path / "cal"
+    result = runner.invoke(app, ["calibrate", "--out", str(out)])
+    assert result.exit_code == 2 and "did not converge" in result.stderr
+    assert not out.exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["calibrate", "--out", str(other)])
+    assert result.exit_code == 2 and "other files" in result.stderr
+    assert leftovers(other) == ["notes.txt"]

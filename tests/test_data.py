@@ -22,8 +22,8 @@ from hatrade.data import (
     load_labor,
     load_trade_data,
     read_parameter_file,
-    write_parameter_file,
 )
+from hatrade.io.parameters import write_parameter_file
 
 
 def test_constants():

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hatrade.core.household import (HHParams, HHState, _logit, egm_step, locate, marginal_utility,
+from hatrade.core.household import (HHParams, HHState, logit, egm_step, locate, marginal_utility,
                                     policies, solve_fixed_point)
 
 __all__ = ["income_factors", "tangents_jvp", "tangents_direct"]
@@ -103,7 +103,7 @@ class _Reduced:
         self.logM = jnp.log(jnp.asarray(M, prm.p.dtype))
 
     def H(self, c, v, p):
-        pi, V = _logit(v, self.prm._replace(p=p))
+        pi, V = logit(v, self.prm._replace(p=p))
         m = jnp.sum(pi * marginal_utility(c, self.prm.gamma) / p, axis=-1)
         return m, V
 
@@ -206,7 +206,7 @@ def _expand_batch(Af, Bf, de):
 @jax.jit
 def _direct_finish(prm, v1, Te, Tp):
     dc, dv, da = (a + b for a, b in zip(Te, Tp))
-    lg = lambda v: _logit(v, prm)[0]  # noqa: E731
+    lg = lambda v: logit(v, prm)[0]  # noqa: E731
     return lg(v1), (dc, da, jax.vmap(lambda d: jax.jvp(lg, (v1,), (d,))[1])(dv))
 
 

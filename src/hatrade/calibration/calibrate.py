@@ -37,7 +37,7 @@ the gaps as outputs (:func:`block_jacobian_psi`), and the same Newton iteration 
 all 47 with the exact Jacobian. Quintile membership is fixed by the income process
 (:func:`income_group_fractions`): only shares and masses within the groups move, so the
 moment is differentiable. Micro targets for gamma and sigma_eps (an outer loop) and
-robustness grids are in :mod:`hatrade.calibration.micro`; the gravity moments and the map
+robustness grids are in :mod:`hatrade.calibration.micro` and :mod:`hatrade.calibration.grid`; the gravity moments and the map
 from parameters to a world (:class:`GravitySetup`, :func:`ek_setup`, :func:`data_moments`,
 :func:`model_moments`, :func:`world_from_params`, re-exported here) in
 :mod:`hatrade.calibration.moments`.

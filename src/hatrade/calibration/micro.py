@@ -1,10 +1,9 @@
-r"""Micro moments in the calibration: an outer loop over household parameters, and
-robustness grids of independent calibrations on Dask (issue 3).
+r"""Micro moments in the calibration: an outer loop over household parameters.
 
-The inner calibration (:func:`hatrade.calibration.calibrate.calibrate`) fits the 46 trade-cost and TFP
-parameters and beta (and psi_slope, when a home-share gap is targeted) to the gravity
-moments for *given* household preferences. The paper also targets micro moments with the
-household parameters; this module adds:
+The inner calibration (:func:`hatrade.calibration.calibrate.calibrate`) fits the 46
+trade-cost and TFP parameters and beta (and psi_slope, when a home-share gap is targeted)
+to the gravity moments for *given* household preferences. The paper also targets micro
+moments with the household parameters; this module adds:
 
 Outer loop (:func:`calibrate_micro`)
     Unknowns: a few household parameters :math:`x` among ``gamma``, ``sigma_eps`` and
@@ -48,234 +47,43 @@ Outer loop (:func:`calibrate_micro`)
     calibrations are converged tightly (``inner_tol``) so that the differences are clean.
     When a step fails to reduce the residual after backtracking, the Jacobian is recomputed
     by differences once; if that does not help either, the loop stops with
-    :class:`~hatrade.calibration.calibrate.CalibrationError` naming the targets that are off, the best
-    point saved. Every outer step is logged and checkpointed (JSON, atomic); ``resume=True``
-    continues from the checkpoint (the current point, Jacobian and warm start).
+    :class:`~hatrade.calibration.calibrate.CalibrationError` naming the targets that are off,
+    the best point saved. Every outer step is logged and checkpointed (JSON, atomic);
+    ``resume=True`` continues from the checkpoint (the current point, Jacobian and warm
+    start).
 
-Robustness grids (:func:`calibration_grid`)
-    Independent inner calibrations over a grid of household parameters (the Cartesian
-    product of e.g. ``sigma_eps = 0.30, 0.33, 0.36`` and ``gamma = 1.2, 1.45``), as tasks
-    on a Dask client: a ``LocalCluster`` by default, ``scheduler="tcp://host:port"`` for a
-    real one, or ``executor="serial"``. Each point is written atomically to
-    ``OUT/points/<name>/result.json`` (and ``parameters.csv`` in the published layout) as
-    soon as it finishes, and ``OUT/grid_summary.csv`` is rewritten; running the same grid
-    into the same folder again skips the finished points (same specification).
+Robustness grids of independent calibrations are in :mod:`hatrade.calibration.grid`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from hatrade.io.validate import (BOOLEAN, FRACTION, check_keys, check_table, integer, loads_toml,
-                        option_problems)
-from hatrade.io.batch import completed_rows, dask_client
-from hatrade.calibration.calibrate import (CalibrationError, CalibrationResult, GravitySetup,
-                        calibrate, ek_setup, home_share_gaps)
 from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
-from hatrade.core.params import Household, ParameterError
-from hatrade.io.atomic import jsonable, write_json, write_text
+from hatrade.calibration.calibrate import (CalibrationError, CalibrationResult, GravitySetup,
+                                           calibrate, ek_setup, home_share_gaps)
+from hatrade.calibration.micro_targets import (MICRO_PARAMS, MICRO_TARGETS, MicroTarget,
+                                               check_params, check_targets, load_micro_targets,
+                                               parse_micro_targets)
 from hatrade.core.errors import EquilibriumError
+from hatrade.core.params import Household, ParameterError
+from hatrade.io.atomic import jsonable, write_json
+from hatrade.io.fingerprint import fingerprint
 from hatrade.solve.equilibrium import Equilibrium
 
-__all__ = ["MICRO_TARGETS", "MICRO_PARAMS", "GRID_PARAMS", "MicroTarget",
+__all__ = ["MICRO_TARGETS", "MICRO_PARAMS", "MicroTarget",
            "MicroCalibrationResult", "micro_moments", "calibrate_micro", "load_micro_targets",
-           "parse_micro_targets", "parse_grid", "grid_points", "calibration_grid"]
+           "parse_micro_targets"]
 
 log = logging.getLogger(__name__)
-
-#: Micro targets the outer loop knows (module docstring for the definitions).
-MICRO_TARGETS = ("elasticity_gap", "elasticity", "home_share_gap")
-
-#: Household parameters the outer loop may move, with the box it searches in (open).
-MICRO_PARAMS: dict[str, tuple[float, float]] = {
-    "gamma": (0.2, 10.0),
-    "sigma_eps": (0.01, 5.0),
-    "psi_slope": (-10.0, 10.0),
-}
-
-#: Household parameters a robustness grid may vary.
-GRID_PARAMS = ("gamma", "sigma_eps", "psi_slope", "phi", "a_max")
-
-_STATUS_OK, _STATUS_FAILED = "ok", "failed"
-
-
-# ----------------------------------------------------------------------------- targets
-
-@dataclass(frozen=True)
-class MicroTarget:
-    """One micro target: ``name`` (one of :data:`MICRO_TARGETS`), its ``value`` and the
-    ``country`` whose households it describes."""
-
-    name: str
-    value: float
-    country: str = "USA"
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}_{self.country}"
-
-
-def _check_targets(targets, countries, where: str = "targets") -> tuple[MicroTarget, ...]:
-    if isinstance(targets, Mapping):
-        targets = [MicroTarget(name=k, value=v) for k, v in targets.items()]
-    out = []
-    for k, t in enumerate(targets):
-        if isinstance(t, Mapping):
-            unknown = sorted(set(t) - {"name", "value", "country"})
-            if unknown:
-                raise ParameterError(f"{where}[{k}]: unknown key(s) {unknown}; allowed: name, "
-                                     "value, country.")
-            if "name" not in t or "value" not in t:
-                raise ParameterError(f"{where}[{k}]: needs 'name' and 'value'.")
-            t = MicroTarget(name=t["name"], value=t["value"], country=t.get("country", "USA"))
-        if not isinstance(t, MicroTarget):
-            raise ParameterError(f"{where}[{k}] = {t!r}: give a MicroTarget or a table with "
-                                 "name, value, country.")
-        if t.name not in MICRO_TARGETS:
-            raise ParameterError(f"{where}[{k}]: name = {t.name!r} is not allowed: use one of "
-                                 f"{', '.join(MICRO_TARGETS)}.")
-        if isinstance(t.value, bool) or not isinstance(t.value, (int, float, np.floating)) \
-                or not math.isfinite(float(t.value)):
-            raise ParameterError(f"{where}[{k}] ({t.name}): value = {t.value!r} is not allowed: "
-                                 "it must be a finite number.")
-        if t.name == "home_share_gap" and not -1.0 < float(t.value) < 1.0:
-            raise ParameterError(f"{where}[{k}] (home_share_gap): value = {t.value!r} is not "
-                                 "allowed: it must be in (-1, 1) (a difference of two shares).")
-        if t.country not in countries:
-            raise ParameterError(f"{where}[{k}] ({t.name}): country = {t.country!r} is not "
-                                 f"allowed: use one of {', '.join(countries)}.")
-        out.append(MicroTarget(name=t.name, value=float(t.value), country=t.country))
-    keys = [t.key for t in out]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise ParameterError(f"{where}: duplicate target(s) {dup} (one per name and country).")
-    if not out:
-        raise ParameterError(f"{where}: no targets; give at least one of "
-                             f"{', '.join(MICRO_TARGETS)}.")
-    return tuple(out)
-
-
-def _check_params(params, household: Household, where: str = "params") -> tuple[str, ...]:
-    if isinstance(params, str):
-        params = [params]
-    params = tuple(params)
-    for p in params:
-        if p not in MICRO_PARAMS:
-            raise ParameterError(f"{where}: {p!r} is not allowed: the outer loop moves "
-                                 f"{', '.join(MICRO_PARAMS)}.")
-        lo, hi = MICRO_PARAMS[p]
-        v = getattr(household, p)
-        if not lo < v < hi:
-            raise ParameterError(f"{where}: the start {p} = {v!r} is out of range: {p} must be "
-                                 f"in ({lo}, {hi}).")
-    dup = sorted({p for p in params if params.count(p) > 1})
-    if dup:
-        raise ParameterError(f"{where}: duplicate parameter(s) {dup}.")
-    if not params:
-        raise ParameterError(f"{where}: no parameters; give some of {', '.join(MICRO_PARAMS)}.")
-    return params
-
-
-_MICRO_TOP = ("params", "target", "targets", "start", "options")
-_MICRO_OPTIONS = ("tol", "max_iter", "inner_tol", "inner_max_iter", "fd_step", "inner_psi")
-#: Typed checks of [options], in the order they are reported (the first failure is raised).
-_MICRO_OPTION_RULES = {"tol": FRACTION, "inner_tol": FRACTION, "fd_step": FRACTION,
-                       "max_iter": integer(1), "inner_max_iter": integer(1),
-                       "inner_psi": BOOLEAN}
-
-
-def parse_micro_targets(raw: dict, source: str = "<dict>", countries=None) -> dict:
-    """Validate a micro-targets table (the TOML layout of :func:`load_micro_targets`).
-
-    Returns a dict with ``params`` (tuple), ``targets`` (tuple of :class:`MicroTarget`),
-    ``start`` (dict of starting household values) and ``options`` (keyword arguments of
-    :func:`calibrate_micro`). Every error names the file and the field.
-    """
-    if countries is None:
-        from hatrade.data import COUNTRIES
-        countries = tuple(COUNTRIES)
-    check_keys(raw, _MICRO_TOP, source, ParameterError)
-    params = raw.get("params")
-    if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-        raise ParameterError(f"{source}: params = {params!r} is not allowed: give a list of "
-                             f"parameter names among {', '.join(MICRO_PARAMS)}.")
-    for p in params:
-        if p not in MICRO_PARAMS:
-            raise ParameterError(f"{source}: params: {p!r} is not allowed: use "
-                                 f"{', '.join(MICRO_PARAMS)}.")
-    tg = raw.get("target", raw.get("targets"))
-    if "target" in raw and "targets" in raw:
-        raise ParameterError(f"{source}: give [[target]] tables or targets, not both.")
-    if not isinstance(tg, list):
-        raise ParameterError(f"{source}: targets missing: add [[target]] tables with name, "
-                             "value and country.")
-    targets = _check_targets(tg, tuple(countries), where=f"{source}: target")
-    start = raw.get("start", {}) or {}
-    if not isinstance(start, dict):
-        raise ParameterError(f"{source}: [start] must be a table of household parameters.")
-    for k, v in start.items():
-        if k not in MICRO_PARAMS:
-            raise ParameterError(f"{source}: [start] {k!r} is not allowed: use "
-                                 f"{', '.join(MICRO_PARAMS)}.")
-        lo, hi = MICRO_PARAMS[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < float(v) < hi:
-            raise ParameterError(f"{source}: [start] {k} = {v!r} is out of range: {k} must be "
-                                 f"a number in ({lo}, {hi}).")
-    opts = check_table(raw.get("options"), _MICRO_OPTIONS, f"{source}: [options]",
-                       ParameterError)
-    problems = option_problems(opts, _MICRO_OPTION_RULES)
-    if problems:
-        raise ParameterError(f"{source}: [options] {problems[0]}.")
-    return {"params": tuple(params), "targets": targets,
-            "start": {k: float(v) for k, v in start.items()}, "options": dict(opts)}
-
-
-def load_micro_targets(path, countries=None) -> dict:
-    """Read a micro-targets TOML file::
-
-        params = ["gamma", "sigma_eps"]   # household parameters the outer loop moves
-
-        [[target]]
-        name = "elasticity_gap"           # elasticity_gap | elasticity | home_share_gap
-        country = "USA"                   # default USA
-        value = -0.5
-
-        [[target]]
-        name = "elasticity"
-        value = -4.2
-
-        [start]                           # optional starting values (default: the
-        gamma = 1.45                      # calibration's household)
-
-        [options]                         # optional, see calibrate_micro
-        tol = 1e-6
-        max_iter = 20
-        fd_step = 1e-4
-        inner_tol = 1e-9
-        inner_psi = true
-
-    See :func:`parse_micro_targets` for the returned dict.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ParameterError(f"cannot read micro-targets file {path}: "
-                             f"{err.strerror or err}") from None
-    return parse_micro_targets(loads_toml(text, str(path), ParameterError), source=str(path),
-                               countries=countries)
-
 
 # ----------------------------------------------------------------------------- moments
 
@@ -394,13 +202,15 @@ class _Warm:
 
 
 def _spec_fingerprint(params, targets, inner_psi, household, setup, gravity_targets) -> str:
+    """The checkpoint's specification (:func:`hatrade.io.fingerprint.fingerprint`, without
+    the code revision: a checkpoint is a starting point, which other code may resume)."""
     fixed = {k: v for k, v in household.to_dict().items() if k not in params}
     d = {"params": list(params), "targets": [(t.name, t.country, t.value) for t in targets],
          "inner_psi": inner_psi, "household": fixed,
          "countries": list(setup.countries),
          "gravity_targets": None if gravity_targets is None
          else np.round(np.asarray(gravity_targets, float), 12).tolist()}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint("micro-calibration", d, length=16, revision=False)
 
 
 def calibrate_micro(theta0, household: Household, targets, params, *,
@@ -456,8 +266,8 @@ def calibrate_micro(theta0, household: Household, targets, params, *,
     """
     t0 = time.perf_counter()
     setup = setup or ek_setup()
-    targets = _check_targets(targets, setup.countries)
-    params = _check_params(params, household)
+    targets = check_targets(targets, setup.countries)
+    params = check_params(params, household)
     for name, v in (("tol", tol), ("inner_tol", inner_tol), ("fd_step", fd_step)):
         if not (isinstance(v, (int, float)) and 0 < v < 1):
             raise ParameterError(f"{name} = {v!r} is not allowed: it must be a number in (0, 1).")
@@ -477,119 +287,130 @@ def calibrate_micro(theta0, household: Household, targets, params, *,
             f"{len(targets)} target(s) ({', '.join(t.key for t in targets)}) for "
             f"{len(params)} parameter(s) ({', '.join(params)}): give as many targets as "
             "parameters.")
-    k = len(outer_params)
     hh0 = household.replace(beta=None)
-    fp = _spec_fingerprint(params, targets, inner_psi, hh0, setup, gravity_targets)
-    ckpt = Path(checkpoint) if checkpoint else None
-    lo = np.array([MICRO_PARAMS[p][0] for p in outer_params])
-    hi = np.array([MICRO_PARAMS[p][1] for p in outer_params])
+    loop = _OuterLoop(
+        hh0=hh0, targets=targets, outer_targets=outer_targets, outer_params=outer_params,
+        inner_gap=inner_gap, setup=setup, fd_step=fd_step,
+        inner_kw={"targets": gravity_targets, "labor": labor, "R": R, "tol": inner_tol,
+                  "max_iter": inner_max_iter},
+        checkpoint=Path(checkpoint) if checkpoint else None,
+        fingerprint=_spec_fingerprint(params, targets, inner_psi, hh0, setup, gravity_targets),
+        warm=_Warm(theta0, hh0.psi_slope if inner_gap else None, wages, beta_guess), t0=t0)
+    if resume and loop.ckpt and loop.ckpt.exists():
+        loop.resume()
+    return loop.run(tol, max_iter, progress)
 
-    x = np.array([getattr(hh0, p) for p in outer_params], float)
-    warm = _Warm(theta0, hh0.psi_slope if inner_gap else None, wages, beta_guess)
-    B = None
-    B_fresh = False  # B is the difference Jacobian at the current x (plus secant updates)
-    history: list = []
-    best: dict | None = None
-    step = 0
-    if resume and ckpt and ckpt.exists():
-        saved = json.loads(ckpt.read_text())
-        if saved.get("fingerprint") != fp:
-            raise ParameterError(f"checkpoint {ckpt} is from another micro calibration "
+
+class _OuterLoop:
+    """The state of one outer Broyden loop of :func:`calibrate_micro`: the current point
+    ``x``, the Jacobian estimate ``B``, the warm start, the history and the best point."""
+
+    def __init__(self, *, hh0: Household, targets, outer_targets, outer_params, inner_gap,
+                 setup: GravitySetup, fd_step: float, inner_kw: dict, checkpoint: Path | None,
+                 fingerprint: str, warm: _Warm, t0: float):
+        self.hh0, self.targets, self.setup = hh0, targets, setup
+        self.outer_targets, self.outer_params = outer_targets, outer_params
+        self.inner_gap, self.inner_kw, self.fd_step = inner_gap, inner_kw, fd_step
+        self.ckpt, self.fp, self.t0 = checkpoint, fingerprint, t0
+        self.k = len(outer_params)
+        self.lo = np.array([MICRO_PARAMS[p][0] for p in outer_params])
+        self.hi = np.array([MICRO_PARAMS[p][1] for p in outer_params])
+        self.x = np.array([getattr(hh0, p) for p in outer_params], float)
+        self.warm = warm
+        self.B: np.ndarray | None = None
+        self.B_fresh = False  # B is the difference Jacobian at the current x (+ secant updates)
+        self.history: list = []
+        self.best: dict | None = None
+        self.step = 0
+        self.n_eval = 0
+
+    def resume(self) -> None:
+        """Continue from the checkpoint (the current point, Jacobian and warm start)."""
+        saved = json.loads(self.ckpt.read_text())
+        if saved.get("fingerprint") != self.fp:
+            raise ParameterError(f"checkpoint {self.ckpt} is from another micro calibration "
                                  "(parameters, targets or fixed household values differ); "
                                  "use a new checkpoint or the same specification.")
-        x = np.asarray(saved["x"], float)
-        warm = _Warm.from_json(saved["warm"])
-        B = None if saved.get("B") is None else np.asarray(saved["B"], float)
-        history = saved.get("history", [])
-        best = saved.get("best")
-        step = int(saved.get("step", 0))
-        log.info("micro calibration: resuming from %s (step %d, x %s)", ckpt, step, x.tolist())
+        self.x = np.asarray(saved["x"], float)
+        self.warm = _Warm.from_json(saved["warm"])
+        self.B = None if saved.get("B") is None else np.asarray(saved["B"], float)
+        self.history = saved.get("history", [])
+        self.best = saved.get("best")
+        self.step = int(saved.get("step", 0))
+        log.info("micro calibration: resuming from %s (step %d, x %s)", self.ckpt, self.step,
+                 self.x.tolist())
 
-    n_eval = 0
-
-    def evaluate(xv, kind: str, start: _Warm):
-        """Inner calibration at xv (warm-started from ``start``); micro residuals."""
-        nonlocal n_eval
-        hh = hh0.replace(**{p: float(v) for p, v in zip(outer_params, xv)})
-        if inner_gap is not None and start.psi is not None:
+    def evaluate(self, xv, kind: str, start: _Warm):
+        """Inner calibration at ``xv`` (warm-started from ``start``): (micro residuals F,
+        the inner result, the micro moments)."""
+        hh = self.hh0.replace(**{p: float(v) for p, v in zip(self.outer_params, xv)})
+        gap = self.inner_gap
+        if gap is not None and start.psi is not None:
             hh = hh.replace(psi_slope=float(start.psi))
-        res = calibrate(start.theta, hh, setup=setup, targets=gravity_targets, labor=labor,
-                        R=R, wages=start.wages, beta_guess=start.beta, tol=inner_tol,
-                        max_iter=inner_max_iter, state=start.state,
-                        home_share_gap=None if inner_gap is None else inner_gap.value,
-                        gap_country=None if inner_gap is None else inner_gap.country)
-        n_eval += 1
-        mom = micro_moments(res.equilibrium, targets)
-        F = np.array([mom[t.key] - t.value for t in outer_targets])
-        rec = {"step": step, "kind": kind, **{p: float(v) for p, v in zip(outer_params, xv)},
-               "residual": float(np.max(np.abs(F))) if k else 0.0,
+        res = calibrate(start.theta, hh, setup=self.setup, wages=start.wages,
+                        beta_guess=start.beta, state=start.state,
+                        home_share_gap=None if gap is None else gap.value,
+                        gap_country=None if gap is None else gap.country, **self.inner_kw)
+        self.n_eval += 1
+        mom = micro_moments(res.equilibrium, self.targets)
+        F = np.array([mom[t.key] - t.value for t in self.outer_targets])
+        rec = {"step": self.step, "kind": kind,
+               **{p: float(v) for p, v in zip(self.outer_params, xv)},
+               "residual": float(np.max(np.abs(F))) if self.k else 0.0,
                **{f"model_{kk}": v for kk, v in mom.items()},
                "inner_iterations": res.iterations, "inner_residual": res.residual,
                "psi_slope": res.household.psi_slope, "beta": res.equilibrium.beta,
-               "seconds": time.perf_counter() - t0}
-        history.append(rec)
-        log.info("micro calibration: step %d (%s): %s -> max |moment - target| %.3e", step,
-                 kind, ", ".join(f"{p} {v:.8g}" for p, v in zip(outer_params, xv)),
+               "seconds": time.perf_counter() - self.t0}
+        self.history.append(rec)
+        log.info("micro calibration: step %d (%s): %s -> max |moment - target| %.3e",
+                 self.step, kind,
+                 ", ".join(f"{p} {v:.8g}" for p, v in zip(self.outer_params, xv)),
                  rec["residual"])
         return F, res, mom
 
-    def save():
-        if ckpt:
-            write_json(ckpt, jsonable({
-                "kind": "micro-calibration", "fingerprint": fp, "params": outer_params,
-                "targets": [t.key for t in outer_targets], "x": x, "warm": warm.to_json(),
-                "B": B, "step": step, "best": best, "history": history}))
+    def save(self) -> None:
+        if self.ckpt:
+            write_json(self.ckpt, jsonable({
+                "kind": "micro-calibration", "fingerprint": self.fp,
+                "params": self.outer_params, "targets": [t.key for t in self.outer_targets],
+                "x": self.x, "warm": self.warm.to_json(), "B": self.B, "step": self.step,
+                "best": self.best, "history": self.history}))
 
-    def fd_jacobian(F0, base: _Warm) -> np.ndarray:
-        J = np.empty((k, k))
-        for j in range(k):
-            h = fd_step * max(1.0, abs(x[j]))
-            if x[j] + h >= hi[j]:
+    def fd_jacobian(self, F0) -> np.ndarray:
+        """Forward differences at the current point, steps ``fd_step * max(1, |x_j|)``
+        (backwards at the upper end of the box)."""
+        J = np.empty((self.k, self.k))
+        for j in range(self.k):
+            h = self.fd_step * max(1.0, abs(self.x[j]))
+            if self.x[j] + h >= self.hi[j]:
                 h = -h
-            xj = x.copy()
+            xj = self.x.copy()
             xj[j] += h
-            Fj, _, _ = evaluate(xj, f"jacobian[{outer_params[j]}]", base)
+            Fj, _, _ = self.evaluate(xj, f"jacobian[{self.outer_params[j]}]", self.warm)
             J[:, j] = (Fj - F0) / h
         return J
 
-    def finish(res, mom, F, converged):
-        full = {p: float(v) for p, v in zip(outer_params, x)}
-        if inner_gap is not None:
-            full["psi_slope"] = float(res.psi_slope)
-        return MicroCalibrationResult(
-            params=full, household=res.household, inner=res, moments=mom,
-            targets={t.key: t.value for t in targets}, converged=converged, iterations=step,
-            evaluations=n_eval, residual=float(np.max(np.abs(F))) if k else res.residual,
-            jacobian=B, history=history, seconds=time.perf_counter() - t0)
+    def record_best(self, err: float, mom: dict) -> None:
+        if self.best is None or err < self.best["residual"]:
+            self.best = {"x": self.x.tolist(), "residual": err, "warm": self.warm.to_json(),
+                         "moments": mom}
 
-    F, res, mom = evaluate(x, "point", warm)
-    warm = _Warm.of(res)
-    err = float(np.max(np.abs(F))) if k else 0.0
-    if best is None or err < best["residual"]:
-        best = {"x": x.tolist(), "residual": err, "warm": warm.to_json(), "moments": mom}
-    save()
-    if progress:
-        progress(step, err)
-    while err >= tol:
-        if step >= max_iter:
-            break
-        if B is None:
-            B = fd_jacobian(F, warm)
-            B_fresh = True
-            save()
+    def line_search(self, F, err: float):
+        """Backtrack along the quasi-Newton step (kept inside the search box), updating B
+        by Broyden's rule after every trial; the accepted (x, F, err, result, moments), or
+        None when four trials give no descent."""
         try:
-            s = -np.linalg.solve(B, F)
+            s = -np.linalg.solve(self.B, F)
         except np.linalg.LinAlgError:
-            s = -np.linalg.lstsq(B, F, rcond=None)[0]
-        # keep the trial inside the search box
+            s = -np.linalg.lstsq(self.B, F, rcond=None)[0]
+        x, lo, hi = self.x, self.lo, self.hi
         room = np.where(s > 0, (hi - x) * 0.9 / np.where(s > 0, s, 1.0),
                         np.where(s < 0, (lo - x) * 0.9 / np.where(s < 0, s, -1.0), np.inf))
         t = float(min(1.0, np.min(room)))
-        accepted = False
         for _ in range(4):
             x_try = x + t * s
             try:
-                F_try, res_try, mom_try = evaluate(x_try, "step", warm)
+                F_try, res_try, mom_try = self.evaluate(x_try, "step", self.warm)
             except (CalibrationError, EquilibriumError) as e:
                 log.warning("micro calibration: inner calibration failed at %s (%s); "
                             "halving the step", x_try.tolist(), e)
@@ -597,281 +418,65 @@ def calibrate_micro(theta0, household: Household, targets, params, *,
                 continue
             e_try = float(np.max(np.abs(F_try)))
             dx = x_try - x
-            B = B + np.outer(F_try - F - B @ dx, dx) / (dx @ dx)  # Broyden, also on failure
+            self.B = self.B + np.outer(F_try - F - self.B @ dx, dx) / (dx @ dx)  # also on failure
             if np.isfinite(e_try) and e_try < (1.0 - 1e-4 * t) * err:
-                accepted = True
-                break
+                return x_try, F_try, e_try, res_try, mom_try
             t *= 0.5
-        step += 1
-        if not accepted:
-            save()
-            if B_fresh:  # even the difference Jacobian at this point gives no descent
-                break
-            log.info("micro calibration: no descent; recomputing the Jacobian by differences")
-            B = None
-            continue
-        B_fresh = False
-        x, F, err, res, mom = x_try, F_try, e_try, res_try, mom_try
-        warm = _Warm.of(res)
-        if err < best["residual"]:
-            best = {"x": x.tolist(), "residual": err, "warm": warm.to_json(), "moments": mom}
-        save()
+        return None
+
+    def run(self, tol: float, max_iter: int, progress) -> MicroCalibrationResult:
+        F, res, mom = self.evaluate(self.x, "point", self.warm)
+        self.warm = _Warm.of(res)
+        err = float(np.max(np.abs(F))) if self.k else 0.0
+        self.record_best(err, mom)
+        self.save()
         if progress:
-            progress(step, err)
-    if err < tol:
-        return finish(res, mom, F, True)
-    off = ", ".join(f"{t.key} (model {best['moments'][t.key]:.6g} vs target {t.value:.6g})"
-                    for t in outer_targets)
-    raise CalibrationError(
-        f"micro calibration stopped without reaching tol {tol:.1e}: best max |moment - "
-        f"target| {best['residual']:.3e} at "
-        f"{', '.join(f'{p} = {v:.8g}' for p, v in zip(outer_params, best['x']))} after "
-        f"{step} steps ({n_eval} inner calibrations). Targets: {off}. The best point is "
-        f"saved{' in ' + str(ckpt) if ckpt else ''}; try resuming, another start, or "
-        "targets the model can reach.")
+            progress(self.step, err)
+        while err >= tol and self.step < max_iter:
+            if self.B is None:
+                self.B = self.fd_jacobian(F)
+                self.B_fresh = True
+                self.save()
+            trial = self.line_search(F, err)
+            self.step += 1
+            if trial is None:
+                self.save()
+                if self.B_fresh:  # even the difference Jacobian here gives no descent
+                    break
+                log.info("micro calibration: no descent; recomputing the Jacobian by "
+                         "differences")
+                self.B = None
+                continue
+            self.B_fresh = False
+            self.x, F, err, res, mom = trial
+            self.warm = _Warm.of(res)
+            self.record_best(err, mom)
+            self.save()
+            if progress:
+                progress(self.step, err)
+        if err < tol:
+            return self.finish(res, mom, F)
+        raise self.stalled(tol)
 
+    def finish(self, res, mom, F) -> MicroCalibrationResult:
+        full = {p: float(v) for p, v in zip(self.outer_params, self.x)}
+        if self.inner_gap is not None:
+            full["psi_slope"] = float(res.psi_slope)
+        return MicroCalibrationResult(
+            params=full, household=res.household, inner=res, moments=mom,
+            targets={t.key: t.value for t in self.targets}, converged=True,
+            iterations=self.step, evaluations=self.n_eval,
+            residual=float(np.max(np.abs(F))) if self.k else res.residual,
+            jacobian=self.B, history=self.history, seconds=time.perf_counter() - self.t0)
 
-# ----------------------------------------------------------------------------- grids
-
-def parse_grid(specs) -> dict[str, list[float]]:
-    """Parse grid specifications ``"name=v1,v2,..."`` (or a dict name -> values).
-
-    Raises
-    ------
-    ParameterError
-        A malformed specification, an unknown or repeated parameter, a non-number, or a
-        value out of range (the message names the parameter).
-    """
-    if isinstance(specs, str):
-        specs = [specs]
-    out: dict[str, list[float]] = {}
-    items = specs.items() if isinstance(specs, Mapping) else None
-    if items is None:
-        parsed = []
-        for s in specs:
-            if not isinstance(s, str) or s.count("=") != 1:
-                raise ParameterError(f"grid {s!r} is malformed: write NAME=V1,V2,... (e.g. "
-                                     "sigma_eps=0.30,0.33,0.36).")
-            name, vals = (a.strip() for a in s.split("="))
-            parsed.append((name, [v.strip() for v in vals.split(",")]))
-        items = parsed
-    for name, vals in items:
-        if name not in GRID_PARAMS:
-            raise ParameterError(f"grid parameter {name!r} is not allowed: use one of "
-                                 f"{', '.join(GRID_PARAMS)}.")
-        if name in out:
-            raise ParameterError(f"grid parameter {name!r} is given twice.")
-        if isinstance(vals, (int, float)):
-            vals = [vals]
-        values = []
-        for v in vals:
-            try:
-                if isinstance(v, bool) or v == "":
-                    raise ValueError
-                f = float(v)
-            except (TypeError, ValueError):
-                raise ParameterError(f"grid {name}: {v!r} is not a number (write "
-                                     f"{name}=V1,V2,...).") from None
-            if not math.isfinite(f):
-                raise ParameterError(f"grid {name}: {v!r} is not a finite number.")
-            values.append(f)
-        if not values:
-            raise ParameterError(f"grid {name}: no values.")
-        if len(set(values)) != len(values):
-            raise ParameterError(f"grid {name}: repeated values {values}.")
-        out[name] = values
-    if not out:
-        raise ParameterError("grid is empty: give NAME=V1,V2,... (e.g. sigma_eps=0.30,0.33).")
-    return out
-
-
-def _point_name(point: dict) -> str:
-    return "_".join(f"{k}-{float(v)!r}" for k, v in point.items())
-
-
-def grid_points(grid, household: Household) -> list[tuple[str, Household]]:
-    """The Cartesian product of a grid (:func:`parse_grid`) as (name, Household) pairs; each
-    household is validated (the error names the point and the field)."""
-    grid = parse_grid(grid)
-    pts = []
-    names = list(grid)
-    for combo in itertools.product(*(grid[n] for n in names)):
-        point = dict(zip(names, combo))
-        name = _point_name(point)
-        try:
-            hh = household.replace(beta=None, **point)
-        except ParameterError as err:
-            raise ParameterError(f"grid point {name}: {err}") from None
-        for p, v in point.items():
-            if p in MICRO_PARAMS:
-                lo, hi = MICRO_PARAMS[p]
-                if not lo < v < hi:
-                    raise ParameterError(f"grid point {name}: {p} = {v!r} is out of range: {p} "
-                                         f"must be in ({lo}, {hi}).")
-        pts.append((name, hh))
-    return pts
-
-
-def _grid_point(task: dict, out_dir: str) -> dict:
-    """One grid point (a Dask task): calibrate, write the point's folder, return its row."""
-    from hatrade.data import write_parameter_file
-
-    t0 = time.perf_counter()
-    folder = Path(out_dir) / "points" / task["name"]
-    hh = Household(**task["household"])
-    row = {"name": task["name"], "fingerprint": task["fingerprint"], **task["point"]}
-    try:
-        kw = task["calibrate"]
-        res = calibrate(np.asarray(task["theta0"]), hh, setup=task["setup"],
-                        targets=None if task["targets"] is None else np.asarray(task["targets"]),
-                        labor=None if task["labor"] is None else np.asarray(task["labor"]),
-                        wages=None if task["wages"] is None else np.asarray(task["wages"]),
-                        **kw)
-        row.update(status=_STATUS_OK, converged=res.converged, iterations=res.iterations,
-                   residual=res.residual, beta=res.equilibrium.beta,
-                   psi_slope=res.household.psi_slope, equilibrium_solves=res.equilibrium_solves,
-                   seconds=time.perf_counter() - t0)
-        detail = {**row, "params": res.params, "wages": res.equilibrium.prices.w,
-                  "moments": res.moments, "targets": res.targets,
-                  "household": res.household.to_dict()}
-        if len(res.params) == 46:
-            write_parameter_file(folder / "parameters.csv", res.params)
-    except (CalibrationError, EquilibriumError, ParameterError, FloatingPointError,
-            np.linalg.LinAlgError) as err:
-        row.update(status=_STATUS_FAILED, error=f"{type(err).__name__}: {err}",
-                   seconds=time.perf_counter() - t0)
-        detail = row
-        log.warning("grid point %s failed: %s", task["name"], err)
-    write_text(folder / "result.json", json.dumps(jsonable(detail), indent=1))
-    return row
-
-
-def calibration_grid(grid, theta0, household: Household, out_dir, *,
-                     setup: GravitySetup | None = None, targets=None, labor=None,
-                     R: float = 1.01, wages=None, beta_guess: float = 0.93, tol: float = 1e-8,
-                     max_iter: int = 15, home_share_gap: float | None = None,
-                     gap_country: str | None = None, scheduler: str | None = None,
-                     executor: str = "dask", workers: int | None = None,
-                     processes: bool = True, retry_failed: bool = False,
-                     progress: Callable[[int, int, dict], None] | None = None) -> pd.DataFrame:
-    """Independent calibrations over a grid of household parameters (module docstring).
-
-    Parameters
-    ----------
-    grid : list of "name=v1,v2" strings or dict name -> values (:func:`parse_grid`)
-    theta0, household, setup, targets, labor, R, wages, beta_guess, tol, max_iter,
-    home_share_gap, gap_country : as :func:`hatrade.calibration.calibrate.calibrate` (every point starts
-        from the same ``theta0`` and prices).
-    out_dir : folder of the grid (created; finished points there are skipped).
-    scheduler : Dask scheduler address; None: a LocalCluster of ``workers`` workers
-        (``processes=False``: threads in this process).
-    executor : "dask" or "serial".
-    retry_failed : re-run points recorded as failed.
-    progress : callable(done, total, row) after each finished point.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``grid_summary.csv``: one row per point (name, the grid values, status, converged,
-        iterations, residual, beta, psi_slope, seconds, error).
-    """
-    if executor not in ("dask", "serial"):
-        raise ParameterError(f"executor = {executor!r} is not allowed: use 'dask' or 'serial'.")
-    setup = setup or ek_setup()
-    points = grid_points(grid, household)
-    gridd = parse_grid(grid)
-    if home_share_gap is not None and "psi_slope" in gridd:
-        raise ParameterError("grid over psi_slope with home_share_gap: psi_slope is then "
-                             "calibrated; vary it or target the gap, not both.")
-    theta0 = np.asarray(theta0, float)
-    if theta0.shape != (setup.n_params,):
-        raise ParameterError(f"parameter vector has {theta0.size} entries; this setup needs "
-                             f"{setup.n_params}.")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ParameterError(f"output folder {out} exists and is not a folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    common = {"theta0": theta0.tolist(), "targets": None if targets is None
-              else np.asarray(targets, float).tolist(),
-              "labor": None if labor is None else np.asarray(labor, float).tolist(),
-              "wages": None if wages is None else np.asarray(wages, float).tolist(),
-              "calibrate": {"R": float(R), "beta_guess": float(beta_guess), "tol": float(tol),
-                            "max_iter": int(max_iter), "home_share_gap": home_share_gap,
-                            "gap_country": gap_country}}
-    setup_fp = hashlib.sha256(np.ascontiguousarray(setup.G).tobytes()
-                              + json.dumps(list(setup.countries)).encode()).hexdigest()[:16]
-    tasks = []
-    for (name, hh), combo in zip(points, itertools.product(*gridd.values())):
-        spec = {**common, "household": hh.to_dict(), "setup_fp": setup_fp}
-        fp = hashlib.sha256(json.dumps(jsonable(spec), sort_keys=True).encode()).hexdigest()[:16]
-        tasks.append({**common, "name": name, "household": hh.to_dict(), "setup": setup,
-                      "point": dict(zip(gridd, combo)), "fingerprint": fp})
-    rows: dict = {}
-    for tk in tasks:
-        try:
-            saved = json.loads((out / "points" / tk["name"] / "result.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if saved.get("fingerprint") != tk["fingerprint"]:
-            log.info("grid point %s: specification changed; it is re-run", tk["name"])
-            continue
-        if saved.get("status") == _STATUS_FAILED and retry_failed:
-            continue
-        rows[tk["name"]] = {**{c: saved.get(c) for c in _ROW_KEYS if c in saved},
-                            **tk["point"], "resumed": True}
-    todo = [tk for tk in tasks if tk["name"] not in rows]
-    total = len(tasks)
-
-    def write_summary():
-        df = _grid_table(tasks, rows, gridd)
-        write_text(out / "grid_summary.csv", df.to_csv(index=False, float_format="%.12g"))
-        write_text(out / "grid.json", json.dumps(jsonable({
-            "kind": "calibration-grid", "grid": gridd, "points": [t["name"] for t in tasks],
-            "done": [n for n in rows], "pending": [t["name"] for t in todo
-                                                   if t["name"] not in rows]}), indent=1))
-        return df
-
-    write_summary()
-    if progress:
-        for r in rows.values():
-            progress(len(rows), total, r)
-    if rows:
-        log.info("calibration grid: %d of %d points already done", len(rows), total)
-
-    def finished(row):
-        rows[row["name"]] = row
-        write_summary()
-        if progress:
-            progress(len(rows), total, row)
-
-    if todo and executor == "serial":
-        for tk in todo:
-            finished(_grid_point(tk, str(out)))
-    elif todo:
-        with dask_client(scheduler, workers, len(todo), processes=processes) as client:
-            futs = [client.submit(_grid_point, tk, str(out.absolute()), pure=False,
-                                  key=f"hatrade-grid-{tk['name']}-{tk['fingerprint']}")
-                    for tk in todo]
-            for row in completed_rows(futs, todo, lambda tk, error: {
-                    "name": tk["name"], "fingerprint": tk["fingerprint"], **tk["point"],
-                    "status": _STATUS_FAILED, "error": error}):
-                finished(row)
-    return write_summary()
-
-
-_ROW_KEYS = ("name", "status", "converged", "iterations", "residual", "beta", "psi_slope",
-             "equilibrium_solves", "seconds", "error", "fingerprint")
-
-
-def _grid_table(tasks, rows, gridd) -> pd.DataFrame:
-    cols = ["name", *gridd, "status", "converged", "iterations", "residual", "beta",
-            "psi_slope", "equilibrium_solves", "seconds", "resumed", "error"]
-    recs = []
-    for tk in tasks:
-        r = rows.get(tk["name"])
-        if r is None:
-            recs.append({"name": tk["name"], **tk["point"], "status": "pending"})
-        else:
-            recs.append({**tk["point"], "resumed": False,
-                         **{c: r.get(c) for c in cols if c in r}})
-    return pd.DataFrame(recs, columns=cols)
+    def stalled(self, tol: float) -> CalibrationError:
+        best = self.best
+        off = ", ".join(f"{t.key} (model {best['moments'][t.key]:.6g} vs target {t.value:.6g})"
+                        for t in self.outer_targets)
+        at = ", ".join(f"{p} = {v:.8g}" for p, v in zip(self.outer_params, best["x"]))
+        return CalibrationError(
+            f"micro calibration stopped without reaching tol {tol:.1e}: best max |moment - "
+            f"target| {best['residual']:.3e} at {at} after {self.step} steps ({self.n_eval} "
+            f"inner calibrations). Targets: {off}. The best point is saved"
+            f"{' in ' + str(self.ckpt) if self.ckpt else ''}; try resuming, another start, "
+            "or targets the model can reach.")

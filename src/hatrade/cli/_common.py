@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
-from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -17,12 +15,13 @@ from hatrade.io.config import ConfigError
 from hatrade.data import DataFileError
 from hatrade.analysis.gravity import TradeTableError
 from hatrade.core.params import ParameterError
+from hatrade.io.folders import OutputFolderError
 from hatrade.io.results import ResultsError
 from hatrade.core.errors import EquilibriumError
 
 __all__ = ["console", "err_console", "USER_ERRORS", "EXIT_USER_ERROR", "handle_errors",
            "fail", "setup_logging", "progress", "calibration_option", "config_option",
-           "out_option", "load_world_config", "check_out_folder"]
+           "out_option", "load_world_config"]
 
 #: Results and tables (stdout).
 console = Console(highlight=False)
@@ -32,9 +31,10 @@ err_console = Console(stderr=True, highlight=False)
 #: Exit code for bad input and failed solves (the same code click uses for usage errors).
 EXIT_USER_ERROR = 2
 
-#: Errors that are reported as one red line (no traceback). ConfigError is a ParameterError.
-USER_ERRORS = (ParameterError, ConfigError, EquilibriumError, DataFileError, TradeTableError,
-               ResultsError, OSError)
+#: Errors that are reported as one red line (no traceback). ConfigError and
+#: OutputFolderError are ParameterErrors.
+USER_ERRORS = (ParameterError, ConfigError, OutputFolderError, EquilibriumError, DataFileError,
+               TradeTableError, ResultsError, OSError)
 
 log = logging.getLogger("hatrade.cli")
 
@@ -119,25 +119,3 @@ def load_world_config(calibration, config, **calibration_kwargs):
         return load_config(config)
     return calibration_config(calibration.value if calibration is not None else "baseline",
                               **calibration_kwargs)
-
-
-def check_out_folder(out: Path, kind: str, what: str | None = None) -> Path:
-    """``out`` must be new, empty, or a previous folder of the same ``kind`` (to be replaced).
-
-    A previous folder is recognised by ``"kind"`` in its ``summary.json``; ``what`` names it
-    in the error (default ``'hatrade <kind>'``). Raises
-    :class:`~hatrade.io.results.ResultsError` otherwise.
-    """
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"output folder {out} exists and is not a folder; choose another --out.")
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            found = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("kind")
-        except (OSError, ValueError, AttributeError):
-            found = None
-        if found != kind:
-            what = what if what is not None else f"'hatrade {kind}'"
-            raise ResultsError(f"output folder {out} exists and holds other files (it is not a "
-                               f"previous {what} folder, which would be replaced); "
-                               "choose a new or empty folder.")
-    return out

@@ -4,7 +4,6 @@ robustness grid of independent calibrations on Dask."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import List, Optional
@@ -33,26 +32,28 @@ def register(app: typer.Typer) -> None:
     app.command("calibrate", help=HELP)(calibrate_cmd)
 
 
-def _write_outputs(out: Path, res, extra: dict | None = None):
-    """parameters.csv, calibration_log.csv, table1.csv, moments.csv, summary.json."""
+def _write_outputs(folder, res, extra: dict | None = None):
+    """parameters.csv, calibration_log.csv, table1.csv, moments.csv, summary.json into
+    ``folder`` (an :class:`~hatrade.io.folders.OutputFolder`)."""
     import numpy as np
     import pandas as pd
 
     from hatrade import __version__
-    from hatrade.calibration.calibrate import data_moments, ek_setup
-    from hatrade.data import load_trade_data, write_parameter_file
     from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
-    from hatrade.io.atomic import jsonable, write_text
+    from hatrade.calibration.calibrate import data_moments, ek_setup
+    from hatrade.data import load_trade_data
+    from hatrade.io.parameters import write_parameter_file
 
     setup = ek_setup()
-    write_parameter_file(out / "parameters.csv", res.params)
-    write_text(out / "calibration_log.csv", pd.DataFrame(res.history).to_csv(index=False))
+    folder.claim("parameters.csv")
+    write_parameter_file(folder.path / "parameters.csv", res.params)
+    folder.write_text("calibration_log.csv", pd.DataFrame(res.history).to_csv(index=False))
     data_res = gravity_regression(load_trade_data())
     model_res = gravity_regression(model_trade_table(res.equilibrium.trade_shares,
                                                      list(setup.countries)))
     t1 = table1(data_res, model_res, res.params)
-    write_text(out / "table1.csv", t1.to_csv(index=False))
-    write_text(out / "moments.csv", res.moment_table(setup).to_csv(index=False))
+    folder.write_text("table1.csv", t1.to_csv(index=False))
+    folder.write_text("moments.csv", res.moment_table(setup).to_csv(index=False))
     summary = {
         "beta": res.equilibrium.beta, "R": res.equilibrium.R, "converged": res.converged,
         "iterations": res.iterations, "max_moment_error": res.residual,
@@ -66,7 +67,7 @@ def _write_outputs(out: Path, res, extra: dict | None = None):
         summary["home_share_gap"] = {"target": float(res.targets[-1]),
                                      "model": float(res.moments[-1])}
     summary.update(extra or {})
-    write_text(out / "summary.json", json.dumps(jsonable(summary), indent=1))
+    folder.write_json("summary.json", summary)
     return t1
 
 
@@ -113,9 +114,8 @@ def calibrate_cmd(
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="--grid: re-run points recorded as failed."),
 ) -> None:
-    from hatrade.calibration.calibrate import CalibrationError, calibrate
-    from hatrade.data import CALIBRATIONS, load_calibration, read_parameter_file
     from hatrade.core.worlds import published_household
+    from hatrade.data import CALIBRATIONS, load_calibration, read_parameter_file
 
     if calibration not in CALIBRATIONS:
         fail(f"--calibration {calibration!r} is not allowed: use one of {', '.join(CALIBRATIONS)}.")
@@ -147,11 +147,20 @@ def calibrate_cmd(
         _micro(micro_targets, theta0, hh, cal, out, tol, max_iter, resume)
         return
 
-    out.mkdir(parents=True, exist_ok=True)
+    _plain(theta0, hh, cal, out, tol, max_iter, resume, psi_target, gap_country)
+
+
+def _plain(theta0, hh, cal, out, tol, max_iter, resume, psi_target, gap_country):
+    """The gravity calibration (optionally with psi_slope to a home-share gap)."""
+    from hatrade.calibration.calibrate import CalibrationError, calibrate
+    from hatrade.io.folders import prepare_output
+
+    folder = prepare_output(out, "calibrate", update=True)
     ckpt = out / "checkpoint.json"
     if resume and not ckpt.exists():
         fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
-    with progress() as prog:
+    with folder.session(), progress() as prog:
+        folder.claim("checkpoint.json")
         task = prog.add_task("Solving the equilibrium at the starting parameters...", total=None)
 
         def report(it, res):
@@ -165,7 +174,7 @@ def calibrate_cmd(
                             gap_country=gap_country)
         except CalibrationError as err:
             fail(str(err))
-    t1 = _write_outputs(out, res)
+        t1 = _write_outputs(folder, res)
     psi = (f", psi_slope {res.psi_slope:.8f} (home-share gap {res.moments[-1]:.6f})"
            if res.psi_slope is not None else "")
     console.print(f"Calibrated in {res.iterations} iterations ({res.equilibrium_solves} "
@@ -179,18 +188,20 @@ def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
 
     from hatrade.calibration.calibrate import CalibrationError
     from hatrade.calibration.micro import calibrate_micro, load_micro_targets
-    from hatrade.io.atomic import write_text
+    from hatrade.io.folders import prepare_output
 
     spec = load_micro_targets(path)  # every field checked before any solve
     hh = hh.replace(**spec["start"])
     opts = dict(spec["options"])
-    out.mkdir(parents=True, exist_ok=True)
+    folder = prepare_output(out, "calibrate-micro", what="'hatrade calibrate --micro-targets'",
+                            update=True)
     ckpt = out / "micro_checkpoint.json"
     if resume and not ckpt.exists():
         fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
     opts.setdefault("inner_tol", min(tol, 1e-9))
     opts.setdefault("inner_max_iter", max_iter)
-    with progress() as prog:
+    with folder.session(), progress() as prog:
+        folder.claim("micro_checkpoint.json")
         task = prog.add_task("Inner calibration at the starting household parameters...",
                              total=None)
 
@@ -204,9 +215,9 @@ def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
                                   checkpoint=ckpt, resume=resume, progress=report, **opts)
         except CalibrationError as err:
             fail(str(err))
-    write_text(out / "micro_log.csv", pd.DataFrame(res.history).to_csv(index=False))
-    write_text(out / "micro_targets.csv", res.table().to_csv(index=False))
-    _write_outputs(out, res.inner, {"micro": res.summary()})
+        folder.write_text("micro_log.csv", pd.DataFrame(res.history).to_csv(index=False))
+        folder.write_text("micro_targets.csv", res.table().to_csv(index=False))
+        _write_outputs(folder, res.inner, {"micro": res.summary()})
     console.print(f"Micro calibration converged in {res.iterations} outer steps "
                   f"({res.evaluations} inner calibrations, {res.seconds:.0f} s): "
                   + ", ".join(f"{k} = {v:.8g}" for k, v in res.params.items())
@@ -216,7 +227,7 @@ def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
 
 def _grid(grid, theta0, hh, cal, out, tol, max_iter, psi_target, gap_country, scheduler,
           workers, serial, retry_failed):
-    from hatrade.calibration.micro import calibration_grid, grid_points
+    from hatrade.calibration.grid import calibration_grid, grid_points
 
     n = len(grid_points(grid, hh))  # every point checked before any solve
     err_console.print(f"Calibration grid: {n} points -> {escape(str(out))} "

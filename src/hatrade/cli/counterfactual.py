@@ -26,6 +26,9 @@ A counterfactual folder holds:
 ``gains_by_quintile_<C>.png``, ``gains_by_income_<C>.png``, ``gains_heatmap_<C>.png``,
 ``gains_by_assets_<C>.png``
     Figures (with ``--compare DIR``, the other folder's gains are drawn side by side).
+
+The folder is written by :func:`hatrade.io.results.save_counterfactual` (as are the run
+folders of ``hatrade batch``), under the output-folder policy of :mod:`hatrade.io.folders`.
 """
 
 from __future__ import annotations
@@ -41,15 +44,15 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn)
 from rich.table import Table
 
-from ._common import (calibration_option, check_out_folder, config_option, console, err_console,
-                      fail, handle_errors, out_option, progress)
+from hatrade.io.results import COUNTERFACTUAL_FILES
+from ._common import (calibration_option, config_option, console, err_console, fail,
+                      handle_errors, out_option, progress)
 from .solve import CalibrationName
 
 __all__ = ["register", "counterfactual_command", "batch_command", "COUNTERFACTUAL_FILES"]
 
 log = logging.getLogger(__name__)
 
-COUNTERFACTUAL_FILES = ("summary.json", "welfare.csv", "changes.csv", "trade.csv")
 _KIND = "counterfactual"
 
 
@@ -116,109 +119,135 @@ def counterfactual_command(
     name: Optional[str] = typer.Option(None, "--name", help="Name of the run."),
 ) -> None:
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
-    import pandas as pd
-
-    from hatrade import __version__, solve_equilibrium
-    from hatrade.analysis.counterfactual import Scenario, apply_scenario, parse_pairs, run_counterfactual
-    from hatrade.plots.welfare import save_welfare_figures
-    from hatrade.io.atomic import jsonable, atomic_dir, write_text
-    from hatrade.welfare.ev import country_welfare
+    from hatrade.analysis.counterfactual import Scenario, apply_scenario, parse_pairs
+    from hatrade.io.folders import prepare_output
 
     # ---- everything is checked before any solve
-    if config is not None and calibration is not None:
-        fail("give either --calibration or --config, not both.")
-    cal_name = calibration.value if calibration is not None else "baseline"
-    if config is not None:
-        from hatrade.io.config import load_config
-        cfg = load_config(config)
-        world0 = cfg.world
-        source = str(config)
-    else:
-        from hatrade.core.worlds import ek_world
-        world0 = ek_world(cal_name)
-        cfg, source = None, f"calibration:{cal_name}"
+    cal_name, cfg, world0, source = _base_world(calibration, config)
     pairs = parse_pairs(list(pair) if pair else None)
     if name is None:
-        tag = importer or exporter or ("global" if all_pairs else
-                                       "-".join("-".join(p) for p in pairs) or "change")
-        name = f"{tag}{trade_cost_change:+g}" if trade_cost_change else tag
-        name = name.replace("+", "p").replace("/", "-")
+        name = _default_name(importer, exporter, all_pairs, pairs, trade_cost_change)
     scenario = Scenario(name=name, trade_cost_change=trade_cost_change, importer=importer,
                         exporter=exporter, pairs=pairs, symmetric=symmetric, all_pairs=all_pairs,
                         tariff_change=tariff_change, tfp_change=_parse_changes(tfp, "tfp"),
                         labor_change=_parse_changes(labor, "labor"), financial=financial,
                         allow_d_below_one=allow_d_below_one)
     apply_scenario(world0, scenario)  # raises before any solve
-    if countries:
-        report = [c.strip() for c in countries.split(",") if c.strip()]
-        for c in report:
-            world0.index(c)
-    elif all_pairs:
-        report = list(world0.countries)
-    else:
-        report = [c for c in dict.fromkeys([importer] + [p[0] for p in pairs]) if c] or \
-            ([exporter] if exporter else [])
-    compare_summary = None
-    if compare is not None:
-        try:
-            compare_summary = json.loads((compare / "summary.json").read_text())
-        except (OSError, ValueError) as err:
-            fail(f"--compare {compare}: cannot read its summary.json ({err}).")
-        compare_summary["label"] = compare_summary.get("label") or compare.name
+    report = _report_countries(countries, world0, scenario)
+    compare_summary = _read_compare(compare) if compare is not None else None
     label = (f"HA {cal_name}" if config is None else "HA model")
     if out is None:
         base = cal_name if config is None else Path(config).stem
         out = Path("results") / f"counterfactual-{base}-{name}"
     out = Path(out)
-    check_out_folder(out, _KIND, what="counterfactual")
+    folder = prepare_output(out, _KIND, what="counterfactual")
 
     err_console.print(f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), "
                       f"beta fixed, solving wages and R; welfare for {', '.join(report) or 'none'}.")
     with progress() as prog:
-        task = prog.add_task("Baseline equilibrium (the first call compiles)...", total=None)
-        if cfg is None:
-            from hatrade.analysis.counterfactual import baseline_equilibrium
-            base_eq = baseline_equilibrium(cal_name)
-        else:
-            base_eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
-        prog.update(task, description=f"Baseline: beta {base_eq.beta:.6f}, R "
-                                      f"{float(base_eq.prices.R[0]):.6f}, {base_eq.seconds:.0f} s")
-
-        t2 = prog.add_task("Counterfactual equilibrium...", total=None)
-
-        def report_newton(iteration: int, residual: float) -> None:
-            prog.update(t2, description=f"Counterfactual: Newton {iteration}, max excess "
-                                        f"demand {residual:.2e}")
-
-        cf = run_counterfactual(base_eq, scenario, progress=report_newton)
-        prog.update(t2, description=f"Counterfactual: converged in {cf.new.iterations} Newton "
-                                    f"steps, {cf.new.seconds:.0f} s")
-        t3 = prog.add_task("Welfare...", total=None)
-        results = {}
-        for k, c in enumerate(report):
-            prog.update(t3, description=f"Welfare of {c} ({k + 1}/{len(report)}): all states")
-            results[c] = country_welfare(cf, country=c, verify=verify_ev, n_nodes=n_nodes)
-        prog.update(t3, description=f"Welfare: {len(report)} countr{'y' if len(report) == 1 else 'ies'}")
-
-        import datetime as _dt
-        summary = {"kind": _KIND, "name": name, "label": label, "hatrade_version": __version__,
-                   "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                   "source": source, **cf.summary(),
-                   "baseline_convergence": {k: v for k, v in base_eq.summary().items()
-                                            if k in ("converged", "newton_iterations",
-                                                     "max_excess_demand", "seconds")},
-                   "by_country": {c: r.summary for c, r in results.items()}}
-        table = (pd.concat([r.table for r in results.values()]) if results else
-                 pd.DataFrame(columns=["country"]))
-        with atomic_dir(out) as tmp:
-            write_text(tmp / "summary.json", json.dumps(jsonable(summary), indent=2))
-            write_text(tmp / "welfare.csv", table.to_csv(index=False, float_format="%.17g"))
-            write_text(tmp / "changes.csv",
-                              cf.changes().reset_index().to_csv(index=False, float_format="%.17g"))
-            write_text(tmp / "trade.csv",
-                              cf.trade_share_changes().to_csv(index=False, float_format="%.17g"))
-            save_welfare_figures(tmp, summary, table, compare=compare_summary, label=label)
+        base_eq, cf, results = _solve(prog, cal_name, cfg, scenario, report, verify_ev, n_nodes)
+        summary = _write_folder(folder, base_eq, cf, results, compare_summary,
+                                name=name, label=label, source=source)
     _print_summary(summary, cf, out)
+
+
+def _base_world(calibration, config):
+    """(calibration name, SolveConfig or None, the baseline world, its source) of the
+    ``--calibration`` / ``--config`` options."""
+    if config is not None and calibration is not None:
+        fail("give either --calibration or --config, not both.")
+    cal_name = calibration.value if calibration is not None else "baseline"
+    if config is not None:
+        from hatrade.io.config import load_config
+        cfg = load_config(config)
+        return cal_name, cfg, cfg.world, str(config)
+    from hatrade.core.worlds import ek_world
+    return cal_name, None, ek_world(cal_name), f"calibration:{cal_name}"
+
+
+def _default_name(importer, exporter, all_pairs, pairs, trade_cost_change) -> str:
+    tag = importer or exporter or ("global" if all_pairs else
+                                   "-".join("-".join(p) for p in pairs) or "change")
+    name = f"{tag}{trade_cost_change:+g}" if trade_cost_change else tag
+    return name.replace("+", "p").replace("/", "-")
+
+
+def _report_countries(countries: str | None, world0, scenario) -> list[str]:
+    """The countries whose welfare to report: ``--countries`` (checked), every country
+    with ``--global``, else the importer(s), else the exporter."""
+    if countries:
+        report = [c.strip() for c in countries.split(",") if c.strip()]
+        for c in report:
+            world0.index(c)
+        return report
+    if scenario.all_pairs:
+        return list(world0.countries)
+    return [c for c in dict.fromkeys([scenario.importer] + [p[0] for p in scenario.pairs])
+            if c] or ([scenario.exporter] if scenario.exporter else [])
+
+
+def _read_compare(compare: Path) -> dict:
+    try:
+        compare_summary = json.loads((compare / "summary.json").read_text())
+    except (OSError, ValueError) as err:
+        fail(f"--compare {compare}: cannot read its summary.json ({err}).")
+    compare_summary["label"] = compare_summary.get("label") or compare.name
+    return compare_summary
+
+
+def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: bool,
+           n_nodes: int):
+    """The baseline, the counterfactual and the welfare of ``report``, with progress."""
+    from hatrade import solve_equilibrium
+    from hatrade.analysis.counterfactual import baseline_equilibrium, run_counterfactual
+    from hatrade.welfare.ev import country_welfare
+
+    task = prog.add_task("Baseline equilibrium (the first call compiles)...", total=None)
+    if cfg is None:
+        base_eq = baseline_equilibrium(cal_name)
+    else:
+        base_eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
+    prog.update(task, description=f"Baseline: beta {base_eq.beta:.6f}, R "
+                                  f"{float(base_eq.prices.R[0]):.6f}, {base_eq.seconds:.0f} s")
+
+    t2 = prog.add_task("Counterfactual equilibrium...", total=None)
+
+    def report_newton(iteration: int, residual: float) -> None:
+        prog.update(t2, description=f"Counterfactual: Newton {iteration}, max excess "
+                                    f"demand {residual:.2e}")
+
+    cf = run_counterfactual(base_eq, scenario, progress=report_newton)
+    prog.update(t2, description=f"Counterfactual: converged in {cf.new.iterations} Newton "
+                                f"steps, {cf.new.seconds:.0f} s")
+    t3 = prog.add_task("Welfare...", total=None)
+    results = {}
+    for k, c in enumerate(report):
+        prog.update(t3, description=f"Welfare of {c} ({k + 1}/{len(report)}): all states")
+        results[c] = country_welfare(cf, country=c, verify=verify_ev, n_nodes=n_nodes)
+    prog.update(t3, description=f"Welfare: {len(report)} "
+                                f"countr{'y' if len(report) == 1 else 'ies'}")
+    return base_eq, cf, results
+
+
+def _write_folder(folder, base_eq, cf, results: dict, compare_summary, *, name: str,
+                  label: str, source: str) -> dict:
+    """Write the counterfactual folder (:func:`hatrade.io.results.save_counterfactual`,
+    with figures) in one swap; returns its summary."""
+    import pandas as pd
+
+    from hatrade.io.results import counterfactual_summary, save_counterfactual
+
+    baseline_convergence = {k: v for k, v in base_eq.summary().items()
+                            if k in ("converged", "newton_iterations", "max_excess_demand",
+                                     "seconds")}
+    summary = counterfactual_summary(cf, {c: r.summary for c, r in results.items()},
+                                     name=name, label=label, source=source,
+                                     baseline_convergence=baseline_convergence)
+    table = pd.concat([r.table for r in results.values()]) if results else None
+    with folder.replace() as tmp:
+        save_counterfactual(tmp, cf, table, summary, figures=True, compare=compare_summary,
+                            label=label)
+    return summary
 
 
 def _print_summary(summary: dict, cf, out: Path) -> None:

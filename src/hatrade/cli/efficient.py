@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -13,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import (calibration_option, check_out_folder, config_option, console, err_console,
+from ._common import (calibration_option, config_option, console, err_console,
                       handle_errors, load_world_config, out_option, progress)
 from .solve import CalibrationName
 
@@ -61,11 +60,12 @@ def efficient_command(
     from hatrade import __version__, evaluate, solve_equilibrium
     from hatrade.analysis.efficient import efficient_report, solve_planner
     from hatrade.plots.efficient import save_efficient_trade
-    from hatrade.io.atomic import jsonable, atomic_dir
+    from hatrade.io.atomic import jsonable, write_json
+    from hatrade.io.folders import prepare_output
 
     cfg = load_world_config(calibration, config)
     out = Path(out) if out is not None else Path("results") / f"efficient-{cfg.name}-{weights.value}"
-    check_out_folder(out, _KIND)
+    folder = prepare_output(out, _KIND)
     world, hh = cfg.world, cfg.household
     err_console.print(f"[bold]{cfg.name}[/bold]: {world.M} countries, planner weights "
                       f"'{weights.value}'.")
@@ -96,12 +96,10 @@ def efficient_command(
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "countries": list(world.countries), "decentralized_source": source,
             **summary, "parameters": cfg.to_dict()})
-        with atomic_dir(out) as tmp:
+        with folder.replace() as tmp:
             table.to_csv(tmp / "efficient_trade.csv", index=False, na_rep="",
                          float_format="%.17g")
-            with open(tmp / "summary.json", "w", encoding="utf-8") as fh:
-                json.dump(summary, fh, indent=2, allow_nan=False)
-                fh.write("\n")
+            write_json(tmp / "summary.json", summary, indent=2)
             save_efficient_trade(table, tmp / "efficient_trade.png",
                                  title=f"Efficient ({weights.value} weights) vs. decentralized "
                                        f"trade: {cfg.name}")

@@ -32,7 +32,6 @@ For a shipped calibration the households are solved at the published equilibrium
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -41,7 +40,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import (calibration_option, check_out_folder, config_option, console, err_console,
+from ._common import (calibration_option, config_option, console, err_console,
                       handle_errors, load_world_config, out_option, progress)
 from .solve import CalibrationName
 
@@ -103,11 +102,9 @@ def _header(kind: str, name: str, country: str, source: str) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from hatrade.io.atomic import jsonable
+    from hatrade.io.atomic import write_json
 
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(jsonable(obj), fh, indent=2, allow_nan=False)
-        fh.write("\n")
+    write_json(path, obj, indent=2)
 
 
 _COUNTRY_HELP = "Home country code (ISO3 for the 19-country world, e.g. USA)."
@@ -135,12 +132,12 @@ def elasticities_command(
     """Trade elasticities of one country by partner (Proposition 1, exact AD); write elasticities.csv, summary.json, micro.nc, elasticities.png."""
     from hatrade.analysis.elasticity import TABLE_COLUMNS, longrun_elasticities, trade_elasticities
     from hatrade.plots.elasticity import partner_elasticities_figure, save_figure
-    from hatrade.io.atomic import atomic_dir
+    from hatrade.io.folders import prepare_output
 
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
     out = Path(out) if out is not None else Path("results") / f"elasticities-{cfg.name}-{code}"
-    check_out_folder(out, "elasticities")
+    folder = prepare_output(out, "elasticities")
     err_console.print(f"[bold]{cfg.name}[/bold]: elasticities of {code} against its "
                       f"{cfg.world.M - 1} partners.")
     with progress() as prog:
@@ -170,7 +167,7 @@ def elasticities_command(
         summary["parameters"] = cfg.to_dict()
         ds = res.micro.copy()
         ds.attrs.update({"name": cfg.name, "created": summary["created"]})
-        with atomic_dir(out) as tmp:
+        with folder.replace() as tmp:
             table.to_csv(tmp / "elasticities.csv", index=False, float_format="%.17g")
             _write_json(tmp / "summary.json", summary)
             ds.to_netcdf(tmp / "micro.nc", engine="h5netcdf")
@@ -215,14 +212,14 @@ def households_command(
     from hatrade.analysis.cross_section import cross_section, micro_table, simulate_households
     from hatrade.core.params import ParameterError
     from hatrade.plots.elasticity import micro_table_figure, save_figure
-    from hatrade.io.atomic import atomic_dir
+    from hatrade.io.folders import prepare_output
 
     if not transfer > 0:
         raise ParameterError(f"--transfer {transfer} is not allowed: it must be > 0.")
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
     out = Path(out) if out is not None else Path("results") / f"households-{cfg.name}-{code}"
-    check_out_folder(out, "households")
+    folder = prepare_output(out, "households")
     err_console.print(f"[bold]{cfg.name}[/bold]: household cross-section of {code}.")
     with progress() as prog:
         eq, source = _equilibrium(cfg, prog)
@@ -251,7 +248,7 @@ def households_command(
                    "micro_table": table.to_dict(orient="records"),
                    "simulation": None if not simulate else {"n": simulate, "seed": seed},
                    "parameters": cfg.to_dict()}
-        with atomic_dir(out) as tmp:
+        with folder.replace() as tmp:
             table.to_csv(tmp / "micro_table.csv", index=False, float_format="%.17g")
             t.to_csv(tmp / "cross_section.csv", index=False, float_format="%.17g")
             if sim_table is not None:

@@ -52,13 +52,14 @@ def solve(
 ) -> None:
     """Solve the stationary world equilibrium and write a results folder (see SOLVE_HELP)."""
     from hatrade import solve_equilibrium
-    from hatrade.io.results import check_output_dir, check_writers, save_solve
+    from hatrade.io.folders import prepare_output
+    from hatrade.io.results import check_writers, save_solve
 
     # ---- everything is checked before any work
     cfg = load_world_config(calibration, config, from_initial=from_initial,
                             correct_germany=correct_germany)
     out = Path(out) if out is not None else Path("results") / f"solve-{cfg.name}"
-    check_output_dir(out)
+    folder = prepare_output(out, "solve")
     check_writers()
 
     world, hh = cfg.world, cfg.household
@@ -80,7 +81,7 @@ def solve(
         prog.update(task, description=f"Converged: {eq.iterations} Newton iterations, max "
                                       f"excess demand {eq.residual:.2e}, {eq.seconds:.1f} s")
         write = prog.add_task(f"Writing {escape(str(out))}...", total=None)
-        summary = save_solve(eq, out, cfg.name, data_fit="ek", parameters=cfg.to_dict())
+        summary = save_solve(eq, folder, cfg.name, data_fit="ek", parameters=cfg.to_dict())
         prog.update(write, description=f"Wrote {escape(str(out))}")
 
     print_summary(summary, out)

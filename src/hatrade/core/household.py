@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["HHParams", "HHState", "Policies", "utility", "egm_step", "initial_state",
+__all__ = ["HHParams", "HHState", "Policies", "utility", "logit", "egm_step", "initial_state",
            "solve_fixed_point", "policies", "locate", "euler_errors"]
 
 
@@ -111,7 +111,7 @@ def locate(x, grid):
     return k, wt
 
 
-def _logit(v, prm):
+def logit(v, prm):
     r"""Choice probabilities and log-sum value from choice-specific values v (Na, Nz, M).
 
     Divisions are by per-row (or scalar) reciprocals: one exp per point and otherwise
@@ -213,7 +213,7 @@ def _step(c, mu, v, prm: HHParams, p_next=None, R_next=None):
     inv_p = 1.0 / prm.p
     inv_p_next = inv_p if p_next is None else 1.0 / p_next
     R_next = prm.R if R_next is None else R_next
-    pi, V_old = _logit(v, prm)
+    pi, V_old = logit(v, prm)
     m = jnp.sum(pi * mu * inv_p_next, axis=-1)  # (Na, Nz)
     E = (prm.beta * R_next) * m @ prm.Pz.T  # E[a', z] = beta R' sum_z' P[z,z'] m[a',z']
     # p_j c~ = p_j (p_j E)^(-1/gamma) = p_j^(1-1/gamma) E^(-1/gamma); the power as
@@ -367,7 +367,7 @@ def _solve_fixed_point_jvp(tol, max_iter, tangent_tol, primals, tangents):
 def policies(state: HHState, prm: HHParams) -> Policies:
     """Policies reported at a converged state: one more step, pi from the returned v."""
     new, a_p = egm_step(state, prm)
-    pi, V = _logit(new.v, prm)
+    pi, V = logit(new.v, prm)
     return Policies(c=new.c, a_p=a_p, v=new.v, pi=pi, V=V)
 
 

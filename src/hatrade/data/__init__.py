@@ -48,7 +48,6 @@ __all__ = [
     "load_calibration",
     "load_initial_prices",
     "read_parameter_file",
-    "write_parameter_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -419,44 +418,6 @@ def read_parameter_file(path: PathLike) -> np.ndarray:
         (the message names the file and the line).
     """
     return _read_number_file(path, N_PARAMETERS, "parameter")
-
-
-def write_parameter_file(path: PathLike, params) -> None:
-    """Write a calibration vector in the published layout, atomically.
-
-    The numbers are written to a temporary file in the destination's directory, which is
-    then moved into place with :func:`os.replace`, so readers never see a partial file.
-    Floats are written with ``repr`` (shortest round-trip form), so
-    ``read_parameter_file(path)`` returns exactly ``params``.
-
-    Parameters
-    ----------
-    path : path-like
-        Destination.
-    params : array_like
-        46 finite numbers.
-
-    Raises
-    ------
-    ParameterFileError
-        If ``params`` does not hold 46 finite numbers.
-    """
-    path = Path(path)
-    vec = np.asarray(params, dtype=float).ravel()
-    if vec.size != N_PARAMETERS:
-        raise ParameterFileError(
-            f"cannot write {path}: got {vec.size} parameters, expected {N_PARAMETERS}."
-        )
-    if not np.isfinite(vec).all():
-        raise ParameterFileError(
-            f"cannot write {path}: non-finite parameter(s) at position(s) "
-            f"{(np.flatnonzero(~np.isfinite(vec)) + 1).tolist()} (1-based)."
-        )
-    text = "guess\n" + "".join(f"{float(x)!r}\n" for x in vec)
-    from hatrade.io.atomic import write_text  # lazy
-
-    write_text(path, text)
-    logger.debug("wrote %d parameters to %s", vec.size, path)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-r"""A content-addressed results cache: solved equilibria and household solutions on disk.
+r"""A content-addressed results cache: solved equilibria, household solutions and other
+results on disk.
 
-Every cached result is stored under a *key*, the SHA-256 of a canonical JSON description
-of everything that determines it:
+Every cached result is stored under a *key*, its fingerprint
+(:func:`hatrade.io.fingerprint.fingerprint`):
 
 .. math::
 
-    \mathrm{key} = \mathrm{sha256}\big(\mathrm{JSON}(\text{kind}, \text{format},
-    \text{hatrade version}, \text{inputs})\big),
+    \mathrm{key} = \mathrm{sha256}\big(\mathrm{JSON}(\text{kind}, \text{hatrade version},
+    \text{code revision}, \text{inputs})\big),
 
 where ``inputs`` holds the model primitives (the :class:`~hatrade.core.params.World` arrays,
 the :class:`~hatrade.core.params.Household`, the income process), the solve options
@@ -14,33 +15,28 @@ the :class:`~hatrade.core.params.Household`, the income process), the solve opti
 result, that result's key. Arrays enter through the SHA-256 of their bytes (with dtype and
 shape), floats through their exact ``repr``, dictionaries with sorted keys; so equal
 inputs give equal keys on every machine and any change, however small, gives another key.
-Starting points and warm starts are *not* part of the key: they change how a result is
-found, not what it is (up to the solver tolerance, which is).
+The *code revision* (:func:`hatrade.io.fingerprint.code_revision`, a hash of the source of
+the numerical packages) is part of every key: an entry computed by other code is never
+served. Starting points and warm starts are *not* part of the key: they change how a
+result is found, not what it is (up to the solver tolerance, which is).
 
 An entry is two files in ``<root>/<kind>/``:
 
 ``<key>.npz``
     The arrays (``numpy.savez``, no pickles).
 ``<key>.json``
-    Metadata: format, kind, key, package version, creation time, the SHA-256 and size of
-    the ``.npz`` file, the name, dtype and shape of every array, and the result's
-    JSON-ready metadata. It is written last (temporary file + :func:`os.replace`), so it
-    marks a complete entry.
+    Metadata: format, kind, key, package version, code revision, creation time, the
+    SHA-256 and size of the ``.npz`` file, the name, dtype and shape of every array, and
+    the result's JSON-ready metadata. It is written last (atomically), so it marks a
+    complete entry.
 
 Loading checks the metadata, the checksum, and every array's dtype and shape (against the
 metadata and, for equilibria, against the world and household they are for). An entry
 that fails any check (a partial write, a truncated or altered file, another format) is
 reported in the log, removed, and recomputed; it is never used.
 
-Equilibria are stored whole: prices, policies, distributions, aggregates, the warm-start
-state, the diagnostics (including ``jacobian_directions``, ``seconds_household`` and
-``seconds_jacobian``) and the labeled Jacobian (:class:`~hatrade.solve.equilibrium.EquilibriumJacobian`:
-its matrix in the ``.npz``, its unknowns and residual names in the metadata, checked on
-load against the layouts the world allows). Their metadata carries
-:data:`EQUILIBRIUM_CONTENT`; an older entry (without it: written before the Jacobian labels
-and these fields were stored) is **stale**: it is removed and recomputed (logged at INFO,
-counted as ``stale:<kind>``), never loaded with made-up defaults, so a loaded equilibrium
-always has its true diagnostics and a Jacobian that a later solve can check.
+Equilibria are stored and rebuilt by :mod:`hatrade.io.equilibrium_store`
+(:func:`~hatrade.io.equilibrium_store.cached_equilibrium`).
 
 Location: ``$HATRADE_CACHE`` if set, else ``$XDG_CACHE_HOME/hatrade``, else
 ``~/.cache/hatrade``; or any folder given to :class:`Cache`.
@@ -49,9 +45,7 @@ Location: ``$HATRADE_CACHE`` if set, else ``$XDG_CACHE_HOME/hatrade``, else
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as _dt
-import enum
 import hashlib
 import io
 import json
@@ -66,19 +60,20 @@ from typing import Any, Callable
 import numpy as np
 
 from hatrade.io.atomic import write_bytes
+from hatrade.io import fingerprint as _revision
+from hatrade.io.fingerprint import canonical, fingerprint
 
 __all__ = ["Cache", "CacheError", "CACHE_ENV", "FORMAT_VERSION", "default_cache_dir",
-           "canonical", "fingerprint", "encode_bundle", "decode_bundle",
-           "equilibrium_to_arrays", "equilibrium_from_arrays", "cached_equilibrium",
-           "equilibrium_inputs", "StaleEntry", "EQUILIBRIUM_CONTENT"]
+           "canonical", "fingerprint", "encode_bundle", "decode_bundle", "StaleEntry"]
 
 log = logging.getLogger(__name__)
 
 #: Environment variable naming the cache folder.
 CACHE_ENV = "HATRADE_CACHE"
 
-#: Version of the on-disk layout; entries of another format are recomputed.
-FORMAT_VERSION = 1
+#: Version of the on-disk layout; entries of another format are recomputed. 2: keys by
+#: :func:`~hatrade.io.fingerprint.fingerprint` (with the code revision).
+FORMAT_VERSION = 2
 
 _KIND_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
@@ -101,105 +96,6 @@ def default_cache_dir() -> Path:
         return Path(xdg).expanduser() / "hatrade"
     return Path.home() / ".cache" / "hatrade"
 
-
-# ----------------------------------------------------------------------------- keys
-
-def _array_digest(a: np.ndarray) -> dict:
-    a = np.asarray(a)
-    if a.dtype == object:
-        return {"__list__": canonical(a.tolist())}
-    if a.dtype.kind in "fc":
-        a = a.astype(np.result_type(a.dtype, np.float64))
-    b = np.ascontiguousarray(a)
-    if b.dtype.byteorder == ">":
-        b = b.astype(b.dtype.newbyteorder("<"))
-    return {"__array__": str(b.dtype), "shape": list(b.shape),
-            "sha256": hashlib.sha256(b.tobytes()).hexdigest()}
-
-
-def _float(x: float):
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    return {"__float__": repr(x)}
-
-
-def canonical(obj: Any) -> Any:
-    """A JSON-ready, deterministic description of ``obj`` (for hashing).
-
-    Handles None, bool, int, float (exact; NaN and infinities tagged), str, enums, paths,
-    numpy scalars and arrays (by the SHA-256 of their bytes, with dtype and shape), JAX
-    arrays, pandas Series/DataFrames, lists/tuples, dicts (keys as strings, sorted by the
-    JSON encoder), :class:`~hatrade.core.params.World` (countries, TFP, labor, trade costs,
-    tariffs, financial regime; not ``meta``), :class:`~hatrade.core.params.Household`,
-    :class:`~hatrade.core.income.IncomeProcess` and other dataclasses (field by field).
-
-    Raises
-    ------
-    CacheError
-        For a value of another type (name and type in the message).
-    """
-    from hatrade.core.params import Household, World
-
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, enum.Enum):
-        return canonical(obj.value)
-    if isinstance(obj, (int, np.integer)) and not isinstance(obj, bool):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, World):
-        return {"__world__": {"countries": list(obj.countries), "tfp": _array_digest(obj.tfp),
-                              "labor": _array_digest(obj.labor), "d": _array_digest(obj.d),
-                              "tariffs": None if obj.tariffs is None
-                              else _array_digest(obj.tariffs),
-                              "financial": obj.financial}}
-    if isinstance(obj, Household):
-        return {"__household__": canonical(obj.to_dict())}
-    if isinstance(obj, np.ndarray):
-        return _array_digest(obj)
-    if hasattr(obj, "__array__") and hasattr(obj, "shape") and hasattr(obj, "dtype"):
-        try:
-            import pandas as pd
-            if isinstance(obj, pd.DataFrame):
-                return {"__frame__": {"columns": [str(c) for c in obj.columns],
-                                      "index": canonical(list(map(str, obj.index))),
-                                      "values": [canonical(obj[c].to_numpy())
-                                                 for c in obj.columns]}}
-            if isinstance(obj, pd.Series):
-                return {"__series__": {"index": [str(i) for i in obj.index],
-                                       "values": _array_digest(obj.to_numpy())}}
-        except ImportError:  # pragma: no cover - pandas is a dependency
-            pass
-        return _array_digest(np.asarray(obj))
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f"__{type(obj).__name__}__": {f.name: canonical(getattr(obj, f.name))
-                                               for f in dataclasses.fields(obj)}}
-    if isinstance(obj, dict):
-        return {str(k): canonical(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [canonical(v) for v in obj]
-    raise CacheError(f"cannot describe a value of type {type(obj).__name__} for a cache key; "
-                     "use numbers, strings, arrays, lists, dicts, World or Household.")
-
-
-def fingerprint(kind: str, inputs: dict) -> str:
-    """The cache key (64 hex digits) of a result of ``kind`` determined by ``inputs``.
-
-    The package version and :data:`FORMAT_VERSION` are part of the key, so results of
-    another version are never reused.
-    """
-    from hatrade import __version__
-
-    doc = {"kind": kind, "format": FORMAT_VERSION, "hatrade_version": __version__,
-           "inputs": canonical(inputs)}
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # ----------------------------------------------------------------------------- bundles
@@ -486,7 +382,7 @@ class Cache:
         blob = buf.getvalue()
         doc = {
             "format": FORMAT_VERSION, "kind": kind, "key": key, "label": label,
-            "hatrade_version": __version__,
+            "hatrade_version": __version__, "code_revision": _revision.code_revision(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
             "arrays": {n: {"dtype": str(a.dtype), "shape": list(a.shape)}
@@ -600,182 +496,3 @@ class Cache:
             what, kind = k.split(":", 1)
             out.setdefault(what, {})[kind] = v
         return out
-
-
-# ----------------------------------------------------------------------------- equilibria
-
-_POLICY_FIELDS = ("c", "a_p", "v", "pi", "V")
-
-#: Version of an equilibrium entry's contents (in its metadata as ``"content"``). 2: the
-#: Jacobian's labels, ``jacobian_directions``, ``seconds_household``, ``seconds_jacobian``.
-#: Entries of another version are stale (:class:`StaleEntry`) and recomputed.
-EQUILIBRIUM_CONTENT = 2
-
-
-def equilibrium_inputs(world, household, income=None, **options) -> dict:
-    """The inputs that determine an equilibrium: primitives and solve options.
-
-    ``options`` are what the solver holds fixed and how precisely it solves: e.g.
-    ``solve_for``, ``R`` (when solving for beta), ``beta`` (when solving for R), ``tol``,
-    ``hh_tol``. Starting points and warm starts are deliberately left out.
-    """
-    from hatrade.core.income import income_process
-
-    inc = income or income_process(household)
-    return {"world": world, "household": household,
-            "income": {"z": inc.z, "P": inc.P, "log_z_perm": inc.log_z_perm},
-            "options": options}
-
-
-def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
-    """An :class:`~hatrade.solve.equilibrium.Equilibrium` as arrays and metadata (everything but the
-    world, household and income process, which are the key's inputs): the Jacobian's
-    matrix in ``jacobian``, its labels in the metadata ``jacobian_labels`` (None for an
-    unlabeled array), the contents version :data:`EQUILIBRIUM_CONTENT`."""
-    from hatrade.solve.equilibrium import EquilibriumJacobian
-
-    arrays = {
-        "w": np.asarray(eq.prices.w, float), "R": np.asarray(eq.prices.R, float),
-        "T": np.asarray(eq.prices.T, float), "p": np.asarray(eq.p, float),
-        "lam": np.asarray(eq.lam, float), "a_grid": np.asarray(eq.a_grid, float),
-        "state_c": np.asarray(eq.state.c, float), "state_v": np.asarray(eq.state.v, float),
-    }
-    for f in _POLICY_FIELDS:
-        arrays[f"pol_{f}"] = np.asarray(getattr(eq.policies, f), float)
-    for k, v in eq.aggregates.items():
-        arrays[f"agg_{k}"] = np.asarray(v, float)
-    if eq.hh_iterations is not None:
-        arrays["hh_iterations"] = np.asarray(eq.hh_iterations)
-    labels = None
-    if eq.jacobian is not None:
-        arrays["jacobian"] = np.asarray(eq.jacobian, float)
-        if isinstance(eq.jacobian, EquilibriumJacobian):
-            labels = {"unknowns": [str(x) for x in eq.jacobian.unknowns],
-                      "residuals": [str(x) for x in eq.jacobian.residuals]}
-    meta = {"content": EQUILIBRIUM_CONTENT,
-            "beta": float(eq.prices.beta), "converged": bool(eq.converged),
-            "iterations": int(eq.iterations), "residual": float(eq.residual),
-            "household_solves": int(eq.household_solves), "jacobians": int(eq.jacobians),
-            "jacobian_directions": int(eq.jacobian_directions),
-            "jacobian_labels": labels,
-            "history": [float(h) for h in eq.history], "seconds": float(eq.seconds),
-            "seconds_household": float(eq.seconds_household),
-            "seconds_jacobian": float(eq.seconds_jacobian),
-            "countries": list(eq.countries), "aggregates": sorted(eq.aggregates)}
-    return arrays, meta
-
-
-def _stored_jacobian(arrays: dict, meta: dict, world):
-    """The stored Jacobian: an :class:`~hatrade.solve.equilibrium.EquilibriumJacobian` whose labels are
-    those of a layout this world allows (solving for R or beta), a plain array when it was
-    stored unlabeled, or None."""
-    from hatrade.core.markets import Layout
-    from hatrade.solve.equilibrium import EquilibriumJacobian
-
-    J = arrays.get("jacobian")
-    if J is None:
-        return None
-    if J.ndim != 2 or J.shape[0] != J.shape[1] or not np.all(np.isfinite(J)):
-        raise CacheError(f"stored Jacobian (shape {J.shape}) is not a finite square matrix.")
-    labels = meta.get("jacobian_labels")
-    if labels is None:
-        return J
-    tariffs = world.has_tariffs
-    solve_fors = ("R",) if world.financial == "autarky" else ("R", "beta")
-    layouts = [Layout(M=world.M, financial=world.financial, solve_for=s, tariffs=tariffs,
-                       R_fixed=None, beta_fixed=None) for s in solve_fors]
-    unknowns, residuals = tuple(labels["unknowns"]), tuple(labels["residuals"])
-    if not any(unknowns == lay.unknown_names(world.countries)
-               and residuals == lay.residual_names(world.countries) for lay in layouts):
-        raise CacheError(f"stored Jacobian's labels (unknowns {', '.join(unknowns)}) do not fit "
-                         "this world's unknowns.")
-    try:
-        return EquilibriumJacobian(J, unknowns, residuals)
-    except ValueError as err:  # ParameterError: labels and matrix disagree
-        raise CacheError(f"stored Jacobian: {err}") from None
-
-
-def equilibrium_from_arrays(arrays: dict, meta: dict, world, household, income=None):
-    """Rebuild an :class:`~hatrade.solve.equilibrium.Equilibrium` for ``world`` and ``household``.
-
-    The Jacobian comes back as the :class:`~hatrade.solve.equilibrium.EquilibriumJacobian` it was (so
-    ``jacobian=eq.jacobian`` is checked by the next solve), with the solve's diagnostics.
-
-    Raises
-    ------
-    StaleEntry
-        When the entry is of older contents (no :data:`EQUILIBRIUM_CONTENT` marker: no
-        Jacobian labels or timings); :meth:`Cache.memo` then recomputes it.
-    CacheError
-        When the stored arrays do not fit the world and household (countries, grid size,
-        income states, Jacobian labels) or are not finite.
-    """
-    from hatrade.core.household import HHState, Policies
-    from hatrade.core.income import income_process
-    from hatrade.solve.equilibrium import Equilibrium, Prices
-
-    if meta.get("content") != EQUILIBRIUM_CONTENT:
-        raise StaleEntry(f"equilibrium entry of contents version {meta.get('content', 1)}, "
-                         f"this version stores {EQUILIBRIUM_CONTENT} (labeled Jacobian, "
-                         "Jacobian directions and timings)")
-    inc = income or income_process(household)
-    M, Na, Nz = world.M, household.n_a, len(inc.z)
-    if list(meta.get("countries", [])) != list(world.countries):
-        raise CacheError(f"stored countries {meta.get('countries')} differ from the world's.")
-    want = {"w": (M,), "R": (M,), "T": (M,), "p": (M, M), "lam": (M, Na, Nz),
-            "a_grid": (M, Na), "state_c": (M, Na, Nz, M), "state_v": (M, Na, Nz, M),
-            "pol_c": (M, Na, Nz, M), "pol_a_p": (M, Na, Nz, M), "pol_v": (M, Na, Nz, M),
-            "pol_pi": (M, Na, Nz, M), "pol_V": (M, Na, Nz)}
-    for name, shape in want.items():
-        if name not in arrays:
-            raise CacheError(f"stored equilibrium lacks {name!r}.")
-        a = arrays[name]
-        if a.shape != shape:
-            raise CacheError(f"stored {name!r} has shape {a.shape}, expected {shape}.")
-        if not np.all(np.isfinite(a)):
-            raise CacheError(f"stored {name!r} has non-finite entries.")
-    aggregates = {k: arrays[f"agg_{k}"] for k in meta.get("aggregates", [])}
-    if "M" not in aggregates or aggregates["M"].shape != (M, M):
-        raise CacheError("stored equilibrium lacks the spending matrix.")
-    return Equilibrium(
-        world=world, household=household, income=inc,
-        prices=Prices(w=arrays["w"], R=arrays["R"], T=arrays["T"], beta=float(meta["beta"])),
-        p=arrays["p"], policies=Policies(*[arrays[f"pol_{f}"] for f in _POLICY_FIELDS]),
-        lam=arrays["lam"], a_grid=arrays["a_grid"], aggregates=aggregates,
-        state=HHState(c=arrays["state_c"], v=arrays["state_v"]),
-        converged=bool(meta["converged"]), iterations=int(meta["iterations"]),
-        residual=float(meta["residual"]), household_solves=int(meta["household_solves"]),
-        jacobians=int(meta["jacobians"]), hh_iterations=arrays.get("hh_iterations"),
-        jacobian=_stored_jacobian(arrays, meta, world), history=list(meta.get("history", [])),
-        seconds=float(meta["seconds"]), jacobian_directions=int(meta["jacobian_directions"]),
-        seconds_household=float(meta["seconds_household"]),
-        seconds_jacobian=float(meta["seconds_jacobian"]))
-
-
-def cached_equilibrium(cache: Cache | None, world, household, solve: Callable[[], Any], *,
-                       options: dict, income=None, label: str | None = None):
-    """Load the equilibrium of ``world`` and ``household`` solved with ``options``, or call
-    ``solve()`` and store its result.
-
-    Parameters
-    ----------
-    cache : Cache or None
-        None: just solve.
-    world, household, income : the primitives (the key's inputs, see
-        :func:`equilibrium_inputs`).
-    solve : callable () -> Equilibrium
-        Computes the equilibrium on a miss (it may use any starting point).
-    options : dict
-        Solve options that determine the result (e.g. ``solve_for``, ``R``, ``beta``,
-        ``tol``, ``hh_tol``).
-
-    Returns
-    -------
-    (Equilibrium, hit)
-    """
-    if cache is None:
-        return solve(), False
-    inputs = equilibrium_inputs(world, household, income, **options)
-    return cache.memo("equilibrium", inputs, solve, equilibrium_to_arrays,
-                      lambda a, m: equilibrium_from_arrays(a, m, world, household, income),
-                      label=label)

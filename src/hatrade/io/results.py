@@ -21,9 +21,33 @@ A solve folder holds four files whose names and columns are stable (scripts read
 ``trade_fit.png``
     Model against data log normalized trade (the paper's Figure 2).
 
-Everything is first written to a temporary folder next to the destination, which is then
-moved into place with :func:`os.replace`: a reader never sees a half-written folder, and a
-failure leaves nothing behind.
+A counterfactual folder (:func:`save_counterfactual`; ``hatrade counterfactual``, each run
+of ``hatrade batch``, the counterfactual stages of ``hatrade replicate``) holds:
+
+``summary.json``
+    ``kind`` (``"counterfactual"``, or ``"batch-run"`` in a batch); ``hatrade_version``;
+    ``created``; the writer's header (e.g. ``name``, ``label``, ``source``); the
+    counterfactual's summary (:meth:`hatrade.analysis.counterfactual.Counterfactual.summary`:
+    ``scenario``, ``financial``, ``beta``, ``R``, ``wages``, ``R_over_w_change_percent``,
+    ``home_share``, ``net_foreign_assets``, ``convergence``); ``by_country`` (the welfare
+    summary of each reported country).
+``welfare.csv``
+    One row per household state of each reported country
+    (:func:`hatrade.welfare.ev.country_welfare`'s table; only the header ``country`` when
+    no country is reported).
+``changes.csv``
+    By-country changes (:meth:`~hatrade.analysis.counterfactual.Counterfactual.changes`).
+``trade.csv``
+    Trade shares old and new by pair
+    (:meth:`~hatrade.analysis.counterfactual.Counterfactual.trade_share_changes`).
+figures (``figures=True``)
+    ``gains_by_quintile_<C>.png``, ``gains_by_income_<C>.png``, ``gains_heatmap_<C>.png``,
+    ``gains_by_assets_<C>.png`` for each reported country.
+
+A solve folder is built in a temporary folder next to the destination, which is then
+moved into place (:meth:`hatrade.io.folders.OutputFolder.replace`): a reader never sees a
+half-written folder, and a failure leaves nothing behind. The folder policy (what may
+already be there) is :mod:`hatrade.io.folders`.
 """
 
 from __future__ import annotations
@@ -31,13 +55,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from hatrade.io.atomic import atomic_dir, jsonable
+from hatrade.io.atomic import jsonable, write_json, write_text
+from hatrade.io.folders import OutputFolder, prepare_output
 
 __all__ = [
     "ResultsError",
@@ -45,9 +69,11 @@ __all__ = [
     "TRADE_COLUMNS",
     "trade_table_with_data",
     "trade_fit",
-    "check_output_dir",
     "check_writers",
     "save_solve",
+    "COUNTERFACTUAL_FILES",
+    "counterfactual_summary",
+    "save_counterfactual",
     "load_summary",
     "load_trade",
     "shares_matrix",
@@ -67,7 +93,7 @@ _KIND = "solve"
 
 
 class ResultsError(ValueError):
-    """An output folder cannot be written, or a results file cannot be read."""
+    """A results file cannot be written (a writer is missing, bad data) or read."""
 
 
 # ----------------------------------------------------------------------------- tables
@@ -152,15 +178,7 @@ def trade_fit(table: pd.DataFrame) -> dict | None:
     return {"corr": corr, "rmse": rmse, "n_pairs": int(m.size)}
 
 
-# ----------------------------------------------------------------------------- atomic IO
-
-def _is_solve_dir(path: Path) -> bool:
-    try:
-        with open(path / "summary.json") as fh:
-            return json.load(fh).get("kind") == _KIND
-    except (OSError, ValueError, AttributeError):
-        return False
-
+# ----------------------------------------------------------------------------- checks
 
 def check_writers() -> None:
     """Check that the NetCDF4 writer for ``households.nc`` (h5netcdf with h5py) is installed.
@@ -176,34 +194,6 @@ def check_writers() -> None:
     if missing:
         raise ResultsError(f"writing households.nc (NetCDF4) needs {' and '.join(missing)}; "
                            f"install with: pip install {' '.join(missing)}")
-
-
-def check_output_dir(out_dir) -> Path:
-    """Check, before any work, that a solve can be written to ``out_dir``.
-
-    Allowed: a folder that does not exist yet (its parent is created when needed), an
-    empty folder, or a previous solve folder (it is replaced as a whole).
-
-    Raises
-    ------
-    ResultsError
-        ``out_dir`` is a file, a non-empty folder that is not a solve folder (so that a
-        mistyped ``--out`` never deletes unrelated files), or its parent cannot be written.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ResultsError(f"output folder {out} exists and is not a folder; choose another --out.")
-    if out.is_dir() and any(out.iterdir()) and not _is_solve_dir(out):
-        raise ResultsError(f"output folder {out} exists and holds other files (it is not a "
-                           "previous solve folder, which would be replaced); choose a new or "
-                           "empty folder.")
-    parent = out.absolute().parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ResultsError(f"cannot write the output folder {out}: {probe} is not writable.")
-    return out
 
 
 # ----------------------------------------------------------------------------- solve folder
@@ -245,8 +235,9 @@ def save_solve(eq, out_dir, name: str, data_fit="ek", parameters: dict | None = 
     Parameters
     ----------
     eq : hatrade.Equilibrium
-    out_dir : path-like
-        Destination folder (see :func:`check_output_dir` for what may already be there).
+    out_dir : path-like or OutputFolder
+        Destination folder: new, empty, or a previous solve folder, which is replaced
+        (the policy of :mod:`hatrade.io.folders`, kind ``"solve"``).
     name : str
         Name of the run (recorded in ``summary.json``).
     data_fit : 'ek', None or pandas.DataFrame
@@ -263,29 +254,101 @@ def save_solve(eq, out_dir, name: str, data_fit="ek", parameters: dict | None = 
 
     Raises
     ------
-    ResultsError
+    OutputFolderError
         ``out_dir`` cannot hold a solve folder; nothing is written then.
+    ResultsError
+        The NetCDF4 writer is missing (:func:`check_writers`).
     """
     from hatrade.plots.trade_fit import save_trade_fit
 
     check_writers()
-    out = check_output_dir(out_dir)
+    folder = out_dir if isinstance(out_dir, OutputFolder) else prepare_output(out_dir, _KIND)
     table = trade_table_with_data(eq, data_fit)
     fit = trade_fit(table)
     summary = solve_summary(eq, name, fit, parameters)
     ds = eq.to_dataset()
     ds.attrs.update({"name": name, "hatrade_version": summary["hatrade_version"],
                      "created": summary["created"]})
-    with atomic_dir(out) as tmp:
-        with open(tmp / "summary.json", "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2, allow_nan=False)
-            fh.write("\n")
+    with folder.replace() as tmp:
+        write_json(tmp / "summary.json", summary, indent=2)
         table.to_csv(tmp / "trade.csv", index=False, na_rep="", float_format="%.17g")
         ds.to_netcdf(tmp / "households.nc", engine="h5netcdf")
         save_trade_fit(table, tmp / "trade_fit.png", fit=fit, title=f"Bilateral trade: {name}")
-    log.info("wrote %s (%s)", out, ", ".join(SOLVE_FILES))
+    log.info("wrote %s (%s)", folder.path, ", ".join(SOLVE_FILES))
     return summary
 
+
+# ----------------------------------------------------------------------------- counterfactual
+
+#: The files of a counterfactual folder (figures come on top, see :func:`save_counterfactual`).
+COUNTERFACTUAL_FILES: tuple[str, ...] = ("summary.json", "welfare.csv", "changes.csv",
+                                         "trade.csv")
+
+
+def counterfactual_summary(cf, by_country: dict, **header) -> dict:
+    """The content of a counterfactual folder's ``summary.json`` (module docstring).
+
+    Parameters
+    ----------
+    cf : hatrade.analysis.counterfactual.Counterfactual
+    by_country : dict
+        Welfare summary by reported country (``CountryWelfare.summary``).
+    **header
+        Entries placed before the counterfactual's summary, e.g. ``name``, ``label``,
+        ``source``; ``kind`` defaults to ``"counterfactual"``.
+    """
+    from hatrade import __version__
+
+    head = {"kind": "counterfactual", "hatrade_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **header}
+    return {**head, **cf.summary(), "by_country": by_country}
+
+
+def save_counterfactual(folder, cf, welfare_table: pd.DataFrame | None, summary: dict, *,
+                        figures: bool = False, compare: dict | None = None,
+                        label: str = "HA model") -> list[str]:
+    """Write a counterfactual folder's files into ``folder``, each atomically.
+
+    Parameters
+    ----------
+    folder : path-like
+        Where to write (created when needed); typically the temporary folder of
+        :meth:`hatrade.io.folders.OutputFolder.replace` or of
+        :func:`hatrade.io.atomic.atomic_dir`, so that the whole folder appears at once.
+    cf : hatrade.analysis.counterfactual.Counterfactual
+    welfare_table : pandas.DataFrame or None
+        The welfare rows of the reported countries (None: none reported).
+    summary : dict
+        The content of ``summary.json`` (:func:`counterfactual_summary`).
+    figures : bool
+        Also draw the welfare figures (:func:`hatrade.plots.welfare.save_welfare_figures`).
+    compare, label : the other folder's summary drawn side by side, and this model's label
+        (figures only).
+
+    Returns
+    -------
+    list of str
+        The names of the files written: :data:`COUNTERFACTUAL_FILES`, then the figures.
+    """
+    folder = Path(folder)
+    table = welfare_table if welfare_table is not None else pd.DataFrame(columns=["country"])
+    write_json(folder / "summary.json", summary, indent=2)
+    write_text(folder / "welfare.csv", table.to_csv(index=False, float_format="%.17g"))
+    write_text(folder / "changes.csv",
+               cf.changes().reset_index().to_csv(index=False, float_format="%.17g"))
+    write_text(folder / "trade.csv",
+               cf.trade_share_changes().to_csv(index=False, float_format="%.17g"))
+    names = list(COUNTERFACTUAL_FILES)
+    if figures:
+        from hatrade.plots.welfare import save_welfare_figures
+
+        paths = save_welfare_figures(folder, summary, table, compare=compare, label=label)
+        names += [Path(p).name for p in paths]
+    return names
+
+
+# ----------------------------------------------------------------------------- reading
 
 def _solve_file(path, filename: str) -> Path:
     p = Path(path)

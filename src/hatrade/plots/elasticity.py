@@ -37,10 +37,6 @@ __all__ = ["partner_elasticities_figure", "micro_by_assets_figure", "micro_table
 
 log = logging.getLogger(__name__)
 
-#: Transitional alias for plots/welfare.py, which should import
-#: :func:`hatrade.plots.style.new_figure` instead; remove once it does.
-_new_figure = new_figure
-
 
 def partner_elasticities_figure(result, *, longrun=None, title: str | None = None):
     r"""Elasticity :math:`\theta_{ij}` of each partner against its price :math:`p_{ij}`.

@@ -19,19 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hatrade.plots.style import new_figure, save_figure
+
 __all__ = ["quintile_figure", "income_group_figure", "heatmap_figure", "assets_figure",
            "save_figure", "save_welfare_figures"]
 
 log = logging.getLogger(__name__)
 
-from hatrade.plots.elasticity import _new_figure as _base_figure
-from hatrade.plots.elasticity import save_figure  # noqa: F401  (re-exported)
-
 _COLORS = ("#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000")
 
 
 def _new_figure(figsize=(6.5, 4.2)):
-    return _base_figure(figsize)
+    return new_figure(figsize)
 
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hatrade.data.published import published
-from hatrade.io.cache import cached_equilibrium
+from hatrade.io.equilibrium_store import cached_equilibrium
 from hatrade.replicate.context import StageContext, for_each_model, now, stage_status
 from hatrade.replicate.report import StageResult, Table
 from hatrade.replicate.setup import ModelSpec

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from hatrade.io.cache import cached_equilibrium, equilibrium_inputs, fingerprint
+from hatrade.io.equilibrium_store import cached_equilibrium, equilibrium_inputs
+from hatrade.io.fingerprint import fingerprint
 from hatrade.replicate.context import StageContext, for_each_model, stage_status
 from hatrade.replicate.report import StageResult, Table
 from hatrade.replicate.setup import ModelSpec

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import traceback
 
-from hatrade.io.cache import cached_equilibrium
+from hatrade.io.equilibrium_store import cached_equilibrium
 from hatrade.replicate.context import (
     StageContext,
     StageDependencyError,
