@@ -158,21 +158,34 @@ def test_output_dir_must_be_new_empty_or_previous(tmp_path):
 
 
 def test_interrupted_run_folder_is_accepted_and_cleaned(tmp_path):
-    """A run stopped before writing replicate.json (Ctrl-C) left its marker, finished stage
+    """A run stopped before writing replicate.json (Ctrl-C) left its manifest, finished stage
     folders and temporary folders: the folder is accepted for a rerun, and the temporary
-    folders of stages are removed (other hidden folders are not)."""
-    from hatrade.replicate.folders import MARKER, prepare_output_dir
+    folders of stages are removed (other hidden folders are not); a file the user put where
+    a run writes is refused, and one elsewhere is kept."""
+    from hatrade.io.folders import MANIFEST
+    from hatrade.replicate.folders import open_output_dir, prepare_output_dir
+    from hatrade.replicate.stages import STAGE_NAMES
 
     out = tmp_path / "run"
-    prepare_output_dir(out)
-    assert json.loads((out / MARKER).read_text())["kind"] == "replicate"
+    folder = open_output_dir(out)
+    with folder.session():
+        prepare_output_dir(folder, STAGE_NAMES)
+    assert json.loads((out / MANIFEST).read_text())["kind"] == "replicate"
     (out / "equilibrium").mkdir()
     (out / ".unilateral.abc123.tmp").mkdir()
     (out / ".micro.x9.old").mkdir()
     (out / ".mine.tmp").mkdir()
+    (out / "notes.txt").write_text("mine")
     assert check_output_dir(out) == out
-    prepare_output_dir(out)
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, ".mine.tmp", "equilibrium"]
+    folder = open_output_dir(out)
+    with folder.session():
+        prepare_output_dir(folder, STAGE_NAMES)
+    assert sorted(p.name for p in out.iterdir()) == [
+        MANIFEST, ".mine.tmp", "equilibrium", "notes.txt"]
+    (out / "report.html").write_text("the user's own report")
+    (out / MANIFEST).unlink()  # a folder hatrade does not know: refused before any work
+    with pytest.raises(ReplicateError, match="holds other files"):
+        check_output_dir(out)
 
 
 def test_setup_validation_and_quick_grid():

@@ -64,7 +64,7 @@ import pandas as pd
 
 from hatrade.io.cache import Cache
 from hatrade.replicate.context import ProgressSink, StageContext, now
-from hatrade.replicate.folders import ReplicateError, check_output_dir, prepare_output_dir
+from hatrade.replicate.folders import ReplicateError, open_output_dir, prepare_output_dir
 from hatrade.replicate.outputs import REPORT_TITLE, RunRecord, write_outputs
 from hatrade.replicate.report import StageResult
 from hatrade.replicate.setup import Setup, paper_setup
@@ -325,13 +325,15 @@ def replicate(
     if out is None:
         out = Path("results") / ("replicate-quick" if setup.quick else "replicate")
     names = _stage_names(stages)
-    out = check_output_dir(out)
-    prepare_output_dir(out, STAGE_NAMES)
-    ctx = StageContext(
-        setup=setup, cache=_resolve_cache(cache), out=out, progress=progress or ProgressSink()
-    )
-    runner = _StageRunner(ctx, names)
-    started = now()
-    ctx.progress.run_start([(n, runner.titles[n]) for n in names] + [("report", "Report")])
-    runner.run_all(parallel)
-    return _finish(ctx, runner, started, t_start)
+    folder = open_output_dir(out)
+    with folder.session():
+        prepare_output_dir(folder, STAGE_NAMES)
+        ctx = StageContext(
+            setup=setup, cache=_resolve_cache(cache), out=folder.path,
+            progress=progress or ProgressSink(),
+        )
+        runner = _StageRunner(ctx, names)
+        started = now()
+        ctx.progress.run_start([(n, runner.titles[n]) for n in names] + [("report", "Report")])
+        runner.run_all(parallel)
+        return _finish(ctx, runner, started, t_start)

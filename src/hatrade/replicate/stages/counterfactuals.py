@@ -15,7 +15,8 @@ import pandas as pd
 
 from hatrade.data.published import published
 from hatrade.io.equilibrium_store import cached_equilibrium
-from hatrade.replicate.context import StageContext, for_each_model, now, stage_status
+from hatrade.io.results import counterfactual_summary, save_counterfactual
+from hatrade.replicate.context import StageContext, for_each_model, stage_status
 from hatrade.replicate.report import StageResult, Table
 from hatrade.replicate.setup import ModelSpec
 from hatrade.replicate.stages.equilibrium import equilibrium_key
@@ -139,21 +140,12 @@ def _welfare(ctx: StageContext, spec: ModelSpec, cf, new_key: str, kind: str) ->
 
 
 def _write_model_files(ctx: StageContext, spec: ModelSpec, cf, w: dict, res: StageResult) -> None:
-    """The model's counterfactual folder: summary, welfare, changes and trade."""
-    s = ctx.setup
-    folder = {
-        "kind": "counterfactual",
-        "name": cf.scenario.name,
-        "label": spec.title,
-        "created": now(),
-        "source": f"replicate:{spec.name}",
-        **cf.summary(),
-        "by_country": {s.home: w["summary"]},
-    }
-    res.files.append(ctx.write_json(folder, spec.name, "summary.json"))
-    res.files.append(ctx.write_csv(w["table"], spec.name, "welfare.csv"))
-    res.files.append(ctx.write_csv(cf.changes().reset_index(), spec.name, "changes.csv"))
-    res.files.append(ctx.write_csv(cf.trade_share_changes(), spec.name, "trade.csv"))
+    """The model's counterfactual folder (:func:`hatrade.io.results.save_counterfactual`:
+    summary, welfare, changes and trade, as ``hatrade counterfactual`` writes them)."""
+    summary = counterfactual_summary(cf, {ctx.setup.home: w["summary"]}, name=cf.scenario.name,
+                                     label=spec.title, source=f"replicate:{spec.name}")
+    names = save_counterfactual(ctx.path(spec.name), cf, w["table"], summary)
+    res.files.extend(ctx.rel(spec.name, n) for n in names)
 
 
 def _undefined_ev_text(spec: ModelSpec, summ: dict) -> str | None:
