@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,16 +34,34 @@ import numpy as np
 from hatrade.core.errors import EquilibriumError, ParameterError
 from hatrade.core.household import HHState, Policies, euler_errors
 from hatrade.core.income import IncomeProcess, income_process
-from hatrade.core.markets import (Layout, ModelArrays, check_households, country_params,
-                                  initial_states, model_arrays, solve_households)
+from hatrade.core.markets import (
+    Layout,
+    ModelArrays,
+    check_households,
+    country_params,
+    initial_states,
+    model_arrays,
+    solve_households,
+)
 from hatrade.core.params import Household, World
 from hatrade.core.x64 import enable_x64
 from hatrade.solve.newton import NewtonProblem, NewtonResult, newton_solve
-from hatrade.solve.options import (SolverOptions, check_solve_inputs, resolve_solve_for,
-                                   solver_options)
+from hatrade.solve.options import (
+    SolverOptions,
+    check_solve_inputs,
+    resolve_solve_for,
+    solver_options,
+)
 
-__all__ = ["Equilibrium", "EquilibriumError", "EquilibriumJacobian", "Prices", "SolverOptions",
-           "solve_equilibrium", "evaluate"]
+__all__ = [
+    "Equilibrium",
+    "EquilibriumError",
+    "EquilibriumJacobian",
+    "Prices",
+    "SolverOptions",
+    "evaluate",
+    "solve_equilibrium",
+]
 
 log = logging.getLogger(__name__)
 
@@ -262,13 +281,11 @@ def _checked_jacobian(jacobian, layout: Layout, countries):
     if jacobian is None:
         return None
     want = layout.unknown_names(countries)
-    if isinstance(jacobian, EquilibriumJacobian):
-        if tuple(jacobian.unknowns) != want:
-            raise ParameterError(
-                f"jacobian= is for the unknowns ({', '.join(jacobian.unknowns)}) but this solve "
-                f"has ({', '.join(want)}): pass the Jacobian of an equilibrium solved for the "
-                "same unknowns (same countries, solve_for, financial regime and tariffs), or "
-                "none.")
+    if isinstance(jacobian, EquilibriumJacobian) and tuple(jacobian.unknowns) != want:
+        raise ParameterError(
+            f"jacobian= is for the unknowns ({', '.join(jacobian.unknowns)}) but this solve "
+            f"has ({', '.join(want)}): pass the Jacobian of an equilibrium solved for the "
+            "same unknowns (same countries, solve_for, financial regime and tariffs), or none.")
     J = np.array(jacobian, dtype=float)
     if J.shape != (layout.n, layout.n):
         raise ParameterError(f"jacobian= has shape {J.shape}; this solve has {layout.n} unknowns "

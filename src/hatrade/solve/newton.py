@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +42,22 @@ import numpy as np
 
 from hatrade.core.errors import EquilibriumError
 from hatrade.core.income import IncomeProcess
-from hatrade.core.jacobian import (HouseholdBlock, direction_rows, equilibrium_jacobian,
-                                   household_block, predict_state, solver_directions)
-from hatrade.core.markets import (Layout, ModelArrays, check_households, initial_states,
-                                  model_arrays, residual_fn)
+from hatrade.core.jacobian import (
+    HouseholdBlock,
+    direction_rows,
+    equilibrium_jacobian,
+    household_block,
+    predict_state,
+    solver_directions,
+)
+from hatrade.core.markets import (
+    Layout,
+    ModelArrays,
+    check_households,
+    initial_states,
+    model_arrays,
+    residual_fn,
+)
 from hatrade.core.params import Household, World
 from hatrade.solve.options import SolverOptions
 
@@ -101,7 +114,7 @@ def _jacobian_jit(u, x0, dx0, nums, arrs, key, tol, max_iter, ttol=None):
         dx0 = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), x0)
 
     def one(du, dx):
-        (r, (_, sol)), (dr, (_, dsol)) = jax.jvp(f, (u, x0), (du, dx))
+        (r, _), (dr, (_, dsol)) = jax.jvp(f, (u, x0), (du, dx))
         return dr, dsol["state"], r
 
     dr, dstate, r = jax.vmap(one, out_axes=(1, 0, None))(eye, dx0)

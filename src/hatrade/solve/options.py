@@ -19,8 +19,16 @@ import numpy as np
 
 from hatrade.core.errors import ParameterError
 
-__all__ = ["SOLVE_FOR", "METHODS", "FIELDS", "SolverOptions", "check_solve_inputs",
-           "resolve_solve_for", "solve_input_problem", "solver_options"]
+__all__ = [
+    "FIELDS",
+    "METHODS",
+    "SOLVE_FOR",
+    "SolverOptions",
+    "check_solve_inputs",
+    "resolve_solve_for",
+    "solve_input_problem",
+    "solver_options",
+]
 
 #: What a solve may solve for: the world interest rate given beta, or beta given R.
 SOLVE_FOR: tuple[str, ...] = ("R", "beta")
