@@ -246,7 +246,7 @@ def solve_input_problem(financial: str, solve_for: str, R: Any,
                              "(solve_for = 'R').")
     if solve_for == "R" and beta is None:
         return "beta", ("beta is missing: solve_for = 'R' needs the discount factor beta in "
-                        "(0, 1) (household.beta, or beta=...).")
+                        "(0, 1) (the household's beta, or a given beta).")
     try:
         r = float(R)
     except (TypeError, ValueError):
