@@ -262,7 +262,7 @@ def test_calibration_name_checked_once_and_files_read_once(monkeypatch):
     """One check of a calibration name (one exception type and message for the
     configuration, the world and the household), and a configuration reads the
     calibration's files once."""
-    import hatrade.core.worlds as worlds
+    from hatrade.core import worlds
     from hatrade.core.worlds import ek_world, published_household
 
     messages = set()

@@ -586,7 +586,7 @@ def test_solve_rejects_bad_options_before_any_solve(three_countries, small_house
 
 def test_options_object_and_keywords_agree(three_countries, small_household):
     """options=SolverOptions(...) and the same fields as keywords give the same solve."""
-    kw = dict(solve_for="beta", R=1.01, wages=[1.2, 0.9, 0.9], beta_guess=0.93)
+    kw = {"solve_for": "beta", "R": 1.01, "wages": [1.2, 0.9, 0.9], "beta_guess": 0.93}
     a = solve_equilibrium(three_countries, small_household, options=SolverOptions(tol=1e-8),
                           **kw)
     b = solve_equilibrium(three_countries, small_household, tol=1e-8, **kw)

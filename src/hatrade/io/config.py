@@ -460,8 +460,8 @@ def _parse_solve(ctx: _Ctx, s_raw: dict, hh_kw: dict, world: World) -> dict:
             solver_options(**{key: value})
         except ParameterError as err:
             raise ctx.error(_where("solve", key), str(err)) from None
-    return dict(solve_for=solve_for, R=R, beta=beta, R_guess=R_guess, beta_guess=beta_guess,
-                wages=wages, tol=tol, max_iter=max_iter)
+    return {"solve_for": solve_for, "R": R, "beta": beta, "R_guess": R_guess,
+            "beta_guess": beta_guess, "wages": wages, "tol": tol, "max_iter": max_iter}
 
 
 def _check_solve_contradictions(ctx: _Ctx, s_raw: dict, solve_for: str,
