@@ -555,9 +555,8 @@ class _CompileClock:
 
 
 def bench_equilibrium(methods, rounds: int = 2) -> dict:
-    import hatrade.solve.equilibrium as hw
     from hatrade.core.markets import initial_states, Layout
-    from hatrade.solve.equilibrium import _residual
+    from hatrade.solve.newton import residual as _residual
     print("\n=== 3. Equilibrium: 18 wages + beta at R = 1.01, from initial-prices.csv to 1e-8 ===")
     clock = _CompileClock()
     world, hh = ht.ek_world("baseline"), ht.published_household("baseline")
@@ -624,16 +623,13 @@ def bench_equilibrium(methods, rounds: int = 2) -> dict:
         kw = {"jac_tol": float(jt)} if jt else {}
         if "nocoarse" in flags:
             kw["coarse_n_a"] = None
-        inexact = hw._INEXACT
-        hw._INEXACT = 0.0 if "exact" in flags else inexact
-        try:
-            c0 = clock.total
-            t0 = time.perf_counter()
-            eq = ht.solve_equilibrium(world, hh, solve_for="beta", R=1.01, wages=w0,
-                                      beta_guess=INITIAL_BETA, tol=1e-8, method=method, **kw)
-            wall = time.perf_counter() - t0
-        finally:
-            hw._INEXACT = inexact
+        if "exact" in flags:
+            kw["inexact"] = 0.0
+        c0 = clock.total
+        t0 = time.perf_counter()
+        eq = ht.solve_equilibrium(world, hh, solve_for="beta", R=1.01, wages=w0,
+                                  beta_guess=INITIAL_BETA, tol=1e-8, method=method, **kw)
+        wall = time.perf_counter() - t0
         comp = clock.total - c0
         res = {"household_solves": eq.household_solves, "jacobians": eq.jacobians,
                "jacobian_directions": eq.jacobian_directions,

@@ -254,5 +254,54 @@ def test_calibration_config_starts_from_published_prices():
     assert init.beta_guess == INITIAL_BETA and init.name == "log-correct-germany"
     assert init.world.labor[COUNTRIES.index("DEU")] == 0.225
     assert cfg.world.labor[COUNTRIES.index("DEU")] == 0.0225
-    with pytest.raises(ConfigError, match="baseline"):
+    with pytest.raises(ParameterError, match="baseline"):
         calibration_config("nope")
+
+
+def test_calibration_name_checked_once_and_files_read_once(monkeypatch):
+    """One check of a calibration name (one exception type and message for the
+    configuration, the world and the household), and a configuration reads the
+    calibration's files once."""
+    from hatrade.core import worlds
+    from hatrade.core.worlds import ek_world, published_household
+
+    messages = set()
+    for make in (calibration_config, ek_world, published_household):
+        with pytest.raises(ParameterError) as err:
+            make("nope")
+        assert type(err.value) is ParameterError
+        messages.add(str(err.value))
+    assert messages == {"calibration 'nope' is not allowed; allowed values: baseline, log."}
+
+    calls = []
+    load = worlds.load_calibration
+
+    def counting(name):
+        calls.append(name)
+        return load(name)
+
+    monkeypatch.setattr(worlds, "load_calibration", counting)
+    cfg = calibration_config("log", correct_germany=True)
+    assert calls == ["log"]
+    assert cfg.world.meta["calibration"] == "log" and cfg.household.gamma == 1.0
+    cal = load_calibration("log")
+    np.testing.assert_array_equal(ek_world(cal).d, ek_world("log").d)
+    assert published_household(cal, n_a=40) == published_household("log", n_a=40)
+
+
+def test_solve_inputs_checked_as_the_solver_does():
+    """parse_config places the solver's own checks (what is solved for, the options) in
+    its tables: the same message as solve_equilibrium's, after the table and field."""
+    from hatrade.solve.options import SolverOptions, solve_input_problem
+
+    autarky = _edit(BASE, "globalization", "autarky").replace("beta = 0.93\n", "")
+    msg = _error(autarky + "\n[solve]\nsolve_for = 'beta'\n")
+    _, want = solve_input_problem("autarky", "beta", 1.01, None)
+    assert msg == f"cfg.toml: [solve] solve_for: {want}"
+    msg = _error(BASE + "\n[solve]\ntol = 1e6\n")
+    with pytest.raises(ParameterError) as err:
+        SolverOptions(tol=1e6)
+    assert msg == f"cfg.toml: [solve] tol: {err.value}"
+    assert "[solve] tol" in _error(BASE + "\n[solve]\ntol = -1e-8\n")
+    msg = _error(_edit(BASE, "beta = 0.93\n", "") + "\n[solve]\nsolve_for = 'beta'\nR = -1.0\n")
+    assert msg.startswith("cfg.toml: [solve] R: R = -1.0 is not allowed")

@@ -17,6 +17,7 @@ from hatrade import (
     EquilibriumError,
     Household,
     ParameterError,
+    SolverOptions,
     World,
     evaluate,
     solve_equilibrium,
@@ -354,7 +355,7 @@ def test_calibration_and_counterfactuals_share_one_compiled_residual(three_count
     """The fixed R or beta is traced, not a compile-time constant: solving the same world
     for R at two different betas after solving it for beta compiles the world residual
     once, and gives the same equilibrium as the beta solve at its beta."""
-    from hatrade.solve.equilibrium import _residual_jit
+    from hatrade.solve.newton import _residual_jit
 
     n0 = _residual_jit._cache_size()
     hh = dataclasses.replace(small_household, beta=None)
@@ -444,31 +445,31 @@ def test_coarse_stage_failure_falls_back(three_countries, fine_household, eq_pla
     leaves a solve that still converges (with a full Jacobian) to the same equilibrium."""
     import logging
 
-    import hatrade.solve.equilibrium as W
+    import hatrade.solve.newton as N
 
-    solve = W._solve
+    solve = N.newton_solve
 
-    def failing(*args, **kw):
-        if kw.get("match") is not None:
+    def failing(problem, *args, **kw):
+        if problem.match is not None:  # the coarse stage's own solve
             raise EquilibriumError("coarse trouble")
-        return solve(*args, **kw)
+        return solve(problem, *args, **kw)
 
-    monkeypatch.setattr(W, "_solve", failing)
-    with caplog.at_level(logging.INFO, logger="hatrade.solve.equilibrium"):
+    monkeypatch.setattr(N, "newton_solve", failing)
+    with caplog.at_level(logging.INFO, logger="hatrade.solve.newton"):
         eq = _far_solve(three_countries, fine_household, coarse_n_a=20)
     assert "coarse stage (n_a = 20) failed" in caplog.text and "coarse trouble" in caplog.text
     assert eq.coarse_household_solves == 0 and eq.jacobians >= 1
     np.testing.assert_allclose(eq.prices.w, eq_plain.prices.w, rtol=1e-8)
-    monkeypatch.setattr(W, "_solve", solve)
+    monkeypatch.setattr(N, "newton_solve", solve)
 
-    stage = W._coarse_stage
+    stage = N.coarse_stage
 
-    def bad_step(world, household, inc, layout, u, r, *args, **kw):
-        out = stage(world, household, inc, layout, u, r, *args, **kw)
-        out["u"] = out["u"] + 0.3  # a step far off: rejected on the fine residuals
+    def bad_step(*args, **kw):
+        out = stage(*args, **kw)
+        out.u = out.u + 0.3  # a step far off: rejected on the fine residuals
         return out
 
-    monkeypatch.setattr(W, "_coarse_stage", bad_step)
+    monkeypatch.setattr(N, "coarse_stage", bad_step)
     eq = _far_solve(three_countries, fine_household, coarse_n_a=20)
     assert eq.coarse_household_solves >= 2 and eq.jacobians >= 1
     np.testing.assert_allclose(eq.prices.w, eq_plain.prices.w, rtol=1e-8)
@@ -480,29 +481,118 @@ def test_inexact_household_solves_end_exact(three_countries, fine_household, eq_
     """Early household solves are loose (tolerance ~ 1e-3 x the excess demands), the last
     one is to hh_tol: the returned states are a household fixed point at hh_tol (a re-solve
     from them moves nothing) and the equilibrium is the one of exact solves."""
-    import hatrade.solve.equilibrium as W
+    import hatrade.solve.newton as N
 
     used = []
-    residual = W._residual
+    residual = N.residual
 
     def spy(u, x0, arrs, layout, tol, max_iter, tol_now=None):
         used.append(tol if tol_now is None else float(tol_now))
         return residual(u, x0, arrs, layout, tol, max_iter, tol_now)
 
-    monkeypatch.setattr(W, "_residual", spy)
+    monkeypatch.setattr(N, "residual", spy)
     eq = _far_solve(three_countries, fine_household, coarse_n_a=None)
-    monkeypatch.setattr(W, "_residual", residual)
+    monkeypatch.setattr(N, "residual", residual)
     assert max(used) == pytest.approx(1e-3) and used[-1] == 1e-10
     assert sum(t > 1e-10 for t in used) >= 3
     # exact-solve equilibrium (inexact solves off)
-    monkeypatch.setattr(W, "_INEXACT", 0.0)
-    exact = _far_solve(three_countries, fine_household, coarse_n_a=None)
+    exact = _far_solve(three_countries, fine_household,
+                       options=SolverOptions(coarse_n_a=None, inexact=0.0))
     np.testing.assert_allclose(eq.prices.w, exact.prices.w, rtol=1e-8)
     assert eq.beta == pytest.approx(exact.beta, rel=1e-9)
     again = evaluate(three_countries, fine_household, wages=eq.prices.w, R=1.01, beta=eq.beta,
                      state=eq.state)
     assert int(np.max(again.hh_iterations)) <= 2
     np.testing.assert_allclose(again.aggregates["A"], eq.aggregates["A"], atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- options
+
+@pytest.mark.parametrize("field,value", [
+    ("tol", 1e6), ("tol", np.nan), ("tol", 0.0), ("tol", -1e-8), ("tol", "1e-8"),
+    ("max_iter", 0), ("max_iter", 2.5), ("max_iter", True),
+    ("hh_tol", np.inf), ("hh_tol", 0.5), ("hh_max_iter", 0),
+    ("jac_tol", 0.0), ("jac_tol", 2.0),
+    ("method", "x"), ("method", None),
+    ("coarse_n_a", 0), ("coarse_n_a", 1), ("coarse_n_a", 2), ("coarse_n_a", 25.0),
+    ("coarse_n_a", True),
+    ("predict", "yes"), ("direction_cost", 0.0), ("direction_cost", np.inf),
+    ("coarse_tol", 1.0), ("coarse_min", -1.0), ("coarse_jac_tol", 0.0),
+    ("coarse_max_iter", 0), ("inexact", 1.0), ("inexact", -1e-3), ("inexact_max", 0.0),
+    ("inexact_slack", 0.5),
+])
+def test_solver_options_reject_bad_values(field, value):
+    """Every field is checked; the message names the field, the value and what is allowed."""
+    with pytest.raises(ParameterError, match=rf"^{field} = ") as err:
+        SolverOptions(**{field: value})
+    msg = str(err.value)
+    assert repr(value) in msg and "allowed" in msg
+    assert any(w in msg for w in ("must be", "use ")), msg
+
+
+def test_solver_options_defaults_and_replace():
+    opts = SolverOptions()
+    assert (opts.tol, opts.max_iter, opts.hh_tol, opts.hh_max_iter, opts.jac_tol, opts.method,
+            opts.coarse_n_a) == (1e-10, 30, 1e-10, 3000, 1e-2, "broyden", 30)
+    assert (opts.predict, opts.direction_cost, opts.coarse_tol, opts.coarse_min,
+            opts.coarse_jac_tol, opts.inexact, opts.inexact_max, opts.inexact_slack) == (
+        True, 100.0, 1e-2, 5e-2, 0.1, 1e-3, 1e-3, 30.0)
+    new = opts.replace(tol=1e-8, method="newton", coarse_n_a=None)
+    assert (new.tol, new.method, new.coarse_n_a, opts.tol) == (1e-8, "newton", None, 1e-10)
+    assert SolverOptions(max_iter=np.int64(5)).max_iter == 5
+    assert type(SolverOptions(tol=np.float64(1e-9)).tol) is float
+    with pytest.raises(ParameterError, match="tol = 1000000.0"):
+        opts.replace(tol=1e6)
+    with dataclasses_raises():
+        opts.tol = 1e-8  # frozen
+    # the household tolerance of inexact solves: max(hh_tol, min(inexact * err, inexact_max))
+    assert opts.household_tol(5.0) == 1e-3
+    assert opts.household_tol(1e-4) == pytest.approx(1e-7, rel=1e-15)
+    assert opts.household_tol(1e-9) == 1e-10 and opts.household_tol(np.nan) == 1e-10
+    assert opts.replace(inexact=0.0).household_tol(5.0) == 1e-10
+    assert opts.first_household_tol() == 1e-3
+    assert opts.replace(inexact=0.0).first_household_tol() == 1e-10
+
+
+def dataclasses_raises():
+    return pytest.raises(dataclasses.FrozenInstanceError)
+
+
+def test_solve_rejects_bad_options_before_any_solve(three_countries, small_household,
+                                                    monkeypatch):
+    import hatrade.solve.equilibrium as E
+
+    def no_solve(*args, **kw):
+        raise AssertionError("a solve started")
+
+    monkeypatch.setattr(E, "newton_solve", no_solve)
+    monkeypatch.setattr(E, "model_arrays", no_solve)
+    with pytest.raises(ParameterError, match=r"tol = 1000000\.0 is not allowed"):
+        solve_equilibrium(three_countries, small_household, tol=1e6)
+    with pytest.raises(ParameterError, match="max_iter"):
+        solve_equilibrium(three_countries, small_household,
+                          options=SolverOptions(tol=1e-8), max_iter=0)
+    with pytest.raises(ParameterError, match=r"unknown solver keyword 'tolerance'.*hh_tol"):
+        solve_equilibrium(three_countries, small_household, tolerance=1e-8)
+    with pytest.raises(ParameterError, match=r"'hh_tl', 'metod'"):
+        solve_equilibrium(three_countries, small_household, hh_tl=1e-8, metod="newton")
+    with pytest.raises(ParameterError, match="options"):
+        solve_equilibrium(three_countries, small_household, options={"tol": 1e-8})
+    with pytest.raises(ParameterError, match="hh_tol"):
+        evaluate(three_countries, small_household, wages=[1.0, 1.0, 1.0], hh_tol=-1.0)
+    with pytest.raises(ParameterError, match="hh_max_iter"):
+        evaluate(three_countries, small_household, wages=[1.0, 1.0, 1.0], hh_max_iter=0)
+
+
+def test_options_object_and_keywords_agree(three_countries, small_household):
+    """options=SolverOptions(...) and the same fields as keywords give the same solve."""
+    kw = {"solve_for": "beta", "R": 1.01, "wages": [1.2, 0.9, 0.9], "beta_guess": 0.93}
+    a = solve_equilibrium(three_countries, small_household, options=SolverOptions(tol=1e-8),
+                          **kw)
+    b = solve_equilibrium(three_countries, small_household, tol=1e-8, **kw)
+    assert a.history == b.history and a.household_solves == b.household_solves
+    np.testing.assert_array_equal(a.prices.w, b.prices.w)
+    assert a.residual < 1e-8
 
 
 def test_has_tariffs():

@@ -18,6 +18,7 @@ from hatrade.core.income import IncomeProcess, income_process
 from hatrade.core.params import Household, ParameterError, World
 from hatrade.core.errors import EquilibriumError
 from hatrade.solve.equilibrium import Equilibrium, evaluate, solve_equilibrium
+from hatrade.solve.options import SolverOptions
 
 try:
     __version__ = version("hatrade")
@@ -26,4 +27,4 @@ except PackageNotFoundError:  # pragma: no cover
 
 __all__ = ["Household", "World", "ParameterError", "IncomeProcess", "income_process",
            "ek_world", "published_household", "solve_equilibrium", "evaluate", "Equilibrium",
-           "EquilibriumError", "__version__"]
+           "EquilibriumError", "SolverOptions", "__version__"]

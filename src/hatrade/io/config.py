@@ -45,8 +45,8 @@ TOML layout (every table but ``[world]`` is optional)::
     R_guess = 1.0                 # starting value when solving for R
     beta_guess = 0.93             # starting value when solving for beta
     wages = [1.0, 1.0]            # starting wages (list or table by code)
-    tol = 1e-10                   # max abs relative excess demand
-    max_iter = 30                 # Newton iterations
+    tol = 1e-10                   # max abs relative excess demand, in (0, 0.1]
+    max_iter = 30                 # Newton iterations, >= 1
 
 Under ``financial = "autarky"`` each country has its own bond market and rate, so only
 ``solve_for = "R"`` (given beta) is possible.
@@ -63,9 +63,10 @@ from typing import Any
 
 import numpy as np
 
-from hatrade.io.validate import loads_toml
 from hatrade.core.income import IncomeProcess, income_process
 from hatrade.core.params import FINANCIAL_REGIMES, Household, ParameterError, World
+from hatrade.io.validate import loads_toml
+from hatrade.solve.options import resolve_solve_for, solve_input_problem, solver_options
 
 __all__ = ["ConfigError", "SolveConfig", "load_config", "loads_config", "parse_config",
            "calibration_config", "DEFAULT_R"]
@@ -83,7 +84,6 @@ _KMP_KEYS = ("rho_perm", "var_perm", "n_perm", "var_iid", "n_iid")
 _KMP_INT = ("n_perm", "n_iid")
 _MATRIX_KEYS = ("z", "transition", "log_z_perm")
 _SOLVE_KEYS = ("solve_for", "R", "beta", "R_guess", "beta_guess", "wages", "tol", "max_iter")
-_SOLVE_FOR = ("R", "beta")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -298,7 +298,10 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
     ConfigError
         Unknown tables or keys (the message lists the allowed ones), wrong types, lengths
         that do not match the number of countries, unknown country codes, out-of-range
-        parameters, or options that contradict each other.
+        parameters, or options that contradict each other. What is solved for and the
+        solver's options are checked by the solver's own checks
+        (:func:`hatrade.solve.options.check_solve_inputs`,
+        :class:`hatrade.solve.options.SolverOptions`), placed in the file's tables.
     """
     ctx = _Ctx(source)
     if not isinstance(raw, dict):
@@ -310,45 +313,64 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
         raise ctx.error("name", f"{name!r} is not allowed: name must be a non-empty string of "
                         "letters, digits, '.', '_' and '-' (it names the output folder).")
 
-    # ---- household
     hh_raw = _table(ctx, raw, "household")
     _check_keys(ctx, "household", hh_raw, _HOUSEHOLD_KEYS)
     hh_kw = {k: _number(ctx, "household", k, v, integer=k in _HOUSEHOLD_INT)
              for k, v in hh_raw.items()}
-
-    # ---- income
     inc_raw = _table(ctx, raw, "income")
+    explicit_income = _parse_income(ctx, inc_raw, hh_kw)
+    world = _parse_world(ctx, _table(ctx, raw, "world", required=True), source)
+    s_raw = _table(ctx, raw, "solve")
+    _check_keys(ctx, "solve", s_raw, _SOLVE_KEYS)
+    solve = _parse_solve(ctx, s_raw, hh_kw, world)
+
+    try:
+        household = Household(beta=solve.pop("beta"), **hh_kw)
+    except ParameterError as err:
+        fld = str(err).split(" ", 1)[0]
+        table = ("income" if fld in _KMP_KEYS
+                 else "solve" if fld == "beta" and "beta" in s_raw else "household")
+        raise ctx.error(f"[{table}]", str(err)) from None
+    if explicit_income is not None and household.psi_slope != 0 and "log_z_perm" not in inc_raw:
+        raise ctx.error(_where("income", "log_z_perm"), "missing; with an explicit income chain "
+                        f"and psi_slope = {household.psi_slope} != 0 the home-bias shifter needs "
+                        "log z_perm for each income state (or set psi_slope = 0).")
+    return SolveConfig(name=name, world=world, household=household, income=explicit_income,
+                       source=source, **solve)
+
+
+def _parse_income(ctx: _Ctx, inc_raw: dict, hh_kw: dict) -> IncomeProcess | None:
+    """``[income]``: Rouwenhorst parameters go into ``hh_kw``; an explicit chain is returned."""
     _check_keys(ctx, "income", inc_raw, _KMP_KEYS + _MATRIX_KEYS)
     kmp = [k for k in inc_raw if k in _KMP_KEYS]
     mat = [k for k in inc_raw if k in _MATRIX_KEYS]
-    explicit_income = None
     if kmp and mat:
         raise ctx.error("[income]", f"mixes Rouwenhorst parameters ({', '.join(kmp)}) with an "
                         f"explicit chain ({', '.join(mat)}); give either {', '.join(_KMP_KEYS)} "
                         "or z and transition (and log_z_perm).")
     for k in kmp:
         hh_kw[k] = _number(ctx, "income", k, inc_raw[k], integer=k in _KMP_INT)
-    if mat:
-        for k in ("z", "transition"):
-            if k not in inc_raw:
-                raise ctx.error(_where("income", k), "missing; an explicit income chain needs "
-                                "both z (levels) and transition (matrix).")
-        z = _vector(ctx, "income", "z", inc_raw["z"], None)
-        if z.size < 1:
-            raise ctx.error(_where("income", "z"), "is empty; give at least one income level.")
-        P = _matrix(ctx, "income", "transition", inc_raw["transition"], z.size,
-                    "row z, column z' (row i: probabilities of moving from state i)")
-        lzp = None
-        if "log_z_perm" in inc_raw:
-            lzp = _vector(ctx, "income", "log_z_perm", inc_raw["log_z_perm"], None, z.size)
-        try:
-            explicit_income = IncomeProcess.from_matrix(z, P, lzp)
-        except ParameterError as err:
-            raise ctx.error("[income]", str(err)) from None
+    if not mat:
+        return None
+    for k in ("z", "transition"):
+        if k not in inc_raw:
+            raise ctx.error(_where("income", k), "missing; an explicit income chain needs "
+                            "both z (levels) and transition (matrix).")
+    z = _vector(ctx, "income", "z", inc_raw["z"], None)
+    if z.size < 1:
+        raise ctx.error(_where("income", "z"), "is empty; give at least one income level.")
+    P = _matrix(ctx, "income", "transition", inc_raw["transition"], z.size,
+                "row z, column z' (row i: probabilities of moving from state i)")
+    lzp = None
+    if "log_z_perm" in inc_raw:
+        lzp = _vector(ctx, "income", "log_z_perm", inc_raw["log_z_perm"], None, z.size)
+    try:
+        return IncomeProcess.from_matrix(z, P, lzp)
+    except ParameterError as err:
+        raise ctx.error("[income]", str(err)) from None
 
-    # ---- world
-    w_raw = _table(ctx, raw, "world", required=True)
-    _check_keys(ctx, "world", w_raw, _WORLD_KEYS)
+
+def _parse_countries(ctx: _Ctx, w_raw: dict) -> tuple[str, ...]:
     if "countries" not in w_raw:
         raise ctx.error(_where("world", "countries"), "missing; list the country codes, e.g. "
                         'countries = ["H", "F"].')
@@ -357,59 +379,94 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
             or not all(isinstance(c, str) and c.strip() for c in countries)):
         raise ctx.error(_where("world", "countries"), f"{countries!r} is not allowed: it must be a "
                         "non-empty list of country codes (strings).")
-    countries = tuple(c.strip() for c in countries)
-    dup = sorted({c for c in countries if countries.count(c) > 1})
+    codes = tuple(c.strip() for c in countries)
+    dup = sorted({c for c in codes if codes.count(c) > 1})
     if dup:
         raise ctx.error(_where("world", "countries"), f"duplicate code(s) {', '.join(dup)}; "
                         "country codes must be unique.")
+    return codes
+
+
+def _parse_world(ctx: _Ctx, w_raw: dict, source: str) -> World:
+    """``[world]``: countries, TFP, labor, trade costs, tariffs and the financial regime."""
+    _check_keys(ctx, "world", w_raw, _WORLD_KEYS)
+    countries = _parse_countries(ctx, w_raw)
     M = len(countries)
     tfp = (_vector(ctx, "world", "tfp", w_raw["tfp"], countries) if "tfp" in w_raw
            else np.ones(M))
     labor = (_vector(ctx, "world", "labor", w_raw["labor"], countries) if "labor" in w_raw
              else np.ones(M))
+    order = f"importer rows x exporter columns, in the order {', '.join(countries)}"
     if "trade_costs" not in w_raw:
         if M > 1:
             raise ctx.error(_where("world", "trade_costs"), f"missing; give the {M} x {M} "
                             "matrix d_ij (importer i in rows, exporter j in columns, d_ii = 1).")
         d = np.ones((1, 1))
     else:
-        d = _matrix(ctx, "world", "trade_costs", w_raw["trade_costs"], M,
-                    f"importer rows x exporter columns, in the order {', '.join(countries)}")
+        d = _matrix(ctx, "world", "trade_costs", w_raw["trade_costs"], M, order)
     tariffs = None
     if "tariffs" in w_raw:
-        tariffs = _matrix(ctx, "world", "tariffs", w_raw["tariffs"], M,
-                          f"importer rows x exporter columns, in the order {', '.join(countries)}")
+        tariffs = _matrix(ctx, "world", "tariffs", w_raw["tariffs"], M, order)
     financial = w_raw.get("financial", "globalization")
     if financial not in FINANCIAL_REGIMES:
         raise ctx.error(_where("world", "financial"), f"{financial!r} is not allowed; allowed "
                         f"values: {', '.join(map(repr, FINANCIAL_REGIMES))}.")
     try:
-        world = World(countries=countries, tfp=tfp, labor=labor, d=d, tariffs=tariffs,
-                      financial=financial, meta={"source": source})
+        return World(countries=countries, tfp=tfp, labor=labor, d=d, tariffs=tariffs,
+                     financial=financial, meta={"source": source})
     except ParameterError as err:
         raise ctx.error("[world]", str(err)) from None
 
-    # ---- solve
-    s_raw = _table(ctx, raw, "solve")
-    _check_keys(ctx, "solve", s_raw, _SOLVE_KEYS)
+
+#: Where check_solve_inputs' fields live in a configuration.
+_SOLVE_INPUT_WHERE = {"solve_for": ("solve", "solve_for"), "beta": ("household", "beta"),
+                      "R": ("solve", "R")}
+
+
+def _parse_solve(ctx: _Ctx, s_raw: dict, hh_kw: dict, world: World) -> dict:
+    """``[solve]`` (and ``[household] beta``, removed from ``hh_kw``): the SolveConfig
+    fields solve_for, R, beta, R_guess, beta_guess, wages, tol and max_iter."""
     if "beta" in s_raw and "beta" in hh_kw:
         raise ctx.error(_where("solve", "beta"), "beta is given both in [household] and in "
                         "[solve]; give it in one place.")
     beta = hh_kw.pop("beta", None)
     if "beta" in s_raw:
         beta = _number(ctx, "solve", "beta", s_raw["beta"])
-    solve_for = s_raw.get("solve_for", "R" if beta is not None else "beta")
-    if solve_for not in _SOLVE_FOR:
-        raise ctx.error(_where("solve", "solve_for"), f"{solve_for!r} is not allowed; allowed "
-                        "values: 'R' (solve the interest rate given beta), 'beta' (solve the "
-                        "discount factor given R).")
-    if financial == "autarky" and solve_for == "beta":
-        raise ctx.error(_where("solve", "solve_for"), "'beta' is not allowed with financial = "
-                        "'autarky' (one bond market and rate per country): use solve_for = 'R' "
-                        "and give beta.")
-    if solve_for == "R" and beta is None:
-        raise ctx.error(_where("household", "beta"), "missing; solve_for = 'R' needs the "
-                        "discount factor beta in (0, 1) ([household] beta or [solve] beta).")
+    solve_for = resolve_solve_for(s_raw.get("solve_for"), beta)
+    R = _number(ctx, "solve", "R", s_raw["R"]) if "R" in s_raw else DEFAULT_R
+    problem = solve_input_problem(world.financial, solve_for, R, beta)
+    if problem is not None:
+        raise ctx.error(_where(*_SOLVE_INPUT_WHERE[problem[0]]), problem[1])
+    _check_solve_contradictions(ctx, s_raw, solve_for, beta)
+    R_guess = _number(ctx, "solve", "R_guess", s_raw["R_guess"]) if "R_guess" in s_raw else None
+    if R_guess is not None and not R_guess > 0:
+        raise ctx.error(_where("solve", "R_guess"), f"{R_guess!r} is not allowed: must be > 0.")
+    beta_guess = None
+    if "beta_guess" in s_raw:
+        beta_guess = _number(ctx, "solve", "beta_guess", s_raw["beta_guess"])
+        if not 0 < beta_guess < 1:
+            raise ctx.error(_where("solve", "beta_guess"), f"{beta_guess!r} is not allowed: it "
+                            "must be in the open interval (0, 1).")
+    wages = None
+    if "wages" in s_raw:
+        wages = _vector(ctx, "solve", "wages", s_raw["wages"], world.countries)
+        if np.any(wages <= 0):
+            raise ctx.error(_where("solve", "wages"), "starting wages must all be > 0.")
+    tol = _number(ctx, "solve", "tol", s_raw["tol"]) if "tol" in s_raw else 1e-10
+    max_iter = (_number(ctx, "solve", "max_iter", s_raw["max_iter"], integer=True)
+                if "max_iter" in s_raw else 30)
+    for key, value in (("tol", tol), ("max_iter", max_iter)):
+        try:
+            solver_options(**{key: value})
+        except ParameterError as err:
+            raise ctx.error(_where("solve", key), str(err)) from None
+    return {"solve_for": solve_for, "R": R, "beta": beta, "R_guess": R_guess,
+            "beta_guess": beta_guess, "wages": wages, "tol": tol, "max_iter": max_iter}
+
+
+def _check_solve_contradictions(ctx: _Ctx, s_raw: dict, solve_for: str,
+                                beta: float | None) -> None:
+    """Options of a configuration that the chosen unknowns make meaningless."""
     if solve_for == "beta" and beta is not None:
         raise ctx.error(_where("household", "beta"), "beta is given but solve_for = 'beta' "
                         "solves for it; remove beta, or give a starting value as [solve] "
@@ -423,47 +480,6 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
     if solve_for == "beta" and "R_guess" in s_raw:
         raise ctx.error(_where("solve", "R_guess"), "R is fixed (solve_for = 'beta'); give it "
                         "as [solve] R. R_guess is only used with solve_for = 'R'.")
-    R = _number(ctx, "solve", "R", s_raw["R"]) if "R" in s_raw else DEFAULT_R
-    if not R > 0:
-        raise ctx.error(_where("solve", "R"), f"{R!r} is not allowed: R must be > 0.")
-    R_guess = _number(ctx, "solve", "R_guess", s_raw["R_guess"]) if "R_guess" in s_raw else None
-    if R_guess is not None and not R_guess > 0:
-        raise ctx.error(_where("solve", "R_guess"), f"{R_guess!r} is not allowed: must be > 0.")
-    beta_guess = None
-    if "beta_guess" in s_raw:
-        beta_guess = _number(ctx, "solve", "beta_guess", s_raw["beta_guess"])
-        if not 0 < beta_guess < 1:
-            raise ctx.error(_where("solve", "beta_guess"), f"{beta_guess!r} is not allowed: it "
-                            "must be in the open interval (0, 1).")
-    wages = None
-    if "wages" in s_raw:
-        wages = _vector(ctx, "solve", "wages", s_raw["wages"], countries)
-        if np.any(wages <= 0):
-            raise ctx.error(_where("solve", "wages"), "starting wages must all be > 0.")
-    tol = _number(ctx, "solve", "tol", s_raw["tol"]) if "tol" in s_raw else 1e-10
-    if not tol > 0:
-        raise ctx.error(_where("solve", "tol"), f"{tol!r} is not allowed: tol must be > 0.")
-    max_iter = (_number(ctx, "solve", "max_iter", s_raw["max_iter"], integer=True)
-                if "max_iter" in s_raw else 30)
-    if max_iter < 1:
-        raise ctx.error(_where("solve", "max_iter"), f"{max_iter!r} is not allowed: max_iter "
-                        "must be an integer >= 1.")
-
-    try:
-        household = Household(beta=beta, **hh_kw)
-    except ParameterError as err:
-        fld = str(err).split(" ", 1)[0]
-        table = ("income" if fld in _KMP_KEYS
-                 else "solve" if fld == "beta" and "beta" in s_raw else "household")
-        raise ctx.error(f"[{table}]", str(err)) from None
-    if explicit_income is not None and household.psi_slope != 0 and "log_z_perm" not in inc_raw:
-        raise ctx.error(_where("income", "log_z_perm"), "missing; with an explicit income chain "
-                        f"and psi_slope = {household.psi_slope} != 0 the home-bias shifter needs "
-                        "log z_perm for each income state (or set psi_slope = 0).")
-
-    return SolveConfig(name=name, world=world, household=household, income=explicit_income,
-                       solve_for=solve_for, R=R, R_guess=R_guess, beta_guess=beta_guess,
-                       wages=wages, tol=tol, max_iter=max_iter, source=source)
 
 
 def loads_config(text: str, source: str = "<string>", default_name: str = "custom") -> SolveConfig:
@@ -523,18 +539,15 @@ def calibration_config(name: str = "baseline", *, from_initial: bool = False,
 
     Raises
     ------
-    ConfigError
+    ParameterError
         For an unknown calibration name (the message lists the allowed ones).
     """
-    from hatrade.data import CALIBRATIONS, INITIAL_BETA, load_calibration, load_initial_prices
-    from hatrade.core.worlds import ek_world, published_household
+    from hatrade.core.worlds import ek_world, published_calibration, published_household
+    from hatrade.data import INITIAL_BETA, load_initial_prices
 
-    if name not in CALIBRATIONS:
-        raise ConfigError(f"calibration {name!r} is not allowed; allowed values: "
-                          f"{', '.join(CALIBRATIONS)}.")
-    cal = load_calibration(name)
-    world = ek_world(name, correct_germany=correct_germany)
-    household = published_household(name)
+    cal = published_calibration(name)  # the calibration's files, read once
+    world = ek_world(cal, correct_germany=correct_germany)
+    household = published_household(cal)
     if from_initial:
         wages, beta_guess, start = load_initial_prices().to_numpy(), INITIAL_BETA, "initial"
     else:
