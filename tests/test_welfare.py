@@ -11,9 +11,10 @@ import pytest
 
 import hatrade
 from hatrade.analysis.counterfactual import Scenario, run_counterfactual
-from hatrade.welfare.ev import (_quantile_groups, _scale, acr_gain, consumption_equivalent,
-                             country_welfare, decompose, equivalent_variation,
-                             household_problem, value_split)
+from hatrade.analysis.groups import QUINTILES, quantile_weights
+from hatrade.welfare import (acr_gain, consumption_equivalent, country_welfare, decompose,
+                             equivalent_variation, household_problem, value_split)
+from hatrade.welfare.problem import scale_income
 from smallworld import small_household, small_world
 
 
@@ -39,7 +40,7 @@ def _V_old_at(eq, country, lam):
     from hatrade.core.household import initial_state, policies, solve_fixed_point
     with jax.enable_x64(True):
         prm, _ = household_problem(eq, country)
-        p = _scale(prm, jnp.asarray(lam))
+        p = scale_income(prm, jnp.asarray(lam))
         x, _ = solve_fixed_point(p, initial_state(p), 1e-12, 10000)
         return np.asarray(policies(x, p).V)
 
@@ -188,7 +189,7 @@ def test_summary_statistics(verified, cut):
 def test_quantile_groups_split_mass_exactly():
     rng = np.random.default_rng(0)
     key, mass = rng.normal(size=50), rng.random(50)
-    W = _quantile_groups(key, mass, np.linspace(0, 1, 6))
+    W = np.stack(list(quantile_weights(key, mass, QUINTILES).values()))
     np.testing.assert_allclose(W.sum(axis=1), mass.sum() / 5)
     np.testing.assert_allclose(W.sum(axis=0), mass)
     # lower groups hold lower keys
