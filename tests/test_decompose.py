@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from smallworld import D3, small_household, small_world
 
 import hatrade
 from hatrade.analysis.counterfactual import run_counterfactual
@@ -15,7 +16,6 @@ from hatrade.core.markets import model_arrays, solve_households
 from hatrade.core.x64 import enable_x64
 from hatrade.welfare import decompose
 from hatrade.welfare.decompose import price_responses
-from smallworld import D3, small_household, small_world
 
 #: Ad-valorem tariffs (importer rows) of the small world: 5-20%.
 TARIFFS = [[0.0, 0.10, 0.15], [0.05, 0.0, 0.10], [0.20, 0.10, 0.0]]

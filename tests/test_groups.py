@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from smallworld import small_household, small_world
 
 import hatrade
 from hatrade.analysis.counterfactual import Scenario, run_counterfactual
 from hatrade.analysis.cross_section import cross_section, micro_table
-from hatrade.analysis.groups import (INCOME_GROUPS, QUINTILES, group_weights,
-                                     income_fractions, quantile_weights)
+from hatrade.analysis.groups import (
+    INCOME_GROUPS,
+    QUINTILES,
+    group_weights,
+    income_fractions,
+    quantile_weights,
+)
 from hatrade.calibration.calibrate import GAP_GROUPS, income_group_fractions
 from hatrade.welfare import country_welfare, expenditure_quintiles, income_groups
-from smallworld import small_household, small_world
 
 
 def test_ties_are_split_by_mass():

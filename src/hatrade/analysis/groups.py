@@ -23,9 +23,17 @@ import numpy as np
 
 from hatrade.core.params import ParameterError
 
-__all__ = ["INCOME_GROUPS", "QUINTILES", "group_weights", "quantile_weights",
-           "income_fractions", "labor_income", "expenditure", "income_group_weights",
-           "expenditure_quintile_weights"]
+__all__ = [
+    "INCOME_GROUPS",
+    "QUINTILES",
+    "expenditure",
+    "expenditure_quintile_weights",
+    "group_weights",
+    "income_fractions",
+    "income_group_weights",
+    "labor_income",
+    "quantile_weights",
+]
 
 #: Income groups: name -> (lower, upper) population quantiles of labor income.
 INCOME_GROUPS: dict[str, tuple[float, float]] = {

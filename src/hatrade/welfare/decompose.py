@@ -39,7 +39,12 @@ from hatrade.core.distribution import transition_matrix
 from hatrade.core.markets import Layout, model_arrays, residual_fn, solve_households
 from hatrade.core.params import ParameterError
 from hatrade.core.x64 import enable_x64
-from hatrade.welfare.problem import country_index, household_problem, tree_map, value_tangent
+from hatrade.welfare.problem import (
+    country_index,
+    household_problem,
+    tree_map,
+    value_tangent,
+)
 
 __all__ = ["Decomposition", "decompose", "price_responses"]
 
@@ -220,7 +225,7 @@ def decompose(eq, country, direction, *, general_equilibrium: bool = True,
     else:
         dw, dR, dT = np.zeros(M), np.zeros(M), np.zeros(M)
     (agg, sol), (dagg, dsol) = _household_tangent(eq, D, dw, dR, dT, hh_tol, hh_max_iter)
-    take = lambda x: np.asarray(x[ci])  # noqa: E731
+    take = lambda x: np.asarray(x[ci])
     pol, dpol = tree_map(take, sol["pol"]), tree_map(take, dsol["pol"])
     prm, dprm = tree_map(take, sol["prm"]), tree_map(take, dsol["prm"])
     lam, dlam = take(sol["lam"]), take(dsol["lam"])

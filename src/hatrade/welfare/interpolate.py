@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["hermite", "spline_slopes", "hermite_eval", "hermite_roots", "first_crossing",
-           "predict_crossing", "loo_estimate"]
+__all__ = [
+    "first_crossing",
+    "hermite",
+    "hermite_eval",
+    "hermite_roots",
+    "loo_estimate",
+    "predict_crossing",
+    "spline_slopes",
+]
 
 
 def hermite(t, h, fa, sa, fb, sb):

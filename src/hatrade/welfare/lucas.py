@@ -25,7 +25,7 @@ from hatrade.core.household import policies, utility
 from hatrade.core.x64 import enable_x64
 from hatrade.welfare.problem import country_index, household_problem
 
-__all__ = ["value_split", "consumption_equivalent"]
+__all__ = ["consumption_equivalent", "value_split"]
 
 @enable_x64
 def value_split(eq, country):

@@ -20,12 +20,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hatrade.core.household import HHParams, HHState, initial_state, policies, solve_fixed_point
+from hatrade.core.household import (
+    HHParams,
+    HHState,
+    initial_state,
+    policies,
+    solve_fixed_point,
+)
 from hatrade.core.x64 import enable_x64
 
-__all__ = ["household_problem", "country_index", "scale_income", "solve_value", "value_at",
-           "value_tangent", "values_at_nodes", "values_at_states", "check_iterations",
-           "reference_time", "reference_solve_time"]
+__all__ = [
+    "check_iterations",
+    "country_index",
+    "household_problem",
+    "reference_solve_time",
+    "reference_time",
+    "scale_income",
+    "solve_value",
+    "value_at",
+    "value_tangent",
+    "values_at_nodes",
+    "values_at_states",
+]
 
 tree_map = jax.tree_util.tree_map
 
@@ -44,7 +60,7 @@ def household_problem(eq, country) -> tuple[HHParams, HHState]:
     arrs = model_arrays(eq.world, eq.household, eq.income)
     prm = country_params(arrs, jnp.asarray(eq.prices.w), jnp.asarray(eq.prices.R),
                          jnp.asarray(eq.prices.T), jnp.asarray(eq.prices.beta))
-    take = lambda x: x[i]  # noqa: E731
+    take = lambda x: x[i]
     return tree_map(take, prm), tree_map(take, eq.state)
 
 

@@ -15,15 +15,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hatrade.analysis.groups import (QUINTILES, expenditure_quintile_weights,
-                                     income_group_weights)
+from hatrade.analysis.groups import (
+    QUINTILES,
+    expenditure_quintile_weights,
+    income_group_weights,
+)
 from hatrade.core.x64 import enable_x64
 from hatrade.welfare.ev import EVResult, equivalent_variation
 from hatrade.welfare.lucas import consumption_equivalent
 from hatrade.welfare.problem import country_index
 
-__all__ = ["ACR_THETA", "WELFARE_COLUMNS", "CountryWelfare", "acr_gain", "group_means",
-           "expenditure_quintiles", "income_groups", "country_welfare", "welfare"]
+__all__ = [
+    "ACR_THETA",
+    "WELFARE_COLUMNS",
+    "CountryWelfare",
+    "acr_gain",
+    "country_welfare",
+    "expenditure_quintiles",
+    "group_means",
+    "income_groups",
+    "welfare",
+]
 
 #: Trade elasticity of the ACR benchmark (MODEL.md 5: 100 (1/4.22) log(s_ii/s_ii')).
 ACR_THETA: float = 4.22
