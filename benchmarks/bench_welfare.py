@@ -68,7 +68,8 @@ def _author_root_finder(cf, country, states, tol):
     from scipy.optimize import brentq
 
     from hatrade.core.household import initial_state, policies, solve_fixed_point
-    from hatrade.welfare.ev import _scale, equivalent_variation, household_problem
+    from hatrade.welfare import equivalent_variation, household_problem
+    from hatrade.welfare.problem import scale_income
 
     with jax.enable_x64(True):
         prm, _ = household_problem(cf.baseline, country)
@@ -81,7 +82,7 @@ def _author_root_finder(cf, country, states, tol):
 
             def f(lam, a=a, z=z, n=n):
                 n[0] += 1
-                return float(solve(_scale(prm, jnp.asarray(lam)))[a, z]) - float(ev.V_new[a, z])
+                return float(solve(scale_income(prm, jnp.asarray(lam)))[a, z]) - float(ev.V_new[a, z])
             brentq(f, 0.9, 1.2, xtol=1e-12, rtol=1e-14)
             counts.append(n[0])
     return counts
@@ -113,7 +114,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
 
     import jax
-    from hatrade.welfare.ev import equivalent_variation, reference_solve_time
+    from hatrade.welfare import equivalent_variation
+    from hatrade.welfare.problem import reference_solve_time
 
     t0 = time.perf_counter()
     cf, country = _setup(args)

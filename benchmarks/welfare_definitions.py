@@ -6,13 +6,14 @@ new distribution, linearized), the Lucas measure, an EV that scales labor income
 the compensating variation, and the same cut with a floor at d = 1; and, for Proposition 3's
 reading of the log model, the ACR term with the EV and the Lucas measure of borrowers
 (a < 0) and savers apart.
-These are the numbers quoted in hatrade.welfare.ev's "Published numbers" section.
+hatrade.welfare.ev's "Published numbers" section summarizes what they show.
 
     python benchmarks/welfare_definitions.py baseline          # or: log; add `global`
 """
 import logging, time, sys
 import numpy as np
-from hatrade.welfare import ev as W
+import hatrade.welfare as W
+from hatrade.welfare import problem as P
 from hatrade.analysis.counterfactual import baseline_equilibrium, run_counterfactual, Scenario
 logging.basicConfig(level=logging.WARNING)
 cal = sys.argv[1] if len(sys.argv) > 1 else "baseline"
@@ -56,11 +57,11 @@ print("ACR %.3f; borrowers (a < 0): mass %.3f, mean EV %.3f, mean CEV %.3f; save
          100*np.sum(mu0[bor]*cev[bor])/mu0[bor].sum(), mu0[sav].sum(),
          np.sum(mu0[sav]*g_new_w[sav])/mu0[sav].sum(), 100*np.sum(mu0[sav]*cev[sav])/mu0[sav].sum(),
          np.sum(mu0*a)), flush=True)
-orig = W._scale
-W._scale = lambda prm, lam: prm._replace(w=prm.w*lam, T=prm.T*lam)
+orig = P.scale_income  # value_at looks it up when the solves are traced
+P.scale_income = lambda prm, lam: prm._replace(w=prm.w*lam, T=prm.T*lam)
 import jax; jax.clear_caches()
 summarize(W.equivalent_variation(old, new, "USA"), "labor income only")
-W._scale = orig
+P.scale_income = orig
 jax.clear_caches()
 # compensating variation: lambda with V_new(a, z; lambda) = V_old(a, z), gain 1/lambda - 1;
 # states whose root lies outside the solved nodes are extrapolated (warned) and reported

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.linalg as sla
 
 jax.config.update("jax_enable_x64", True)
-from hatrade.welfare import ev as Wf
+import hatrade.welfare as Wf
 from hatrade.analysis.counterfactual import Scenario, baseline_equilibrium, run_counterfactual
 from hatrade.core.distribution import push
 from hatrade.core.household import HHParams, HHState, Policies, _logit, _step

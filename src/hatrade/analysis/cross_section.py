@@ -34,8 +34,9 @@ Group tables (:func:`micro_table`) are weighted *exactly* by :math:`\lambda`: gr
 quantile ranges of a ranking variable (labor income :math:`wz`, or expenditure), and a
 set of states with the same value of the ranking variable (e.g. all asset levels of one
 income state) that straddles a quantile boundary is split proportionally, so that every
-group has exactly its nominal population mass. Statistics within a group are
-:math:`\lambda`-weighted means of the household values (the average household, not a
+group has exactly its nominal population mass (:mod:`hatrade.analysis.groups`: the same
+groups as the welfare summaries and the calibration's home-share gap). Statistics within
+a group are :math:`\lambda`-weighted means of the household values (the average household, not a
 spending-weighted aggregate). :func:`simulate_households` draws a seeded panel of
 households instead (the paper simulated 100,000).
 """
@@ -52,6 +53,8 @@ import pandas as pd
 
 from hatrade.core.x64 import enable_x64
 from hatrade.analysis.elasticity import ElasticityResult, country_problem, trade_elasticities
+from hatrade.analysis.groups import INCOME_GROUPS, group_weights
+from hatrade.analysis.groups import QUINTILES as GROUP_QUINTILES
 from hatrade.core.household import egm_step, policies
 from hatrade.core.params import ParameterError
 from hatrade.solve.equilibrium import Equilibrium
@@ -65,17 +68,9 @@ log = logging.getLogger(__name__)
 #: The paper's transfer for the MPC (in units of the numeraire).
 DEFAULT_TRANSFER = 0.008
 
-#: Income groups: name -> (lower, upper) population quantiles of labor income.
-INCOME_GROUPS: dict[str, tuple[float, float]] = {
-    "below_median": (0.0, 0.5),
-    "median_45_55": (0.45, 0.55),
-    "above_median": (0.5, 1.0),
-    "bottom_20": (0.0, 0.2),
-    "top_20": (0.8, 1.0),
-}
-
-#: Quintile groups: name -> (lower, upper) quantiles.
-QUINTILES: dict[str, tuple[float, float]] = {f"q{k + 1}": (k / 5, (k + 1) / 5) for k in range(5)}
+#: Quintile groups of the micro table: the expenditure quintiles of
+#: :data:`hatrade.analysis.groups.QUINTILES`, labelled q1..q5.
+QUINTILES: dict[str, tuple[float, float]] = {k.lower(): v for k, v in GROUP_QUINTILES.items()}
 
 #: Columns of the micro table (the CLI writes them first, in this order).
 MICRO_COLUMNS = ("grouping", "group", "import_share", "elasticity", "mpc", "mass")
@@ -193,49 +188,6 @@ def cross_section(eq: Equilibrium, country: str, *, transfer: float = DEFAULT_TR
 
 
 # ----------------------------------------------------------------------------- groups
-
-def group_weights(values, mass, lo: float, hi: float) -> np.ndarray:
-    r"""Exact weights of the population quantile range [lo, hi] of ``values``.
-
-    Households are ranked by ``values``; the group holds the population between the
-    ``lo`` and ``hi`` quantiles. States with equal values form one block that is split
-    proportionally where it straddles a boundary, so the weights sum to exactly
-    ``(hi - lo) * sum(mass)``.
-
-    Parameters
-    ----------
-    values : array (n,)
-        Ranking variable (e.g. labor income).
-    mass : array (n,)
-        Non-negative population weights.
-    lo, hi : float
-        Quantiles, 0 <= lo < hi <= 1.
-
-    Returns
-    -------
-    ndarray (n,)
-        Each state's mass inside the group.
-    """
-    v = np.asarray(values, float).ravel()
-    m = np.asarray(mass, float).ravel()
-    if v.shape != m.shape:
-        raise ParameterError(f"values and mass must have the same size ({v.size} != {m.size}).")
-    if not (0.0 <= lo < hi <= 1.0):
-        raise ParameterError(f"group quantiles ({lo}, {hi}) are not allowed: need "
-                             "0 <= lo < hi <= 1.")
-    if np.any(m < 0) or not np.isfinite(m).all() or m.sum() <= 0:
-        raise ParameterError("mass must be finite, non-negative and not all zero.")
-    if not np.isfinite(v).all():
-        raise ParameterError("the ranking variable has non-finite values.")
-    total = m.sum()
-    levels, inv = np.unique(v, return_inverse=True)
-    block = np.bincount(inv, weights=m, minlength=levels.size) / total
-    F_hi = np.cumsum(block)
-    F_lo = F_hi - block
-    overlap = np.clip(np.minimum(F_hi, hi) - np.maximum(F_lo, lo), 0.0, None)
-    frac = np.divide(overlap, block, out=np.zeros_like(block), where=block > 0)
-    return m * frac[inv]
-
 
 def _group_rows(df: pd.DataFrame, grouping: str, rank: np.ndarray, groups: dict, mass):
     rows = []

@@ -58,7 +58,7 @@ import pandas as pd
 
 from hatrade.core.x64 import enable_x64
 from hatrade.io.atomic import write_json
-from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
+from hatrade.analysis.groups import INCOME_GROUPS, income_fractions
 from hatrade.core.income import income_process
 from hatrade.core.jacobian import (BlockJacobian, block_jacobian, direction_rows, household_block,
                        psi_slope_direction)
@@ -146,19 +146,13 @@ GAP_GROUPS = {"bottom": INCOME_GROUPS["bottom_20"], "top": INCOME_GROUPS["top_20
 
 def income_group_fractions(inc, lo: float, hi: float) -> np.ndarray:
     r"""Share of each income state's population inside the labor-income quantile range
-    [lo, hi] (Nz,).
+    [lo, hi] (Nz,): :func:`hatrade.analysis.groups.income_fractions`.
 
-    Within a country the wage is common, so ranking households by labor income
-    :math:`w z` is ranking them by :math:`z`; and the :math:`z`-marginal of every
-    stationary distribution is the income chain's own stationary distribution (assets do
-    not feed back on income). The fractions therefore depend on the income process alone:
-    a state straddling a quantile boundary is split as in
-    :func:`hatrade.analysis.cross_section.group_weights`, and the weight of state (a, z) in the
-    group is :math:`\lambda(a,z) f(z)` with these constant :math:`f`.
+    The weight of state (a, z) in the group is :math:`\lambda(a,z) f(z)` with these
+    constant :math:`f` (the groups of the welfare summaries and the micro table, ties split
+    by mass), so the moment is differentiable.
     """
-    dist = np.asarray(inc.dist, float)
-    wt = group_weights(np.asarray(inc.z, float), dist, lo, hi)
-    return np.divide(wt, dist, out=np.zeros_like(wt), where=dist > 0)
+    return income_fractions(inc, lo, hi)
 
 
 def _gap_fractions(inc) -> np.ndarray:

@@ -1,0 +1,153 @@
+r"""Income and expenditure groups of a country's households: the one definition used by
+the welfare summaries (:mod:`hatrade.welfare.summary`), the cross-section's micro table
+(:mod:`hatrade.analysis.cross_section`) and the calibration's home-share gap
+(:mod:`hatrade.calibration.calibrate`).
+
+A group is a population quantile range :math:`[q_{lo}, q_{hi}]` of a ranking variable:
+labor income :math:`w z` for the income groups (:data:`INCOME_GROUPS`: below and above the
+median, the 45-55th percentile band, the bottom and top 20%), expenditure
+:math:`e = \sum_j \pi_j p_{ij} c_j` for the quintiles (:data:`QUINTILES`, Q1 the poorest).
+States are weighted *exactly* by the stationary distribution :math:`\lambda`: states are
+ranked by the variable, and the states with the same value form one block (e.g. all asset
+levels of one income state), which is split *proportionally to mass* where it straddles a
+quantile boundary (:func:`group_weights`). So every group holds exactly its nominal
+population mass, and a state's weight in an income group is
+:math:`\lambda(a, z) f(z)` with a fraction :math:`f(z)` of its income state: the weights
+are smooth in :math:`\lambda` (the calibration differentiates through them,
+:func:`income_fractions`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hatrade.core.params import ParameterError
+
+__all__ = [
+    "INCOME_GROUPS",
+    "QUINTILES",
+    "expenditure",
+    "expenditure_quintile_weights",
+    "group_weights",
+    "income_fractions",
+    "income_group_weights",
+    "labor_income",
+    "quantile_weights",
+]
+
+#: Income groups: name -> (lower, upper) population quantiles of labor income.
+INCOME_GROUPS: dict[str, tuple[float, float]] = {
+    "below_median": (0.0, 0.5),
+    "median_45_55": (0.45, 0.55),
+    "above_median": (0.5, 1.0),
+    "bottom_20": (0.0, 0.2),
+    "top_20": (0.8, 1.0),
+}
+
+#: Expenditure quintiles: name -> (lower, upper) quantiles (Q1 the poorest).
+QUINTILES: dict[str, tuple[float, float]] = {f"Q{k + 1}": (k / 5, (k + 1) / 5) for k in range(5)}
+
+
+def _check(v, m, lo, hi):
+    if v.shape != m.shape:
+        raise ParameterError(f"values and mass must have the same size ({v.size} != {m.size}).")
+    if not (0.0 <= lo < hi <= 1.0):
+        raise ParameterError(f"group quantiles ({lo}, {hi}) are not allowed: need "
+                             "0 <= lo < hi <= 1.")
+    if np.any(m < 0) or not np.isfinite(m).all() or m.sum() <= 0:
+        raise ParameterError("mass must be finite, non-negative and not all zero.")
+    if not np.isfinite(v).all():
+        raise ParameterError("the ranking variable has non-finite values.")
+
+
+def group_weights(values, mass, lo: float, hi: float) -> np.ndarray:
+    r"""Exact weights of the population quantile range [lo, hi] of ``values``.
+
+    Households are ranked by ``values``; the group holds the population between the
+    ``lo`` and ``hi`` quantiles. States with equal values form one block that is split
+    proportionally to mass where it straddles a boundary: with :math:`F^-_b, F^+_b` the
+    population shares below and up to block :math:`b`, each state of the block gets the
+    fraction :math:`|[F^-_b, F^+_b] \cap [lo, hi]| / (F^+_b - F^-_b)` of its mass, so the
+    weights sum to exactly ``(hi - lo) * sum(mass)``.
+
+    Parameters
+    ----------
+    values : array (n,)
+        Ranking variable (e.g. labor income).
+    mass : array (n,)
+        Non-negative population weights.
+    lo, hi : float
+        Quantiles, 0 <= lo < hi <= 1.
+
+    Returns
+    -------
+    ndarray (n,)
+        Each state's mass inside the group.
+    """
+    v = np.asarray(values, float).ravel()
+    m = np.asarray(mass, float).ravel()
+    _check(v, m, lo, hi)
+    total = m.sum()
+    levels, inv = np.unique(v, return_inverse=True)
+    block = np.bincount(inv, weights=m, minlength=levels.size) / total
+    F_hi = np.cumsum(block)
+    F_lo = F_hi - block
+    overlap = np.clip(np.minimum(F_hi, hi) - np.maximum(F_lo, lo), 0.0, None)
+    frac = np.divide(overlap, block, out=np.zeros_like(block), where=block > 0)
+    return m * frac[inv]
+
+
+def quantile_weights(values, mass, groups: dict) -> dict[str, np.ndarray]:
+    """:func:`group_weights` of every group of ``groups`` (name -> (lo, hi))."""
+    return {name: group_weights(values, mass, lo, hi) for name, (lo, hi) in groups.items()}
+
+
+def income_fractions(inc, lo: float, hi: float) -> np.ndarray:
+    r"""Share of each income state's population inside the labor-income quantile range
+    [lo, hi] (Nz,): :math:`f(z)`.
+
+    Within a country the wage is common, so ranking households by labor income
+    :math:`w z` is ranking them by :math:`z`, and the :math:`z`-marginal of every
+    stationary distribution is the income chain's own stationary distribution (assets do
+    not feed back on income). The fractions of :func:`group_weights` therefore depend on
+    the income process alone, and the weight of state (a, z) in the group is
+    :math:`\lambda(a,z) f(z)` (equal to :func:`income_group_weights` to the tolerance of
+    the stationary distribution; fixed fractions keep the calibration's moment smooth).
+    """
+    dist = np.asarray(inc.dist, float)
+    wt = group_weights(np.asarray(inc.z, float), dist, lo, hi)
+    return np.divide(wt, dist, out=np.zeros_like(wt), where=dist > 0)
+
+
+def _index(eq, country) -> int:
+    return eq.world.index(country) if isinstance(country, str) else int(country)
+
+
+def labor_income(eq, country) -> np.ndarray:
+    """Labor income :math:`w z` of every state (Na, Nz) of ``country``."""
+    i = _index(eq, country)
+    Na = eq.lam.shape[1]
+    z = np.asarray(eq.income.z)
+    return np.asarray(np.broadcast_to(eq.prices.w[i] * z[None, :], (Na, len(z))))
+
+
+def expenditure(eq, country) -> np.ndarray:
+    r"""Expenditure :math:`e(a,z) = \sum_j \pi_j p_{ij} c_j` of every state (Na, Nz)."""
+    i = _index(eq, country)
+    pol = eq.policies
+    return np.sum(pol.pi[i] * pol.c[i] * eq.p[i][None, None, :], axis=-1)
+
+
+def income_group_weights(eq, country, groups: dict | None = None):
+    r"""Labor income (Na, Nz) and the weights of the income groups: {name: (Na Nz,)}
+    (states a-major; default :data:`INCOME_GROUPS`), weighted by :math:`\lambda`."""
+    i = _index(eq, country)
+    inc = labor_income(eq, i)
+    return inc, quantile_weights(inc, eq.lam[i], groups or INCOME_GROUPS)
+
+
+def expenditure_quintile_weights(eq, country):
+    r"""Expenditure (Na, Nz) and the weights of the :data:`QUINTILES` (5, Na Nz)."""
+    i = _index(eq, country)
+    e = expenditure(eq, i)
+    return e, np.stack(list(quantile_weights(e, eq.lam[i], QUINTILES).values()))
