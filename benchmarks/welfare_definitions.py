@@ -1,7 +1,7 @@
 """Welfare of the paper's US 10% cut under alternative definitions (issue 4's published gap).
 
 Prints, for the US households of a unilateral (default) or global (`global`) cut, the mean
-and quintile gains under MODEL.md's EV (all income scaled), the utilitarian EVs (same and
+and quintile gains under docs/model.md's EV (all income scaled), the utilitarian EVs (same and
 new distribution, linearized), the Lucas measure, an EV that scales labor income only, and
 the compensating variation, and the same cut with a floor at d = 1; and, for Proposition 3's
 reading of the log model, the ACR term with the EV and the Lucas measure of borrowers

@@ -1,4 +1,4 @@
-"""The published 19-country calibrations (MODEL.md 1.3): full equilibrium solves.
+"""The published 19-country calibrations (docs/model.md 1.3): full equilibrium solves.
 
 The baseline solve from slightly perturbed published prices is not marked slow: it is the
 suite's (and CI's) end-to-end check of the whole solver on the paper's world. The log
@@ -10,11 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hatrade.data.published import published
+
 from hatrade import evaluate, solve_equilibrium
 from hatrade.data import INITIAL_BETA, load_calibration, load_initial_prices
 from hatrade.core.worlds import ek_world, published_household
 
-PUBLISHED_BASELINE_BETA = 0.9293630720608874
+PUBLISHED_BASELINE_BETA = published("beta.baseline").value
 
 
 def perturbed(wages: np.ndarray) -> np.ndarray:

@@ -54,7 +54,7 @@ def test_trade_data_shape_and_content():
     assert df["language"].iloc[2] == 1
     assert np.isfinite(df["log_trade"]).all()
     assert (df[list(data.BIN_COLUMNS)].sum(axis=1) == 1).all()
-    # EC: 90 ordered pairs; EFTA: 12 (MODEL.md section 4)
+    # EC: 90 ordered pairs; EFTA: 12 (docs/model.md section 4)
     assert df["ec"].sum() == 90
     assert df["efta"].sum() == 12
     # symmetric covariates

@@ -1,4 +1,4 @@
-"""Tests for the stationary distribution (hatrade.core.distribution, MODEL.md 2.2).
+"""Tests for the stationary distribution (hatrade.core.distribution, docs/model.md 2.2).
 
 The default solver is BiCGStab on the factorized (sparse) transition ("krylov"); the dense
 LU solve ("direct") is exact to machine precision and serves as the reference.

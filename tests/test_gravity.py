@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hatrade.data.published import table1_values
+
 from hatrade.data import BIN_COLUMNS, COUNTRIES, COVARIATES, load_calibration, load_trade_data
 from hatrade.analysis.gravity import (
     COEFFICIENT_NAMES,
@@ -16,19 +18,8 @@ from hatrade.analysis.gravity import (
     validate_trade_table,
 )
 
-# MODEL.md section 4 / Eaton and Kortum (2002) Table 3, printed to two decimals.
-TABLE1 = {
-    "dist_[0,375)": -3.10,
-    "dist_[375,750)": -3.67,
-    "dist_[750,1500)": -4.03,
-    "dist_[1500,3000)": -4.22,
-    "dist_[3000,6000)": -6.06,
-    "dist_[6000,max)": -6.56,
-    "border": 0.30,
-    "language": 0.51,
-    "ec": 0.04,
-    "efta": 0.54,
-}
+# The paper's Table 1 (Eaton and Kortum 2002, Table 3), printed to two decimals.
+TABLE1 = table1_values()
 
 
 @pytest.fixture(scope="module")

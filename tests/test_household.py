@@ -1,4 +1,4 @@
-r"""Tests for the household block (hatrade.core.household, MODEL.md section 2).
+r"""Tests for the household block (hatrade.core.household, docs/model.md section 2).
 
 * EGM against brute-force value function iteration written here in plain numpy.
 * Euler-equation errors.
@@ -264,7 +264,7 @@ def test_euler_errors(x64, hh_params_factory):
 # ----------------------------------------------------------------------------- the step itself
 
 def reference_egm_step(state: HHState, prm: HHParams):
-    """The EGM + value step written plainly (MODEL.md 2.1): jnp.interp column by column,
+    """The EGM + value step written plainly (docs/model.md 2.1): jnp.interp column by column,
     c^-gamma and u(c) by powers, the bracket of a' by search. egm_step computes the same
     with factored powers, reciprocals, one histogram interpolation and no search."""
     c, v = state

@@ -1,4 +1,4 @@
-"""Tests for the income process (hatrade.core.income, MODEL.md 1.2)."""
+"""Tests for the income process (hatrade.core.income, docs/model.md 1.2)."""
 
 from __future__ import annotations
 

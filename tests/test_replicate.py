@@ -110,12 +110,12 @@ def runs(cold):
         import hatrade.analysis.efficient
         import hatrade.analysis.elasticity
         import hatrade.solve.equilibrium
-        import hatrade.welfare.ev
+        import hatrade.welfare.summary
 
         for mod, name in (
             (hatrade.solve.equilibrium, "solve_equilibrium"),
             (hatrade.analysis.counterfactual, "run_counterfactual"),
-            (hatrade.welfare.ev, "country_welfare"),
+            (hatrade.welfare.summary, "country_welfare"),
             (hatrade.analysis.elasticity, "longrun_elasticities"),
             (hatrade.analysis.cross_section, "cross_section"),
             (hatrade.analysis.efficient, "solve_planner"),

@@ -193,7 +193,7 @@ def test_readme_section_and_update(tmp_path):
     repro = pd.DataFrame(
         {
             "quantity": ["beta", "theta", "gain"],
-            "source": ["prices.csv", "MODEL.md", "prices.csv"],
+            "source": ["prices.csv", "docs/model.md", "prices.csv"],
             "published": [0.9293630720608874, -4.23, 1.35],
             "ours": [0.92936, "n/a", 1.06],
             "difference": [-3e-6, None, -0.29],
@@ -215,7 +215,7 @@ def test_readme_section_and_update(tmp_path):
     )
     assert "| beta | [1] | 0.9293631 | 0.92936 | -3e-06 | no |  |" in text
     assert "| gain | [1] | 1.35 | 1.06 | -0.29 | no | note 1 |" in text
-    assert "[1] prices.csv; [2] MODEL.md" in text and "Note 1: see the docs." in text
+    assert "[1] prices.csv; [2] docs/model.md" in text and "Note 1: see the docs." in text
     assert "A closing remark." in text and "Equilibria 61" in text and "full run" in text
     assert "![Fit](docs/figures/fit.png)" in text
     readme = tmp_path / "README.md"

@@ -1,4 +1,4 @@
-r"""Tests for aggregation and the world equilibrium (hatrade.solve.equilibrium, MODEL.md section 3).
+r"""Tests for aggregation and the world equilibrium (hatrade.solve.equilibrium, docs/model.md section 3).
 
 Small worlds (2-4 countries, n_a = 30) except the gravity-regression check, which needs the
 19 Eaton-Kortum countries and does one household solve at fixed prices.

@@ -11,7 +11,7 @@ distribution :math:`\lambda`):
   \theta^\pi_{ii,j}) + (\theta^c_{ij} - \theta^c_{ii,j})]` with the household's
   import-spending weights :math:`\omega_j = \pi_j p_{ij} c_j / \sum_{k \ne i}\pi_k p_{ik} c_k`;
 - ``mpc``: the marginal propensity to *spend* out of a one-time transfer :math:`\tau`
-  (MODEL.md 5),
+  (docs/model.md 5),
 
   .. math::
 

@@ -75,7 +75,7 @@ def decentralized_elasticities(eq: Equilibrium, *, tangent_tol: float | None = N
     :math:`\theta_{ij} = \partial\log(M_{ij}/M_{ii})/\partial\log p_{ij}` with households
     re-solved at the new price (implicit differentiation through the household fixed point)
     while wages, R and the stationary distribution stay at the equilibrium (the impact
-    elasticity of MODEL.md section 5). One forward direction per exporter column j
+    elasticity of docs/model.md section 5). One forward direction per exporter column j
     (perturbing :math:`p_{ij}` for every importer :math:`i \ne j` at once: countries'
     household problems are independent at fixed prices), M directions in all.
 
@@ -160,7 +160,7 @@ def compare(planner: PlannerSolution, eq: Equilibrium, *, elasticities: bool = F
 
 
 def gravity_comparison(planner: PlannerSolution, eq: Equilibrium | None = None) -> pd.DataFrame:
-    """The gravity regression (MODEL.md 4) on efficient (and decentralized) trade shares.
+    """The gravity regression (docs/model.md 4) on efficient (and decentralized) trade shares.
 
     Needs countries covered by the Eaton-Kortum covariates (at least 3). Returns a table
     indexed by the 10 coefficient names plus ``S_<ISO>`` and ``theta_m_<ISO>`` rows, with

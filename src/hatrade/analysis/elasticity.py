@@ -1,4 +1,4 @@
-r"""Trade elasticities at the household and the country level (Proposition 1, MODEL.md 5).
+r"""Trade elasticities at the household and the country level (Proposition 1, docs/model.md 5).
 
 For a home country :math:`i` and a partner :math:`j \ne i`, with wages, interest rates and
 the stationary distribution :math:`\lambda_i` held at their baseline values (an *impact*

@@ -1,4 +1,4 @@
-r"""The gravity regression of Eaton and Kortum (2002), MODEL.md section 4.
+r"""The gravity regression of Eaton and Kortum (2002), docs/model.md section 4.
 
 For importer :math:`i \neq j` (exporter),
 

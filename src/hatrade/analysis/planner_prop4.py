@@ -309,7 +309,7 @@ def _exact_gain(planner: PlannerSolution, mask, dlog, b, dW, pairs) -> dict:
     dW_ad = np.einsum("i,iab->ab", w * L, dU) / (1.0 - b)
     pairs["dW_dlogd_ad"] = dW_ad[ii, jj]
     out["max_abs_formula_error"] = float(np.max(np.abs(dW_ad[mask] - dW[mask])))
-    # re-solve at the new trade costs (weights fixed; no floor at 1, as in MODEL.md 5)
+    # re-solve at the new trade costs (weights fixed; no floor at 1, as in docs/model.md 5)
     log_d_new = jnp.log(ar["d"]) + jnp.asarray(mask * dlog)
     x_new, _, _ = solve_multipliers(np.log(planner.chi), lw, log_d_new, ar, tol=1e-13,
                                     max_iter=100, what="planner at the new trade costs")

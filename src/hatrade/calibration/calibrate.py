@@ -1,4 +1,4 @@
-r"""Calibration by "gravity as a guide" (MODEL.md section 4).
+r"""Calibration by "gravity as a guide" (docs/model.md section 4).
 
 The parameters :math:`\vartheta = (\log A_1..\log A_{M-1}, \theta^m_1..\theta^m_{M-1},
 \delta_1..\delta_K)` are chosen so that the gravity regression run on model-generated trade
@@ -32,7 +32,7 @@ checkpoint.
 psi_slope (optional, ``home_share_gap=``): a 47th parameter with a 47th moment, the home
 share of the top labor-income quintile minus that of the bottom quintile of one country
 (:func:`home_share_gaps`). The household block then has M + 5 directions (psi_slope
-enters :math:`\psi_i(z, i) = \psi_{slope} A_i^{1-\gamma} \log z_{perm}`, MODEL.md 1.1) and
+enters :math:`\psi_i(z, i) = \psi_{slope} A_i^{1-\gamma} \log z_{perm}`, docs/model.md 1.1) and
 the gaps as outputs (:func:`block_jacobian_psi`), and the same Newton iteration solves for
 all 47 with the exact Jacobian. Quintile membership is fixed by the income process
 (:func:`income_group_fractions`): only shares and masses within the groups move, so the
@@ -179,7 +179,7 @@ def _gaps(pol, p, lam, fr):
 
 @enable_x64
 def home_share_gaps(eq: Equilibrium) -> pd.Series:
-    r"""Rich-minus-poor home shares of every country (MODEL.md 4).
+    r"""Rich-minus-poor home shares of every country (docs/model.md 4).
 
     For country i: the mean household home share :math:`h(a,z) = \pi_i p_{ii} c_i /
     \sum_j \pi_j p_{ij} c_j` of the top labor-income quintile minus that of the bottom
@@ -227,7 +227,7 @@ def block_jacobian_psi(eq: Equilibrium, tangents=None, tol: float = 1e-10,
     psi_slope, and the home-share gaps of every country as outputs (M + 5 directions).
 
     psi_slope enters country i's problem as :math:`\psi_i(z, i) = \psi_{slope}
-    A_i^{1-\gamma} \log z_{perm}` (MODEL.md 1.1) on the home variety only; its direction
+    A_i^{1-\gamma} \log z_{perm}` (docs/model.md 1.1) on the home variety only; its direction
     is that array per unit of psi_slope (:func:`hatrade.core.jacobian.psi_slope_direction`),
     scaled like psi by the TFP direction. The gap of country i (:func:`home_share_gaps`)
     depends on i's policies and distribution only; its income groups are fixed

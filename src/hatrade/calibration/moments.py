@@ -1,4 +1,4 @@
-r"""The gravity moments of the calibration and the parameters' map to a world (MODEL.md section 4).
+r"""The gravity moments of the calibration and the parameters' map to a world (docs/model.md section 4).
 
 A :class:`GravitySetup` holds the pairs and covariates of a gravity regression and the
 regression itself, with the Eaton-Kortum normalization, as one linear operator

@@ -200,7 +200,7 @@ def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: boo
     """The baseline, the counterfactual and the welfare of ``report``, with progress."""
     from hatrade import solve_equilibrium
     from hatrade.analysis.counterfactual import baseline_equilibrium, run_counterfactual
-    from hatrade.welfare.ev import country_welfare
+    from hatrade.welfare.summary import country_welfare
 
     task = prog.add_task("Baseline equilibrium (the first call compiles)...", total=None)
     if cfg is None:

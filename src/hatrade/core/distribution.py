@@ -1,4 +1,4 @@
-r"""The stationary distribution over (assets, income) (MODEL.md 2.2).
+r"""The stationary distribution over (assets, income) (docs/model.md 2.2).
 
 With the lottery (Young) method, mass :math:`\lambda(a,z)\pi_j(a,z) P(z,z')` at
 :math:`a'_j(a,z)` is split between the two bracketing grid points

@@ -1,4 +1,4 @@
-r"""The household block: EGM with a logit choice over varieties (MODEL.md section 2).
+r"""The household block: EGM with a logit choice over varieties (docs/model.md section 2).
 
 One country's households solve
 
@@ -10,7 +10,7 @@ One country's households solve
     V(a,z) = \sigma \log \sum_j \exp\big((\psi_j(z) + v(a,z,j))/\sigma\big).
 
 The fixed point in (c, v) is found with the endogenous grid method plus a value update
-(the author's "Coleman" step, MODEL.md 2.1), iterated until both c and v move by less than
+(the author's "Coleman" step, docs/model.md 2.1), iterated until both c and v move by less than
 ``tol`` in one step. Because the level of v contracts only at rate beta, each step also
 applies a generalized MacQueen-Porteus correction (a shift of v by income state that
 leaves choice probabilities and policies unchanged, and is zero at the fixed point): it
@@ -238,7 +238,7 @@ def _step(c, mu, v, prm: HHParams, p_next=None, R_next=None):
 
 
 def egm_step(state: HHState, prm: HHParams):
-    r"""One EGM + value step (MODEL.md 2.1). Returns (new state, policies at the new state).
+    r"""One EGM + value step (docs/model.md 2.1). Returns (new state, policies at the new state).
 
     The returned policies hold ``a_p`` and ``c`` from this step, ``v`` the updated values,
     and ``pi``/``V`` computed from the *updated* v (the author's reporting convention).

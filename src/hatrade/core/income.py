@@ -1,4 +1,4 @@
-r"""Income processes: Markov chains for household efficiency units (MODEL.md 1.2).
+r"""Income processes: Markov chains for household efficiency units (docs/model.md 1.2).
 
 Income is :math:`z = z_{perm} z_{iid}`, a persistent Rouwenhorst chain times a transitory
 one, as in Krueger, Mitman and Perri. The combined chain is ordered persistent-major
@@ -109,7 +109,7 @@ class IncomeProcess:
 
 
 def income_process(hh: Household | None = None) -> IncomeProcess:
-    """The Krueger-Mitman-Perri style process of MODEL.md 1.2 for household parameters ``hh``."""
+    """The Krueger-Mitman-Perri style process of docs/model.md 1.2 for household parameters ``hh``."""
     hh = hh or Household()
     y_p, P_p = rouwenhorst(hh.n_perm, hh.rho_perm, np.sqrt(hh.var_perm))
     y_t, P_t = rouwenhorst(hh.n_iid, 0.0, np.sqrt(hh.var_iid))

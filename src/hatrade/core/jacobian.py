@@ -189,7 +189,7 @@ class HouseholdBlock:
 
 def psi_slope_direction(world, household, income) -> np.ndarray:
     r"""d psi / d psi_slope (M, Nz, M): :math:`A_i^{1-\gamma} \log z_{perm}` on the home
-    variety (MODEL.md 1.1), the ``psi_unit`` of the ``psi`` direction."""
+    variety (docs/model.md 1.1), the ``psi_unit`` of the ``psi`` direction."""
     M = world.M
     scale = np.asarray(world.tfp, float) ** (1.0 - household.gamma)
     return (scale[:, None, None] * np.asarray(income.log_z_perm, float)[None, :, None]

@@ -29,7 +29,7 @@ def _check(cond: bool, name: str, allowed: str, value) -> None:
 
 @dataclass(frozen=True)
 class Household:
-    r"""Household parameters (MODEL.md sections 1 and 1.3).
+    r"""Household parameters (docs/model.md sections 1 and 1.3).
 
     Period utility is :math:`u(c) + \psi_i(z,j) + \epsilon_j` with
     :math:`u(c) = c^{1-\gamma}/(1-\gamma)` (log at :math:`\gamma = 1`), Type-1 extreme value
@@ -116,7 +116,7 @@ def _as_float_array(x, name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class World:
-    r"""A world of M countries (MODEL.md sections 1 and 3).
+    r"""A world of M countries (docs/model.md sections 1 and 3).
 
     Parameters
     ----------
@@ -137,7 +137,7 @@ class World:
     allow_d_below_one : bool
         Accept iceberg costs below 1 off the diagonal (still positive and finite). False by
         default: costs below 1 are almost always an input error. The paper's counterfactuals
-        scale calibrated costs without a new floor (MODEL.md 5), which takes some pairs below
+        scale calibrated costs without a new floor (docs/model.md 5), which takes some pairs below
         1; :func:`hatrade.analysis.counterfactual.apply_scenario` sets this flag when a scenario asks
         for that explicitly.
     """

@@ -1,4 +1,4 @@
-r"""Trade costs and the calibration-vector layout (MODEL.md section 4).
+r"""Trade costs and the calibration-vector layout (docs/model.md section 4).
 
 Calibration vector for :math:`M` countries (:math:`M = 19` in the paper, 46 numbers):
 

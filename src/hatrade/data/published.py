@@ -9,7 +9,7 @@ What is here, and where it comes from
 -------------------------------------
 - ``table1.<coefficient>``: Table 1 of the paper, the gravity regression of
   :math:`\log(X_{ij}/X_{ii})` on the distance bins, shared border, shared language, EC and
-  EFTA (MODEL.md section 4; the same regression as Eaton and Kortum (2002), Table 3). The
+  EFTA (docs/model.md section 4; the same regression as Eaton and Kortum (2002), Table 3). The
   paper prints the "Moment" (the regression on the data) and the "Model fit" (the regression
   on model-generated trade), equal to two decimals: one set of numbers serves both.
   Coefficient names are those of :data:`hatrade.analysis.gravity.COEFFICIENT_NAMES`
@@ -18,7 +18,7 @@ What is here, and where it comes from
   model (Proposition 1): on impact (wages, R and the distribution fixed; the paper says
   "about -4.2", three decimals from the author's finite differences) and in the long run
   (the distribution re-solved: a reference computation, not printed in the paper)
-  (MODEL.md section 5).
+  (docs/model.md section 5).
 - ``theta.log``: the log model's elasticity, exactly :math:`-1/\sigma_\epsilon`
   (Proposition 3) with the published :math:`\sigma_\epsilon` of the log calibration
   (:data:`hatrade.data.CALIBRATIONS`).
@@ -33,7 +33,7 @@ What is here, and where it comes from
   :math:`R/w`); the log model's means keep half a unit of the last digit. The log model's
   published means are a known gap (:data:`WELFARE_GAP_NOTE`).
 - ``acr_theta``: the trade elasticity of the ACR benchmark,
-  :math:`100\,(1/4.22)\log(s_{ii}/s_{ii}')` (MODEL.md section 5).
+  :math:`100\,(1/4.22)\log(s_{ii}/s_{ii}')` (docs/model.md section 5).
 - ``beta.baseline``, ``beta.log``: the published discount factors at :math:`R = 1.01`, the
   last line of ``calibration/<name>-prices.csv`` (the shipped files are the source; the
   constants here let tests check the files). The published wages are read from the same
@@ -104,10 +104,10 @@ class PublishedNumber:
 
 
 #: Source of Table 1's numbers.
-TABLE1_SOURCE = "MODEL.md section 4 (Table 1, 'Moment' = 'Model fit' column)"
+TABLE1_SOURCE = "docs/model.md section 4 (Table 1, 'Moment' = 'Model fit' column)"
 
 #: Source of the welfare numbers.
-WELFARE_SOURCE = "the paper: US welfare of a 10% trade-cost cut (hatrade.welfare.ev docstring)"
+WELFARE_SOURCE = "the paper: US welfare of a 10% trade-cost cut (docs/model.md section 8)"
 
 #: The counterfactual of the published welfare numbers: :math:`d' = (1 - 0.10)\,d`.
 WELFARE_TRADE_COST_CHANGE: float = -0.10
@@ -193,7 +193,7 @@ def _theta_records() -> tuple[PublishedNumber, ...]:
             "theta.impact",
             "US aggregate trade elasticity on impact, baseline",
             -4.230,
-            "MODEL.md section 5 (Proposition 1, US, impact)",
+            "docs/model.md section 5 (Proposition 1, US, impact)",
             half_unit(3),
             3,
         ),
@@ -201,7 +201,7 @@ def _theta_records() -> tuple[PublishedNumber, ...]:
             "theta.longrun",
             "US aggregate trade elasticity in the long run (distribution re-solved), baseline",
             -4.246,
-            "MODEL.md section 5 (US, distribution re-solved)",
+            "docs/model.md section 5 (US, distribution re-solved)",
             half_unit(3),
             3,
         ),
@@ -209,7 +209,7 @@ def _theta_records() -> tuple[PublishedNumber, ...]:
             "theta.log",
             "US aggregate trade elasticity, log model (exact: -1/sigma_eps)",
             -1.0 / sigma_log,
-            "MODEL.md section 5, Proposition 3: -1/sigma_eps (sigma_eps of MODEL.md 1.3)",
+            "docs/model.md section 5, Proposition 3: -1/sigma_eps (sigma_eps of docs/model.md 1.3)",
             1e-6,
             note=f"sigma_eps = {sigma_log} of the log calibration",
         ),
@@ -240,7 +240,7 @@ def _other_records() -> tuple[PublishedNumber, ...]:
             "acr_theta",
             "trade elasticity of the ACR benchmark",
             4.22,
-            "MODEL.md section 5 (ACR benchmark 100 (1/4.22) log(s_ii/s_ii'))",
+            "docs/model.md section 5 (ACR benchmark 100 (1/4.22) log(s_ii/s_ii'))",
             0.0,
             2,
         ),

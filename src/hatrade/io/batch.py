@@ -102,7 +102,7 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
     from hatrade.analysis.counterfactual import run_counterfactual
     from hatrade.core.errors import EquilibriumError
     from hatrade.io.results import counterfactual_summary, save_counterfactual
-    from hatrade.welfare.ev import country_welfare
+    from hatrade.welfare.summary import country_welfare
 
     t0 = time.perf_counter()
     folder = Path(out_dir) / "runs" / run.name

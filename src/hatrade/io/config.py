@@ -10,7 +10,7 @@ TOML layout (every table but ``[world]`` is optional)::
 
     name = "two_country"          # optional; default: the file name without .toml
 
-    [household]                   # defaults: the paper's (MODEL.md 1.3)
+    [household]                   # defaults: the paper's (docs/model.md 1.3)
     gamma = 2.0                   # > 0
     sigma_eps = 0.3               # > 0
     psi_slope = 0.0
@@ -27,7 +27,7 @@ TOML layout (every table but ``[world]`` is optional)::
     tariffs = [[0.0, 0.1], [0.0, 0.0]]       # optional, t_ij >= 0, zero diagonal
     financial = "globalization"   # or "autarky"
 
-    [income]                      # optional; default MODEL.md 1.2
+    [income]                      # optional; default docs/model.md 1.2
     rho_perm = 0.90               # either Rouwenhorst (KMP) parameters ...
     var_perm = 0.039
     n_perm = 5
@@ -73,7 +73,7 @@ __all__ = ["ConfigError", "SolveConfig", "load_config", "loads_config", "parse_c
 
 log = logging.getLogger(__name__)
 
-#: The paper's world interest rate (MODEL.md 1.3).
+#: The paper's world interest rate (docs/model.md 1.3).
 DEFAULT_R: float = 1.01
 
 _TOP_KEYS = ("name", "household", "world", "income", "solve")

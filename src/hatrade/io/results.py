@@ -33,7 +33,7 @@ of ``hatrade batch``, the counterfactual stages of ``hatrade replicate``) holds:
     summary of each reported country).
 ``welfare.csv``
     One row per household state of each reported country
-    (:func:`hatrade.welfare.ev.country_welfare`'s table; only the header ``country`` when
+    (:func:`hatrade.welfare.summary.country_welfare`'s table; only the header ``country`` when
     no country is reported).
 ``changes.csv``
     By-country changes (:meth:`~hatrade.analysis.counterfactual.Counterfactual.changes`).

@@ -16,7 +16,7 @@ report shows:
     Model against data log normalized trade :math:`\log(X_{ij}/X_{ii})` (Figure 2).
 ``elasticities``
     Proposition 1 trade elasticities of the home country (the US) by partner, impact and
-    long run (MODEL.md 5).
+    long run (docs/model.md 5).
 ``micro``
     The micro table (import share, trade elasticity, MPC by income group and expenditure
     quintile) and household elasticities by state, for the US and for the paper's

@@ -66,7 +66,7 @@ class Setup:
     quick : a ``--quick`` run (approximate).
     paper : the paper's full world (the published numbers apply).
     ev_nodes : lambda nodes of the batched equivalent-variation solve (None: the default
-        of :func:`hatrade.welfare.ev.country_welfare`).
+        of :func:`hatrade.welfare.summary.country_welfare`).
     planner_weights : 'matched' or 'equal'.
     efficient_elasticities : compute Proposition 1 elasticities of every pair for the
         efficient-vs-decentralized comparison (19 country problems).
@@ -106,7 +106,7 @@ class Setup:
         """``ev_nodes``, or the welfare module's default when it is None."""
         if self.ev_nodes is not None:
             return int(self.ev_nodes)
-        from hatrade.welfare.ev import country_welfare
+        from hatrade.welfare.summary import country_welfare
 
         return int(inspect.signature(country_welfare).parameters["n_nodes"].default)
 

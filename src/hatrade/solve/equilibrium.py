@@ -1,4 +1,4 @@
-r"""Aggregation and world equilibrium (MODEL.md section 3).
+r"""Aggregation and world equilibrium (docs/model.md section 3).
 
 For prices (wages w, interest rates R, transfers T, discount factor beta) every country's
 household problem is solved (vmapped over countries), its stationary distribution found
@@ -214,7 +214,7 @@ class Equilibrium:
     def net_exports(self) -> np.ndarray:
         """X_i - IM_i: exports minus imports at factory prices (net of tariffs).
 
-        In a stationary equilibrium this equals -(R_i - 1) A_i (MODEL.md 3).
+        In a stationary equilibrium this equals -(R_i - 1) A_i (docs/model.md 3).
         """
         Mij = np.asarray(self.aggregates.get("X", self.aggregates["M"]))
         return Mij.sum(axis=0) - np.diag(Mij) - (Mij.sum(axis=1) - np.diag(Mij))

@@ -1,4 +1,4 @@
-r"""The Newton-Broyden iteration of :func:`hatrade.solve_equilibrium` (MODEL.md section 3).
+r"""The Newton-Broyden iteration of :func:`hatrade.solve_equilibrium` (docs/model.md section 3).
 
 The unknowns :math:`u` (M-1 wages, the world rate or beta, or one rate per country, and the
 tariff transfers) are iterated on the relative excess demands :math:`r(u)`:

@@ -1,5 +1,5 @@
 r"""Proposition 2: the welfare effect of a marginal change of trade costs, split by channel
-(MODEL.md section 5).
+(docs/model.md section 5).
 
 For a marginal change of log trade costs in a direction :math:`D_{ij}` (per unit of
 :math:`\epsilon`, :math:`d_{ij} \to d_{ij} e^{\epsilon D_{ij}}`), with the general

@@ -1,4 +1,4 @@
-r"""Who gains: the equivalent variation of every household state (MODEL.md section 5).
+r"""Who gains: the equivalent variation of every household state (docs/model.md section 5).
 
 For a household in state :math:`(a, z)` of country :math:`i`, :math:`\lambda(a,z)` is the
 proportional scaling of all of its income, at the *old* goods prices, that makes it as
@@ -12,7 +12,7 @@ where :math:`V^{old}(\cdot;\lambda)` solves the household problem with old goods
 :math:`p_{ij}` and income scaled in the budget *and* the Euler equation,
 :math:`p_j c + a' = \lambda (R a + w z + T)` with return :math:`\lambda R` on savings
 (equivalently: the problem at :math:`(\lambda R, \lambda w, \lambda T)`). V includes
-:math:`\psi` (MODEL.md 2). The gain is :math:`100(\lambda - 1)` percent.
+:math:`\psi` (docs/model.md 2). The gain is :math:`100(\lambda - 1)` percent.
 
 All states are computed together (:func:`equivalent_variation`; steps 1-3 in
 :mod:`hatrade.welfare.inversion`, step 4 in :mod:`hatrade.welfare.verify`):
@@ -62,23 +62,18 @@ below that bound, ``lam`` is NaN (``defined`` False, warned) and the Lucas measu
 
 Published numbers
 -----------------
-The paper's US unilateral 10% cut of import costs reports a mean gain of about 1.35%,
-2.9% for the poorest expenditure quintile and 0.65% for the richest, no losers, R/w
-+4.6%, ACR 0.45%; the global cut 1.97% (ACR 0.73%); the log model 0.21% (unilateral) and
-0.44% (global). With this EV the baseline's published welfare is reproduced (the
-borrowers at the limit, the first root above 1, carry much of the poorest quintile's
-gain). The log model's is **not**: its published gains lie below its own ACR term, which
-Proposition 3 makes every log household's price-index gain (with log utility and no
-:math:`\psi` the variety choice and the saving policy do not depend on goods prices or on
-:math:`(a, z)`; exact in every state when wages and R are held fixed:
+The paper's welfare numbers are in :mod:`hatrade.data.published` (keys ``welfare.*``);
+docs/model.md section 8 says where each comes from. With this EV the baseline's are
+reproduced (the borrowers at the limit, the first root above 1, carry much of the poorest
+quintile's gain). The log model's published means are **not**: they lie below its own ACR
+term, which Proposition 3 makes every log household's price-index gain (exact in every
+state when wages and R are held fixed:
 ``tests/test_welfare.py::test_log_preferences_finite_cut_lucas_gain_is_acr_in_every_state``),
-and below the EV of every state, so no weighting of the states reaches them. The EV lies
-above the Lucas measure where cash on hand :math:`Ra + wz` is below spending (borrowers)
-and below it for savers. Other definitions match no better
-(``benchmarks/welfare_definitions.py``: the Lucas measure, a utilitarian EV, labor income
-only, a floor at d = 1; ``benchmarks/welfare_transition.py``: the value at the start of
-the transition path). ``tests/test_welfare.py::test_published_log_model_gains`` records
-the gap (strict xfail).
+and below the EV of every state. The EV lies above the Lucas measure where cash on hand
+:math:`Ra + wz` is below spending (borrowers) and below it for savers. The cause of the gap
+and the definitions tried (``benchmarks/welfare_definitions.py``,
+``benchmarks/welfare_transition.py``) are in docs/model.md section 8;
+``tests/test_welfare.py::test_published_log_model_gains`` records the gap (strict xfail).
 """
 
 from __future__ import annotations
@@ -307,20 +302,3 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
                     verified=bool(verify), defined=(~undefined).reshape(shp),
                     bracketed=inv.bracketed.reshape(shp), nodes=nodes.lams, work=work,
                     nonmonotone=(~(st.S1f > 0) & ~st.local).reshape(shp))
-
-
-#: Names that lived in this module before the welfare package was split, and the modules
-#: they live in now (the old import paths keep working for one release).
-_MOVED = {"country_welfare": "summary", "welfare": "summary", "CountryWelfare": "summary",
-          "acr_gain": "summary", "group_means": "summary", "expenditure_quintiles": "summary",
-          "income_groups": "summary", "ACR_THETA": "summary", "WELFARE_COLUMNS": "summary",
-          "value_split": "lucas", "consumption_equivalent": "lucas",
-          "decompose": "decompose", "Decomposition": "decompose",
-          "reference_solve_time": "problem"}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        return getattr(importlib.import_module(f"hatrade.welfare.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

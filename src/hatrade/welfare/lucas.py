@@ -1,4 +1,4 @@
-r"""The consumption-equivalent (Lucas) welfare measure (MODEL.md section 5).
+r"""The consumption-equivalent (Lucas) welfare measure (docs/model.md section 5).
 
 :math:`g(a,z)` scales consumption of the old allocation in every period and state (choices
 unchanged) so that it is worth :math:`V^{new}`. With the old policies, V splits exactly as

@@ -1,5 +1,5 @@
 r"""Country summaries of household welfare: the per-state table, means by expenditure
-quintile and income group, losers, social welfare and the ACR benchmark (MODEL.md
+quintile and income group, losers, social welfare and the ACR benchmark (docs/model.md
 section 5).
 
 Means are weighted by the baseline stationary distribution :math:`\lambda`; groups are
@@ -24,6 +24,7 @@ from hatrade.core.x64 import enable_x64
 from hatrade.welfare.ev import EVResult, equivalent_variation
 from hatrade.welfare.lucas import consumption_equivalent
 from hatrade.welfare.problem import country_index
+from hatrade.data.published import published
 
 __all__ = [
     "ACR_THETA",
@@ -37,8 +38,8 @@ __all__ = [
     "welfare",
 ]
 
-#: Trade elasticity of the ACR benchmark (MODEL.md 5: 100 (1/4.22) log(s_ii/s_ii')).
-ACR_THETA: float = 4.22
+#: Trade elasticity of the ACR benchmark (docs/model.md 5: 100 (1/4.22) log(s_ii/s_ii')).
+ACR_THETA: float = published("acr_theta").value
 
 #: Columns of ``welfare.csv`` (one row per state of each reported country).
 WELFARE_COLUMNS = ("country", "a_index", "z_index", "assets", "z", "mass", "lambda",

@@ -115,7 +115,7 @@ def _new_equilibrium(ctx: StageContext, spec: ModelSpec, eq, sc, kind: str):
 def _welfare(ctx: StageContext, spec: ModelSpec, cf, new_key: str, kind: str) -> dict:
     """The equivalent variation of every home household, through the cache: ``table``
     and ``summary``."""
-    from hatrade.welfare.ev import country_welfare
+    from hatrade.welfare.summary import country_welfare
 
     s = ctx.setup
     n_nodes = s.resolved_ev_nodes()

@@ -3,7 +3,7 @@ r"""Stage ``elasticities``: Proposition 1 trade elasticities of the home country
 For each model, the home country's (the US's) trade elasticities by partner on impact
 (wages, :math:`R` and the distribution fixed) and in the long run (the distribution
 re-solved), their trade-share-weighted aggregates and the household (micro) elasticities
-(MODEL.md 5). Elasticities go through the results cache; :func:`elasticities` is shared
+(docs/model.md 5). Elasticities go through the results cache; :func:`elasticities` is shared
 with the ``micro`` stage.
 """
 
