@@ -43,8 +43,12 @@ def main() -> None:
     ap.add_argument("--country", default="USA")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--jvp", action="store_true", help="also time method='jvp'")
-    ap.add_argument("--blas-threads", type=int, default=None,
-                    help="set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS (default: unset)")
+    ap.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="set OPENBLAS_NUM_THREADS and OMP_NUM_THREADS (default: unset)",
+    )
     args = ap.parse_args()
     if args.blas_threads is not None:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
@@ -54,27 +58,36 @@ def main() -> None:
 
     import hatrade as ht
     from hatrade.analysis import elasticity as el
-    from hatrade.data import load_calibration
     from hatrade.core.household import initial_state, solve_fixed_point
+    from hatrade.data import load_calibration
 
-    print(f"hatrade {ht.__version__}, jax {jax.__version__}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+    print(
+        f"hatrade {ht.__version__}, jax {jax.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+    )
     cal = load_calibration("baseline")
     t0 = time.perf_counter()
-    eq = ht.evaluate(ht.ek_world("baseline"), ht.published_household("baseline"),
-                     cal.wages.values, R=1.01, beta=cal.beta)
-    print(f"households at the published prices: {time.perf_counter() - t0:.1f} s "
-          "(with compilation)")
+    eq = ht.evaluate(
+        ht.ek_world("baseline"),
+        ht.published_household("baseline"),
+        cal.wages.values,
+        R=1.01,
+        beta=cal.beta,
+    )
+    print(
+        f"households at the published prices: {time.perf_counter() - t0:.1f} s (with compilation)"
+    )
 
     with jax.enable_x64(True):
         cp = el.country_problem(eq, args.country)
         cold = jax.jit(lambda prm: solve_fixed_point(prm, initial_state(prm), 1e-10, 3000))
         t0 = time.perf_counter()
         _, its = jax.block_until_ready(cold(cp.prm))
-        print(f"compile + first cold solve: {time.perf_counter() - t0:.1f} s "
-              f"({int(its)} EGM steps)")
+        print(
+            f"compile + first cold solve: {time.perf_counter() - t0:.1f} s ({int(its)} EGM steps)"
+        )
 
         def solve():
             jax.block_until_ready(cold(cp.prm))
@@ -102,21 +115,32 @@ def main() -> None:
                 tj.append(time.perf_counter() - t)
 
     ms, me = statistics.median(ts), statistics.median(te)
-    print(f"\n{args.country}: {len(res.table)} partners, theta = {res.theta:.4f}, "
-          f"range {res.table['theta'].max():.3f} .. {res.table['theta'].min():.3f}, "
-          f"linear-solve residual {res.residual:.1e}")
-    print(f"cold household solve ({int(its)} steps): median {ms * 1e3:8.1f} ms  "
-          f"(min {min(ts) * 1e3:.1f}, max {max(ts) * 1e3:.1f})")
-    print(f"all-partner elasticities (direct):   median {me * 1e3:8.1f} ms  "
-          f"(min {min(te) * 1e3:.1f}, max {max(te) * 1e3:.1f})")
-    print(f"ratio elasticities / household solve: {me / ms:.2f} (medians), "
-          f"{min(te) / min(ts):.2f} (minima); target <= 3")
+    print(
+        f"\n{args.country}: {len(res.table)} partners, theta = {res.theta:.4f}, "
+        f"range {res.table['theta'].max():.3f} .. {res.table['theta'].min():.3f}, "
+        f"linear-solve residual {res.residual:.1e}"
+    )
+    print(
+        f"cold household solve ({int(its)} steps): median {ms * 1e3:8.1f} ms  "
+        f"(min {min(ts) * 1e3:.1f}, max {max(ts) * 1e3:.1f})"
+    )
+    print(
+        f"all-partner elasticities (direct):   median {me * 1e3:8.1f} ms  "
+        f"(min {min(te) * 1e3:.1f}, max {max(te) * 1e3:.1f})"
+    )
+    print(
+        f"ratio elasticities / household solve: {me / ms:.2f} (medians), "
+        f"{min(te) / min(ts):.2f} (minima); target <= 3"
+    )
     if args.jvp:
         mj = statistics.median(tj)
-        print(f"all-partner elasticities (jvp):      median {mj * 1e3:8.1f} ms, "
-              f"ratio {mj / ms:.2f}")
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} (timings are noisy when it "
-          f"exceeds the {os.cpu_count()} CPUs)")
+        print(
+            f"all-partner elasticities (jvp):      median {mj * 1e3:8.1f} ms, ratio {mj / ms:.2f}"
+        )
+    print(
+        f"load average at the end: {os.getloadavg()[0]:.1f} (timings are noisy when it "
+        f"exceeds the {os.cpu_count()} CPUs)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,17 @@ def x64():
         yield
 
 
-def make_hh_params(n_a: int = 30, prices=(1.0, 1.25, 1.6), *, hh: Household | None = None,
-                   w: float = 1.0, R: float = 1.01, T: float = 0.0, beta: float = 0.93,
-                   home: int = 0) -> HHParams:
+def make_hh_params(
+    n_a: int = 30,
+    prices=(1.0, 1.25, 1.6),
+    *,
+    hh: Household | None = None,
+    w: float = 1.0,
+    R: float = 1.01,
+    T: float = 0.0,
+    beta: float = 0.93,
+    home: int = 0,
+) -> HHParams:
     r"""One country's household inputs (call under 64-bit mode).
 
     Defaults: the baseline preferences (gamma 1.45, sigma 0.33, psi_slope 0.725), a reduced
@@ -42,10 +50,23 @@ def make_hh_params(n_a: int = 30, prices=(1.0, 1.25, 1.6), *, hh: Household | No
     M = len(prices)
     psi = np.zeros((inc.n, M))
     psi[:, home] = hh.psi_slope * inc.log_z_perm
-    f = lambda x: jnp.asarray(np.asarray(x, dtype=np.float64))
-    return HHParams(p=f(prices), w=f(w), R=f(R), T=f(T), beta=f(beta), gamma=f(hh.gamma),
-                    sigma=f(hh.sigma_eps), psi=f(psi),
-                    a_grid=f(np.linspace(-hh.phi, hh.a_max, n_a)), z=f(inc.z), Pz=f(inc.P))
+
+    def f(x):
+        return jnp.asarray(np.asarray(x, dtype=np.float64))
+
+    return HHParams(
+        p=f(prices),
+        w=f(w),
+        R=f(R),
+        T=f(T),
+        beta=f(beta),
+        gamma=f(hh.gamma),
+        sigma=f(hh.sigma_eps),
+        psi=f(psi),
+        a_grid=f(np.linspace(-hh.phi, hh.a_max, n_a)),
+        z=f(inc.z),
+        Pz=f(inc.P),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +84,12 @@ def small_household() -> Household:
 @pytest.fixture(scope="session")
 def three_countries() -> World:
     """Three countries with different TFP and labor and asymmetric trade costs."""
-    return World(countries=("AAA", "BBB", "CCC"), tfp=[1.0, 0.8, 1.2], labor=[1.0, 0.5, 0.7],
-                 d=[[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]])
+    return World(
+        countries=("AAA", "BBB", "CCC"),
+        tfp=[1.0, 0.8, 1.2],
+        labor=[1.0, 0.5, 0.7],
+        d=[[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]],
+    )
 
 
 def excess_demands(eq) -> dict:

@@ -32,8 +32,15 @@ def small_household(**kw) -> Household:
 
 def small_toml(d=D3) -> str:
     """The small world as a ``hatrade`` TOML file (solve R, guess 1.02)."""
+
     def table(name, items):
         return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in items.items())
-    return "\n".join([table("household", _HOUSEHOLD),
-                      table("world", dict(_WORLD, trade_costs=[list(r) for r in d])),
-                      table("income", _INCOME), table("solve", {"R_guess": 1.02})])
+
+    return "\n".join(
+        [
+            table("household", _HOUSEHOLD),
+            table("world", dict(_WORLD, trade_costs=[list(r) for r in d])),
+            table("income", _INCOME),
+            table("solve", {"R_guess": 1.02}),
+        ]
+    )

@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hatrade.data.published import published
-
 from hatrade import evaluate, solve_equilibrium
-from hatrade.data import INITIAL_BETA, load_calibration, load_initial_prices
 from hatrade.core.worlds import ek_world, published_household
+from hatrade.data import INITIAL_BETA, load_calibration, load_initial_prices
+from hatrade.data.published import published
 
 PUBLISHED_BASELINE_BETA = published("beta.baseline").value
 
@@ -25,8 +24,14 @@ def perturbed(wages: np.ndarray) -> np.ndarray:
 
 
 def solve_calibration(name: str, wages, beta_guess: float):
-    return solve_equilibrium(ek_world(name), published_household(name), solve_for="beta",
-                             R=1.01, wages=wages, beta_guess=beta_guess)
+    return solve_equilibrium(
+        ek_world(name),
+        published_household(name),
+        solve_for="beta",
+        R=1.01,
+        wages=wages,
+        beta_guess=beta_guess,
+    )
 
 
 def check_against_published(eq, name: str, market_residuals):
@@ -39,8 +44,9 @@ def check_against_published(eq, name: str, market_residuals):
     r = market_residuals(eq)
     assert abs(r["goods"][0]) < 1e-8, r  # Walras: the dropped market (AUS) clears too
     A = eq.aggregates["A"]
-    np.testing.assert_allclose(eq.net_exports(), -(eq.R - 1) * A,
-                               atol=1e-8 * eq.aggregates["Y"].max())
+    np.testing.assert_allclose(
+        eq.net_exports(), -(eq.R - 1) * A, atol=1e-8 * eq.aggregates["Y"].max()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +69,14 @@ def test_baseline_reproduces_published_equilibrium(baseline_eq, market_residuals
 def test_published_baseline_prices_clear_markets(baseline_eq, market_residuals):
     """Households at the published prices: every market clears to ~1e-5."""
     cal = load_calibration("baseline")
-    ev = evaluate(baseline_eq.world, baseline_eq.household, wages=cal.wages.to_numpy(),
-                  R=1.01, beta=cal.beta, state=baseline_eq.state)
+    ev = evaluate(
+        baseline_eq.world,
+        baseline_eq.household,
+        wages=cal.wages.to_numpy(),
+        R=1.01,
+        beta=cal.beta,
+        state=baseline_eq.state,
+    )
     r = market_residuals(ev)
     assert np.abs(r["goods"]).max() < 1e-5, r
     assert abs(r["bonds"][0]) < 1e-5, r
@@ -76,8 +88,9 @@ def test_log_calibration_reproduces_published_equilibrium(market_residuals):
     cal = load_calibration("log")
     eq = solve_calibration("log", perturbed(cal.wages.to_numpy()), beta_guess=0.93)
     check_against_published(eq, "log", market_residuals)
-    ev = evaluate(eq.world, eq.household, wages=cal.wages.to_numpy(), R=1.01, beta=cal.beta,
-                  state=eq.state)
+    ev = evaluate(
+        eq.world, eq.household, wages=cal.wages.to_numpy(), R=1.01, beta=cal.beta, state=eq.state
+    )
     r = market_residuals(ev)
     assert np.abs(r["goods"]).max() < 1e-5 and abs(r["bonds"][0]) < 1e-5, r
 

@@ -7,10 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from smallworld import small_toml
-
 from hatrade.io import batch as batch_mod
 from hatrade.io.batch import BatchError, load_batch, loads_batch, run_batch
+from smallworld import small_toml
 
 WORLD_TOML = small_toml(d=[[1.0, 1.06, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]])
 
@@ -54,6 +53,7 @@ def test_batch_file_parsed_with_sweeps_and_defaults(tmp_path):
 def test_batch_errors_rejected_before_any_solve_naming_entries(tmp_path, monkeypatch):
     def boom(*a, **k):  # pragma: no cover - must not be reached
         raise AssertionError("a solve was started")
+
     monkeypatch.setattr(batch_mod, "_solve_baseline", boom)
     bad = """
 config = "world.toml"
@@ -89,10 +89,19 @@ trade_cost_change = -0.1
         run_batch(load_batch(_write(tmp_path, bad)), tmp_path / "out", executor="serial")
     msg = str(err.value)
     assert "6 error(s)" in msg and "no run was started" in msg
-    for piece in ("runs[1] (unknown-country)", "unknown country code 'USA'",
-                  "runs[2] (below-one)", "H,F", "runs[3] (tfp)", "tfp_change[G]",
-                  "runs[4] (typo)", "importr", "runs[5] (hh)", "gamma",
-                  "duplicate run name 'ok'"):
+    for piece in (
+        "runs[1] (unknown-country)",
+        "unknown country code 'USA'",
+        "runs[2] (below-one)",
+        "H,F",
+        "runs[3] (tfp)",
+        "tfp_change[G]",
+        "runs[4] (typo)",
+        "importr",
+        "runs[5] (hh)",
+        "gamma",
+        "duplicate run name 'ok'",
+    ):
         assert piece in msg, piece
     assert not (tmp_path / "out").exists()
     with pytest.raises(BatchError, match="unknown top-level key"):
@@ -116,8 +125,10 @@ def test_serial_batch_failures_recorded_and_resume(tmp_path, monkeypatch):
 
     def flaky(baseline, scenario, **kw):
         if scenario.importer == "G":
-            raise EquilibriumError("world equilibrium did not converge: max excess demand "
-                                   "1.0e-03 after 30 Newton iterations")
+            raise EquilibriumError(
+                "world equilibrium did not converge: max excess demand "
+                "1.0e-03 after 30 Newton iterations"
+            )
         return run_counterfactual(baseline, scenario, **kw)
 
     monkeypatch.setattr("hatrade.analysis.counterfactual.run_counterfactual", flaky)
@@ -132,6 +143,7 @@ def test_serial_batch_failures_recorded_and_resume(tmp_path, monkeypatch):
         seen.append(row["name"])
         if len(seen) == 1:
             raise Stop  # an interruption after the first run finished
+
     with pytest.raises(Stop):
         run_batch(spec, out, executor="serial", progress=interrupt_after_first)
     first = seen[0]
@@ -145,6 +157,7 @@ def test_serial_batch_failures_recorded_and_resume(tmp_path, monkeypatch):
     def counting(run, *a, **k):
         calls.append(run.name)
         return real(run, *a, **k)
+
     monkeypatch.setattr(batch_mod, "execute_run", counting)
     summary = run_batch(spec, out, executor="serial")
     assert first not in calls and len(calls) == 2  # resumed: the finished run is not re-run
@@ -180,8 +193,9 @@ def test_dask_local_cluster_batch(tmp_path):
     text = GOOD.replace('values = ["F", "G"]', 'values = ["F"]')
     spec = load_batch(_write(tmp_path, text))
     rows = []
-    summary = run_batch(spec, tmp_path / "out", workers=1,
-                        progress=lambda d, t, r: rows.append((d, t, r["name"])))
+    summary = run_batch(
+        spec, tmp_path / "out", workers=1, progress=lambda d, t, r: rows.append((d, t, r["name"]))
+    )
     assert summary["runs_ok"] == 2 and summary["runs_failed"] == 0
     assert [d for d, _, _ in rows] == [1, 2] and all(t == 2 for _, t, _ in rows)
     for name in ("F", "H-global"):
@@ -203,7 +217,8 @@ def test_cli_batch_serial_and_bad_file(tmp_path):
 
     register(app)
     text = GOOD.replace('values = ["F", "G"]', 'values = ["F"]').replace(
-        '[[runs]]\nname = "H-global"\nall_pairs = true\nallow_d_below_one = true\n', "")
+        '[[runs]]\nname = "H-global"\nall_pairs = true\nallow_d_below_one = true\n', ""
+    )
     p = _write(tmp_path, text)
     res = CliRunner().invoke(app, ["batch", str(p), "--serial", "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output

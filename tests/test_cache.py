@@ -16,17 +16,18 @@ from hatrade.io.fingerprint import FingerprintError, canonical, code_revision, f
 
 
 def _world(d=1.3):
-    return World(countries=("AAA", "BBB"), tfp=[1.0, 0.9], labor=[1.0, 0.6],
-                 d=[[1.0, d], [d, 1.0]])
+    return World(countries=("AAA", "BBB"), tfp=[1.0, 0.9], labor=[1.0, 0.6], d=[[1.0, d], [d, 1.0]])
 
 
 # ----------------------------------------------------------------------------- keys
 
+
 def test_key_is_deterministic_and_sensitive():
     hh = Household(n_a=20, n_perm=3)
     k1 = fingerprint("equilibrium", {"world": _world(), "household": hh, "tol": 1e-10})
-    k2 = fingerprint("equilibrium", {"tol": 1e-10, "household": Household(n_a=20, n_perm=3),
-                                     "world": _world()})
+    k2 = fingerprint(
+        "equilibrium", {"tol": 1e-10, "household": Household(n_a=20, n_perm=3), "world": _world()}
+    )
     assert k1 == k2 and len(k1) == 64
     # any change to anything that determines the result changes the key
     others = [
@@ -43,6 +44,7 @@ def test_key_is_deterministic_and_sensitive():
 
 def test_key_includes_package_version(monkeypatch):
     import hatrade
+
     k1 = fingerprint("x", {"a": 1})
     monkeypatch.setattr(hatrade, "__version__", "999.0")
     assert fingerprint("x", {"a": 1}) != k1
@@ -84,15 +86,25 @@ def test_default_location(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------- bundles
 
+
 def test_bundle_roundtrip():
-    df = pd.DataFrame({"country": ["AAA", "BBB"], "x": [1.5, np.nan], "n": [1, 2],
-                       "flag": [True, False]})
+    df = pd.DataFrame(
+        {"country": ["AAA", "BBB"], "x": [1.5, np.nan], "n": [1, 2], "flag": [True, False]}
+    )
     indexed = pd.DataFrame({"v": [1.0, 2.0]}, index=pd.Index(["p", "q"], name="coef"))
-    ds = xr.Dataset({"th": (("partner", "a"), np.ones((2, 3)), {"description": "d"})},
-                    coords={"partner": ["X", "Y"], "a": np.arange(3)}, attrs={"country": "Z"})
-    b = {"table": df, "indexed": indexed, "arr": np.arange(4.0), "s": pd.Series([1.0, 2.0],
-         index=["u", "v"], name="w"), "ds": ds, "summary": {"mean": 1.25, "q": [1, 2],
-                                                            "inf": float("inf"), "none": None}}
+    ds = xr.Dataset(
+        {"th": (("partner", "a"), np.ones((2, 3)), {"description": "d"})},
+        coords={"partner": ["X", "Y"], "a": np.arange(3)},
+        attrs={"country": "Z"},
+    )
+    b = {
+        "table": df,
+        "indexed": indexed,
+        "arr": np.arange(4.0),
+        "s": pd.Series([1.0, 2.0], index=["u", "v"], name="w"),
+        "ds": ds,
+        "summary": {"mean": 1.25, "q": [1, 2], "inf": float("inf"), "none": None},
+    }
     arrays, meta = encode_bundle(b)
     json.dumps(meta)  # JSON-ready
     out = decode_bundle(arrays, meta)
@@ -110,6 +122,7 @@ def test_bundle_rejects_objects():
 
 
 # ----------------------------------------------------------------------------- entries
+
 
 def _compute_counter():
     calls = []
@@ -149,8 +162,9 @@ def _entry_paths(cache, kind="thing"):
     return meta.with_suffix(".npz"), meta
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "drop_meta", "drop_npz", "bad_json",
-                                    "shape", "other_format"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "flip", "drop_meta", "drop_npz", "bad_json", "shape", "other_format"]
+)
 def test_corrupt_entry_is_recomputed_never_used(tmp_path, damage):
     cache = Cache(tmp_path)
     calls, compute = _compute_counter()
@@ -219,6 +233,7 @@ def test_clear(tmp_path):
 
 # ----------------------------------------------------------------------------- equilibria
 
+
 @pytest.fixture(scope="module")
 def small_eq():
     """Households of a two-country world at given prices (a cheap stand-in for a solve:
@@ -239,9 +254,16 @@ def test_cached_equilibrium_roundtrip(tmp_path, small_eq):
     eq1, hit1 = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
     eq2, hit2 = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
     assert (hit1, hit2) == (False, True) and len(calls) == 1 and eq1 is eq
-    for a, b in ((eq2.prices.w, eq.prices.w), (eq2.prices.R, eq.prices.R), (eq2.p, eq.p),
-                 (eq2.lam, eq.lam), (eq2.a_grid, eq.a_grid), (eq2.state.c, eq.state.c),
-                 (eq2.trade_shares, eq.trade_shares), (eq2.aggregates["A"], eq.aggregates["A"])):
+    for a, b in (
+        (eq2.prices.w, eq.prices.w),
+        (eq2.prices.R, eq.prices.R),
+        (eq2.p, eq.p),
+        (eq2.lam, eq.lam),
+        (eq2.a_grid, eq.a_grid),
+        (eq2.state.c, eq.state.c),
+        (eq2.trade_shares, eq.trade_shares),
+        (eq2.aggregates["A"], eq.aggregates["A"]),
+    ):
         np.testing.assert_array_equal(a, b)
     for f in ("c", "a_p", "v", "pi", "V"):
         np.testing.assert_array_equal(getattr(eq2.policies, f), getattr(eq.policies, f))
@@ -293,19 +315,33 @@ def _labeled(eq, solve_for="R"):
     from hatrade.core.markets import Layout
     from hatrade.solve.equilibrium import EquilibriumJacobian
 
-    layout = Layout(M=eq.world.M, financial=eq.world.financial, solve_for=solve_for,
-                     tariffs=False, R_fixed=1.01, beta_fixed=0.93)
+    layout = Layout(
+        M=eq.world.M,
+        financial=eq.world.financial,
+        solve_for=solve_for,
+        tariffs=False,
+        R_fixed=1.01,
+        beta_fixed=0.93,
+    )
     n = layout.n
     J = np.arange(1.0, n * n + 1).reshape(n, n) + 10 * np.eye(n)
-    jac = EquilibriumJacobian(J, layout.unknown_names(eq.countries),
-                              layout.residual_names(eq.countries))
-    return dataclasses.replace(eq, jacobian=jac, jacobians=2, jacobian_directions=7,
-                               seconds=4.5, seconds_household=1.25, seconds_jacobian=2.75), layout
+    jac = EquilibriumJacobian(
+        J, layout.unknown_names(eq.countries), layout.residual_names(eq.countries)
+    )
+    return dataclasses.replace(
+        eq,
+        jacobian=jac,
+        jacobians=2,
+        jacobian_directions=7,
+        seconds=4.5,
+        seconds_household=1.25,
+        seconds_jacobian=2.75,
+    ), layout
 
 
 def test_cached_equilibrium_keeps_jacobian_labels_and_diagnostics(tmp_path, small_eq):
-    from hatrade.core.params import ParameterError
     from hatrade.core.markets import Layout
+    from hatrade.core.params import ParameterError
     from hatrade.solve.equilibrium import EquilibriumJacobian, _checked_jacobian
 
     world, hh, eq0 = small_eq
@@ -318,15 +354,26 @@ def test_cached_equilibrium_keeps_jacobian_labels_and_diagnostics(tmp_path, smal
     assert got.jacobian.unknowns == ("w_AAA", "R") == eq.jacobian.unknowns
     assert got.jacobian.residuals == ("goods_BBB", "bonds") == eq.jacobian.residuals
     np.testing.assert_array_equal(np.asarray(got.jacobian), np.asarray(eq.jacobian))
-    for f in ("jacobians", "jacobian_directions", "seconds", "seconds_household",
-              "seconds_jacobian"):
+    for f in (
+        "jacobians",
+        "jacobian_directions",
+        "seconds",
+        "seconds_household",
+        "seconds_jacobian",
+    ):
         assert getattr(got, f) == getattr(eq, f), f
     # the loaded Jacobian is accepted by a solve with the same unknowns ...
     J = _checked_jacobian(got.jacobian, layout, world.countries)
     np.testing.assert_array_equal(J, np.asarray(eq.jacobian))
     # ... and, being labeled, refused by one solving for other unknowns (same shape)
-    other = Layout(M=2, financial="globalization", solve_for="beta", tariffs=False,
-                    R_fixed=1.01, beta_fixed=None)
+    other = Layout(
+        M=2,
+        financial="globalization",
+        solve_for="beta",
+        tariffs=False,
+        R_fixed=1.01,
+        beta_fixed=None,
+    )
     with pytest.raises(ParameterError, match="unknowns"):
         _checked_jacobian(got.jacobian, other, world.countries)
 
@@ -367,8 +414,13 @@ def test_old_equilibrium_entry_is_stale_and_recomputed(tmp_path, small_eq, caplo
     cache = Cache(tmp_path)
     key = fingerprint("equilibrium", equilibrium_inputs(world, hh, **opts))
     arrays, meta = equilibrium_to_arrays(eq)
-    for f in ("content", "jacobian_labels", "jacobian_directions", "seconds_household",
-              "seconds_jacobian"):
+    for f in (
+        "content",
+        "jacobian_labels",
+        "jacobian_directions",
+        "seconds_household",
+        "seconds_jacobian",
+    ):
         del meta[f]  # the layout of the first format-1 equilibrium entries
     cache.store("equilibrium", key, arrays, meta)
     calls = []

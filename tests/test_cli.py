@@ -15,9 +15,17 @@ from typer.testing import CliRunner
 import hatrade
 from hatrade.cli import app
 from hatrade.data import COUNTRIES, load_calibration, load_trade_data
-from hatrade.io.folders import MANIFEST, OutputFolderError, prepare_output, read_manifest
-from hatrade.io.results import SOLVE_FILES, TRADE_COLUMNS, ResultsError, load_summary, load_trade, trade_fit, trade_table_with_data
 from hatrade.io.atomic import atomic_dir
+from hatrade.io.folders import MANIFEST, OutputFolderError, prepare_output, read_manifest
+from hatrade.io.results import (
+    SOLVE_FILES,
+    TRADE_COLUMNS,
+    ResultsError,
+    load_summary,
+    load_trade,
+    trade_fit,
+    trade_table_with_data,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_country.toml"
 runner = CliRunner()
@@ -47,6 +55,7 @@ def solved(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- solve
 
+
 def test_solve_writes_the_four_files(solved):
     result, out = solved
     assert result.exit_code == 0, result.output
@@ -59,18 +68,27 @@ def test_solve_writes_the_four_files(solved):
 def test_solve_summary_json(solved):
     result, out = solved
     s = json.loads((out / "summary.json").read_text())
-    for key in ("beta", "R", "wages", "import_share", "fit", "parameters", "hatrade_version",
-                "created", "convergence"):
+    for key in (
+        "beta",
+        "R",
+        "wages",
+        "import_share",
+        "fit",
+        "parameters",
+        "hatrade_version",
+        "created",
+        "convergence",
+    ):
         assert key in s, key
     assert s["hatrade_version"] == hatrade.__version__
-    assert s["beta"] == 0.93                         # given
+    assert s["beta"] == 0.93  # given
     assert isinstance(s["R"], float) and 0.9 < s["R"] < 1 / 0.93
     assert set(s["wages"]) == {"H", "F"} == set(s["import_share"])
     np.testing.assert_allclose(np.mean(list(s["wages"].values())), 1.0)
     # symmetric world: equal wages and import shares, strictly between 0 and 1/2
     np.testing.assert_allclose(s["wages"]["H"], s["wages"]["F"], rtol=1e-8)
     assert 0 < s["import_share"]["H"] < 0.5
-    assert s["fit"] is None                          # no data for H, F
+    assert s["fit"] is None  # no data for H, F
     assert s["parameters"]["household"]["n_a"] == 30
     assert s["parameters"]["household"]["gamma"] == 2.0
     assert s["parameters"]["world"]["trade_costs"] == [[1.0, 1.5], [1.5, 1.0]]
@@ -155,8 +173,9 @@ def test_solve_failure_is_clean(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hatrade, "solve_equilibrium", broken)
     out = tmp_path / "out"
-    result = runner.invoke(app, ["solve", "--config", str(small_config(tmp_path)),
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["solve", "--config", str(small_config(tmp_path)), "--out", str(out)]
+    )
     assert result.exit_code == 2
     assert "did not converge (test)" in result.stderr
     assert "Traceback" not in result.output
@@ -167,8 +186,9 @@ def test_out_folder_with_other_files_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    result = runner.invoke(app, ["solve", "--config", str(small_config(tmp_path)),
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["solve", "--config", str(small_config(tmp_path)), "--out", str(out)]
+    )
     assert result.exit_code == 2 and "other files" in result.stderr
     assert leftovers(out) == ["notes.txt"]
     with pytest.raises(OutputFolderError, match="not a folder"):
@@ -197,13 +217,15 @@ def test_atomic_dir_replaces_and_cleans_up(tmp_path):
 
 
 def test_trade_fit_statistics():
-    table = pd.DataFrame({
-        "importer": ["A", "A", "B", "B", "A"],
-        "exporter": ["A", "B", "A", "C", "C"],
-        "share": [0.5, 0.3, 0.2, 0.1, 0.2],
-        "log_normalized_model": [0.0, -1.0, -2.0, -3.0, -5.0],
-        "log_normalized_data": [np.nan, -1.5, -2.0, -2.0, np.nan],
-    })
+    table = pd.DataFrame(
+        {
+            "importer": ["A", "A", "B", "B", "A"],
+            "exporter": ["A", "B", "A", "C", "C"],
+            "share": [0.5, 0.3, 0.2, 0.1, 0.2],
+            "log_normalized_model": [0.0, -1.0, -2.0, -3.0, -5.0],
+            "log_normalized_data": [np.nan, -1.5, -2.0, -2.0, np.nan],
+        }
+    )
     fit = trade_fit(table)
     assert fit["n_pairs"] == 3
     np.testing.assert_allclose(fit["rmse"], np.sqrt((0.25 + 0 + 1) / 3))
@@ -220,14 +242,18 @@ class _StubEquilibrium:
 
     def trade_table(self):
         c, s = self.countries, self.shares
-        rows = [(c[i], c[j], s[i, j], np.log(s[i, j] / s[i, i]))
-                for i in range(len(c)) for j in range(len(c))]
+        rows = [
+            (c[i], c[j], s[i, j], np.log(s[i, j] / s[i, i]))
+            for i in range(len(c))
+            for j in range(len(c))
+        ]
         return pd.DataFrame(rows, columns=list(TRADE_COLUMNS[:4]))
 
 
 def test_trade_table_joins_the_data_by_pair():
-    eq = _StubEquilibrium(["USA", "H", "JPN"], [[0.8, 0.1, 0.1], [0.2, 0.6, 0.2],
-                                                 [0.05, 0.05, 0.9]])
+    eq = _StubEquilibrium(
+        ["USA", "H", "JPN"], [[0.8, 0.1, 0.1], [0.2, 0.6, 0.2], [0.05, 0.05, 0.9]]
+    )
     table = trade_table_with_data(eq, "ek")
     assert tuple(table.columns) == TRADE_COLUMNS and len(table) == 9
     data = load_trade_data().set_index(["importer", "exporter"])["log_trade"]
@@ -248,10 +274,15 @@ def test_trade_table_joins_the_data_by_pair():
 def test_print_summary_under_autarky(capsys):
     from hatrade.cli.solve import print_summary
 
-    summary = {"name": "aut", "beta": 0.93, "R": {"H": 1.011, "F": 0.987},
-               "wages": {"H": 1.1, "F": 0.9}, "import_share": {"H": 0.2, "F": 0.3},
-               "fit": {"corr": 0.5, "rmse": 0.25, "n_pairs": 2},
-               "convergence": {"max_excess_demand": 1e-11, "newton_iterations": 3}}
+    summary = {
+        "name": "aut",
+        "beta": 0.93,
+        "R": {"H": 1.011, "F": 0.987},
+        "wages": {"H": 1.1, "F": 0.9},
+        "import_share": {"H": 0.2, "F": 0.3},
+        "fit": {"corr": 0.5, "rmse": 0.25, "n_pairs": 2},
+        "convergence": {"max_excess_demand": 1e-11, "newton_iterations": 3},
+    }
     print_summary(summary, Path("out"))
     text = capsys.readouterr().out
     assert "1.011000" in text and "0.987000" in text and "0.5000" in text and "0.2500" in text
@@ -275,8 +306,9 @@ def test_table1_on_the_data(tmp_path):
 def _fake_solve_folder(folder: Path, params) -> None:
     """A solve folder whose model trade equals the data exactly (log s_ij/s_ii = y_ij)."""
     data = load_trade_data()
-    y = {(i, j): v
-         for i, j, v in data[["importer", "exporter", "log_trade"]].itertuples(index=False)}
+    y = {
+        (i, j): v for i, j, v in data[["importer", "exporter", "log_trade"]].itertuples(index=False)
+    }
     rows = []
     for i in COUNTRIES:
         rel = {j: (0.0 if j == i else y[(i, j)]) for j in COUNTRIES}
@@ -285,8 +317,15 @@ def _fake_solve_folder(folder: Path, params) -> None:
             rows.append((i, j, s_ii * np.exp(rel[j]), rel[j], np.nan if i == j else rel[j]))
     folder.mkdir()
     pd.DataFrame(rows, columns=list(TRADE_COLUMNS)).to_csv(folder / "trade.csv", index=False)
-    summary = {"kind": "solve", "name": "fake", "beta": 0.93, "R": 1.01, "wages": {},
-               "import_share": {}, "parameters": {"calibration": {"vector": list(params)}}}
+    summary = {
+        "kind": "solve",
+        "name": "fake",
+        "beta": 0.93,
+        "R": 1.01,
+        "wages": {},
+        "import_share": {},
+        "parameters": {"calibration": {"vector": list(params)}},
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
 
 
@@ -294,8 +333,9 @@ def test_table1_from_solve(tmp_path):
     params = load_calibration("baseline").params
     _fake_solve_folder(tmp_path / "solve", params)
     out = tmp_path / "t"
-    result = runner.invoke(app, ["table1", "--from-solve", str(tmp_path / "solve"),
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["table1", "--from-solve", str(tmp_path / "solve"), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     df = pd.read_csv(out / "table1.csv")
     assert list(df.columns) == ["coefficient", "barrier", "moment", "model_fit", "parameter"]
@@ -325,6 +365,7 @@ def test_table1_rejects_bad_solve_folders(tmp_path, solved):
 
 # ----------------------------------------------------------------------------- app
 
+
 def test_version_and_help():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"hatrade {hatrade.__version__}"
@@ -347,6 +388,7 @@ def test_verbose_sets_log_level(tmp_path):
 
 
 # ----------------------------------------------------------------------------- 19 countries
+
 
 @pytest.mark.slow
 def test_solve_baseline_calibration(tmp_path):

@@ -7,11 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatrade.io.config import (ConfigError, SolveConfig, calibration_config, load_config,
-                            loads_config, parse_config)
-from hatrade.data import COUNTRIES, INITIAL_BETA, load_calibration, load_initial_prices
 from hatrade.core.income import income_process
 from hatrade.core.params import Household, ParameterError
+from hatrade.data import COUNTRIES, INITIAL_BETA, load_calibration, load_initial_prices
+from hatrade.io.config import (
+    ConfigError,
+    SolveConfig,
+    calibration_config,
+    load_config,
+    loads_config,
+    parse_config,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_country.toml"
 
@@ -55,7 +61,12 @@ def test_example_file_parses_with_paper_defaults():
     paper = Household()
     assert (hh.phi, hh.a_max, hh.n_a) == (0.5, 8.0, 100)
     assert (hh.rho_perm, hh.var_perm, hh.n_perm, hh.var_iid, hh.n_iid) == (
-        paper.rho_perm, paper.var_perm, paper.n_perm, paper.var_iid, paper.n_iid)
+        paper.rho_perm,
+        paper.var_perm,
+        paper.n_perm,
+        paper.var_iid,
+        paper.n_iid,
+    )
     assert cfg.income is None
     # beta given -> solve for R
     assert cfg.solve_for == "R"
@@ -135,23 +146,39 @@ def test_to_dict_records_everything():
 
 # ----------------------------------------------------------------------------- bad input
 
+
 @pytest.mark.parametrize(
     "old, new, must_contain",
     [
         # unknown keys, naming the allowed ones
-        ("gamma = 2.0", "gama = 2.0", ["[household]", "'gama'", "allowed keys", "gamma",
-                                       "sigma_eps"]),
-        ("financial = \"globalization\"", "financial = \"globalization\"\ntariff = 1",
-         ["[world]", "'tariff'", "trade_costs"]),
+        (
+            "gamma = 2.0",
+            "gama = 2.0",
+            ["[household]", "'gama'", "allowed keys", "gamma", "sigma_eps"],
+        ),
+        (
+            'financial = "globalization"',
+            'financial = "globalization"\ntariff = 1',
+            ["[world]", "'tariff'", "trade_costs"],
+        ),
         ("[household]", "colour = 'red'\n[household]", ["top level", "'colour'", "household"]),
         # wrong lengths / mismatched country counts
-        ("tfp = [1.0, 1.2]", "tfp = [1.0, 1.2, 1.3]", ["[world] tfp", "3 entries",
-                                                       "countries has 2"]),
+        (
+            "tfp = [1.0, 1.2]",
+            "tfp = [1.0, 1.2, 1.3]",
+            ["[world] tfp", "3 entries", "countries has 2"],
+        ),
         ("labor = [1.0, 2.0]", "labor = [1.0]", ["[world] labor", "1 entries"]),
-        ("trade_costs = [[1.0, 1.5], [1.6, 1.0]]", "trade_costs = [[1.0, 1.5]]",
-         ["[world] trade_costs", "2 x 2"]),
-        ("trade_costs = [[1.0, 1.5], [1.6, 1.0]]", "trade_costs = [[1.0, 1.5], [1.6]]",
-         ["[world] trade_costs", "2 x 2"]),
+        (
+            "trade_costs = [[1.0, 1.5], [1.6, 1.0]]",
+            "trade_costs = [[1.0, 1.5]]",
+            ["[world] trade_costs", "2 x 2"],
+        ),
+        (
+            "trade_costs = [[1.0, 1.5], [1.6, 1.0]]",
+            "trade_costs = [[1.0, 1.5], [1.6]]",
+            ["[world] trade_costs", "2 x 2"],
+        ),
         # non-numeric
         ("gamma = 2.0", "gamma = 'two'", ["[household] gamma", "'two'", "number"]),
         ("gamma = 2.0", "gamma = true", ["[household] gamma", "number"]),
@@ -159,23 +186,34 @@ def test_to_dict_records_everything():
         ("gamma = 2.0", "gamma = nan", ["[household] gamma", "finite"]),
         ("gamma = 2.0", "gamma = 2.0\nn_a = 30.5", ["[household] n_a", "integer"]),
         # unknown country codes
-        ("tfp = [1.0, 1.2]", "tfp = {H = 1.0, X = 1.2}", ["[world] tfp", "'X'",
-                                                          "allowed codes", "H, F"]),
+        (
+            "tfp = [1.0, 1.2]",
+            "tfp = {H = 1.0, X = 1.2}",
+            ["[world] tfp", "'X'", "allowed codes", "H, F"],
+        ),
         ("tfp = [1.0, 1.2]", "tfp = {H = 1.0}", ["[world] tfp", "F"]),
         # out-of-range parameters
         ("gamma = 2.0", "gamma = -1.0", ["[household]", "gamma", "> 0"]),
         ("beta = 0.93", "beta = 1.2", ["[household]", "beta", "(0, 1)"]),
         ("sigma_eps = 0.3", "sigma_eps = 0.0", ["[household]", "sigma_eps"]),
         ("tfp = [1.0, 1.2]", "tfp = [1.0, -1.2]", ["[world]", "tfp", "positive"]),
-        ("trade_costs = [[1.0, 1.5], [1.6, 1.0]]", "trade_costs = [[1.0, 0.5], [1.6, 1.0]]",
-         ["[world]", "trade_costs[H,F]", ">= 1"]),
-        ("trade_costs = [[1.0, 1.5], [1.6, 1.0]]", "trade_costs = [[2.0, 1.5], [1.6, 1.0]]",
-         ["[world]", "diagonal"]),
-        ("financial = \"globalization\"", "financial = \"closed\"",
-         ["[world] financial", "'closed'", "'globalization'", "'autarky'"]),
-        ("countries = [\"H\", \"F\"]", "countries = [\"H\", \"H\"]", ["[world] countries",
-                                                                    "duplicate"]),
-        ("countries = [\"H\", \"F\"]", "countries = []", ["[world] countries"]),
+        (
+            "trade_costs = [[1.0, 1.5], [1.6, 1.0]]",
+            "trade_costs = [[1.0, 0.5], [1.6, 1.0]]",
+            ["[world]", "trade_costs[H,F]", ">= 1"],
+        ),
+        (
+            "trade_costs = [[1.0, 1.5], [1.6, 1.0]]",
+            "trade_costs = [[2.0, 1.5], [1.6, 1.0]]",
+            ["[world]", "diagonal"],
+        ),
+        (
+            'financial = "globalization"',
+            'financial = "closed"',
+            ["[world] financial", "'closed'", "'globalization'", "'autarky'"],
+        ),
+        ('countries = ["H", "F"]', 'countries = ["H", "H"]', ["[world] countries", "duplicate"]),
+        ('countries = ["H", "F"]', "countries = []", ["[world] countries"]),
     ],
 )
 def test_bad_fields_are_named(old, new, must_contain):
@@ -195,8 +233,10 @@ def test_contradictory_solve_options():
     assert "[solve] R" in msg and "R_guess" in msg
     msg = _error(BASE + "\n[solve]\nbeta = 0.9\n")
     assert "both" in msg
-    msg = _error(_edit(BASE, "globalization", "autarky").replace("beta = 0.93\n", "")
-                 + "\n[solve]\nsolve_for = 'beta'\n")
+    msg = _error(
+        _edit(BASE, "globalization", "autarky").replace("beta = 0.93\n", "")
+        + "\n[solve]\nsolve_for = 'beta'\n"
+    )
     assert "[solve] solve_for" in msg and "autarky" in msg
     assert "wages" in _error(BASE + "\n[solve]\nwages = [1.0, -1.0]\n")
     assert "[solve] max_iter" in _error(BASE + "\n[solve]\nmax_iter = 0\n")

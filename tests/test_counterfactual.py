@@ -9,18 +9,24 @@ import pytest
 
 import hatrade
 from hatrade import ParameterError
-from hatrade.analysis.counterfactual import (Counterfactual, Scenario, apply_scenario, parse_pairs,
-                                    run_counterfactual, selected_pairs)
+from hatrade.analysis.counterfactual import (
+    Counterfactual,
+    Scenario,
+    apply_scenario,
+    parse_pairs,
+    run_counterfactual,
+    selected_pairs,
+)
 from smallworld import D3, small_household, small_toml, small_world
 
 
 @pytest.fixture(scope="module")
 def base():
-    return hatrade.solve_equilibrium(small_world(), small_household(), solve_for="R",
-                                     R_guess=1.02)
+    return hatrade.solve_equilibrium(small_world(), small_household(), solve_for="R", R_guess=1.02)
 
 
 # ----------------------------------------------------------------------------- scenarios
+
 
 def test_importer_cut_changes_only_that_row():
     w = small_world()
@@ -62,15 +68,18 @@ def test_change_below_one_rejected_naming_the_pair():
         new.replace(d=np.where(np.eye(3) > 0, 1.0, -0.5))
 
 
-@pytest.mark.parametrize("scenario, pattern", [
-    (dict(importer="XXX", trade_cost_change=-0.1), "unknown country code 'XXX'"),
-    (dict(pairs=[("H", "ZZZ")], trade_cost_change=-0.1), "unknown country code 'ZZZ'"),
-    (dict(tfp_change={"F": -1.0}), r"tfp_change\[F\].*positive"),
-    (dict(tfp_change={"Q": 0.1}), "unknown country code 'Q'"),
-    (dict(labor_change={"G": -1.5}), r"labor_change\[G\]"),
-    (dict(importer="H", tariff_change=-0.2), "tariffs negative for importer,exporter H,F"),
-    (dict(importer="H", trade_cost_change=-1.0), "must be > -1"),
-])
+@pytest.mark.parametrize(
+    "scenario, pattern",
+    [
+        (dict(importer="XXX", trade_cost_change=-0.1), "unknown country code 'XXX'"),
+        (dict(pairs=[("H", "ZZZ")], trade_cost_change=-0.1), "unknown country code 'ZZZ'"),
+        (dict(tfp_change={"F": -1.0}), r"tfp_change\[F\].*positive"),
+        (dict(tfp_change={"Q": 0.1}), "unknown country code 'Q'"),
+        (dict(labor_change={"G": -1.5}), r"labor_change\[G\]"),
+        (dict(importer="H", tariff_change=-0.2), "tariffs negative for importer,exporter H,F"),
+        (dict(importer="H", trade_cost_change=-1.0), "must be > -1"),
+    ],
+)
 def test_bad_changes_rejected(scenario, pattern):
     with pytest.raises(ParameterError, match=pattern):
         apply_scenario(small_world(), Scenario(**scenario))
@@ -90,14 +99,17 @@ def test_scenario_needs_pairs_and_known_keys():
 
 
 def test_tfp_labor_tariff_applied():
-    new = apply_scenario(small_world(), Scenario(tfp_change={"F": 0.1}, labor_change={"G": -0.5},
-                                                 importer="H", tariff_change=0.05))
+    new = apply_scenario(
+        small_world(),
+        Scenario(tfp_change={"F": 0.1}, labor_change={"G": -0.5}, importer="H", tariff_change=0.05),
+    )
     np.testing.assert_allclose(new.tfp, [1.0, 0.99, 1.1])
     np.testing.assert_allclose(new.labor, [1.0, 0.7, 0.25])
     np.testing.assert_allclose(new.tariffs, [[0, 0.05, 0.05], [0, 0, 0], [0, 0, 0]])
 
 
 # ----------------------------------------------------------------------------- solves
+
 
 def test_zero_change_returns_the_baseline(base):
     cf = run_counterfactual(base, Scenario())
@@ -122,8 +134,7 @@ def test_unilateral_cut_equilibrium(base):
     tab = cf.changes()
     assert list(tab.index) == ["H", "F", "G"]
     assert tab.loc["H", "home_share_new"] < tab.loc["H", "home_share_old"]
-    np.testing.assert_allclose(tab["wage_change_percent"],
-                               100 * (new.prices.w / base.prices.w - 1))
+    np.testing.assert_allclose(tab["wage_change_percent"], 100 * (new.prices.w / base.prices.w - 1))
     rw = (new.prices.R / new.prices.w) / (base.prices.R / base.prices.w)
     np.testing.assert_allclose(tab["R_over_w_change_percent"], 100 * (rw - 1))
     np.testing.assert_allclose(tab["net_foreign_assets_new"], new.aggregates["A"])
@@ -173,6 +184,7 @@ def _app():
     import typer
 
     from hatrade.cli.counterfactual import register
+
     app = typer.Typer()
 
     @app.callback()
@@ -184,15 +196,26 @@ def _app():
 
 
 def test_cli_counterfactual_writes_outputs(tmp_path):
-    from typer.testing import CliRunner
-
     import pandas as pd
+    from typer.testing import CliRunner
 
     cfg = tmp_path / "small.toml"
     cfg.write_text(SMALL_TOML)
     out = tmp_path / "cf"
-    res = CliRunner().invoke(_app(), ["counterfactual", "--config", str(cfg), "--importer", "H",
-                                      "--trade-cost-change", "-0.10", "--out", str(out)])
+    res = CliRunner().invoke(
+        _app(),
+        [
+            "counterfactual",
+            "--config",
+            str(cfg),
+            "--importer",
+            "H",
+            "--trade-cost-change",
+            "-0.10",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     s = json.loads((out / "summary.json").read_text())
     assert s["kind"] == "counterfactual" and set(s["by_country"]) == {"H"}
@@ -202,8 +225,17 @@ def test_cli_counterfactual_writes_outputs(tmp_path):
     assert set(h["quintile_gain_percent"]) == {"Q1", "Q2", "Q3", "Q4", "Q5"}
     assert set(s["R_over_w_change_percent"]) == {"H", "F", "G"}
     wf = pd.read_csv(out / "welfare.csv")
-    assert list(wf.columns[:9]) == ["country", "a_index", "z_index", "assets", "z", "mass",
-                                    "lambda", "gain_percent", "cev_percent"]
+    assert list(wf.columns[:9]) == [
+        "country",
+        "a_index",
+        "z_index",
+        "assets",
+        "z",
+        "mass",
+        "lambda",
+        "gain_percent",
+        "cev_percent",
+    ]
     assert len(wf) == 20 * 2 and wf["a_index"].min() == 1 and wf["z_index"].max() == 2
     assert wf["ev_defined"].all() and not wf["ev_first_root_above_one"].any()
     assert wf["mass"].sum() == pytest.approx(1.0)
@@ -223,13 +255,39 @@ def test_cli_rejects_bad_input_before_solving(tmp_path):
     cfg = tmp_path / "small.toml"
     cfg.write_text(small_toml(d=[[1.0, 1.05, 1.8]] + D3[1:]))
     runner = CliRunner()
-    res = runner.invoke(_app(), ["counterfactual", "--config", str(cfg), "--importer", "H",
-                                 "-d", "-0.1", "--out", str(tmp_path / "a")])
+    res = runner.invoke(
+        _app(),
+        [
+            "counterfactual",
+            "--config",
+            str(cfg),
+            "--importer",
+            "H",
+            "-d",
+            "-0.1",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+    )
     assert res.exit_code == 2 and "H,F" in res.output and "below 1" in res.output
-    res = runner.invoke(_app(), ["counterfactual", "--config", str(cfg), "--importer", "USA",
-                                 "-d", "-0.1", "--out", str(tmp_path / "b")])
+    res = runner.invoke(
+        _app(),
+        [
+            "counterfactual",
+            "--config",
+            str(cfg),
+            "--importer",
+            "USA",
+            "-d",
+            "-0.1",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert res.exit_code == 2 and "unknown country code 'USA'" in res.output
-    res = runner.invoke(_app(), ["counterfactual", "--config", str(cfg), "--tfp", "F=-2",
-                                 "--out", str(tmp_path / "c")])
+    res = runner.invoke(
+        _app(),
+        ["counterfactual", "--config", str(cfg), "--tfp", "F=-2", "--out", str(tmp_path / "c")],
+    )
     assert res.exit_code == 2 and "tfp_change[F]" in res.output
     assert not any((tmp_path / n).exists() for n in "abc")

@@ -159,11 +159,15 @@ def test_parameter_file_wrong_length(tmp_path):
         read_parameter_file(f)
 
 
-@pytest.mark.parametrize("line, value, pattern", [
-    (5, "abc", r"bad\.csv.*line 6.*'abc'"),
-    (10, "nan", r"bad\.csv.*line 11.*finite"),
-    (10, "inf", r"bad\.csv.*line 11.*finite"),
-], ids=["non_numeric", "nan", "inf"])
+@pytest.mark.parametrize(
+    "line, value, pattern",
+    [
+        (5, "abc", r"bad\.csv.*line 6.*'abc'"),
+        (10, "nan", r"bad\.csv.*line 11.*finite"),
+        (10, "inf", r"bad\.csv.*line 11.*finite"),
+    ],
+    ids=["non_numeric", "nan", "inf"],
+)
 def test_parameter_file_bad_value(tmp_path, line, value, pattern):
     lines = ["guess"] + ["1.0"] * 46
     lines[line] = value
@@ -212,7 +216,9 @@ def trade_files(tmp_path):
 
 
 def _join(files):
-    return _join_trade_files(files["ek-data.csv"], files["ek-language.csv"], files["ek-cntryfix.csv"])
+    return _join_trade_files(
+        files["ek-data.csv"], files["ek-language.csv"], files["ek-cntryfix.csv"]
+    )
 
 
 def test_join_reproduces_loader(trade_files):
@@ -236,10 +242,14 @@ def test_join_shifted_language_rows(trade_files):
         _join(trade_files)
 
 
-@pytest.mark.parametrize("name, row, column, value, pattern", [
-    ("ek-cntryfix.csv", 5, "importer", 2, r"'importer'.*row 6 \(AUS->"),
-    ("ek-data.csv", 3, "exporter", 20, r"outside 1\.\.19"),
-], ids=["importer_mismatch", "bad_country_index"])
+@pytest.mark.parametrize(
+    "name, row, column, value, pattern",
+    [
+        ("ek-cntryfix.csv", 5, "importer", 2, r"'importer'.*row 6 \(AUS->"),
+        ("ek-data.csv", 3, "exporter", 20, r"outside 1\.\.19"),
+    ],
+    ids=["importer_mismatch", "bad_country_index"],
+)
 def test_join_bad_country_column(trade_files, name, row, column, value, pattern):
     f = trade_files[name]
     df = pd.read_csv(f)

@@ -51,9 +51,14 @@ def case(x64, hh_params_factory):
 @pytest.fixture(scope="module")
 def countries(x64, hh_params_factory):
     """Three 'countries' (different prices, wages, home variety) at Na = 60, batched."""
-    prms = [hh_params_factory(60, prices=p, w=w, home=h)
-            for p, w, h in [((1.0, 1.25, 1.6), 1.0, 0), ((1.4, 0.9, 1.1), 0.8, 1),
-                            ((2.0, 1.5, 0.7), 1.3, 2)]]
+    prms = [
+        hh_params_factory(60, prices=p, w=w, home=h)
+        for p, w, h in [
+            ((1.0, 1.25, 1.6), 1.0, 0),
+            ((1.4, 0.9, 1.1), 0.8, 1),
+            ((2.0, 1.5, 0.7), 1.3, 2),
+        ]
+    ]
     prm = jax.tree.map(lambda *x: jnp.stack(x), *prms)
     pol = jax.jit(jax.vmap(_household))(prm)
     return prm, pol
@@ -68,8 +73,9 @@ def test_nonnegative_and_sums_to_one(case):
         assert x.sum() == pytest.approx(1.0, abs=1e-13)
     assert lam.min() >= 0.0  # round-off negatives are clipped
     # the income marginal is the income chain's stationary distribution
-    inc_dist = np.asarray(jnp.linalg.matrix_power(prm.Pz.T, 2000) @ jnp.ones(prm.z.shape[0])
-                          / prm.z.shape[0])
+    inc_dist = np.asarray(
+        jnp.linalg.matrix_power(prm.Pz.T, 2000) @ jnp.ones(prm.z.shape[0]) / prm.z.shape[0]
+    )
     np.testing.assert_allclose(lam.sum(axis=0), inc_dist, atol=1e-12)
     # some households are at the borrowing limit, and mass is spread over the grid
     assert lam[0].sum() > 1e-4 and (lam > 1e-8).sum() > lam.size // 3
@@ -85,8 +91,9 @@ def test_krylov_matches_direct(case):
     # the residual reported is that of the returned distribution (round-off level here)
     assert float(distribution_residual(lam, pol.a_p, pol.pi, prm.a_grid, prm.Pz)) <= 1e-14
     # the direct solve reports its (round-off) residual too, and no iterations
-    lam_d2, info_d = stationary_distribution_info(pol.a_p, pol.pi, prm.a_grid, prm.Pz,
-                                                  method="direct")
+    lam_d2, info_d = stationary_distribution_info(
+        pol.a_p, pol.pi, prm.a_grid, prm.Pz, method="direct"
+    )
     assert float(info_d.iterations) == 0 and float(info_d.residual) < 1e-15
     np.testing.assert_allclose(np.asarray(lam_d2), np.asarray(lam_d), atol=1e-15)
 
@@ -117,7 +124,8 @@ def test_non_convergence_is_reported(case):
     assert float(info.iterations) == 2
     assert float(info.residual) > 1e-14  # callers compare with tol and raise
     assert float(info.residual) == pytest.approx(
-        float(distribution_residual(lam, pol.a_p, pol.pi, prm.a_grid, prm.Pz)), rel=1e-12)
+        float(distribution_residual(lam, pol.a_p, pol.pi, prm.a_grid, prm.Pz)), rel=1e-12
+    )
     # a looser tolerance stops earlier, with a larger error
     lam8, info8 = stationary_distribution_info(pol.a_p, pol.pi, prm.a_grid, prm.Pz, tol=1e-8)
     full = _krylov_info(pol.a_p, pol.pi, prm.a_grid, prm.Pz)[1]
@@ -134,14 +142,16 @@ def test_unknown_method(case):
 
 def test_agrees_with_forward_iteration(case):
     prm, pol, lam = case
-    lam_it, it, err = iterate_distribution(pol.a_p, pol.pi, prm.a_grid, prm.Pz, tol=1e-15,
-                                           max_iter=200_000)
+    lam_it, it, err = iterate_distribution(
+        pol.a_p, pol.pi, prm.a_grid, prm.Pz, tol=1e-15, max_iter=200_000
+    )
     assert int(it) < 200_000 and float(err) <= 1e-15
     assert float(jnp.max(jnp.abs(lam_it - lam))) < 1e-9
     # started elsewhere (all mass at the top), the iteration reaches the same distribution
     lam0 = jnp.zeros_like(lam).at[-1, :].set(1.0 / lam.shape[1])
-    lam_it2, _, _ = iterate_distribution(pol.a_p, pol.pi, prm.a_grid, prm.Pz, lam0=lam0,
-                                         tol=1e-15, max_iter=200_000)
+    lam_it2, _, _ = iterate_distribution(
+        pol.a_p, pol.pi, prm.a_grid, prm.Pz, lam0=lam0, tol=1e-15, max_iter=200_000
+    )
     assert float(jnp.max(jnp.abs(lam_it2 - lam))) < 1e-9
 
 
@@ -168,8 +178,11 @@ def test_factorized_transition(case):
     np.testing.assert_allclose(T_blocks, T, atol=1e-15)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.random((Na, Nz)))
-    np.testing.assert_allclose(np.asarray(apply_transition(x, jnp.asarray(Q), prm.Pz)).ravel(),
-                               np.asarray(x).ravel() @ T, atol=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(apply_transition(x, jnp.asarray(Q), prm.Pz)).ravel(),
+        np.asarray(x).ravel() @ T,
+        atol=1e-14,
+    )
     # the residual measure: zero (round-off) at the solution, not elsewhere
     x = x / jnp.sum(x)
     assert float(distribution_residual(x, pol.a_p, pol.pi, prm.a_grid, prm.Pz)) > 1e-4
@@ -187,7 +200,8 @@ def test_lottery_preserves_mean_assets(case):
     assert mean_next == pytest.approx(mean_policy, abs=1e-13)
     # at the stationary distribution aggregate assets are constant
     assert float(jnp.sum(lam * prm.a_grid[:, None])) == pytest.approx(
-        float(jnp.sum(lam[..., None] * pol.pi * pol.a_p)), abs=1e-13)
+        float(jnp.sum(lam[..., None] * pol.pi * pol.a_p)), abs=1e-13
+    )
 
 
 def _directions(prm, pol, seed=0):
@@ -207,7 +221,10 @@ def _directions(prm, pol, seed=0):
     P = np.asarray(prm.Pz)
     dP = rng.normal(size=P.shape) * (P > 0)
     dP = dP - (P > 0) * dP.sum(axis=1, keepdims=True) / (P > 0).sum(axis=1, keepdims=True)
-    zero = lambda x: np.zeros_like(np.asarray(x))
+
+    def zero(x):
+        return np.zeros_like(np.asarray(x))
+
     z = (zero(a_p), zero(a_p), zero(a), zero(P))
     return {
         "a_p": (da, z[1], z[2], z[3]),
@@ -300,11 +317,11 @@ def test_one_good_scatter_path(one_good, monkeypatch):
     x = jnp.asarray(rng.random((Nz, Na)))
     op = dist_mod._transition_operator(*args)
     Q = transition_blocks(pol.a_p, pol.pi, prm.a_grid)
-    np.testing.assert_allclose(np.asarray(op(x)), np.asarray(apply_transition(x.T, Q, prm.Pz).T),
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        np.asarray(op(x)), np.asarray(apply_transition(x.T, Q, prm.Pz).T), atol=1e-15
+    )
     T = np.asarray(transition_matrix(*args))
-    np.testing.assert_allclose(np.asarray(op(x)).T.ravel(), np.asarray(x).T.ravel() @ T,
-                               atol=1e-14)
+    np.testing.assert_allclose(np.asarray(op(x)).T.ravel(), np.asarray(x).T.ravel() @ T, atol=1e-14)
     # distribution and derivatives agree with the LU solve
     lam, info = _krylov_info(*args)
     lam_d = _direct(*args)

@@ -12,9 +12,16 @@ from typer.testing import CliRunner
 
 import hatrade
 from hatrade import Household, ParameterError, World
-from hatrade.analysis.efficient import (PlannerError, aggregate_elasticities, compare,
-                               decentralized_elasticities, efficient_elasticities,
-                               efficient_report, planner_welfare_gain, solve_planner)
+from hatrade.analysis.efficient import (
+    PlannerError,
+    aggregate_elasticities,
+    compare,
+    decentralized_elasticities,
+    efficient_elasticities,
+    efficient_report,
+    planner_welfare_gain,
+    solve_planner,
+)
 from hatrade.core.income import income_process
 
 CODES = ("AAA", "BBB", "CCC")
@@ -48,6 +55,7 @@ def eq3():
 
 # ----------------------------------------------------------------------------- solution
 
+
 def test_resource_constraints_and_first_order_conditions(planner):
     w, h = planner.world, planner.household
     inc = income_process(h)
@@ -57,15 +65,20 @@ def test_resource_constraints_and_first_order_conditions(planner):
     np.testing.assert_allclose(demand, w.tfp * w.labor * nbar, rtol=1e-10, atol=0)
     assert planner.resource_error < 1e-10
     # FOCs: omega_i u'(c_ij) = chi_j d_ij, chi_j = omega_j u'(c_jj)
-    np.testing.assert_allclose(planner.weights[:, None] * planner.c ** -h.gamma,
-                               planner.chi[None, :] * w.d, rtol=1e-12)
-    np.testing.assert_allclose(planner.chi, planner.weights * np.diag(planner.c) ** -h.gamma,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        planner.weights[:, None] * planner.c**-h.gamma, planner.chi[None, :] * w.d, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        planner.chi, planner.weights * np.diag(planner.c) ** -h.gamma, rtol=1e-12
+    )
     # logit choice by z with n = u(c) - u'(c) c and the home-bias shifter
     n = u(planner.c, h.gamma) - planner.c ** (1 - h.gamma)
     sig = h.sigma_eps * w.tfp ** (1 - h.gamma)
-    psi = (h.psi_slope * w.tfp ** (1 - h.gamma))[:, None, None] * inc.log_z_perm[None, :, None] \
+    psi = (
+        (h.psi_slope * w.tfp ** (1 - h.gamma))[:, None, None]
+        * inc.log_z_perm[None, :, None]
         * np.eye(3)[:, None, :]
+    )
     val = (n[:, None, :] + psi) / sig[:, None, None]
     pz = np.exp(val - val.max(-1, keepdims=True))
     pz /= pz.sum(-1, keepdims=True)
@@ -85,8 +98,9 @@ def test_home_bias_makes_richer_households_buy_home(planner):
     lo, hi = np.argmin(lz), np.argmax(lz)
     assert np.all(own[:, hi] > own[:, lo])
     flat = solve_planner(world3(), hh(psi_slope=0.0))
-    np.testing.assert_allclose(flat.pi_z, np.broadcast_to(flat.pi[:, None, :], flat.pi_z.shape),
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        flat.pi_z, np.broadcast_to(flat.pi[:, None, :], flat.pi_z.shape), atol=1e-15
+    )
 
 
 def test_symmetric_world_gives_symmetric_allocation():
@@ -132,6 +146,7 @@ def test_weights_scale_invariance_and_redistribution():
 
 
 # ----------------------------------------------------------------------------- Prop. 4
+
 
 def test_prop4_elasticity_equals_exact_derivatives(planner):
     e = efficient_elasticities(planner)
@@ -189,6 +204,7 @@ def test_welfare_formula_equals_exact_derivative(planner):
 
 # ----------------------------------------------------------------------------- comparison
 
+
 def test_matched_weights_reproduce_decentralized_spending(eq3):
     p = solve_planner(eq3.world, eq3.household, "matched", eq=eq3)
     assert p.weights_kind == "matched"
@@ -197,8 +213,12 @@ def test_matched_weights_reproduce_decentralized_spending(eq3):
     assert p.resource_error < 1e-10
     assert p.beta == 0.93
     df = compare(p, eq3)
-    assert list(df.columns[:4]) == ["importer", "exporter", "share_efficient",
-                                    "share_decentralized"]
+    assert list(df.columns[:4]) == [
+        "importer",
+        "exporter",
+        "share_efficient",
+        "share_decentralized",
+    ]
     assert len(df) == 9
     np.testing.assert_allclose(df["share_decentralized"], eq3.trade_shares.ravel())
     np.testing.assert_allclose(df["share_efficient"], p.trade_shares.ravel())
@@ -210,8 +230,9 @@ def test_matched_weights_reproduce_decentralized_spending(eq3):
 def test_decentralized_elasticity_log_preferences_is_exact():
     # Proposition 3: with log utility and no psi the decentralized elasticity is -1/sigma
     h = hh(gamma=1.0, sigma_eps=0.3, psi_slope=0.0, n_a=12)
-    w = World(countries=("AAA", "BBB"), tfp=[1.0, 1.0], labor=[1.0, 2.0],
-              d=[[1.0, 1.4], [1.3, 1.0]])
+    w = World(
+        countries=("AAA", "BBB"), tfp=[1.0, 1.0], labor=[1.0, 2.0], d=[[1.0, 1.4], [1.3, 1.0]]
+    )
     eq = hatrade.evaluate(w, h, wages=[1.0, 0.8], R=1.0, beta=0.93)
     td = decentralized_elasticities(eq)
     assert len(td) == 2
@@ -220,8 +241,14 @@ def test_decentralized_elasticity_log_preferences_is_exact():
 
 def test_efficient_report(eq3):
     p = solve_planner(eq3.world, eq3.household, "matched", eq=eq3)
-    given = pd.DataFrame({"importer": ["AAA", "BBB"], "exporter": ["BBB", "AAA"],
-                          "theta": [-3.0, -2.0], "theta_extensive": [-3.2, -2.2]})
+    given = pd.DataFrame(
+        {
+            "importer": ["AAA", "BBB"],
+            "exporter": ["BBB", "AAA"],
+            "theta": [-3.0, -2.0],
+            "theta_extensive": [-3.2, -2.2],
+        }
+    )
     table, summary = efficient_report(p, eq3, decentralized_theta=given)
     off = table["importer"] != table["exporter"]
     for col in ("theta_efficient_prop4", "theta_efficient_choice", "theta_efficient_value"):
@@ -254,14 +281,18 @@ def test_two_routes_to_decentralized_elasticities_agree(eq3):
 
 # ----------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("weights, match", [
-    ([1.0, 1.0], "3 entries"),
-    ([1.0, 0.0, 1.0], "positive"),
-    ([1.0, -2.0, 1.0], "BBB"),
-    ([1.0, np.nan, 1.0], "finite"),
-    ("utilitarian", "equal"),
-    ("matched", "needs a decentralized equilibrium"),
-])
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        ([1.0, 1.0], "3 entries"),
+        ([1.0, 0.0, 1.0], "positive"),
+        ([1.0, -2.0, 1.0], "BBB"),
+        ([1.0, np.nan, 1.0], "finite"),
+        ("utilitarian", "equal"),
+        ("matched", "needs a decentralized equilibrium"),
+    ],
+)
 def test_bad_weights(weights, match):
     with pytest.raises(ParameterError, match=match):
         solve_planner(world3(), hh(), weights=weights)
@@ -294,6 +325,7 @@ def test_welfare_bad_input(planner):
 
 # ----------------------------------------------------------------------------- figure, CLI
 
+
 def test_figure(eq3):
     from hatrade.plots.efficient import efficient_trade_figure
 
@@ -317,39 +349,68 @@ def cli_app():
     return main_app
 
 
-@pytest.mark.parametrize("real_solve", [
-    False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("real_solve", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_cli_writes_files(tmp_path, cli_app, monkeypatch, real_solve):
     if not real_solve:
         # the equilibrium solve is tested elsewhere; households at fixed prices are enough
         # to exercise the command (and much cheaper to compile)
         def fake_solve(world, household, **kw):
-            return hatrade.evaluate(world, household, wages=np.ones(world.M), R=1.0,
-                                    beta=household.beta)
+            return hatrade.evaluate(
+                world, household, wages=np.ones(world.M), R=1.0, beta=household.beta
+            )
+
         monkeypatch.setattr(hatrade, "solve_equilibrium", fake_solve)
     cfg = tmp_path / "two.toml"
     cfg.write_text(
         "[household]\nn_a = 20\nbeta = 0.93\ngamma = 2.0\nsigma_eps = 0.3\n"
-        "[world]\ncountries = [\"AAA\", \"BBB\"]\ntfp = [1.0, 0.8]\n"
-        "trade_costs = [[1.0, 1.3], [1.2, 1.0]]\n")
+        '[world]\ncountries = ["AAA", "BBB"]\ntfp = [1.0, 0.8]\n'
+        "trade_costs = [[1.0, 1.3], [1.2, 1.0]]\n"
+    )
     out = tmp_path / "out"
     runner = CliRunner()
-    r = runner.invoke(cli_app, ["efficient", "--config", str(cfg), "--weights", "matched",
-                                "--out", str(out), "--no-elasticities"])
+    r = runner.invoke(
+        cli_app,
+        [
+            "efficient",
+            "--config",
+            str(cfg),
+            "--weights",
+            "matched",
+            "--out",
+            str(out),
+            "--no-elasticities",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["efficient_trade.csv", "summary.json", "efficient_trade.png"])
+        ["efficient_trade.csv", "summary.json", "efficient_trade.png"]
+    )
     df = pd.read_csv(out / "efficient_trade.csv")
-    assert list(df.columns[:4]) == ["importer", "exporter", "share_efficient",
-                                    "share_decentralized"]
+    assert list(df.columns[:4]) == [
+        "importer",
+        "exporter",
+        "share_efficient",
+        "share_decentralized",
+    ]
     assert len(df) == 4
     np.testing.assert_allclose(df.groupby("importer")["share_efficient"].sum(), 1.0)
     s = json.loads((out / "summary.json").read_text())
     assert s["kind"] == "efficient" and s["weights_kind"] == "matched"
     assert s["planner"]["max_relative_resource_error"] < 1e-10
     # a rerun replaces the folder; a folder with other files is refused
-    r2 = runner.invoke(cli_app, ["efficient", "--config", str(cfg), "--weights", "equal",
-                                 "--out", str(out), "--no-elasticities"])
+    r2 = runner.invoke(
+        cli_app,
+        [
+            "efficient",
+            "--config",
+            str(cfg),
+            "--weights",
+            "equal",
+            "--out",
+            str(out),
+            "--no-elasticities",
+        ],
+    )
     assert r2.exit_code == 0, r2.output
     assert json.loads((out / "summary.json").read_text())["weights_kind"] == "equal"
     other = tmp_path / "other"
@@ -362,8 +423,9 @@ def test_cli_writes_files(tmp_path, cli_app, monkeypatch, real_solve):
 
 def test_cli_bad_input(tmp_path, cli_app):
     runner = CliRunner()
-    r = runner.invoke(cli_app, ["efficient", "--calibration", "baseline", "--config",
-                                str(tmp_path / "x.toml")])
+    r = runner.invoke(
+        cli_app, ["efficient", "--calibration", "baseline", "--config", str(tmp_path / "x.toml")]
+    )
     assert r.exit_code == 2 and "either --calibration or --config" in r.stderr
     r = runner.invoke(cli_app, ["efficient", "--weights", "nonsense"])
     assert r.exit_code == 2
@@ -371,14 +433,20 @@ def test_cli_bad_input(tmp_path, cli_app):
 
 # ----------------------------------------------------------------------------- 19 countries
 
+
 @pytest.mark.slow
 def test_baseline_19_countries():
-    from hatrade.data import load_calibration
     from hatrade.analysis.efficient import gravity_comparison
+    from hatrade.data import load_calibration
 
     cal = load_calibration("baseline")
-    eq = hatrade.evaluate(hatrade.ek_world("baseline"), hatrade.published_household("baseline"),
-                          cal.wages.values, R=1.01, beta=cal.beta)
+    eq = hatrade.evaluate(
+        hatrade.ek_world("baseline"),
+        hatrade.published_household("baseline"),
+        cal.wages.values,
+        R=1.01,
+        beta=cal.beta,
+    )
     p = solve_planner(eq.world, eq.household, "matched", eq=eq)
     assert p.resource_error < 1e-10
     np.testing.assert_allclose(p.spending.sum(axis=1), eq.spending.sum(axis=1), rtol=1e-9)
@@ -392,5 +460,5 @@ def test_baseline_19_countries():
     # the decentralized regression on published prices reproduces Table 1's moments
     np.testing.assert_allclose(grav.loc["dist_[0,375)", "decentralized"], -3.10, atol=0.01)
     # the efficient allocation trades more: shallower distance gradient, higher import shares
-    assert (grav.loc["dist_[0,375)", "efficient"] > grav.loc["dist_[0,375)", "decentralized"])
+    assert grav.loc["dist_[0,375)", "efficient"] > grav.loc["dist_[0,375)", "decentralized"]
     assert np.mean(p.import_share > eq.import_share) > 0.8

@@ -9,22 +9,30 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatrade.data.published import published
-
 import hatrade as ht
-from hatrade.data import load_calibration
-from hatrade.analysis.elasticity import (ElasticityError, country_problem, longrun_elasticities,
-                                trade_elasticities, world_elasticities)
-from hatrade.core.household import policies, solve_fixed_point
 from hatrade.analysis.cross_section import INCOME_GROUPS, cross_section, micro_table
+from hatrade.analysis.elasticity import (
+    ElasticityError,
+    country_problem,
+    longrun_elasticities,
+    trade_elasticities,
+    world_elasticities,
+)
+from hatrade.core.household import policies, solve_fixed_point
 from hatrade.core.params import ParameterError
+from hatrade.data import load_calibration
+from hatrade.data.published import published
 
 CODES = ("AAA", "BBB", "CCC")
 
 
 def small_world():
-    return ht.World(countries=CODES, tfp=[1.0, 0.8, 1.2], labor=[1.0, 0.5, 2.0],
-                    d=[[1.0, 1.6, 2.0], [1.5, 1.0, 1.8], [2.2, 1.7, 1.0]])
+    return ht.World(
+        countries=CODES,
+        tfp=[1.0, 0.8, 1.2],
+        labor=[1.0, 0.5, 2.0],
+        d=[[1.0, 1.6, 2.0], [1.5, 1.0, 1.8], [2.2, 1.7, 1.0]],
+    )
 
 
 def small_eq(gamma=1.45, sigma=0.33, psi=0.725):
@@ -45,11 +53,17 @@ def crra_el(crra):
 @pytest.fixture(scope="module")
 def baseline():
     cal = load_calibration("baseline")
-    return ht.evaluate(ht.ek_world("baseline"), ht.published_household("baseline"),
-                       cal.wages.values, R=1.01, beta=cal.beta)
+    return ht.evaluate(
+        ht.ek_world("baseline"),
+        ht.published_household("baseline"),
+        cal.wages.values,
+        R=1.01,
+        beta=cal.beta,
+    )
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 @jax.jit
 def _solve_policies(prm, x0):
@@ -94,6 +108,7 @@ def _central_differences(eq, country, h=1e-5):
 
 # ----------------------------------------------------------------------------- checks
 
+
 def test_log_model_every_elasticity_is_minus_one_over_sigma():
     """Proposition 3: with log utility (and no income-dependent home bias, as in the
     published log calibration) every micro and aggregate elasticity is -1/sigma."""
@@ -107,8 +122,9 @@ def test_log_model_every_elasticity_is_minus_one_over_sigma():
         np.testing.assert_allclose(r.table["theta_direct"], target, rtol=0, atol=1e-8)
         assert abs(r.theta - target) < 1e-8
         np.testing.assert_allclose(r.micro["elasticity"].values, target, rtol=0, atol=1e-8)
-        np.testing.assert_allclose(r.micro["household_elasticity"].values, target, rtol=0,
-                                   atol=1e-8)
+        np.testing.assert_allclose(
+            r.micro["household_elasticity"].values, target, rtol=0, atol=1e-8
+        )
         np.testing.assert_allclose(lr.table["theta_longrun"], target, rtol=0, atol=1e-8)
         # the margins: extensive -1/sigma - (intensive) with intensive = 1 - 1 = 0
         np.testing.assert_allclose(r.table["theta_intensive"], 0.0, atol=1e-8)
@@ -141,21 +157,24 @@ def test_proposition1_identity(crra, crra_el):
     computed from aggregates with the distribution at the baseline."""
     t = crra_el.table
     np.testing.assert_allclose(t["theta"], t["theta_direct"], rtol=0, atol=1e-10)
-    np.testing.assert_allclose(t["theta"], t["theta_extensive"] + t["theta_intensive"],
-                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(
+        t["theta"], t["theta_extensive"] + t["theta_intensive"], rtol=0, atol=1e-14
+    )
     # independently: a derivative of aggregate spending in the trade cost d_ij itself
     cp = country_problem(crra, "AAA")
     i = cp.index
     arrs_d = np.asarray(crra.world.d)
     w, A = crra.prices.w, crra.world.tfp
     for row, j in zip(t.itertuples(), [CODES.index(c) for c in t["partner"]]):
-        def log_ratio(log_dij):
+
+        def log_ratio(log_dij, j=j):
             d = arrs_d.copy()
             d[i, j] = np.exp(log_dij)
             p = d[i] * w / A
             c, pi = _resolve_policies(cp, p)
             M = np.einsum("az,azj->j", cp.lam, pi * c * p)
             return np.log(M[j] / M[i])
+
         h = 1e-5
         x0 = np.log(arrs_d[i, j])
         direct = (log_ratio(x0 + h) - log_ratio(x0 - h)) / (2 * h)
@@ -168,8 +187,9 @@ def test_direct_method_matches_jvp_method(crra, crra_el):
     assert rj.method == "jvp"
     np.testing.assert_allclose(crra_el.table["theta"], rj.table["theta"], rtol=0, atol=1e-8)
     for key in ("th_c", "th_pi", "th_c_home", "th_pi_home"):
-        np.testing.assert_allclose(crra_el.micro[key].values, rj.micro[key].values, rtol=0,
-                                   atol=1e-7, err_msg=key)
+        np.testing.assert_allclose(
+            crra_el.micro[key].values, rj.micro[key].values, rtol=0, atol=1e-7, err_msg=key
+        )
 
 
 def test_micro_dataset_and_weights(crra, crra_el):
@@ -198,8 +218,9 @@ def test_partner_subset_and_world(crra, crra_el):
     assert list(r.table["partner"]) == ["CCC", "BBB"]
     assert list(r.micro["partner"].values) == ["CCC", "BBB"]
     np.testing.assert_allclose(r.table["theta"], crra_el.table["theta"][::-1], atol=1e-10)
-    np.testing.assert_allclose(r.micro["th_pi"].values, crra_el.micro["th_pi"].values[::-1],
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        r.micro["th_pi"].values, crra_el.micro["th_pi"].values[::-1], atol=1e-10
+    )
     world = world_elasticities(crra)
     assert len(world.pairs) == 6
     assert list(world.by_country["country"]) == list(CODES)
@@ -232,8 +253,9 @@ def test_baseline_us(baseline):
     assert lr.theta_longrun < r.theta
     np.testing.assert_allclose(t["theta"], t["theta_direct"], atol=1e-10)
     # extensive margin dominates; the intensive margin is small and positive
-    assert np.all(t["theta_extensive"] < -4) and np.all((t["theta_intensive"] > 0) &
-                                                        (t["theta_intensive"] < 0.5))
+    assert np.all(t["theta_extensive"] < -4) and np.all(
+        (t["theta_intensive"] > 0) & (t["theta_intensive"] < 0.5)
+    )
 
 
 def test_baseline_us_households(baseline):
@@ -242,13 +264,20 @@ def test_baseline_us_households(baseline):
     shares."""
     xs = cross_section(baseline, "USA")
     tab = micro_table(xs).set_index("group")
-    for poor, rich in (("below_median", "above_median"), ("bottom_20", "top_20"),
-                       ("q1", "q5"), ("q2", "q4")):
+    for poor, rich in (
+        ("below_median", "above_median"),
+        ("bottom_20", "top_20"),
+        ("q1", "q5"),
+        ("q2", "q4"),
+    ):
         assert tab.loc[poor, "elasticity"] < tab.loc[rich, "elasticity"] - 0.5, (poor, rich)
         assert tab.loc[poor, "mpc"] > tab.loc[rich, "mpc"] + 0.05, (poor, rich)
     # by income: median band between the halves
-    assert tab.loc["below_median", "elasticity"] < tab.loc["median_45_55", "elasticity"] \
+    assert (
+        tab.loc["below_median", "elasticity"]
+        < tab.loc["median_45_55", "elasticity"]
         < tab.loc["above_median", "elasticity"]
+    )
     # similar import shares across income groups (about 0.07-0.08)
     shares = tab.loc[list(INCOME_GROUPS), "import_share"]
     assert shares.max() - shares.min() < 0.03 and 0.05 < shares.mean() < 0.1
@@ -259,6 +288,7 @@ def test_baseline_us_households(baseline):
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def test_unknown_country_is_a_clear_error(crra):
     with pytest.raises(ParameterError, match="unknown country code 'XYZ'.*AAA, BBB, CCC"):
@@ -286,8 +316,9 @@ def test_non_converged_solution_is_a_clear_error(crra):
         trade_elasticities(bad, "AAA")
     with pytest.raises(ElasticityError, match="did not converge"):
         longrun_elasticities(bad, "AAA")
-    nan = dataclasses.replace(crra, policies=crra.policies._replace(
-        c=np.full_like(crra.policies.c, np.nan)))
+    nan = dataclasses.replace(
+        crra, policies=crra.policies._replace(c=np.full_like(crra.policies.c, np.nan))
+    )
     with pytest.raises(ElasticityError, match="NaN"):
         trade_elasticities(nan, "AAA")
     # ElasticityError is an EquilibriumError, so the CLI reports it as one clear line
@@ -295,8 +326,7 @@ def test_non_converged_solution_is_a_clear_error(crra):
 
 
 @pytest.mark.slow
-def test_direct_method_falls_back_when_the_residual_stays_large(crra, crra_el, monkeypatch,
-                                                                caplog):
+def test_direct_method_falls_back_when_the_residual_stays_large(crra, crra_el, monkeypatch, caplog):
     """The direct solve checks its true residual; with a useless assembled Jacobian (an
     identity) the refinement cannot reach the tolerance and the jvp route is used."""
     import hatrade.analysis.tangents as mod

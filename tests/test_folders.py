@@ -7,8 +7,13 @@ import json
 
 import pytest
 
-from hatrade.io.folders import (MANIFEST, OutputFolderError, prepare_output, read_manifest,
-                                write_manifest)
+from hatrade.io.folders import (
+    MANIFEST,
+    OutputFolderError,
+    prepare_output,
+    read_manifest,
+    write_manifest,
+)
 
 
 def _names(folder):

@@ -6,9 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hatrade.data.published import table1_values
-
-from hatrade.data import BIN_COLUMNS, COUNTRIES, COVARIATES, load_calibration, load_trade_data
 from hatrade.analysis.gravity import (
     COEFFICIENT_NAMES,
     TradeTableError,
@@ -17,6 +14,8 @@ from hatrade.analysis.gravity import (
     table1,
     validate_trade_table,
 )
+from hatrade.data import BIN_COLUMNS, COUNTRIES, COVARIATES, load_calibration, load_trade_data
+from hatrade.data.published import table1_values
 
 # The paper's Table 1 (Eaton and Kortum 2002, Table 3), printed to two decimals.
 TABLE1 = table1_values()
@@ -61,7 +60,9 @@ def test_fitted_values_decompose(df, fast):
     i, j = df["importer"], df["exporter"]
     coef = fast.coefficients.to_numpy()
     yhat = (
-        fast.S[j].to_numpy() - fast.S[i].to_numpy() + fast.theta_m[i].to_numpy()
+        fast.S[j].to_numpy()
+        - fast.S[i].to_numpy()
+        + fast.theta_m[i].to_numpy()
         + df[list(COVARIATES)].to_numpy(dtype=float) @ coef
     )
     np.testing.assert_allclose(yhat, fast.fitted.to_numpy(), atol=1e-10)
@@ -85,23 +86,29 @@ def test_standard_errors_match_effects_coding(df, sm):
     bin coefficients ARE the normalized ones, so statsmodels' own s.e. must match."""
     import statsmodels.api as smapi
 
-    n = len(df)
     cols = {}
     for role in ("importer", "exporter"):
         codes = df[role].to_numpy()
         for c in COUNTRIES[:-1]:
-            cols[f"{role}_{c}"] = (codes == c).astype(float) - (codes == COUNTRIES[-1]).astype(float)
+            cols[f"{role}_{c}"] = (codes == c).astype(float) - (codes == COUNTRIES[-1]).astype(
+                float
+            )
     x = pd.DataFrame(cols, index=df.index)
     for c in COVARIATES:
         x[c] = df[c].astype(float)
     res = smapi.OLS(df["log_trade"].to_numpy(), x).fit()
-    np.testing.assert_allclose(res.params[list(COVARIATES)].to_numpy(),
-                               sm.coefficients.to_numpy(), atol=1e-10)
-    np.testing.assert_allclose(res.bse[list(COVARIATES)].to_numpy(),
-                               sm.standard_errors.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(
+        res.params[list(COVARIATES)].to_numpy(), sm.coefficients.to_numpy(), atol=1e-10
+    )
+    np.testing.assert_allclose(
+        res.bse[list(COVARIATES)].to_numpy(), sm.standard_errors.to_numpy(), rtol=1e-8
+    )
     # S_j is the exporter effect, theta_m_i the sum of the two effects
-    np.testing.assert_allclose(res.params[[f"exporter_{c}" for c in COUNTRIES[:-1]]].to_numpy(),
-                               sm.S.to_numpy()[:-1], atol=1e-10)
+    np.testing.assert_allclose(
+        res.params[[f"exporter_{c}" for c in COUNTRIES[:-1]]].to_numpy(),
+        sm.S.to_numpy()[:-1],
+        atol=1e-10,
+    )
 
 
 def test_invariant_to_dropped_country_and_row_order(df, fast):
@@ -109,14 +116,16 @@ def test_invariant_to_dropped_country_and_row_order(df, fast):
     rev = tuple(reversed(COUNTRIES))
     r = gravity_regression(df, countries=rev)
     pd.testing.assert_series_equal(r.S.reindex(COUNTRIES), fast.S, atol=1e-10, check_exact=False)
-    pd.testing.assert_series_equal(r.theta_m.reindex(COUNTRIES), fast.theta_m, atol=1e-10,
-                                   check_exact=False)
+    pd.testing.assert_series_equal(
+        r.theta_m.reindex(COUNTRIES), fast.theta_m, atol=1e-10, check_exact=False
+    )
     np.testing.assert_allclose(r.coefficients, fast.coefficients, atol=1e-10)
     shuffled = df.sample(frac=1.0, random_state=3)
     r2 = gravity_regression(shuffled)
     np.testing.assert_allclose(r2.moments, fast.moments, atol=1e-10)
-    pd.testing.assert_series_equal(r2.fitted.sort_index(), fast.fitted, atol=1e-10,
-                                   check_exact=False)
+    pd.testing.assert_series_equal(
+        r2.fitted.sort_index(), fast.fitted, atol=1e-10, check_exact=False
+    )
 
 
 def _synthetic(df, seed=0):
@@ -245,11 +254,15 @@ def test_nan_log_trade(df):
         gravity_regression(bad)
 
 
-@pytest.mark.parametrize("edit, pattern", [
-    (lambda d: d.assign(tariff=0.0), r"unknown column.*'tariff'"),
-    (lambda d: d.drop(columns="efta"), r"lacks column.*'efta'"),
-    (lambda d: d.assign(efta=0), r"rank deficient.*'efta'"),
-], ids=["unknown_covariate", "missing_covariate", "rank_deficient"])
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (lambda d: d.assign(tariff=0.0), r"unknown column.*'tariff'"),
+        (lambda d: d.drop(columns="efta"), r"lacks column.*'efta'"),
+        (lambda d: d.assign(efta=0), r"rank deficient.*'efta'"),
+    ],
+    ids=["unknown_covariate", "missing_covariate", "rank_deficient"],
+)
 def test_bad_covariates(df, edit, pattern):
     with pytest.raises(TradeTableError, match=pattern):
         gravity_regression(edit(df))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from smallworld import small_household, small_world
 
 import hatrade
 from hatrade.analysis.counterfactual import Scenario, run_counterfactual
@@ -20,6 +19,7 @@ from hatrade.analysis.groups import (
 )
 from hatrade.calibration.calibrate import GAP_GROUPS, income_group_fractions
 from hatrade.welfare import country_welfare, expenditure_quintiles, income_groups
+from smallworld import small_household, small_world
 
 
 def test_ties_are_split_by_mass():
@@ -36,8 +36,7 @@ def test_ties_are_split_by_mass():
 
 @pytest.fixture(scope="module")
 def small():
-    base = hatrade.solve_equilibrium(small_world(), small_household(), solve_for="R",
-                                     R_guess=1.02)
+    base = hatrade.solve_equilibrium(small_world(), small_household(), solve_for="R", R_guess=1.02)
     cut = run_counterfactual(base, Scenario(importer="H", trade_cost_change=-0.1))
     return base, cut, country_welfare(cut, country="H"), cross_section(base, "H")
 
@@ -64,10 +63,12 @@ def test_welfare_and_micro_table_use_the_same_groups(small):
     s = cw.summary
     for name in INCOME_GROUPS:
         assert tab.loc[name, "import_share"] == pytest.approx(
-            s["income_group_gain_percent"][name], rel=1e-12, abs=1e-14), name
+            s["income_group_gain_percent"][name], rel=1e-12, abs=1e-14
+        ), name
     for k in range(5):
         assert tab.loc[f"q{k + 1}", "import_share"] == pytest.approx(
-            s["quintile_gain_percent"][f"Q{k + 1}"], rel=1e-12, abs=1e-14)
+            s["quintile_gain_percent"][f"Q{k + 1}"], rel=1e-12, abs=1e-14
+        )
 
 
 def test_calibration_gap_groups_are_the_same_households(small):

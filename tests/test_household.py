@@ -53,6 +53,7 @@ TOL = 1e-12
 
 # ----------------------------------------------------------------------------- helpers
 
+
 @jax.jit
 def _egm(prm: HHParams):
     x, it = solve_fixed_point(prm, initial_state(prm), TOL, 5000)
@@ -126,7 +127,7 @@ def vfi(prm: HHParams, n_f: int, tol: float = 1e-12, max_iter: int = 5000):
     _af, _cash, U, B = _choice_problem(q, n_f)
     beta, sigma, psi, Pz = float(q["beta"]), float(q["sigma"]), q["psi"], q["Pz"]
     V = np.zeros((q["a_grid"].size, q["z"].size))
-    for it in range(max_iter):
+    for _ in range(max_iter):
         EV = B @ (V @ Pz.T)
         v = (U + beta * EV.T[None, :, None, :]).max(axis=-1)
         V_new, _ = _logsum(v, psi, sigma)
@@ -147,10 +148,14 @@ def vfi_gaps(n_a: int, hh_params_factory) -> dict:
     r = vfi(prm, n_f=40 * (n_a - 1) + 1)  # the asset nodes are choice-grid points
     V = np.asarray(pol.V)
     rel_c = np.abs(r["c"] / np.asarray(pol.c) - 1.0)
-    return {"V": np.abs(r["V"] - V).max(), "V_scale": np.abs(V).max(),
-            "v": np.abs(r["v"] - np.asarray(pol.v)).max(),
-            "c_mean": rel_c.mean(), "c_max": rel_c.max(),
-            "pi_mean": np.abs(r["pi"] - np.asarray(pol.pi)).mean()}
+    return {
+        "V": np.abs(r["V"] - V).max(),
+        "V_scale": np.abs(V).max(),
+        "v": np.abs(r["v"] - np.asarray(pol.v)).max(),
+        "c_mean": rel_c.mean(),
+        "c_max": rel_c.max(),
+        "pi_mean": np.abs(r["pi"] - np.asarray(pol.pi)).mean(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +165,7 @@ def gaps(x64, hh_params_factory):
 
 # ----------------------------------------------------------------------------- EGM vs VFI
 
+
 def test_egm_fixed_point_is_converged(x64, hh_params_factory):
     prm = hh_params_factory(30)
     x, pol = solve_egm(prm)
@@ -167,12 +173,17 @@ def test_egm_fixed_point_is_converged(x64, hh_params_factory):
     assert float(jnp.max(jnp.abs(c1 - x.c))) < 10 * TOL
     assert float(jnp.max(jnp.abs(v1 - x.v))) < 10 * TOL
     a = np.asarray(prm.a_grid)
-    assert np.all(np.asarray(pol.a_p) >= a[0] - 1e-12) and np.all(np.asarray(pol.a_p) <= a[-1] + 1e-12)
+    assert np.all(np.asarray(pol.a_p) >= a[0] - 1e-12) and np.all(
+        np.asarray(pol.a_p) <= a[-1] + 1e-12
+    )
     assert np.all(np.asarray(pol.c) > 0)
     # budget: p_j c_j + a' = R a + w z + T
     cash = float(prm.R) * a[:, None] + float(prm.w) * np.asarray(prm.z)[None, :] + float(prm.T)
-    np.testing.assert_allclose(np.asarray(prm.p) * np.asarray(pol.c) + np.asarray(pol.a_p),
-                               np.broadcast_to(cash[..., None], pol.c.shape), atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(prm.p) * np.asarray(pol.c) + np.asarray(pol.a_p),
+        np.broadcast_to(cash[..., None], pol.c.shape),
+        atol=1e-12,
+    )
     np.testing.assert_allclose(np.asarray(pol.pi).sum(axis=-1), 1.0, atol=1e-13)
 
 
@@ -239,6 +250,7 @@ def test_egm_choice_nearly_optimal_given_its_value(bellman_gains):
 
 # ----------------------------------------------------------------------------- Euler errors
 
+
 def test_euler_errors(x64, hh_params_factory):
     """Mean log10 Euler error away from the constraint below -4.5 on the paper's grid.
 
@@ -262,6 +274,7 @@ def test_euler_errors(x64, hh_params_factory):
 
 
 # ----------------------------------------------------------------------------- the step itself
+
 
 def reference_egm_step(state: HHState, prm: HHParams):
     """The EGM + value step written plainly (docs/model.md 2.1): jnp.interp column by column,
@@ -343,8 +356,8 @@ def test_fixed_point_matches_plain_reference(x64, hh_params_factory):
             x1, _ = reference_egm_step(x, prm)
             d = jnp.maximum(jnp.max(jnp.abs(x1.c - x.c)), jnp.max(jnp.abs(x1.v - x.v)))
             return x1, d, it + 1
-        return jax.lax.while_loop(lambda c: (c[1] > 1e-13) & (c[2] < 20000), body,
-                                  (x, jnp.inf, 0))
+
+        return jax.lax.while_loop(lambda c: (c[1] > 1e-13) & (c[2] < 20000), body, (x, jnp.inf, 0))
 
     # the solver's answer is a fixed point of the plain step to the solver's tolerance
     (c1, v1), _ = jax.jit(reference_egm_step)(x, prm)
@@ -375,8 +388,9 @@ def test_egm_interp_inverts_the_endogenous_grid(x64):
     k, wt = locate(a_p, grid)
     g = np.asarray(grid)
     # the same point as the locate bracket (node k with weight wt)
-    np.testing.assert_allclose(np.asarray(wt * grid[k] + (1 - wt) * grid[k + 1]),
-                               np.asarray(a_p), atol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(wt * grid[k] + (1 - wt) * grid[k + 1]), np.asarray(a_p), atol=1e-13
+    )
     # column 0 has all knots in [1, 3]: a' is the borrowing limit below 1, the top above 3
     below, above = g < 1.0, g > 3.0
     assert below.any() and above.any()
@@ -388,13 +402,14 @@ def test_egm_interp_inverts_the_endogenous_grid(x64):
 def test_marginal_and_utility(x64, gamma):
     c = jnp.asarray(np.random.default_rng(0).uniform(1e-3, 50.0, size=1000))
     mu, u = _marginal_and_utility(c, jnp.asarray(gamma))
-    np.testing.assert_allclose(np.asarray(mu), np.asarray(marginal_utility(c, gamma)),
-                               rtol=1e-14)
-    np.testing.assert_allclose(np.asarray(u), np.asarray(utility(c, jnp.asarray(gamma))),
-                               rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(mu), np.asarray(marginal_utility(c, gamma)), rtol=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(u), np.asarray(utility(c, jnp.asarray(gamma))), rtol=1e-14
+    )
 
 
 # ----------------------------------------------------------------------------- derivatives
+
 
 def _tangent(prm: HHParams, **changes) -> HHParams:
     d = {k: jnp.zeros_like(v) for k, v in prm._asdict().items()}
@@ -445,8 +460,11 @@ def deriv_case(x64, hh_params_factory):
 
 
 def _scaled_diff(a, b):
-    return {f: float(jnp.max(jnp.abs(getattr(a, f) - getattr(b, f))))
-            / max(1.0, float(jnp.max(jnp.abs(getattr(b, f))))) for f in a._fields}
+    return {
+        f: float(jnp.max(jnp.abs(getattr(a, f) - getattr(b, f))))
+        / max(1.0, float(jnp.max(jnp.abs(getattr(b, f)))))
+        for f in a._fields
+    }
 
 
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
@@ -459,7 +477,10 @@ def test_jvp_matches_central_differences(deriv_case, direction):
     d = _tangent(prm, **DIRECTIONS[direction])
     jv = _jvp_given_x0(prm, x_cold, d)
     h = 1e-6
-    shift = lambda s: jax.tree.map(lambda a, b: a + s * b, prm, d)
+
+    def shift(s):
+        return jax.tree.map(lambda a, b: a + s * b, prm, d)
+
     fp, fm = _solution_jit(shift(h), x_cold), _solution_jit(shift(-h), x_cold)
     fd = jax.tree.map(lambda a, b: (a - b) / (2 * h), fp, fm)
     err = _scaled_diff(jv, fd)
@@ -494,11 +515,15 @@ def test_jvp_scaling_the_grid(deriv_case):
     d = _tangent(prm, a_grid=prm.a_grid, sigma=-0.45 * prm.sigma, psi=-0.45 * prm.psi)
     jv = _jvp_given_x0(prm, x_cold, d)
     h = 1e-6
+
     def shift(s):
         return jax.tree.map(lambda a, b: a + s * b, prm, d)
 
-    fd = jax.tree.map(lambda a, b: (a - b) / (2 * h), _solution_jit(shift(h), x_cold),
-                      _solution_jit(shift(-h), x_cold))
+    fd = jax.tree.map(
+        lambda a, b: (a - b) / (2 * h),
+        _solution_jit(shift(h), x_cold),
+        _solution_jit(shift(-h), x_cold),
+    )
     err = _scaled_diff(jv, fd)
     assert max(err.values()) < 1e-7, err
     assert float(jnp.max(jnp.abs(jv.a_p))) > 1e-2

@@ -14,22 +14,38 @@ import typer
 from typer.testing import CliRunner
 
 import hatrade as ht
-from hatrade.cli import elasticity as cli_el
+from hatrade.analysis.cross_section import (
+    INCOME_GROUPS,
+    MICRO_COLUMNS,
+    QUINTILES,
+    cross_section,
+    group_weights,
+    micro_table,
+    mpc_arrays,
+    simulate_households,
+)
 from hatrade.analysis.elasticity import country_problem, longrun_elasticities
+from hatrade.cli import elasticity as cli_el
 from hatrade.core.household import egm_step
-from hatrade.analysis.cross_section import (INCOME_GROUPS, MICRO_COLUMNS, QUINTILES, cross_section,
-                                   group_weights, micro_table, mpc_arrays, simulate_households)
 from hatrade.core.params import ParameterError
-from hatrade.plots.elasticity import (micro_by_assets_figure, micro_table_figure,
-                                      partner_elasticities_figure, save_figure,
-                                      symmetric_two_country)
+from hatrade.plots.elasticity import (
+    micro_by_assets_figure,
+    micro_table_figure,
+    partner_elasticities_figure,
+    save_figure,
+    symmetric_two_country,
+)
 
 CODES = ("AAA", "BBB", "CCC")
 
 
 def small_world():
-    return ht.World(countries=CODES, tfp=[1.0, 0.8, 1.2], labor=[1.0, 0.5, 2.0],
-                    d=[[1.0, 1.6, 2.0], [1.5, 1.0, 1.8], [2.2, 1.7, 1.0]])
+    return ht.World(
+        countries=CODES,
+        tfp=[1.0, 0.8, 1.2],
+        labor=[1.0, 0.5, 2.0],
+        d=[[1.0, 1.6, 2.0], [1.5, 1.0, 1.8], [2.2, 1.7, 1.0]],
+    )
 
 
 SMALL_HH = dict(gamma=1.45, sigma_eps=0.33, psi_slope=0.725, n_a=30, beta=0.92)
@@ -37,8 +53,7 @@ SMALL_HH = dict(gamma=1.45, sigma_eps=0.33, psi_slope=0.725, n_a=30, beta=0.92)
 
 @pytest.fixture(scope="module")
 def crra():
-    return ht.evaluate(small_world(), ht.Household(**SMALL_HH), [1.0, 0.9, 1.1], R=1.01,
-                       beta=0.92)
+    return ht.evaluate(small_world(), ht.Household(**SMALL_HH), [1.0, 0.9, 1.1], R=1.01, beta=0.92)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +62,7 @@ def xs(crra):
 
 
 # ----------------------------------------------------------------------------- groups
+
 
 def test_group_weights_split_ties_exactly():
     values = np.array([1.0, 1.0, 2.0, 3.0, 3.0, 3.0])
@@ -72,10 +88,23 @@ def test_group_weights_split_ties_exactly():
 
 # ----------------------------------------------------------------------------- cross-section
 
+
 def test_cross_section_table(crra, xs):
     t = xs.table
-    for col in ("a_index", "z_index", "assets", "z", "labor_income", "income", "expenditure",
-                "import_share", "elasticity", "mpc", "mpc_marginal", "mass"):
+    for col in (
+        "a_index",
+        "z_index",
+        "assets",
+        "z",
+        "labor_income",
+        "income",
+        "expenditure",
+        "import_share",
+        "elasticity",
+        "mpc",
+        "mpc_marginal",
+        "mass",
+    ):
         assert col in t.columns
     assert len(t) == 30 * 10
     assert abs(t["mass"].sum() - 1.0) < 1e-12
@@ -126,8 +155,11 @@ def test_micro_table_structure(xs):
     for g, m in expected.items():
         assert abs(mass[g] - m) < 1e-12, g
     inc = tab[tab["grouping"] == "income"].set_index("group")
-    assert inc.loc["below_median", "labor_income"] < inc.loc["median_45_55", "labor_income"] \
+    assert (
+        inc.loc["below_median", "labor_income"]
+        < inc.loc["median_45_55", "labor_income"]
         < inc.loc["above_median", "labor_income"]
+    )
     exp = tab[tab["grouping"] == "expenditure"]["expenditure"].to_numpy()
     assert np.all(np.diff(exp) > 0)
     with pytest.raises(ParameterError, match="lacks"):
@@ -161,17 +193,19 @@ def test_cross_section_bad_input(crra, xs):
 
 # ----------------------------------------------------------------------------- figures
 
+
 def test_figures(tmp_path, crra, xs):
     r = xs.elasticities
     lr = longrun_elasticities(crra, "AAA")
-    for fig, name in ((partner_elasticities_figure(r, longrun=lr), "partners.png"),
-                      (micro_by_assets_figure(r, z_indices=[1, 5, 10]), "assets.png"),
-                      (micro_table_figure(micro_table(xs)), "table.png")):
+    for fig, name in (
+        (partner_elasticities_figure(r, longrun=lr), "partners.png"),
+        (micro_by_assets_figure(r, z_indices=[1, 5, 10]), "assets.png"),
+        (micro_table_figure(micro_table(xs)), "table.png"),
+    ):
         path = save_figure(fig, tmp_path / name)
         assert path.stat().st_size > 5000
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["assets.png", "partners.png",
-                                                         "table.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["assets.png", "partners.png", "table.png"]
     with pytest.raises(ParameterError, match="z index"):
         micro_by_assets_figure(r, z_indices=[11])
     w = symmetric_two_country(1.4)
@@ -224,36 +258,70 @@ def cli_setup(tmp_path, monkeypatch, crra):
 
 def test_cli_elasticities_writes_files(tmp_path, cli_setup):
     out = tmp_path / "el"
-    res = runner.invoke(_app(), ["elasticities", "--country", "AAA", "--config",
-                                 str(cli_setup), "--out", str(out)])
+    res = runner.invoke(
+        _app(), ["elasticities", "--country", "AAA", "--config", str(cli_setup), "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == sorted(cli_el.ELASTICITY_FILES)
     t = pd.read_csv(out / "elasticities.csv")
-    assert list(t.columns[:6]) == ["partner", "theta", "theta_extensive", "theta_intensive",
-                                   "price", "trade_share"]
+    assert list(t.columns[:6]) == [
+        "partner",
+        "theta",
+        "theta_extensive",
+        "theta_intensive",
+        "price",
+        "trade_share",
+    ]
     assert "theta_longrun" in t.columns and list(t["partner"]) == ["BBB", "CCC"]
     s = json.loads((out / "summary.json").read_text())
     assert s["country"] == "AAA" and s["kind"] == "elasticities"
     assert abs(s["theta"] - float((t["theta"] * t["weight"]).sum())) < 1e-12
     assert "theta_longrun" in s
     # a second run replaces the folder; a foreign folder is refused
-    res = runner.invoke(_app(), ["elasticities", "--country", "AAA", "--config",
-                                 str(cli_setup), "--out", str(out), "--no-longrun"])
+    res = runner.invoke(
+        _app(),
+        [
+            "elasticities",
+            "--country",
+            "AAA",
+            "--config",
+            str(cli_setup),
+            "--out",
+            str(out),
+            "--no-longrun",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "theta_longrun" not in pd.read_csv(out / "elasticities.csv").columns
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    res = runner.invoke(_app(), ["elasticities", "--country", "AAA", "--config",
-                                 str(cli_setup), "--out", str(foreign)])
+    res = runner.invoke(
+        _app(),
+        ["elasticities", "--country", "AAA", "--config", str(cli_setup), "--out", str(foreign)],
+    )
     assert res.exit_code == 2 and "holds other files" in res.output
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
 def test_cli_households_writes_files(tmp_path, cli_setup):
     out = tmp_path / "hh"
-    res = runner.invoke(_app(), ["households", "--country", "AAA", "--config", str(cli_setup),
-                                 "--out", str(out), "--simulate", "2000", "--seed", "1"])
+    res = runner.invoke(
+        _app(),
+        [
+            "households",
+            "--country",
+            "AAA",
+            "--config",
+            str(cli_setup),
+            "--out",
+            str(out),
+            "--simulate",
+            "2000",
+            "--seed",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(cli_el.HOUSEHOLD_FILES + ("micro_table_simulated.csv",))
@@ -267,27 +335,34 @@ def test_cli_households_writes_files(tmp_path, cli_setup):
 def test_cli_bad_input(tmp_path, cli_setup):
     out = tmp_path / "x"
     for cmd in ("elasticities", "households"):
-        res = runner.invoke(_app(), [cmd, "--country", "XYZ", "--config", str(cli_setup),
-                                     "--out", str(out)])
+        res = runner.invoke(
+            _app(), [cmd, "--country", "XYZ", "--config", str(cli_setup), "--out", str(out)]
+        )
         assert res.exit_code == 2
         assert "unknown country code 'XYZ'" in res.output and "AAA" in res.output
-        res = runner.invoke(_app(), [cmd, "--country", "AAA", "--config", str(cli_setup),
-                                     "--calibration", "baseline"])
+        res = runner.invoke(
+            _app(),
+            [cmd, "--country", "AAA", "--config", str(cli_setup), "--calibration", "baseline"],
+        )
         assert res.exit_code == 2 and "not both" in res.output
         res = runner.invoke(_app(), [cmd, "--config", str(cli_setup)])
         assert res.exit_code == 2  # --country is required
     one = tmp_path / "one.toml"
-    one.write_text(SMALL_TOML.split("[world]")[0] + """
+    one.write_text(
+        SMALL_TOML.split("[world]")[0]
+        + """
 [world]
 countries = ["AAA"]
 tfp = [1.0]
 labor = [1.0]
 trade_costs = [[1.0]]
-""")
+"""
+    )
     res = runner.invoke(_app(), ["elasticities", "--country", "AAA", "--config", str(one)])
     assert res.exit_code == 2 and "no trade partners" in res.output
-    res = runner.invoke(_app(), ["households", "--country", "AAA", "--config",
-                                 str(cli_setup), "--transfer", "0"])
+    res = runner.invoke(
+        _app(), ["households", "--country", "AAA", "--config", str(cli_setup), "--transfer", "0"]
+    )
     assert res.exit_code == 2 and "transfer" in res.output
     assert not out.exists()
 
@@ -298,8 +373,9 @@ def test_cli_end_to_end_real_solve(tmp_path):
     cfg = tmp_path / "small.toml"
     cfg.write_text(SMALL_TOML)
     out = tmp_path / "el"
-    res = runner.invoke(_app(), ["elasticities", "--country", "BBB", "--config", str(cfg),
-                                 "--out", str(out)])
+    res = runner.invoke(
+        _app(), ["elasticities", "--country", "BBB", "--config", str(cfg), "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     s = json.loads((out / "summary.json").read_text())
     assert s["equilibrium_source"].startswith("solved")

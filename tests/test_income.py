@@ -51,8 +51,16 @@ def test_transition_matrix_is_stochastic_kronecker(inc):
     np.testing.assert_allclose(P_t, 0.5, atol=1e-15)
 
 
-@pytest.mark.parametrize("n,rho,sd", [(5, 0.90, np.sqrt(0.039)), (2, 0.0, np.sqrt(0.0522)),
-                                      (7, 0.95, 0.1), (3, 0.5, 0.3), (9, -0.4, 0.2)])
+@pytest.mark.parametrize(
+    "n,rho,sd",
+    [
+        (5, 0.90, np.sqrt(0.039)),
+        (2, 0.0, np.sqrt(0.0522)),
+        (7, 0.95, 0.1),
+        (3, 0.5, 0.3),
+        (9, -0.4, 0.2),
+    ],
+)
 def test_rouwenhorst_moments(n, rho, sd):
     """Stationary variance s.d.^2/(1-rho^2), autocorrelation rho, E[y'|y] = rho y."""
     y, P = rouwenhorst(n, rho, sd)
@@ -60,8 +68,9 @@ def test_rouwenhorst_moments(n, rho, sd):
     assert np.all(P >= 0)
     np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-14)
     s_y = sd / np.sqrt(1 - rho**2)
-    np.testing.assert_allclose(y, np.linspace(-np.sqrt(n - 1) * s_y, np.sqrt(n - 1) * s_y, n),
-                               atol=1e-14)
+    np.testing.assert_allclose(
+        y, np.linspace(-np.sqrt(n - 1) * s_y, np.sqrt(n - 1) * s_y, n), atol=1e-14
+    )
     pi = left_unit_eigenvector(P)
     mean = pi @ y
     var = pi @ y**2 - mean**2

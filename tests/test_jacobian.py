@@ -16,11 +16,18 @@ import pytest
 
 from hatrade import Household, ParameterError, World, solve_equilibrium
 from hatrade.core.income import income_process
-from hatrade.core.jacobian import (block_jacobian, direction_rows, equilibrium_jacobian,
-                              household_block, predict_state, solver_directions)
-from hatrade.core.markets import initial_states, Layout, model_arrays
+from hatrade.core.jacobian import (
+    block_jacobian,
+    direction_rows,
+    equilibrium_jacobian,
+    household_block,
+    predict_state,
+    solver_directions,
+)
+from hatrade.core.markets import Layout, initial_states, model_arrays
 from hatrade.solve.equilibrium import EquilibriumJacobian
-from hatrade.solve.newton import reference_jacobian as _jacobian, residual as _residual
+from hatrade.solve.newton import reference_jacobian as _jacobian
+from hatrade.solve.newton import residual as _residual
 
 HH = Household(n_a=20, n_perm=3, n_iid=2, beta=0.93)
 TARIFFS = np.array([[0.0, 0.2, 0.1], [0.1, 0.0, 0.15], [0.05, 0.2, 0.0]])
@@ -29,37 +36,56 @@ TIGHT = 1e-12  # household and tangent tolerances of the comparisons
 
 @pytest.fixture(scope="module")
 def world3():
-    return World(countries=("AAA", "BBB", "CCC"), tfp=[1.0, 0.8, 1.2], labor=[1.0, 0.5, 0.7],
-                 d=[[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]])
+    return World(
+        countries=("AAA", "BBB", "CCC"),
+        tfp=[1.0, 0.8, 1.2],
+        labor=[1.0, 0.5, 0.7],
+        d=[[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]],
+    )
 
 
 def _layout(solve_for, financial, tariffs, M=3):
-    return Layout(M=M, financial=financial, solve_for=solve_for, tariffs=tariffs,
-                   R_fixed=1.01 if solve_for == "beta" else None,
-                   beta_fixed=None if solve_for == "beta" else 0.93)
+    return Layout(
+        M=M,
+        financial=financial,
+        solve_for=solve_for,
+        tariffs=tariffs,
+        R_fixed=1.01 if solve_for == "beta" else None,
+        beta_fixed=None if solve_for == "beta" else 0.93,
+    )
 
 
 def _point(world, layout, hh=HH, tol=TIGHT):
     """Unknowns away from equilibrium, the converged households there, and aggregates."""
     arrs = model_arrays(world, hh, income_process(hh))
     R = np.array([1.005, 1.0, 0.995]) if layout.financial == "autarky" else 1.003
-    u = jnp.asarray(layout.pack(np.array([1.2, 0.9, 0.9]),
-                                R if layout.solve_for == "R" else 1.01,
-                                np.array([0.01, 0.02, 0.015]), 0.93))
+    u = jnp.asarray(
+        layout.pack(
+            np.array([1.2, 0.9, 0.9]),
+            R if layout.solve_for == "R" else 1.01,
+            np.array([0.01, 0.02, 0.015]),
+            0.93,
+        )
+    )
     w, Rv, T, b = layout.prices(u)
-    r, (agg, sol) = _residual(u, initial_states(arrs, w, Rv, T, b), arrs, layout, tol,
-                              5000)
+    r, (agg, sol) = _residual(u, initial_states(arrs, w, Rv, T, b), arrs, layout, tol, 5000)
     return arrs, u, r, agg, sol["state"]
 
 
-CASES = [("beta", "globalization", False), ("R", "globalization", False),
-         ("R", "autarky", False), ("R", "globalization", True),
-         ("beta", "globalization", True), ("R", "autarky", True)]
+CASES = [
+    ("beta", "globalization", False),
+    ("R", "globalization", False),
+    ("R", "autarky", False),
+    ("R", "globalization", True),
+    ("beta", "globalization", True),
+    ("R", "autarky", True),
+]
 
 
 @pytest.mark.parametrize("solve_for,financial,tariffs", CASES)
-def test_composed_jacobian_equals_forward_mode_through_the_world(world3, solve_for, financial,
-                                                                 tariffs):
+def test_composed_jacobian_equals_forward_mode_through_the_world(
+    world3, solve_for, financial, tariffs
+):
     layout = _layout(solve_for, financial, tariffs)
     world = world3.replace(financial=financial, tariffs=TARIFFS if tariffs else None)
     with jax.enable_x64(True):
@@ -68,8 +94,9 @@ def test_composed_jacobian_equals_forward_mode_through_the_world(world3, solve_f
         ref = np.asarray(_jacobian(u, x, None, arrs, layout, TIGHT, 5000, TIGHT)[0])
         rows = direction_rows(3, solver_directions(layout))
         w, R, T, b = layout.prices(u)
-        blk = household_block(arrs, w, R, T, b, x, rows, tol=TIGHT, max_iter=5000,
-                              tangent_tol=TIGHT)
+        blk = household_block(
+            arrs, w, R, T, b, x, rows, tol=TIGHT, max_iter=5000, tangent_tol=TIGHT
+        )
         J = equilibrium_jacobian(arrs, layout, u, agg, blk)
     assert J.shape == (layout.n, layout.n)
     assert len(rows) == 3 + 2 + int(tariffs)
@@ -97,8 +124,18 @@ def test_predicted_states_are_closer_than_the_old_ones(world3):
     with jax.enable_x64(True):
         arrs, u, _, _, x = _point(world3, layout)
         w, R, T, b = layout.prices(u)
-        blk = household_block(arrs, w, R, T, b, x, direction_rows(3, solver_directions(layout)),
-                              tol=TIGHT, max_iter=5000, tangent_tol=1e-10)
+        blk = household_block(
+            arrs,
+            w,
+            R,
+            T,
+            b,
+            x,
+            direction_rows(3, solver_directions(layout)),
+            tol=TIGHT,
+            max_iter=5000,
+            tangent_tol=1e-10,
+        )
         u1 = u + jnp.array([0.01, -0.005, 0.001])
         x1 = _residual(u1, x, arrs, layout, TIGHT, 5000)[1][1]["state"]
         pred = predict_state(x, blk, layout, u, u1)
@@ -109,8 +146,9 @@ def test_predicted_states_are_closer_than_the_old_ones(world3):
 
 
 def test_block_jacobian_for_calibration_has_m_plus_4_directions(world3):
-    eq = solve_equilibrium(world3, HH.replace(beta=None), solve_for="beta", R=1.01,
-                           wages=[1.2, 0.9, 0.9])
+    eq = solve_equilibrium(
+        world3, HH.replace(beta=None), solve_for="beta", R=1.01, wages=[1.2, 0.9, 0.9]
+    )
     bj = block_jacobian(eq, tangent_tol=1e-10)
     assert bj.p.shape == (3, 3, 3) and bj.w.shape == (3, 3) and bj.Abeta.shape == (3,)
     assert bj.T is None
@@ -119,6 +157,7 @@ def test_block_jacobian_for_calibration_has_m_plus_4_directions(world3):
     assert np.all(bj.Abeta > 0)
     # the calibration module uses the same function
     from hatrade.calibration import calibrate
+
     assert calibrate.block_jacobian is block_jacobian
 
 
@@ -140,12 +179,34 @@ def test_psi_direction_and_extra_output(world3):
     with jax.enable_x64(True):
         arrs, u, _, agg, x = _point(world3, layout, hh=hh)
         w, R, T, b = layout.prices(u)
-        base = household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "w", "R")),
-                               tol=TIGHT, max_iter=5000, tangent_tol=TIGHT)
+        base = household_block(
+            arrs,
+            w,
+            R,
+            T,
+            b,
+            x,
+            direction_rows(3, ("p", "w", "R")),
+            tol=TIGHT,
+            max_iter=5000,
+            tangent_tol=TIGHT,
+        )
         unit = psi_slope_direction(world3, hh, inc)
-        ext = household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "w", "R", "psi")),
-                              tol=TIGHT, max_iter=5000, tangent_tol=TIGHT, psi_unit=unit,
-                              output=_mean_consumption, output_args=(weights,))
+        ext = household_block(
+            arrs,
+            w,
+            R,
+            T,
+            b,
+            x,
+            direction_rows(3, ("p", "w", "R", "psi")),
+            tol=TIGHT,
+            max_iter=5000,
+            tangent_tol=TIGHT,
+            psi_unit=unit,
+            output=_mean_consumption,
+            output_args=(weights,),
+        )
 
         def at(psi_slope):
             h2 = hh.replace(psi_slope=psi_slope)
@@ -175,16 +236,22 @@ def test_psi_direction_and_extra_output(world3):
         with pytest.raises(ParameterError, match="psi_unit"):
             household_block(arrs, w, R, T, b, x, direction_rows(3, ("p",)), psi_unit=unit)
         with pytest.raises(ParameterError, match="shape"):
-            household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "psi")),
-                            psi_unit=unit[:2])
+            household_block(arrs, w, R, T, b, x, direction_rows(3, ("p", "psi")), psi_unit=unit[:2])
 
 
 # ----------------------------------------------------------------------------- solver
 
+
 @pytest.fixture(scope="module")
 def eq_beta3(world3):
-    return solve_equilibrium(world3, HH.replace(beta=None), solve_for="beta", R=1.01,
-                             wages=[1.2, 0.9, 0.9], beta_guess=0.93)
+    return solve_equilibrium(
+        world3,
+        HH.replace(beta=None),
+        solve_for="beta",
+        R=1.01,
+        wages=[1.2, 0.9, 0.9],
+        beta_guess=0.93,
+    )
 
 
 def test_solver_counts_jacobian_work_and_labels_its_jacobian(eq_beta3):
@@ -203,19 +270,27 @@ def test_solver_counts_jacobian_work_and_labels_its_jacobian(eq_beta3):
 
 
 def test_jacobian_of_another_layout_is_rejected(world3, eq_beta3):
-    with pytest.raises(ParameterError, match=r"unknowns \(w_AAA, w_BBB, beta\).*\(w_AAA, w_BBB, R\)"):
-        solve_equilibrium(world3, HH.replace(beta=eq_beta3.beta), solve_for="R",
-                          jacobian=eq_beta3.jacobian)
+    with pytest.raises(
+        ParameterError, match=r"unknowns \(w_AAA, w_BBB, beta\).*\(w_AAA, w_BBB, R\)"
+    ):
+        solve_equilibrium(
+            world3, HH.replace(beta=eq_beta3.beta), solve_for="R", jacobian=eq_beta3.jacobian
+        )
     with pytest.raises(ParameterError, match="shape"):
-        solve_equilibrium(world3, HH.replace(beta=eq_beta3.beta), solve_for="R",
-                          jacobian=np.eye(4))
+        solve_equilibrium(world3, HH.replace(beta=eq_beta3.beta), solve_for="R", jacobian=np.eye(4))
 
 
 def test_jacobian_of_a_nearby_equilibrium_saves_the_block(world3, eq_beta3):
     """Same unknowns, slightly different world: Broyden from the given Jacobian."""
     world = world3.replace(d=np.asarray(world3.d) * np.where(np.eye(3) > 0, 1.0, 0.995))
-    kw = dict(solve_for="beta", R=1.01, wages=eq_beta3.prices.w, beta_guess=eq_beta3.beta,
-              state=eq_beta3.state, method="broyden")
+    kw = dict(
+        solve_for="beta",
+        R=1.01,
+        wages=eq_beta3.prices.w,
+        beta_guess=eq_beta3.beta,
+        state=eq_beta3.state,
+        method="broyden",
+    )
     fresh = solve_equilibrium(world, HH.replace(beta=None), **kw)
     reused = solve_equilibrium(world, HH.replace(beta=None), jacobian=eq_beta3.jacobian, **kw)
     assert fresh.jacobians >= 1 and reused.jacobians == 0
@@ -225,8 +300,15 @@ def test_jacobian_of_a_nearby_equilibrium_saves_the_block(world3, eq_beta3):
 
 
 def test_methods_agree(world3, eq_beta3):
-    eq = solve_equilibrium(world3, HH.replace(beta=None), solve_for="beta", R=1.01,
-                           wages=[1.2, 0.9, 0.9], beta_guess=0.93, method="broyden")
+    eq = solve_equilibrium(
+        world3,
+        HH.replace(beta=None),
+        solve_for="beta",
+        R=1.01,
+        wages=[1.2, 0.9, 0.9],
+        beta_guess=0.93,
+        method="broyden",
+    )
     assert eq.residual < 1e-10
     np.testing.assert_allclose(eq.prices.w, eq_beta3.prices.w, rtol=1e-8)
     assert eq.beta == pytest.approx(eq_beta3.beta, abs=1e-9)
@@ -234,25 +316,41 @@ def test_methods_agree(world3, eq_beta3):
 
 # ----------------------------------------------------------------------------- 19 countries
 
+
 @pytest.mark.slow
 def test_composed_jacobian_on_the_baseline():
     """The 19-country calibration layout (18 wages + beta) at the published prices."""
-    from hatrade.data import load_calibration
     from hatrade.core.worlds import ek_world, published_household
+    from hatrade.data import load_calibration
 
     cal = load_calibration("baseline")
     world, hh = ek_world("baseline"), published_household("baseline")
-    layout = Layout(M=19, financial="globalization", solve_for="beta", tariffs=False,
-                     R_fixed=1.01, beta_fixed=None)
+    layout = Layout(
+        M=19,
+        financial="globalization",
+        solve_for="beta",
+        tariffs=False,
+        R_fixed=1.01,
+        beta_fixed=None,
+    )
     with jax.enable_x64(True):
         arrs = model_arrays(world, hh, income_process(hh))
         u = jnp.asarray(layout.pack(cal.wages.to_numpy(), 1.01, None, cal.beta))
         w, R, T, b = layout.prices(u)
-        _, (agg, sol) = _residual(u, initial_states(arrs, w, R, T, b), arrs, layout,
-                                  1e-11, 5000)
+        _, (agg, sol) = _residual(u, initial_states(arrs, w, R, T, b), arrs, layout, 1e-11, 5000)
         x = sol["state"]
         ref = np.asarray(_jacobian(u, x, None, arrs, layout, 1e-11, 5000, 1e-11)[0])
-        blk = household_block(arrs, w, R, T, b, x, direction_rows(19, solver_directions(layout)),
-                              tol=1e-11, max_iter=5000, tangent_tol=1e-11)
+        blk = household_block(
+            arrs,
+            w,
+            R,
+            T,
+            b,
+            x,
+            direction_rows(19, solver_directions(layout)),
+            tol=1e-11,
+            max_iter=5000,
+            tangent_tol=1e-11,
+        )
         J = equilibrium_jacobian(arrs, layout, u, agg, blk)
     np.testing.assert_allclose(J, ref, rtol=0, atol=1e-8 * np.abs(ref).max())

@@ -181,7 +181,11 @@ def test_interrupted_run_folder_is_accepted_and_cleaned(tmp_path):
     with folder.session():
         prepare_output_dir(folder, STAGE_NAMES)
     assert sorted(p.name for p in out.iterdir()) == [
-        MANIFEST, ".mine.tmp", "equilibrium", "notes.txt"]
+        MANIFEST,
+        ".mine.tmp",
+        "equilibrium",
+        "notes.txt",
+    ]
     (out / "report.html").write_text("the user's own report")
     (out / MANIFEST).unlink()  # a folder hatrade does not know: refused before any work
     with pytest.raises(ReplicateError, match="holds other files"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hatrade.data import COUNTRIES, load_calibration, load_covariates
 from hatrade.core.tradecosts import (
     n_parameters,
     pack_parameters,
@@ -14,6 +13,7 @@ from hatrade.core.tradecosts import (
     trade_costs_from,
     unpack_parameters,
 )
+from hatrade.data import COUNTRIES, load_calibration, load_covariates
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,14 @@ def test_trade_costs_hand_entry(params):
     cov = load_covariates().set_index(["importer", "exporter"])
     row = cov.loc[("USA", "CAN")]
     assert row["border"] == 1 and row["language"] == 1 and row["ec"] == 0 and row["efta"] == 0
-    k = [row["bin375"], row["bin750"], row["bin1500"], row["bin3000"], row["bin6000"],
-         row["binmax"]].index(1)
+    k = [
+        row["bin375"],
+        row["bin750"],
+        row["bin1500"],
+        row["bin3000"],
+        row["bin6000"],
+        row["binmax"],
+    ].index(1)
     theta_usa = -params[18:36].sum()
     x = params[36 + k] + params[42] + params[43] + theta_usa
     expected = max(1.0, np.exp(-x / 4))
@@ -123,7 +129,9 @@ def test_trade_costs_fully_hand_computed():
     assert d[1, 0] == pytest.approx(np.exp(1.5), rel=1e-14)
     # USA (theta = -0.4) from CAN: x = bin + 0.3 + 0.5 - 0.4
     cov = load_covariates().set_index(["importer", "exporter"]).loc[("USA", "CAN")]
-    k = int(np.argmax(cov[["bin375", "bin750", "bin1500", "bin3000", "bin6000", "binmax"]].to_numpy()))
+    k = int(
+        np.argmax(cov[["bin375", "bin750", "bin1500", "bin3000", "bin6000", "binmax"]].to_numpy())
+    )
     assert d[18, 3] == pytest.approx(np.exp(-(v[36 + k] + 0.4) / 4), rel=1e-14)
 
 

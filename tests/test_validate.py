@@ -2,8 +2,15 @@
 
 import pytest
 
-from hatrade.io.validate import (BOOLEAN, FRACTION, check_keys, check_table, integer, loads_toml,
-                               option_problems)
+from hatrade.io.validate import (
+    BOOLEAN,
+    FRACTION,
+    check_keys,
+    check_table,
+    integer,
+    loads_toml,
+    option_problems,
+)
 
 
 class Boom(ValueError):
@@ -11,8 +18,10 @@ class Boom(ValueError):
 
 
 def test_loads_toml_parses_and_names_the_source():
-    assert loads_toml("a = 1\n[options]\ntol = 0.5\n", "f.toml", Boom) == \
-        {"a": 1, "options": {"tol": 0.5}}
+    assert loads_toml("a = 1\n[options]\ntol = 0.5\n", "f.toml", Boom) == {
+        "a": 1,
+        "options": {"tol": 0.5},
+    }
     with pytest.raises(Boom, match=r"^f\.toml: not valid TOML: .*!$"):
         loads_toml("a = = 1", "f.toml", Boom, end="!")
 
@@ -24,8 +33,7 @@ def test_check_table_missing_wrong_type_and_unknown_keys():
         check_table([1, 2], ("tol",), "s: [options]", Boom)
     with pytest.raises(Boom) as info:
         check_table({"tol": 1, "zz": 2, "aa": 3}, ("tol", "max_iter"), "s: [options]", Boom)
-    assert str(info.value) == ("s: [options]: unknown key(s) ['aa', 'zz']; allowed: tol, "
-                               "max_iter.")
+    assert str(info.value) == ("s: [options]: unknown key(s) ['aa', 'zz']; allowed: tol, max_iter.")
 
 
 def test_check_keys_end():
@@ -35,14 +43,25 @@ def test_check_keys_end():
     assert str(info.value) == "w: household: unknown key(s) ['x']; allowed: gamma, phi"
 
 
-@pytest.mark.parametrize("value, ok", [(0.5, True), (1e-12, True), (1, False), (0, False),
-                                       (True, False), ("0.1", False), (-0.1, False)])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        (0.5, True),
+        (1e-12, True),
+        (1, False),
+        (0, False),
+        (True, False),
+        ("0.1", False),
+        (-0.1, False),
+    ],
+)
 def test_fraction(value, ok):
     assert (FRACTION.problem("tol", value) is None) is ok
 
 
-@pytest.mark.parametrize("value, ok", [(0, True), (5, True), (-1, False), (1.0, False),
-                                       (True, False), (None, False)])
+@pytest.mark.parametrize(
+    "value, ok", [(0, True), (5, True), (-1, False), (1.0, False), (True, False), (None, False)]
+)
 def test_integer(value, ok):
     assert (integer(0).problem("n", value) is None) is ok
 
@@ -59,4 +78,6 @@ def test_option_problems_in_rule_order_and_only_present_keys():
     rules = {"tol": FRACTION, "max_iter": integer(1), "flag": BOOLEAN}
     assert option_problems({}, rules) == []
     assert option_problems({"flag": "yes", "tol": 3, "other": object()}, rules) == [
-        "tol = 3: must be a number in (0, 1)", "flag = 'yes': must be true or false"]
+        "tol = 3: must be a number in (0, 1)",
+        "flag = 'yes': must be true or false",
+    ]

@@ -9,12 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatrade.data.published import published
-from smallworld import small_household, small_world
-
 import hatrade
 from hatrade.analysis.counterfactual import Scenario, run_counterfactual
 from hatrade.analysis.groups import QUINTILES, quantile_weights
+from hatrade.data.published import published
 from hatrade.welfare import (
     acr_gain,
     consumption_equivalent,
@@ -25,12 +23,12 @@ from hatrade.welfare import (
     value_split,
 )
 from hatrade.welfare.problem import scale_income
+from smallworld import small_household, small_world
 
 
 @pytest.fixture(scope="module")
 def base():
-    return hatrade.solve_equilibrium(small_world(), small_household(), solve_for="R",
-                                     R_guess=1.02)
+    return hatrade.solve_equilibrium(small_world(), small_household(), solve_for="R", R_guess=1.02)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +44,7 @@ def verified(cut):
 def _V_old_at(eq, country, lam):
     """Independent evaluation: the old problem at (lam R, lam w, lam T), from a cold start."""
     from hatrade.core.household import initial_state, policies, solve_fixed_point
+
     with jax.enable_x64(True):
         prm, _ = household_problem(eq, country)
         p = scale_income(prm, jnp.asarray(lam))
@@ -54,6 +53,7 @@ def _V_old_at(eq, country, lam):
 
 
 # ----------------------------------------------------------------------------- EV
+
 
 def test_zero_change_gives_lambda_one(base):
     cf = run_counterfactual(base, Scenario())
@@ -97,11 +97,15 @@ def test_extrapolated_roots_are_reported(cut, caplog):
     """Roots outside the solved lambda nodes (here: no nodes besides lambda = 1) are not
     returned silently: flagged in ``bracketed`` and warned about, with what to do."""
     import logging
+
     with caplog.at_level(logging.WARNING, logger="hatrade.welfare.ev"):
         ev = equivalent_variation(cut.baseline, cut.new, "H", n_nodes=0)
     assert not np.any(ev.bracketed[ev.defined])
-    msgs = [r.getMessage() for r in caplog.records if "outside the solved lambda nodes" in
-            r.getMessage()]
+    msgs = [
+        r.getMessage()
+        for r in caplog.records
+        if "outside the solved lambda nodes" in r.getMessage()
+    ]
     assert len(msgs) == 1 and "verify=True" in msgs[0] and "mass" in msgs[0]
 
 
@@ -117,8 +121,9 @@ def test_ev_and_lucas_agree_in_sign(verified):
 def cut_borrowers():
     """The small world with a looser borrowing limit: some states at the limit have
     negative total income R a + w z."""
-    base = hatrade.solve_equilibrium(small_world(), small_household(phi=1.0), solve_for="R",
-                                     R_guess=1.02)
+    base = hatrade.solve_equilibrium(
+        small_world(), small_household(phi=1.0), solve_for="R", R_guess=1.02
+    )
     return run_counterfactual(base, Scenario(importer="H", trade_cost_change=-0.1))
 
 
@@ -158,6 +163,7 @@ def test_lucas_measure_policy_evaluation(cut):
     U_c, U_psi, T = value_split(cut.baseline, "H")
     prm, x = household_problem(cut.baseline, "H")
     from hatrade.core.household import policies
+
     with jax.enable_x64(True):
         V = np.asarray(policies(x, prm).V)
     assert np.max(np.abs(U_c + U_psi - V)) < 1e-8
@@ -180,14 +186,24 @@ def test_summary_statistics(verified, cut):
     assert s["mean_gain_percent"] == pytest.approx(np.sum(mass * gain) / mass.sum())
     assert s["share_losers"] == pytest.approx(mass[gain < 0].sum())
     assert s["acr_percent"] == pytest.approx(
-        100 / 4.22 * math.log(cut.baseline.trade_shares[0, 0] / cut.new.trade_shares[0, 0]))
+        100 / 4.22 * math.log(cut.baseline.trade_shares[0, 0] / cut.new.trade_shares[0, 0])
+    )
     assert s["acr_percent"] == pytest.approx(acr_gain(cut.baseline, cut.new, "H"))
     q = s["quintile_gain_percent"]
     assert min(q.values()) <= s["mean_gain_percent"] <= max(q.values())
     ig = s["income_group_gain_percent"]
     assert set(ig) == {"bottom_20", "below_median", "median_45_55", "above_median", "top_20"}
-    assert list(t.columns[:9]) == ["country", "a_index", "z_index", "assets", "z", "mass",
-                                   "lambda", "gain_percent", "cev_percent"]
+    assert list(t.columns[:9]) == [
+        "country",
+        "a_index",
+        "z_index",
+        "assets",
+        "z",
+        "mass",
+        "lambda",
+        "gain_percent",
+        "cev_percent",
+    ]
     # rows: assets then income state, 1-based
     assert t["a_index"].tolist()[:4] == [1, 1, 2, 2] and t["z_index"].tolist()[:4] == [1, 2, 1, 2]
     sw = s["social_welfare"]
@@ -206,6 +222,7 @@ def test_quantile_groups_split_mass_exactly():
 
 
 # ----------------------------------------------------------------------------- Prop. 2 / 3
+
 
 def test_decomposition_sums_to_total_derivative(base):
     dec = decompose(base, "H", Scenario(importer="H", trade_cost_change=-0.1))
@@ -247,6 +264,7 @@ def test_log_preferences_finite_cut_lucas_gain_is_acr_in_every_state():
     is above it where cash on hand is below spending (at the borrowing limit) and below it
     at the top of the asset grid."""
     from hatrade.analysis.counterfactual import apply_scenario
+
     sigma, beta, wages = 0.25, 0.92, [1.0, 0.95, 1.05]
     hh = small_household(gamma=1.0, sigma_eps=sigma, psi_slope=0.0)
     w0 = small_world()
@@ -262,13 +280,15 @@ def test_log_preferences_finite_cut_lucas_gain_is_acr_in_every_state():
     assert split_err < 1e-8
     np.testing.assert_allclose(g, (s0 / s1) ** sigma - 1, rtol=0, atol=1e-10)
     # ACR measures the same gain in log points
-    assert 100 * math.log1p(g[0, 0]) == pytest.approx(acr_gain(old, new, "H", theta=1 / sigma),
-                                                      abs=1e-8)
+    assert 100 * math.log1p(g[0, 0]) == pytest.approx(
+        acr_gain(old, new, "H", theta=1 / sigma), abs=1e-8
+    )
     lam = ev.lam - 1
     assert np.all(lam[0] > g[0]) and np.all(lam[-1] < g[-1])
 
 
 # ----------------------------------------------------------------------------- the paper
+
 
 def _paper(kind: str, model: str, what: str) -> float:
     """The paper's US welfare number (hatrade.data.published), 10% cut of trade costs."""
@@ -276,11 +296,20 @@ def _paper(kind: str, model: str, what: str) -> float:
 
 
 PUBLISHED = {  # the paper: US welfare, 10% cut of trade costs (docs/model.md section 8)
-    ("baseline", "unilateral"): {k: _paper("unilateral", "baseline", w) for k, w in
-                                 (("mean", "mean"), ("q1", "Q1"), ("q5", "Q5"), ("acr", "ACR"),
-                                  ("r_over_w", "R/w"))},
-    ("baseline", "global"): {"mean": _paper("global", "baseline", "mean"),
-                             "acr": _paper("global", "baseline", "ACR")},
+    ("baseline", "unilateral"): {
+        k: _paper("unilateral", "baseline", w)
+        for k, w in (
+            ("mean", "mean"),
+            ("q1", "Q1"),
+            ("q5", "Q5"),
+            ("acr", "ACR"),
+            ("r_over_w", "R/w"),
+        )
+    },
+    ("baseline", "global"): {
+        "mean": _paper("global", "baseline", "mean"),
+        "acr": _paper("global", "baseline", "ACR"),
+    },
     ("log", "unilateral"): {"mean": _paper("unilateral", "log", "mean")},
     ("log", "global"): {"mean": _paper("global", "log", "mean")},
 }
@@ -290,13 +319,17 @@ PUBLISHED = {  # the paper: US welfare, 10% cut of trade costs (docs/model.md se
 def published_runs():
     """19-country counterfactuals of the paper (slow: several equilibrium solves)."""
     from hatrade.analysis.counterfactual import baseline_equilibrium
+
     out = {}
     for cal in ("baseline", "log"):
         eq = baseline_equilibrium(cal)
-        for kind, sc in (("unilateral", Scenario(importer="USA", trade_cost_change=-0.10,
-                                                 allow_d_below_one=True)),
-                         ("global", Scenario(all_pairs=True, trade_cost_change=-0.10,
-                                             allow_d_below_one=True))):
+        for kind, sc in (
+            (
+                "unilateral",
+                Scenario(importer="USA", trade_cost_change=-0.10, allow_d_below_one=True),
+            ),
+            ("global", Scenario(all_pairs=True, trade_cost_change=-0.10, allow_d_below_one=True)),
+        ):
             cf = run_counterfactual(eq, sc)
             out[cal, kind] = (cf, country_welfare(cf, country="USA"))
     return out
@@ -306,11 +339,17 @@ def published_runs():
 def test_published_prices_acr_and_losers(published_runs):
     cf, cw = published_runs["baseline", "unilateral"]
     us = cf.countries.index("USA")
-    assert cf.R_over_w_change_percent()[us] == pytest.approx(PUBLISHED["baseline", "unilateral"]["r_over_w"], abs=0.1)
-    assert cw.summary["acr_percent"] == pytest.approx(PUBLISHED["baseline", "unilateral"]["acr"], abs=0.03)
+    assert cf.R_over_w_change_percent()[us] == pytest.approx(
+        PUBLISHED["baseline", "unilateral"]["r_over_w"], abs=0.1
+    )
+    assert cw.summary["acr_percent"] == pytest.approx(
+        PUBLISHED["baseline", "unilateral"]["acr"], abs=0.03
+    )
     assert cw.summary["share_losers"] == 0.0
     _, cwg = published_runs["baseline", "global"]
-    assert cwg.summary["acr_percent"] == pytest.approx(PUBLISHED["baseline", "global"]["acr"], abs=0.01)
+    assert cwg.summary["acr_percent"] == pytest.approx(
+        PUBLISHED["baseline", "global"]["acr"], abs=0.01
+    )
     for key, (_, w) in published_runs.items():
         s = w.summary
         # the EV and the Lucas measure agree in sign wherever the EV is defined
@@ -337,14 +376,18 @@ def test_published_mean_gains_baseline(published_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "The log model's published mean gains (0.21% unilateral, 0.44% global) lie below its "
-    "own ACR (0.30%, 0.52%), which is every log household's price-index gain (Proposition "
-    "3); ours (0.47%, 0.74%) lie above it: 70% of US households borrow, and a borrower's EV "
-    "exceeds its Lucas gain. 0.21% is below the EV of every state (smallest 0.22%). No "
-    "definition tried reproduces them (Lucas 0.35, utilitarian EV 0.46, utilitarian EV with "
-    "the new distribution 0.36, labor income only 0.36, floor at d = 1 0.46, the start of "
-    "the transition path +0.01). See hatrade.welfare.ev's docstring."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "The log model's published mean gains (0.21% unilateral, 0.44% global) lie below its "
+        "own ACR (0.30%, 0.52%), which is every log household's price-index gain (Proposition "
+        "3); ours (0.47%, 0.74%) lie above it: 70% of US households borrow, and a borrower's EV "
+        "exceeds its Lucas gain. 0.21% is below the EV of every state (smallest 0.22%). No "
+        "definition tried reproduces them (Lucas 0.35, utilitarian EV 0.46, utilitarian EV with "
+        "the new distribution 0.36, labor income only 0.36, floor at d = 1 0.46, the start of "
+        "the transition path +0.01). See hatrade.welfare.ev's docstring."
+    ),
+)
 def test_published_log_model_gains(published_runs):
     for key in (("log", "unilateral"), ("log", "global")):
         s = published_runs[key][1].summary

@@ -22,22 +22,30 @@ from hatrade import (
     evaluate,
     solve_equilibrium,
 )
-from hatrade.data import COUNTRIES, load_calibration, load_covariates
-from hatrade.core.worlds import ek_world, published_household
 from hatrade.analysis.gravity import gravity_regression, model_trade_table
 from hatrade.core.tradecosts import trade_costs, unpack_parameters
+from hatrade.core.worlds import ek_world, published_household
+from hatrade.data import COUNTRIES, load_calibration, load_covariates
 
 TOL = 1e-10  # solve_equilibrium's default tolerance (max abs relative excess demand)
 
 
 # ----------------------------------------------------------------------------- log model
 
+
 @pytest.fixture(scope="module")
 def log_world():
-    return World(countries=("AAA", "BBB", "CCC", "DDD"), tfp=[1.0, 0.7, 1.3, 0.9],
-                 labor=[1.0, 0.4, 0.8, 0.3],
-                 d=[[1.0, 1.3, 1.7, 1.2], [1.5, 1.0, 1.25, 1.9],
-                    [1.1, 1.6, 1.0, 1.4], [2.0, 1.35, 1.15, 1.0]])
+    return World(
+        countries=("AAA", "BBB", "CCC", "DDD"),
+        tfp=[1.0, 0.7, 1.3, 0.9],
+        labor=[1.0, 0.4, 0.8, 0.3],
+        d=[
+            [1.0, 1.3, 1.7, 1.2],
+            [1.5, 1.0, 1.25, 1.9],
+            [1.1, 1.6, 1.0, 1.4],
+            [2.0, 1.35, 1.15, 1.0],
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +77,9 @@ def test_log_model_choice_probabilities_same_in_every_state(log_eval):
     pi, p = log_eval.policies.pi, log_eval.p  # pi (M, Na, Nz, M)
     logit = p ** (-1.0 / sigma)
     logit = logit / logit.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(pi, np.broadcast_to(logit[:, None, None, :], pi.shape),
-                               rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(
+        pi, np.broadcast_to(logit[:, None, None, :], pi.shape), rtol=1e-10, atol=1e-13
+    )
     # yet assets and consumption do vary across states
     assert np.ptp(log_eval.policies.a_p[0]) > 1.0
 
@@ -101,31 +110,45 @@ def test_gravity_regression_recovers_log_model_parameters(ek_log_eval):
     pos = {c: k for k, c in enumerate(COUNTRIES)}
     i = cov["importer"].map(pos).to_numpy()
     j = cov["exporter"].map(pos).to_numpy()
-    x = (cov[["bin375", "bin750", "bin1500", "bin3000", "bin6000", "binmax"]].to_numpy()
-         @ parts["dist_bins"] + parts["border"] * cov["border"].to_numpy()
-         + parts["language"] * cov["language"].to_numpy() + parts["ec"] * cov["ec"].to_numpy()
-         + parts["efta"] * cov["efta"].to_numpy() + parts["theta_m"][i])
+    x = (
+        cov[["bin375", "bin750", "bin1500", "bin3000", "bin6000", "binmax"]].to_numpy()
+        @ parts["dist_bins"]
+        + parts["border"] * cov["border"].to_numpy()
+        + parts["language"] * cov["language"].to_numpy()
+        + parts["ec"] * cov["ec"].to_numpy()
+        + parts["efta"] * cov["efta"].to_numpy()
+        + parts["theta_m"][i]
+    )
     assert np.exp(-x / 4).min() > 1.05
     np.testing.assert_allclose(trade_costs(params)[i, j], np.exp(-x / 4), rtol=1e-14)
     np.testing.assert_allclose(world.d, trade_costs(params), rtol=0, atol=0)
 
     res = gravity_regression(model_trade_table(ev.trade_shares, COUNTRIES))
     assert np.abs(res.residuals.to_numpy()).max() < 1e-8
-    np.testing.assert_allclose(res.coefficients.to_numpy(), params[36:] / (4 * sigma),
-                               rtol=0, atol=1e-8)
-    np.testing.assert_allclose(res.theta_m.to_numpy(), parts["theta_m"] / (4 * sigma),
-                               rtol=0, atol=1e-8)
+    np.testing.assert_allclose(
+        res.coefficients.to_numpy(), params[36:] / (4 * sigma), rtol=0, atol=1e-8
+    )
+    np.testing.assert_allclose(
+        res.theta_m.to_numpy(), parts["theta_m"] / (4 * sigma), rtol=0, atol=1e-8
+    )
     s = -np.log(ev.prices.w / world.tfp) / sigma
     np.testing.assert_allclose(res.S.to_numpy(), s - s.mean(), rtol=0, atol=1e-8)
 
 
 # ----------------------------------------------------------------------------- equilibrium
 
+
 @pytest.fixture(scope="module")
 def eq_beta(three_countries, small_household):
     """Three countries, beta solved at R = 1.01 (the calibration's unknowns)."""
-    return solve_equilibrium(three_countries, small_household, solve_for="beta", R=1.01,
-                             wages=[1.2, 0.9, 0.9], beta_guess=0.93)
+    return solve_equilibrium(
+        three_countries,
+        small_household,
+        solve_for="beta",
+        R=1.01,
+        wages=[1.2, 0.9, 0.9],
+        beta_guess=0.93,
+    )
 
 
 def test_newton_converges(eq_beta, market_residuals):
@@ -185,8 +208,15 @@ def test_solve_for_beta_then_R_round_trip(eq_beta, three_countries, small_househ
 
 def test_impossible_solve_raises_with_residual(three_countries, small_household):
     with pytest.raises(EquilibriumError, match=r"excess demand \d\.\d+e[-+]\d+") as err:
-        solve_equilibrium(three_countries, small_household, solve_for="beta", R=1.01,
-                          wages=[1.6, 0.6, 0.8], beta_guess=0.93, max_iter=1)
+        solve_equilibrium(
+            three_countries,
+            small_household,
+            solve_for="beta",
+            R=1.01,
+            wages=[1.6, 0.6, 0.8],
+            beta_guess=0.93,
+            max_iter=1,
+        )
     assert "iteration" in str(err.value)
 
 
@@ -198,8 +228,9 @@ def test_symmetric_world(small_household, eq_beta):
     """
     d = np.full((3, 3), 1.4) - 0.4 * np.eye(3)
     world = World(countries=("HOM", "FOR", "OTH"), tfp=[1.0] * 3, labor=[1.0] * 3, d=d)
-    eq = solve_equilibrium(world, small_household, solve_for="beta", R=1.01,
-                           wages=[1.3, 0.7, 1.0], beta_guess=0.93)
+    eq = solve_equilibrium(
+        world, small_household, solve_for="beta", R=1.01, wages=[1.3, 0.7, 1.0], beta_guess=0.93
+    )
     assert eq.converged and eq.residual < TOL
     np.testing.assert_allclose(eq.prices.w, 1.0, atol=1e-9)
     share = eq.import_share.to_numpy()
@@ -230,45 +261,68 @@ def test_tariffs_rebated(small_household, market_residuals):
     payments at world prices: X_i - IM_i = -(R-1) A_i.
     """
     t = np.array([[0.0, 0.2], [0.1, 0.0]])
-    world = World(countries=("AAA", "BBB"), tfp=[1.0, 0.8], labor=[1.0, 0.6],
-                  d=[[1.0, 1.3], [1.2, 1.0]], tariffs=t)
+    world = World(
+        countries=("AAA", "BBB"),
+        tfp=[1.0, 0.8],
+        labor=[1.0, 0.6],
+        d=[[1.0, 1.3], [1.2, 1.0]],
+        tariffs=t,
+    )
     eq = solve_equilibrium(world, small_household, solve_for="R", wages=[1.1, 0.9])
     assert eq.converged
     r = market_residuals(eq)
     G = eq.aggregates["G"]
     assert np.all(G > 0) and np.all(eq.prices.T > 0)
     np.testing.assert_allclose(eq.prices.T * world.labor, G, rtol=1e-9)
-    np.testing.assert_allclose(eq.aggregates["G"], (t / (1 + t) * eq.spending).sum(axis=1),
-                               rtol=1e-13)
+    np.testing.assert_allclose(
+        eq.aggregates["G"], (t / (1 + t) * eq.spending).sum(axis=1), rtol=1e-13
+    )
     # household budgets: spending = Y + (R-1) A + L T
     Y, A = eq.aggregates["Y"], eq.aggregates["A"]
-    np.testing.assert_allclose(eq.spending.sum(axis=1), Y + (eq.R - 1) * A + world.labor
-                               * eq.prices.T, rtol=1e-12)
+    np.testing.assert_allclose(
+        eq.spending.sum(axis=1), Y + (eq.R - 1) * A + world.labor * eq.prices.T, rtol=1e-12
+    )
     assert np.abs(r["goods"]).max() < 10 * TOL, r
     world_value = eq.spending / (1 + t)
-    nx = world_value.sum(axis=0) - np.diag(world_value) - (world_value.sum(axis=1)
-                                                           - np.diag(world_value))
+    nx = (
+        world_value.sum(axis=0)
+        - np.diag(world_value)
+        - (world_value.sum(axis=1) - np.diag(world_value))
+    )
     np.testing.assert_allclose(nx, -(eq.R - 1) * A, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("field,value", [
-    ("gamma", 0.0), ("gamma", -1.0), ("gamma", np.nan),
-    ("sigma_eps", 0.0), ("sigma_eps", -0.2),
-    ("beta", 0.0), ("beta", 1.0), ("beta", 1.2), ("beta", -0.5),
-    ("phi", -0.1),
-    ("n_a", 2),
-])
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("gamma", 0.0),
+        ("gamma", -1.0),
+        ("gamma", np.nan),
+        ("sigma_eps", 0.0),
+        ("sigma_eps", -0.2),
+        ("beta", 0.0),
+        ("beta", 1.0),
+        ("beta", 1.2),
+        ("beta", -0.5),
+        ("phi", -0.1),
+        ("n_a", 2),
+    ],
+)
 def test_bad_household_parameters(field, value):
     with pytest.raises(ParameterError, match=rf"\b{field}\b"):
         Household(**{field: value})
 
 
 def _world_kwargs(**changes):
-    kw = {"countries": ("AAA", "BBB", "CCC"), "tfp": [1.0, 0.8, 1.2],
-          "labor": [1.0, 0.5, 0.7],
-          "d": np.array([[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]])}
+    kw = {
+        "countries": ("AAA", "BBB", "CCC"),
+        "tfp": [1.0, 0.8, 1.2],
+        "labor": [1.0, 0.5, 0.7],
+        "d": np.array([[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]]),
+    }
     kw.update(changes)
     return kw
 
@@ -276,22 +330,25 @@ def _world_kwargs(**changes):
 _D = _world_kwargs()["d"]
 
 
-@pytest.mark.parametrize("changes,fragment", [
-    ({"d": np.where(np.arange(9).reshape(3, 3) == 1, 0.9, _D)}, r"trade_costs\[AAA,BBB\]"),
-    ({"d": _D + np.diag([0.0, 0.1, 0.0])}, "trade_costs diagonal"),
-    ({"d": _D[:2, :2]}, "trade_costs has shape"),
-    ({"tfp": [1.0, 0.0, 1.2]}, "tfp"),
-    ({"tfp": [1.0, -0.8, 1.2]}, "tfp"),
-    ({"labor": [1.0, 0.5, 0.0]}, "labor"),
-    ({"tfp": [1.0, 0.8]}, "tfp has shape"),
-    ({"labor": [1.0, 0.5, 0.7, 1.0]}, "labor has shape"),
-    ({"tfp": [1.0, np.inf, 1.2]}, "tfp"),
-    ({"tariffs": np.full((3, 3), 0.1)}, "tariffs"),
-    ({"tariffs": -0.1 * (1 - np.eye(3))}, "tariffs"),
-    ({"tariffs": np.zeros((2, 2))}, "tariffs has shape"),
-    ({"financial": "closed"}, "financial"),
-    ({"countries": ("AAA", "BBB", "AAA")}, "countries"),
-])
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"d": np.where(np.arange(9).reshape(3, 3) == 1, 0.9, _D)}, r"trade_costs\[AAA,BBB\]"),
+        ({"d": _D + np.diag([0.0, 0.1, 0.0])}, "trade_costs diagonal"),
+        ({"d": _D[:2, :2]}, "trade_costs has shape"),
+        ({"tfp": [1.0, 0.0, 1.2]}, "tfp"),
+        ({"tfp": [1.0, -0.8, 1.2]}, "tfp"),
+        ({"labor": [1.0, 0.5, 0.0]}, "labor"),
+        ({"tfp": [1.0, 0.8]}, "tfp has shape"),
+        ({"labor": [1.0, 0.5, 0.7, 1.0]}, "labor has shape"),
+        ({"tfp": [1.0, np.inf, 1.2]}, "tfp"),
+        ({"tariffs": np.full((3, 3), 0.1)}, "tariffs"),
+        ({"tariffs": -0.1 * (1 - np.eye(3))}, "tariffs"),
+        ({"tariffs": np.zeros((2, 2))}, "tariffs has shape"),
+        ({"financial": "closed"}, "financial"),
+        ({"countries": ("AAA", "BBB", "AAA")}, "countries"),
+    ],
+)
 def test_bad_world(changes, fragment):
     with pytest.raises(ParameterError, match=fragment):
         World(**_world_kwargs(**changes))
@@ -303,15 +360,18 @@ def test_unknown_country_code(three_countries):
         three_countries.index("XYZ")
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    ({"solve_for": "gamma"}, "solve_for"),
-    ({"wages": [1.0, 1.0]}, "wages"),
-    ({"wages": [1.0, -1.0, 1.0]}, "wages"),
-    ({"R": -1.0, "solve_for": "beta"}, "R"),
-    ({"coarse_n_a": 2}, "coarse_n_a"),
-    ({"coarse_n_a": 25.0}, "coarse_n_a"),
-    ({"coarse_n_a": True}, "coarse_n_a"),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"solve_for": "gamma"}, "solve_for"),
+        ({"wages": [1.0, 1.0]}, "wages"),
+        ({"wages": [1.0, -1.0, 1.0]}, "wages"),
+        ({"R": -1.0, "solve_for": "beta"}, "R"),
+        ({"coarse_n_a": 2}, "coarse_n_a"),
+        ({"coarse_n_a": 25.0}, "coarse_n_a"),
+        ({"coarse_n_a": True}, "coarse_n_a"),
+    ],
+)
 def test_bad_solver_input(three_countries, small_household, kwargs, fragment):
     with pytest.raises(ParameterError, match=fragment):
         solve_equilibrium(three_countries, small_household, **kwargs)
@@ -319,8 +379,9 @@ def test_bad_solver_input(three_countries, small_household, kwargs, fragment):
 
 def test_autarky_needs_beta(three_countries, small_household):
     with pytest.raises(ParameterError, match="autarky"):
-        solve_equilibrium(three_countries.replace(financial="autarky"), small_household,
-                          solve_for="beta")
+        solve_equilibrium(
+            three_countries.replace(financial="autarky"), small_household, solve_for="beta"
+        )
     with pytest.raises(ParameterError, match="beta"):
         solve_equilibrium(three_countries, small_household.replace(beta=None), solve_for="R")
     with pytest.raises(ParameterError, match="beta"):
@@ -336,8 +397,12 @@ def test_unconverged_distribution_is_an_error_naming_the_country():
     Na, Nz = 4, 2
     lam = np.full((3, Na, Nz), 1.0 / (Na * Nz))
     good = np.zeros((3, Na, Nz, 2))
-    sol = dict(iterations=np.array([10, 10, 10]), state=SimpleNamespace(c=good + 1.0), lam=lam,
-               lam_residual=np.array([1e-15, 3e-4, 2e-16]))
+    sol = dict(
+        iterations=np.array([10, 10, 10]),
+        state=SimpleNamespace(c=good + 1.0),
+        lam=lam,
+        lam_residual=np.array([1e-15, 3e-4, 2e-16]),
+    )
     with pytest.raises(EquilibriumError, match=r"\['F'\].*3\.0e-04"):
         check_households(sol, ("H", "F", "X"), 100)
     sol["lam_residual"] = np.array([1e-15, np.nan, 2e-16])
@@ -350,8 +415,9 @@ def test_unconverged_distribution_is_an_error_naming_the_country():
         check_households(sol, ("H", "F", "X"), 100)
 
 
-def test_calibration_and_counterfactuals_share_one_compiled_residual(three_countries,
-                                                                    small_household, eq_beta):
+def test_calibration_and_counterfactuals_share_one_compiled_residual(
+    three_countries, small_household, eq_beta
+):
     """The fixed R or beta is traced, not a compile-time constant: solving the same world
     for R at two different betas after solving it for beta compiles the world residual
     once, and gives the same equilibrium as the beta solve at its beta."""
@@ -359,13 +425,16 @@ def test_calibration_and_counterfactuals_share_one_compiled_residual(three_count
 
     n0 = _residual_jit._cache_size()
     hh = dataclasses.replace(small_household, beta=None)
-    a = solve_equilibrium(three_countries, hh, solve_for="beta", R=1.01,
-                          wages=[1.2, 0.9, 0.9], beta_guess=0.93)
+    a = solve_equilibrium(
+        three_countries, hh, solve_for="beta", R=1.01, wages=[1.2, 0.9, 0.9], beta_guess=0.93
+    )
     n1 = _residual_jit._cache_size()
-    b = solve_equilibrium(three_countries, hh, solve_for="R", beta=a.beta,
-                          wages=a.prices.w, R_guess=1.0105)
-    c = solve_equilibrium(three_countries, hh, solve_for="R", beta=a.beta - 0.002,
-                          wages=a.prices.w, R_guess=1.0105)
+    b = solve_equilibrium(
+        three_countries, hh, solve_for="R", beta=a.beta, wages=a.prices.w, R_guess=1.0105
+    )
+    c = solve_equilibrium(
+        three_countries, hh, solve_for="R", beta=a.beta - 0.002, wages=a.prices.w, R_guess=1.0105
+    )
     assert _residual_jit._cache_size() == n1 <= n0 + 1
     np.testing.assert_allclose(b.prices.w, a.prices.w, rtol=1e-7)
     assert float(np.asarray(b.prices.R).ravel()[0]) == pytest.approx(1.01, abs=1e-8)
@@ -374,6 +443,7 @@ def test_calibration_and_counterfactuals_share_one_compiled_residual(three_count
 
 # ----------------------------------------------------------------------------- coarse stage
 
+
 @pytest.fixture(scope="module")
 def fine_household():
     """n_a = 60: the coarse stage (coarse_n_a = 20) applies."""
@@ -381,8 +451,9 @@ def fine_household():
 
 
 def _far_solve(world, hh, **kw):
-    return solve_equilibrium(world, hh, solve_for="beta", R=1.01, wages=[1.5, 0.7, 0.8],
-                             beta_guess=0.9, **kw)
+    return solve_equilibrium(
+        world, hh, solve_for="beta", R=1.01, wages=[1.5, 0.7, 0.8], beta_guess=0.9, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -390,8 +461,9 @@ def eq_plain(three_countries, fine_household):
     return _far_solve(three_countries, fine_household, coarse_n_a=None)
 
 
-def test_coarse_stage_gives_the_same_equilibrium(three_countries, fine_household, eq_plain,
-                                                 market_residuals):
+def test_coarse_stage_gives_the_same_equilibrium(
+    three_countries, fine_household, eq_plain, market_residuals
+):
     """The two-grid start changes the path, not the answer: same wages and beta as a solve
     without it (both to 1e-10 in excess demands), checked on the fine model's markets; the
     coarse stage ran (its solves and Jacobians reported apart) and the full solve needed no
@@ -417,8 +489,14 @@ def test_coarse_stage_other_unknowns(three_countries, layout, market_residuals):
         world = three_countries.replace(financial="autarky")
     else:
         world = three_countries.replace(tariffs=[[0, 0.1, 0.05], [0.2, 0, 0], [0, 0.1, 0]])
-    eq = solve_equilibrium(world, Household(n_a=60, beta=0.93), solve_for="R",
-                           wages=[1.5, 0.7, 0.8], R_guess=1.0, coarse_n_a=20)
+    eq = solve_equilibrium(
+        world,
+        Household(n_a=60, beta=0.93),
+        solve_for="R",
+        wages=[1.5, 0.7, 0.8],
+        R_guess=1.0,
+        coarse_n_a=20,
+    )
     assert eq.coarse_household_solves >= 2 and eq.residual < TOL
     r = market_residuals(eq)
     assert np.abs(r["goods"]).max() < 10 * TOL
@@ -428,19 +506,28 @@ def test_coarse_stage_other_unknowns(three_countries, layout, market_residuals):
         np.testing.assert_allclose(eq.prices.T * world.labor, G, rtol=1e-9)
 
 
-def test_coarse_stage_skipped_when_grid_is_small_or_start_is_close(three_countries,
-                                                                   fine_household, eq_plain):
+def test_coarse_stage_skipped_when_grid_is_small_or_start_is_close(
+    three_countries, fine_household, eq_plain
+):
     # n_a = 30 < 2 * 25: no coarse stage
     eq = _far_solve(three_countries, Household(n_a=30, beta=None))
     assert eq.coarse_household_solves == 0 and eq.coarse_jacobians == 0
     # from the solution: nothing to do
-    eq = solve_equilibrium(three_countries, fine_household, solve_for="beta", R=1.01,
-                           wages=eq_plain.prices.w, beta_guess=eq_plain.beta, coarse_n_a=20)
+    eq = solve_equilibrium(
+        three_countries,
+        fine_household,
+        solve_for="beta",
+        R=1.01,
+        wages=eq_plain.prices.w,
+        beta_guess=eq_plain.beta,
+        coarse_n_a=20,
+    )
     assert eq.coarse_household_solves == 0 and eq.iterations <= 1
 
 
-def test_coarse_stage_failure_falls_back(three_countries, fine_household, eq_plain,
-                                         monkeypatch, caplog):
+def test_coarse_stage_failure_falls_back(
+    three_countries, fine_household, eq_plain, monkeypatch, caplog
+):
     """A coarse stage that raises, or whose step does not reduce the fine excess demands,
     leaves a solve that still converges (with a full Jacobian) to the same equilibrium."""
     import logging
@@ -476,8 +563,7 @@ def test_coarse_stage_failure_falls_back(three_countries, fine_household, eq_pla
     assert eq.beta == pytest.approx(eq_plain.beta, rel=1e-9)
 
 
-def test_inexact_household_solves_end_exact(three_countries, fine_household, eq_plain,
-                                             monkeypatch):
+def test_inexact_household_solves_end_exact(three_countries, fine_household, eq_plain, monkeypatch):
     """Early household solves are loose (tolerance ~ 1e-3 x the excess demands), the last
     one is to hh_tol: the returned states are a household fixed point at hh_tol (a re-solve
     from them moves nothing) and the equilibrium is the one of exact solves."""
@@ -496,31 +582,57 @@ def test_inexact_household_solves_end_exact(three_countries, fine_household, eq_
     assert max(used) == pytest.approx(1e-3) and used[-1] == 1e-10
     assert sum(t > 1e-10 for t in used) >= 3
     # exact-solve equilibrium (inexact solves off)
-    exact = _far_solve(three_countries, fine_household,
-                       options=SolverOptions(coarse_n_a=None, inexact=0.0))
+    exact = _far_solve(
+        three_countries, fine_household, options=SolverOptions(coarse_n_a=None, inexact=0.0)
+    )
     np.testing.assert_allclose(eq.prices.w, exact.prices.w, rtol=1e-8)
     assert eq.beta == pytest.approx(exact.beta, rel=1e-9)
-    again = evaluate(three_countries, fine_household, wages=eq.prices.w, R=1.01, beta=eq.beta,
-                     state=eq.state)
+    again = evaluate(
+        three_countries, fine_household, wages=eq.prices.w, R=1.01, beta=eq.beta, state=eq.state
+    )
     assert int(np.max(again.hh_iterations)) <= 2
     np.testing.assert_allclose(again.aggregates["A"], eq.aggregates["A"], atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- options
 
-@pytest.mark.parametrize("field,value", [
-    ("tol", 1e6), ("tol", np.nan), ("tol", 0.0), ("tol", -1e-8), ("tol", "1e-8"),
-    ("max_iter", 0), ("max_iter", 2.5), ("max_iter", True),
-    ("hh_tol", np.inf), ("hh_tol", 0.5), ("hh_max_iter", 0),
-    ("jac_tol", 0.0), ("jac_tol", 2.0),
-    ("method", "x"), ("method", None),
-    ("coarse_n_a", 0), ("coarse_n_a", 1), ("coarse_n_a", 2), ("coarse_n_a", 25.0),
-    ("coarse_n_a", True),
-    ("predict", "yes"), ("direction_cost", 0.0), ("direction_cost", np.inf),
-    ("coarse_tol", 1.0), ("coarse_min", -1.0), ("coarse_jac_tol", 0.0),
-    ("coarse_max_iter", 0), ("inexact", 1.0), ("inexact", -1e-3), ("inexact_max", 0.0),
-    ("inexact_slack", 0.5),
-])
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("tol", 1e6),
+        ("tol", np.nan),
+        ("tol", 0.0),
+        ("tol", -1e-8),
+        ("tol", "1e-8"),
+        ("max_iter", 0),
+        ("max_iter", 2.5),
+        ("max_iter", True),
+        ("hh_tol", np.inf),
+        ("hh_tol", 0.5),
+        ("hh_max_iter", 0),
+        ("jac_tol", 0.0),
+        ("jac_tol", 2.0),
+        ("method", "x"),
+        ("method", None),
+        ("coarse_n_a", 0),
+        ("coarse_n_a", 1),
+        ("coarse_n_a", 2),
+        ("coarse_n_a", 25.0),
+        ("coarse_n_a", True),
+        ("predict", "yes"),
+        ("direction_cost", 0.0),
+        ("direction_cost", np.inf),
+        ("coarse_tol", 1.0),
+        ("coarse_min", -1.0),
+        ("coarse_jac_tol", 0.0),
+        ("coarse_max_iter", 0),
+        ("inexact", 1.0),
+        ("inexact", -1e-3),
+        ("inexact_max", 0.0),
+        ("inexact_slack", 0.5),
+    ],
+)
 def test_solver_options_reject_bad_values(field, value):
     """Every field is checked; the message names the field, the value and what is allowed."""
     with pytest.raises(ParameterError, match=rf"^{field} = ") as err:
@@ -532,11 +644,25 @@ def test_solver_options_reject_bad_values(field, value):
 
 def test_solver_options_defaults_and_replace():
     opts = SolverOptions()
-    assert (opts.tol, opts.max_iter, opts.hh_tol, opts.hh_max_iter, opts.jac_tol, opts.method,
-            opts.coarse_n_a) == (1e-10, 30, 1e-10, 3000, 1e-2, "broyden", 30)
-    assert (opts.predict, opts.direction_cost, opts.coarse_tol, opts.coarse_min,
-            opts.coarse_jac_tol, opts.inexact, opts.inexact_max, opts.inexact_slack) == (
-        True, 100.0, 1e-2, 5e-2, 0.1, 1e-3, 1e-3, 30.0)
+    assert (
+        opts.tol,
+        opts.max_iter,
+        opts.hh_tol,
+        opts.hh_max_iter,
+        opts.jac_tol,
+        opts.method,
+        opts.coarse_n_a,
+    ) == (1e-10, 30, 1e-10, 3000, 1e-2, "broyden", 30)
+    assert (
+        opts.predict,
+        opts.direction_cost,
+        opts.coarse_tol,
+        opts.coarse_min,
+        opts.coarse_jac_tol,
+        opts.inexact,
+        opts.inexact_max,
+        opts.inexact_slack,
+    ) == (True, 100.0, 1e-2, 5e-2, 0.1, 1e-3, 1e-3, 30.0)
     new = opts.replace(tol=1e-8, method="newton", coarse_n_a=None)
     assert (new.tol, new.method, new.coarse_n_a, opts.tol) == (1e-8, "newton", None, 1e-10)
     assert SolverOptions(max_iter=np.int64(5)).max_iter == 5
@@ -558,8 +684,7 @@ def dataclasses_raises():
     return pytest.raises(dataclasses.FrozenInstanceError)
 
 
-def test_solve_rejects_bad_options_before_any_solve(three_countries, small_household,
-                                                    monkeypatch):
+def test_solve_rejects_bad_options_before_any_solve(three_countries, small_household, monkeypatch):
     import hatrade.solve.equilibrium as E
 
     def no_solve(*args, **kw):
@@ -570,8 +695,9 @@ def test_solve_rejects_bad_options_before_any_solve(three_countries, small_house
     with pytest.raises(ParameterError, match=r"tol = 1000000\.0 is not allowed"):
         solve_equilibrium(three_countries, small_household, tol=1e6)
     with pytest.raises(ParameterError, match="max_iter"):
-        solve_equilibrium(three_countries, small_household,
-                          options=SolverOptions(tol=1e-8), max_iter=0)
+        solve_equilibrium(
+            three_countries, small_household, options=SolverOptions(tol=1e-8), max_iter=0
+        )
     with pytest.raises(ParameterError, match=r"unknown solver keyword 'tolerance'.*hh_tol"):
         solve_equilibrium(three_countries, small_household, tolerance=1e-8)
     with pytest.raises(ParameterError, match=r"'hh_tl', 'metod'"):
@@ -587,8 +713,7 @@ def test_solve_rejects_bad_options_before_any_solve(three_countries, small_house
 def test_options_object_and_keywords_agree(three_countries, small_household):
     """options=SolverOptions(...) and the same fields as keywords give the same solve."""
     kw = {"solve_for": "beta", "R": 1.01, "wages": [1.2, 0.9, 0.9], "beta_guess": 0.93}
-    a = solve_equilibrium(three_countries, small_household, options=SolverOptions(tol=1e-8),
-                          **kw)
+    a = solve_equilibrium(three_countries, small_household, options=SolverOptions(tol=1e-8), **kw)
     b = solve_equilibrium(three_countries, small_household, tol=1e-8, **kw)
     assert a.history == b.history and a.household_solves == b.household_solves
     np.testing.assert_array_equal(a.prices.w, b.prices.w)
@@ -598,7 +723,9 @@ def test_options_object_and_keywords_agree(three_countries, small_household):
 def test_has_tariffs():
     d = [[1.0, 1.5], [1.5, 1.0]]
     assert not World(countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d).has_tariffs
-    assert not World(countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d,
-                     tariffs=[[0, 0], [0, 0]]).has_tariffs
-    assert World(countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d,
-                 tariffs=[[0, 0.1], [0, 0]]).has_tariffs
+    assert not World(
+        countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d, tariffs=[[0, 0], [0, 0]]
+    ).has_tariffs
+    assert World(
+        countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d, tariffs=[[0, 0.1], [0, 0]]
+    ).has_tariffs

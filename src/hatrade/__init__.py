@@ -13,10 +13,10 @@ Importing hatrade does not change JAX's configuration; its entry points compute 
 
 from importlib.metadata import PackageNotFoundError, version
 
-from hatrade.core.worlds import ek_world, published_household
+from hatrade.core.errors import EquilibriumError
 from hatrade.core.income import IncomeProcess, income_process
 from hatrade.core.params import Household, ParameterError, World
-from hatrade.core.errors import EquilibriumError
+from hatrade.core.worlds import ek_world, published_household
 from hatrade.solve.equilibrium import Equilibrium, evaluate, solve_equilibrium
 from hatrade.solve.options import SolverOptions
 
@@ -25,6 +25,18 @@ try:
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "0+unknown"
 
-__all__ = ["Household", "World", "ParameterError", "IncomeProcess", "income_process",
-           "ek_world", "published_household", "solve_equilibrium", "evaluate", "Equilibrium",
-           "EquilibriumError", "SolverOptions", "__version__"]
+__all__ = [
+    "Household",
+    "World",
+    "ParameterError",
+    "IncomeProcess",
+    "income_process",
+    "ek_world",
+    "published_household",
+    "solve_equilibrium",
+    "evaluate",
+    "Equilibrium",
+    "EquilibriumError",
+    "SolverOptions",
+    "__version__",
+]

@@ -34,15 +34,33 @@ import numpy as np
 
 from hatrade.core.params import FINANCIAL_REGIMES, ParameterError, World
 
-__all__ = ["Scenario", "Counterfactual", "apply_scenario", "selected_pairs",
-           "run_counterfactual", "baseline_equilibrium", "SCENARIO_KEYS"]
+__all__ = [
+    "Scenario",
+    "Counterfactual",
+    "apply_scenario",
+    "selected_pairs",
+    "run_counterfactual",
+    "baseline_equilibrium",
+    "SCENARIO_KEYS",
+]
 
 log = logging.getLogger(__name__)
 
 #: The keys of a scenario mapping (:meth:`Scenario.from_dict`): the fields of :class:`Scenario`.
-SCENARIO_KEYS = ("name", "trade_cost_change", "importer", "exporter", "pairs", "symmetric",
-                  "all_pairs", "tariff_change", "tfp_change", "labor_change", "financial",
-                  "allow_d_below_one")
+SCENARIO_KEYS = (
+    "name",
+    "trade_cost_change",
+    "importer",
+    "exporter",
+    "pairs",
+    "symmetric",
+    "all_pairs",
+    "tariff_change",
+    "tfp_change",
+    "labor_change",
+    "financial",
+    "allow_d_below_one",
+)
 
 
 def _finite(x, name: str) -> float:
@@ -105,8 +123,9 @@ class Scenario:
     allow_d_below_one: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "trade_cost_change",
-                           _finite(self.trade_cost_change, "trade_cost_change"))
+        object.__setattr__(
+            self, "trade_cost_change", _finite(self.trade_cost_change, "trade_cost_change")
+        )
         object.__setattr__(self, "tariff_change", _finite(self.tariff_change, "tariff_change"))
         pairs = []
         for p in self.pairs or ():
@@ -114,30 +133,45 @@ class Scenario:
                 p = tuple(s.strip() for s in p.split(","))
             p = tuple(p)
             if len(p) != 2 or not all(isinstance(c, str) and c for c in p):
-                raise ParameterError(f"pairs entry {p!r} is not allowed: each pair must be "
-                                     "(importer, exporter), two country codes.")
+                raise ParameterError(
+                    f"pairs entry {p!r} is not allowed: each pair must be "
+                    "(importer, exporter), two country codes."
+                )
             if p[0] == p[1]:
-                raise ParameterError(f"pairs entry {p[0]},{p[1]} is not allowed: a pair needs "
-                                     "two different countries (d_ii = 1 is fixed).")
+                raise ParameterError(
+                    f"pairs entry {p[0]},{p[1]} is not allowed: a pair needs "
+                    "two different countries (d_ii = 1 is fixed)."
+                )
             pairs.append(p)
         object.__setattr__(self, "pairs", tuple(pairs))
         for attr in ("tfp_change", "labor_change"):
             raw = getattr(self, attr) or {}
             if not isinstance(raw, Mapping):
                 raise ParameterError(f"{attr} must be a mapping country -> change, got {raw!r}.")
-            object.__setattr__(self, attr, {str(k): _finite(v, f"{attr}[{k}]")
-                                            for k, v in raw.items()})
+            object.__setattr__(
+                self, attr, {str(k): _finite(v, f"{attr}[{k}]") for k, v in raw.items()}
+            )
         if self.financial is not None and self.financial not in FINANCIAL_REGIMES:
-            raise ParameterError(f"financial = {self.financial!r} is not allowed: use one of "
-                                 f"{FINANCIAL_REGIMES} (or leave it out to keep the baseline's).")
-        selects = self.importer is not None or self.exporter is not None or bool(self.pairs) \
+            raise ParameterError(
+                f"financial = {self.financial!r} is not allowed: use one of "
+                f"{FINANCIAL_REGIMES} (or leave it out to keep the baseline's)."
+            )
+        selects = (
+            self.importer is not None
+            or self.exporter is not None
+            or bool(self.pairs)
             or self.all_pairs
+        )
         if (self.trade_cost_change != 0.0 or self.tariff_change != 0.0) and not selects:
-            raise ParameterError(f"scenario {self.name!r}: a trade cost or tariff change needs "
-                                 "pairs: give importer, exporter, pairs or all_pairs.")
+            raise ParameterError(
+                f"scenario {self.name!r}: a trade cost or tariff change needs "
+                "pairs: give importer, exporter, pairs or all_pairs."
+            )
         if self.all_pairs and (self.importer or self.exporter or self.pairs):
-            raise ParameterError(f"scenario {self.name!r}: all_pairs selects every pair; do not "
-                                 "combine it with importer, exporter or pairs.")
+            raise ParameterError(
+                f"scenario {self.name!r}: all_pairs selects every pair; do not "
+                "combine it with importer, exporter or pairs."
+            )
 
     # --- (de)serialization (batch files, summaries)
     @classmethod
@@ -145,8 +179,9 @@ class Scenario:
         """Build from a plain mapping (a TOML table); unknown keys are rejected by name."""
         unknown = sorted(set(d) - set(SCENARIO_KEYS))
         if unknown:
-            raise ParameterError(f"{where}: unknown key(s) {unknown}; allowed: "
-                                 f"{', '.join(SCENARIO_KEYS)}.")
+            raise ParameterError(
+                f"{where}: unknown key(s) {unknown}; allowed: {', '.join(SCENARIO_KEYS)}."
+            )
         kw = dict(d)
         if "pairs" in kw:
             kw["pairs"] = tuple(tuple(p) if not isinstance(p, str) else p for p in kw["pairs"])
@@ -166,9 +201,13 @@ class Scenario:
 
     @property
     def is_zero(self) -> bool:
-        return (self.trade_cost_change == 0.0 and self.tariff_change == 0.0
-                and not any(self.tfp_change.values()) and not any(self.labor_change.values())
-                and self.financial is None)
+        return (
+            self.trade_cost_change == 0.0
+            and self.tariff_change == 0.0
+            and not any(self.tfp_change.values())
+            and not any(self.labor_change.values())
+            and self.financial is None
+        )
 
 
 def selected_pairs(world: World, scenario: Scenario) -> np.ndarray:
@@ -200,9 +239,11 @@ def _scaled(world: World, values, changes: Mapping, name: str, field_: str, what
         i = world.index(code)
         out[i] = (1.0 + x) * out[i]
         if not out[i] > 0:
-            raise ParameterError(f"scenario {name!r}: {field_}[{code}] = {x} makes {what} of "
-                                 f"{code} {out[i]:.6g}; it must stay positive (the change must "
-                                 "be > -1).")
+            raise ParameterError(
+                f"scenario {name!r}: {field_}[{code}] = {x} makes {what} of "
+                f"{code} {out[i]:.6g}; it must stay positive (the change must "
+                "be > -1)."
+            )
     return out
 
 
@@ -221,25 +262,33 @@ def apply_scenario(world: World, scenario: Scenario) -> World:
     d = world.d.copy()
     if scenario.trade_cost_change != 0.0:
         if scenario.trade_cost_change <= -1.0:
-            raise ParameterError(f"scenario {scenario.name!r}: trade_cost_change = "
-                                 f"{scenario.trade_cost_change} would make trade costs "
-                                 "non-positive; it must be > -1.")
+            raise ParameterError(
+                f"scenario {scenario.name!r}: trade_cost_change = "
+                f"{scenario.trade_cost_change} would make trade costs "
+                "non-positive; it must be > -1."
+            )
         d[mask] = (1.0 + scenario.trade_cost_change) * d[mask]
         bad = np.argwhere(mask & (d < 1.0))
         if len(bad) and scenario.allow_d_below_one:
             below = [(c[i], c[j], float(d[i, j])) for i, j in bad]
-            log.info("scenario %r: %d pair(s) get iceberg costs below 1 (no new floor, as "
-                        "in the paper): %s", scenario.name, len(bad),
-                        ", ".join(f"{a},{b} d={v:.4f}" for a, b, v in below[:10]))
+            log.info(
+                "scenario %r: %d pair(s) get iceberg costs below 1 (no new floor, as "
+                "in the paper): %s",
+                scenario.name,
+                len(bad),
+                ", ".join(f"{a},{b} d={v:.4f}" for a, b, v in below[:10]),
+            )
         elif len(bad):
-            names = ", ".join(f"{c[i]},{c[j]} (d = {world.d[i, j]:.6g} -> {d[i, j]:.6g})"
-                              for i, j in bad[:10])
+            names = ", ".join(
+                f"{c[i]},{c[j]} (d = {world.d[i, j]:.6g} -> {d[i, j]:.6g})" for i, j in bad[:10]
+            )
             more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
             raise ParameterError(
                 f"scenario {scenario.name!r}: trade_cost_change = {scenario.trade_cost_change} "
                 f"makes iceberg costs below 1 for importer,exporter {names}{more}; d_ij must "
                 "stay >= 1. To apply the change as the paper does (no new floor), set "
-                "allow_d_below_one = true (CLI: --allow-d-below-one).")
+                "allow_d_below_one = true (CLI: --allow-d-below-one)."
+            )
     tariffs = None if world.tariffs is None else world.tariffs.copy()
     if scenario.tariff_change != 0.0:
         tariffs = np.zeros((world.M, world.M)) if tariffs is None else tariffs
@@ -247,21 +296,30 @@ def apply_scenario(world: World, scenario: Scenario) -> World:
         bad = np.argwhere(mask & (tariffs < 0))
         if len(bad):
             names = ", ".join(f"{c[i]},{c[j]}" for i, j in bad[:10])
-            raise ParameterError(f"scenario {scenario.name!r}: tariff_change = "
-                                 f"{scenario.tariff_change} makes tariffs negative for "
-                                 f"importer,exporter {names}; tariffs must be >= 0.")
+            raise ParameterError(
+                f"scenario {scenario.name!r}: tariff_change = "
+                f"{scenario.tariff_change} makes tariffs negative for "
+                f"importer,exporter {names}; tariffs must be >= 0."
+            )
     tfp = _scaled(world, world.tfp, scenario.tfp_change, scenario.name, "tfp_change", "TFP")
-    labor = _scaled(world, world.labor, scenario.labor_change, scenario.name, "labor_change",
-                    "the labor force")
+    labor = _scaled(
+        world, world.labor, scenario.labor_change, scenario.name, "labor_change", "the labor force"
+    )
     financial = scenario.financial or world.financial
     meta = dict(world.meta)
     meta["scenario"] = scenario.to_dict()
     below = d < 1.0 - 1e-12
     if np.any(below):
         meta["d_below_one"] = [[c[i], c[j], float(d[i, j])] for i, j in np.argwhere(below)]
-    return world.replace(d=d, tariffs=tariffs, tfp=tfp, labor=labor, financial=financial,
-                         meta=meta, allow_d_below_one=bool(world.allow_d_below_one
-                                                           or np.any(below)))
+    return world.replace(
+        d=d,
+        tariffs=tariffs,
+        tfp=tfp,
+        labor=labor,
+        financial=financial,
+        meta=meta,
+        allow_d_below_one=bool(world.allow_d_below_one or np.any(below)),
+    )
 
 
 @dataclass
@@ -307,29 +365,43 @@ class Counterfactual:
 
         b, n = self.baseline, self.new
         sb, sn = np.diag(b.trade_shares), np.diag(n.trade_shares)
-        tab = pd.DataFrame({
-            "wage_old": b.prices.w, "wage_new": n.prices.w,
-            "wage_change_percent": 100.0 * (n.prices.w / b.prices.w - 1.0),
-            "R_old": b.prices.R, "R_new": n.prices.R,
-            "R_over_w_change_percent": self.R_over_w_change_percent(),
-            "home_share_old": sb, "home_share_new": sn,
-            "import_share_old": 1.0 - sb, "import_share_new": 1.0 - sn,
-            "net_foreign_assets_old": b.aggregates["A"], "net_foreign_assets_new": n.aggregates["A"],
-            "nfa_to_gdp_old": b.aggregates["A"] / b.aggregates["Y"],
-            "nfa_to_gdp_new": n.aggregates["A"] / n.aggregates["Y"],
-            "net_exports_old": b.net_exports(), "net_exports_new": n.net_exports(),
-        }, index=pd.Index(list(self.countries), name="country"))
+        tab = pd.DataFrame(
+            {
+                "wage_old": b.prices.w,
+                "wage_new": n.prices.w,
+                "wage_change_percent": 100.0 * (n.prices.w / b.prices.w - 1.0),
+                "R_old": b.prices.R,
+                "R_new": n.prices.R,
+                "R_over_w_change_percent": self.R_over_w_change_percent(),
+                "home_share_old": sb,
+                "home_share_new": sn,
+                "import_share_old": 1.0 - sb,
+                "import_share_new": 1.0 - sn,
+                "net_foreign_assets_old": b.aggregates["A"],
+                "net_foreign_assets_new": n.aggregates["A"],
+                "nfa_to_gdp_old": b.aggregates["A"] / b.aggregates["Y"],
+                "nfa_to_gdp_new": n.aggregates["A"] / n.aggregates["Y"],
+                "net_exports_old": b.net_exports(),
+                "net_exports_new": n.net_exports(),
+            },
+            index=pd.Index(list(self.countries), name="country"),
+        )
         return tab
 
     def trade_share_changes(self):
         """Long table: importer, exporter, share_old, share_new, log_change."""
         import pandas as pd
+
         c = list(self.countries)
         so, sn = self.baseline.trade_shares, self.new.trade_shares
-        rows = [(c[i], c[j], so[i, j], sn[i, j], math.log(sn[i, j] / so[i, j]))
-                for i in range(len(c)) for j in range(len(c))]
-        return pd.DataFrame(rows, columns=["importer", "exporter", "share_old", "share_new",
-                                           "log_change"])
+        rows = [
+            (c[i], c[j], so[i, j], sn[i, j], math.log(sn[i, j] / so[i, j]))
+            for i in range(len(c))
+            for j in range(len(c))
+        ]
+        return pd.DataFrame(
+            rows, columns=["importer", "exporter", "share_old", "share_new", "log_change"]
+        )
 
     def summary(self) -> dict:
         tab = self.changes()
@@ -338,26 +410,43 @@ class Counterfactual:
             "scenario": self.scenario.to_dict(),
             "financial": self.new.world.financial,
             "beta": float(self.new.beta),
-            "R": {"old": float(self.baseline.prices.R[0]), "new": float(self.new.prices.R[0]),
-                  "change_percent": float(self.R_change_percent()[0])} if glob else
-                 {c: {"old": float(o), "new": float(v)} for c, o, v in
-                  zip(self.countries, self.baseline.prices.R, self.new.prices.R)},
-            "wages": {c: {"old": float(r.wage_old), "new": float(r.wage_new),
-                          "change_percent": float(r.wage_change_percent)}
-                      for c, r in tab.iterrows()},
-            "R_over_w_change_percent": {c: float(v) for c, v in
-                                        tab["R_over_w_change_percent"].items()},
-            "home_share": {c: {"old": float(r.home_share_old), "new": float(r.home_share_new)}
-                           for c, r in tab.iterrows()},
-            "net_foreign_assets": {c: {"old": float(r.net_foreign_assets_old),
-                                       "new": float(r.net_foreign_assets_new)}
-                                   for c, r in tab.iterrows()},
-            "convergence": {"converged": bool(self.new.converged),
-                            "newton_iterations": int(self.new.iterations),
-                            "max_excess_demand": float(self.new.residual),
-                            "household_solves": int(self.new.household_solves),
-                            "jacobians": int(self.new.jacobians),
-                            "seconds": float(self.new.seconds)},
+            "R": {
+                "old": float(self.baseline.prices.R[0]),
+                "new": float(self.new.prices.R[0]),
+                "change_percent": float(self.R_change_percent()[0]),
+            }
+            if glob
+            else {
+                c: {"old": float(o), "new": float(v)}
+                for c, o, v in zip(self.countries, self.baseline.prices.R, self.new.prices.R)
+            },
+            "wages": {
+                c: {
+                    "old": float(r.wage_old),
+                    "new": float(r.wage_new),
+                    "change_percent": float(r.wage_change_percent),
+                }
+                for c, r in tab.iterrows()
+            },
+            "R_over_w_change_percent": {
+                c: float(v) for c, v in tab["R_over_w_change_percent"].items()
+            },
+            "home_share": {
+                c: {"old": float(r.home_share_old), "new": float(r.home_share_new)}
+                for c, r in tab.iterrows()
+            },
+            "net_foreign_assets": {
+                c: {"old": float(r.net_foreign_assets_old), "new": float(r.net_foreign_assets_new)}
+                for c, r in tab.iterrows()
+            },
+            "convergence": {
+                "converged": bool(self.new.converged),
+                "newton_iterations": int(self.new.iterations),
+                "max_excess_demand": float(self.new.residual),
+                "household_solves": int(self.new.household_solves),
+                "jacobians": int(self.new.jacobians),
+                "seconds": float(self.new.seconds),
+            },
         }
 
 
@@ -367,19 +456,29 @@ def baseline_equilibrium(calibration: str = "baseline", **kw):
 
     Keyword arguments go to :func:`hatrade.solve_equilibrium`.
     """
-    from hatrade.data import load_calibration
     from hatrade.core.worlds import ek_world, published_household
+    from hatrade.data import load_calibration
     from hatrade.solve.equilibrium import solve_equilibrium
 
     cal = load_calibration(calibration)
-    return solve_equilibrium(ek_world(calibration), published_household(calibration),
-                             solve_for="beta", R=1.01, wages=cal.wages.values,
-                             beta_guess=cal.beta, **kw)
+    return solve_equilibrium(
+        ek_world(calibration),
+        published_household(calibration),
+        solve_for="beta",
+        R=1.01,
+        wages=cal.wages.values,
+        beta_guess=cal.beta,
+        **kw,
+    )
 
 
-def run_counterfactual(baseline, scenario: Scenario | World, *,
-                       progress: Callable[[int, float], None] | None = None,
-                       **solve_options) -> Counterfactual:
+def run_counterfactual(
+    baseline,
+    scenario: Scenario | World,
+    *,
+    progress: Callable[[int, float], None] | None = None,
+    **solve_options,
+) -> Counterfactual:
     r"""Solve the counterfactual equilibrium of ``scenario`` with beta fixed.
 
     The new world is :func:`apply_scenario` of the baseline's (or ``scenario`` itself when it
@@ -427,11 +526,20 @@ def run_counterfactual(baseline, scenario: Scenario | World, *,
     T_old = np.asarray(baseline.prices.T, float)
     if world_new.has_tariffs:
         opts.setdefault("T_guess", T_old)
-    log.info("counterfactual %s: solving the new equilibrium (beta = %.6f fixed)", sc.name,
-             baseline.beta)
-    new = solve_equilibrium(world_new, hh, solve_for="R", wages=baseline.prices.w,
-                            R_guess=R_guess, state=baseline.state, income=baseline.income,
-                            progress=progress, **opts)
+    log.info(
+        "counterfactual %s: solving the new equilibrium (beta = %.6f fixed)", sc.name, baseline.beta
+    )
+    new = solve_equilibrium(
+        world_new,
+        hh,
+        solve_for="R",
+        wages=baseline.prices.w,
+        R_guess=R_guess,
+        state=baseline.state,
+        income=baseline.income,
+        progress=progress,
+        **opts,
+    )
     return Counterfactual(scenario=sc, baseline=baseline, new=new)
 
 
@@ -447,7 +555,8 @@ def parse_pairs(text: str | Iterable[str] | None) -> tuple:
             continue
         parts = [p.strip() for p in it.split(",")]
         if len(parts) != 2:
-            raise ParameterError(f"pair {it!r} is not allowed: write IMPORTER,EXPORTER "
-                                 "(e.g. USA,CAN).")
+            raise ParameterError(
+                f"pair {it!r} is not allowed: write IMPORTER,EXPORTER (e.g. USA,CAN)."
+            )
         out.append(tuple(parts))
     return tuple(out)

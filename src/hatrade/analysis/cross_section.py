@@ -51,17 +51,26 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from hatrade.core.x64 import enable_x64
 from hatrade.analysis.elasticity import ElasticityResult, country_problem, trade_elasticities
 from hatrade.analysis.groups import INCOME_GROUPS, group_weights
 from hatrade.analysis.groups import QUINTILES as GROUP_QUINTILES
 from hatrade.core.household import egm_step, policies
 from hatrade.core.params import ParameterError
+from hatrade.core.x64 import enable_x64
 from hatrade.solve.equilibrium import Equilibrium
 
-__all__ = ["CrossSection", "cross_section", "mpc_arrays", "micro_table", "group_weights",
-           "simulate_households", "INCOME_GROUPS", "QUINTILES", "MICRO_COLUMNS",
-           "DEFAULT_TRANSFER"]
+__all__ = [
+    "CrossSection",
+    "cross_section",
+    "mpc_arrays",
+    "micro_table",
+    "group_weights",
+    "simulate_households",
+    "INCOME_GROUPS",
+    "QUINTILES",
+    "MICRO_COLUMNS",
+    "DEFAULT_TRANSFER",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +84,18 @@ QUINTILES: dict[str, tuple[float, float]] = {k.lower(): v for k, v in GROUP_QUIN
 #: Columns of the micro table (the CLI writes them first, in this order).
 MICRO_COLUMNS = ("grouping", "group", "import_share", "elasticity", "mpc", "mass")
 
-_XS_VARS = ("assets", "z", "labor_income", "income", "expenditure", "import_share",
-            "elasticity", "mpc", "mpc_marginal", "mass")
+_XS_VARS = (
+    "assets",
+    "z",
+    "labor_income",
+    "income",
+    "expenditure",
+    "import_share",
+    "elasticity",
+    "mpc",
+    "mpc_marginal",
+    "mass",
+)
 
 
 @dataclass
@@ -107,9 +126,14 @@ class CrossSection:
 
         t = self.table.set_index(["a_index", "z_index"])
         ds = xr.Dataset.from_dataframe(t)
-        ds.attrs.update({"country": self.country, "transfer": self.transfer,
-                         "mpc": "one EGM step, next period's policies fixed, pi fixed: "
-                                "sum_j pi_j p_j dc_j / transfer"})
+        ds.attrs.update(
+            {
+                "country": self.country,
+                "transfer": self.transfer,
+                "mpc": "one EGM step, next period's policies fixed, pi fixed: "
+                "sum_j pi_j p_j dc_j / transfer",
+            }
+        )
         return ds
 
 
@@ -118,8 +142,9 @@ def _mpc(prm, x, transfer):
     pol = policies(x, prm)
     c_T = egm_step(x, prm._replace(T=prm.T + transfer))[0].c
     finite = jnp.sum(pol.pi * prm.p * (c_T - pol.c), axis=-1) / transfer
-    dc = jax.jvp(lambda T: egm_step(x, prm._replace(T=T))[0].c, (prm.T,),
-                 (jnp.ones_like(prm.T),))[1]
+    dc = jax.jvp(lambda T: egm_step(x, prm._replace(T=T))[0].c, (prm.T,), (jnp.ones_like(prm.T),))[
+        1
+    ]
     marginal = jnp.sum(pol.pi * prm.p * dc, axis=-1)
     return finite, marginal
 
@@ -138,8 +163,13 @@ def mpc_arrays(eq: Equilibrium, country: str, transfer: float = DEFAULT_TRANSFER
 
 
 @enable_x64
-def cross_section(eq: Equilibrium, country: str, *, transfer: float = DEFAULT_TRANSFER,
-                  elasticities: ElasticityResult | None = None) -> CrossSection:
+def cross_section(
+    eq: Equilibrium,
+    country: str,
+    *,
+    transfer: float = DEFAULT_TRANSFER,
+    elasticities: ElasticityResult | None = None,
+) -> CrossSection:
     """The per-state cross-section of ``country`` (module docstring for the definitions).
 
     Parameters
@@ -172,22 +202,29 @@ def cross_section(eq: Equilibrium, country: str, *, transfer: float = DEFAULT_TR
     w, R, T = (float(np.asarray(v)[i]) for v in (eq.prices.w, eq.prices.R, eq.prices.T))
     A, Z = np.meshgrid(a, z, indexing="ij")
     ai, zi = np.meshgrid(np.arange(1, Na + 1), np.arange(1, Nz + 1), indexing="ij")
-    table = pd.DataFrame({
-        "a_index": ai.ravel(), "z_index": zi.ravel(),
-        "assets": A.ravel(), "z": Z.ravel(),
-        "labor_income": (w * Z).ravel(),
-        "income": (w * Z + (R - 1.0) * A + T).ravel(),
-        "expenditure": ds["expenditure"].values.ravel(),
-        "import_share": ds["import_share"].values.ravel(),
-        "elasticity": ds["household_elasticity"].values.ravel(),
-        "mpc": mpc.ravel(), "mpc_marginal": mpc_m.ravel(),
-        "mass": lam.ravel(),
-    })
-    return CrossSection(country=country, table=table, transfer=float(transfer),
-                        elasticities=elasticities)
+    table = pd.DataFrame(
+        {
+            "a_index": ai.ravel(),
+            "z_index": zi.ravel(),
+            "assets": A.ravel(),
+            "z": Z.ravel(),
+            "labor_income": (w * Z).ravel(),
+            "income": (w * Z + (R - 1.0) * A + T).ravel(),
+            "expenditure": ds["expenditure"].values.ravel(),
+            "import_share": ds["import_share"].values.ravel(),
+            "elasticity": ds["household_elasticity"].values.ravel(),
+            "mpc": mpc.ravel(),
+            "mpc_marginal": mpc_m.ravel(),
+            "mass": lam.ravel(),
+        }
+    )
+    return CrossSection(
+        country=country, table=table, transfer=float(transfer), elasticities=elasticities
+    )
 
 
 # ----------------------------------------------------------------------------- groups
+
 
 def _group_rows(df: pd.DataFrame, grouping: str, rank: np.ndarray, groups: dict, mass):
     rows = []
@@ -196,16 +233,16 @@ def _group_rows(df: pd.DataFrame, grouping: str, rank: np.ndarray, groups: dict,
         wt = group_weights(rank, mass, lo, hi)
         s = wt.sum()
         row = {"grouping": grouping, "group": name}
-        for col in ("import_share", "elasticity", "mpc", "labor_income", "expenditure",
-                    "assets"):
+        for col in ("import_share", "elasticity", "mpc", "labor_income", "expenditure", "assets"):
             row[col] = float(np.sum(wt * df[col].to_numpy()) / s)
         row["mass"] = float(s / total)
         rows.append(row)
     return rows
 
 
-def micro_table(xs, *, income_groups: dict | None = None, quintiles: dict | None = None
-                ) -> pd.DataFrame:
+def micro_table(
+    xs, *, income_groups: dict | None = None, quintiles: dict | None = None
+) -> pd.DataFrame:
     r"""Import share, trade elasticity and MPC by income group and by expenditure quintile.
 
     Parameters
@@ -231,15 +268,18 @@ def micro_table(xs, *, income_groups: dict | None = None, quintiles: dict | None
     if missing:
         raise ParameterError(f"the cross-section table lacks column(s) {missing}.")
     mass = df["mass"].to_numpy(float)
-    rows = _group_rows(df, "income", df["labor_income"].to_numpy(float),
-                       income_groups or INCOME_GROUPS, mass)
-    rows += _group_rows(df, "expenditure", df["expenditure"].to_numpy(float),
-                        quintiles or QUINTILES, mass)
+    rows = _group_rows(
+        df, "income", df["labor_income"].to_numpy(float), income_groups or INCOME_GROUPS, mass
+    )
+    rows += _group_rows(
+        df, "expenditure", df["expenditure"].to_numpy(float), quintiles or QUINTILES, mass
+    )
     out = pd.DataFrame(rows)
     return out[list(MICRO_COLUMNS) + ["labor_income", "expenditure", "assets"]]
 
 
 # ----------------------------------------------------------------------------- simulation
+
 
 def _interp_rows(grid, k, wt, arr, zi):
     """Linear interpolation in assets of arr (Na, Nz[, ...]) at households (k, wt, zi)."""
@@ -289,8 +329,15 @@ def _simulate_panel(eq: Equilibrium, i: int, rng, n: int, periods: int):
     return a, zi
 
 
-def simulate_households(eq: Equilibrium, country: str, *, n: int = 100_000, periods: int = 50,
-                        seed: int = 0, xs: CrossSection | None = None) -> pd.DataFrame:
+def simulate_households(
+    eq: Equilibrium,
+    country: str,
+    *,
+    n: int = 100_000,
+    periods: int = 50,
+    seed: int = 0,
+    xs: CrossSection | None = None,
+) -> pd.DataFrame:
     r"""A seeded simulated cross-section of ``n`` households of ``country``.
 
     Households start at states drawn from the stationary distribution :math:`\lambda`, then

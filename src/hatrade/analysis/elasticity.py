@@ -51,26 +51,35 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from hatrade.core.x64 import enable_x64
-from hatrade.core.distribution import stationary_distribution
-from hatrade.core.household import HHParams, HHState, solve_fixed_point
-from hatrade.core.params import ParameterError
-from hatrade.core.errors import EquilibriumError
-from hatrade.core.markets import country_params, model_arrays
-from hatrade.solve.equilibrium import Equilibrium
 from hatrade.analysis.tangents import income_factors, tangents_direct, tangents_jvp
+from hatrade.core.distribution import stationary_distribution
+from hatrade.core.errors import EquilibriumError
+from hatrade.core.household import HHParams, HHState, solve_fixed_point
+from hatrade.core.markets import country_params, model_arrays
+from hatrade.core.params import ParameterError
+from hatrade.core.x64 import enable_x64
+from hatrade.solve.equilibrium import Equilibrium
 
-__all__ = ["ElasticityError", "ElasticityResult", "LongRunResult", "WorldElasticities",
-           "CountryProblem", "country_problem", "trade_elasticities", "world_elasticities",
-           "longrun_elasticities", "METHODS", "TABLE_COLUMNS"]
+__all__ = [
+    "ElasticityError",
+    "ElasticityResult",
+    "LongRunResult",
+    "WorldElasticities",
+    "CountryProblem",
+    "country_problem",
+    "trade_elasticities",
+    "world_elasticities",
+    "longrun_elasticities",
+    "METHODS",
+    "TABLE_COLUMNS",
+]
 
 log = logging.getLogger(__name__)
 
 METHODS = ("direct", "jvp")
 
 #: Columns of the partner table (ElasticityResult.table); the CLI writes them in this order.
-TABLE_COLUMNS = ("partner", "theta", "theta_extensive", "theta_intensive", "price",
-                 "trade_share")
+TABLE_COLUMNS = ("partner", "theta", "theta_extensive", "theta_intensive", "price", "trade_share")
 
 
 class ElasticityError(EquilibriumError):
@@ -78,6 +87,7 @@ class ElasticityError(EquilibriumError):
 
 
 # ----------------------------------------------------------------------------- inputs
+
 
 @dataclass(frozen=True)
 class CountryProblem:
@@ -106,11 +116,14 @@ def _check_converged(eq: Equilibrium) -> None:
         raise ElasticityError(
             "elasticities were requested for a solution that did not converge "
             f"(max excess demand {eq.residual:.2e} after {eq.iterations} Newton iterations); "
-            "solve the equilibrium to its tolerance first.")
+            "solve the equilibrium to its tolerance first."
+        )
     c = np.asarray(eq.policies.c)
     if not np.all(np.isfinite(c)):
-        raise ElasticityError("the solution's household policies contain NaN/inf; "
-                              "elasticities need a converged household problem.")
+        raise ElasticityError(
+            "the solution's household policies contain NaN/inf; "
+            "elasticities need a converged household problem."
+        )
 
 
 def _check_country(eq: Equilibrium, country: str) -> int:
@@ -118,8 +131,10 @@ def _check_country(eq: Equilibrium, country: str) -> int:
         raise ParameterError(f"country must be a country code (str), got {country!r}.")
     i = eq.world.index(country)  # ParameterError naming the allowed codes
     if eq.world.M < 2:
-        raise ParameterError(f"country {country!r} has no trade partners (a one-country "
-                             "world): trade elasticities need at least two countries.")
+        raise ParameterError(
+            f"country {country!r} has no trade partners (a one-country "
+            "world): trade elasticities need at least two countries."
+        )
     return i
 
 
@@ -129,8 +144,9 @@ def _resolve(prm, x0, tol, max_iter):
 
 
 @enable_x64
-def country_problem(eq: Equilibrium, country: str, *, hh_tol: float = 1e-10,
-                    hh_max_iter: int = 3000) -> CountryProblem:
+def country_problem(
+    eq: Equilibrium, country: str, *, hh_tol: float = 1e-10, hh_max_iter: int = 3000
+) -> CountryProblem:
     """Country ``country``'s household problem at the equilibrium prices, re-solved from
     the equilibrium's warm start (one or two EGM steps) so that policies and parameters
     are consistent.
@@ -146,17 +162,19 @@ def country_problem(eq: Equilibrium, country: str, *, hh_tol: float = 1e-10,
     i = _check_country(eq, country)
     arrs = model_arrays(eq.world, eq.household, eq.income)
     pr = eq.prices
-    prm_all = country_params(arrs, jnp.asarray(pr.w), jnp.asarray(pr.R), jnp.asarray(pr.T),
-                             jnp.asarray(pr.beta))
+    prm_all = country_params(
+        arrs, jnp.asarray(pr.w), jnp.asarray(pr.R), jnp.asarray(pr.T), jnp.asarray(pr.beta)
+    )
     prm = jax.tree_util.tree_map(lambda a: a[i], prm_all)
     x0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[i], eq.state)
     x, it = _resolve(prm, x0, hh_tol, hh_max_iter)
     it = int(it)
     if it >= hh_max_iter or not bool(jnp.all(jnp.isfinite(x.c))):
-        raise ElasticityError(f"the household problem of {country} did not converge when "
-                              f"re-solved at the equilibrium prices ({it} iterations).")
+        raise ElasticityError(
+            f"the household problem of {country} did not converge when "
+            f"re-solved at the equilibrium prices ({it} iterations)."
+        )
     return CountryProblem(index=i, code=country, prm=prm, state=x, lam=np.asarray(eq.lam[i]))
-
 
 
 @partial(jax.jit, static_argnames=("longrun",))
@@ -181,8 +199,20 @@ def _aggregate_pieces(prm, lam, partners, home, primal, tang, *, longrun=False):
     w_h = s_h / jnp.sum(s_h)
     ext = jnp.sum(w_j * th_pi, axis=(1, 2)) - jnp.sum(w_h[None] * th_pi_h, axis=(1, 2))
     inten = 1.0 + jnp.sum(w_j * th_c, axis=(1, 2)) - jnp.sum(w_h[None] * th_c_h, axis=(1, 2))
-    out = dict(c=c, a_p=a_p, pi=pi, spend=spend, th_c=th_c, th_pi=th_pi, th_c_home=th_c_h,
-               th_pi_home=th_pi_h, w_partner=w_j, w_home=w_h, theta_ext=ext, theta_int=inten)
+    out = dict(
+        c=c,
+        a_p=a_p,
+        pi=pi,
+        spend=spend,
+        th_c=th_c,
+        th_pi=th_pi,
+        th_c_home=th_c_h,
+        th_pi_home=th_pi_h,
+        w_partner=w_j,
+        w_home=w_h,
+        theta_ext=ext,
+        theta_int=inten,
+    )
     # the same elasticity directly from aggregate spending (lambda fixed): a check
     dspend = (dpi * c[None] + pi[None] * dc) * prm.p + pi[None] * c[None] * dps[:, None, None, :]
     dM = jnp.einsum("az,kazj->kj", lam, dspend)
@@ -190,15 +220,18 @@ def _aggregate_pieces(prm, lam, partners, home, primal, tang, *, longrun=False):
     out["theta_aggregate"] = dM[ar, partners] / Mv[partners] - dM[:, home] / Mv[home]
     if longrun:
         zg, zP = jnp.zeros_like(prm.a_grid), jnp.zeros_like(prm.Pz)
-        dlam = jax.vmap(lambda d_a, d_pi: jax.jvp(
-            stationary_distribution, (a_p, pi, prm.a_grid, prm.Pz),
-            (d_a, d_pi, zg, zP))[1])(da, dpi)
+        dlam = jax.vmap(
+            lambda d_a, d_pi: jax.jvp(
+                stationary_distribution, (a_p, pi, prm.a_grid, prm.Pz), (d_a, d_pi, zg, zP)
+            )[1]
+        )(da, dpi)
         dM_lr = dM + jnp.einsum("kaz,azj->kj", dlam, spend)
         out["theta_longrun"] = dM_lr[ar, partners] / Mv[partners] - dM_lr[:, home] / Mv[home]
     return out
 
 
 # ----------------------------------------------------------------------------- results
+
 
 @dataclass
 class ElasticityResult:
@@ -271,10 +304,14 @@ class LongRunResult:
     impact: ElasticityResult | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
-        return {"country": self.country, "theta_impact": float(self.theta_impact),
-                "theta_longrun": float(self.theta_longrun),
-                "by_partner_longrun": {p: float(v) for p, v in
-                                       zip(self.table["partner"], self.table["theta_longrun"])}}
+        return {
+            "country": self.country,
+            "theta_impact": float(self.theta_impact),
+            "theta_longrun": float(self.theta_longrun),
+            "by_partner_longrun": {
+                p: float(v) for p, v in zip(self.table["partner"], self.table["theta_longrun"])
+            },
+        }
 
 
 @dataclass
@@ -308,8 +345,10 @@ def _micro_dataset(eq, cp: CountryProblem, partners, out):
     dims2 = ("a_index", "z_index")
     ds = xr.Dataset(
         {
-            "th_pi": (dims3, th_pi), "th_c": (dims3, th_c),
-            "th_pi_home": (dims3, th_pi_h), "th_c_home": (dims3, th_c_h),
+            "th_pi": (dims3, th_pi),
+            "th_c": (dims3, th_c),
+            "th_pi_home": (dims3, th_pi_h),
+            "th_c_home": (dims3, th_c_h),
             "elasticity": (dims3, el),
             "elasticity_extensive": (dims3, th_pi - th_pi_h),
             "elasticity_intensive": (dims3, 1.0 + th_c - th_c_h),
@@ -333,19 +372,30 @@ def _micro_dataset(eq, cp: CountryProblem, partners, out):
         "weight_partner": "expenditure weight lambda pi_j p_ij c_j / sum over states",
         "weight_home": "expenditure weight lambda pi_i p_ii c_i / sum over states",
         "household_elasticity": "partner elasticities averaged with the household's "
-                                "import-spending weights",
+        "import-spending weights",
         "import_share": "household import share sum_{j!=i} pi_j p_ij c_j / sum_j pi_j p_ij c_j",
         "expenditure": "household expenditure sum_j pi_j p_ij c_j",
     }
     for k, v in desc.items():
         ds[k].attrs["description"] = v
-    ds.attrs.update({"country": cp.code,
-                     "kind": "impact elasticities (w, R and the distribution fixed)"})
+    ds.attrs.update(
+        {"country": cp.code, "kind": "impact elasticities (w, R and the distribution fixed)"}
+    )
     return ds
 
 
-def _run(eq, country, partners, method, tangent_tol, lin_tol, max_refine, longrun,
-         hh_tol=1e-10, hh_max_iter=3000):
+def _run(
+    eq,
+    country,
+    partners,
+    method,
+    tangent_tol,
+    lin_tol,
+    max_refine,
+    longrun,
+    hh_tol=1e-10,
+    hh_max_iter=3000,
+):
     if method not in METHODS:
         raise ParameterError(f"method = {method!r} is not allowed: use one of {METHODS}.")
     cp = country_problem(eq, country, hh_tol=hh_tol, hh_max_iter=hh_max_iter)
@@ -359,34 +409,46 @@ def _run(eq, country, partners, method, tangent_tol, lin_tol, max_refine, longru
         for code in partners:
             j = eq.world.index(code)
             if j == i:
-                raise ParameterError(f"partner {code!r} is the home country; partners must "
-                                     f"differ from {country!r}.")
+                raise ParameterError(
+                    f"partner {code!r} is the home country; partners must differ from {country!r}."
+                )
             pidx.append(j)
         if not pidx:
             raise ParameterError("partners is empty; give at least one partner code.")
     Af, Bf = (jnp.asarray(a) for a in income_factors(np.asarray(cp.prm.Pz)))
     partners_arr = jnp.asarray(pidx, jnp.int32)
-    dps = jnp.zeros((len(pidx), M), cp.prm.p.dtype).at[jnp.arange(len(pidx)), partners_arr].set(
-        cp.prm.p[partners_arr])
+    dps = (
+        jnp.zeros((len(pidx), M), cp.prm.p.dtype)
+        .at[jnp.arange(len(pidx)), partners_arr]
+        .set(cp.prm.p[partners_arr])
+    )
     residual, refinements = 0.0, 0
     if method == "direct":
-        primal, tang, residual, refinements = tangents_direct(cp.prm, cp.state, dps, Af, Bf,
-                                                                lin_tol, max_refine)
+        primal, tang, residual, refinements = tangents_direct(
+            cp.prm, cp.state, dps, Af, Bf, lin_tol, max_refine
+        )
         if not residual <= max(lin_tol, 1e-10) * 10:
-            log.warning("direct elasticity solve for %s left a relative residual %.1e; "
-                        "recomputing with method='jvp'", country, residual)
+            log.warning(
+                "direct elasticity solve for %s left a relative residual %.1e; "
+                "recomputing with method='jvp'",
+                country,
+                residual,
+            )
             method = "jvp"
     if method == "jvp":
         primal, tang = tangents_jvp(cp.prm, cp.state, dps, hh_tol, hh_max_iter, tangent_tol)
         residual = 0.0
-    out = _aggregate_pieces(cp.prm, jnp.asarray(cp.lam), partners_arr, i, primal, tang,
-                            longrun=longrun)
+    out = _aggregate_pieces(
+        cp.prm, jnp.asarray(cp.lam), partners_arr, i, primal, tang, longrun=longrun
+    )
     out = {k: np.asarray(v) for k, v in out.items()}
     out["residual"], out["refinements"] = residual, refinements
     for key in ("theta_ext", "theta_int"):
         if not np.all(np.isfinite(out[key])):
-            raise ElasticityError(f"non-finite elasticities for {country}; the household "
-                                  "solution is not differentiable here.")
+            raise ElasticityError(
+                f"non-finite elasticities for {country}; the household "
+                "solution is not differentiable here."
+            )
     return cp, pidx, out, method
 
 
@@ -394,24 +456,33 @@ def _partner_table(eq, i, pidx, theta, ext, inten, direct=None):
     codes = list(eq.countries)
     s = eq.trade_shares[i]
     share = s[pidx]
-    t = pd.DataFrame({
-        "partner": [codes[j] for j in pidx],
-        "theta": theta,
-        "theta_extensive": ext,
-        "theta_intensive": inten,
-        "price": np.asarray(eq.p)[i, pidx],
-        "trade_share": share,
-        "weight": share / share.sum(),
-    })
+    t = pd.DataFrame(
+        {
+            "partner": [codes[j] for j in pidx],
+            "theta": theta,
+            "theta_extensive": ext,
+            "theta_intensive": inten,
+            "price": np.asarray(eq.p)[i, pidx],
+            "trade_share": share,
+            "weight": share / share.sum(),
+        }
+    )
     if direct is not None:
         t["theta_direct"] = direct
     return t
 
 
 @enable_x64
-def trade_elasticities(eq: Equilibrium, country: str, *, partners=None, method: str = "direct",
-                       tangent_tol: float | None = None, lin_tol: float = 1e-13,
-                       max_refine: int = 20) -> ElasticityResult:
+def trade_elasticities(
+    eq: Equilibrium,
+    country: str,
+    *,
+    partners=None,
+    method: str = "direct",
+    tangent_tol: float | None = None,
+    lin_tol: float = 1e-13,
+    max_refine: int = 20,
+) -> ElasticityResult:
     r"""Proposition 1 trade elasticities of ``country`` against each partner, with the
     micro pieces (impact elasticity: w, R and the stationary distribution fixed).
 
@@ -444,26 +515,46 @@ def trade_elasticities(eq: Equilibrium, country: str, *, partners=None, method: 
         The solution did not converge (or the household problem fails when re-solved).
     """
     t0 = time.perf_counter()
-    cp, pidx, out, method = _run(eq, country, partners, method, tangent_tol, lin_tol,
-                                 max_refine, False)
+    cp, pidx, out, method = _run(
+        eq, country, partners, method, tangent_tol, lin_tol, max_refine, False
+    )
     ext, inten = out["theta_ext"], out["theta_int"]
     theta = ext + inten
     table = _partner_table(eq, cp.index, pidx, theta, ext, inten, out["theta_aggregate"])
     wt = table["weight"].to_numpy()
     res = ElasticityResult(
-        country=country, table=table, theta=float(wt @ theta),
-        theta_extensive=float(wt @ ext), theta_intensive=float(wt @ inten),
-        micro=_micro_dataset(eq, cp, pidx, out), method=method,
-        residual=float(out["residual"]), seconds=time.perf_counter() - t0)
-    log.info("elasticities of %s: theta %.4f (%d partners, %s, %.2f s)", country, res.theta,
-             len(pidx), method, res.seconds)
+        country=country,
+        table=table,
+        theta=float(wt @ theta),
+        theta_extensive=float(wt @ ext),
+        theta_intensive=float(wt @ inten),
+        micro=_micro_dataset(eq, cp, pidx, out),
+        method=method,
+        residual=float(out["residual"]),
+        seconds=time.perf_counter() - t0,
+    )
+    log.info(
+        "elasticities of %s: theta %.4f (%d partners, %s, %.2f s)",
+        country,
+        res.theta,
+        len(pidx),
+        method,
+        res.seconds,
+    )
     return res
 
 
 @enable_x64
-def longrun_elasticities(eq: Equilibrium, country: str, *, partners=None,
-                         method: str = "direct", tangent_tol: float | None = None,
-                         lin_tol: float = 1e-13, max_refine: int = 20) -> LongRunResult:
+def longrun_elasticities(
+    eq: Equilibrium,
+    country: str,
+    *,
+    partners=None,
+    method: str = "direct",
+    tangent_tol: float | None = None,
+    lin_tol: float = 1e-13,
+    max_refine: int = 20,
+) -> LongRunResult:
     r"""Impact (Proposition 1) and long-run elasticities of ``country`` side by side.
 
     Long run: :math:`\partial\log(M_{ij}/M_{ii})/\partial\log p_{ij}` when the stationary
@@ -473,44 +564,71 @@ def longrun_elasticities(eq: Equilibrium, country: str, *, partners=None,
     and R stay fixed, so this is not a general-equilibrium elasticity.
     """
     t0 = time.perf_counter()
-    cp, pidx, out, method = _run(eq, country, partners, method, tangent_tol, lin_tol,
-                                 max_refine, True)
+    cp, pidx, out, method = _run(
+        eq, country, partners, method, tangent_tol, lin_tol, max_refine, True
+    )
     ext, inten = out["theta_ext"], out["theta_int"]
     table = _partner_table(eq, cp.index, pidx, ext + inten, ext, inten)
     table = table.rename(columns={"theta": "theta_impact"})
     table.insert(2, "theta_longrun", out["theta_longrun"])
-    table = table[["partner", "theta_impact", "theta_longrun", "theta_extensive",
-                   "theta_intensive", "price", "trade_share", "weight"]]
+    table = table[
+        [
+            "partner",
+            "theta_impact",
+            "theta_longrun",
+            "theta_extensive",
+            "theta_intensive",
+            "price",
+            "trade_share",
+            "weight",
+        ]
+    ]
     wt = table["weight"].to_numpy()
     impact = ElasticityResult(
-        country=country, table=_partner_table(eq, cp.index, pidx, ext + inten, ext, inten,
-                                              out["theta_aggregate"]),
-        theta=float(wt @ (ext + inten)), theta_extensive=float(wt @ ext),
-        theta_intensive=float(wt @ inten), micro=_micro_dataset(eq, cp, pidx, out),
-        method=method, residual=float(out["residual"]), seconds=time.perf_counter() - t0)
-    return LongRunResult(country=country, table=table, theta_impact=impact.theta,
-                         theta_longrun=float(wt @ out["theta_longrun"]), impact=impact)
+        country=country,
+        table=_partner_table(eq, cp.index, pidx, ext + inten, ext, inten, out["theta_aggregate"]),
+        theta=float(wt @ (ext + inten)),
+        theta_extensive=float(wt @ ext),
+        theta_intensive=float(wt @ inten),
+        micro=_micro_dataset(eq, cp, pidx, out),
+        method=method,
+        residual=float(out["residual"]),
+        seconds=time.perf_counter() - t0,
+    )
+    return LongRunResult(
+        country=country,
+        table=table,
+        theta_impact=impact.theta,
+        theta_longrun=float(wt @ out["theta_longrun"]),
+        impact=impact,
+    )
 
 
 @enable_x64
-def world_elasticities(eq: Equilibrium, *, method: str = "direct",
-                       tangent_tol: float | None = None) -> WorldElasticities:
+def world_elasticities(
+    eq: Equilibrium, *, method: str = "direct", tangent_tol: float | None = None
+) -> WorldElasticities:
     """Proposition 1 elasticities of every ordered pair (one country at a time; every
     country's problem has the same shapes, so it compiles once)."""
     t0 = time.perf_counter()
     _check_converged(eq)
     if eq.world.M < 2:
-        raise ParameterError("a one-country world has no trade partners: trade elasticities "
-                             "need at least two countries.")
+        raise ParameterError(
+            "a one-country world has no trade partners: trade elasticities "
+            "need at least two countries."
+        )
     pairs, rows = [], []
     for c in eq.countries:
         r = trade_elasticities(eq, c, method=method, tangent_tol=tangent_tol)
         t = r.table.drop(columns=["theta_direct"]).rename(columns={"partner": "exporter"})
         t.insert(0, "importer", c)
         pairs.append(t)
-        rows.append((c, r.theta, r.theta_extensive, r.theta_intensive,
-                     float(eq.import_share[c])))
-    by_country = pd.DataFrame(rows, columns=["country", "theta", "theta_extensive",
-                                             "theta_intensive", "import_share"])
-    return WorldElasticities(pairs=pd.concat(pairs, ignore_index=True), by_country=by_country,
-                             seconds=time.perf_counter() - t0)
+        rows.append((c, r.theta, r.theta_extensive, r.theta_intensive, float(eq.import_share[c])))
+    by_country = pd.DataFrame(
+        rows, columns=["country", "theta", "theta_extensive", "theta_intensive", "import_share"]
+    )
+    return WorldElasticities(
+        pairs=pd.concat(pairs, ignore_index=True),
+        by_country=by_country,
+        seconds=time.perf_counter() - t0,
+    )

@@ -146,7 +146,9 @@ def validate_trade_table(df: pd.DataFrame, countries: Sequence[str] | None = Non
     if len(set(countries)) != len(countries):
         raise TradeTableError(f"countries contain duplicates: {countries}.")
     if len(countries) < 3:
-        raise TradeTableError(f"the gravity regression needs at least 3 countries, got {countries}.")
+        raise TradeTableError(
+            f"the gravity regression needs at least 3 countries, got {countries}."
+        )
 
     _check_columns(df)
     pairs = _check_pairs(df, countries)
@@ -158,9 +160,7 @@ def _check_columns(df: pd.DataFrame) -> None:
     required = _ID_COLUMNS + ("log_trade",) + COVARIATES
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise TradeTableError(
-            f"trade table lacks column(s) {missing}; required: {list(required)}."
-        )
+        raise TradeTableError(f"trade table lacks column(s) {missing}; required: {list(required)}.")
     unknown = [c for c in df.columns if c not in required + _ALLOWED_EXTRA]
     if unknown:
         raise TradeTableError(
@@ -285,7 +285,8 @@ class GravityResult:
             f"Gravity regression ({self.method}), {self.nobs} pairs, "
             f"{len(self.countries)} countries, R^2 = {self.r2:.4f}",
             "",
-            f"{'barrier':<22}{'coef':>10}" + (f"{'s.e.':>10}" if self.standard_errors is not None else ""),
+            f"{'barrier':<22}{'coef':>10}"
+            + (f"{'s.e.':>10}" if self.standard_errors is not None else ""),
         ]
         for name, value in self.coefficients.items():
             row = f"{BARRIER_LABELS[name]:<22}{value:>10.4f}"
@@ -301,7 +302,11 @@ class GravityResult:
             "each distance bin."
         )
         if self.raw_results is not None:
-            lines += ["", "Raw regression (a_M = m_M = 0, no constant):", str(self.raw_results.summary())]
+            lines += [
+                "",
+                "Raw regression (a_M = m_M = 0, no constant):",
+                str(self.raw_results.summary()),
+            ]
         return "\n".join(lines)
 
 
@@ -343,7 +348,7 @@ def _normalization_matrix(m: int) -> np.ndarray:
     t[mm, mm] = centre  # ... + (m_i - mbar)
     for r in range(2 * k, 2 * k + 6):  # bins: + abar + mbar
         t[r, r] = 1.0
-        t[r, :2 * k] = 1.0 / m
+        t[r, : 2 * k] = 1.0 / m
     for r in range(2 * k + 6, n):
         t[r, r] = 1.0
     return t
@@ -428,12 +433,15 @@ def _normalized_result(df, countries, x, y, beta, method, raw_results) -> Gravit
     moments = t @ beta
     if raw_results is not None:
         cov_m = t @ raw_results.cov_params().to_numpy() @ t.T
-        se = pd.Series(np.sqrt(np.diag(cov_m))[2 * (m - 1):], index=list(COEFFICIENT_NAMES),
-                       name="standard_error")
+        se = pd.Series(
+            np.sqrt(np.diag(cov_m))[2 * (m - 1) :],
+            index=list(COEFFICIENT_NAMES),
+            name="standard_error",
+        )
 
     k = m - 1
     s = np.append(moments[:k], -moments[:k].sum())
-    theta = np.append(moments[k:2 * k], -moments[k:2 * k].sum())
+    theta = np.append(moments[k : 2 * k], -moments[k : 2 * k].sum())
     fitted = x @ beta
     resid = y - fitted
     sst = float(((y - y.mean()) ** 2).sum())
@@ -442,7 +450,7 @@ def _normalized_result(df, countries, x, y, beta, method, raw_results) -> Gravit
     return GravityResult(
         S=pd.Series(s, index=idx, name="S"),
         theta_m=pd.Series(theta, index=idx, name="theta_m"),
-        coefficients=pd.Series(moments[2 * k:], index=list(COEFFICIENT_NAMES), name="coefficient"),
+        coefficients=pd.Series(moments[2 * k :], index=list(COEFFICIENT_NAMES), name="coefficient"),
         moments=moments,
         residuals=pd.Series(resid, index=df.index, name="residual"),
         fitted=pd.Series(fitted, index=df.index, name="fitted"),
@@ -497,7 +505,7 @@ def table1(
             raise ValueError(
                 f"params has {vec.size} entries; expected 2 (M - 1) + 10 (46 for 19 countries)."
             )
-        out["parameter"] = np.exp(-vec[-len(COEFFICIENT_NAMES):] / TRADE_COST_SCALE)
+        out["parameter"] = np.exp(-vec[-len(COEFFICIENT_NAMES) :] / TRADE_COST_SCALE)
     return out
 
 
@@ -540,7 +548,9 @@ def model_trade_table(
     if s.shape != (m, m):
         raise ValueError(f"shares has shape {s.shape}; expected ({m}, {m}) for {m} countries.")
     if not np.isfinite(s).all() or (s <= 0).any():
-        bad = [(countries[a], countries[b]) for a, b in zip(*np.nonzero(~(np.isfinite(s) & (s > 0))))]
+        bad = [
+            (countries[a], countries[b]) for a, b in zip(*np.nonzero(~(np.isfinite(s) & (s > 0))))
+        ]
         raise ValueError(f"trade shares must be finite and positive; not so for {_listing(bad)}.")
     if covariates is None:
         covariates = load_covariates()

@@ -52,8 +52,9 @@ def _check(v, m, lo, hi):
     if v.shape != m.shape:
         raise ParameterError(f"values and mass must have the same size ({v.size} != {m.size}).")
     if not (0.0 <= lo < hi <= 1.0):
-        raise ParameterError(f"group quantiles ({lo}, {hi}) are not allowed: need "
-                             "0 <= lo < hi <= 1.")
+        raise ParameterError(
+            f"group quantiles ({lo}, {hi}) are not allowed: need 0 <= lo < hi <= 1."
+        )
     if np.any(m < 0) or not np.isfinite(m).all() or m.sum() <= 0:
         raise ParameterError("mass must be finite, non-negative and not all zero.")
     if not np.isfinite(v).all():

@@ -121,11 +121,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from hatrade.core.x64 import enable_x64
 from hatrade.core.household import utility
 from hatrade.core.income import IncomeProcess, income_process
-from hatrade.core.params import Household, ParameterError, World
 from hatrade.core.markets import model_arrays
+from hatrade.core.params import Household, ParameterError, World
+from hatrade.core.x64 import enable_x64
 from hatrade.solve.equilibrium import Equilibrium
 
 __all__ = [
@@ -151,13 +151,21 @@ class PlannerError(RuntimeError):
 
 # ----------------------------------------------------------------------------- core (JAX)
 
+
 def planner_arrays(world: World, hh: Household, inc: IncomeProcess) -> dict:
     """Arrays of the planner's problem; sigma and psi exactly as in the decentralized model."""
     arrs = model_arrays(world, hh, inc)
     mu = np.asarray(inc.dist, float)
-    return dict(A=arrs.A, L=arrs.L, d=arrs.d, sigma=arrs.sigma, psi=arrs.psi,
-                mu=jnp.asarray(mu), nbar=jnp.asarray(float(mu @ np.asarray(inc.z))),
-                gamma=arrs.gamma)
+    return dict(
+        A=arrs.A,
+        L=arrs.L,
+        d=arrs.d,
+        sigma=arrs.sigma,
+        psi=arrs.psi,
+        mu=jnp.asarray(mu),
+        nbar=jnp.asarray(float(mu @ np.asarray(inc.z))),
+        gamma=arrs.gamma,
+    )
 
 
 def allocation(log_chi, log_w, log_d, ar):
@@ -178,8 +186,9 @@ def allocation(log_chi, log_w, log_d, ar):
     supply = ar["A"] * ar["L"] * ar["nbar"]
     # value per country at shadow prices chi (utils): L_i pi_ij chi_j d_ij c_ij
     value = ar["L"][:, None] * pi * jnp.exp(log_w)[:, None] * mu_c * c
-    return dict(c=c, mu_c=mu_c, n=n, pi_z=pi_z, pi=pi, U=U, demand=demand, supply=supply,
-                value=value)
+    return dict(
+        c=c, mu_c=mu_c, n=n, pi_z=pi_z, pi=pi, U=U, demand=demand, supply=supply, value=value
+    )
 
 
 def resource_residual(log_chi, log_w, log_d, ar):
@@ -197,9 +206,13 @@ def _matched_residual(x, log_d, ar, target_share):
     share = E / jnp.sum(E)
     L = ar["L"]
     norm = jnp.log(jnp.sum(L * jnp.exp(log_w)) / jnp.sum(L))
-    return jnp.concatenate([jnp.log(a["demand"]) - jnp.log(a["supply"]),
-                            jnp.log(share[:-1]) - jnp.log(target_share[:-1]),
-                            norm[None]])
+    return jnp.concatenate(
+        [
+            jnp.log(a["demand"]) - jnp.log(a["supply"]),
+            jnp.log(share[:-1]) - jnp.log(target_share[:-1]),
+            norm[None],
+        ]
+    )
 
 
 _res_resource = jax.jit(resource_residual)
@@ -216,8 +229,10 @@ def _newton(F, J, x0, args, *, tol, max_iter, what, max_step=5.0):
     x = np.asarray(x0, float)
     r = np.asarray(F(x, *args))
     if not np.all(np.isfinite(r)):
-        raise PlannerError(f"{what}: the residual is not finite at the starting point; check "
-                           "that TFP, labor, trade costs and weights are of reasonable size.")
+        raise PlannerError(
+            f"{what}: the residual is not finite at the starting point; check "
+            "that TFP, labor, trade costs and weights are of reasonable size."
+        )
     err = float(np.max(np.abs(r)))
     history = [err]
     it = 0
@@ -226,15 +241,18 @@ def _newton(F, J, x0, args, *, tol, max_iter, what, max_step=5.0):
             raise PlannerError(
                 f"{what} did not converge: max residual {err:.3e} after {it} Newton iterations "
                 f"(tol {tol:.1e}); history {[f'{h:.1e}' for h in history]}. The world may have "
-                "no interior solution (extreme weights, TFP or trade costs).")
+                "no interior solution (extreme weights, TFP or trade costs)."
+            )
         Jx = np.asarray(J(x, *args))
         if not np.all(np.isfinite(Jx)):
             raise PlannerError(f"{what}: the Jacobian has non-finite entries at iteration {it}.")
         try:
             dx = np.linalg.solve(Jx, -r)
         except np.linalg.LinAlgError:
-            raise PlannerError(f"{what}: singular Jacobian at iteration {it} (max residual "
-                               f"{err:.3e}); the problem has no locally unique solution.") from None
+            raise PlannerError(
+                f"{what}: singular Jacobian at iteration {it} (max residual "
+                f"{err:.3e}); the problem has no locally unique solution."
+            ) from None
         big = np.max(np.abs(dx))
         if big > max_step:
             dx *= max_step / big
@@ -250,8 +268,10 @@ def _newton(F, J, x0, args, *, tol, max_iter, what, max_step=5.0):
         if not ok:
             if err < 1e3 * tol:  # at machine precision: cannot improve further
                 break
-            raise PlannerError(f"{what}: line search failed at iteration {it + 1} (max residual "
-                               f"{err:.3e}, history {[f'{h:.1e}' for h in history]}).")
+            raise PlannerError(
+                f"{what}: line search failed at iteration {it + 1} (max residual "
+                f"{err:.3e}, history {[f'{h:.1e}' for h in history]})."
+            )
         x, r, err = x_try, r_try, e_try
         it += 1
         history.append(err)
@@ -277,11 +297,19 @@ def solve_multipliers(log_chi0, log_w, log_d, ar, *, tol: float, max_iter: int, 
     PlannerError
         When Newton's method fails.
     """
-    return _newton(_res_resource, _jac_resource, log_chi0, (log_w, log_d, ar), tol=tol,
-                   max_iter=max_iter, what=what)
+    return _newton(
+        _res_resource,
+        _jac_resource,
+        log_chi0,
+        (log_w, log_d, ar),
+        tol=tol,
+        max_iter=max_iter,
+        what=what,
+    )
 
 
 # ----------------------------------------------------------------------------- results
+
 
 @dataclass(frozen=True, eq=False)
 class PlannerSolution:
@@ -338,14 +366,20 @@ class PlannerSolution:
     @property
     def shadow_wages(self) -> pd.Series:
         """:math:`w^*_j = q_j A_j`, the value of one efficiency unit."""
-        return pd.Series(self.shadow_prices * self.world.tfp, index=list(self.countries),
-                         name="shadow_wage")
+        return pd.Series(
+            self.shadow_prices * self.world.tfp, index=list(self.countries), name="shadow_wage"
+        )
 
     @property
     def spending(self) -> np.ndarray:
         r""":math:`X_{ij} = L_i\pi_{ij} q_j d_{ij} c_{ij}` (importer rows)."""
-        return (self.world.labor[:, None] * self.pi * self.shadow_prices[None, :]
-                * self.world.d * self.c)
+        return (
+            self.world.labor[:, None]
+            * self.pi
+            * self.shadow_prices[None, :]
+            * self.world.d
+            * self.c
+        )
 
     @property
     def trade_shares(self) -> np.ndarray:
@@ -355,8 +389,9 @@ class PlannerSolution:
 
     @property
     def import_share(self) -> pd.Series:
-        return pd.Series(1.0 - np.diag(self.trade_shares), index=list(self.countries),
-                         name="import_share")
+        return pd.Series(
+            1.0 - np.diag(self.trade_shares), index=list(self.countries), name="import_share"
+        )
 
     @property
     def resources(self) -> np.ndarray:
@@ -381,10 +416,12 @@ class PlannerSolution:
         """Long table: importer, exporter, share, log_normalized_model (log s_ij/s_ii)."""
         s = self.trade_shares
         c = list(self.countries)
-        rows = [(c[i], c[j], s[i, j], np.log(s[i, j] / s[i, i]))
-                for i in range(self.M) for j in range(self.M)]
-        return pd.DataFrame(rows, columns=["importer", "exporter", "share",
-                                           "log_normalized_model"])
+        rows = [
+            (c[i], c[j], s[i, j], np.log(s[i, j] / s[i, i]))
+            for i in range(self.M)
+            for j in range(self.M)
+        ]
+        return pd.DataFrame(rows, columns=["importer", "exporter", "share", "log_normalized_model"])
 
     def allocation_table(self) -> pd.DataFrame:
         """Long table per pair: consumption, choice share, spending, trade share, theta."""
@@ -392,29 +429,35 @@ class PlannerSolution:
         M = self.M
         imp = np.repeat(c, M)
         exp_ = np.tile(c, M)
-        return pd.DataFrame({
-            "importer": imp, "exporter": exp_,
-            "consumption_units": self.c.ravel(),
-            "choice_share": self.pi.ravel(),
-            "shadow_price_delivered": (self.shadow_prices[None, :] * self.world.d).ravel(),
-            "spending_value": self.spending.ravel(),
-            "trade_share": self.trade_shares.ravel(),
-            "theta_prop4": self.theta.ravel(),
-        })
+        return pd.DataFrame(
+            {
+                "importer": imp,
+                "exporter": exp_,
+                "consumption_units": self.c.ravel(),
+                "choice_share": self.pi.ravel(),
+                "shadow_price_delivered": (self.shadow_prices[None, :] * self.world.d).ravel(),
+                "spending_value": self.spending.ravel(),
+                "trade_share": self.trade_shares.ravel(),
+                "theta_prop4": self.theta.ravel(),
+            }
+        )
 
     def country_table(self) -> pd.DataFrame:
         """Per country: weight, multiplier, shadow wage, resources, spending, import share,
         expected period utility per person."""
         X = self.spending
-        return pd.DataFrame({
-            "weight": self.weights,
-            "chi_utils_per_unit": self.chi,
-            "shadow_wage": self.shadow_wages.values,
-            "resources_units": self.resources,
-            "spending_value": X.sum(axis=1),
-            "import_share": self.import_share.values,
-            "utility_per_person": self.U,
-        }, index=pd.Index(list(self.countries), name="country"))
+        return pd.DataFrame(
+            {
+                "weight": self.weights,
+                "chi_utils_per_unit": self.chi,
+                "shadow_wage": self.shadow_wages.values,
+                "resources_units": self.resources,
+                "spending_value": X.sum(axis=1),
+                "import_share": self.import_share.values,
+                "utility_per_person": self.U,
+            },
+            index=pd.Index(list(self.countries), name="country"),
+        )
 
     def summary(self) -> dict:
         c = list(self.countries)
@@ -431,19 +474,26 @@ class PlannerSolution:
 
 # ----------------------------------------------------------------------------- solve
 
+
 def _check_weights(weights, world: World) -> np.ndarray:
     try:
         w = np.asarray(weights, dtype=float)
     except (TypeError, ValueError):
-        raise ParameterError(f"weights = {weights!r} is not allowed: weights must be "
-                             f"{WEIGHT_KINDS} or {world.M} positive numbers.") from None
+        raise ParameterError(
+            f"weights = {weights!r} is not allowed: weights must be "
+            f"{WEIGHT_KINDS} or {world.M} positive numbers."
+        ) from None
     if w.ndim != 1 or w.shape[0] != world.M:
-        raise ParameterError(f"weights has shape {w.shape}; it must have {world.M} entries, one per "
-                             f"country ({', '.join(world.countries)}).")
+        raise ParameterError(
+            f"weights has shape {w.shape}; it must have {world.M} entries, one per "
+            f"country ({', '.join(world.countries)})."
+        )
     bad = [world.countries[k] for k in np.flatnonzero(~np.isfinite(w) | (w <= 0))]
     if bad:
-        raise ParameterError(f"weights must be positive and finite; not so for {bad} "
-                             f"(values {[float(w[world.index(b)]) for b in bad]}).")
+        raise ParameterError(
+            f"weights must be positive and finite; not so for {bad} "
+            f"(values {[float(w[world.index(b)]) for b in bad]})."
+        )
     return w
 
 
@@ -456,14 +506,20 @@ def check_equilibrium(eq, world: World) -> Equilibrium:
         Not an Equilibrium, other countries, or non-positive / non-finite spending.
     """
     if not isinstance(eq, Equilibrium):
-        raise ParameterError(f"eq must be a hatrade.solve.equilibrium.Equilibrium, got {type(eq).__name__}.")
+        raise ParameterError(
+            f"eq must be a hatrade.solve.equilibrium.Equilibrium, got {type(eq).__name__}."
+        )
     if tuple(eq.countries) != tuple(world.countries):
-        raise ParameterError(f"the equilibrium's countries {list(eq.countries)} differ from the "
-                             f"world's {list(world.countries)}.")
+        raise ParameterError(
+            f"the equilibrium's countries {list(eq.countries)} differ from the "
+            f"world's {list(world.countries)}."
+        )
     S = eq.spending.sum(axis=1)
     if not np.all(np.isfinite(S)) or np.any(S <= 0):
-        raise ParameterError("the equilibrium has non-positive or non-finite spending "
-                             f"{S.tolist()}; matched weights need positive spending.")
+        raise ParameterError(
+            "the equilibrium has non-positive or non-finite spending "
+            f"{S.tolist()}; matched weights need positive spending."
+        )
     return eq
 
 
@@ -472,11 +528,15 @@ def _initial_weights(weights, world: World, eq: Equilibrium | None) -> tuple[str
     if not isinstance(weights, str):
         return "given", _check_weights(weights, world)
     if weights not in WEIGHT_KINDS:
-        raise ParameterError(f"weights = {weights!r} is not allowed: use one of {WEIGHT_KINDS} "
-                             f"or an array of {world.M} positive numbers.")
+        raise ParameterError(
+            f"weights = {weights!r} is not allowed: use one of {WEIGHT_KINDS} "
+            f"or an array of {world.M} positive numbers."
+        )
     if weights == "matched" and eq is None:
-        raise ParameterError("weights='matched' needs a decentralized equilibrium: pass eq=... "
-                             "(e.g. hatrade.evaluate at published prices).")
+        raise ParameterError(
+            "weights='matched' needs a decentralized equilibrium: pass eq=... "
+            "(e.g. hatrade.evaluate at published prices)."
+        )
     return weights, np.ones(world.M)
 
 
@@ -485,25 +545,46 @@ def _solve_unknowns(kind, w0, world, household, eq, ar, log_d, *, tol, max_iter)
     multipliers and weights. Returns log chi, log omega, iterations, residual history."""
     # start: chi_j = omega_j u'(A_j Nbar) (own output consumed at home)
     chi0 = w0 * (world.tfp * float(ar["nbar"])) ** (-household.gamma)
-    x, its, hist = solve_multipliers(np.log(chi0), jnp.log(jnp.asarray(w0)), log_d, ar, tol=tol,
-                                     max_iter=max_iter, what="planner (resource constraints)")
+    x, its, hist = solve_multipliers(
+        np.log(chi0),
+        jnp.log(jnp.asarray(w0)),
+        log_d,
+        ar,
+        tol=tol,
+        max_iter=max_iter,
+        what="planner (resource constraints)",
+    )
     log_w = np.log(w0)
     if kind == "matched":
         S = eq.spending.sum(axis=1)
         target = jnp.asarray(S / S.sum())
-        xx, its2, hist2 = _newton(_res_matched, _jac_matched, np.concatenate([x, log_w]),
-                                  (log_d, ar, target), tol=tol, max_iter=max_iter,
-                                  what="planner with matched weights")
-        x, log_w = xx[: world.M], xx[world.M:]
+        xx, its2, hist2 = _newton(
+            _res_matched,
+            _jac_matched,
+            np.concatenate([x, log_w]),
+            (log_d, ar, target),
+            tol=tol,
+            max_iter=max_iter,
+            what="planner with matched weights",
+        )
+        x, log_w = xx[: world.M], xx[world.M :]
         its += its2
         hist = hist + hist2
     return x, log_w, its, hist
 
 
 @enable_x64
-def solve_planner(world: World, household: Household, weights="equal", eq: Equilibrium | None = None,
-                  *, income: IncomeProcess | None = None, beta: float | None = None,
-                  tol: float = 1e-13, max_iter: int = 100) -> PlannerSolution:
+def solve_planner(
+    world: World,
+    household: Household,
+    weights="equal",
+    eq: Equilibrium | None = None,
+    *,
+    income: IncomeProcess | None = None,
+    beta: float | None = None,
+    tol: float = 1e-13,
+    max_iter: int = 100,
+) -> PlannerSolution:
     r"""Solve the planner's problem (Proposition 4) for a world.
 
     Parameters
@@ -541,7 +622,9 @@ def solve_planner(world: World, household: Household, weights="equal", eq: Equil
     if not isinstance(world, World):
         raise ParameterError(f"world must be a hatrade.World, got {type(world).__name__}.")
     if not isinstance(household, Household):
-        raise ParameterError(f"household must be a hatrade.Household, got {type(household).__name__}.")
+        raise ParameterError(
+            f"household must be a hatrade.Household, got {type(household).__name__}."
+        )
     if eq is not None:
         check_equilibrium(eq, world)
     inc = income or (eq.income if eq is not None else income_process(household))
@@ -550,14 +633,19 @@ def solve_planner(world: World, household: Household, weights="equal", eq: Equil
     kind, w0 = _initial_weights(weights, world, eq)
     ar = planner_arrays(world, household, inc)
     log_d = jnp.log(ar["d"])
-    x, log_w, its, hist = _solve_unknowns(kind, w0, world, household, eq, ar, log_d,
-                                          tol=tol, max_iter=max_iter)
-    a = {k: np.asarray(v) for k, v in allocation(jnp.asarray(x), jnp.asarray(log_w), log_d, ar).items()}
+    x, log_w, its, hist = _solve_unknowns(
+        kind, w0, world, household, eq, ar, log_d, tol=tol, max_iter=max_iter
+    )
+    a = {
+        k: np.asarray(v)
+        for k, v in allocation(jnp.asarray(x), jnp.asarray(log_w), log_d, ar).items()
+    }
     rel = a["demand"] / a["supply"] - 1.0
     res = float(np.max(np.abs(rel)))
     if not np.isfinite(res) or res > 1e-8:
-        raise PlannerError(f"planner: resource constraints violated after Newton (max relative "
-                           f"error {res:.2e}).")
+        raise PlannerError(
+            f"planner: resource constraints violated after Newton (max relative error {res:.2e})."
+        )
     chi = np.exp(x)
     # numeraire: world spending = decentralized world spending, else mean shadow wage = 1
     if eq is not None:
@@ -566,11 +654,23 @@ def solve_planner(world: World, household: Household, weights="equal", eq: Equil
         kappa = float(np.mean(chi * world.tfp))
     b = beta if beta is not None else (eq.beta if eq is not None else household.beta)
     sol = PlannerSolution(
-        world=world, household=household, income=inc, weights=np.exp(log_w), weights_kind=kind,
-        chi=chi, c=a["c"], pi_z=a["pi_z"], pi=a["pi"], U=a["U"], sigma=np.asarray(ar["sigma"]),
-        kappa=kappa, beta=None if b is None else float(b), resource_error=res, iterations=its,
-        history=hist, seconds=time.perf_counter() - t0)
+        world=world,
+        household=household,
+        income=inc,
+        weights=np.exp(log_w),
+        weights_kind=kind,
+        chi=chi,
+        c=a["c"],
+        pi_z=a["pi_z"],
+        pi=a["pi"],
+        U=a["U"],
+        sigma=np.asarray(ar["sigma"]),
+        kappa=kappa,
+        beta=None if b is None else float(b),
+        resource_error=res,
+        iterations=its,
+        history=hist,
+        seconds=time.perf_counter() - t0,
+    )
     log.info("planner (%s weights): %d Newton iterations, max resource error %.1e", kind, its, res)
     return sol
-
-

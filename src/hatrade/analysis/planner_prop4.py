@@ -55,16 +55,26 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from hatrade.core.x64 import enable_x64
+from hatrade.analysis.planner import (
+    PlannerSolution,
+    allocation,
+    planner_arrays,
+    resource_residual,
+    solve_multipliers,
+)
 from hatrade.core.household import utility
 from hatrade.core.params import ParameterError
-from hatrade.analysis.planner import (PlannerSolution, allocation, planner_arrays,
-                                      resource_residual, solve_multipliers)
+from hatrade.core.x64 import enable_x64
 
-__all__ = ["PlannerWelfareGain", "efficient_elasticities", "aggregate_elasticities",
-           "planner_welfare_gain"]
+__all__ = [
+    "PlannerWelfareGain",
+    "efficient_elasticities",
+    "aggregate_elasticities",
+    "planner_welfare_gain",
+]
 
 # ----------------------------------------------------------------------------- elasticities
+
 
 def _fixed(planner: PlannerSolution):
     ar = planner_arrays(planner.world, planner.household, planner.income)
@@ -126,26 +136,31 @@ def efficient_elasticities(planner: PlannerSolution) -> pd.DataFrame:
     off = i != j
     s = planner.trade_shares
     # the z-by-z derivative: report the mean over z and the largest deviation from theta
-    return pd.DataFrame({
-        "importer": np.asarray(c)[i[off]],
-        "exporter": np.asarray(c)[j[off]],
-        "trade_share": s[off],
-        "theta_prop4": th4[off],
-        "theta_choice_by_z_ad": dz.mean(axis=2)[off],
-        "max_dev_by_z": np.max(np.abs(dz - th4[:, :, None]), axis=2)[off],
-        "theta_choice_ad": th_c[off],
-        "theta_value_ad": th_v[off],
-    })
+    return pd.DataFrame(
+        {
+            "importer": np.asarray(c)[i[off]],
+            "exporter": np.asarray(c)[j[off]],
+            "trade_share": s[off],
+            "theta_prop4": th4[off],
+            "theta_choice_by_z_ad": dz.mean(axis=2)[off],
+            "max_dev_by_z": np.max(np.abs(dz - th4[:, :, None]), axis=2)[off],
+            "theta_choice_ad": th_c[off],
+            "theta_value_ad": th_v[off],
+        }
+    )
 
 
 def aggregate_elasticities(table: pd.DataFrame, columns=None) -> pd.DataFrame:
     """Country aggregates: trade-share-weighted means over partners j != i (importer rows)."""
     columns = columns or [c for c in table.columns if c.startswith("theta")]
     g = table.groupby("importer", sort=False)
-    out = {col: g.apply(lambda t, col=col: float(np.sum(t[col] * t["trade_share"])
-                                                  / np.sum(t["trade_share"])),
-                        include_groups=False)
-           for col in columns}
+    out = {
+        col: g.apply(
+            lambda t, col=col: float(np.sum(t[col] * t["trade_share"]) / np.sum(t["trade_share"])),
+            include_groups=False,
+        )
+        for col in columns
+    }
     return pd.DataFrame(out)
 
 
@@ -182,15 +197,24 @@ class PlannerWelfareGain:
     max_abs_formula_error: float | None = None
 
     def summary(self) -> dict:
-        out = {"change": self.change, "beta": self.beta, "pairs": int(len(self.pairs)),
-               "dW_first_order_utils": self.dW_first_order,
-               "gain_pct_first_order": self.gain_pct_first_order}
+        out = {
+            "change": self.change,
+            "beta": self.beta,
+            "pairs": int(len(self.pairs)),
+            "dW_first_order_utils": self.dW_first_order,
+            "gain_pct_first_order": self.gain_pct_first_order,
+        }
         if self.dW_exact is not None:
-            out.update(dW_exact_utils=self.dW_exact, gain_pct_exact=self.gain_pct_exact,
-                       max_abs_formula_error=self.max_abs_formula_error)
+            out.update(
+                dW_exact_utils=self.dW_exact,
+                gain_pct_exact=self.gain_pct_exact,
+                max_abs_formula_error=self.max_abs_formula_error,
+            )
         if self.by_country is not None:
-            out["by_country"] = {k: {c: float(v) for c, v in row.items()}
-                                 for k, row in self.by_country.to_dict(orient="index").items()}
+            out["by_country"] = {
+                k: {c: float(v) for c, v in row.items()}
+                for k, row in self.by_country.to_dict(orient="index").items()
+            }
         return out
 
 
@@ -204,8 +228,9 @@ def _pair_mask(planner: PlannerSolution, importers, exporters) -> np.ndarray:
         m = np.zeros(len(c), bool)
         for k in x:
             if k not in c:
-                raise ParameterError(f"{what} contains unknown country code {k!r}; allowed: "
-                                     f"{', '.join(c)}.")
+                raise ParameterError(
+                    f"{what} contains unknown country code {k!r}; allowed: {', '.join(c)}."
+                )
             m[c.index(k)] = True
         return m
 
@@ -247,9 +272,15 @@ def _utility_derivative(lc, lw, log_d0, ar):
 
 
 @enable_x64
-def planner_welfare_gain(planner: PlannerSolution, *, change: float = 0.9, importers=None,
-                         exporters=None, beta: float | None = None,
-                         exact: bool = False) -> PlannerWelfareGain:
+def planner_welfare_gain(
+    planner: PlannerSolution,
+    *,
+    change: float = 0.9,
+    importers=None,
+    exporters=None,
+    beta: float | None = None,
+    exact: bool = False,
+) -> PlannerWelfareGain:
     r"""Welfare gain of the efficient allocation from scaling :math:`d_{ij}` by ``change``.
 
     Proposition 4: :math:`dW/d\log d_{ij} = \omega_i\sigma_i\theta_{ij}\pi_{ij}L_i/(1-\beta)`
@@ -274,25 +305,42 @@ def planner_welfare_gain(planner: PlannerSolution, *, change: float = 0.9, impor
     """
     b = beta if beta is not None else planner.beta
     if b is None or not 0 < b < 1:
-        raise ParameterError(f"beta = {b!r}: planner_welfare_gain needs a discount factor in (0, 1); "
-                             "pass beta=... or solve the planner with eq=... .")
+        raise ParameterError(
+            f"beta = {b!r}: planner_welfare_gain needs a discount factor in (0, 1); "
+            "pass beta=... or solve the planner with eq=... ."
+        )
     if not (np.isfinite(change) and change > 0):
-        raise ParameterError(f"change = {change!r} is not allowed: it must be a positive number "
-                             "(d' = change * d).")
+        raise ParameterError(
+            f"change = {change!r} is not allowed: it must be a positive number (d' = change * d)."
+        )
     mask = _pair_mask(planner, importers, exporters)
     L, w = planner.world.labor, planner.weights
     th = planner.theta
     dW = w[:, None] * planner.sigma[:, None] * th * planner.pi * L[:, None] / (1.0 - b)
-    dW_lambda = float(np.sum(w * L * np.sum(planner.pi * planner.c ** (1.0 - planner.household.gamma),
-                                            axis=1)) / (1.0 - b))
+    dW_lambda = float(
+        np.sum(w * L * np.sum(planner.pi * planner.c ** (1.0 - planner.household.gamma), axis=1))
+        / (1.0 - b)
+    )
     dlog = float(np.log(change))
     dW1 = float(np.sum(dW[mask]) * dlog)
     c = np.asarray(planner.countries)
     ii, jj = np.nonzero(mask)
-    pairs = pd.DataFrame({"importer": c[ii], "exporter": c[jj], "theta_prop4": th[ii, jj],
-                          "choice_share": planner.pi[ii, jj], "dW_dlogd_prop4": dW[ii, jj]})
-    out = dict(pairs=pairs, change=float(change), beta=float(b), dW_first_order=dW1,
-               gain_pct_first_order=100.0 * dW1 / dW_lambda)
+    pairs = pd.DataFrame(
+        {
+            "importer": c[ii],
+            "exporter": c[jj],
+            "theta_prop4": th[ii, jj],
+            "choice_share": planner.pi[ii, jj],
+            "dW_dlogd_prop4": dW[ii, jj],
+        }
+    )
+    out = dict(
+        pairs=pairs,
+        change=float(change),
+        beta=float(b),
+        dW_first_order=dW1,
+        gain_pct_first_order=100.0 * dW1 / dW_lambda,
+    )
     if exact:
         out.update(_exact_gain(planner, mask, dlog, b, dW, pairs))
     return PlannerWelfareGain(**out)
@@ -311,8 +359,15 @@ def _exact_gain(planner: PlannerSolution, mask, dlog, b, dW, pairs) -> dict:
     out["max_abs_formula_error"] = float(np.max(np.abs(dW_ad[mask] - dW[mask])))
     # re-solve at the new trade costs (weights fixed; no floor at 1, as in docs/model.md 5)
     log_d_new = jnp.log(ar["d"]) + jnp.asarray(mask * dlog)
-    x_new, _, _ = solve_multipliers(np.log(planner.chi), lw, log_d_new, ar, tol=1e-13,
-                                    max_iter=100, what="planner at the new trade costs")
+    x_new, _, _ = solve_multipliers(
+        np.log(planner.chi),
+        lw,
+        log_d_new,
+        ar,
+        tol=1e-13,
+        max_iter=100,
+        what="planner at the new trade costs",
+    )
     U_new = np.asarray(allocation(jnp.asarray(x_new), lw, log_d_new, ar)["U"])
     dWx = float(np.sum(w * L * (U_new - planner.U)) / (1.0 - b))
     out["dW_exact"] = dWx
@@ -327,9 +382,12 @@ def _exact_gain(planner: PlannerSolution, mask, dlog, b, dW, pairs) -> dict:
     out["gain_pct_exact"] = float(100.0 * (lam - 1.0))
     Ulam = np.sum(planner.pi * planner.c ** (1.0 - g), axis=1)  # dU_i/dlog lambda
     dUsel = np.einsum("iab,ab->i", dU, mask.astype(float)) * dlog
-    out["by_country"] = pd.DataFrame({
-        "gain_pct_first_order_ad": 100.0 * dUsel / Ulam,
-        "gain_pct_exact": pct_i,
-        "utility_change": U_new - planner.U,
-    }, index=pd.Index(list(planner.countries), name="country"))
+    out["by_country"] = pd.DataFrame(
+        {
+            "gain_pct_first_order_ad": 100.0 * dUsel / Ulam,
+            "gain_pct_exact": pct_i,
+            "utility_change": U_new - planner.U,
+        },
+        index=pd.Index(list(planner.countries), name="country"),
+    )
     return out

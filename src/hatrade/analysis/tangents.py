@@ -46,8 +46,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hatrade.core.household import (HHParams, HHState, logit, egm_step, locate, marginal_utility,
-                                    policies, solve_fixed_point)
+from hatrade.core.household import (
+    HHParams,
+    HHState,
+    egm_step,
+    locate,
+    logit,
+    marginal_utility,
+    policies,
+    solve_fixed_point,
+)
 
 __all__ = ["income_factors", "tangents_jvp", "tangents_direct"]
 
@@ -60,6 +68,7 @@ def income_factors(Pz: np.ndarray, rtol: float = 1e-12):
 
 
 # ----------------------------------------------------------------------------- tangents
+
 
 def _pol_arrays(pol):
     return pol.c, pol.a_p, pol.pi
@@ -75,6 +84,7 @@ def tangents_jvp(prm, x, dps, tol, max_iter, tangent_tol):
     primal : (c, a_p, pi), each (Na, Nz, M), at the converged state ``x``.
     tangents : (dc, da, dpi), each (P, Na, Nz, M).
     """
+
     def out(p):
         pr = prm._replace(p=p)
         xx, _ = solve_fixed_point(pr, x, tol, max_iter, tangent_tol)
@@ -163,14 +173,16 @@ def _direct_assemble(prm, Af, Bf, c1, v1, a1, dXc, dXv):
     colr = jnp.mod(kk, 4)
     gc = jnp.stack([jnp.take_along_axis(dXc[t], colr, axis=0) for t in range(2)]) * valid
     gv = jnp.stack([jnp.take_along_axis(dXv[t], colr, axis=0) for t in range(2)]) * valid
-    val = (Hc[:, None, None] * gc[None] + Hv[:, None, None] * gv[None])  # (2, 2, 4, Na, Nz, M)
+    val = Hc[:, None, None] * gc[None] + Hv[:, None, None] * gv[None]  # (2, 2, 4, Na, Nz, M)
     shape = val.shape
-    idx = [jnp.broadcast_to(jnp.arange(2).reshape(2, 1, 1, 1, 1, 1), shape),
-           jnp.broadcast_to(jnp.arange(2).reshape(1, 2, 1, 1, 1, 1), shape),
-           jnp.broadcast_to(jnp.arange(Na).reshape(1, 1, 1, Na, 1, 1), shape),
-           jnp.broadcast_to(jnp.arange(Nz).reshape(1, 1, 1, 1, Nz, 1), shape),
-           jnp.broadcast_to(kk[None, None] + 1, shape)]
-    C = jnp.zeros((2, 2, Na, Nz, Na + 4), dtype=c1.dtype).at[tuple(idx)].add(val)[..., 1:Na + 1]
+    idx = [
+        jnp.broadcast_to(jnp.arange(2).reshape(2, 1, 1, 1, 1, 1), shape),
+        jnp.broadcast_to(jnp.arange(2).reshape(1, 2, 1, 1, 1, 1), shape),
+        jnp.broadcast_to(jnp.arange(Na).reshape(1, 1, 1, Na, 1, 1), shape),
+        jnp.broadcast_to(jnp.arange(Nz).reshape(1, 1, 1, 1, Nz, 1), shape),
+        jnp.broadcast_to(kk[None, None] + 1, shape),
+    ]
+    C = jnp.zeros((2, 2, Na, Nz, Na + 4), dtype=c1.dtype).at[tuple(idx)].add(val)[..., 1 : Na + 1]
     MixA = jnp.stack([red.bR * Af, Af])  # (2, Nz, r)
     K = jnp.einsum("Tzq,Ttazk,rz->Taqtkr", MixA, C, Bf).reshape(n, n)
     return jax.scipy.linalg.lu_factor(jnp.eye(n, dtype=K.dtype) - K)
@@ -224,12 +236,24 @@ def tangents_direct(prm, x, dps, Af, Bf, lin_tol, max_refine):
     # later batches (refinement) are padded to the same size so that one compilation serves
     B = 8 + P
     kgrid = jnp.arange(Na)
-    pats = jnp.stack([jnp.broadcast_to(((kgrid % 4) == col).astype(E0.dtype)[:, None], (Na, Nz))
-                      for col in range(4)])
+    pats = jnp.stack(
+        [
+            jnp.broadcast_to(((kgrid % 4) == col).astype(E0.dtype)[:, None], (Na, Nz))
+            for col in range(4)
+        ]
+    )
     z4, zP = jnp.zeros_like(pats), jnp.zeros((P, Na, Nz), E0.dtype)
     zB = jnp.zeros((B, M), dps.dtype)
-    T = _step_tangents(prm, Af, Bf, E0, W0, jnp.concatenate([pats, z4, zP]),
-                       jnp.concatenate([z4, pats, zP]), zB.at[8:].set(dps))
+    T = _step_tangents(
+        prm,
+        Af,
+        Bf,
+        E0,
+        W0,
+        jnp.concatenate([pats, z4, zP]),
+        jnp.concatenate([z4, pats, zP]),
+        zB.at[8:].set(dps),
+    )
     dXc = T[0][:8].reshape(2, 4, Na, Nz, M)
     dXv = T[1][:8].reshape(2, 4, Na, Nz, M)
     Tp = tuple(a[8:] for a in T)
@@ -242,8 +266,9 @@ def tangents_direct(prm, x, dps, Af, Bf, lin_tol, max_refine):
     while True:
         de = _lu_step(lu, de, res)
         dEe, dWe = _expand_batch(Af, Bf, de)
-        Te = _step_tangents(prm, Af, Bf, E0, W0, jnp.concatenate([dEe, pad]),
-                            jnp.concatenate([dWe, pad]), zB)
+        Te = _step_tangents(
+            prm, Af, Bf, E0, W0, jnp.concatenate([dEe, pad]), jnp.concatenate([dWe, pad]), zB
+        )
         Te = tuple(a[:P] for a in Te)
         res = _direct_residual(prm, Af, Bf, c1, v1, b, de, Te[0], Te[1])
         rel = float(jnp.max(jnp.abs(res))) / scale

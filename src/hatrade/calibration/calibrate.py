@@ -56,22 +56,43 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from hatrade.analysis.groups import INCOME_GROUPS, income_fractions
+from hatrade.calibration.moments import (
+    GravitySetup,
+    data_moments,
+    ek_setup,
+    model_moments,
+    world_from_params,
+)
+from hatrade.core.errors import EquilibriumError
+from hatrade.core.income import income_process
+from hatrade.core.jacobian import (
+    BlockJacobian,
+    block_jacobian,
+    direction_rows,
+    household_block,
+    psi_slope_direction,
+)
+from hatrade.core.markets import Layout, model_arrays
+from hatrade.core.params import Household, ParameterError
 from hatrade.core.x64 import enable_x64
 from hatrade.io.atomic import write_json
-from hatrade.analysis.groups import INCOME_GROUPS, income_fractions
-from hatrade.core.income import income_process
-from hatrade.core.jacobian import (BlockJacobian, block_jacobian, direction_rows, household_block,
-                       psi_slope_direction)
-from hatrade.core.params import Household, ParameterError
-from hatrade.core.errors import EquilibriumError
-from hatrade.core.markets import Layout, model_arrays
 from hatrade.solve.equilibrium import Equilibrium, solve_equilibrium
-from hatrade.calibration.moments import (GravitySetup, data_moments, ek_setup, model_moments,
-                                          world_from_params)
 
-__all__ = ["GravitySetup", "ek_setup", "CalibrationError", "CalibrationResult", "calibrate",
-           "model_moments", "block_jacobian", "block_jacobian_psi", "home_share_gaps",
-           "income_group_fractions", "PsiBlock", "GAP_GROUPS"]
+__all__ = [
+    "GravitySetup",
+    "ek_setup",
+    "CalibrationError",
+    "CalibrationResult",
+    "calibrate",
+    "model_moments",
+    "block_jacobian",
+    "block_jacobian_psi",
+    "home_share_gaps",
+    "income_group_fractions",
+    "PsiBlock",
+    "GAP_GROUPS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +103,16 @@ class CalibrationError(RuntimeError):
 
 # ----------------------------------------------------------------------------- block Jacobian
 
-def _composite_jacobian(eq: Equilibrium, bj: BlockJacobian, setup: GravitySetup, theta0,
-                        layout: Layout, psi: "PsiBlock | None" = None,
-                        gap_country: int | None = None):
+
+def _composite_jacobian(
+    eq: Equilibrium,
+    bj: BlockJacobian,
+    setup: GravitySetup,
+    theta0,
+    layout: Layout,
+    psi: "PsiBlock | None" = None,
+    gap_country: int | None = None,
+):
     """Jacobians of (excess demands, moments) w.r.t. (u, theta) at the solved point.
 
     With ``psi`` (:func:`block_jacobian_psi`), ``theta0`` has psi_slope appended and the
@@ -112,10 +140,22 @@ def _composite_jacobian(eq: Equilibrium, bj: BlockJacobian, setup: GravitySetup,
         w, R, _, beta = layout.prices(u)
         dlp, dw, dA_ = lp - lp0, lw - lw0, lA - lA0
         dR, db = R[0] - R0, beta - beta0
-        Mij = (M0 + jnp.einsum("ijk,ik->ij", bj.p, dlp) + bj.w * dw[:, None]
-               + bj.A * dA_[:, None] + bj.R * dR + bj.beta * db)
-        Ai = A0 + jnp.einsum("ik,ik->i", bj.Ap, dlp) + bj.Aw * dw + bj.AA * dA_ + bj.AR * dR \
+        Mij = (
+            M0
+            + jnp.einsum("ijk,ik->ij", bj.p, dlp)
+            + bj.w * dw[:, None]
+            + bj.A * dA_[:, None]
+            + bj.R * dR
+            + bj.beta * db
+        )
+        Ai = (
+            A0
+            + jnp.einsum("ik,ik->i", bj.Ap, dlp)
+            + bj.Aw * dw
+            + bj.AA * dA_
+            + bj.AR * dR
             + bj.Abeta * db
+        )
         if psi is not None:
             dpsi = theta[K] - theta0[K]
             Mij = Mij + psi.M * dpsi
@@ -127,8 +167,15 @@ def _composite_jacobian(eq: Equilibrium, bj: BlockJacobian, setup: GravitySetup,
         m = setup.moments_from_spending(Mij)
         if psi is not None:
             c = gap_country
-            gap = (psi.gap[c] + psi.gp[c] @ dlp[c] + psi.gw[c] * dw[c] + psi.gA[c] * dA_[c]
-                   + psi.gR[c] * dR + psi.gbeta[c] * db + psi.gpsi[c] * dpsi)
+            gap = (
+                psi.gap[c]
+                + psi.gp[c] @ dlp[c]
+                + psi.gw[c] * dw[c]
+                + psi.gA[c] * dA_[c]
+                + psi.gR[c] * dR
+                + psi.gbeta[c] * db
+                + psi.gpsi[c] * dpsi
+            )
             m = jnp.concatenate([m, gap[None]])
         return ed, m
 
@@ -156,8 +203,12 @@ def income_group_fractions(inc, lo: float, hi: float) -> np.ndarray:
 
 
 def _gap_fractions(inc) -> np.ndarray:
-    return np.stack([income_group_fractions(inc, *GAP_GROUPS["top"]),
-                     income_group_fractions(inc, *GAP_GROUPS["bottom"])])
+    return np.stack(
+        [
+            income_group_fractions(inc, *GAP_GROUPS["top"]),
+            income_group_fractions(inc, *GAP_GROUPS["bottom"]),
+        ]
+    )
 
 
 def _home_share_gap(pi, c, p, lam, home, fr):
@@ -174,7 +225,8 @@ def _home_share_gap(pi, c, p, lam, home, fr):
 def _gaps(pol, p, lam, fr):
     M = p.shape[0]
     return jax.vmap(_home_share_gap, in_axes=(0, 0, 0, 0, 0, None))(
-        pol.pi, pol.c, p, lam, jnp.arange(M), fr)
+        pol.pi, pol.c, p, lam, jnp.arange(M), fr
+    )
 
 
 @enable_x64
@@ -189,8 +241,7 @@ def home_share_gaps(eq: Equilibrium) -> pd.Series:
     """
     fr = jnp.asarray(_gap_fractions(eq.income))
     pol = eq.policies
-    g = _gaps(type(pol)(*[jnp.asarray(a) for a in pol]), jnp.asarray(eq.p), jnp.asarray(eq.lam),
-              fr)
+    g = _gaps(type(pol)(*[jnp.asarray(a) for a in pol]), jnp.asarray(eq.p), jnp.asarray(eq.lam), fr)
     return pd.Series(np.asarray(g), index=list(eq.countries), name="home_share_gap")
 
 
@@ -221,8 +272,9 @@ def _gaps_output(pol, prm, lam, fr):
 
 
 @enable_x64
-def block_jacobian_psi(eq: Equilibrium, tangents=None, tol: float = 1e-10,
-                       tangent_tol: float = 1e-9) -> tuple[BlockJacobian, PsiBlock]:
+def block_jacobian_psi(
+    eq: Equilibrium, tangents=None, tol: float = 1e-10, tangent_tol: float = 1e-9
+) -> tuple[BlockJacobian, PsiBlock]:
     r"""The household-block Jacobian (:func:`block_jacobian`) with one more direction,
     psi_slope, and the home-share gaps of every country as outputs (M + 5 directions).
 
@@ -239,20 +291,39 @@ def block_jacobian_psi(eq: Equilibrium, tangents=None, tol: float = 1e-10,
     arrs = model_arrays(eq.world, eq.household, eq.income)
     M = eq.world.M
     rows = direction_rows(M, ("p", "w", "A", "R", "beta", "psi"))
-    blk = household_block(arrs, eq.prices.w, eq.prices.R, eq.prices.T, eq.prices.beta,
-                          eq.state, rows, tangents=tangents, tol=tol, tangent_tol=tangent_tol,
-                          psi_unit=psi_slope_direction(eq.world, eq.household, eq.income),
-                          output=_gaps_output,
-                          output_args=(jnp.asarray(_gap_fractions(eq.income)),))
+    blk = household_block(
+        arrs,
+        eq.prices.w,
+        eq.prices.R,
+        eq.prices.T,
+        eq.prices.beta,
+        eq.state,
+        rows,
+        tangents=tangents,
+        tol=tol,
+        tangent_tol=tangent_tol,
+        psi_unit=psi_slope_direction(eq.world, eq.household, eq.income),
+        output=_gaps_output,
+        output_args=(jnp.asarray(_gap_fractions(eq.income)),),
+    )
     ip, k = blk.p_rows(), {n: blk.index(n) for n in ("w", "A", "R", "beta", "psi")}
     dg = blk.doutput  # (M+5, M): d gap_i along each direction
-    pb = PsiBlock(M=blk.dM[k["psi"]], A=blk.dA[k["psi"]], gap=home_share_gaps(eq).to_numpy(),
-                  gp=dg[ip].T, gw=dg[k["w"]], gA=dg[k["A"]], gR=dg[k["R"]],
-                  gbeta=dg[k["beta"]], gpsi=dg[k["psi"]])
+    pb = PsiBlock(
+        M=blk.dM[k["psi"]],
+        A=blk.dA[k["psi"]],
+        gap=home_share_gaps(eq).to_numpy(),
+        gp=dg[ip].T,
+        gw=dg[k["w"]],
+        gA=dg[k["A"]],
+        gR=dg[k["R"]],
+        gbeta=dg[k["beta"]],
+        gpsi=dg[k["psi"]],
+    )
     return BlockJacobian.from_block(blk), pb
 
 
 # ----------------------------------------------------------------------------- driver
+
 
 @dataclass
 class CalibrationResult:
@@ -286,16 +357,36 @@ class CalibrationResult:
         names = [f"S_{x}" for x in c] + [f"theta_m_{x}" for x in c] + list(setup.names)
         if len(self.targets) == len(names) + 1:
             names.append(f"home_share_gap_{self.gap_country}")
-        return pd.DataFrame({"moment": names, "target": self.targets, "model": self.moments,
-                             "difference": self.moments - self.targets})
+        return pd.DataFrame(
+            {
+                "moment": names,
+                "target": self.targets,
+                "model": self.moments,
+                "difference": self.moments - self.targets,
+            }
+        )
 
 
 @enable_x64
-def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None,
-              targets=None, labor=None, R: float = 1.01, wages=None, beta_guess: float = 0.93,
-              tol: float = 1e-8, max_iter: int = 15, checkpoint: str | Path | None = None,
-              resume: bool = False, progress=None, home_share_gap: float | None = None,
-              gap_country: str | None = None, state=None) -> CalibrationResult:
+def calibrate(
+    theta0,
+    household: Household,
+    *,
+    setup: GravitySetup | None = None,
+    targets=None,
+    labor=None,
+    R: float = 1.01,
+    wages=None,
+    beta_guess: float = 0.93,
+    tol: float = 1e-8,
+    max_iter: int = 15,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress=None,
+    home_share_gap: float | None = None,
+    gap_country: str | None = None,
+    state=None,
+) -> CalibrationResult:
     r"""Solve for the parameters whose model-generated gravity moments equal the targets.
 
     Parameters
@@ -352,23 +443,40 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
     """
     t0 = time.perf_counter()
     setup = setup or ek_setup()
-    theta, targets, gi, gap_country = _check_inputs(theta0, targets, setup, household,
-                                                    home_share_gap, gap_country)
+    theta, targets, gi, gap_country = _check_inputs(
+        theta0, targets, setup, household, home_share_gap, gap_country
+    )
     with_psi = home_share_gap is not None
     if labor is None:
         from hatrade.data import load_labor
+
         labor = load_labor().to_numpy()
     hh = household.replace(beta=None)
     ckpt = Path(checkpoint) if checkpoint else None
     history: list = []
     if resume and ckpt and ckpt.exists():
         theta, wages, beta_guess, history = _resume(ckpt, with_psi)
-    pb = _Problem(setup=setup, targets=targets, hh=hh, inc=income_process(hh), labor=labor,
-                  R=R, with_psi=with_psi, gi=gi, gap_country=gap_country, ckpt=ckpt,
-                  layout=Layout(M=setup.M, financial="globalization", solve_for="beta",
-                                tariffs=False, R_fixed=float(R), beta_fixed=None))
-    st = _Iterate(theta=theta, wages=wages, beta_guess=beta_guess, state=state,
-                  history=history)
+    pb = _Problem(
+        setup=setup,
+        targets=targets,
+        hh=hh,
+        inc=income_process(hh),
+        labor=labor,
+        R=R,
+        with_psi=with_psi,
+        gi=gi,
+        gap_country=gap_country,
+        ckpt=ckpt,
+        layout=Layout(
+            M=setup.M,
+            financial="globalization",
+            solve_for="beta",
+            tariffs=False,
+            R_fixed=float(R),
+            beta_fixed=None,
+        ),
+    )
+    st = _Iterate(theta=theta, wages=wages, beta_guess=beta_guess, state=state, history=history)
     it0 = len(history)
     for it in range(it0, it0 + max_iter + 1):
         eq = _solve_at(pb, st)
@@ -386,52 +494,70 @@ def calibrate(theta0, household: Household, *, setup: GravitySetup | None = None
             continue
         pb.save(st)
         if res < tol:
-            return CalibrationResult(params=st.theta[:pb.K], equilibrium=eq, moments=m,
-                                     targets=targets, converged=True, iterations=it - it0,
-                                     residual=res, equilibrium_solves=st.n_eq,
-                                     household_solves=st.n_hh, block_jacobians=st.n_block,
-                                     history=st.history, seconds=time.perf_counter() - t0,
-                                     psi_slope=float(st.theta[pb.K]) if with_psi else None,
-                                     gap_country=gap_country if with_psi else None)
+            return CalibrationResult(
+                params=st.theta[: pb.K],
+                equilibrium=eq,
+                moments=m,
+                targets=targets,
+                converged=True,
+                iterations=it - it0,
+                residual=res,
+                equilibrium_solves=st.n_eq,
+                household_solves=st.n_hh,
+                block_jacobians=st.n_block,
+                history=st.history,
+                seconds=time.perf_counter() - t0,
+                psi_slope=float(st.theta[pb.K]) if with_psi else None,
+                gap_country=gap_country if with_psi else None,
+            )
         if it == it0 + max_iter:
             break
         _newton_step(pb, st, eq, F)
     raise _stalled(pb, st, tol, it0)
 
 
-def _check_inputs(theta0, targets, setup: GravitySetup, household: Household,
-                  home_share_gap, gap_country):
+def _check_inputs(
+    theta0, targets, setup: GravitySetup, household: Household, home_share_gap, gap_country
+):
     """Checked starting parameters and targets (psi_slope and the gap appended when
     ``home_share_gap`` is given), the index of the gap country (or None) and its code."""
     K = setup.n_params
     theta = np.asarray(theta0, float).copy()
     if theta.shape != (K,):
-        raise ParameterError(f"parameter vector has {theta.size} entries; this setup needs "
-                             f"{K} (2*(M-1) log TFP and theta_m, then "
-                             f"{len(setup.names)} coefficients {list(setup.names)}).")
+        raise ParameterError(
+            f"parameter vector has {theta.size} entries; this setup needs "
+            f"{K} (2*(M-1) log TFP and theta_m, then "
+            f"{len(setup.names)} coefficients {list(setup.names)})."
+        )
     targets = data_moments() if targets is None else np.asarray(targets, float)
     if targets.shape != (K,):
         raise ParameterError(f"targets have {targets.size} entries; expected {K}.")
     if home_share_gap is None:
         if gap_country is not None:
-            raise ParameterError("gap_country is given without home_share_gap: give the target "
-                                 "home_share_gap to calibrate psi_slope.")
+            raise ParameterError(
+                "gap_country is given without home_share_gap: give the target "
+                "home_share_gap to calibrate psi_slope."
+            )
         return theta, targets, None, None
     try:
         gap_target = float(home_share_gap)
     except (TypeError, ValueError):
-        raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
-                             "be a number in (-1, 1).") from None
+        raise ParameterError(
+            f"home_share_gap = {home_share_gap!r} is not allowed: it must be a number in (-1, 1)."
+        ) from None
     if not (np.isfinite(gap_target) and -1.0 < gap_target < 1.0):
-        raise ParameterError(f"home_share_gap = {home_share_gap!r} is not allowed: it must "
-                             "be a number in (-1, 1) (a difference of two shares).")
+        raise ParameterError(
+            f"home_share_gap = {home_share_gap!r} is not allowed: it must "
+            "be a number in (-1, 1) (a difference of two shares)."
+        )
     gap_country = "USA" if gap_country is None else gap_country
     if gap_country not in setup.countries:
-        raise ParameterError(f"gap_country = {gap_country!r} is not allowed: use one of "
-                             f"{', '.join(setup.countries)}.")
+        raise ParameterError(
+            f"gap_country = {gap_country!r} is not allowed: use one of "
+            f"{', '.join(setup.countries)}."
+        )
     gi = setup.countries.index(gap_country)
-    return (np.append(theta, household.psi_slope), np.append(targets, gap_target), gi,
-            gap_country)
+    return (np.append(theta, household.psi_slope), np.append(targets, gap_target), gi, gap_country)
 
 
 def _resume(ckpt: Path, with_psi: bool):
@@ -440,15 +566,20 @@ def _resume(ckpt: Path, with_psi: bool):
     if with_psi != ("psi_slope" in saved["best"]):
         raise ParameterError(
             f"checkpoint {ckpt} is from a calibration {'without' if with_psi else 'with'} "
-            "psi_slope (home_share_gap); resume it the same way or use a new checkpoint.")
+            "psi_slope (home_share_gap); resume it the same way or use a new checkpoint."
+        )
     theta = np.asarray(saved["best"]["params"], float)
     if with_psi:
         theta = np.append(theta, float(saved["best"]["psi_slope"]))
     wages = np.asarray(saved["best"]["wages"], float)
     beta_guess = float(saved["best"]["beta"])
     history = saved.get("history", [])
-    log.info("calibration: resuming from %s (iteration %d, residual %.3e)", ckpt,
-             len(history), saved["best"]["residual"])
+    log.info(
+        "calibration: resuming from %s (iteration %d, residual %.3e)",
+        ckpt,
+        len(history),
+        saved["best"]["residual"],
+    )
     return theta, wages, beta_guess, history
 
 
@@ -481,8 +612,10 @@ class _Problem:
 
     def save(self, st: "_Iterate") -> None:
         if self.ckpt:
-            write_json(self.ckpt, {"best": st.best, "history": st.history,
-                                   "targets": self.targets.tolist()})
+            write_json(
+                self.ckpt,
+                {"best": st.best, "history": st.history, "targets": self.targets.tolist()},
+            )
 
 
 @dataclass(eq=False)
@@ -512,8 +645,12 @@ class _Iterate:
 
     def keep_best(self, pb: _Problem, eq: Equilibrium, m: np.ndarray, res: float) -> None:
         K = pb.K
-        self.best = {"params": self.theta[:K].tolist(), "wages": eq.prices.w.tolist(),
-                     "beta": eq.beta, "residual": res}
+        self.best = {
+            "params": self.theta[:K].tolist(),
+            "wages": eq.prices.w.tolist(),
+            "beta": eq.beta,
+            "residual": res,
+        }
         if pb.with_psi:
             self.best["psi_slope"] = float(self.theta[K])
         self.best_eq, self.best_m = eq, m
@@ -522,12 +659,20 @@ class _Iterate:
 def _solve_at(pb: _Problem, st: _Iterate) -> Equilibrium | None:
     """The equilibrium at the current parameters (warm-started); None when it fails after
     a step, which is then halved (a failure at the start is raised)."""
-    world = world_from_params(st.theta[:pb.K], pb.setup, pb.labor)
+    world = world_from_params(st.theta[: pb.K], pb.setup, pb.labor)
     try:
-        eq = solve_equilibrium(world, pb.household_at(st.theta), solve_for="beta", R=pb.R,
-                               wages=st.wages, beta_guess=st.beta_guess, income=pb.inc,
-                               state=st.state, jacobian=st.J_u,
-                               method="newton" if st.J_u is None else "broyden")
+        eq = solve_equilibrium(
+            world,
+            pb.household_at(st.theta),
+            solve_for="beta",
+            R=pb.R,
+            wages=st.wages,
+            beta_guess=st.beta_guess,
+            income=pb.inc,
+            state=st.state,
+            jacobian=st.J_u,
+            method="newton" if st.J_u is None else "broyden",
+        )
     except EquilibriumError as err:
         if st.best is None or st.step_theta is None:
             raise
@@ -545,14 +690,24 @@ def _record(pb: _Problem, st: _Iterate, it: int, eq: Equilibrium, t0: float, pro
     m = pb.moments_at(eq)
     F = m - pb.targets
     res = float(np.max(np.abs(F)))
-    rec = {"iteration": it, "residual": res, "beta": eq.beta,
-           "household_solves": eq.household_solves, "seconds": time.perf_counter() - t0,
-           "worst_moment": int(np.argmax(np.abs(F)))}
+    rec = {
+        "iteration": it,
+        "residual": res,
+        "beta": eq.beta,
+        "household_solves": eq.household_solves,
+        "seconds": time.perf_counter() - t0,
+        "worst_moment": int(np.argmax(np.abs(F))),
+    }
     if pb.with_psi:
         rec["psi_slope"] = float(st.theta[pb.K])
     st.history.append(rec)
-    log.info("calibration: iteration %d, max |moment - target| %.3e, beta %.8f%s", it, res,
-             eq.beta, f", psi_slope {st.theta[pb.K]:.8f}" if pb.with_psi else "")
+    log.info(
+        "calibration: iteration %d, max |moment - target| %.3e, beta %.8f%s",
+        it,
+        res,
+        eq.beta,
+        f", psi_slope {st.theta[pb.K]:.8f}" if pb.with_psi else "",
+    )
     if progress:
         progress(it, res)
     return m, F, res
@@ -587,14 +742,28 @@ def _stalled(pb: _Problem, st: _Iterate, tol: float, it0: int) -> CalibrationErr
     """The error of a run that stopped short of ``tol``, naming the moments furthest off."""
     best_m, targets = st.best_m, pb.targets
     worst = np.argsort(-np.abs(best_m - targets))[:5]
-    names = CalibrationResult(st.best["params"], st.best_eq, best_m, targets, False, 0, 0, 0,
-                              0, 0, gap_country=pb.gap_country if pb.with_psi else None
-                              ).moment_table(pb.setup)["moment"].to_numpy()
-    off = ", ".join(f"{names[k]} (model {best_m[k]:.5f} vs target {targets[k]:.5f})"
-                    for k in worst)
+    names = (
+        CalibrationResult(
+            st.best["params"],
+            st.best_eq,
+            best_m,
+            targets,
+            False,
+            0,
+            0,
+            0,
+            0,
+            0,
+            gap_country=pb.gap_country if pb.with_psi else None,
+        )
+        .moment_table(pb.setup)["moment"]
+        .to_numpy()
+    )
+    off = ", ".join(f"{names[k]} (model {best_m[k]:.5f} vs target {targets[k]:.5f})" for k in worst)
     ckpt = pb.ckpt
     return CalibrationError(
         f"calibration stopped without reaching tol {tol:.1e}: best max |moment - target| "
         f"{st.best['residual']:.3e} after {len(st.history) - it0} iterations. Moments furthest "
         f"off: {off}. The best point is saved{' in ' + str(ckpt) if ckpt else ''}; try "
-        "resuming, a start closer to the published calibration, or a looser tol.")
+        "resuming, a start closer to the published calibration, or a looser tol."
+    )

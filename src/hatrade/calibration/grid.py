@@ -48,8 +48,20 @@ GRID_PARAMS = ("gamma", "sigma_eps", "psi_slope", "phi", "a_max")
 _STATUS_OK, _STATUS_FAILED = "ok", "failed"
 
 #: Columns of a point's row kept when it is resumed.
-_ROW_KEYS = ("name", "status", "converged", "iterations", "residual", "beta", "psi_slope",
-             "equilibrium_solves", "seconds", "error", "fingerprint", "code_revision")
+_ROW_KEYS = (
+    "name",
+    "status",
+    "converged",
+    "iterations",
+    "residual",
+    "beta",
+    "psi_slope",
+    "equilibrium_solves",
+    "seconds",
+    "error",
+    "fingerprint",
+    "code_revision",
+)
 
 
 def parse_grid(specs) -> dict[str, list[float]]:
@@ -69,15 +81,18 @@ def parse_grid(specs) -> dict[str, list[float]]:
         parsed = []
         for s in specs:
             if not isinstance(s, str) or s.count("=") != 1:
-                raise ParameterError(f"grid {s!r} is malformed: write NAME=V1,V2,... (e.g. "
-                                     "sigma_eps=0.30,0.33,0.36).")
+                raise ParameterError(
+                    f"grid {s!r} is malformed: write NAME=V1,V2,... (e.g. "
+                    "sigma_eps=0.30,0.33,0.36)."
+                )
             name, vals = (a.strip() for a in s.split("="))
             parsed.append((name, [v.strip() for v in vals.split(",")]))
         items = parsed
     for name, vals in items:
         if name not in GRID_PARAMS:
-            raise ParameterError(f"grid parameter {name!r} is not allowed: use one of "
-                                 f"{', '.join(GRID_PARAMS)}.")
+            raise ParameterError(
+                f"grid parameter {name!r} is not allowed: use one of {', '.join(GRID_PARAMS)}."
+            )
         if name in out:
             raise ParameterError(f"grid parameter {name!r} is given twice.")
         if isinstance(vals, (int, float)):
@@ -89,8 +104,9 @@ def parse_grid(specs) -> dict[str, list[float]]:
                     raise ValueError
                 f = float(v)
             except (TypeError, ValueError):
-                raise ParameterError(f"grid {name}: {v!r} is not a number (write "
-                                     f"{name}=V1,V2,...).") from None
+                raise ParameterError(
+                    f"grid {name}: {v!r} is not a number (write {name}=V1,V2,...)."
+                ) from None
             if not math.isfinite(f):
                 raise ParameterError(f"grid {name}: {v!r} is not a finite number.")
             values.append(f)
@@ -125,8 +141,10 @@ def grid_points(grid, household: Household) -> list[tuple[str, Household]]:
             if p in MICRO_PARAMS:
                 lo, hi = MICRO_PARAMS[p]
                 if not lo < v < hi:
-                    raise ParameterError(f"grid point {name}: {p} = {v!r} is out of range: {p} "
-                                         f"must be in ({lo}, {hi}).")
+                    raise ParameterError(
+                        f"grid point {name}: {p} = {v!r} is out of range: {p} "
+                        f"must be in ({lo}, {hi})."
+                    )
         pts.append((name, hh))
     return pts
 
@@ -136,26 +154,53 @@ def _grid_point(task: dict, out_dir: str) -> dict:
     t0 = time.perf_counter()
     folder = Path(out_dir) / "points" / task["name"]
     hh = Household(**task["household"])
-    row = {"name": task["name"], "fingerprint": task["fingerprint"],
-           "code_revision": task["code_revision"], **task["point"]}
+    row = {
+        "name": task["name"],
+        "fingerprint": task["fingerprint"],
+        "code_revision": task["code_revision"],
+        **task["point"],
+    }
     res = None
     try:
-        res = calibrate(np.asarray(task["theta0"]), hh, setup=task["setup"],
-                        targets=None if task["targets"] is None else np.asarray(task["targets"]),
-                        labor=None if task["labor"] is None else np.asarray(task["labor"]),
-                        wages=None if task["wages"] is None else np.asarray(task["wages"]),
-                        **task["calibrate"])
-        row.update(status=_STATUS_OK, converged=res.converged, iterations=res.iterations,
-                   residual=res.residual, beta=res.equilibrium.beta,
-                   psi_slope=res.household.psi_slope, equilibrium_solves=res.equilibrium_solves,
-                   seconds=time.perf_counter() - t0)
-        detail = {**row, "params": res.params, "wages": res.equilibrium.prices.w,
-                  "moments": res.moments, "targets": res.targets,
-                  "household": res.household.to_dict()}
-    except (CalibrationError, EquilibriumError, ParameterError, FloatingPointError,
-            np.linalg.LinAlgError) as err:
-        row.update(status=_STATUS_FAILED, error=f"{type(err).__name__}: {err}",
-                   seconds=time.perf_counter() - t0)
+        res = calibrate(
+            np.asarray(task["theta0"]),
+            hh,
+            setup=task["setup"],
+            targets=None if task["targets"] is None else np.asarray(task["targets"]),
+            labor=None if task["labor"] is None else np.asarray(task["labor"]),
+            wages=None if task["wages"] is None else np.asarray(task["wages"]),
+            **task["calibrate"],
+        )
+        row.update(
+            status=_STATUS_OK,
+            converged=res.converged,
+            iterations=res.iterations,
+            residual=res.residual,
+            beta=res.equilibrium.beta,
+            psi_slope=res.household.psi_slope,
+            equilibrium_solves=res.equilibrium_solves,
+            seconds=time.perf_counter() - t0,
+        )
+        detail = {
+            **row,
+            "params": res.params,
+            "wages": res.equilibrium.prices.w,
+            "moments": res.moments,
+            "targets": res.targets,
+            "household": res.household.to_dict(),
+        }
+    except (
+        CalibrationError,
+        EquilibriumError,
+        ParameterError,
+        FloatingPointError,
+        np.linalg.LinAlgError,
+    ) as err:
+        row.update(
+            status=_STATUS_FAILED,
+            error=f"{type(err).__name__}: {err}",
+            seconds=time.perf_counter() - t0,
+        )
         detail = row
         log.warning("grid point %s failed: %s", task["name"], err)
     with atomic_dir(folder) as tmp:
@@ -172,9 +217,17 @@ def _grid_tasks(points, gridd: dict, setup: GravitySetup, common: dict) -> list[
     revision = code_revision()
     for (name, hh), combo in zip(points, itertools.product(*gridd.values())):
         spec = {**common, "household": hh.to_dict(), "setup": setup}
-        tasks.append({**common, "name": name, "household": hh.to_dict(), "setup": setup,
-                      "point": dict(zip(gridd, combo)), "code_revision": revision,
-                      "fingerprint": fingerprint("calibration-grid-point", spec, length=16)})
+        tasks.append(
+            {
+                **common,
+                "name": name,
+                "household": hh.to_dict(),
+                "setup": setup,
+                "point": dict(zip(gridd, combo)),
+                "code_revision": revision,
+                "fingerprint": fingerprint("calibration-grid-point", spec, length=16),
+            }
+        )
     return tasks
 
 
@@ -188,56 +241,88 @@ def _finished_points(out: Path, tasks: list[dict], retry_failed: bool) -> dict:
         except (OSError, ValueError):
             continue
         if saved.get("code_revision") != tk["code_revision"]:
-            log.info("grid point %s was computed by other code (revision %s); it is re-run",
-                     tk["name"], str(saved.get("code_revision"))[:12])
+            log.info(
+                "grid point %s was computed by other code (revision %s); it is re-run",
+                tk["name"],
+                str(saved.get("code_revision"))[:12],
+            )
             continue
         if saved.get("fingerprint") != tk["fingerprint"]:
             log.info("grid point %s: specification changed; it is re-run", tk["name"])
             continue
         if saved.get("status") == _STATUS_FAILED and retry_failed:
             continue
-        rows[tk["name"]] = {**{c: saved.get(c) for c in _ROW_KEYS if c in saved},
-                            **tk["point"], "resumed": True}
+        rows[tk["name"]] = {
+            **{c: saved.get(c) for c in _ROW_KEYS if c in saved},
+            **tk["point"],
+            "resumed": True,
+        }
     return rows
 
 
-def _write_grid_summary(folder: OutputFolder, tasks: list[dict], rows: dict,
-                        gridd: dict) -> pd.DataFrame:
+def _write_grid_summary(
+    folder: OutputFolder, tasks: list[dict], rows: dict, gridd: dict
+) -> pd.DataFrame:
     """Rewrite ``grid_summary.csv`` and ``grid.json``; returns the summary table."""
     df = _grid_table(tasks, rows, gridd)
     folder.write_text("grid_summary.csv", df.to_csv(index=False, float_format="%.12g"))
-    folder.write_json("grid.json", {
-        "kind": "calibration-grid", "grid": gridd, "points": [t["name"] for t in tasks],
-        "done": [n for n in rows], "pending": [t["name"] for t in tasks
-                                               if t["name"] not in rows]})
+    folder.write_json(
+        "grid.json",
+        {
+            "kind": "calibration-grid",
+            "grid": gridd,
+            "points": [t["name"] for t in tasks],
+            "done": [n for n in rows],
+            "pending": [t["name"] for t in tasks if t["name"] not in rows],
+        },
+    )
     return df
 
 
-def _check_grid_inputs(grid, theta0, household: Household, setup: GravitySetup,
-                       home_share_gap, executor: str):
+def _check_grid_inputs(
+    grid, theta0, household: Household, setup: GravitySetup, home_share_gap, executor: str
+):
     """(parsed grid, points, theta0 as an array), every input checked before any solve."""
     if executor not in ("dask", "serial"):
         raise ParameterError(f"executor = {executor!r} is not allowed: use 'dask' or 'serial'.")
     gridd = parse_grid(grid)
     points = grid_points(gridd, household)
     if home_share_gap is not None and "psi_slope" in gridd:
-        raise ParameterError("grid over psi_slope with home_share_gap: psi_slope is then "
-                             "calibrated; vary it or target the gap, not both.")
+        raise ParameterError(
+            "grid over psi_slope with home_share_gap: psi_slope is then "
+            "calibrated; vary it or target the gap, not both."
+        )
     theta0 = np.asarray(theta0, float)
     if theta0.shape != (setup.n_params,):
-        raise ParameterError(f"parameter vector has {theta0.size} entries; this setup needs "
-                             f"{setup.n_params}.")
+        raise ParameterError(
+            f"parameter vector has {theta0.size} entries; this setup needs {setup.n_params}."
+        )
     return gridd, points, theta0
 
 
-def calibration_grid(grid, theta0, household: Household, out_dir, *,
-                     setup: GravitySetup | None = None, targets=None, labor=None,
-                     R: float = 1.01, wages=None, beta_guess: float = 0.93, tol: float = 1e-8,
-                     max_iter: int = 15, home_share_gap: float | None = None,
-                     gap_country: str | None = None, scheduler: str | None = None,
-                     executor: str = "dask", workers: int | None = None,
-                     processes: bool = True, retry_failed: bool = False,
-                     progress: Callable[[int, int, dict], None] | None = None) -> pd.DataFrame:
+def calibration_grid(
+    grid,
+    theta0,
+    household: Household,
+    out_dir,
+    *,
+    setup: GravitySetup | None = None,
+    targets=None,
+    labor=None,
+    R: float = 1.01,
+    wages=None,
+    beta_guess: float = 0.93,
+    tol: float = 1e-8,
+    max_iter: int = 15,
+    home_share_gap: float | None = None,
+    gap_country: str | None = None,
+    scheduler: str | None = None,
+    executor: str = "dask",
+    workers: int | None = None,
+    processes: bool = True,
+    retry_failed: bool = False,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> pd.DataFrame:
     """Independent calibrations over a grid of household parameters (module docstring).
 
     Parameters
@@ -260,17 +345,25 @@ def calibration_grid(grid, theta0, household: Household, out_dir, *,
         iterations, residual, beta, psi_slope, seconds, error).
     """
     setup = setup or ek_setup()
-    gridd, points, theta0 = _check_grid_inputs(grid, theta0, household, setup,
-                                               home_share_gap, executor)
+    gridd, points, theta0 = _check_grid_inputs(
+        grid, theta0, household, setup, home_share_gap, executor
+    )
     folder = prepare_output(out_dir, "calibration-grid", what="calibration grid", update=True)
     out = folder.path
-    common = {"theta0": theta0.tolist(), "targets": None if targets is None
-              else np.asarray(targets, float).tolist(),
-              "labor": None if labor is None else np.asarray(labor, float).tolist(),
-              "wages": None if wages is None else np.asarray(wages, float).tolist(),
-              "calibrate": {"R": float(R), "beta_guess": float(beta_guess), "tol": float(tol),
-                            "max_iter": int(max_iter), "home_share_gap": home_share_gap,
-                            "gap_country": gap_country}}
+    common = {
+        "theta0": theta0.tolist(),
+        "targets": None if targets is None else np.asarray(targets, float).tolist(),
+        "labor": None if labor is None else np.asarray(labor, float).tolist(),
+        "wages": None if wages is None else np.asarray(wages, float).tolist(),
+        "calibrate": {
+            "R": float(R),
+            "beta_guess": float(beta_guess),
+            "tol": float(tol),
+            "max_iter": int(max_iter),
+            "home_share_gap": home_share_gap,
+            "gap_country": gap_country,
+        },
+    }
     tasks = _grid_tasks(points, gridd, setup, common)
     with folder.session():
         rows = _finished_points(out, tasks, retry_failed)
@@ -295,26 +388,52 @@ def calibration_grid(grid, theta0, household: Household, out_dir, *,
                 finished(_grid_point(tk, str(out)))
         elif todo:
             with dask_client(scheduler, workers, len(todo), processes=processes) as client:
-                futs = [client.submit(_grid_point, tk, str(out.absolute()), pure=False,
-                                      key=f"hatrade-grid-{tk['name']}-{tk['fingerprint']}")
-                        for tk in todo]
-                for row in completed_rows(futs, todo, lambda tk, error: {
-                        "name": tk["name"], "fingerprint": tk["fingerprint"],
-                        "code_revision": tk["code_revision"], **tk["point"],
-                        "status": _STATUS_FAILED, "error": error}):
+                futs = [
+                    client.submit(
+                        _grid_point,
+                        tk,
+                        str(out.absolute()),
+                        pure=False,
+                        key=f"hatrade-grid-{tk['name']}-{tk['fingerprint']}",
+                    )
+                    for tk in todo
+                ]
+                for row in completed_rows(
+                    futs,
+                    todo,
+                    lambda tk, error: {
+                        "name": tk["name"],
+                        "fingerprint": tk["fingerprint"],
+                        "code_revision": tk["code_revision"],
+                        **tk["point"],
+                        "status": _STATUS_FAILED,
+                        "error": error,
+                    },
+                ):
                     finished(row)
         return _write_grid_summary(folder, tasks, rows, gridd)
 
 
 def _grid_table(tasks, rows, gridd) -> pd.DataFrame:
-    cols = ["name", *gridd, "status", "converged", "iterations", "residual", "beta",
-            "psi_slope", "equilibrium_solves", "seconds", "resumed", "error"]
+    cols = [
+        "name",
+        *gridd,
+        "status",
+        "converged",
+        "iterations",
+        "residual",
+        "beta",
+        "psi_slope",
+        "equilibrium_solves",
+        "seconds",
+        "resumed",
+        "error",
+    ]
     recs = []
     for tk in tasks:
         r = rows.get(tk["name"])
         if r is None:
             recs.append({"name": tk["name"], **tk["point"], "status": "pending"})
         else:
-            recs.append({**tk["point"], "resumed": False,
-                         **{c: r.get(c) for c in cols if c in r}})
+            recs.append({**tk["point"], "resumed": False, **{c: r.get(c) for c in cols if c in r}})
     return pd.DataFrame(recs, columns=cols)

@@ -68,24 +68,44 @@ import numpy as np
 import pandas as pd
 
 from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
-from hatrade.calibration.calibrate import (CalibrationError, CalibrationResult, GravitySetup,
-                                           calibrate, ek_setup, home_share_gaps)
-from hatrade.calibration.micro_targets import (MICRO_PARAMS, MICRO_TARGETS, MicroTarget,
-                                               check_params, check_targets, load_micro_targets,
-                                               parse_micro_targets)
+from hatrade.calibration.calibrate import (
+    CalibrationError,
+    CalibrationResult,
+    GravitySetup,
+    calibrate,
+    ek_setup,
+    home_share_gaps,
+)
+from hatrade.calibration.micro_targets import (
+    MICRO_PARAMS,
+    MICRO_TARGETS,
+    MicroTarget,
+    check_params,
+    check_targets,
+    load_micro_targets,
+    parse_micro_targets,
+)
 from hatrade.core.errors import EquilibriumError
 from hatrade.core.params import Household, ParameterError
 from hatrade.io.atomic import jsonable, write_json
 from hatrade.io.fingerprint import fingerprint
 from hatrade.solve.equilibrium import Equilibrium
 
-__all__ = ["MICRO_TARGETS", "MICRO_PARAMS", "MicroTarget",
-           "MicroCalibrationResult", "micro_moments", "calibrate_micro", "load_micro_targets",
-           "parse_micro_targets"]
+__all__ = [
+    "MICRO_TARGETS",
+    "MICRO_PARAMS",
+    "MicroTarget",
+    "MicroCalibrationResult",
+    "micro_moments",
+    "calibrate_micro",
+    "load_micro_targets",
+    "parse_micro_targets",
+]
 
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- moments
+
 
 def _income_group_mean(values, lam, labor_income, group: str) -> float:
     lo, hi = INCOME_GROUPS[group]
@@ -117,12 +137,14 @@ def micro_moments(eq: Equilibrium, targets: Sequence[MicroTarget]) -> dict:
             lam = ds["distribution"].values
             inc = float(eq.prices.w[i]) * np.broadcast_to(ds["z"].values[None, :], lam.shape)
             el = ds["household_elasticity"].values
-            out[t.key] = (_income_group_mean(el, lam, inc, "bottom_20")
-                          - _income_group_mean(el, lam, inc, "top_20"))
+            out[t.key] = _income_group_mean(el, lam, inc, "bottom_20") - _income_group_mean(
+                el, lam, inc, "top_20"
+            )
     return out
 
 
 # ----------------------------------------------------------------------------- outer loop
+
 
 @dataclass
 class MicroCalibrationResult:
@@ -162,19 +184,34 @@ class MicroCalibrationResult:
         for k, v in self.targets.items():
             name, country = k.rsplit("_", 1)
             m = self.moments[k]
-            rows.append({"target": name, "country": country, "target_value": v,
-                         "model": m, "difference": m - v})
+            rows.append(
+                {
+                    "target": name,
+                    "country": country,
+                    "target_value": v,
+                    "model": m,
+                    "difference": m - v,
+                }
+            )
         return pd.DataFrame(rows)
 
     def summary(self) -> dict:
-        return jsonable({"params": self.params, "household": self.household.to_dict(),
-                          "moments": self.moments, "targets": self.targets,
-                          "converged": self.converged, "iterations": self.iterations,
-                          "evaluations": self.evaluations, "residual": self.residual,
-                          "beta": self.inner.equilibrium.beta,
-                          "gravity_residual": self.inner.residual,
-                          "jacobian": None if self.jacobian is None else self.jacobian,
-                          "seconds": self.seconds})
+        return jsonable(
+            {
+                "params": self.params,
+                "household": self.household.to_dict(),
+                "moments": self.moments,
+                "targets": self.targets,
+                "converged": self.converged,
+                "iterations": self.iterations,
+                "evaluations": self.evaluations,
+                "residual": self.residual,
+                "beta": self.inner.equilibrium.beta,
+                "gravity_residual": self.inner.residual,
+                "jacobian": None if self.jacobian is None else self.jacobian,
+                "seconds": self.seconds,
+            }
+        )
 
 
 class _Warm:
@@ -189,12 +226,21 @@ class _Warm:
 
     @classmethod
     def of(cls, res: CalibrationResult) -> "_Warm":
-        return cls(res.params, res.psi_slope, res.equilibrium.prices.w, res.equilibrium.beta,
-                   res.equilibrium.state)
+        return cls(
+            res.params,
+            res.psi_slope,
+            res.equilibrium.prices.w,
+            res.equilibrium.beta,
+            res.equilibrium.state,
+        )
 
     def to_json(self) -> dict:
-        return {"theta": self.theta.tolist(), "psi_slope": self.psi,
-                "wages": None if self.wages is None else self.wages.tolist(), "beta": self.beta}
+        return {
+            "theta": self.theta.tolist(),
+            "psi_slope": self.psi,
+            "wages": None if self.wages is None else self.wages.tolist(),
+            "beta": self.beta,
+        }
 
     @classmethod
     def from_json(cls, d) -> "_Warm":
@@ -205,22 +251,41 @@ def _spec_fingerprint(params, targets, inner_psi, household, setup, gravity_targ
     """The checkpoint's specification (:func:`hatrade.io.fingerprint.fingerprint`, without
     the code revision: a checkpoint is a starting point, which other code may resume)."""
     fixed = {k: v for k, v in household.to_dict().items() if k not in params}
-    d = {"params": list(params), "targets": [(t.name, t.country, t.value) for t in targets],
-         "inner_psi": inner_psi, "household": fixed,
-         "countries": list(setup.countries),
-         "gravity_targets": None if gravity_targets is None
-         else np.round(np.asarray(gravity_targets, float), 12).tolist()}
+    d = {
+        "params": list(params),
+        "targets": [(t.name, t.country, t.value) for t in targets],
+        "inner_psi": inner_psi,
+        "household": fixed,
+        "countries": list(setup.countries),
+        "gravity_targets": None
+        if gravity_targets is None
+        else np.round(np.asarray(gravity_targets, float), 12).tolist(),
+    }
     return fingerprint("micro-calibration", d, length=16, revision=False)
 
 
-def calibrate_micro(theta0, household: Household, targets, params, *,
-                    setup: GravitySetup | None = None, gravity_targets=None, labor=None,
-                    R: float = 1.01, wages=None, beta_guess: float = 0.93, tol: float = 1e-6,
-                    max_iter: int = 20, inner_tol: float = 1e-9, inner_max_iter: int = 15,
-                    fd_step: float = 1e-4, inner_psi: bool = True,
-                    checkpoint: str | Path | None = None, resume: bool = False,
-                    progress: Callable[[int, float], None] | None = None
-                    ) -> MicroCalibrationResult:
+def calibrate_micro(
+    theta0,
+    household: Household,
+    targets,
+    params,
+    *,
+    setup: GravitySetup | None = None,
+    gravity_targets=None,
+    labor=None,
+    R: float = 1.01,
+    wages=None,
+    beta_guess: float = 0.93,
+    tol: float = 1e-6,
+    max_iter: int = 20,
+    inner_tol: float = 1e-9,
+    inner_max_iter: int = 15,
+    fd_step: float = 1e-4,
+    inner_psi: bool = True,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: Callable[[int, float], None] | None = None,
+) -> MicroCalibrationResult:
     r"""Calibrate household parameters to micro targets around the gravity calibration.
 
     Parameters
@@ -272,8 +337,7 @@ def calibrate_micro(theta0, household: Household, targets, params, *,
         if not (isinstance(v, (int, float)) and 0 < v < 1):
             raise ParameterError(f"{name} = {v!r} is not allowed: it must be a number in (0, 1).")
     if not (isinstance(max_iter, int) and max_iter >= 1):
-        raise ParameterError(f"max_iter = {max_iter!r} is not allowed: it must be an integer "
-                             ">= 1.")
+        raise ParameterError(f"max_iter = {max_iter!r} is not allowed: it must be an integer >= 1.")
     inner_gap = None
     outer_targets = list(targets)
     outer_params = list(params)
@@ -286,16 +350,29 @@ def calibrate_micro(theta0, household: Household, targets, params, *,
         raise ParameterError(
             f"{len(targets)} target(s) ({', '.join(t.key for t in targets)}) for "
             f"{len(params)} parameter(s) ({', '.join(params)}): give as many targets as "
-            "parameters.")
+            "parameters."
+        )
     hh0 = household.replace(beta=None)
     loop = _OuterLoop(
-        hh0=hh0, targets=targets, outer_targets=outer_targets, outer_params=outer_params,
-        inner_gap=inner_gap, setup=setup, fd_step=fd_step,
-        inner_kw={"targets": gravity_targets, "labor": labor, "R": R, "tol": inner_tol,
-                  "max_iter": inner_max_iter},
+        hh0=hh0,
+        targets=targets,
+        outer_targets=outer_targets,
+        outer_params=outer_params,
+        inner_gap=inner_gap,
+        setup=setup,
+        fd_step=fd_step,
+        inner_kw={
+            "targets": gravity_targets,
+            "labor": labor,
+            "R": R,
+            "tol": inner_tol,
+            "max_iter": inner_max_iter,
+        },
         checkpoint=Path(checkpoint) if checkpoint else None,
         fingerprint=_spec_fingerprint(params, targets, inner_psi, hh0, setup, gravity_targets),
-        warm=_Warm(theta0, hh0.psi_slope if inner_gap else None, wages, beta_guess), t0=t0)
+        warm=_Warm(theta0, hh0.psi_slope if inner_gap else None, wages, beta_guess),
+        t0=t0,
+    )
     if resume and loop.ckpt and loop.ckpt.exists():
         loop.resume()
     return loop.run(tol, max_iter, progress)
@@ -305,9 +382,22 @@ class _OuterLoop:
     """The state of one outer Broyden loop of :func:`calibrate_micro`: the current point
     ``x``, the Jacobian estimate ``B``, the warm start, the history and the best point."""
 
-    def __init__(self, *, hh0: Household, targets, outer_targets, outer_params, inner_gap,
-                 setup: GravitySetup, fd_step: float, inner_kw: dict, checkpoint: Path | None,
-                 fingerprint: str, warm: _Warm, t0: float):
+    def __init__(
+        self,
+        *,
+        hh0: Household,
+        targets,
+        outer_targets,
+        outer_params,
+        inner_gap,
+        setup: GravitySetup,
+        fd_step: float,
+        inner_kw: dict,
+        checkpoint: Path | None,
+        fingerprint: str,
+        warm: _Warm,
+        t0: float,
+    ):
         self.hh0, self.targets, self.setup = hh0, targets, setup
         self.outer_targets, self.outer_params = outer_targets, outer_params
         self.inner_gap, self.inner_kw, self.fd_step = inner_gap, inner_kw, fd_step
@@ -328,17 +418,23 @@ class _OuterLoop:
         """Continue from the checkpoint (the current point, Jacobian and warm start)."""
         saved = json.loads(self.ckpt.read_text())
         if saved.get("fingerprint") != self.fp:
-            raise ParameterError(f"checkpoint {self.ckpt} is from another micro calibration "
-                                 "(parameters, targets or fixed household values differ); "
-                                 "use a new checkpoint or the same specification.")
+            raise ParameterError(
+                f"checkpoint {self.ckpt} is from another micro calibration "
+                "(parameters, targets or fixed household values differ); "
+                "use a new checkpoint or the same specification."
+            )
         self.x = np.asarray(saved["x"], float)
         self.warm = _Warm.from_json(saved["warm"])
         self.B = None if saved.get("B") is None else np.asarray(saved["B"], float)
         self.history = saved.get("history", [])
         self.best = saved.get("best")
         self.step = int(saved.get("step", 0))
-        log.info("micro calibration: resuming from %s (step %d, x %s)", self.ckpt, self.step,
-                 self.x.tolist())
+        log.info(
+            "micro calibration: resuming from %s (step %d, x %s)",
+            self.ckpt,
+            self.step,
+            self.x.tolist(),
+        )
 
     def evaluate(self, xv, kind: str, start: _Warm):
         """Inner calibration at ``xv`` (warm-started from ``start``): (micro residuals F,
@@ -347,34 +443,61 @@ class _OuterLoop:
         gap = self.inner_gap
         if gap is not None and start.psi is not None:
             hh = hh.replace(psi_slope=float(start.psi))
-        res = calibrate(start.theta, hh, setup=self.setup, wages=start.wages,
-                        beta_guess=start.beta, state=start.state,
-                        home_share_gap=None if gap is None else gap.value,
-                        gap_country=None if gap is None else gap.country, **self.inner_kw)
+        res = calibrate(
+            start.theta,
+            hh,
+            setup=self.setup,
+            wages=start.wages,
+            beta_guess=start.beta,
+            state=start.state,
+            home_share_gap=None if gap is None else gap.value,
+            gap_country=None if gap is None else gap.country,
+            **self.inner_kw,
+        )
         self.n_eval += 1
         mom = micro_moments(res.equilibrium, self.targets)
         F = np.array([mom[t.key] - t.value for t in self.outer_targets])
-        rec = {"step": self.step, "kind": kind,
-               **{p: float(v) for p, v in zip(self.outer_params, xv)},
-               "residual": float(np.max(np.abs(F))) if self.k else 0.0,
-               **{f"model_{kk}": v for kk, v in mom.items()},
-               "inner_iterations": res.iterations, "inner_residual": res.residual,
-               "psi_slope": res.household.psi_slope, "beta": res.equilibrium.beta,
-               "seconds": time.perf_counter() - self.t0}
+        rec = {
+            "step": self.step,
+            "kind": kind,
+            **{p: float(v) for p, v in zip(self.outer_params, xv)},
+            "residual": float(np.max(np.abs(F))) if self.k else 0.0,
+            **{f"model_{kk}": v for kk, v in mom.items()},
+            "inner_iterations": res.iterations,
+            "inner_residual": res.residual,
+            "psi_slope": res.household.psi_slope,
+            "beta": res.equilibrium.beta,
+            "seconds": time.perf_counter() - self.t0,
+        }
         self.history.append(rec)
-        log.info("micro calibration: step %d (%s): %s -> max |moment - target| %.3e",
-                 self.step, kind,
-                 ", ".join(f"{p} {v:.8g}" for p, v in zip(self.outer_params, xv)),
-                 rec["residual"])
+        log.info(
+            "micro calibration: step %d (%s): %s -> max |moment - target| %.3e",
+            self.step,
+            kind,
+            ", ".join(f"{p} {v:.8g}" for p, v in zip(self.outer_params, xv)),
+            rec["residual"],
+        )
         return F, res, mom
 
     def save(self) -> None:
         if self.ckpt:
-            write_json(self.ckpt, jsonable({
-                "kind": "micro-calibration", "fingerprint": self.fp,
-                "params": self.outer_params, "targets": [t.key for t in self.outer_targets],
-                "x": self.x, "warm": self.warm.to_json(), "B": self.B, "step": self.step,
-                "best": self.best, "history": self.history}))
+            write_json(
+                self.ckpt,
+                jsonable(
+                    {
+                        "kind": "micro-calibration",
+                        "fingerprint": self.fp,
+                        "params": self.outer_params,
+                        "targets": [t.key for t in self.outer_targets],
+                        "x": self.x,
+                        "warm": self.warm.to_json(),
+                        "B": self.B,
+                        "step": self.step,
+                        "best": self.best,
+                        "history": self.history,
+                    }
+                ),
+            )
 
     def fd_jacobian(self, F0) -> np.ndarray:
         """Forward differences at the current point, steps ``fd_step * max(1, |x_j|)``
@@ -392,8 +515,12 @@ class _OuterLoop:
 
     def record_best(self, err: float, mom: dict) -> None:
         if self.best is None or err < self.best["residual"]:
-            self.best = {"x": self.x.tolist(), "residual": err, "warm": self.warm.to_json(),
-                         "moments": mom}
+            self.best = {
+                "x": self.x.tolist(),
+                "residual": err,
+                "warm": self.warm.to_json(),
+                "moments": mom,
+            }
 
     def line_search(self, F, err: float):
         """Backtrack along the quasi-Newton step (kept inside the search box), updating B
@@ -404,16 +531,22 @@ class _OuterLoop:
         except np.linalg.LinAlgError:
             s = -np.linalg.lstsq(self.B, F, rcond=None)[0]
         x, lo, hi = self.x, self.lo, self.hi
-        room = np.where(s > 0, (hi - x) * 0.9 / np.where(s > 0, s, 1.0),
-                        np.where(s < 0, (lo - x) * 0.9 / np.where(s < 0, s, -1.0), np.inf))
+        room = np.where(
+            s > 0,
+            (hi - x) * 0.9 / np.where(s > 0, s, 1.0),
+            np.where(s < 0, (lo - x) * 0.9 / np.where(s < 0, s, -1.0), np.inf),
+        )
         t = float(min(1.0, np.min(room)))
         for _ in range(4):
             x_try = x + t * s
             try:
                 F_try, res_try, mom_try = self.evaluate(x_try, "step", self.warm)
             except (CalibrationError, EquilibriumError) as e:
-                log.warning("micro calibration: inner calibration failed at %s (%s); "
-                            "halving the step", x_try.tolist(), e)
+                log.warning(
+                    "micro calibration: inner calibration failed at %s (%s); halving the step",
+                    x_try.tolist(),
+                    e,
+                )
                 t *= 0.5
                 continue
             e_try = float(np.max(np.abs(F_try)))
@@ -443,8 +576,7 @@ class _OuterLoop:
                 self.save()
                 if self.B_fresh:  # even the difference Jacobian here gives no descent
                     break
-                log.info("micro calibration: no descent; recomputing the Jacobian by "
-                         "differences")
+                log.info("micro calibration: no descent; recomputing the Jacobian by differences")
                 self.B = None
                 continue
             self.B_fresh = False
@@ -463,20 +595,31 @@ class _OuterLoop:
         if self.inner_gap is not None:
             full["psi_slope"] = float(res.psi_slope)
         return MicroCalibrationResult(
-            params=full, household=res.household, inner=res, moments=mom,
-            targets={t.key: t.value for t in self.targets}, converged=True,
-            iterations=self.step, evaluations=self.n_eval,
+            params=full,
+            household=res.household,
+            inner=res,
+            moments=mom,
+            targets={t.key: t.value for t in self.targets},
+            converged=True,
+            iterations=self.step,
+            evaluations=self.n_eval,
             residual=float(np.max(np.abs(F))) if self.k else res.residual,
-            jacobian=self.B, history=self.history, seconds=time.perf_counter() - self.t0)
+            jacobian=self.B,
+            history=self.history,
+            seconds=time.perf_counter() - self.t0,
+        )
 
     def stalled(self, tol: float) -> CalibrationError:
         best = self.best
-        off = ", ".join(f"{t.key} (model {best['moments'][t.key]:.6g} vs target {t.value:.6g})"
-                        for t in self.outer_targets)
+        off = ", ".join(
+            f"{t.key} (model {best['moments'][t.key]:.6g} vs target {t.value:.6g})"
+            for t in self.outer_targets
+        )
         at = ", ".join(f"{p} = {v:.8g}" for p, v in zip(self.outer_params, best["x"]))
         return CalibrationError(
             f"micro calibration stopped without reaching tol {tol:.1e}: best max |moment - "
             f"target| {best['residual']:.3e} at {at} after {self.step} steps ({self.n_eval} "
             f"inner calibrations). Targets: {off}. The best point is saved"
             f"{' in ' + str(self.ckpt) if self.ckpt else ''}; try resuming, another start, "
-            "or targets the model can reach.")
+            "or targets the model can reach."
+        )

@@ -14,11 +14,25 @@ from typing import Mapping
 import numpy as np
 
 from hatrade.core.params import Household, ParameterError
-from hatrade.io.validate import (BOOLEAN, FRACTION, check_keys, check_table, integer,
-                                 loads_toml, option_problems)
+from hatrade.io.validate import (
+    BOOLEAN,
+    FRACTION,
+    check_keys,
+    check_table,
+    integer,
+    loads_toml,
+    option_problems,
+)
 
-__all__ = ["MICRO_TARGETS", "MICRO_PARAMS", "MicroTarget", "check_targets", "check_params",
-           "parse_micro_targets", "load_micro_targets"]
+__all__ = [
+    "MICRO_TARGETS",
+    "MICRO_PARAMS",
+    "MicroTarget",
+    "check_targets",
+    "check_params",
+    "parse_micro_targets",
+    "load_micro_targets",
+]
 
 #: Micro targets the outer loop knows (module docstring for the definitions).
 MICRO_TARGETS = ("elasticity_gap", "elasticity", "home_share_gap")
@@ -31,8 +45,8 @@ MICRO_PARAMS: dict[str, tuple[float, float]] = {
 }
 
 
-
 # ----------------------------------------------------------------------------- targets
+
 
 @dataclass(frozen=True)
 class MicroTarget:
@@ -58,35 +72,49 @@ def check_targets(targets, countries, where: str = "targets") -> tuple[MicroTarg
         if isinstance(t, Mapping):
             unknown = sorted(set(t) - {"name", "value", "country"})
             if unknown:
-                raise ParameterError(f"{where}[{k}]: unknown key(s) {unknown}; allowed: name, "
-                                     "value, country.")
+                raise ParameterError(
+                    f"{where}[{k}]: unknown key(s) {unknown}; allowed: name, value, country."
+                )
             if "name" not in t or "value" not in t:
                 raise ParameterError(f"{where}[{k}]: needs 'name' and 'value'.")
             t = MicroTarget(name=t["name"], value=t["value"], country=t.get("country", "USA"))
         if not isinstance(t, MicroTarget):
-            raise ParameterError(f"{where}[{k}] = {t!r}: give a MicroTarget or a table with "
-                                 "name, value, country.")
+            raise ParameterError(
+                f"{where}[{k}] = {t!r}: give a MicroTarget or a table with name, value, country."
+            )
         if t.name not in MICRO_TARGETS:
-            raise ParameterError(f"{where}[{k}]: name = {t.name!r} is not allowed: use one of "
-                                 f"{', '.join(MICRO_TARGETS)}.")
-        if isinstance(t.value, bool) or not isinstance(t.value, (int, float, np.floating)) \
-                or not math.isfinite(float(t.value)):
-            raise ParameterError(f"{where}[{k}] ({t.name}): value = {t.value!r} is not allowed: "
-                                 "it must be a finite number.")
+            raise ParameterError(
+                f"{where}[{k}]: name = {t.name!r} is not allowed: use one of "
+                f"{', '.join(MICRO_TARGETS)}."
+            )
+        if (
+            isinstance(t.value, bool)
+            or not isinstance(t.value, (int, float, np.floating))
+            or not math.isfinite(float(t.value))
+        ):
+            raise ParameterError(
+                f"{where}[{k}] ({t.name}): value = {t.value!r} is not allowed: "
+                "it must be a finite number."
+            )
         if t.name == "home_share_gap" and not -1.0 < float(t.value) < 1.0:
-            raise ParameterError(f"{where}[{k}] (home_share_gap): value = {t.value!r} is not "
-                                 "allowed: it must be in (-1, 1) (a difference of two shares).")
+            raise ParameterError(
+                f"{where}[{k}] (home_share_gap): value = {t.value!r} is not "
+                "allowed: it must be in (-1, 1) (a difference of two shares)."
+            )
         if t.country not in countries:
-            raise ParameterError(f"{where}[{k}] ({t.name}): country = {t.country!r} is not "
-                                 f"allowed: use one of {', '.join(countries)}.")
+            raise ParameterError(
+                f"{where}[{k}] ({t.name}): country = {t.country!r} is not "
+                f"allowed: use one of {', '.join(countries)}."
+            )
         out.append(MicroTarget(name=t.name, value=float(t.value), country=t.country))
     keys = [t.key for t in out]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise ParameterError(f"{where}: duplicate target(s) {dup} (one per name and country).")
     if not out:
-        raise ParameterError(f"{where}: no targets; give at least one of "
-                             f"{', '.join(MICRO_TARGETS)}.")
+        raise ParameterError(
+            f"{where}: no targets; give at least one of {', '.join(MICRO_TARGETS)}."
+        )
     return tuple(out)
 
 
@@ -98,13 +126,15 @@ def check_params(params, household: Household, where: str = "params") -> tuple[s
     params = tuple(params)
     for p in params:
         if p not in MICRO_PARAMS:
-            raise ParameterError(f"{where}: {p!r} is not allowed: the outer loop moves "
-                                 f"{', '.join(MICRO_PARAMS)}.")
+            raise ParameterError(
+                f"{where}: {p!r} is not allowed: the outer loop moves {', '.join(MICRO_PARAMS)}."
+            )
         lo, hi = MICRO_PARAMS[p]
         v = getattr(household, p)
         if not lo < v < hi:
-            raise ParameterError(f"{where}: the start {p} = {v!r} is out of range: {p} must be "
-                                 f"in ({lo}, {hi}).")
+            raise ParameterError(
+                f"{where}: the start {p} = {v!r} is out of range: {p} must be in ({lo}, {hi})."
+            )
     dup = sorted({p for p in params if params.count(p) > 1})
     if dup:
         raise ParameterError(f"{where}: duplicate parameter(s) {dup}.")
@@ -116,9 +146,14 @@ def check_params(params, household: Household, where: str = "params") -> tuple[s
 _MICRO_TOP = ("params", "target", "targets", "start", "options")
 _MICRO_OPTIONS = ("tol", "max_iter", "inner_tol", "inner_max_iter", "fd_step", "inner_psi")
 #: Typed checks of [options], in the order they are reported (the first failure is raised).
-_MICRO_OPTION_RULES = {"tol": FRACTION, "inner_tol": FRACTION, "fd_step": FRACTION,
-                       "max_iter": integer(1), "inner_max_iter": integer(1),
-                       "inner_psi": BOOLEAN}
+_MICRO_OPTION_RULES = {
+    "tol": FRACTION,
+    "inner_tol": FRACTION,
+    "fd_step": FRACTION,
+    "max_iter": integer(1),
+    "inner_max_iter": integer(1),
+    "inner_psi": BOOLEAN,
+}
 
 
 def parse_micro_targets(raw: dict, source: str = "<dict>", countries=None) -> dict:
@@ -130,41 +165,52 @@ def parse_micro_targets(raw: dict, source: str = "<dict>", countries=None) -> di
     """
     if countries is None:
         from hatrade.data import COUNTRIES
+
         countries = tuple(COUNTRIES)
     check_keys(raw, _MICRO_TOP, source, ParameterError)
     params = raw.get("params")
     if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-        raise ParameterError(f"{source}: params = {params!r} is not allowed: give a list of "
-                             f"parameter names among {', '.join(MICRO_PARAMS)}.")
+        raise ParameterError(
+            f"{source}: params = {params!r} is not allowed: give a list of "
+            f"parameter names among {', '.join(MICRO_PARAMS)}."
+        )
     for p in params:
         if p not in MICRO_PARAMS:
-            raise ParameterError(f"{source}: params: {p!r} is not allowed: use "
-                                 f"{', '.join(MICRO_PARAMS)}.")
+            raise ParameterError(
+                f"{source}: params: {p!r} is not allowed: use {', '.join(MICRO_PARAMS)}."
+            )
     tg = raw.get("target", raw.get("targets"))
     if "target" in raw and "targets" in raw:
         raise ParameterError(f"{source}: give [[target]] tables or targets, not both.")
     if not isinstance(tg, list):
-        raise ParameterError(f"{source}: targets missing: add [[target]] tables with name, "
-                             "value and country.")
+        raise ParameterError(
+            f"{source}: targets missing: add [[target]] tables with name, value and country."
+        )
     targets = check_targets(tg, tuple(countries), where=f"{source}: target")
     start = raw.get("start", {}) or {}
     if not isinstance(start, dict):
         raise ParameterError(f"{source}: [start] must be a table of household parameters.")
     for k, v in start.items():
         if k not in MICRO_PARAMS:
-            raise ParameterError(f"{source}: [start] {k!r} is not allowed: use "
-                                 f"{', '.join(MICRO_PARAMS)}.")
+            raise ParameterError(
+                f"{source}: [start] {k!r} is not allowed: use {', '.join(MICRO_PARAMS)}."
+            )
         lo, hi = MICRO_PARAMS[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < float(v) < hi:
-            raise ParameterError(f"{source}: [start] {k} = {v!r} is out of range: {k} must be "
-                                 f"a number in ({lo}, {hi}).")
-    opts = check_table(raw.get("options"), _MICRO_OPTIONS, f"{source}: [options]",
-                       ParameterError)
+            raise ParameterError(
+                f"{source}: [start] {k} = {v!r} is out of range: {k} must be "
+                f"a number in ({lo}, {hi})."
+            )
+    opts = check_table(raw.get("options"), _MICRO_OPTIONS, f"{source}: [options]", ParameterError)
     problems = option_problems(opts, _MICRO_OPTION_RULES)
     if problems:
         raise ParameterError(f"{source}: [options] {problems[0]}.")
-    return {"params": tuple(params), "targets": targets,
-            "start": {k: float(v) for k, v in start.items()}, "options": dict(opts)}
+    return {
+        "params": tuple(params),
+        "targets": targets,
+        "start": {k: float(v) for k, v in start.items()},
+        "options": dict(opts),
+    }
 
 
 def load_micro_targets(path, countries=None) -> dict:
@@ -197,7 +243,9 @@ def load_micro_targets(path, countries=None) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ParameterError(f"cannot read micro-targets file {path}: "
-                             f"{err.strerror or err}") from None
-    return parse_micro_targets(loads_toml(text, str(path), ParameterError), source=str(path),
-                               countries=countries)
+        raise ParameterError(
+            f"cannot read micro-targets file {path}: {err.strerror or err}"
+        ) from None
+    return parse_micro_targets(
+        loads_toml(text, str(path), ParameterError), source=str(path), countries=countries
+    )

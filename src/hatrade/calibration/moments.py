@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from hatrade.core.x64 import enable_x64
 from hatrade.core.params import ParameterError, World
+from hatrade.core.x64 import enable_x64
 from hatrade.solve.equilibrium import Equilibrium
 
 __all__ = ["GravitySetup", "ek_setup", "data_moments", "model_moments", "world_from_params"]
@@ -69,20 +69,29 @@ class GravitySetup:
                 D[p, i] = 1.0
             if j < M - 1:
                 D[p, M - 1 + j] = 1.0
-        D[:, 2 * (M - 1):] = X
+        D[:, 2 * (M - 1) :] = X
         rank = np.linalg.matrix_rank(D)
         if rank < D.shape[1]:
-            raise ParameterError(f"gravity design is rank deficient ({rank} < {D.shape[1]} "
-                                 "columns): too few country pairs for the covariates.")
+            raise ParameterError(
+                f"gravity design is rank deficient ({rank} < {D.shape[1]} "
+                "columns): too few country pairs for the covariates."
+            )
         T = _normalization(M, K, n_bins)
-        return cls(countries, importer, exporter, np.asarray(X, float), tuple(names), n_bins,
-                   T @ np.linalg.pinv(D))
+        return cls(
+            countries,
+            importer,
+            exporter,
+            np.asarray(X, float),
+            tuple(names),
+            n_bins,
+            T @ np.linalg.pinv(D),
+        )
 
     def log_d(self, theta):
         """log trade costs (M, M) from parameters: max(0, -(X delta + theta_m_i)/4)."""
         M = self.M
         th_m = self.theta_m(theta)
-        x = jnp.asarray(self.X) @ theta[2 * (M - 1):] + th_m[self.importer]
+        x = jnp.asarray(self.X) @ theta[2 * (M - 1) :] + th_m[self.importer]
         logd = jnp.maximum(-x / 4.0, 0.0)
         return jnp.zeros((M, M), dtype=logd.dtype).at[self.importer, self.exporter].set(logd)
 
@@ -90,7 +99,7 @@ class GravitySetup:
         return jnp.concatenate([theta[: self.M - 1], jnp.zeros(1, dtype=theta.dtype)])
 
     def theta_m(self, theta):
-        t = theta[self.M - 1: 2 * (self.M - 1)]
+        t = theta[self.M - 1 : 2 * (self.M - 1)]
         return jnp.concatenate([t, -jnp.sum(t, keepdims=True)])
 
     def moments_from_spending(self, Mij):
@@ -105,29 +114,36 @@ def _normalization(M: int, K: int, n_bins: int) -> np.ndarray:
     n = 2 * k + K
     t = np.zeros((n, n))
     centre = np.eye(k) - 1.0 / M
-    t[:k, k:2 * k] = centre  # S_j = m_j - mean(m)
-    t[k:2 * k, :k] = centre  # theta_m_i = (a_i - mean a) + (m_i - mean m)
-    t[k:2 * k, k:2 * k] = centre
+    t[:k, k : 2 * k] = centre  # S_j = m_j - mean(m)
+    t[k : 2 * k, :k] = centre  # theta_m_i = (a_i - mean a) + (m_i - mean m)
+    t[k : 2 * k, k : 2 * k] = centre
     for r in range(2 * k, n):
         t[r, r] = 1.0
         if r < 2 * k + n_bins:
-            t[r, :2 * k] = 1.0 / M  # bins absorb the means
+            t[r, : 2 * k] = 1.0 / M  # bins absorb the means
     return t
 
 
 def ek_setup() -> GravitySetup:
     """The Eaton-Kortum regression of the paper (19 countries, 6 bins + 4 dummies)."""
     from hatrade.data import COUNTRIES, COVARIATES, load_covariates
+
     cov = load_covariates()
     pos = {c: k for k, c in enumerate(COUNTRIES)}
-    return GravitySetup.build(COUNTRIES, cov["importer"].map(pos).to_numpy(),
-                              cov["exporter"].map(pos).to_numpy(),
-                              cov[list(COVARIATES)].to_numpy(float), COVARIATES, 6)
+    return GravitySetup.build(
+        COUNTRIES,
+        cov["importer"].map(pos).to_numpy(),
+        cov["exporter"].map(pos).to_numpy(),
+        cov[list(COVARIATES)].to_numpy(float),
+        COVARIATES,
+        6,
+    )
 
 
 def data_moments() -> np.ndarray:
     """The 46 data moments (the regression on the Eaton-Kortum data)."""
     from hatrade.data import load_trade_data
+
     setup = ek_setup()
     y = load_trade_data()["log_trade"].to_numpy(float)
     return setup.G @ y
@@ -145,5 +161,10 @@ def world_from_params(theta, setup: GravitySetup, labor, financial="globalizatio
     """The world of parameters ``theta``: TFP, trade costs (:meth:`GravitySetup.log_d`), and
     the given labor forces and financial regime."""
     theta = jnp.asarray(theta, dtype=jnp.float64)
-    return World(countries=setup.countries, tfp=np.exp(np.asarray(setup.log_tfp(theta))),
-                 labor=labor, d=np.exp(np.asarray(setup.log_d(theta))), financial=financial)
+    return World(
+        countries=setup.countries,
+        tfp=np.exp(np.asarray(setup.log_tfp(theta))),
+        labor=labor,
+        d=np.exp(np.asarray(setup.log_d(theta))),
+        financial=financial,
+    )

@@ -36,16 +36,21 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", help="Show the version and exit.",
-                                 callback=_version_callback, is_eager=True),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
-                                help="More log output on stderr: -v info, -vv debug."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Show the version and exit.",
+        callback=_version_callback,
+        is_eager=True,
+    ),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More log output on stderr: -v info, -vv debug."
+    ),
 ) -> None:
     """Solve and analyse the Heterogeneous Agent Trade model (Waugh 2023)."""
     setup_logging(verbose)
 
 
-_COMMAND_MODULES = (solve, gravity, calibrate, efficient, elasticity, counterfactual,
-                    replicate)
+_COMMAND_MODULES = (solve, gravity, calibrate, efficient, elasticity, counterfactual, replicate)
 for _module in _COMMAND_MODULES:
     _module.register(app)

@@ -11,17 +11,28 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from hatrade.io.config import ConfigError
-from hatrade.data import DataFileError
 from hatrade.analysis.gravity import TradeTableError
+from hatrade.core.errors import EquilibriumError
 from hatrade.core.params import ParameterError
+from hatrade.data import DataFileError
+from hatrade.io.config import ConfigError
 from hatrade.io.folders import OutputFolderError
 from hatrade.io.results import ResultsError
-from hatrade.core.errors import EquilibriumError
 
-__all__ = ["console", "err_console", "USER_ERRORS", "EXIT_USER_ERROR", "handle_errors",
-           "fail", "setup_logging", "progress", "calibration_option", "config_option",
-           "out_option", "load_world_config"]
+__all__ = [
+    "console",
+    "err_console",
+    "USER_ERRORS",
+    "EXIT_USER_ERROR",
+    "handle_errors",
+    "fail",
+    "setup_logging",
+    "progress",
+    "calibration_option",
+    "config_option",
+    "out_option",
+    "load_world_config",
+]
 
 #: Results and tables (stdout).
 console = Console(highlight=False)
@@ -33,8 +44,16 @@ EXIT_USER_ERROR = 2
 
 #: Errors that are reported as one red line (no traceback). ConfigError and
 #: OutputFolderError are ParameterErrors.
-USER_ERRORS = (ParameterError, ConfigError, OutputFolderError, EquilibriumError, DataFileError,
-               TradeTableError, ResultsError, OSError)
+USER_ERRORS = (
+    ParameterError,
+    ConfigError,
+    OutputFolderError,
+    EquilibriumError,
+    DataFileError,
+    TradeTableError,
+    ResultsError,
+    OSError,
+)
 
 log = logging.getLogger("hatrade.cli")
 
@@ -71,20 +90,27 @@ def setup_logging(verbosity: int) -> None:
     logger = logging.getLogger("hatrade")
     logger.setLevel(level)
     if not any(getattr(h, "_hatrade_cli", False) for h in logger.handlers):
-        handler = RichHandler(console=err_console, show_path=False, markup=False,
-                              rich_tracebacks=False)
+        handler = RichHandler(
+            console=err_console, show_path=False, markup=False, rich_tracebacks=False
+        )
         handler._hatrade_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
 
 
 def progress() -> Progress:
     """A spinner with the task description and elapsed time, on stderr (kept when done)."""
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=err_console, transient=False)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
 
 
 # ----------------------------------------------------------------------------- options
 # Each call returns a new typer option (typer.Option objects are not shared between commands).
+
 
 def calibration_option(help: str):
     """``--calibration/-c NAME`` (a shipped calibration, case-insensitive; default None)."""
@@ -117,5 +143,6 @@ def load_world_config(calibration, config, **calibration_kwargs):
         if used:
             fail(f"{', '.join(used)} only applies to --calibration, not to --config.")
         return load_config(config)
-    return calibration_config(calibration.value if calibration is not None else "baseline",
-                              **calibration_kwargs)
+    return calibration_config(
+        calibration.value if calibration is not None else "baseline", **calibration_kwargs
+    )

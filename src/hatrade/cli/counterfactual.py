@@ -40,13 +40,28 @@ from typing import List, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from hatrade.io.results import COUNTERFACTUAL_FILES
-from ._common import (calibration_option, config_option, console, err_console, fail,
-                      handle_errors, out_option, progress)
+
+from ._common import (
+    calibration_option,
+    config_option,
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    out_option,
+    progress,
+)
 from .solve import CalibrationName
 
 __all__ = ["register", "counterfactual_command", "batch_command", "COUNTERFACTUAL_FILES"]
@@ -80,42 +95,68 @@ def _parse_changes(items: list[str] | None, what: str) -> dict:
 @handle_errors
 def counterfactual_command(
     importer: Optional[str] = typer.Option(
-        None, "--importer", "-i", help="Change this country's imports: d_ij for every j != i."),
+        None, "--importer", "-i", help="Change this country's imports: d_ij for every j != i."
+    ),
     exporter: Optional[str] = typer.Option(
-        None, "--exporter", help="Change this country's exports: d_ij for every i != j."),
+        None, "--exporter", help="Change this country's exports: d_ij for every i != j."
+    ),
     pair: Optional[List[str]] = typer.Option(
-        None, "--pair", help="An ordered pair IMPORTER,EXPORTER (repeatable), e.g. USA,CAN."),
+        None, "--pair", help="An ordered pair IMPORTER,EXPORTER (repeatable), e.g. USA,CAN."
+    ),
     symmetric: bool = typer.Option(False, "--symmetric", help="--pair changes both directions."),
     all_pairs: bool = typer.Option(False, "--global", help="Change every pair i != j."),
     trade_cost_change: float = typer.Option(
-        0.0, "--trade-cost-change", "-d",
-        help="Proportional change of the selected trade costs: d' = (1 + change) d."),
+        0.0,
+        "--trade-cost-change",
+        "-d",
+        help="Proportional change of the selected trade costs: d' = (1 + change) d.",
+    ),
     tariff_change: float = typer.Option(
-        0.0, "--tariff-change", help="Added to the selected pairs' ad-valorem tariffs "
-        "(revenue rebated lump sum)."),
+        0.0,
+        "--tariff-change",
+        help="Added to the selected pairs' ad-valorem tariffs (revenue rebated lump sum).",
+    ),
     tfp: Optional[List[str]] = typer.Option(None, "--tfp", help="CODE=CHANGE: A' = (1+change) A."),
-    labor: Optional[List[str]] = typer.Option(None, "--labor",
-                                              help="CODE=CHANGE: L' = (1+change) L."),
+    labor: Optional[List[str]] = typer.Option(
+        None, "--labor", help="CODE=CHANGE: L' = (1+change) L."
+    ),
     financial: Optional[str] = typer.Option(
-        None, "--financial", help="New financial regime: globalization or autarky."),
+        None, "--financial", help="New financial regime: globalization or autarky."
+    ),
     calibration: Optional[CalibrationName] = calibration_option(
-        "The shipped calibration of the baseline world (default: baseline)."),
+        "The shipped calibration of the baseline world (default: baseline)."
+    ),
     config: Optional[Path] = config_option(
-        "A world TOML file (as for hatrade solve) instead of a calibration."),
+        "A world TOML file (as for hatrade solve) instead of a calibration."
+    ),
     countries: Optional[str] = typer.Option(
-        None, "--countries", help="Countries whose welfare to report, comma separated "
-        "(default: the importer; every country with --global)."),
+        None,
+        "--countries",
+        help="Countries whose welfare to report, comma separated "
+        "(default: the importer; every country with --global).",
+    ),
     out: Optional[Path] = out_option("Output folder (default results/counterfactual-<name>)."),
     verify_ev: bool = typer.Option(
-        False, "--verify-ev", help="Evaluate every state's EV residual by a solve at its own "
-        "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country)."),
-    n_nodes: int = typer.Option(8, "--n-nodes", min=0, help="Lambda nodes of the batched EV solve."),
+        False,
+        "--verify-ev",
+        help="Evaluate every state's EV residual by a solve at its own "
+        "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country).",
+    ),
+    n_nodes: int = typer.Option(
+        8, "--n-nodes", min=0, help="Lambda nodes of the batched EV solve."
+    ),
     allow_d_below_one: bool = typer.Option(
-        False, "--allow-d-below-one", help="Apply the change even where some d_ij falls below "
-        "1 (as the paper does; its US cut makes d_USA,CAN = 0.96)."),
+        False,
+        "--allow-d-below-one",
+        help="Apply the change even where some d_ij falls below "
+        "1 (as the paper does; its US cut makes d_USA,CAN = 0.96).",
+    ),
     compare: Optional[Path] = typer.Option(
-        None, "--compare", file_okay=False,
-        help="Another counterfactual folder (e.g. the log model's) drawn side by side."),
+        None,
+        "--compare",
+        file_okay=False,
+        help="Another counterfactual folder (e.g. the log model's) drawn side by side.",
+    ),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the run."),
 ) -> None:
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
@@ -127,27 +168,39 @@ def counterfactual_command(
     pairs = parse_pairs(list(pair) if pair else None)
     if name is None:
         name = _default_name(importer, exporter, all_pairs, pairs, trade_cost_change)
-    scenario = Scenario(name=name, trade_cost_change=trade_cost_change, importer=importer,
-                        exporter=exporter, pairs=pairs, symmetric=symmetric, all_pairs=all_pairs,
-                        tariff_change=tariff_change, tfp_change=_parse_changes(tfp, "tfp"),
-                        labor_change=_parse_changes(labor, "labor"), financial=financial,
-                        allow_d_below_one=allow_d_below_one)
+    scenario = Scenario(
+        name=name,
+        trade_cost_change=trade_cost_change,
+        importer=importer,
+        exporter=exporter,
+        pairs=pairs,
+        symmetric=symmetric,
+        all_pairs=all_pairs,
+        tariff_change=tariff_change,
+        tfp_change=_parse_changes(tfp, "tfp"),
+        labor_change=_parse_changes(labor, "labor"),
+        financial=financial,
+        allow_d_below_one=allow_d_below_one,
+    )
     apply_scenario(world0, scenario)  # raises before any solve
     report = _report_countries(countries, world0, scenario)
     compare_summary = _read_compare(compare) if compare is not None else None
-    label = (f"HA {cal_name}" if config is None else "HA model")
+    label = f"HA {cal_name}" if config is None else "HA model"
     if out is None:
         base = cal_name if config is None else Path(config).stem
         out = Path("results") / f"counterfactual-{base}-{name}"
     out = Path(out)
     folder = prepare_output(out, _KIND, what="counterfactual")
 
-    err_console.print(f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), "
-                      f"beta fixed, solving wages and R; welfare for {', '.join(report) or 'none'}.")
+    err_console.print(
+        f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), "
+        f"beta fixed, solving wages and R; welfare for {', '.join(report) or 'none'}."
+    )
     with progress() as prog:
         base_eq, cf, results = _solve(prog, cal_name, cfg, scenario, report, verify_ev, n_nodes)
-        summary = _write_folder(folder, base_eq, cf, results, compare_summary,
-                                name=name, label=label, source=source)
+        summary = _write_folder(
+            folder, base_eq, cf, results, compare_summary, name=name, label=label, source=source
+        )
     _print_summary(summary, cf, out)
 
 
@@ -159,15 +212,20 @@ def _base_world(calibration, config):
     cal_name = calibration.value if calibration is not None else "baseline"
     if config is not None:
         from hatrade.io.config import load_config
+
         cfg = load_config(config)
         return cal_name, cfg, cfg.world, str(config)
     from hatrade.core.worlds import ek_world
+
     return cal_name, None, ek_world(cal_name), f"calibration:{cal_name}"
 
 
 def _default_name(importer, exporter, all_pairs, pairs, trade_cost_change) -> str:
-    tag = importer or exporter or ("global" if all_pairs else
-                                   "-".join("-".join(p) for p in pairs) or "change")
+    tag = (
+        importer
+        or exporter
+        or ("global" if all_pairs else "-".join("-".join(p) for p in pairs) or "change")
+    )
     name = f"{tag}{trade_cost_change:+g}" if trade_cost_change else tag
     return name.replace("+", "p").replace("/", "-")
 
@@ -182,8 +240,9 @@ def _report_countries(countries: str | None, world0, scenario) -> list[str]:
         return report
     if scenario.all_pairs:
         return list(world0.countries)
-    return [c for c in dict.fromkeys([scenario.importer] + [p[0] for p in scenario.pairs])
-            if c] or ([scenario.exporter] if scenario.exporter else [])
+    return [
+        c for c in dict.fromkeys([scenario.importer] + [p[0] for p in scenario.pairs]) if c
+    ] or ([scenario.exporter] if scenario.exporter else [])
 
 
 def _read_compare(compare: Path) -> dict:
@@ -195,8 +254,7 @@ def _read_compare(compare: Path) -> dict:
     return compare_summary
 
 
-def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: bool,
-           n_nodes: int):
+def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: bool, n_nodes: int):
     """The baseline, the counterfactual and the welfare of ``report``, with progress."""
     from hatrade import solve_equilibrium
     from hatrade.analysis.counterfactual import baseline_equilibrium, run_counterfactual
@@ -207,60 +265,81 @@ def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: boo
         base_eq = baseline_equilibrium(cal_name)
     else:
         base_eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
-    prog.update(task, description=f"Baseline: beta {base_eq.beta:.6f}, R "
-                                  f"{float(base_eq.prices.R[0]):.6f}, {base_eq.seconds:.0f} s")
+    prog.update(
+        task,
+        description=f"Baseline: beta {base_eq.beta:.6f}, R "
+        f"{float(base_eq.prices.R[0]):.6f}, {base_eq.seconds:.0f} s",
+    )
 
     t2 = prog.add_task("Counterfactual equilibrium...", total=None)
 
     def report_newton(iteration: int, residual: float) -> None:
-        prog.update(t2, description=f"Counterfactual: Newton {iteration}, max excess "
-                                    f"demand {residual:.2e}")
+        prog.update(
+            t2, description=f"Counterfactual: Newton {iteration}, max excess demand {residual:.2e}"
+        )
 
     cf = run_counterfactual(base_eq, scenario, progress=report_newton)
-    prog.update(t2, description=f"Counterfactual: converged in {cf.new.iterations} Newton "
-                                f"steps, {cf.new.seconds:.0f} s")
+    prog.update(
+        t2,
+        description=f"Counterfactual: converged in {cf.new.iterations} Newton "
+        f"steps, {cf.new.seconds:.0f} s",
+    )
     t3 = prog.add_task("Welfare...", total=None)
     results = {}
     for k, c in enumerate(report):
         prog.update(t3, description=f"Welfare of {c} ({k + 1}/{len(report)}): all states")
         results[c] = country_welfare(cf, country=c, verify=verify_ev, n_nodes=n_nodes)
-    prog.update(t3, description=f"Welfare: {len(report)} "
-                                f"countr{'y' if len(report) == 1 else 'ies'}")
+    prog.update(
+        t3, description=f"Welfare: {len(report)} countr{'y' if len(report) == 1 else 'ies'}"
+    )
     return base_eq, cf, results
 
 
-def _write_folder(folder, base_eq, cf, results: dict, compare_summary, *, name: str,
-                  label: str, source: str) -> dict:
+def _write_folder(
+    folder, base_eq, cf, results: dict, compare_summary, *, name: str, label: str, source: str
+) -> dict:
     """Write the counterfactual folder (:func:`hatrade.io.results.save_counterfactual`,
     with figures) in one swap; returns its summary."""
     import pandas as pd
 
     from hatrade.io.results import counterfactual_summary, save_counterfactual
 
-    baseline_convergence = {k: v for k, v in base_eq.summary().items()
-                            if k in ("converged", "newton_iterations", "max_excess_demand",
-                                     "seconds")}
-    summary = counterfactual_summary(cf, {c: r.summary for c, r in results.items()},
-                                     name=name, label=label, source=source,
-                                     baseline_convergence=baseline_convergence)
+    baseline_convergence = {
+        k: v
+        for k, v in base_eq.summary().items()
+        if k in ("converged", "newton_iterations", "max_excess_demand", "seconds")
+    }
+    summary = counterfactual_summary(
+        cf,
+        {c: r.summary for c, r in results.items()},
+        name=name,
+        label=label,
+        source=source,
+        baseline_convergence=baseline_convergence,
+    )
     table = pd.concat([r.table for r in results.values()]) if results else None
     with folder.replace() as tmp:
-        save_counterfactual(tmp, cf, table, summary, figures=True, compare=compare_summary,
-                            label=label)
+        save_counterfactual(
+            tmp, cf, table, summary, figures=True, compare=compare_summary, label=label
+        )
     return summary
 
 
 def _print_summary(summary: dict, cf, out: Path) -> None:
-    head = Table(title=f"Counterfactual: {escape(summary['name'])}", show_header=False,
-                 title_justify="left")
+    head = Table(
+        title=f"Counterfactual: {escape(summary['name'])}", show_header=False, title_justify="left"
+    )
     head.add_column("quantity", style="bold")
     head.add_column("value")
     R = summary["R"]
     if "change_percent" in R:
         head.add_row("R", f"{R['old']:.6f} -> {R['new']:.6f} ({R['change_percent']:+.4f}%)")
     conv = summary["convergence"]
-    head.add_row("convergence", f"{conv['newton_iterations']} Newton steps, max excess demand "
-                 f"{conv['max_excess_demand']:.1e}")
+    head.add_row(
+        "convergence",
+        f"{conv['newton_iterations']} Newton steps, max excess demand "
+        f"{conv['max_excess_demand']:.1e}",
+    )
     head.add_row("output", str(out))
     console.print(head)
     tab = Table(title="Who gains (percent, equivalent variation)", title_justify="left")
@@ -268,10 +347,15 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
         tab.add_column(col, justify="right" if col != "country" else "left")
     for c, s in summary["by_country"].items():
         q = s["quintile_gain_percent"]
-        tab.add_row(c, f"{s['mean_gain_percent']:.3f}", *(f"{q[f'Q{k}']:.3f}" for k in range(1, 6)),
-                    f"{100 * s['share_losers']:.1f}%", f"{s['acr_percent']:.3f}",
-                    f"{summary['R_over_w_change_percent'][c]:+.3f}",
-                    f"{summary['wages'][c]['change_percent']:+.3f}")
+        tab.add_row(
+            c,
+            f"{s['mean_gain_percent']:.3f}",
+            *(f"{q[f'Q{k}']:.3f}" for k in range(1, 6)),
+            f"{100 * s['share_losers']:.1f}%",
+            f"{s['acr_percent']:.3f}",
+            f"{summary['R_over_w_change_percent'][c]:+.3f}",
+            f"{summary['wages'][c]['change_percent']:+.3f}",
+        )
     console.print(tab)
     notes = []
     for c, s in summary["by_country"].items():
@@ -279,22 +363,28 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
         if ev["verified"]:
             notes.append(f"{c}: EV residuals evaluated, max {ev['max_abs_residual']:.1e}")
         else:
-            notes.append(f"{c}: EV by interpolation (estimated error of the gains up to "
-                         f"{ev['max_gain_error_estimate_points']:.1e} percentage points, "
-                         f"{ev['max_residual_estimate']:.1e} in V; --verify-ev evaluates "
-                         "every residual)")
+            notes.append(
+                f"{c}: EV by interpolation (estimated error of the gains up to "
+                f"{ev['max_gain_error_estimate_points']:.1e} percentage points, "
+                f"{ev['max_residual_estimate']:.1e} in V; --verify-ev evaluates "
+                "every residual)"
+            )
         if ev.get("first_root_above_one_states"):
-            notes.append(f"{c}: {ev['first_root_above_one_states']} states "
-                         f"({100 * ev['first_root_above_one_mass']:.1f}% of households, "
-                         "borrowers near the limit) lose from a small scaling of income, so "
-                         "their lambda is the first root above 1 (column "
-                         "ev_first_root_above_one)")
+            notes.append(
+                f"{c}: {ev['first_root_above_one_states']} states "
+                f"({100 * ev['first_root_above_one_mass']:.1f}% of households, "
+                "borrowers near the limit) lose from a small scaling of income, so "
+                "their lambda is the first root above 1 (column "
+                "ev_first_root_above_one)"
+            )
         if ev["undefined_states"]:
-            notes.append(f"{c}: {ev['undefined_states']} states ({100 * ev['undefined_mass']:.1f}% "
-                         "of households): borrowers for whom scaling income lowers V at 1 and "
-                         "no feasible scaling above 1 makes them as well off, so the EV is "
-                         "undefined (lambda empty; mean Lucas gain "
-                         f"{ev['undefined_cev_percent_mean']:.3f}%); means leave them out")
+            notes.append(
+                f"{c}: {ev['undefined_states']} states ({100 * ev['undefined_mass']:.1f}% "
+                "of households): borrowers for whom scaling income lowers V at 1 and "
+                "no feasible scaling above 1 makes them as well off, so the EV is "
+                "undefined (lambda empty; mean Lucas gain "
+                f"{ev['undefined_cev_percent_mean']:.3f}%); means leave them out"
+            )
     for n in notes:
         err_console.print(f"[dim]{escape(n)}[/dim]")
 
@@ -303,15 +393,20 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
 def batch_command(
     file: Path = typer.Argument(..., exists=False, dir_okay=False, help="A batch TOML file."),
     out: Optional[Path] = out_option(
-        "Batch folder (default results/batch-<name>); an interrupted batch there resumes."),
+        "Batch folder (default results/batch-<name>); an interrupted batch there resumes."
+    ),
     scheduler: Optional[str] = typer.Option(
-        None, "--scheduler", help="Address of a Dask scheduler (tcp://host:8786); default: a "
-        "local cluster."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1,
-                                          help="Worker processes of the local cluster."),
+        None,
+        "--scheduler",
+        help="Address of a Dask scheduler (tcp://host:8786); default: a local cluster.",
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="Worker processes of the local cluster."
+    ),
     serial: bool = typer.Option(False, "--serial", help="Run in this process, without Dask."),
-    retry_failed: bool = typer.Option(False, "--retry-failed",
-                                      help="Re-run runs recorded as failed."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Re-run runs recorded as failed."
+    ),
 ) -> None:
     """Run many counterfactuals (a batch file) on a Dask cluster, resumably."""
     from hatrade.io.batch import load_batch, run_batch
@@ -320,26 +415,46 @@ def batch_command(
         fail("give either --serial or --scheduler, not both.")
     spec = load_batch(file)  # every entry checked before any solve
     out = Path(out) if out is not None else Path("results") / f"batch-{spec.name}"
-    err_console.print(f"[bold]{escape(spec.name)}[/bold]: {len(spec.runs)} runs -> "
-                      f"{escape(str(out))} ({'serial' if serial else scheduler or 'local Dask cluster'})")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=err_console) as prog:
+    err_console.print(
+        f"[bold]{escape(spec.name)}[/bold]: {len(spec.runs)} runs -> "
+        f"{escape(str(out))} ({'serial' if serial else scheduler or 'local Dask cluster'})"
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as prog:
         task = prog.add_task("runs", total=len(spec.runs))
 
         def report(done: int, total: int, row: dict) -> None:
             status = row.get("status")
             extra = " (resumed)" if row.get("resumed") else ""
-            prog.update(task, completed=done,
-                        description=f"last: {row.get('name')} {status}{extra}")
+            prog.update(
+                task, completed=done, description=f"last: {row.get('name')} {status}{extra}"
+            )
             if status != "ok" and not row.get("resumed"):
-                err_console.print(f"[red]run {escape(str(row.get('name')))} failed:[/red] "
-                                  f"{escape(str(row.get('error')))}")
+                err_console.print(
+                    f"[red]run {escape(str(row.get('name')))} failed:[/red] "
+                    f"{escape(str(row.get('error')))}"
+                )
 
-        summary = run_batch(spec, out, scheduler=scheduler, workers=workers,
-                            executor="serial" if serial else "dask", retry_failed=retry_failed,
-                            progress=report)
-    tab = Table(title=f"Batch {escape(spec.name)}: {summary['runs_ok']} ok, "
-                f"{summary['runs_failed']} failed", title_justify="left")
+        summary = run_batch(
+            spec,
+            out,
+            scheduler=scheduler,
+            workers=workers,
+            executor="serial" if serial else "dask",
+            retry_failed=retry_failed,
+            progress=report,
+        )
+    tab = Table(
+        title=f"Batch {escape(spec.name)}: {summary['runs_ok']} ok, "
+        f"{summary['runs_failed']} failed",
+        title_justify="left",
+    )
     for col in ("run", "status", "country", "mean gain %", "ACR %", "R change %"):
         tab.add_column(col)
     for r in summary["runs"]:
@@ -348,8 +463,14 @@ def batch_command(
         Rc = r.get("R_change_percent")
         if gains:
             for c, g in gains.items():
-                tab.add_row(r["name"], r["status"], c, f"{g:.3f}", f"{acr.get(c, float('nan')):.3f}",
-                            "" if Rc is None else f"{Rc:+.4f}")
+                tab.add_row(
+                    r["name"],
+                    r["status"],
+                    c,
+                    f"{g:.3f}",
+                    f"{acr.get(c, float('nan')):.3f}",
+                    "" if Rc is None else f"{Rc:+.4f}",
+                )
         else:
             tab.add_row(r["name"], r["status"], "", "", "", "" if Rc is None else f"{Rc:+.4f}")
     console.print(tab)

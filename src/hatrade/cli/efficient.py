@@ -12,8 +12,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import (calibration_option, config_option, console, err_console,
-                      handle_errors, load_world_config, out_option, progress)
+from ._common import (
+    calibration_option,
+    config_option,
+    console,
+    err_console,
+    handle_errors,
+    load_world_config,
+    out_option,
+    progress,
+)
 from .solve import CalibrationName
 
 __all__ = ["register", "efficient_command", "EFFICIENT_FILES", "WeightsKind"]
@@ -40,108 +48,169 @@ def register(app: typer.Typer) -> None:
 def efficient_command(
     calibration: Optional[CalibrationName] = calibration_option(
         "A shipped calibration of the 19-country world (default: baseline, when --config "
-        "is not given); the decentralized equilibrium is evaluated at its published prices."),
+        "is not given); the decentralized equilibrium is evaluated at its published prices."
+    ),
     config: Optional[Path] = config_option(
         "A TOML file describing a world (as for hatrade solve); its decentralized "
-        "equilibrium is solved first."),
+        "equilibrium is solved first."
+    ),
     weights: WeightsKind = typer.Option(
-        WeightsKind.matched, "--weights", "-w", case_sensitive=False,
+        WeightsKind.matched,
+        "--weights",
+        "-w",
+        case_sensitive=False,
         help="Planner weights: 'matched' (each country's spending equals its decentralized "
-             "spending: same resources, efficient use) or 'equal' (one per person)."),
+        "spending: same resources, efficient use) or 'equal' (one per person).",
+    ),
     out: Optional[Path] = out_option(
         "Output folder (default results/efficient-<name>-<weights>). A previous "
-        "'hatrade efficient' folder there is replaced; a folder with other files is refused."),
+        "'hatrade efficient' folder there is replaced; a folder with other files is refused."
+    ),
     elasticities: bool = typer.Option(
-        True, "--elasticities/--no-elasticities",
+        True,
+        "--elasticities/--no-elasticities",
         help="Compute the decentralized Proposition 1 elasticities (exact AD) for the "
-             "side-by-side comparison (under a minute for 19 countries)."),
+        "side-by-side comparison (under a minute for 19 countries).",
+    ),
 ) -> None:
     """Efficient allocation (Proposition 4) vs the decentralized equilibrium; write efficient_trade.csv, summary.json, efficient_trade.png."""
     from hatrade import __version__, evaluate, solve_equilibrium
     from hatrade.analysis.efficient import efficient_report, solve_planner
-    from hatrade.plots.efficient import save_efficient_trade
     from hatrade.io.atomic import jsonable, write_json
     from hatrade.io.folders import prepare_output
+    from hatrade.plots.efficient import save_efficient_trade
 
     cfg = load_world_config(calibration, config)
-    out = Path(out) if out is not None else Path("results") / f"efficient-{cfg.name}-{weights.value}"
+    out = (
+        Path(out) if out is not None else Path("results") / f"efficient-{cfg.name}-{weights.value}"
+    )
     folder = prepare_output(out, _KIND)
     world, hh = cfg.world, cfg.household
-    err_console.print(f"[bold]{cfg.name}[/bold]: {world.M} countries, planner weights "
-                      f"'{weights.value}'.")
+    err_console.print(
+        f"[bold]{cfg.name}[/bold]: {world.M} countries, planner weights '{weights.value}'."
+    )
 
     with progress() as prog:
         if cfg.calibration is not None:
-            task = prog.add_task("Decentralized equilibrium: households at the published "
-                                 "prices (the first call compiles)...", total=None)
-            eq = evaluate(world, hh, cfg.wages, R=cfg.R, beta=cfg.calibration["published_beta"],
-                          income=cfg.income)
+            task = prog.add_task(
+                "Decentralized equilibrium: households at the published "
+                "prices (the first call compiles)...",
+                total=None,
+            )
+            eq = evaluate(
+                world,
+                hh,
+                cfg.wages,
+                R=cfg.R,
+                beta=cfg.calibration["published_beta"],
+                income=cfg.income,
+            )
             source = "published prices (households solved, markets not re-cleared)"
         else:
             task = prog.add_task("Decentralized equilibrium: solving...", total=None)
             eq = solve_equilibrium(world, hh, **cfg.solve_kwargs())
-            source = f"solved ({eq.iterations} Newton iterations, max excess demand {eq.residual:.1e})"
+            source = (
+                f"solved ({eq.iterations} Newton iterations, max excess demand {eq.residual:.1e})"
+            )
         prog.update(task, description=f"Decentralized equilibrium: {source}")
         task = prog.add_task("Planner's problem...", total=None)
         planner = solve_planner(world, hh, weights.value, eq=eq, income=cfg.income)
-        prog.update(task, description=f"Planner solved: {planner.iterations} Newton iterations, "
-                                      f"max resource error {planner.resource_error:.1e}")
-        task = prog.add_task("Elasticities, gravity, welfare" + (
-            " (decentralized elasticities by AD)..." if elasticities else "..."),
-            total=None)
+        prog.update(
+            task,
+            description=f"Planner solved: {planner.iterations} Newton iterations, "
+            f"max resource error {planner.resource_error:.1e}",
+        )
+        task = prog.add_task(
+            "Elasticities, gravity, welfare"
+            + (" (decentralized elasticities by AD)..." if elasticities else "..."),
+            total=None,
+        )
         table, summary = efficient_report(planner, eq, decentralized_theta=elasticities)
         prog.update(task, description="Elasticities, gravity and welfare done")
-        summary = jsonable({
-            "kind": _KIND, "name": cfg.name, "hatrade_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "countries": list(world.countries), "decentralized_source": source,
-            **summary, "parameters": cfg.to_dict()})
+        summary = jsonable(
+            {
+                "kind": _KIND,
+                "name": cfg.name,
+                "hatrade_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "countries": list(world.countries),
+                "decentralized_source": source,
+                **summary,
+                "parameters": cfg.to_dict(),
+            }
+        )
         with folder.replace() as tmp:
-            table.to_csv(tmp / "efficient_trade.csv", index=False, na_rep="",
-                         float_format="%.17g")
+            table.to_csv(tmp / "efficient_trade.csv", index=False, na_rep="", float_format="%.17g")
             write_json(tmp / "summary.json", summary, indent=2)
-            save_efficient_trade(table, tmp / "efficient_trade.png",
-                                 title=f"Efficient ({weights.value} weights) vs. decentralized "
-                                       f"trade: {cfg.name}")
+            save_efficient_trade(
+                table,
+                tmp / "efficient_trade.png",
+                title=f"Efficient ({weights.value} weights) vs. decentralized trade: {cfg.name}",
+            )
         log.info("wrote %s (%s)", out, ", ".join(EFFICIENT_FILES))
     _print(summary, out)
 
 
 def _print(summary: dict, out: Path) -> None:
     comp = summary["comparison"]
-    head = Table(title=f"Efficient vs. decentralized: {summary['name']} "
-                       f"({summary['weights_kind']} weights)", show_header=False,
-                 title_justify="left")
+    head = Table(
+        title=f"Efficient vs. decentralized: {summary['name']} ({summary['weights_kind']} weights)",
+        show_header=False,
+        title_justify="left",
+    )
     head.add_column("quantity", style="bold")
     head.add_column("value")
-    head.add_row("pairs trading more / less (efficient)",
-                 f"{comp['pairs_trading_more_efficient']} / {comp['pairs_trading_less_efficient']}")
+    head.add_row(
+        "pairs trading more / less (efficient)",
+        f"{comp['pairs_trading_more_efficient']} / {comp['pairs_trading_less_efficient']}",
+    )
     head.add_row("mean log(s_eff/s_dec), i != j", f"{comp['mean_log_ratio_offdiagonal']:.4f}")
     head.add_row("max resource error", f"{summary['planner']['max_relative_resource_error']:.1e}")
     for name, w in summary.get("welfare_prop4", {}).items():
-        head.add_row(f"welfare, {name} (Prop. 4)",
-                     f"{w['gain_pct_first_order']:.3f}% of consumption (first order), "
-                     f"{w['gain_pct_exact']:.3f}% exact")
+        head.add_row(
+            f"welfare, {name} (Prop. 4)",
+            f"{w['gain_pct_first_order']:.3f}% of consumption (first order), "
+            f"{w['gain_pct_exact']:.3f}% exact",
+        )
     head.add_row("output", str(out))
     console.print(head)
 
     agg = comp.get("aggregate_elasticity", {})
-    tab = Table(title="By country (elasticities: trade-weighted over partners)",
-                title_justify="left",
-                caption="imports: import share; eff: efficient, dec: decentralized; P4: "
-                        "-(1/sigma)u'(c)c; choice/ext: extensive margin; value/P1: trade in "
-                        "value (Proposition 1)", caption_justify="left")
-    for col in ("country", "imports eff", "imports dec", "eff P4", "eff choice", "dec ext",
-                "eff value", "dec P1"):
+    tab = Table(
+        title="By country (elasticities: trade-weighted over partners)",
+        title_justify="left",
+        caption="imports: import share; eff: efficient, dec: decentralized; P4: "
+        "-(1/sigma)u'(c)c; choice/ext: extensive margin; value/P1: trade in "
+        "value (Proposition 1)",
+        caption_justify="left",
+    )
+    for col in (
+        "country",
+        "imports eff",
+        "imports dec",
+        "eff P4",
+        "eff choice",
+        "dec ext",
+        "eff value",
+        "dec P1",
+    ):
         tab.add_column(col, justify="left" if col == "country" else "right")
     for c, v in comp["import_share"].items():
-        def g(key):
+
+        def g(key, c=c):
             x = agg.get(key, {}).get(c)
             return "" if x is None else f"{x:.3f}"
-        tab.add_row(c, f"{v['efficient']:.4f}", f"{v['decentralized']:.4f}",
-                    g("theta_efficient_prop4"), g("theta_efficient_choice"),
-                    g("theta_decentralized_extensive"), g("theta_efficient_value"),
-                    g("theta_decentralized_prop1"))
+
+        tab.add_row(
+            c,
+            f"{v['efficient']:.4f}",
+            f"{v['decentralized']:.4f}",
+            g("theta_efficient_prop4"),
+            g("theta_efficient_choice"),
+            g("theta_decentralized_extensive"),
+            g("theta_efficient_value"),
+            g("theta_decentralized_prop1"),
+        )
     console.print(tab)
     grav = comp.get("gravity")
     if grav:

@@ -40,21 +40,42 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import (calibration_option, config_option, console, err_console,
-                      handle_errors, load_world_config, out_option, progress)
+from ._common import (
+    calibration_option,
+    config_option,
+    console,
+    err_console,
+    handle_errors,
+    load_world_config,
+    out_option,
+    progress,
+)
 from .solve import CalibrationName
 
-__all__ = ["register", "elasticities_command", "households_command", "ELASTICITY_FILES",
-           "HOUSEHOLD_FILES"]
+__all__ = [
+    "register",
+    "elasticities_command",
+    "households_command",
+    "ELASTICITY_FILES",
+    "HOUSEHOLD_FILES",
+]
 
 log = logging.getLogger(__name__)
 
 #: Files of an elasticities folder.
-ELASTICITY_FILES: tuple[str, ...] = ("elasticities.csv", "summary.json", "micro.nc",
-                                     "elasticities.png")
+ELASTICITY_FILES: tuple[str, ...] = (
+    "elasticities.csv",
+    "summary.json",
+    "micro.nc",
+    "elasticities.png",
+)
 #: Files of a households folder (plus micro_table_simulated.csv with --simulate).
-HOUSEHOLD_FILES: tuple[str, ...] = ("micro_table.csv", "cross_section.csv", "summary.json",
-                                    "micro_table.png")
+HOUSEHOLD_FILES: tuple[str, ...] = (
+    "micro_table.csv",
+    "cross_section.csv",
+    "summary.json",
+    "micro_table.png",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -69,8 +90,10 @@ def _check_country(cfg, country: str) -> str:
     code = country.strip()
     cfg.world.index(code)  # ParameterError listing the allowed codes
     if cfg.world.M < 2:
-        raise ParameterError(f"country {code!r} has no trade partners (a one-country world): "
-                             "trade elasticities need at least two countries.")
+        raise ParameterError(
+            f"country {code!r} has no trade partners (a one-country world): "
+            "trade elasticities need at least two countries."
+        )
     return code
 
 
@@ -79,16 +102,23 @@ def _equilibrium(cfg, prog):
     from hatrade import evaluate, solve_equilibrium
 
     if cfg.calibration is not None:
-        task = prog.add_task("Households at the published equilibrium prices (the first call "
-                             "compiles)...", total=None)
-        eq = evaluate(cfg.world, cfg.household, cfg.wages, R=cfg.R,
-                      beta=cfg.calibration["published_beta"], income=cfg.income)
+        task = prog.add_task(
+            "Households at the published equilibrium prices (the first call compiles)...",
+            total=None,
+        )
+        eq = evaluate(
+            cfg.world,
+            cfg.household,
+            cfg.wages,
+            R=cfg.R,
+            beta=cfg.calibration["published_beta"],
+            income=cfg.income,
+        )
         source = "published prices (households solved at the published wages and beta)"
     else:
         task = prog.add_task("Solving the equilibrium...", total=None)
         eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
-        source = (f"solved ({eq.iterations} Newton iterations, max excess demand "
-                  f"{eq.residual:.1e})")
+        source = f"solved ({eq.iterations} Newton iterations, max excess demand {eq.residual:.1e})"
     prog.update(task, description=f"Equilibrium: {source}")
     return eq, source
 
@@ -96,9 +126,14 @@ def _equilibrium(cfg, prog):
 def _header(kind: str, name: str, country: str, source: str) -> dict:
     from hatrade import __version__
 
-    return {"kind": kind, "name": name, "country": country, "hatrade_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "equilibrium_source": source}
+    return {
+        "kind": kind,
+        "name": name,
+        "country": country,
+        "hatrade_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "equilibrium_source": source,
+    }
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -108,14 +143,18 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 _COUNTRY_HELP = "Home country code (ISO3 for the 19-country world, e.g. USA)."
-_CAL_HELP = ("A shipped calibration of the 19-country world (default: baseline, when --config "
-             "is not given); households are solved at its published equilibrium prices.")
+_CAL_HELP = (
+    "A shipped calibration of the 19-country world (default: baseline, when --config "
+    "is not given); households are solved at its published equilibrium prices."
+)
 _CONFIG_HELP = "A TOML file describing a world (as for hatrade solve); it is solved first."
 
 
 def _out_help(kind: str) -> str:
-    return (f"Output folder (default results/{kind}-<name>-<country>). A previous "
-            f"'hatrade {kind}' folder there is replaced; a folder with other files is refused.")
+    return (
+        f"Output folder (default results/{kind}-<name>-<country>). A previous "
+        f"'hatrade {kind}' folder there is replaced; a folder with other files is refused."
+    )
 
 
 @handle_errors
@@ -125,45 +164,56 @@ def elasticities_command(
     config: Optional[Path] = config_option(_CONFIG_HELP),
     out: Optional[Path] = out_option(_out_help("elasticities")),
     longrun: bool = typer.Option(
-        True, "--longrun/--no-longrun",
+        True,
+        "--longrun/--no-longrun",
         help="Also report the long-run elasticity (stationary distribution re-solved; w and "
-             "R still fixed) beside the impact one."),
+        "R still fixed) beside the impact one.",
+    ),
 ) -> None:
     """Trade elasticities of one country by partner (Proposition 1, exact AD); write elasticities.csv, summary.json, micro.nc, elasticities.png."""
     from hatrade.analysis.elasticity import TABLE_COLUMNS, longrun_elasticities, trade_elasticities
-    from hatrade.plots.elasticity import partner_elasticities_figure, save_figure
     from hatrade.io.folders import prepare_output
+    from hatrade.plots.elasticity import partner_elasticities_figure, save_figure
 
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
     out = Path(out) if out is not None else Path("results") / f"elasticities-{cfg.name}-{code}"
     folder = prepare_output(out, "elasticities")
-    err_console.print(f"[bold]{cfg.name}[/bold]: elasticities of {code} against its "
-                      f"{cfg.world.M - 1} partners.")
+    err_console.print(
+        f"[bold]{cfg.name}[/bold]: elasticities of {code} against its {cfg.world.M - 1} partners."
+    )
     with progress() as prog:
         eq, source = _equilibrium(cfg, prog)
-        task = prog.add_task("Elasticities (forward-mode AD through the household problem; "
-                             "the first call compiles)...", total=None)
+        task = prog.add_task(
+            "Elasticities (forward-mode AD through the household problem; "
+            "the first call compiles)...",
+            total=None,
+        )
         if longrun:
             lr = longrun_elasticities(eq, code)
             res = lr.impact
         else:
             lr, res = None, trade_elasticities(eq, code)
-        prog.update(task, description=f"Elasticities: theta = {res.theta:.4f} "
-                                      f"({res.seconds:.1f} s)")
+        prog.update(
+            task, description=f"Elasticities: theta = {res.theta:.4f} ({res.seconds:.1f} s)"
+        )
         table = res.table[list(TABLE_COLUMNS) + ["weight"]].copy()
         if lr is not None:
-            table["theta_longrun"] = lr.table.set_index("partner").loc[
-                table["partner"], "theta_longrun"].to_numpy()
+            table["theta_longrun"] = (
+                lr.table.set_index("partner").loc[table["partner"], "theta_longrun"].to_numpy()
+            )
         summary = {**_header("elasticities", cfg.name, code, source), **res.summary()}
         summary["kind"] = "elasticities"
-        summary["theta_definition"] = ("impact elasticity d log(M_ij/M_ii) / d log p_ij "
-                                       "(Proposition 1): w, R and the stationary "
-                                       "distribution fixed; trade-share-weighted over partners")
+        summary["theta_definition"] = (
+            "impact elasticity d log(M_ij/M_ii) / d log p_ij "
+            "(Proposition 1): w, R and the stationary "
+            "distribution fixed; trade-share-weighted over partners"
+        )
         if lr is not None:
             summary["theta_longrun"] = lr.theta_longrun
-            summary["theta_longrun_definition"] = ("stationary distribution re-solved at the "
-                                                   "new policies; w and R still fixed")
+            summary["theta_longrun_definition"] = (
+                "stationary distribution re-solved at the new policies; w and R still fixed"
+            )
         summary["parameters"] = cfg.to_dict()
         ds = res.micro.copy()
         ds.attrs.update({"name": cfg.name, "created": summary["created"]})
@@ -171,9 +221,12 @@ def elasticities_command(
             table.to_csv(tmp / "elasticities.csv", index=False, float_format="%.17g")
             _write_json(tmp / "summary.json", summary)
             ds.to_netcdf(tmp / "micro.nc", engine="h5netcdf")
-            save_figure(partner_elasticities_figure(res, longrun=lr,
-                                                    title=f"{code} trade elasticities: {cfg.name}"),
-                        tmp / "elasticities.png")
+            save_figure(
+                partner_elasticities_figure(
+                    res, longrun=lr, title=f"{code} trade elasticities: {cfg.name}"
+                ),
+                tmp / "elasticities.png",
+            )
         log.info("wrote %s (%s)", out, ", ".join(ELASTICITY_FILES))
 
     tab = Table(title=f"Trade elasticities of {code} ({cfg.name})", title_justify="left")
@@ -183,8 +236,14 @@ def elasticities_command(
     for c in cols:
         tab.add_column(c, justify="left" if c == "partner" else "right")
     for _, r in table.iterrows():
-        row = [r["partner"], f"{r['theta']:.4f}", f"{r['theta_extensive']:.4f}",
-               f"{r['theta_intensive']:.4f}", f"{r['price']:.4f}", f"{r['trade_share']:.5f}"]
+        row = [
+            r["partner"],
+            f"{r['theta']:.4f}",
+            f"{r['theta_extensive']:.4f}",
+            f"{r['theta_intensive']:.4f}",
+            f"{r['price']:.4f}",
+            f"{r['trade_share']:.5f}",
+        ]
         if lr is not None:
             row.append(f"{r['theta_longrun']:.4f}")
         tab.add_row(*row)
@@ -204,15 +263,18 @@ def households_command(
     out: Optional[Path] = out_option(_out_help("households")),
     transfer: float = typer.Option(0.008, "--transfer", help="One-time transfer for the MPC."),
     simulate: int = typer.Option(
-        0, "--simulate", min=0,
-        help="Also tabulate N simulated households (seeded; the paper used 100000)."),
+        0,
+        "--simulate",
+        min=0,
+        help="Also tabulate N simulated households (seeded; the paper used 100000).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the simulation."),
 ) -> None:
     """Household cross-section of one country: import shares, trade elasticities and MPCs by income and expenditure group; write micro_table.csv, cross_section.csv, micro_table.png, summary.json."""
     from hatrade.analysis.cross_section import cross_section, micro_table, simulate_households
     from hatrade.core.params import ParameterError
-    from hatrade.plots.elasticity import micro_table_figure, save_figure
     from hatrade.io.folders import prepare_output
+    from hatrade.plots.elasticity import micro_table_figure, save_figure
 
     if not transfer > 0:
         raise ParameterError(f"--transfer {transfer} is not allowed: it must be > 0.")
@@ -223,8 +285,9 @@ def households_command(
     err_console.print(f"[bold]{cfg.name}[/bold]: household cross-section of {code}.")
     with progress() as prog:
         eq, source = _equilibrium(cfg, prog)
-        task = prog.add_task("Elasticities and MPCs by household state (the first call "
-                             "compiles)...", total=None)
+        task = prog.add_task(
+            "Elasticities and MPCs by household state (the first call compiles)...", total=None
+        )
         xs = cross_section(eq, code, transfer=transfer)
         table = micro_table(xs)
         prog.update(task, description="Cross-section done")
@@ -234,36 +297,55 @@ def households_command(
             sim_table = micro_table(simulate_households(eq, code, n=simulate, seed=seed, xs=xs))
             prog.update(task, description=f"Simulated {simulate} households")
         t = xs.table
-        summary = {**_header("households", cfg.name, code, source),
-                   "transfer": transfer,
-                   "mpc_definition": "sum_j pi_j p_ij (c_j(T + transfer) - c_j(T)) / transfer, "
-                                     "one EGM step with next period's policies and the choice "
-                                     "probabilities held fixed",
-                   "weights": "exact, by the stationary distribution (tied states split "
-                              "proportionally at group boundaries)",
-                   "mean": {c: float((t[c] * t["mass"]).sum()) for c in
-                            ("import_share", "elasticity", "mpc", "labor_income", "expenditure",
-                             "assets")},
-                   "theta_country": xs.elasticities.theta,
-                   "micro_table": table.to_dict(orient="records"),
-                   "simulation": None if not simulate else {"n": simulate, "seed": seed},
-                   "parameters": cfg.to_dict()}
+        summary = {
+            **_header("households", cfg.name, code, source),
+            "transfer": transfer,
+            "mpc_definition": "sum_j pi_j p_ij (c_j(T + transfer) - c_j(T)) / transfer, "
+            "one EGM step with next period's policies and the choice "
+            "probabilities held fixed",
+            "weights": "exact, by the stationary distribution (tied states split "
+            "proportionally at group boundaries)",
+            "mean": {
+                c: float((t[c] * t["mass"]).sum())
+                for c in (
+                    "import_share",
+                    "elasticity",
+                    "mpc",
+                    "labor_income",
+                    "expenditure",
+                    "assets",
+                )
+            },
+            "theta_country": xs.elasticities.theta,
+            "micro_table": table.to_dict(orient="records"),
+            "simulation": None if not simulate else {"n": simulate, "seed": seed},
+            "parameters": cfg.to_dict(),
+        }
         with folder.replace() as tmp:
             table.to_csv(tmp / "micro_table.csv", index=False, float_format="%.17g")
             t.to_csv(tmp / "cross_section.csv", index=False, float_format="%.17g")
             if sim_table is not None:
-                sim_table.to_csv(tmp / "micro_table_simulated.csv", index=False,
-                                 float_format="%.17g")
+                sim_table.to_csv(
+                    tmp / "micro_table_simulated.csv", index=False, float_format="%.17g"
+                )
             _write_json(tmp / "summary.json", summary)
-            save_figure(micro_table_figure(table, title=f"{code} households: {cfg.name}"),
-                        tmp / "micro_table.png")
+            save_figure(
+                micro_table_figure(table, title=f"{code} households: {cfg.name}"),
+                tmp / "micro_table.png",
+            )
         log.info("wrote %s (%s)", out, ", ".join(HOUSEHOLD_FILES))
 
     tab = Table(title=f"Households of {code} ({cfg.name}): exact weights", title_justify="left")
     for c in ("grouping", "group", "import share", "elasticity", "MPC", "mass"):
         tab.add_column(c, justify="left" if c in ("grouping", "group") else "right")
     for _, r in table.iterrows():
-        tab.add_row(r["grouping"], r["group"], f"{r['import_share']:.4f}",
-                    f"{r['elasticity']:.3f}", f"{r['mpc']:.3f}", f"{r['mass']:.3f}")
+        tab.add_row(
+            r["grouping"],
+            r["group"],
+            f"{r['import_share']:.4f}",
+            f"{r['elasticity']:.3f}",
+            f"{r['mpc']:.3f}",
+            f"{r['mass']:.3f}",
+        )
     console.print(tab)
     console.print(f"Wrote {escape(str(out))}")

@@ -29,9 +29,11 @@ class Method(str, enum.Enum):
     statsmodels = "statsmodels"
 
 
-TABLE1_HELP = ("The paper's Table 1: trade barriers of the gravity regression in the data "
-               "(moment), in the model (model_fit), and the trade-cost parameters "
-               "d = exp(-x/4) (parameter).")
+TABLE1_HELP = (
+    "The paper's Table 1: trade barriers of the gravity regression in the data "
+    "(moment), in the model (model_fit), and the trade-cost parameters "
+    "d = exp(-x/4) (parameter)."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -48,8 +50,10 @@ def _model_shares_from_solve(folder: Path):
     trade = load_trade(folder)
     have = list(dict.fromkeys(trade["importer"]))
     if sorted(have) != sorted(COUNTRIES):
-        fail(f"{folder}: Table 1 needs a solve of the 19 Eaton-Kortum countries "
-             f"({', '.join(COUNTRIES)}); this solve has {', '.join(have)}.")
+        fail(
+            f"{folder}: Table 1 needs a solve of the 19 Eaton-Kortum countries "
+            f"({', '.join(COUNTRIES)}); this solve has {', '.join(have)}."
+        )
     shares, _ = shares_matrix(trade, COUNTRIES)
     params = ((summary.get("parameters") or {}).get("calibration") or {}).get("vector")
     return shares, (None if params is None else np.asarray(params, float))
@@ -58,39 +62,63 @@ def _model_shares_from_solve(folder: Path):
 def _model_shares_from_calibration(name: str):
     """Trade shares at the published equilibrium prices of a shipped calibration."""
     from hatrade import evaluate
-    from hatrade.io.config import DEFAULT_R
-    from hatrade.data import load_calibration
     from hatrade.core.worlds import ek_world, published_household
+    from hatrade.data import load_calibration
+    from hatrade.io.config import DEFAULT_R
 
     cal = load_calibration(name)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err_console, transient=False) as prog:
-        task = prog.add_task(f"Solving households at the published {name} prices (19 "
-                             "countries)...", total=None)
-        eq = evaluate(ek_world(name), published_household(name), wages=cal.wages.to_numpy(),
-                      R=DEFAULT_R, beta=cal.beta)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as prog:
+        task = prog.add_task(
+            f"Solving households at the published {name} prices (19 countries)...", total=None
+        )
+        eq = evaluate(
+            ek_world(name),
+            published_household(name),
+            wages=cal.wages.to_numpy(),
+            R=DEFAULT_R,
+            beta=cal.beta,
+        )
         prog.update(task, description=f"Households solved at the published {name} prices")
     return eq.trade_shares, np.asarray(cal.params, float)
 
 
 @handle_errors
 def table1_command(
-    out: Path = typer.Option(Path("results/table1"), "--out", "-o", file_okay=False,
-                             help=f"Folder for {TABLE1_FILE} (created when needed)."),
+    out: Path = typer.Option(
+        Path("results/table1"),
+        "--out",
+        "-o",
+        file_okay=False,
+        help=f"Folder for {TABLE1_FILE} (created when needed).",
+    ),
     from_solve: Optional[Path] = typer.Option(
-        None, "--from-solve", file_okay=False,
+        None,
+        "--from-solve",
+        file_okay=False,
         help="A 19-country solve folder (hatrade solve): adds the model_fit column from its "
-             "trade.csv and the parameter column from its calibration vector."),
+        "trade.csv and the parameter column from its calibration vector.",
+    ),
     calibration: Optional[CalibrationName] = typer.Option(
-        None, "--calibration", "-c", case_sensitive=False,
+        None,
+        "--calibration",
+        "-c",
+        case_sensitive=False,
         help="A shipped calibration: adds model_fit from trade at its published equilibrium "
-             "prices (households solved, prices not re-solved) and its parameters."),
-    method: Method = typer.Option(Method.fast, "--method",
-                                  help="Least squares: fast (numpy) or statsmodels."),
+        "prices (households solved, prices not re-solved) and its parameters.",
+    ),
+    method: Method = typer.Option(
+        Method.fast, "--method", help="Least squares: fast (numpy) or statsmodels."
+    ),
 ) -> None:
     """Write and print Table 1 (see TABLE1_HELP)."""
-    from hatrade.data import load_trade_data
     from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
+    from hatrade.data import load_trade_data
     from hatrade.io.atomic import write_text
 
     if from_solve is not None and calibration is not None:
@@ -113,8 +141,11 @@ def table1_command(
     write_text(path, tab.reset_index().to_csv(index=False, float_format="%.17g"))
     log.info("wrote %s", path)
 
-    source = ("data" if model_res is None else
-              f"data and model ({from_solve if from_solve is not None else calibration.value})")
+    source = (
+        "data"
+        if model_res is None
+        else f"data and model ({from_solve if from_solve is not None else calibration.value})"
+    )
     t = Table(title=f"Table 1: trade barriers, {escape(str(source))}", title_justify="left")
     t.add_column("barrier")
     t.add_column("moment", justify="right")

@@ -67,9 +67,18 @@ from jax.scipy.linalg import lu_factor, lu_solve
 
 from hatrade.core.household import locate
 
-__all__ = ["METHODS", "DistributionInfo", "apply_transition", "distribution_residual",
-           "iterate_distribution", "push", "stationary_distribution",
-           "stationary_distribution_info", "transition_blocks", "transition_matrix"]
+__all__ = [
+    "METHODS",
+    "DistributionInfo",
+    "apply_transition",
+    "distribution_residual",
+    "iterate_distribution",
+    "push",
+    "stationary_distribution",
+    "stationary_distribution_info",
+    "transition_blocks",
+    "transition_matrix",
+]
 
 METHODS = ("krylov", "direct")
 TOL = 1e-14  # default residual tolerance of the Krylov solve (errors ~1e-13)
@@ -100,8 +109,9 @@ def transition_matrix(a_p, pi, a_grid, Pz):
     """
     Na, Nz, _ = a_p.shape
     k, wt = locate(a_p, a_grid)
-    rows = jnp.broadcast_to((jnp.arange(Na)[:, None, None] * Nz + jnp.arange(Nz)[None, :, None]),
-                            a_p.shape)
+    rows = jnp.broadcast_to(
+        (jnp.arange(Na)[:, None, None] * Nz + jnp.arange(Nz)[None, :, None]), a_p.shape
+    )
     Q = jnp.zeros((Na * Nz, Na), dtype=a_p.dtype)
     Q = Q.at[rows.ravel(), k.ravel()].add((pi * wt).ravel())
     Q = Q.at[rows.ravel(), (k + 1).ravel()].add((pi * (1.0 - wt)).ravel())
@@ -166,6 +176,7 @@ def _transition_operator(a_p, pi, a_grid, Pz):
 
         def op(x):
             return PzT @ jnp.einsum("zak,za->zk", Q, x)
+
     return op
 
 
@@ -181,6 +192,7 @@ def distribution_residual(lam, a_p, pi, a_grid, Pz):
 
 
 # ----------------------------------------------------------------------------- BiCGStab
+
 
 def _bicgstab(A, b, x0, tol, max_iter, check=None):
     """Solve A x = b (A a linear map on arrays shaped like b) by restarted BiCGStab.
@@ -216,12 +228,32 @@ def _bicgstab(A, b, x0, tol, max_iter, check=None):
             r = s - omega * t
             err = jnp.max(jnp.abs(r))
             ok = jnp.isfinite(err) & (omega != 0)
-            return {"x": jnp.where(ok, x, c["x"]), "r": r, "p": p, "v": v, "rho": rho,
-                    "alpha": alpha, "omega": omega, "k": c["k"] + 1, "err": err, "ok": ok}
+            return {
+                "x": jnp.where(ok, x, c["x"]),
+                "r": r,
+                "p": p,
+                "v": v,
+                "rho": rho,
+                "alpha": alpha,
+                "omega": omega,
+                "k": c["k"] + 1,
+                "err": err,
+                "ok": ok,
+            }
 
         zero = jnp.zeros_like(b)
-        c = {"x": x, "r": r, "p": zero, "v": zero, "rho": one, "alpha": one, "omega": one,
-             "k": jnp.zeros((), jnp.int32), "err": jnp.max(jnp.abs(r)), "ok": jnp.array(True)}
+        c = {
+            "x": x,
+            "r": r,
+            "p": zero,
+            "v": zero,
+            "rho": one,
+            "alpha": one,
+            "omega": one,
+            "k": jnp.zeros((), jnp.int32),
+            "err": jnp.max(jnp.abs(r)),
+            "ok": jnp.array(True),
+        }
         c = jax.lax.while_loop(cond, body, c)
         return c["x"], c["k"]
 
@@ -276,8 +308,9 @@ def _finish(x):
 def _krylov_primal(op, Pz, Na, tol, max_iter):
     """BiCGStab until the residual of the returned lambda (after :func:`_finish`) <= tol."""
     u = _start(Pz, Na)
-    x, it, _ = _bicgstab(_augmented(op, u), u, u, tol, max_iter,
-                         check=lambda x: _residual(_finish(x), op))
+    x, it, _ = _bicgstab(
+        _augmented(op, u), u, u, tol, max_iter, check=lambda x: _residual(_finish(x), op)
+    )
     return _finish(x), it
 
 
@@ -324,8 +357,9 @@ def _stationary_jvp(method, tol, tol_tangent, max_iter, primals, tangents):
         dlam = lu_solve(lu, (-r.T).ravel().at[0].set(0.0)).reshape(Na, Nz)
     else:
         scale = jnp.max(jnp.abs(r))
-        dlam, _, _ = _bicgstab(_augmented(op, _start(Pz, Na)), r, jnp.zeros_like(r),
-                               tol_tangent * scale, max_iter)
+        dlam, _, _ = _bicgstab(
+            _augmented(op, _start(Pz, Na)), r, jnp.zeros_like(r), tol_tangent * scale, max_iter
+        )
         dlam = dlam.T
     return (lam, info), (dlam, jax.tree.map(jnp.zeros_like, info))
 
@@ -335,20 +369,35 @@ def _check_method(method):
         raise ValueError(f"stationary distribution: method={method!r}; allowed: {METHODS}")
 
 
-def stationary_distribution_info(a_p, pi, a_grid, Pz, method: str = "krylov", tol: float = TOL,
-                                 max_iter: int = MAX_ITER, tol_tangent: float = TOL_TANGENT):
+def stationary_distribution_info(
+    a_p,
+    pi,
+    a_grid,
+    Pz,
+    method: str = "krylov",
+    tol: float = TOL,
+    max_iter: int = MAX_ITER,
+    tol_tangent: float = TOL_TANGENT,
+):
     """Like :func:`stationary_distribution`, also returning :class:`DistributionInfo`.
 
     Not converged (callers should raise) when ``info.residual > tol`` or is not finite,
     e.g. ``iterations == max_iter``. For ``"direct"`` the residual is reported too.
     """
     _check_method(method)
-    return _stationary(method, float(tol), float(tol_tangent), int(max_iter), a_p, pi, a_grid,
-                       Pz)
+    return _stationary(method, float(tol), float(tol_tangent), int(max_iter), a_p, pi, a_grid, Pz)
 
 
-def stationary_distribution(a_p, pi, a_grid, Pz, method: str = "krylov", tol: float = TOL,
-                            max_iter: int = MAX_ITER, tol_tangent: float = TOL_TANGENT):
+def stationary_distribution(
+    a_p,
+    pi,
+    a_grid,
+    Pz,
+    method: str = "krylov",
+    tol: float = TOL,
+    max_iter: int = MAX_ITER,
+    tol_tangent: float = TOL_TANGENT,
+):
     r"""Stationary distribution :math:`\lambda` (Na, Nz): :math:`\lambda T = \lambda`, sum one.
 
     Parameters
@@ -367,8 +416,7 @@ def stationary_distribution(a_p, pi, a_grid, Pz, method: str = "krylov", tol: fl
     :func:`stationary_distribution_info` (or :func:`distribution_residual`) and raise if the
     residual exceeds ``tol``.
     """
-    return stationary_distribution_info(a_p, pi, a_grid, Pz, method, tol, max_iter,
-                                        tol_tangent)[0]
+    return stationary_distribution_info(a_p, pi, a_grid, Pz, method, tol, max_iter, tol_tangent)[0]
 
 
 def iterate_distribution(a_p, pi, a_grid, Pz, lam0=None, tol=1e-12, max_iter=100_000):

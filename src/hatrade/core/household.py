@@ -32,8 +32,19 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["HHParams", "HHState", "Policies", "utility", "logit", "egm_step", "initial_state",
-           "solve_fixed_point", "policies", "locate", "euler_errors"]
+__all__ = [
+    "HHParams",
+    "HHState",
+    "Policies",
+    "utility",
+    "logit",
+    "egm_step",
+    "initial_state",
+    "solve_fixed_point",
+    "policies",
+    "locate",
+    "euler_errors",
+]
 
 
 class HHParams(NamedTuple):
@@ -307,14 +318,18 @@ def iterate(prm, x0, tol, max_iter):
         return HHState(c1, v1), mu1, it + 1, err
 
     mu0 = jnp.exp(-prm.gamma * jnp.log(x0.c))
-    x, _, it, _ = jax.lax.while_loop(cond, body,
-                                     (x0, mu0, jnp.array(0), jnp.array(jnp.inf)))
+    x, _, it, _ = jax.lax.while_loop(cond, body, (x0, mu0, jnp.array(0), jnp.array(jnp.inf)))
     return x, it
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def solve_fixed_point(prm: HHParams, x0: HHState, tol: float = 1e-10, max_iter: int = 3000,
-                      tangent_tol: float | None = None):
+def solve_fixed_point(
+    prm: HHParams,
+    x0: HHState,
+    tol: float = 1e-10,
+    max_iter: int = 3000,
+    tangent_tol: float | None = None,
+):
     """Iterate the EGM step from ``x0`` until c and v change by less than ``tol``.
 
     Returns ``(state, iterations)``; ``iterations == max_iter`` or a NaN state means it did

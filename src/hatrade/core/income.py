@@ -88,10 +88,14 @@ class IncomeProcess:
         if z.ndim != 1 or not np.all(np.isfinite(z)) or np.any(z <= 0):
             raise ParameterError("income levels z must be a 1-d array of positive finite numbers.")
         if P.shape != (n, n):
-            raise ParameterError(f"income transition matrix has shape {P.shape}; it must be ({n}, {n}).")
+            raise ParameterError(
+                f"income transition matrix has shape {P.shape}; it must be ({n}, {n})."
+            )
         if np.any(P < 0) or np.any(np.abs(P.sum(axis=1) - 1.0) > 1e-10):
-            raise ParameterError("income transition matrix is not stochastic: entries must be >= 0 "
-                                 f"and rows sum to 1 (row sums {P.sum(axis=1).round(12).tolist()}).")
+            raise ParameterError(
+                "income transition matrix is not stochastic: entries must be >= 0 "
+                f"and rows sum to 1 (row sums {P.sum(axis=1).round(12).tolist()})."
+            )
 
     @property
     def n(self) -> int:
@@ -102,8 +106,12 @@ class IncomeProcess:
         """Build from levels and a transition matrix (validated); z is rescaled to mean one."""
         z = np.asarray(z, float)
         P = np.asarray(P, float)
-        obj = cls(z=z, P=P, log_z_perm=np.zeros_like(z) if log_z_perm is None else
-                  np.asarray(log_z_perm, float), dist=np.ones_like(z) / z.size)
+        obj = cls(
+            z=z,
+            P=P,
+            log_z_perm=np.zeros_like(z) if log_z_perm is None else np.asarray(log_z_perm, float),
+            dist=np.ones_like(z) / z.size,
+        )
         dist = stationary_markov(obj.P)
         return cls(z=z / (dist @ z), P=P, log_z_perm=obj.log_z_perm, dist=dist)
 

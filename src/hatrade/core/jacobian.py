@@ -62,16 +62,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hatrade.core.x64 import enable_x64
 from hatrade.core.distribution import stationary_distribution
-from hatrade.core.household import HHState, policies
-from hatrade.core.params import ParameterError
 from hatrade.core.errors import EquilibriumError
-from hatrade.core.markets import aggregate, excess_demands, solve_countries, country_params, model_arrays
+from hatrade.core.household import HHState, policies
+from hatrade.core.markets import (
+    aggregate,
+    country_params,
+    excess_demands,
+    model_arrays,
+    solve_countries,
+)
+from hatrade.core.params import ParameterError
+from hatrade.core.x64 import enable_x64
 
-__all__ = ["DIRECTIONS", "BlockJacobian", "HouseholdBlock", "block_jacobian", "direction_rows",
-           "equilibrium_jacobian", "household_block", "predict_state", "psi_slope_direction",
-           "solver_directions"]
+__all__ = [
+    "DIRECTIONS",
+    "BlockJacobian",
+    "HouseholdBlock",
+    "block_jacobian",
+    "direction_rows",
+    "equilibrium_jacobian",
+    "household_block",
+    "predict_state",
+    "psi_slope_direction",
+    "solver_directions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +97,15 @@ DIRECTIONS = ("p", "w", "A", "R", "beta", "T", "psi")
 
 # ----------------------------------------------------------------------------- directions
 
+
 def direction_rows(M: int, directions) -> tuple:
     """Expand direction names into rows: ``(("p", 0), ..., ("p", M-1), ("w", None), ...)``."""
     rows: list[tuple[str, int | None]] = []
     for name in directions:
         if name not in DIRECTIONS:
-            raise ParameterError(f"direction {name!r} is not allowed: use one of "
-                                 f"{', '.join(DIRECTIONS)}.")
+            raise ParameterError(
+                f"direction {name!r} is not allowed: use one of {', '.join(DIRECTIONS)}."
+            )
         if any(r[0] == name for r in rows):
             raise ParameterError(f"direction {name!r} is given twice.")
         rows.extend([("p", k) for k in range(M)] if name == "p" else [(name, None)])
@@ -102,8 +119,14 @@ def _seed_tangents(M: int, rows) -> dict:
     block traces the same function as without it.
     """
     n = len(rows)
-    seeds = {"p": np.zeros((n, M, M)), "w": np.zeros((n, M)), "A": np.zeros((n, M)),
-             "R": np.zeros((n, M)), "beta": np.zeros(n), "T": np.zeros((n, M))}
+    seeds = {
+        "p": np.zeros((n, M, M)),
+        "w": np.zeros((n, M)),
+        "A": np.zeros((n, M)),
+        "R": np.zeros((n, M)),
+        "beta": np.zeros(n),
+        "T": np.zeros((n, M)),
+    }
     if any(name == "psi" for name, _ in rows):
         seeds["psi"] = np.zeros(n)
     for r, (name, k) in enumerate(rows):
@@ -116,9 +139,24 @@ def _seed_tangents(M: int, rows) -> dict:
 
 # ----------------------------------------------------------------------------- the block
 
+
 @partial(jax.jit, static_argnums=(7, 8, 9), static_argnames=("output",))
-def _block_jvps(arrs, w0, R0, T0, beta0, state, seeds, tol, max_iter, ttol, dstate,
-                psi_unit=None, output=None, output_args=()):
+def _block_jvps(
+    arrs,
+    w0,
+    R0,
+    T0,
+    beta0,
+    state,
+    seeds,
+    tol,
+    max_iter,
+    ttol,
+    dstate,
+    psi_unit=None,
+    output=None,
+    output_args=(),
+):
     """Forward-mode derivatives of (M_ij, A_i, household state[, output]) along the seeds.
 
     ``w0, R0, T0`` are (M,), ``beta0`` a scalar; ``state`` the converged household states;
@@ -136,10 +174,16 @@ def _block_jvps(arrs, w0, R0, T0, beta0, state, seeds, tol, max_iter, ttol, dsta
     def f(xp, xw, xA, R, beta, T, x0, *xpsi):
         scale = jnp.exp((1.0 - g) * xA)
         psi = arrs.psi + xpsi[0] * psi_unit if with_psi else arrs.psi
-        prm = base._replace(p=base.p * jnp.exp(xp), w=w0 * jnp.exp(xw), R=R, T=T,
-                            beta=bc(beta), sigma=arrs.sigma * scale,
-                            psi=psi * scale[:, None, None],
-                            a_grid=arrs.a_grid * jnp.exp(xA)[:, None])
+        prm = base._replace(
+            p=base.p * jnp.exp(xp),
+            w=w0 * jnp.exp(xw),
+            R=R,
+            T=T,
+            beta=bc(beta),
+            sigma=arrs.sigma * scale,
+            psi=psi * scale[:, None, None],
+            a_grid=arrs.a_grid * jnp.exp(xA)[:, None],
+        )
         x, _ = solve_countries(prm, x0, tol, max_iter, ttol)
         pol = jax.vmap(policies)(x, prm)
         lam = jax.vmap(stationary_distribution)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
@@ -155,8 +199,16 @@ def _block_jvps(arrs, w0, R0, T0, beta0, state, seeds, tol, max_iter, ttol, dsta
         _, out = jax.jvp(f, primal, (dp, dw, dA, dR, db, dT, dx) + dpsi)
         return out
 
-    return jax.vmap(one)(seeds["p"], seeds["w"], seeds["A"], seeds["R"], seeds["beta"],
-                         seeds["T"], dstate, *((seeds["psi"],) if with_psi else ()))
+    return jax.vmap(one)(
+        seeds["p"],
+        seeds["w"],
+        seeds["A"],
+        seeds["R"],
+        seeds["beta"],
+        seeds["T"],
+        dstate,
+        *((seeds["psi"],) if with_psi else ()),
+    )
 
 
 @dataclass
@@ -179,8 +231,10 @@ class HouseholdBlock:
         for r, (n, _) in enumerate(self.rows):
             if n == name:
                 return r
-        raise ParameterError(f"household block has no direction {name!r}; it has "
-                             f"{', '.join(dict.fromkeys(n for n, _ in self.rows))}.")
+        raise ParameterError(
+            f"household block has no direction {name!r}; it has "
+            f"{', '.join(dict.fromkeys(n for n, _ in self.rows))}."
+        )
 
     def p_rows(self) -> list:
         """Positions of the M ``p`` directions, by variety."""
@@ -192,13 +246,30 @@ def psi_slope_direction(world, household, income) -> np.ndarray:
     variety (docs/model.md 1.1), the ``psi_unit`` of the ``psi`` direction."""
     M = world.M
     scale = np.asarray(world.tfp, float) ** (1.0 - household.gamma)
-    return (scale[:, None, None] * np.asarray(income.log_z_perm, float)[None, :, None]
-            * np.eye(M)[:, None, :])
+    return (
+        scale[:, None, None]
+        * np.asarray(income.log_z_perm, float)[None, :, None]
+        * np.eye(M)[:, None, :]
+    )
 
 
-def household_block(arrs, w, R, T, beta, state, rows, *, tangents=None, tol: float = 1e-10,
-                    max_iter: int = 3000, tangent_tol: float = 1e-9, psi_unit=None,
-                    output=None, output_args=()) -> HouseholdBlock:
+def household_block(
+    arrs,
+    w,
+    R,
+    T,
+    beta,
+    state,
+    rows,
+    *,
+    tangents=None,
+    tol: float = 1e-10,
+    max_iter: int = 3000,
+    tangent_tol: float = 1e-9,
+    psi_unit=None,
+    output=None,
+    output_args=(),
+) -> HouseholdBlock:
     """Household-block derivatives at prices (w, R, T, beta) along direction ``rows``.
 
     ``state`` must be the converged household states at those prices (it is the primal of
@@ -221,28 +292,48 @@ def household_block(arrs, w, R, T, beta, state, rows, *, tangents=None, tol: flo
     M = int(np.shape(w)[0])
     seeds = {k: jnp.asarray(v) for k, v in _seed_tangents(M, rows).items()}
     if ("psi" in seeds) != (psi_unit is not None):
-        raise ParameterError("the psi direction needs psi_unit= (d psi / d psi_slope, see "
-                             "psi_slope_direction) and psi_unit= needs a 'psi' direction.")
+        raise ParameterError(
+            "the psi direction needs psi_unit= (d psi / d psi_slope, see "
+            "psi_slope_direction) and psi_unit= needs a 'psi' direction."
+        )
     if psi_unit is not None:
         psi_unit = jnp.asarray(psi_unit)
         if psi_unit.shape != np.shape(arrs.psi):
-            raise ParameterError(f"psi_unit has shape {psi_unit.shape}; psi has "
-                                 f"{np.shape(arrs.psi)} (countries, income states, "
-                                 "varieties).")
+            raise ParameterError(
+                f"psi_unit has shape {psi_unit.shape}; psi has "
+                f"{np.shape(arrs.psi)} (countries, income states, "
+                "varieties)."
+            )
     n = len(rows)
     if tangents is None or jax.tree.leaves(tangents)[0].shape[0] != n:
         tangents = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), state)
-    dM, dA, dxs, dout = _block_jvps(arrs, jnp.asarray(w),
-                                    jnp.broadcast_to(jnp.asarray(R), (M,)), jnp.asarray(T),
-                                    jnp.asarray(beta), state, seeds, tol, max_iter, tangent_tol,
-                                    tangents, psi_unit, output=output,
-                                    output_args=tuple(output_args))
+    dM, dA, dxs, dout = _block_jvps(
+        arrs,
+        jnp.asarray(w),
+        jnp.broadcast_to(jnp.asarray(R), (M,)),
+        jnp.asarray(T),
+        jnp.asarray(beta),
+        state,
+        seeds,
+        tol,
+        max_iter,
+        tangent_tol,
+        tangents,
+        psi_unit,
+        output=output,
+        output_args=tuple(output_args),
+    )
     dM, dA = np.asarray(dM), np.asarray(dA)
     dout = None if output is None else np.asarray(dout)
-    if not (np.all(np.isfinite(dM)) and np.all(np.isfinite(dA))
-            and (dout is None or np.all(np.isfinite(dout)))):
-        raise EquilibriumError("household-block Jacobian has non-finite entries; the household "
-                               "solution is not differentiable here (check the inputs).")
+    if not (
+        np.all(np.isfinite(dM))
+        and np.all(np.isfinite(dA))
+        and (dout is None or np.all(np.isfinite(dout)))
+    ):
+        raise EquilibriumError(
+            "household-block Jacobian has non-finite entries; the household "
+            "solution is not differentiable here (check the inputs)."
+        )
     return HouseholdBlock(rows=tuple(rows), dM=dM, dA=dA, tangents=dxs, doutput=dout)
 
 
@@ -279,15 +370,27 @@ class BlockJacobian:
         k = {name: blk.index(name) for name in ("w", "A", "R", "beta")}
         iT = blk.index("T") if any(n == "T" for n, _ in blk.rows) else None
         dM, dA = blk.dM, blk.dA
-        return cls(p=np.transpose(dM[ip], (1, 2, 0)), w=dM[k["w"]], A=dM[k["A"]],
-                   R=dM[k["R"]], beta=dM[k["beta"]], Ap=dA[ip].T, Aw=dA[k["w"]],
-                   AA=dA[k["A"]], AR=dA[k["R"]], Abeta=dA[k["beta"]], tangents=blk.tangents,
-                   T=None if iT is None else dM[iT], AT=None if iT is None else dA[iT])
+        return cls(
+            p=np.transpose(dM[ip], (1, 2, 0)),
+            w=dM[k["w"]],
+            A=dM[k["A"]],
+            R=dM[k["R"]],
+            beta=dM[k["beta"]],
+            Ap=dA[ip].T,
+            Aw=dA[k["w"]],
+            AA=dA[k["A"]],
+            AR=dA[k["R"]],
+            Abeta=dA[k["beta"]],
+            tangents=blk.tangents,
+            T=None if iT is None else dM[iT],
+            AT=None if iT is None else dA[iT],
+        )
 
 
 @enable_x64
-def block_jacobian(eq, tangents=None, tol: float = 1e-10, tangent_tol: float = 1e-9,
-                   transfers: bool = False) -> BlockJacobian:
+def block_jacobian(
+    eq, tangents=None, tol: float = 1e-10, tangent_tol: float = 1e-9, transfers: bool = False
+) -> BlockJacobian:
     """Household-block Jacobian of a solved world (M + 4 forward directions, all countries).
 
     Directions: the M log prices ``p``, ``w``, ``A``, ``R``, ``beta`` (and ``T`` with
@@ -297,19 +400,28 @@ def block_jacobian(eq, tangents=None, tol: float = 1e-10, tangent_tol: float = 1
     arrs = model_arrays(eq.world, eq.household, eq.income)
     M = eq.world.M
     names = ("p", "w", "A", "R", "beta") + (("T",) if transfers else ())
-    blk = household_block(arrs, eq.prices.w, eq.prices.R, eq.prices.T, eq.prices.beta,
-                          eq.state, direction_rows(M, names), tangents=tangents, tol=tol,
-                          tangent_tol=tangent_tol)
+    blk = household_block(
+        arrs,
+        eq.prices.w,
+        eq.prices.R,
+        eq.prices.T,
+        eq.prices.beta,
+        eq.state,
+        direction_rows(M, names),
+        tangents=tangents,
+        tol=tol,
+        tangent_tol=tangent_tol,
+    )
     return BlockJacobian.from_block(blk)
 
 
 # ----------------------------------------------------------------------------- composition
 
+
 def solver_directions(layout) -> tuple:
     """The block directions an equilibrium layout needs: p, w, its rate or beta, T."""
     names = ["p", "w"]
-    names.append("beta" if (layout.financial != "autarky" and layout.solve_for == "beta")
-                 else "R")
+    names.append("beta" if (layout.financial != "autarky" and layout.solve_for == "beta") else "R")
     if layout.tariffs:
         names.append("T")
     return tuple(names)
@@ -351,8 +463,9 @@ def equilibrium_jacobian(arrs, layout, u, agg, block: HouseholdBlock) -> np.ndar
     """
     missing = set(solver_directions(layout)) - {r[0] for r in block.rows}
     if missing:
-        raise ParameterError(f"household block lacks the direction(s) {sorted(missing)} that "
-                             "these unknowns need.")
+        raise ParameterError(
+            f"household block lacks the direction(s) {sorted(missing)} that these unknowns need."
+        )
     u0 = jnp.asarray(u)
     M0, A0, N = (jnp.asarray(agg[k]) for k in ("M", "A", "N"))
     dM, dA = jnp.asarray(block.dM), jnp.asarray(block.dA)
@@ -363,8 +476,7 @@ def equilibrium_jacobian(arrs, layout, u, agg, block: HouseholdBlock) -> np.ndar
         Mij = M0 + jnp.einsum("ri,rij->ij", c, dM)
         Ai = A0 + jnp.einsum("ri,ri->i", c, dA)
         w, _, T, _ = layout.prices(u_)
-        lin = dict(M=Mij, X=Mij / (1.0 + t), A=Ai, Y=w * N,
-                   G=jnp.sum(t / (1.0 + t) * Mij, axis=1))
+        lin = dict(M=Mij, X=Mij / (1.0 + t), A=Ai, Y=w * N, G=jnp.sum(t / (1.0 + t) * Mij, axis=1))
         return excess_demands(layout, arrs, lin, T)
 
     return np.asarray(jax.jacfwd(resid)(u0))

@@ -29,16 +29,35 @@ import numpy as np
 
 from hatrade.core.distribution import stationary_distribution_info
 from hatrade.core.errors import EquilibriumError
-from hatrade.core.household import (HHParams, HHState, Policies, initial_state, iterate, policies,
-                                    solve_fixed_point)
+from hatrade.core.household import (
+    HHParams,
+    HHState,
+    Policies,
+    initial_state,
+    iterate,
+    policies,
+    solve_fixed_point,
+)
 from hatrade.core.income import IncomeProcess
 from hatrade.core.params import Household, World
 
-__all__ = ["ModelArrays", "model_arrays", "country_params", "solve_countries", "aggregate",
-           "solve_households", "Layout", "excess_demands", "residual_fn", "initial_states",
-           "check_households", "LAM_TOL"]
+__all__ = [
+    "ModelArrays",
+    "model_arrays",
+    "country_params",
+    "solve_countries",
+    "aggregate",
+    "solve_households",
+    "Layout",
+    "excess_demands",
+    "residual_fn",
+    "initial_states",
+    "check_households",
+    "LAM_TOL",
+]
 
 # ----------------------------------------------------------------------------- inputs
+
 
 class ModelArrays(NamedTuple):
     r"""The prices-independent arrays of a world (a JAX pytree; leading axis: country).
@@ -73,7 +92,8 @@ def model_arrays(world: World, hh: Household, inc: IncomeProcess) -> ModelArrays
         d=jnp.asarray(world.d),
         t=jnp.zeros((M, M)) if world.tariffs is None else jnp.asarray(world.tariffs),
         sigma=hh.sigma_eps * scale,
-        psi=(hh.psi_slope * scale)[:, None, None] * jnp.asarray(inc.log_z_perm)[None, :, None]
+        psi=(hh.psi_slope * scale)[:, None, None]
+        * jnp.asarray(inc.log_z_perm)[None, :, None]
         * jnp.eye(M)[:, None, :],  # (M, Nz, M): home variety only
         a_grid=jnp.linspace(-hh.phi * A, hh.a_max * A, hh.n_a, axis=-1),  # (M, Na)
         z=jnp.asarray(inc.z),
@@ -87,9 +107,19 @@ def country_params(arrs, w, R, T, beta) -> HHParams:
     M = w.shape[0]
     p = arrs.d * (w / arrs.A)[None, :] * (1.0 + arrs.t)
     bc = lambda x: jnp.broadcast_to(x, (M,) + jnp.shape(x))  # noqa: E731
-    return HHParams(p=p, w=w, R=jnp.broadcast_to(R, (M,)), T=T, beta=bc(beta),
-                    gamma=bc(arrs.gamma), sigma=arrs.sigma, psi=arrs.psi,
-                    a_grid=arrs.a_grid, z=bc(arrs.z), Pz=bc(arrs.Pz))
+    return HHParams(
+        p=p,
+        w=w,
+        R=jnp.broadcast_to(R, (M,)),
+        T=T,
+        beta=bc(beta),
+        gamma=bc(arrs.gamma),
+        sigma=arrs.sigma,
+        psi=arrs.psi,
+        a_grid=arrs.a_grid,
+        z=bc(arrs.z),
+        Pz=bc(arrs.Pz),
+    )
 
 
 def solve_countries(prm: HHParams, x0: HHState, tol: float, max_iter: int, ttol=None):
@@ -123,12 +153,11 @@ def solve_households(arrs, w, R, T, beta, x0, tol, max_iter, ttol=None, tol_now=
     pol = jax.vmap(policies)(x, prm)
     lam, info = jax.vmap(stationary_distribution_info)(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
     agg = aggregate(arrs, prm, pol, lam)
-    return agg, dict(state=x, iterations=its, prm=prm, pol=pol, lam=lam,
-                     lam_residual=info.residual)
-
+    return agg, dict(state=x, iterations=its, prm=prm, pol=pol, lam=lam, lam_residual=info.residual)
 
 
 # ----------------------------------------------------------------------------- unknowns
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -147,9 +176,13 @@ class Layout:
         R, beta and the solve_for flag as an array, traced, so that solves that differ only
         in those numbers (a model's calibration for beta and its counterfactuals for R, or
         two models' counterfactuals) share one compiled residual."""
-        nums = np.array([float(self.solve_for == "beta"),
-                         1.0 if self.R_fixed is None else float(self.R_fixed),
-                         0.5 if self.beta_fixed is None else float(self.beta_fixed)])
+        nums = np.array(
+            [
+                float(self.solve_for == "beta"),
+                1.0 if self.R_fixed is None else float(self.R_fixed),
+                0.5 if self.beta_fixed is None else float(self.beta_fixed),
+            ]
+        )
         sf = self.solve_for if self.financial == "autarky" else "traced"
         return replace(self, solve_for=sf, R_fixed=None, beta_fixed=None), nums
 
@@ -167,7 +200,7 @@ class Layout:
         w = jnp.concatenate([u[: M - 1], M - jnp.sum(u[: M - 1], keepdims=True)])
         k = M - 1
         if self.financial == "autarky":
-            R, beta = u[k: k + M], jnp.asarray(self.beta_fixed)
+            R, beta = u[k : k + M], jnp.asarray(self.beta_fixed)
             k += M
         elif self.solve_for == "traced":
             is_beta = self.beta_flag > 0.5
@@ -180,7 +213,7 @@ class Layout:
         else:
             R, beta = jnp.full((M,), self.R_fixed), u[k]
             k += 1
-        T = u[k: k + M] if self.tariffs else jnp.zeros(M)
+        T = u[k : k + M] if self.tariffs else jnp.zeros(M)
         return w, R, T, beta
 
     def pack(self, w, R, T, beta):
@@ -247,7 +280,6 @@ def residual_fn(arrs, layout: Layout, tol, max_iter, ttol=None):
     return f
 
 
-
 #: Largest accepted residual of a stationary distribution (max |lam T - lam|, |sum - 1|);
 #: the Krylov solver aims at 1e-14 (hatrade.core.distribution.TOL).
 LAM_TOL = 1e-10
@@ -262,11 +294,13 @@ def check_households(sol, countries, max_iter):
         raise EquilibriumError(
             f"household problem produced NaN/inf consumption in {[countries[i] for i in nan]} "
             "(negative resources at the borrowing limit?). Try a smaller phi, prices closer "
-            "to equilibrium, or check trade costs and TFP.")
+            "to equilibrium, or check trade costs and TFP."
+        )
     if len(bad):
         raise EquilibriumError(
             f"household problem did not converge in {max_iter} iterations for "
-            f"{[countries[i] for i in bad]}. Try a larger hh_max_iter or a looser hh_tol.")
+            f"{[countries[i] for i in bad]}. Try a larger hh_max_iter or a looser hh_tol."
+        )
     lam = np.asarray(sol["lam"])
     res = np.asarray(sol["lam_residual"])
     bad = np.where(~(res <= LAM_TOL))[0]
@@ -277,14 +311,15 @@ def check_households(sol, countries, max_iter):
             f"{', '.join(f'{res[i]:.1e}' for i in bad)} (tolerance {LAM_TOL:.0e}) after "
             "the Krylov solve. The policies may make the chain reducible or nearly so "
             "(check a_max, phi and the income process), or try "
-            "hatrade.core.distribution.stationary_distribution(..., method='direct').")
+            "hatrade.core.distribution.stationary_distribution(..., method='direct')."
+        )
     if lam.min() < -1e-10:
         bad = sorted({countries[i] for i in np.where(lam.min(axis=(1, 2)) < -1e-10)[0]})
-        raise EquilibriumError(f"stationary distribution has negative mass ({lam.min():.2e}) "
-                               f"in {bad}.")
+        raise EquilibriumError(
+            f"stationary distribution has negative mass ({lam.min():.2e}) in {bad}."
+        )
 
 
 def initial_states(arrs, w, R, T, beta):
     prm = country_params(arrs, w, R, T, beta)
     return jax.vmap(initial_state)(prm)
-

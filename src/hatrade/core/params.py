@@ -20,8 +20,6 @@ __all__ = ["Household", "World", "ParameterError", "FINANCIAL_REGIMES"]
 FINANCIAL_REGIMES = ("globalization", "autarky")
 
 
-
-
 def _check(cond: bool, name: str, allowed: str, value) -> None:
     if not cond:
         raise ParameterError(f"{name} = {value!r} is not allowed: {name} must be {allowed}.")
@@ -74,31 +72,53 @@ class Household:
 
     def __post_init__(self):
         _check(np.isfinite(self.gamma) and self.gamma > 0, "gamma", "a number > 0", self.gamma)
-        _check(np.isfinite(self.sigma_eps) and self.sigma_eps > 0, "sigma_eps", "a number > 0",
-               self.sigma_eps)
+        _check(
+            np.isfinite(self.sigma_eps) and self.sigma_eps > 0,
+            "sigma_eps",
+            "a number > 0",
+            self.sigma_eps,
+        )
         _check(np.isfinite(self.psi_slope), "psi_slope", "a finite number", self.psi_slope)
         if self.beta is not None:
             _check(0 < self.beta < 1, "beta", "in the open interval (0, 1)", self.beta)
         _check(np.isfinite(self.phi) and self.phi >= 0, "phi", "a number >= 0", self.phi)
-        _check(np.isfinite(self.a_max) and self.a_max > -self.phi, "a_max",
-               f"a number > -phi = {-self.phi}", self.a_max)
-        _check(isinstance(self.n_a, (int, np.integer)) and self.n_a >= 3, "n_a",
-               "an integer >= 3", self.n_a)
+        _check(
+            np.isfinite(self.a_max) and self.a_max > -self.phi,
+            "a_max",
+            f"a number > -phi = {-self.phi}",
+            self.a_max,
+        )
+        _check(
+            isinstance(self.n_a, (int, np.integer)) and self.n_a >= 3,
+            "n_a",
+            "an integer >= 3",
+            self.n_a,
+        )
         _check(-1 < self.rho_perm < 1, "rho_perm", "in (-1, 1)", self.rho_perm)
         _check(self.var_perm >= 0, "var_perm", "a number >= 0", self.var_perm)
         _check(self.var_iid >= 0, "var_iid", "a number >= 0", self.var_iid)
-        _check(isinstance(self.n_perm, (int, np.integer)) and self.n_perm >= 1, "n_perm",
-               "an integer >= 1", self.n_perm)
-        _check(isinstance(self.n_iid, (int, np.integer)) and self.n_iid >= 1, "n_iid",
-               "an integer >= 1", self.n_iid)
+        _check(
+            isinstance(self.n_perm, (int, np.integer)) and self.n_perm >= 1,
+            "n_perm",
+            "an integer >= 1",
+            self.n_perm,
+        )
+        _check(
+            isinstance(self.n_iid, (int, np.integer)) and self.n_iid >= 1,
+            "n_iid",
+            "an integer >= 1",
+            self.n_iid,
+        )
 
     def replace(self, **changes) -> "Household":
         """Return a copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return {k: (None if v is None else (int(v) if isinstance(v, (int, np.integer)) else float(v)))
-                for k, v in self.__dict__.items()}
+        return {
+            k: (None if v is None else (int(v) if isinstance(v, (int, np.integer)) else float(v)))
+            for k, v in self.__dict__.items()
+        }
 
 
 def _as_float_array(x, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -107,8 +127,10 @@ def _as_float_array(x, name: str, shape: tuple[int, ...]) -> np.ndarray:
     except (TypeError, ValueError) as err:
         raise ParameterError(f"{name} must be numeric, got {x!r}") from err
     if arr.shape != shape:
-        raise ParameterError(f"{name} has shape {arr.shape}; it must have shape {shape} "
-                             f"(one entry per country{'' if len(shape) == 1 else ' pair'}).")
+        raise ParameterError(
+            f"{name} has shape {arr.shape}; it must have shape {shape} "
+            f"(one entry per country{'' if len(shape) == 1 else ' pair'})."
+        )
     if not np.all(np.isfinite(arr)):
         raise ParameterError(f"{name} has non-finite entries; all entries must be finite.")
     return arr
@@ -166,30 +188,44 @@ class World:
         _check(bool(np.all(labor > 0)), "labor", "positive for every country", labor.tolist())
         d = _as_float_array(self.d, "trade_costs", (M, M))
         if np.any(np.abs(np.diag(d) - 1.0) > 1e-12):
-            raise ParameterError(f"trade_costs diagonal is {np.diag(d).tolist()}; d_ii must be 1 "
-                                 "(no cost of buying one's own variety).")
+            raise ParameterError(
+                f"trade_costs diagonal is {np.diag(d).tolist()}; d_ii must be 1 "
+                "(no cost of buying one's own variety)."
+            )
         if not isinstance(self.allow_d_below_one, (bool, np.bool_)):
-            raise ParameterError(f"allow_d_below_one = {self.allow_d_below_one!r} is not allowed: "
-                                 "it must be true or false.")
+            raise ParameterError(
+                f"allow_d_below_one = {self.allow_d_below_one!r} is not allowed: "
+                "it must be true or false."
+            )
         if self.allow_d_below_one:
             if np.any(d <= 0):
                 i, j = np.argwhere(d <= 0)[0]
-                raise ParameterError(f"trade_costs[{countries[i]},{countries[j]}] = {d[i, j]}; "
-                                     "iceberg costs must be positive.")
+                raise ParameterError(
+                    f"trade_costs[{countries[i]},{countries[j]}] = {d[i, j]}; "
+                    "iceberg costs must be positive."
+                )
         elif np.any(d < 1.0 - 1e-12):
             i, j = np.argwhere(d < 1.0 - 1e-12)[0]
-            raise ParameterError(f"trade_costs[{countries[i]},{countries[j]}] = {d[i, j]} < 1; "
-                                 "iceberg costs must be >= 1 (allow_d_below_one = true accepts "
-                                 "positive costs below 1, as the paper's counterfactuals do).")
+            raise ParameterError(
+                f"trade_costs[{countries[i]},{countries[j]}] = {d[i, j]} < 1; "
+                "iceberg costs must be >= 1 (allow_d_below_one = true accepts "
+                "positive costs below 1, as the paper's counterfactuals do)."
+            )
         tariffs = self.tariffs
         if tariffs is not None:
             tariffs = _as_float_array(tariffs, "tariffs", (M, M))
             _check(bool(np.all(tariffs >= 0)), "tariffs", "non-negative", tariffs.tolist())
-            _check(bool(np.all(np.diag(tariffs) == 0)), "tariffs",
-                   "zero on the diagonal (no tariff on one's own variety)", np.diag(tariffs).tolist())
+            _check(
+                bool(np.all(np.diag(tariffs) == 0)),
+                "tariffs",
+                "zero on the diagonal (no tariff on one's own variety)",
+                np.diag(tariffs).tolist(),
+            )
         if self.financial not in FINANCIAL_REGIMES:
-            raise ParameterError(f"financial = {self.financial!r} is not allowed: financial must be "
-                                 f"one of {FINANCIAL_REGIMES}.")
+            raise ParameterError(
+                f"financial = {self.financial!r} is not allowed: financial must be "
+                f"one of {FINANCIAL_REGIMES}."
+            )
         object.__setattr__(self, "tfp", tfp)
         object.__setattr__(self, "labor", labor)
         object.__setattr__(self, "d", d)
@@ -210,8 +246,9 @@ class World:
         try:
             return self.countries.index(code)
         except ValueError:
-            raise ParameterError(f"unknown country code {code!r}; allowed: {', '.join(self.countries)}"
-                                 ) from None
+            raise ParameterError(
+                f"unknown country code {code!r}; allowed: {', '.join(self.countries)}"
+            ) from None
 
     def replace(self, **changes) -> "World":
         return replace(self, **changes)

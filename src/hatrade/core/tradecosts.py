@@ -175,9 +175,7 @@ def tfp(vec, n_countries: int = len(COUNTRIES)) -> np.ndarray:
     return np.exp(unpack_parameters(vec, n_countries)["log_tfp"])
 
 
-def trade_costs_from(
-    parts: dict, covariates: pd.DataFrame, countries: Sequence[str]
-) -> np.ndarray:
+def trade_costs_from(parts: dict, covariates: pd.DataFrame, countries: Sequence[str]) -> np.ndarray:
     r"""Trade-cost matrix for any set of countries.
 
     Parameters

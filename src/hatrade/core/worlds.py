@@ -18,8 +18,7 @@ from hatrade.core.params import Household, ParameterError, World
 from hatrade.core.tradecosts import tfp, trade_costs
 from hatrade.data import CALIBRATIONS, COUNTRIES, Calibration, load_calibration, load_labor
 
-__all__ = ["check_calibration_name", "ek_world", "published_calibration",
-           "published_household"]
+__all__ = ["check_calibration_name", "ek_world", "published_calibration", "published_household"]
 
 
 def check_calibration_name(name: Any) -> str:
@@ -29,8 +28,9 @@ def check_calibration_name(name: Any) -> str:
     :func:`published_household`).
     """
     if not isinstance(name, str) or name not in CALIBRATIONS:
-        raise ParameterError(f"calibration {name!r} is not allowed; allowed values: "
-                             f"{', '.join(CALIBRATIONS)}.")
+        raise ParameterError(
+            f"calibration {name!r} is not allowed; allowed values: {', '.join(CALIBRATIONS)}."
+        )
     return name
 
 
@@ -52,14 +52,17 @@ def published_household(name: str | Calibration = "baseline", **overrides: Any) 
     """Household parameters of a shipped calibration ('baseline' or 'log', or a loaded
     :class:`~hatrade.data.Calibration`); ``overrides`` replace fields (e.g. ``n_a=40``)."""
     cal = published_calibration(name)
-    return Household(gamma=cal.gamma, sigma_eps=cal.sigma_eps, psi_slope=cal.psi_slope,
-                     **overrides)
+    return Household(gamma=cal.gamma, sigma_eps=cal.sigma_eps, psi_slope=cal.psi_slope, **overrides)
 
 
-def ek_world(calibration: str | Calibration = "baseline", params=None, *,
-             correct_germany: bool = False,
-             financial: Literal["globalization", "autarky"] = "globalization",
-             tariffs=None) -> World:
+def ek_world(
+    calibration: str | Calibration = "baseline",
+    params=None,
+    *,
+    correct_germany: bool = False,
+    financial: Literal["globalization", "autarky"] = "globalization",
+    tariffs=None,
+) -> World:
     """The 19-country world of a calibration.
 
     Parameters
@@ -84,7 +87,12 @@ def ek_world(calibration: str | Calibration = "baseline", params=None, *,
     if params is None:
         params = published_calibration(calibration).params
     params = np.asarray(params, float)
-    return World(countries=COUNTRIES, tfp=tfp(params), labor=load_labor(correct_germany).values,
-                 d=trade_costs(params), tariffs=tariffs, financial=financial,
-                 meta={"calibration": name, "params": params.tolist(),
-                       "correct_germany": correct_germany})
+    return World(
+        countries=COUNTRIES,
+        tfp=tfp(params),
+        labor=load_labor(correct_germany).values,
+        d=trade_costs(params),
+        tariffs=tariffs,
+        financial=financial,
+        meta={"calibration": name, "params": params.tolist(), "correct_germany": correct_germany},
+    )

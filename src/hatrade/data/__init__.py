@@ -88,7 +88,9 @@ _RENAME = {
 }
 _DATA_COLUMNS = ("trade", "distance", "border") + BIN_COLUMNS + ("importer", "exporter")
 _LANGUAGE_COLUMNS = ("sharedlanguage", "europeancom", "efta")
-_CNTRYFIX_COLUMNS = ("distance", "border") + BIN_COLUMNS + ("importer", "exporter") + _LANGUAGE_COLUMNS
+_CNTRYFIX_COLUMNS = (
+    ("distance", "border") + BIN_COLUMNS + ("importer", "exporter") + _LANGUAGE_COLUMNS
+)
 _N_PAIRS = len(COUNTRIES) * (len(COUNTRIES) - 1)
 
 
@@ -143,8 +145,7 @@ def _codes(index: pd.Series, path: Path, column: str) -> pd.Series:
     if bad.any():
         rows = list(np.flatnonzero(bad.to_numpy())[:10] + 2)  # +2: header line, 1-based
         raise DataFileError(
-            f"{path}: column {column!r} has values outside 1..{len(COUNTRIES)} "
-            f"(file lines {rows})."
+            f"{path}: column {column!r} has values outside 1..{len(COUNTRIES)} (file lines {rows})."
         )
     return values.astype(int).map(lambda k: COUNTRIES[k - 1])
 
@@ -191,9 +192,7 @@ def _join_trade_files(
     )
     off = data[data["importer"] != data["exporter"]].reset_index(drop=True)
     if len(off) != _N_PAIRS:
-        raise DataFileError(
-            f"{data_path} has {len(off)} off-diagonal rows; expected {_N_PAIRS}."
-        )
+        raise DataFileError(f"{data_path} has {len(off)} off-diagonal rows; expected {_N_PAIRS}.")
     for path, df in ((language_path, lang), (cntryfix_path, fix)):
         if len(df) != _N_PAIRS:
             raise DataFileError(
@@ -217,7 +216,9 @@ def _join_trade_files(
             bad = a != b
         if bad.any():
             rows = np.flatnonzero(bad)
-            examples = [f"row {r + 1} ({off['importer'][r]}->{off['exporter'][r]})" for r in rows[:5]]
+            examples = [
+                f"row {r + 1} ({off['importer'][r]}->{off['exporter'][r]})" for r in rows[:5]
+            ]
             raise DataFileError(
                 f"files do not match: {name_a} differs from {name_b} in {bad.sum()} of "
                 f"{_N_PAIRS} off-diagonal rows, e.g. {', '.join(examples)}. The files must list "
@@ -225,11 +226,13 @@ def _join_trade_files(
             )
 
     for col in ("importer", "exporter", "distance", "border") + BIN_COLUMNS:
-        _check_same(off[col], fix[col], f"column {col!r} of {data_path.name}",
-                    f"{cntryfix_path.name}")
+        _check_same(
+            off[col], fix[col], f"column {col!r} of {data_path.name}", f"{cntryfix_path.name}"
+        )
     for col in _LANGUAGE_COLUMNS:
-        _check_same(lang[col], fix[col], f"column {col!r} of {language_path.name}",
-                    f"{cntryfix_path.name}")
+        _check_same(
+            lang[col], fix[col], f"column {col!r} of {language_path.name}", f"{cntryfix_path.name}"
+        )
 
     out = off[["importer", "exporter", "trade", "distance"]].copy()
     for col in BIN_COLUMNS + ("border",):
@@ -339,8 +342,9 @@ def load_labor(correct_germany: bool = False) -> pd.Series:
     df = _read_csv(path, ("L",), "labor")
     if len(df) != len(COUNTRIES):
         raise DataFileError(f"{path} has {len(df)} rows; expected {len(COUNTRIES)}.")
-    labor = pd.Series(df["L"].astype(float).to_numpy(), index=pd.Index(COUNTRIES, name="country"),
-                      name="labor")
+    labor = pd.Series(
+        df["L"].astype(float).to_numpy(), index=pd.Index(COUNTRIES, name="country"), name="labor"
+    )
     if correct_germany:
         logger.info("using corrected German labor force 0.225 (file: %.4f)", labor["DEU"])
         labor["DEU"] = 0.225
@@ -361,8 +365,10 @@ def _read_number_file(path: PathLike, expected: int, what: str) -> np.ndarray:
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
-        raise ParameterFileError(f"{what} file {path} is empty; expected header 'guess' and "
-                                 f"{expected} numbers, one per line.")
+        raise ParameterFileError(
+            f"{what} file {path} is empty; expected header 'guess' and "
+            f"{expected} numbers, one per line."
+        )
     header = lines[0].strip()
     if header != "guess":
         raise ParameterFileError(
@@ -483,13 +489,24 @@ def load_calibration(name: str = "baseline") -> Calibration:
         _data_path("calibration", f"{stem}-prices.csv"), len(COUNTRIES), "price"
     )
     w18, beta = prices[:-1], float(prices[-1])
-    wages = pd.Series(np.append(w18, len(COUNTRIES) - w18.sum()),
-                      index=pd.Index(COUNTRIES, name="country"), name="wage")
+    wages = pd.Series(
+        np.append(w18, len(COUNTRIES) - w18.sum()),
+        index=pd.Index(COUNTRIES, name="country"),
+        name="wage",
+    )
     if wages.iloc[-1] <= 0 or not 0 < beta < 1:
-        raise DataFileError(f"{stem}-prices.csv gives implausible prices (w_19 = "
-                            f"{wages.iloc[-1]}, beta = {beta}).")
-    return Calibration(name=name, params=params, wages=wages, beta=beta, gamma=gamma,
-                       sigma_eps=sigma_eps, psi_slope=psi_slope)
+        raise DataFileError(
+            f"{stem}-prices.csv gives implausible prices (w_19 = {wages.iloc[-1]}, beta = {beta})."
+        )
+    return Calibration(
+        name=name,
+        params=params,
+        wages=wages,
+        beta=beta,
+        gamma=gamma,
+        sigma_eps=sigma_eps,
+        psi_slope=psi_slope,
+    )
 
 
 def load_initial_prices() -> pd.Series:
@@ -504,6 +521,7 @@ def load_initial_prices() -> pd.Series:
     pandas.Series
         19 wages by ISO3 code with mean 1, named ``wage``.
     """
-    w = _read_number_file(_data_path("calibration", "initial-prices.csv"), len(COUNTRIES),
-                          "initial price")
+    w = _read_number_file(
+        _data_path("calibration", "initial-prices.csv"), len(COUNTRIES), "initial price"
+    )
     return pd.Series(w / w.mean(), index=pd.Index(COUNTRIES, name="country"), name="wage")

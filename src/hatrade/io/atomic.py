@@ -20,8 +20,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["write_bytes", "write_text", "write_json", "atomic_dir", "jsonable", "file_mode",
-           "dir_mode"]
+__all__ = [
+    "write_bytes",
+    "write_text",
+    "write_json",
+    "atomic_dir",
+    "jsonable",
+    "file_mode",
+    "dir_mode",
+]
 
 
 def _umask() -> int:

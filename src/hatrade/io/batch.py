@@ -33,14 +33,33 @@ import numpy as np
 
 from hatrade.core.params import ParameterError
 from hatrade.io.atomic import atomic_dir, write_json
-from hatrade.io.batch_spec import (BatchError, BatchRun, BatchSpec, base_config, load_batch,
-                                   loads_batch, parse_batch, plain_baseline_key)
+from hatrade.io.batch_spec import (
+    BatchError,
+    BatchRun,
+    BatchSpec,
+    base_config,
+    load_batch,
+    loads_batch,
+    parse_batch,
+    plain_baseline_key,
+)
 from hatrade.io.fingerprint import code_revision
 from hatrade.io.folders import OutputFolder, prepare_output
 from hatrade.io.tasks import completed_rows, dask_available, dask_client, dask_missing
 
-__all__ = ["BatchRun", "BatchSpec", "BatchError", "load_batch", "loads_batch", "parse_batch",
-           "run_batch", "execute_run", "dask_available", "RUN_STATUS_OK", "RUN_STATUS_FAILED"]
+__all__ = [
+    "BatchRun",
+    "BatchSpec",
+    "BatchError",
+    "load_batch",
+    "loads_batch",
+    "parse_batch",
+    "run_batch",
+    "execute_run",
+    "dask_available",
+    "RUN_STATUS_OK",
+    "RUN_STATUS_FAILED",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +73,7 @@ def _need_dask():
 
 
 # ----------------------------------------------------------------------------- running
+
 
 def _solve_baseline(spec_dict: dict, key: str, base=None):
     """Solve one baseline (a task). ``key`` is BatchRun.baseline_key(); ``base`` the solved
@@ -75,21 +95,39 @@ def _solve_baseline(spec_dict: dict, key: str, base=None):
     if isinstance(base, BaseException):
         raise base
     hh2 = hh.replace(beta=None, **over)
-    start = dict(wages=base.prices.w, tol=kw["tol"], max_iter=kw["max_iter"],
-                 income=kw.get("income"))
+    start = dict(
+        wages=base.prices.w, tol=kw["tol"], max_iter=kw["max_iter"], income=kw.get("income")
+    )
     start = {a: b for a, b in start.items() if b is not None}
     if k["recalibrate_beta"]:
-        return solve_equilibrium(world, hh2, solve_for="beta", R=float(base.prices.R[0]),
-                                 beta_guess=float(base.beta), **start)
-    return solve_equilibrium(world, hh2.replace(beta=float(base.beta)), solve_for="R",
-                             R_guess=float(base.prices.R[0]), **start)
+        return solve_equilibrium(
+            world,
+            hh2,
+            solve_for="beta",
+            R=float(base.prices.R[0]),
+            beta_guess=float(base.beta),
+            **start,
+        )
+    return solve_equilibrium(
+        world,
+        hh2.replace(beta=float(base.beta)),
+        solve_for="R",
+        R_guess=float(base.prices.R[0]),
+        **start,
+    )
 
 
 def _run_row(run: BatchRun, spec_dict: dict) -> dict:
-    return {"name": run.name, "status": RUN_STATUS_FAILED, "fingerprint": spec_dict["fp"][run.name],
-            "code_revision": spec_dict["code_revision"], "scenario": run.scenario.to_dict(),
-            "household": run.household, "recalibrate_beta": run.recalibrate_beta,
-            "calibration": run.calibration}
+    return {
+        "name": run.name,
+        "status": RUN_STATUS_FAILED,
+        "fingerprint": spec_dict["fp"][run.name],
+        "code_revision": spec_dict["code_revision"],
+        "scenario": run.scenario.to_dict(),
+        "household": run.household,
+        "recalibrate_beta": run.recalibrate_beta,
+        "calibration": run.calibration,
+    }
 
 
 def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
@@ -111,31 +149,41 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
         if isinstance(baseline, BaseException):
             raise baseline
         opts = spec_dict["options"]
-        cf = run_counterfactual(baseline, run.scenario, tol=opts["tol"],
-                                max_iter=opts["max_iter"])
+        cf = run_counterfactual(baseline, run.scenario, tol=opts["tol"], max_iter=opts["max_iter"])
         wel, tables = {}, []
         for c in run.welfare:
             cw = country_welfare(cf, country=c, verify=opts["verify_ev"], n_nodes=opts["n_nodes"])
             wel[c] = cw.summary
             tables.append(cw.table)
         summary = counterfactual_summary(cf, wel, **{**row, "kind": "batch-run"})
-        summary.update(beta=float(baseline.beta), status=RUN_STATUS_OK,
-                       seconds=time.perf_counter() - t0)
+        summary.update(
+            beta=float(baseline.beta), status=RUN_STATUS_OK, seconds=time.perf_counter() - t0
+        )
         with atomic_dir(folder) as tmp:
             save_counterfactual(tmp, cf, pd.concat(tables) if tables else None, summary)
         R = summary["R"]
-        row.update(status=RUN_STATUS_OK, seconds=summary["seconds"],
-                   R_change_percent=R.get("change_percent") if "change_percent" in R else None,
-                   newton_iterations=summary["convergence"]["newton_iterations"],
-                   mean_gain_percent={c: w["mean_gain_percent"] for c, w in wel.items()},
-                   acr_percent={c: w["acr_percent"] for c, w in wel.items()})
+        row.update(
+            status=RUN_STATUS_OK,
+            seconds=summary["seconds"],
+            R_change_percent=R.get("change_percent") if "change_percent" in R else None,
+            newton_iterations=summary["convergence"]["newton_iterations"],
+            mean_gain_percent={c: w["mean_gain_percent"] for c, w in wel.items()},
+            acr_percent={c: w["acr_percent"] for c, w in wel.items()},
+        )
         return row
     except (EquilibriumError, ParameterError, FloatingPointError, np.linalg.LinAlgError) as err:
-        row.update(status=RUN_STATUS_FAILED, error=f"{type(err).__name__}: {err}",
-                   seconds=time.perf_counter() - t0)
+        row.update(
+            status=RUN_STATUS_FAILED,
+            error=f"{type(err).__name__}: {err}",
+            seconds=time.perf_counter() - t0,
+        )
     except Exception as err:  # unexpected: record with the traceback, keep the batch going
-        row.update(status=RUN_STATUS_FAILED, error=f"{type(err).__name__}: {err}",
-                   traceback=traceback.format_exc(), seconds=time.perf_counter() - t0)
+        row.update(
+            status=RUN_STATUS_FAILED,
+            error=f"{type(err).__name__}: {err}",
+            traceback=traceback.format_exc(),
+            seconds=time.perf_counter() - t0,
+        )
     log.warning("run %s failed: %s", run.name, row.get("error"))
     with atomic_dir(folder) as tmp:
         write_json(tmp / "summary.json", {"kind": "batch-run", **row}, indent=2)
@@ -144,8 +192,9 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
 
 def _resumed_row(s: dict) -> dict:
     """The summary row of a finished run, from its ``summary.json``."""
-    row = {k: s.get(k) for k in ("name", "status", "fingerprint", "code_revision", "error",
-                                 "seconds")}
+    row = {
+        k: s.get(k) for k in ("name", "status", "fingerprint", "code_revision", "error", "seconds")
+    }
     if s.get("status") == RUN_STATUS_OK:
         by_country = s.get("by_country") or {}
         row["mean_gain_percent"] = {c: w["mean_gain_percent"] for c, w in by_country.items()}
@@ -169,8 +218,11 @@ def _done_rows(out: Path, spec: BatchSpec, fps: dict, retry_failed: bool) -> dic
         except (OSError, ValueError):
             continue
         if s.get("code_revision") != revision:
-            log.info("run %s was computed by other code (revision %s); it is re-run", run.name,
-                     str(s.get("code_revision"))[:12])
+            log.info(
+                "run %s was computed by other code (revision %s); it is re-run",
+                run.name,
+                str(s.get("code_revision"))[:12],
+            )
             continue
         if s.get("fingerprint") != fps[run.name]:
             log.info("run %s: specification changed since the last batch; it is re-run", run.name)
@@ -188,28 +240,53 @@ def _write_batch_summary(folder: OutputFolder, spec: BatchSpec, rows: dict, star
     ordered = [rows[r.name] for r in spec.runs if r.name in rows]
     n_ok = sum(r["status"] == RUN_STATUS_OK for r in ordered)
     n_fail = sum(r["status"] == RUN_STATUS_FAILED for r in ordered)
-    summary = {"kind": "batch", "name": spec.name, "source": spec.source, "started": started,
-               "runs_total": len(spec.runs), "runs_done": len(ordered), "runs_ok": n_ok,
-               "runs_failed": n_fail, "pending": [r.name for r in spec.runs if r.name not in rows],
-               "runs": ordered}
+    summary = {
+        "kind": "batch",
+        "name": spec.name,
+        "source": spec.source,
+        "started": started,
+        "runs_total": len(spec.runs),
+        "runs_done": len(ordered),
+        "runs_ok": n_ok,
+        "runs_failed": n_fail,
+        "pending": [r.name for r in spec.runs if r.name not in rows],
+        "runs": ordered,
+    }
     folder.write_json("batch_summary.json", summary, indent=2)
     flat = []
     for r in ordered:
-        base = {"name": r["name"], "status": r["status"], "seconds": r.get("seconds"),
-                "R_change_percent": r.get("R_change_percent"),
-                "newton_iterations": r.get("newton_iterations"), "error": r.get("error")}
+        base = {
+            "name": r["name"],
+            "status": r["status"],
+            "seconds": r.get("seconds"),
+            "R_change_percent": r.get("R_change_percent"),
+            "newton_iterations": r.get("newton_iterations"),
+            "error": r.get("error"),
+        }
         gains = r.get("mean_gain_percent") or {}
         acr = r.get("acr_percent") or {}
         if gains:
             for c in gains:
-                flat.append({**base, "country": c, "mean_gain_percent": gains[c],
-                             "acr_percent": acr.get(c)})
+                flat.append(
+                    {**base, "country": c, "mean_gain_percent": gains[c], "acr_percent": acr.get(c)}
+                )
         else:
             flat.append({**base, "country": None, "mean_gain_percent": None, "acr_percent": None})
-    cols = ["name", "status", "country", "mean_gain_percent", "acr_percent", "R_change_percent",
-            "newton_iterations", "seconds", "error"]
-    folder.write_text("batch_summary.csv",
-                      pd.DataFrame(flat, columns=cols).to_csv(index=False, float_format="%.10g"))
+    cols = [
+        "name",
+        "status",
+        "country",
+        "mean_gain_percent",
+        "acr_percent",
+        "R_change_percent",
+        "newton_iterations",
+        "seconds",
+        "error",
+    ]
+    folder.write_text(
+        "batch_summary.csv",
+        pd.DataFrame(flat, columns=cols).to_csv(index=False, float_format="%.10g"),
+    )
     return summary
 
 
@@ -221,9 +298,16 @@ def _baseline_task(spec_dict, key, base=None):
         return err
 
 
-def run_batch(spec: BatchSpec, out_dir, *, scheduler: str | None = None,
-              executor: str = "dask", workers: int | None = None, retry_failed: bool = False,
-              progress: Callable[[int, int, dict], None] | None = None) -> dict:
+def run_batch(
+    spec: BatchSpec,
+    out_dir,
+    *,
+    scheduler: str | None = None,
+    executor: str = "dask",
+    workers: int | None = None,
+    retry_failed: bool = False,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
     """Run every run of ``spec`` (resuming in ``out_dir``); returns the batch summary.
 
     Parameters
@@ -248,13 +332,22 @@ def run_batch(spec: BatchSpec, out_dir, *, scheduler: str | None = None,
     out = folder.path
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     fps = {r.name: r.fingerprint(spec) for r in spec.runs}
-    spec_dict = {"calibration": spec.calibration, "config_path": spec.config_path,
-                 "options": dict(spec.options), "fp": fps, "code_revision": code_revision()}
+    spec_dict = {
+        "calibration": spec.calibration,
+        "config_path": spec.config_path,
+        "options": dict(spec.options),
+        "fp": fps,
+        "code_revision": code_revision(),
+    }
     with folder.session():
         rows = _done_rows(out, spec, fps, retry_failed)
         if rows:
-            log.info("batch %s: %d of %d runs already done; resuming", spec.name, len(rows),
-                     len(spec.runs))
+            log.info(
+                "batch %s: %d of %d runs already done; resuming",
+                spec.name,
+                len(rows),
+                len(spec.runs),
+            )
         todo = [r for r in spec.runs if r.name not in rows]
         folder.claim(*(f"runs/{r.name}/" for r in todo))
         _write_batch_summary(folder, spec, rows, started)
@@ -272,8 +365,9 @@ def run_batch(spec: BatchSpec, out_dir, *, scheduler: str | None = None,
         if todo and executor == "serial":
             _run_serial(todo, spec_dict, out, finish)
         elif todo:
-            _run_dask(todo, spec_dict, out, finish, scheduler,
-                      workers or spec.options.get("workers"))
+            _run_dask(
+                todo, spec_dict, out, finish, scheduler, workers or spec.options.get("workers")
+            )
         return _write_batch_summary(folder, spec, rows, started)
 
 
@@ -284,34 +378,65 @@ def _run_serial(todo: list, spec_dict: dict, out: Path, finish: Callable[[dict],
     def get(k):
         if k not in bases:
             pk = plain_baseline_key(k)
-            bases[k] = (_baseline_task(spec_dict, k) if k == pk
-                        else _baseline_task(spec_dict, k, get(pk)))
+            bases[k] = (
+                _baseline_task(spec_dict, k) if k == pk else _baseline_task(spec_dict, k, get(pk))
+            )
         return bases[k]
 
     for r in todo:
         finish(execute_run(r, get(r.baseline_key()), spec_dict, str(out)))
 
 
-def _run_dask(todo: list, spec_dict: dict, out: Path, finish: Callable[[dict], None],
-              scheduler: str | None, workers: int | None) -> None:
+def _run_dask(
+    todo: list,
+    spec_dict: dict,
+    out: Path,
+    finish: Callable[[dict], None],
+    scheduler: str | None,
+    workers: int | None,
+) -> None:
     """The runs as tasks on a Dask client; the baselines are tasks too (a household
     variant starts from its plain baseline)."""
     fps = spec_dict["fp"]
     keys = sorted({r.baseline_key() for r in todo})
     plain = sorted({plain_baseline_key(k) for k in keys if k != plain_baseline_key(k)} - set(keys))
     with dask_client(scheduler, workers, len(todo), error=BatchError) as client:
-        base_f = {k: client.submit(_baseline_task, spec_dict, k, pure=False)
-                  for k in keys if k == plain_baseline_key(k)}
-        base_f.update({k: client.submit(_baseline_task, spec_dict, k, pure=False)
-                       for k in plain})
-        base_f.update({k: client.submit(_baseline_task, spec_dict, k, base_f[plain_baseline_key(k)],
-                                        pure=False)
-                       for k in keys if k != plain_baseline_key(k)})
-        futs = [client.submit(execute_run, r, base_f[r.baseline_key()], spec_dict,
-                              str(out.absolute()), pure=False,
-                              key=f"hatrade-run-{r.name}-{fps[r.name]}")
-                for r in todo]
-        for row in completed_rows(futs, todo, lambda r, error: {
-                "name": r.name, "status": RUN_STATUS_FAILED, "fingerprint": fps[r.name],
-                "code_revision": spec_dict["code_revision"], "error": error}):
+        base_f = {
+            k: client.submit(_baseline_task, spec_dict, k, pure=False)
+            for k in keys
+            if k == plain_baseline_key(k)
+        }
+        base_f.update({k: client.submit(_baseline_task, spec_dict, k, pure=False) for k in plain})
+        base_f.update(
+            {
+                k: client.submit(
+                    _baseline_task, spec_dict, k, base_f[plain_baseline_key(k)], pure=False
+                )
+                for k in keys
+                if k != plain_baseline_key(k)
+            }
+        )
+        futs = [
+            client.submit(
+                execute_run,
+                r,
+                base_f[r.baseline_key()],
+                spec_dict,
+                str(out.absolute()),
+                pure=False,
+                key=f"hatrade-run-{r.name}-{fps[r.name]}",
+            )
+            for r in todo
+        ]
+        for row in completed_rows(
+            futs,
+            todo,
+            lambda r, error: {
+                "name": r.name,
+                "status": RUN_STATUS_FAILED,
+                "fingerprint": fps[r.name],
+                "code_revision": spec_dict["code_revision"],
+                "error": error,
+            },
+        ):
             finish(row)

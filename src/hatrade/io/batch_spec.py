@@ -48,11 +48,28 @@ from pathlib import Path
 from hatrade.analysis.counterfactual import Scenario, apply_scenario
 from hatrade.core.params import ParameterError
 from hatrade.io.fingerprint import fingerprint
-from hatrade.io.validate import (BOOLEAN, FRACTION, check_keys, check_table, integer,
-                                 loads_toml, option_problems)
+from hatrade.io.validate import (
+    BOOLEAN,
+    FRACTION,
+    check_keys,
+    check_table,
+    integer,
+    loads_toml,
+    option_problems,
+)
 
-__all__ = ["BatchRun", "BatchSpec", "BatchError", "load_batch", "loads_batch", "parse_batch",
-           "base_config", "baseline_key", "plain_baseline_key", "SCENARIO_KEYS"]
+__all__ = [
+    "BatchRun",
+    "BatchSpec",
+    "BatchError",
+    "load_batch",
+    "loads_batch",
+    "parse_batch",
+    "base_config",
+    "baseline_key",
+    "plain_baseline_key",
+    "SCENARIO_KEYS",
+]
 
 #: Keys of a run that describe its :class:`~hatrade.analysis.counterfactual.Scenario`.
 SCENARIO_KEYS = tuple(f.name for f in dataclasses.fields(Scenario))
@@ -60,8 +77,13 @@ SCENARIO_KEYS = tuple(f.name for f in dataclasses.fields(Scenario))
 _TOP = ("name", "calibration", "config", "options", "defaults", "runs", "sweep")
 _OPTIONS = ("welfare", "verify_ev", "n_nodes", "tol", "max_iter", "workers")
 #: Typed checks of [options] (welfare is checked against the world's countries).
-_OPTION_RULES = {"verify_ev": BOOLEAN, "n_nodes": integer(0), "max_iter": integer(1),
-                 "tol": FRACTION, "workers": integer(1).or_none()}
+_OPTION_RULES = {
+    "verify_ev": BOOLEAN,
+    "n_nodes": integer(0),
+    "max_iter": integer(1),
+    "tol": FRACTION,
+    "workers": integer(1).or_none(),
+}
 _RUN_EXTRA = ("household", "recalibrate_beta", "calibration")
 _HOUSEHOLD_KEYS = ("gamma", "sigma_eps", "psi_slope", "phi", "a_max", "n_a")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -74,8 +96,10 @@ class BatchError(ParameterError):
 def baseline_key(calibration, household, recalibrate_beta) -> str:
     """The key of a run's baseline: its calibration, household overrides and whether beta
     is recalibrated (JSON text)."""
-    return json.dumps({"calibration": calibration, "household": household,
-                       "recalibrate_beta": recalibrate_beta}, sort_keys=True)
+    return json.dumps(
+        {"calibration": calibration, "household": household, "recalibrate_beta": recalibrate_beta},
+        sort_keys=True,
+    )
 
 
 def plain_baseline_key(key: str) -> str:
@@ -95,17 +119,23 @@ class BatchRun:
     welfare: tuple = ()
 
     def baseline_key(self) -> str:
-        return baseline_key(self.calibration, self.household,
-                    self.recalibrate_beta if self.household else False)
+        return baseline_key(
+            self.calibration, self.household, self.recalibrate_beta if self.household else False
+        )
 
     def fingerprint(self, spec: "BatchSpec") -> str:
         """16 hex digits of :func:`hatrade.io.fingerprint.fingerprint` of the run's
         specification (with the code revision): a finished run with another fingerprint
         is re-run."""
-        d = {"scenario": self.scenario.to_dict(), "household": self.household,
-             "recalibrate_beta": self.recalibrate_beta, "calibration": self.calibration,
-             "welfare": list(self.welfare), "source": spec.source_fingerprint,
-             "options": {k: spec.options[k] for k in ("verify_ev", "n_nodes", "tol")}}
+        d = {
+            "scenario": self.scenario.to_dict(),
+            "household": self.household,
+            "recalibrate_beta": self.recalibrate_beta,
+            "calibration": self.calibration,
+            "welfare": list(self.welfare),
+            "source": spec.source_fingerprint,
+            "options": {k: spec.options[k] for k in ("verify_ev", "n_nodes", "tol")},
+        }
         return fingerprint("batch-run", d, length=16)
 
 
@@ -135,14 +165,17 @@ class BatchSpec:
 
 # ----------------------------------------------------------------------------- reading
 
+
 def base_config(calibration, config_path):
     """(world, household, solve kwargs, config) of the base world; cheap (no solve)."""
     if config_path is not None:
         from hatrade.io.config import load_config
+
         cfg = load_config(config_path)
         kw = cfg.solve_kwargs()
         return cfg.world, cfg.household, kw, cfg
     from hatrade.io.config import calibration_config
+
     cfg = calibration_config(calibration)
     return cfg.world, cfg.household, cfg.solve_kwargs(), cfg
 
@@ -168,20 +201,23 @@ def _base_source(raw: dict, source: str, base_dir: Path | None):
 
     unknown = sorted(set(raw) - set(_TOP))
     if unknown:
-        raise BatchError(f"{source}: unknown top-level key(s) {unknown}; allowed: "
-                         f"{', '.join(_TOP)}.")
+        raise BatchError(
+            f"{source}: unknown top-level key(s) {unknown}; allowed: {', '.join(_TOP)}."
+        )
     name = str(raw.get("name", Path(source).stem if source != "<string>" else "batch"))
     if not _NAME_RE.match(name):
-        raise BatchError(f"{source}: name = {name!r} is not allowed: use letters, digits, "
-                         "'.', '_', '+' or '-'.")
+        raise BatchError(
+            f"{source}: name = {name!r} is not allowed: use letters, digits, '.', '_', '+' or '-'."
+        )
     cal, cfg_path = raw.get("calibration"), raw.get("config")
     if cal is not None and cfg_path is not None:
         raise BatchError(f"{source}: give either calibration or config, not both.")
     if cfg_path is None and cal is None:
         cal = "baseline"
     if cal is not None and cal not in CALIBRATIONS:
-        raise BatchError(f"{source}: calibration = {cal!r} is not allowed; allowed: "
-                         f"{', '.join(CALIBRATIONS)}.")
+        raise BatchError(
+            f"{source}: calibration = {cal!r} is not allowed; allowed: {', '.join(CALIBRATIONS)}."
+        )
     if cfg_path is not None:
         p = Path(cfg_path)
         if not p.is_absolute() and base_dir is not None:
@@ -192,27 +228,37 @@ def _base_source(raw: dict, source: str, base_dir: Path | None):
 
 def _options(raw: dict, source: str, countries, errors: list[str]) -> dict:
     """The [options] table with its defaults; problems are appended to ``errors``."""
-    opts = {"welfare": "importer", "verify_ev": False, "n_nodes": 8, "tol": 1e-10,
-            "max_iter": 30, "workers": None}
+    opts = {
+        "welfare": "importer",
+        "verify_ev": False,
+        "n_nodes": 8,
+        "tol": 1e-10,
+        "max_iter": 30,
+        "workers": None,
+    }
     opts.update(check_table(raw.get("options"), _OPTIONS, f"{source}: [options]", BatchError))
     errors += [f"[options] {msg}" for msg in option_problems(opts, _OPTION_RULES)]
     wf = opts["welfare"]
     if isinstance(wf, str):
         if wf not in ("importer", "all", "none"):
-            errors.append(f"[options] welfare = {wf!r}: use 'importer', 'all', 'none' or a "
-                          "list of country codes")
+            errors.append(
+                f"[options] welfare = {wf!r}: use 'importer', 'all', 'none' or a "
+                "list of country codes"
+            )
     elif isinstance(wf, list):
         for c in wf:
             if c not in countries:
-                errors.append(f"[options] welfare: unknown country {c!r} (allowed: "
-                              f"{', '.join(countries)})")
+                errors.append(
+                    f"[options] welfare: unknown country {c!r} (allowed: {', '.join(countries)})"
+                )
     else:
         errors.append(f"[options] welfare = {wf!r}: use 'importer', 'all', 'none' or a list")
     return opts
 
 
-def _sweep_entries(where: str, sw: dict, defaults: dict, countries,
-                   errors: list[str]) -> list[tuple[str, dict]]:
+def _sweep_entries(
+    where: str, sw: dict, defaults: dict, countries, errors: list[str]
+) -> list[tuple[str, dict]]:
     """The runs one [[sweep]] table generates, as (where, run table) pairs."""
     if not isinstance(sw, dict) or "over" not in sw or "values" not in sw:
         errors.append(f"{where}: needs 'over' and 'values'")
@@ -226,9 +272,17 @@ def _sweep_entries(where: str, sw: dict, defaults: dict, countries,
             errors.append(f"{where}: values must be 'all' or a list of country codes")
             return []
         for c in vals:
-            entries.append((f"{where} ({over} = {c})",
-                            {**defaults, **rest, over: c,
-                             "name": f"{rest['name']}-{c}" if "name" in rest else str(c)}))
+            entries.append(
+                (
+                    f"{where} ({over} = {c})",
+                    {
+                        **defaults,
+                        **rest,
+                        over: c,
+                        "name": f"{rest['name']}-{c}" if "name" in rest else str(c),
+                    },
+                )
+            )
     elif over in _HOUSEHOLD_KEYS:
         if not isinstance(values, list) or not values:
             errors.append(f"{where}: values must be a non-empty list of numbers")
@@ -237,12 +291,17 @@ def _sweep_entries(where: str, sw: dict, defaults: dict, countries,
             hhd = dict(defaults.get("household", {}) or {})
             hhd.update(rest.get("household", {}) or {})
             hhd[over] = v
-            entries.append((f"{where} ({over} = {v})",
-                            {**defaults, **rest, "household": hhd,
-                             "name": f"{rest.get('name', over)}-{v}"}))
+            entries.append(
+                (
+                    f"{where} ({over} = {v})",
+                    {**defaults, **rest, "household": hhd, "name": f"{rest.get('name', over)}-{v}"},
+                )
+            )
     else:
-        errors.append(f"{where}: over = {over!r} is not allowed; use importer, exporter or "
-                      f"one of {', '.join(_HOUSEHOLD_KEYS)}")
+        errors.append(
+            f"{where}: over = {over!r} is not allowed; use importer, exporter or "
+            f"one of {', '.join(_HOUSEHOLD_KEYS)}"
+        )
     return entries
 
 
@@ -259,8 +318,9 @@ def _entries(raw: dict, source: str, countries, errors: list[str]) -> list[tuple
         if not isinstance(r, dict):
             errors.append(f"runs[{k}]: must be a table")
             continue
-        entries.append((f"runs[{k}]" + (f" ({r['name']})" if "name" in r else ""),
-                        {**defaults, **r}))
+        entries.append(
+            (f"runs[{k}]" + (f" ({r['name']})" if "name" in r else ""), {**defaults, **r})
+        )
     sweeps = raw.get("sweep", []) or []
     if isinstance(sweeps, dict):
         sweeps = [sweeps]
@@ -298,10 +358,18 @@ def parse_batch(raw: dict, source: str = "<dict>", base_dir: Path | None = None)
             errors.append(f"{where}: duplicate run name {runs[-1].name!r}")
         names.add(runs[-1].name)
     if errors:
-        raise BatchError(f"{source}: {len(errors)} error(s) in the batch file (no run was "
-                         "started):\n  - " + "\n  - ".join(errors))
-    return BatchSpec(name=name, runs=tuple(runs), calibration=cal, config_path=cfg_path,
-                     options=opts, source=source)
+        raise BatchError(
+            f"{source}: {len(errors)} error(s) in the batch file (no run was "
+            "started):\n  - " + "\n  - ".join(errors)
+        )
+    return BatchSpec(
+        name=name,
+        runs=tuple(runs),
+        calibration=cal,
+        config_path=cfg_path,
+        options=opts,
+        source=source,
+    )
 
 
 def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
@@ -315,8 +383,10 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         d["name"] = str(sc)
     name = str(d["name"])
     if not _NAME_RE.match(name):
-        raise ParameterError(f"{where}: name = {name!r} is not allowed: use letters, digits, "
-                             "'.', '_', '+' or '-' (it names the output folder)")
+        raise ParameterError(
+            f"{where}: name = {name!r} is not allowed: use letters, digits, "
+            "'.', '_', '+' or '-' (it names the output folder)"
+        )
     hh_over = d.pop("household", {}) or {}
     recal = d.pop("recalibrate_beta", False)
     cal = d.pop("calibration", None)
@@ -327,15 +397,18 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
     check_keys(hh_over, _HOUSEHOLD_KEYS, f"{where}: household", ParameterError, end="")
     if cal is not None:
         if base_cal is None:
-            raise ParameterError(f"{where}: calibration per run needs a batch on a shipped "
-                                 "calibration (not config)")
+            raise ParameterError(
+                f"{where}: calibration per run needs a batch on a shipped calibration (not config)"
+            )
         if cal not in CALIBRATIONS:
-            raise ParameterError(f"{where}: calibration = {cal!r} is not allowed; allowed: "
-                                 f"{', '.join(CALIBRATIONS)}")
+            raise ParameterError(
+                f"{where}: calibration = {cal!r} is not allowed; allowed: {', '.join(CALIBRATIONS)}"
+            )
     unknown = sorted(set(d) - set(SCENARIO_KEYS))
     if unknown:
-        raise ParameterError(f"{where}: unknown key(s) {unknown}; allowed: "
-                             f"{', '.join(SCENARIO_KEYS + _RUN_EXTRA)}")
+        raise ParameterError(
+            f"{where}: unknown key(s) {unknown}; allowed: {', '.join(SCENARIO_KEYS + _RUN_EXTRA)}"
+        )
     scenario = Scenario.from_dict(d, where=where)
     # validate the change on the world (countries, d >= 1, TFP > 0)
     try:
@@ -343,8 +416,9 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
     except ParameterError as err:
         raise ParameterError(f"{where}: {err}") from None
     try:
-        household.replace(beta=None, **{k: (int(v) if k == "n_a" else float(v))
-                                         for k, v in hh_over.items()})
+        household.replace(
+            beta=None, **{k: (int(v) if k == "n_a" else float(v)) for k, v in hh_over.items()}
+        )
     except (ParameterError, TypeError, ValueError) as err:
         raise ParameterError(f"{where}: household: {err}") from None
     wf = opts["welfare"]
@@ -360,5 +434,11 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         welfare = ()
     else:
         welfare = tuple(wf)
-    return BatchRun(name=name, scenario=scenario, household=dict(hh_over),
-                    recalibrate_beta=recal, calibration=cal, welfare=welfare)
+    return BatchRun(
+        name=name,
+        scenario=scenario,
+        household=dict(hh_over),
+        recalibrate_beta=recal,
+        calibration=cal,
+        welfare=welfare,
+    )

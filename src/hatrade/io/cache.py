@@ -59,12 +59,22 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hatrade.io.atomic import write_bytes
 from hatrade.io import fingerprint as _revision
+from hatrade.io.atomic import write_bytes
 from hatrade.io.fingerprint import canonical, fingerprint
 
-__all__ = ["Cache", "CacheError", "CACHE_ENV", "FORMAT_VERSION", "default_cache_dir",
-           "canonical", "fingerprint", "encode_bundle", "decode_bundle", "StaleEntry"]
+__all__ = [
+    "Cache",
+    "CacheError",
+    "CACHE_ENV",
+    "FORMAT_VERSION",
+    "default_cache_dir",
+    "canonical",
+    "fingerprint",
+    "encode_bundle",
+    "decode_bundle",
+    "StaleEntry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +107,8 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "hatrade"
 
 
-
 # ----------------------------------------------------------------------------- bundles
+
 
 def _json_ready(x):
     if isinstance(x, dict):
@@ -181,18 +191,29 @@ def encode_bundle(bundle: dict) -> tuple[dict, dict]:
         elif isinstance(value, pd.Series):
             arrays[f"{name}__values"] = _column_array(value.to_numpy(), name)
             arrays[f"{name}__index"] = _column_array(value.index.to_numpy(), f"{name}.index")
-            items[name] = {"type": "series", "name": _json_ready(value.name)
-                           if not isinstance(value.name, str) else value.name}
+            items[name] = {
+                "type": "series",
+                "name": _json_ready(value.name) if not isinstance(value.name, str) else value.name,
+            }
         elif _is_dataset(value):
             variables = []
-            for k, (vname, var) in enumerate(list(value.data_vars.items())
-                                             + list(value.coords.items())):
+            for k, (vname, var) in enumerate(
+                list(value.data_vars.items()) + list(value.coords.items())
+            ):
                 arrays[f"{name}__v{k}"] = _column_array(var.values, f"{name}.{vname}")
-                variables.append({"name": str(vname), "dims": [str(d) for d in var.dims],
-                                  "coord": vname in value.coords,
-                                  "attrs": _json_ready(dict(var.attrs))})
-            items[name] = {"type": "dataset", "variables": variables,
-                           "attrs": _json_ready(dict(value.attrs))}
+                variables.append(
+                    {
+                        "name": str(vname),
+                        "dims": [str(d) for d in var.dims],
+                        "coord": vname in value.coords,
+                        "attrs": _json_ready(dict(var.attrs)),
+                    }
+                )
+            items[name] = {
+                "type": "dataset",
+                "variables": variables,
+                "attrs": _json_ready(dict(value.attrs)),
+            }
         else:
             items[name] = {"type": "json", "value": _json_ready(value)}
     return arrays, {"items": items}
@@ -217,17 +238,20 @@ def decode_bundle(arrays: dict, meta: dict) -> dict:
             if t == "array":
                 out[name] = arrays[name]
             elif t == "frame":
-                df = pd.DataFrame({c: arrays[f"{name}__c{k}"]
-                                   for k, c in enumerate(item["columns"])},
-                                  columns=item["columns"])
+                df = pd.DataFrame(
+                    {c: arrays[f"{name}__c{k}"] for k, c in enumerate(item["columns"])},
+                    columns=item["columns"],
+                )
                 if item.get("index"):
                     df = df.set_index(item["index"])
                 out[name] = df
             elif t == "series":
-                out[name] = pd.Series(arrays[f"{name}__values"], index=arrays[f"{name}__index"],
-                                      name=item.get("name"))
+                out[name] = pd.Series(
+                    arrays[f"{name}__values"], index=arrays[f"{name}__index"], name=item.get("name")
+                )
             elif t == "dataset":
                 import xarray as xr
+
                 data, coords = {}, {}
                 for k, v in enumerate(item["variables"]):
                     entry = (v["dims"], arrays[f"{name}__v{k}"], _from_json(v["attrs"]))
@@ -243,6 +267,7 @@ def decode_bundle(arrays: dict, meta: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- the cache
+
 
 class Cache:
     """A results cache in a folder (see the module docstring).
@@ -280,8 +305,9 @@ class Cache:
     # --- paths
     def _paths(self, kind: str, key: str) -> tuple[Path, Path]:
         if not kind or set(kind) - _KIND_CHARS:
-            raise CacheError(f"cache kind {kind!r} is not allowed: use lower-case letters, "
-                             "digits, '_' and '-'.")
+            raise CacheError(
+                f"cache kind {kind!r} is not allowed: use lower-case letters, digits, '_' and '-'."
+            )
         if len(key) != 64 or set(key) - set("0123456789abcdef"):
             raise CacheError(f"cache key {key!r} is not a SHA-256 hex digest.")
         d = self.root / kind
@@ -300,11 +326,19 @@ class Cache:
     def _discard(self, kind: str, key: str, reason: str, *, stale: bool = False) -> None:
         npz, meta = self._paths(kind, key)
         if stale:
-            log.info("cache entry %s/%s is stale (%s); it is removed and recomputed",
-                     kind, key[:12], reason)
+            log.info(
+                "cache entry %s/%s is stale (%s); it is removed and recomputed",
+                kind,
+                key[:12],
+                reason,
+            )
         else:
-            log.warning("cache entry %s/%s is invalid (%s); it is removed and recomputed",
-                        kind, key[:12], reason)
+            log.warning(
+                "cache entry %s/%s is invalid (%s); it is removed and recomputed",
+                kind,
+                key[:12],
+                reason,
+            )
         self.stats[f"{'stale' if stale else 'corrupt'}:{kind}"] += 1
         for p in (meta, npz):
             with contextlib.suppress(OSError):
@@ -347,14 +381,17 @@ class Cache:
             arrays = {}
             with np.load(io.BytesIO(blob), allow_pickle=False) as z:
                 if set(z.files) != set(spec):
-                    raise CacheError(f"arrays {sorted(z.files)} differ from the recorded "
-                                     f"{sorted(spec)}")
+                    raise CacheError(
+                        f"arrays {sorted(z.files)} differ from the recorded {sorted(spec)}"
+                    )
                 for name in z.files:
                     a = z[name]
                     s = spec[name]
                     if str(a.dtype) != s.get("dtype") or list(a.shape) != s.get("shape"):
-                        raise CacheError(f"array {name!r} is {a.dtype}{list(a.shape)}, recorded "
-                                         f"{s.get('dtype')}{s.get('shape')}")
+                        raise CacheError(
+                            f"array {name!r} is {a.dtype}{list(a.shape)}, recorded "
+                            f"{s.get('dtype')}{s.get('shape')}"
+                        )
                     arrays[name] = a
         except CacheError as err:
             self._discard(kind, key, str(err))
@@ -364,8 +401,9 @@ class Cache:
             return None
         return arrays, _from_json(meta.get("meta", {}))
 
-    def store(self, kind: str, key: str, arrays: dict, meta: dict | None = None,
-              label: str | None = None) -> None:
+    def store(
+        self, kind: str, key: str, arrays: dict, meta: dict | None = None, label: str | None = None
+    ) -> None:
         """Write an entry atomically (arrays first, then the metadata that commits it)."""
         from hatrade import __version__
 
@@ -381,26 +419,38 @@ class Cache:
         np.savez(buf, **clean)
         blob = buf.getvalue()
         doc = {
-            "format": FORMAT_VERSION, "kind": kind, "key": key, "label": label,
-            "hatrade_version": __version__, "code_revision": _revision.code_revision(),
+            "format": FORMAT_VERSION,
+            "kind": kind,
+            "key": key,
+            "label": label,
+            "hatrade_version": __version__,
+            "code_revision": _revision.code_revision(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
-            "arrays": {n: {"dtype": str(a.dtype), "shape": list(a.shape)}
-                       for n, a in clean.items()},
+            "size": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "arrays": {
+                n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in clean.items()
+            },
             "meta": _json_ready(meta or {}),
         }
         text = json.dumps(doc, indent=1, allow_nan=False)
         write_bytes(npz, blob)
         write_bytes(meta_path, text.encode("utf-8"))
         self.stats[f"write:{kind}"] += 1
-        log.debug("cache: stored %s/%s (%s, %.1f MB)", kind, key[:12], label or "",
-                  len(blob) / 1e6)
+        log.debug("cache: stored %s/%s (%s, %.1f MB)", kind, key[:12], label or "", len(blob) / 1e6)
 
     # --- memoization
-    def memo(self, kind: str, inputs: dict, compute: Callable[[], Any],
-             encode: Callable[[Any], tuple[dict, dict]] = encode_bundle,
-             decode: Callable[[dict, dict], Any] = decode_bundle, *,
-             label: str | None = None, key: str | None = None) -> tuple[Any, bool]:
+    def memo(
+        self,
+        kind: str,
+        inputs: dict,
+        compute: Callable[[], Any],
+        encode: Callable[[Any], tuple[dict, dict]] = encode_bundle,
+        decode: Callable[[dict, dict], Any] = decode_bundle,
+        *,
+        label: str | None = None,
+        key: str | None = None,
+    ) -> tuple[Any, bool]:
         """Load the result determined by ``inputs``, or compute and store it.
 
         Parameters
@@ -438,13 +488,19 @@ class Cache:
                     self._discard(kind, key, f"cannot rebuild the result: {err}")
                 else:
                     self.stats[f"hit:{kind}"] += 1
-                    self.events.append({"kind": kind, "key": key, "label": label,
-                                        "outcome": "hit", "seconds": time.perf_counter() - t0})
+                    self.events.append(
+                        {
+                            "kind": kind,
+                            "key": key,
+                            "label": label,
+                            "outcome": "hit",
+                            "seconds": time.perf_counter() - t0,
+                        }
+                    )
                     log.info("cache: loaded %s %s (%s)", kind, label or "", key[:12])
                     return result, True
             if outcome != "stale":
-                outcome = ("corrupt" if self.stats[f"corrupt:{kind}"] > corrupt_before
-                           else "miss")
+                outcome = "corrupt" if self.stats[f"corrupt:{kind}"] > corrupt_before else "miss"
         self.stats[f"miss:{kind}"] += 1
         result = compute()
         if self.write:
@@ -453,8 +509,15 @@ class Cache:
                 self.store(kind, key, arrays, meta, label=label)
             except (CacheError, OSError) as err:
                 log.warning("cache: could not store %s %s: %s", kind, label or "", err)
-        self.events.append({"kind": kind, "key": key, "label": label, "outcome": outcome,
-                            "seconds": time.perf_counter() - t0})
+        self.events.append(
+            {
+                "kind": kind,
+                "key": key,
+                "label": label,
+                "outcome": outcome,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         return result, False
 
     # --- housekeeping
@@ -468,11 +531,19 @@ class Cache:
             for p in sorted((self.root / k).glob("*.json")):
                 try:
                     m = json.loads(p.read_text(encoding="utf-8"))
-                    out.append({"kind": k, "key": m.get("key"), "label": m.get("label"),
-                                "created": m.get("created"), "size": m.get("size")})
+                    out.append(
+                        {
+                            "kind": k,
+                            "key": m.get("key"),
+                            "label": m.get("label"),
+                            "created": m.get("created"),
+                            "size": m.get("size"),
+                        }
+                    )
                 except (OSError, ValueError):
-                    out.append({"kind": k, "key": p.stem, "label": None, "created": None,
-                                "size": None})
+                    out.append(
+                        {"kind": k, "key": p.stem, "label": None, "created": None, "size": None}
+                    )
         return out
 
     def clear(self, kind: str | None = None) -> int:

@@ -68,8 +68,15 @@ from hatrade.core.params import FINANCIAL_REGIMES, Household, ParameterError, Wo
 from hatrade.io.validate import loads_toml
 from hatrade.solve.options import resolve_solve_for, solve_input_problem, solver_options
 
-__all__ = ["ConfigError", "SolveConfig", "load_config", "loads_config", "parse_config",
-           "calibration_config", "DEFAULT_R"]
+__all__ = [
+    "ConfigError",
+    "SolveConfig",
+    "load_config",
+    "loads_config",
+    "parse_config",
+    "calibration_config",
+    "DEFAULT_R",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +149,9 @@ class SolveConfig:
 
     def solve_kwargs(self) -> dict:
         """Keyword arguments for :func:`hatrade.solve_equilibrium` (besides world, household)."""
-        kw: dict[str, Any] = dict(solve_for=self.solve_for, R=self.R, tol=self.tol,
-                                  max_iter=self.max_iter)
+        kw: dict[str, Any] = dict(
+            solve_for=self.solve_for, R=self.R, tol=self.tol, max_iter=self.max_iter
+        )
         if self.income is not None:
             kw["income"] = self.income
         if self.wages is not None:
@@ -186,6 +194,7 @@ class SolveConfig:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 class _Ctx:
     """Error-message context: the source and the current table."""
 
@@ -206,8 +215,10 @@ def _check_keys(ctx: _Ctx, table: str | None, d: dict, allowed: tuple[str, ...])
     unknown = [k for k in d if k not in allowed]
     if unknown:
         what = "key" if len(unknown) == 1 else "keys"
-        raise ctx.error(_where(table), f"unknown {what} {', '.join(map(repr, unknown))}; "
-                        f"allowed keys: {', '.join(allowed)}.")
+        raise ctx.error(
+            _where(table),
+            f"unknown {what} {', '.join(map(repr, unknown))}; allowed keys: {', '.join(allowed)}.",
+        )
 
 
 def _number(ctx: _Ctx, table: str | None, key: str, value, *, integer: bool = False):
@@ -217,8 +228,11 @@ def _number(ctx: _Ctx, table: str | None, key: str, value, *, integer: bool = Fa
         raise ctx.error(where, f"{value!r} is not {kind}; {key} must be {kind}.")
     if integer:
         if not isinstance(value, int):
-            raise ctx.error(where, f"{value!r} is not an integer; {key} must be an integer "
-                            "(write it without a decimal point).")
+            raise ctx.error(
+                where,
+                f"{value!r} is not an integer; {key} must be an integer "
+                "(write it without a decimal point).",
+            )
         return int(value)
     x = float(value)
     if not math.isfinite(x):
@@ -226,8 +240,14 @@ def _number(ctx: _Ctx, table: str | None, key: str, value, *, integer: bool = Fa
     return x
 
 
-def _vector(ctx: _Ctx, table: str, key: str, value, countries: tuple[str, ...] | None,
-            length: int | None = None) -> np.ndarray:
+def _vector(
+    ctx: _Ctx,
+    table: str,
+    key: str,
+    value,
+    countries: tuple[str, ...] | None,
+    length: int | None = None,
+) -> np.ndarray:
     """A list of numbers, or (given countries) a table keyed by country code."""
     where = _where(table, key)
     if isinstance(value, dict):
@@ -235,12 +255,18 @@ def _vector(ctx: _Ctx, table: str, key: str, value, countries: tuple[str, ...] |
             raise ctx.error(where, "must be a list of numbers.")
         unknown = [k for k in value if k not in countries]
         if unknown:
-            raise ctx.error(where, f"unknown country code(s) {', '.join(map(repr, unknown))}; "
-                            f"allowed codes ([world] countries): {', '.join(countries)}.")
+            raise ctx.error(
+                where,
+                f"unknown country code(s) {', '.join(map(repr, unknown))}; "
+                f"allowed codes ([world] countries): {', '.join(countries)}.",
+            )
         missing = [c for c in countries if c not in value]
         if missing:
-            raise ctx.error(where, f"no value for country code(s) {', '.join(missing)}; give "
-                            f"one number for each of {', '.join(countries)}.")
+            raise ctx.error(
+                where,
+                f"no value for country code(s) {', '.join(missing)}; give "
+                f"one number for each of {', '.join(countries)}.",
+            )
         return np.array([_number(ctx, table, f"{key}.{c}", value[c]) for c in countries])
     if not isinstance(value, list):
         extra = " or a table keyed by country code" if countries is not None else ""
@@ -248,9 +274,12 @@ def _vector(ctx: _Ctx, table: str, key: str, value, countries: tuple[str, ...] |
     n = length if length is not None else (len(countries) if countries is not None else None)
     if n is not None and len(value) != n:
         if countries is not None and length is None:
-            raise ctx.error(where, f"has {len(value)} entries but [world] countries has "
-                            f"{len(countries)} ({', '.join(countries)}); give one number per "
-                            "country.")
+            raise ctx.error(
+                where,
+                f"has {len(value)} entries but [world] countries has "
+                f"{len(countries)} ({', '.join(countries)}); give one number per "
+                "country.",
+            )
         raise ctx.error(where, f"has {len(value)} entries; it must have {n}.")
     return np.array([_number(ctx, table, f"{key}[{k}]", v) for k, v in enumerate(value)])
 
@@ -258,13 +287,18 @@ def _vector(ctx: _Ctx, table: str, key: str, value, countries: tuple[str, ...] |
 def _matrix(ctx: _Ctx, table: str, key: str, value, n: int, labels: str) -> np.ndarray:
     where = _where(table, key)
     if not isinstance(value, list) or not all(isinstance(r, list) for r in value):
-        raise ctx.error(where, f"must be a list of {n} rows (lists of {n} numbers each), one "
-                        f"row per {labels}.")
+        raise ctx.error(
+            where, f"must be a list of {n} rows (lists of {n} numbers each), one row per {labels}."
+        )
     if len(value) != n or any(len(r) != n for r in value):
         shape = f"{len(value)} rows of lengths {[len(r) for r in value]}"
         raise ctx.error(where, f"has {shape}; it must be {n} x {n} ({labels}).")
-    return np.array([[_number(ctx, table, f"{key}[{i}][{j}]", x) for j, x in enumerate(r)]
-                     for i, r in enumerate(value)])
+    return np.array(
+        [
+            [_number(ctx, table, f"{key}[{i}][{j}]", x) for j, x in enumerate(r)]
+            for i, r in enumerate(value)
+        ]
+    )
 
 
 def _table(ctx: _Ctx, raw: dict, key: str, required: bool = False) -> dict:
@@ -279,6 +313,7 @@ def _table(ctx: _Ctx, raw: dict, key: str, required: bool = False) -> dict:
 
 
 # ----------------------------------------------------------------------------- parsing
+
 
 def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom") -> SolveConfig:
     """Validate a configuration dictionary (the parsed TOML) and build a :class:`SolveConfig`.
@@ -310,13 +345,17 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
 
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ctx.error("name", f"{name!r} is not allowed: name must be a non-empty string of "
-                        "letters, digits, '.', '_' and '-' (it names the output folder).")
+        raise ctx.error(
+            "name",
+            f"{name!r} is not allowed: name must be a non-empty string of "
+            "letters, digits, '.', '_' and '-' (it names the output folder).",
+        )
 
     hh_raw = _table(ctx, raw, "household")
     _check_keys(ctx, "household", hh_raw, _HOUSEHOLD_KEYS)
-    hh_kw = {k: _number(ctx, "household", k, v, integer=k in _HOUSEHOLD_INT)
-             for k, v in hh_raw.items()}
+    hh_kw = {
+        k: _number(ctx, "household", k, v, integer=k in _HOUSEHOLD_INT) for k, v in hh_raw.items()
+    }
     inc_raw = _table(ctx, raw, "income")
     explicit_income = _parse_income(ctx, inc_raw, hh_kw)
     world = _parse_world(ctx, _table(ctx, raw, "world", required=True), source)
@@ -328,15 +367,24 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
         household = Household(beta=solve.pop("beta"), **hh_kw)
     except ParameterError as err:
         fld = str(err).split(" ", 1)[0]
-        table = ("income" if fld in _KMP_KEYS
-                 else "solve" if fld == "beta" and "beta" in s_raw else "household")
+        table = (
+            "income"
+            if fld in _KMP_KEYS
+            else "solve"
+            if fld == "beta" and "beta" in s_raw
+            else "household"
+        )
         raise ctx.error(f"[{table}]", str(err)) from None
     if explicit_income is not None and household.psi_slope != 0 and "log_z_perm" not in inc_raw:
-        raise ctx.error(_where("income", "log_z_perm"), "missing; with an explicit income chain "
-                        f"and psi_slope = {household.psi_slope} != 0 the home-bias shifter needs "
-                        "log z_perm for each income state (or set psi_slope = 0).")
-    return SolveConfig(name=name, world=world, household=household, income=explicit_income,
-                       source=source, **solve)
+        raise ctx.error(
+            _where("income", "log_z_perm"),
+            "missing; with an explicit income chain "
+            f"and psi_slope = {household.psi_slope} != 0 the home-bias shifter needs "
+            "log z_perm for each income state (or set psi_slope = 0).",
+        )
+    return SolveConfig(
+        name=name, world=world, household=household, income=explicit_income, source=source, **solve
+    )
 
 
 def _parse_income(ctx: _Ctx, inc_raw: dict, hh_kw: dict) -> IncomeProcess | None:
@@ -345,22 +393,33 @@ def _parse_income(ctx: _Ctx, inc_raw: dict, hh_kw: dict) -> IncomeProcess | None
     kmp = [k for k in inc_raw if k in _KMP_KEYS]
     mat = [k for k in inc_raw if k in _MATRIX_KEYS]
     if kmp and mat:
-        raise ctx.error("[income]", f"mixes Rouwenhorst parameters ({', '.join(kmp)}) with an "
-                        f"explicit chain ({', '.join(mat)}); give either {', '.join(_KMP_KEYS)} "
-                        "or z and transition (and log_z_perm).")
+        raise ctx.error(
+            "[income]",
+            f"mixes Rouwenhorst parameters ({', '.join(kmp)}) with an "
+            f"explicit chain ({', '.join(mat)}); give either {', '.join(_KMP_KEYS)} "
+            "or z and transition (and log_z_perm).",
+        )
     for k in kmp:
         hh_kw[k] = _number(ctx, "income", k, inc_raw[k], integer=k in _KMP_INT)
     if not mat:
         return None
     for k in ("z", "transition"):
         if k not in inc_raw:
-            raise ctx.error(_where("income", k), "missing; an explicit income chain needs "
-                            "both z (levels) and transition (matrix).")
+            raise ctx.error(
+                _where("income", k),
+                "missing; an explicit income chain needs both z (levels) and transition (matrix).",
+            )
     z = _vector(ctx, "income", "z", inc_raw["z"], None)
     if z.size < 1:
         raise ctx.error(_where("income", "z"), "is empty; give at least one income level.")
-    P = _matrix(ctx, "income", "transition", inc_raw["transition"], z.size,
-                "row z, column z' (row i: probabilities of moving from state i)")
+    P = _matrix(
+        ctx,
+        "income",
+        "transition",
+        inc_raw["transition"],
+        z.size,
+        "row z, column z' (row i: probabilities of moving from state i)",
+    )
     lzp = None
     if "log_z_perm" in inc_raw:
         lzp = _vector(ctx, "income", "log_z_perm", inc_raw["log_z_perm"], None, z.size)
@@ -372,18 +431,28 @@ def _parse_income(ctx: _Ctx, inc_raw: dict, hh_kw: dict) -> IncomeProcess | None
 
 def _parse_countries(ctx: _Ctx, w_raw: dict) -> tuple[str, ...]:
     if "countries" not in w_raw:
-        raise ctx.error(_where("world", "countries"), "missing; list the country codes, e.g. "
-                        'countries = ["H", "F"].')
+        raise ctx.error(
+            _where("world", "countries"),
+            'missing; list the country codes, e.g. countries = ["H", "F"].',
+        )
     countries = w_raw["countries"]
-    if (not isinstance(countries, list) or not countries
-            or not all(isinstance(c, str) and c.strip() for c in countries)):
-        raise ctx.error(_where("world", "countries"), f"{countries!r} is not allowed: it must be a "
-                        "non-empty list of country codes (strings).")
+    if (
+        not isinstance(countries, list)
+        or not countries
+        or not all(isinstance(c, str) and c.strip() for c in countries)
+    ):
+        raise ctx.error(
+            _where("world", "countries"),
+            f"{countries!r} is not allowed: it must be a "
+            "non-empty list of country codes (strings).",
+        )
     codes = tuple(c.strip() for c in countries)
     dup = sorted({c for c in codes if codes.count(c) > 1})
     if dup:
-        raise ctx.error(_where("world", "countries"), f"duplicate code(s) {', '.join(dup)}; "
-                        "country codes must be unique.")
+        raise ctx.error(
+            _where("world", "countries"),
+            f"duplicate code(s) {', '.join(dup)}; country codes must be unique.",
+        )
     return codes
 
 
@@ -392,15 +461,20 @@ def _parse_world(ctx: _Ctx, w_raw: dict, source: str) -> World:
     _check_keys(ctx, "world", w_raw, _WORLD_KEYS)
     countries = _parse_countries(ctx, w_raw)
     M = len(countries)
-    tfp = (_vector(ctx, "world", "tfp", w_raw["tfp"], countries) if "tfp" in w_raw
-           else np.ones(M))
-    labor = (_vector(ctx, "world", "labor", w_raw["labor"], countries) if "labor" in w_raw
-             else np.ones(M))
+    tfp = _vector(ctx, "world", "tfp", w_raw["tfp"], countries) if "tfp" in w_raw else np.ones(M)
+    labor = (
+        _vector(ctx, "world", "labor", w_raw["labor"], countries)
+        if "labor" in w_raw
+        else np.ones(M)
+    )
     order = f"importer rows x exporter columns, in the order {', '.join(countries)}"
     if "trade_costs" not in w_raw:
         if M > 1:
-            raise ctx.error(_where("world", "trade_costs"), f"missing; give the {M} x {M} "
-                            "matrix d_ij (importer i in rows, exporter j in columns, d_ii = 1).")
+            raise ctx.error(
+                _where("world", "trade_costs"),
+                f"missing; give the {M} x {M} "
+                "matrix d_ij (importer i in rows, exporter j in columns, d_ii = 1).",
+            )
         d = np.ones((1, 1))
     else:
         d = _matrix(ctx, "world", "trade_costs", w_raw["trade_costs"], M, order)
@@ -409,26 +483,41 @@ def _parse_world(ctx: _Ctx, w_raw: dict, source: str) -> World:
         tariffs = _matrix(ctx, "world", "tariffs", w_raw["tariffs"], M, order)
     financial = w_raw.get("financial", "globalization")
     if financial not in FINANCIAL_REGIMES:
-        raise ctx.error(_where("world", "financial"), f"{financial!r} is not allowed; allowed "
-                        f"values: {', '.join(map(repr, FINANCIAL_REGIMES))}.")
+        raise ctx.error(
+            _where("world", "financial"),
+            f"{financial!r} is not allowed; allowed "
+            f"values: {', '.join(map(repr, FINANCIAL_REGIMES))}.",
+        )
     try:
-        return World(countries=countries, tfp=tfp, labor=labor, d=d, tariffs=tariffs,
-                     financial=financial, meta={"source": source})
+        return World(
+            countries=countries,
+            tfp=tfp,
+            labor=labor,
+            d=d,
+            tariffs=tariffs,
+            financial=financial,
+            meta={"source": source},
+        )
     except ParameterError as err:
         raise ctx.error("[world]", str(err)) from None
 
 
 #: Where check_solve_inputs' fields live in a configuration.
-_SOLVE_INPUT_WHERE = {"solve_for": ("solve", "solve_for"), "beta": ("household", "beta"),
-                      "R": ("solve", "R")}
+_SOLVE_INPUT_WHERE = {
+    "solve_for": ("solve", "solve_for"),
+    "beta": ("household", "beta"),
+    "R": ("solve", "R"),
+}
 
 
 def _parse_solve(ctx: _Ctx, s_raw: dict, hh_kw: dict, world: World) -> dict:
     """``[solve]`` (and ``[household] beta``, removed from ``hh_kw``): the SolveConfig
     fields solve_for, R, beta, R_guess, beta_guess, wages, tol and max_iter."""
     if "beta" in s_raw and "beta" in hh_kw:
-        raise ctx.error(_where("solve", "beta"), "beta is given both in [household] and in "
-                        "[solve]; give it in one place.")
+        raise ctx.error(
+            _where("solve", "beta"),
+            "beta is given both in [household] and in [solve]; give it in one place.",
+        )
     beta = hh_kw.pop("beta", None)
     if "beta" in s_raw:
         beta = _number(ctx, "solve", "beta", s_raw["beta"])
@@ -445,47 +534,71 @@ def _parse_solve(ctx: _Ctx, s_raw: dict, hh_kw: dict, world: World) -> dict:
     if "beta_guess" in s_raw:
         beta_guess = _number(ctx, "solve", "beta_guess", s_raw["beta_guess"])
         if not 0 < beta_guess < 1:
-            raise ctx.error(_where("solve", "beta_guess"), f"{beta_guess!r} is not allowed: it "
-                            "must be in the open interval (0, 1).")
+            raise ctx.error(
+                _where("solve", "beta_guess"),
+                f"{beta_guess!r} is not allowed: it must be in the open interval (0, 1).",
+            )
     wages = None
     if "wages" in s_raw:
         wages = _vector(ctx, "solve", "wages", s_raw["wages"], world.countries)
         if np.any(wages <= 0):
             raise ctx.error(_where("solve", "wages"), "starting wages must all be > 0.")
     tol = _number(ctx, "solve", "tol", s_raw["tol"]) if "tol" in s_raw else 1e-10
-    max_iter = (_number(ctx, "solve", "max_iter", s_raw["max_iter"], integer=True)
-                if "max_iter" in s_raw else 30)
+    max_iter = (
+        _number(ctx, "solve", "max_iter", s_raw["max_iter"], integer=True)
+        if "max_iter" in s_raw
+        else 30
+    )
     for key, value in (("tol", tol), ("max_iter", max_iter)):
         try:
             solver_options(**{key: value})
         except ParameterError as err:
             raise ctx.error(_where("solve", key), str(err)) from None
-    return {"solve_for": solve_for, "R": R, "beta": beta, "R_guess": R_guess,
-            "beta_guess": beta_guess, "wages": wages, "tol": tol, "max_iter": max_iter}
+    return {
+        "solve_for": solve_for,
+        "R": R,
+        "beta": beta,
+        "R_guess": R_guess,
+        "beta_guess": beta_guess,
+        "wages": wages,
+        "tol": tol,
+        "max_iter": max_iter,
+    }
 
 
-def _check_solve_contradictions(ctx: _Ctx, s_raw: dict, solve_for: str,
-                                beta: float | None) -> None:
+def _check_solve_contradictions(ctx: _Ctx, s_raw: dict, solve_for: str, beta: float | None) -> None:
     """Options of a configuration that the chosen unknowns make meaningless."""
     if solve_for == "beta" and beta is not None:
-        raise ctx.error(_where("household", "beta"), "beta is given but solve_for = 'beta' "
-                        "solves for it; remove beta, or give a starting value as [solve] "
-                        "beta_guess.")
+        raise ctx.error(
+            _where("household", "beta"),
+            "beta is given but solve_for = 'beta' "
+            "solves for it; remove beta, or give a starting value as [solve] "
+            "beta_guess.",
+        )
     if solve_for == "R" and "R" in s_raw:
-        raise ctx.error(_where("solve", "R"), "R is solved for (solve_for = 'R'); give a "
-                        "starting value as R_guess instead, or use solve_for = 'beta' to fix R.")
+        raise ctx.error(
+            _where("solve", "R"),
+            "R is solved for (solve_for = 'R'); give a "
+            "starting value as R_guess instead, or use solve_for = 'beta' to fix R.",
+        )
     if solve_for == "R" and "beta_guess" in s_raw:
-        raise ctx.error(_where("solve", "beta_guess"), "beta is fixed (solve_for = 'R'); "
-                        "beta_guess is only used with solve_for = 'beta'.")
+        raise ctx.error(
+            _where("solve", "beta_guess"),
+            "beta is fixed (solve_for = 'R'); beta_guess is only used with solve_for = 'beta'.",
+        )
     if solve_for == "beta" and "R_guess" in s_raw:
-        raise ctx.error(_where("solve", "R_guess"), "R is fixed (solve_for = 'beta'); give it "
-                        "as [solve] R. R_guess is only used with solve_for = 'R'.")
+        raise ctx.error(
+            _where("solve", "R_guess"),
+            "R is fixed (solve_for = 'beta'); give it "
+            "as [solve] R. R_guess is only used with solve_for = 'R'.",
+        )
 
 
 def loads_config(text: str, source: str = "<string>", default_name: str = "custom") -> SolveConfig:
     """Parse a configuration from TOML text (see :func:`parse_config`)."""
-    return parse_config(loads_toml(text, source, ConfigError, end="."), source=source,
-                        default_name=default_name)
+    return parse_config(
+        loads_toml(text, source, ConfigError, end="."), source=source, default_name=default_name
+    )
 
 
 def load_config(path) -> SolveConfig:
@@ -508,8 +621,10 @@ def load_config(path) -> SolveConfig:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: configuration file does not exist"
-                          + (" (it is a folder)." if path.is_dir() else "."))
+        raise ConfigError(
+            f"{path}: configuration file does not exist"
+            + (" (it is a folder)." if path.is_dir() else ".")
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -522,8 +637,9 @@ def load_config(path) -> SolveConfig:
     return cfg
 
 
-def calibration_config(name: str = "baseline", *, from_initial: bool = False,
-                       correct_germany: bool = False) -> SolveConfig:
+def calibration_config(
+    name: str = "baseline", *, from_initial: bool = False, correct_germany: bool = False
+) -> SolveConfig:
     """The 19-country world of a shipped calibration, solved for beta at R = 1.01.
 
     Parameters
@@ -554,9 +670,20 @@ def calibration_config(name: str = "baseline", *, from_initial: bool = False,
         wages, beta_guess, start = cal.wages.to_numpy(), cal.beta, "published"
     run_name = name + ("-correct-germany" if correct_germany else "")
     return SolveConfig(
-        name=run_name, world=world, household=household, income=None, solve_for="beta",
-        R=DEFAULT_R, beta_guess=float(beta_guess), wages=np.asarray(wages, float),
+        name=run_name,
+        world=world,
+        household=household,
+        income=None,
+        solve_for="beta",
+        R=DEFAULT_R,
+        beta_guess=float(beta_guess),
+        wages=np.asarray(wages, float),
         source=f"calibration:{name}",
-        calibration={"name": name, "vector": np.asarray(cal.params).tolist(),
-                     "correct_germany": bool(correct_germany), "start": start,
-                     "published_beta": float(cal.beta)})
+        calibration={
+            "name": name,
+            "vector": np.asarray(cal.params).tolist(),
+            "correct_germany": bool(correct_germany),
+            "start": start,
+            "published_beta": float(cal.beta),
+        },
+    )

@@ -26,8 +26,13 @@ import numpy as np
 
 from hatrade.io.cache import Cache, CacheError, StaleEntry
 
-__all__ = ["EQUILIBRIUM_CONTENT", "equilibrium_inputs", "equilibrium_to_arrays",
-           "equilibrium_from_arrays", "cached_equilibrium"]
+__all__ = [
+    "EQUILIBRIUM_CONTENT",
+    "equilibrium_inputs",
+    "equilibrium_to_arrays",
+    "equilibrium_from_arrays",
+    "cached_equilibrium",
+]
 
 _POLICY_FIELDS = ("c", "a_p", "v", "pi", "V")
 
@@ -47,9 +52,12 @@ def equilibrium_inputs(world, household, income=None, **options) -> dict:
     from hatrade.core.income import income_process
 
     inc = income or income_process(household)
-    return {"world": world, "household": household,
-            "income": {"z": inc.z, "P": inc.P, "log_z_perm": inc.log_z_perm},
-            "options": options}
+    return {
+        "world": world,
+        "household": household,
+        "income": {"z": inc.z, "P": inc.P, "log_z_perm": inc.log_z_perm},
+        "options": options,
+    }
 
 
 def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
@@ -60,10 +68,14 @@ def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
     from hatrade.solve.equilibrium import EquilibriumJacobian
 
     arrays = {
-        "w": np.asarray(eq.prices.w, float), "R": np.asarray(eq.prices.R, float),
-        "T": np.asarray(eq.prices.T, float), "p": np.asarray(eq.p, float),
-        "lam": np.asarray(eq.lam, float), "a_grid": np.asarray(eq.a_grid, float),
-        "state_c": np.asarray(eq.state.c, float), "state_v": np.asarray(eq.state.v, float),
+        "w": np.asarray(eq.prices.w, float),
+        "R": np.asarray(eq.prices.R, float),
+        "T": np.asarray(eq.prices.T, float),
+        "p": np.asarray(eq.p, float),
+        "lam": np.asarray(eq.lam, float),
+        "a_grid": np.asarray(eq.a_grid, float),
+        "state_c": np.asarray(eq.state.c, float),
+        "state_v": np.asarray(eq.state.v, float),
     }
     for f in _POLICY_FIELDS:
         arrays[f"pol_{f}"] = np.asarray(getattr(eq.policies, f), float)
@@ -75,18 +87,27 @@ def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
     if eq.jacobian is not None:
         arrays["jacobian"] = np.asarray(eq.jacobian, float)
         if isinstance(eq.jacobian, EquilibriumJacobian):
-            labels = {"unknowns": [str(x) for x in eq.jacobian.unknowns],
-                      "residuals": [str(x) for x in eq.jacobian.residuals]}
-    meta = {"content": EQUILIBRIUM_CONTENT,
-            "beta": float(eq.prices.beta), "converged": bool(eq.converged),
-            "iterations": int(eq.iterations), "residual": float(eq.residual),
-            "household_solves": int(eq.household_solves), "jacobians": int(eq.jacobians),
-            "jacobian_directions": int(eq.jacobian_directions),
-            "jacobian_labels": labels,
-            "history": [float(h) for h in eq.history], "seconds": float(eq.seconds),
-            "seconds_household": float(eq.seconds_household),
-            "seconds_jacobian": float(eq.seconds_jacobian),
-            "countries": list(eq.countries), "aggregates": sorted(eq.aggregates)}
+            labels = {
+                "unknowns": [str(x) for x in eq.jacobian.unknowns],
+                "residuals": [str(x) for x in eq.jacobian.residuals],
+            }
+    meta = {
+        "content": EQUILIBRIUM_CONTENT,
+        "beta": float(eq.prices.beta),
+        "converged": bool(eq.converged),
+        "iterations": int(eq.iterations),
+        "residual": float(eq.residual),
+        "household_solves": int(eq.household_solves),
+        "jacobians": int(eq.jacobians),
+        "jacobian_directions": int(eq.jacobian_directions),
+        "jacobian_labels": labels,
+        "history": [float(h) for h in eq.history],
+        "seconds": float(eq.seconds),
+        "seconds_household": float(eq.seconds_household),
+        "seconds_jacobian": float(eq.seconds_jacobian),
+        "countries": list(eq.countries),
+        "aggregates": sorted(eq.aggregates),
+    }
     return arrays, meta
 
 
@@ -107,13 +128,27 @@ def _stored_jacobian(arrays: dict, meta: dict, world):
         return J
     tariffs = world.has_tariffs
     solve_fors = ("R",) if world.financial == "autarky" else ("R", "beta")
-    layouts = [Layout(M=world.M, financial=world.financial, solve_for=s, tariffs=tariffs,
-                       R_fixed=None, beta_fixed=None) for s in solve_fors]
+    layouts = [
+        Layout(
+            M=world.M,
+            financial=world.financial,
+            solve_for=s,
+            tariffs=tariffs,
+            R_fixed=None,
+            beta_fixed=None,
+        )
+        for s in solve_fors
+    ]
     unknowns, residuals = tuple(labels["unknowns"]), tuple(labels["residuals"])
-    if not any(unknowns == lay.unknown_names(world.countries)
-               and residuals == lay.residual_names(world.countries) for lay in layouts):
-        raise CacheError(f"stored Jacobian's labels (unknowns {', '.join(unknowns)}) do not fit "
-                         "this world's unknowns.")
+    if not any(
+        unknowns == lay.unknown_names(world.countries)
+        and residuals == lay.residual_names(world.countries)
+        for lay in layouts
+    ):
+        raise CacheError(
+            f"stored Jacobian's labels (unknowns {', '.join(unknowns)}) do not fit "
+            "this world's unknowns."
+        )
     try:
         return EquilibriumJacobian(J, unknowns, residuals)
     except ValueError as err:  # ParameterError: labels and matrix disagree
@@ -141,17 +176,30 @@ def equilibrium_from_arrays(arrays: dict, meta: dict, world, household, income=N
     from hatrade.solve.equilibrium import Equilibrium, Prices
 
     if meta.get("content") != EQUILIBRIUM_CONTENT:
-        raise StaleEntry(f"equilibrium entry of contents version {meta.get('content', 1)}, "
-                         f"this version stores {EQUILIBRIUM_CONTENT} (labeled Jacobian, "
-                         "Jacobian directions and timings)")
+        raise StaleEntry(
+            f"equilibrium entry of contents version {meta.get('content', 1)}, "
+            f"this version stores {EQUILIBRIUM_CONTENT} (labeled Jacobian, "
+            "Jacobian directions and timings)"
+        )
     inc = income or income_process(household)
     M, Na, Nz = world.M, household.n_a, len(inc.z)
     if list(meta.get("countries", [])) != list(world.countries):
         raise CacheError(f"stored countries {meta.get('countries')} differ from the world's.")
-    want = {"w": (M,), "R": (M,), "T": (M,), "p": (M, M), "lam": (M, Na, Nz),
-            "a_grid": (M, Na), "state_c": (M, Na, Nz, M), "state_v": (M, Na, Nz, M),
-            "pol_c": (M, Na, Nz, M), "pol_a_p": (M, Na, Nz, M), "pol_v": (M, Na, Nz, M),
-            "pol_pi": (M, Na, Nz, M), "pol_V": (M, Na, Nz)}
+    want = {
+        "w": (M,),
+        "R": (M,),
+        "T": (M,),
+        "p": (M, M),
+        "lam": (M, Na, Nz),
+        "a_grid": (M, Na),
+        "state_c": (M, Na, Nz, M),
+        "state_v": (M, Na, Nz, M),
+        "pol_c": (M, Na, Nz, M),
+        "pol_a_p": (M, Na, Nz, M),
+        "pol_v": (M, Na, Nz, M),
+        "pol_pi": (M, Na, Nz, M),
+        "pol_V": (M, Na, Nz),
+    }
     for name, shape in want.items():
         if name not in arrays:
             raise CacheError(f"stored equilibrium lacks {name!r}.")
@@ -164,22 +212,41 @@ def equilibrium_from_arrays(arrays: dict, meta: dict, world, household, income=N
     if "M" not in aggregates or aggregates["M"].shape != (M, M):
         raise CacheError("stored equilibrium lacks the spending matrix.")
     return Equilibrium(
-        world=world, household=household, income=inc,
+        world=world,
+        household=household,
+        income=inc,
         prices=Prices(w=arrays["w"], R=arrays["R"], T=arrays["T"], beta=float(meta["beta"])),
-        p=arrays["p"], policies=Policies(*[arrays[f"pol_{f}"] for f in _POLICY_FIELDS]),
-        lam=arrays["lam"], a_grid=arrays["a_grid"], aggregates=aggregates,
+        p=arrays["p"],
+        policies=Policies(*[arrays[f"pol_{f}"] for f in _POLICY_FIELDS]),
+        lam=arrays["lam"],
+        a_grid=arrays["a_grid"],
+        aggregates=aggregates,
         state=HHState(c=arrays["state_c"], v=arrays["state_v"]),
-        converged=bool(meta["converged"]), iterations=int(meta["iterations"]),
-        residual=float(meta["residual"]), household_solves=int(meta["household_solves"]),
-        jacobians=int(meta["jacobians"]), hh_iterations=arrays.get("hh_iterations"),
-        jacobian=_stored_jacobian(arrays, meta, world), history=list(meta.get("history", [])),
-        seconds=float(meta["seconds"]), jacobian_directions=int(meta["jacobian_directions"]),
+        converged=bool(meta["converged"]),
+        iterations=int(meta["iterations"]),
+        residual=float(meta["residual"]),
+        household_solves=int(meta["household_solves"]),
+        jacobians=int(meta["jacobians"]),
+        hh_iterations=arrays.get("hh_iterations"),
+        jacobian=_stored_jacobian(arrays, meta, world),
+        history=list(meta.get("history", [])),
+        seconds=float(meta["seconds"]),
+        jacobian_directions=int(meta["jacobian_directions"]),
         seconds_household=float(meta["seconds_household"]),
-        seconds_jacobian=float(meta["seconds_jacobian"]))
+        seconds_jacobian=float(meta["seconds_jacobian"]),
+    )
 
 
-def cached_equilibrium(cache: Cache | None, world, household, solve: Callable[[], Any], *,
-                       options: dict, income=None, label: str | None = None):
+def cached_equilibrium(
+    cache: Cache | None,
+    world,
+    household,
+    solve: Callable[[], Any],
+    *,
+    options: dict,
+    income=None,
+    label: str | None = None,
+):
     """Load the equilibrium of ``world`` and ``household`` solved with ``options``, or call
     ``solve()`` and store its result.
 
@@ -202,6 +269,11 @@ def cached_equilibrium(cache: Cache | None, world, household, solve: Callable[[]
     if cache is None:
         return solve(), False
     inputs = equilibrium_inputs(world, household, income, **options)
-    return cache.memo("equilibrium", inputs, solve, equilibrium_to_arrays,
-                      lambda a, m: equilibrium_from_arrays(a, m, world, household, income),
-                      label=label)
+    return cache.memo(
+        "equilibrium",
+        inputs,
+        solve,
+        equilibrium_to_arrays,
+        lambda a, m: equilibrium_from_arrays(a, m, world, household, income),
+        label=label,
+    )

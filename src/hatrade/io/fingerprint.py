@@ -42,8 +42,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["canonical", "fingerprint", "code_revision", "FingerprintError",
-           "FINGERPRINT_LAYOUT", "REVISION_PACKAGES"]
+__all__ = [
+    "canonical",
+    "fingerprint",
+    "code_revision",
+    "FingerprintError",
+    "FINGERPRINT_LAYOUT",
+    "REVISION_PACKAGES",
+]
 
 #: Version of the fingerprint document's layout (part of every fingerprint).
 FINGERPRINT_LAYOUT = 2
@@ -59,6 +65,7 @@ class FingerprintError(ValueError):
 
 # ----------------------------------------------------------------------------- canonical
 
+
 def _array_digest(a: np.ndarray) -> dict:
     a = np.asarray(a)
     if a.dtype == object:
@@ -68,8 +75,11 @@ def _array_digest(a: np.ndarray) -> dict:
     b = np.ascontiguousarray(a)
     if b.dtype.byteorder == ">":
         b = b.astype(b.dtype.newbyteorder("<"))
-    return {"__array__": str(b.dtype), "shape": list(b.shape),
-            "sha256": hashlib.sha256(b.tobytes()).hexdigest()}
+    return {
+        "__array__": str(b.dtype),
+        "shape": list(b.shape),
+        "sha256": hashlib.sha256(b.tobytes()).hexdigest(),
+    }
 
 
 def _float(x: float):
@@ -84,12 +94,20 @@ def _pandas(obj):
     import pandas as pd
 
     if isinstance(obj, pd.DataFrame):
-        return {"__frame__": {"columns": [str(c) for c in obj.columns],
-                              "index": canonical(list(map(str, obj.index))),
-                              "values": [canonical(obj[c].to_numpy()) for c in obj.columns]}}
+        return {
+            "__frame__": {
+                "columns": [str(c) for c in obj.columns],
+                "index": canonical(list(map(str, obj.index))),
+                "values": [canonical(obj[c].to_numpy()) for c in obj.columns],
+            }
+        }
     if isinstance(obj, pd.Series):
-        return {"__series__": {"index": [str(i) for i in obj.index],
-                               "values": _array_digest(obj.to_numpy())}}
+        return {
+            "__series__": {
+                "index": [str(i) for i in obj.index],
+                "values": _array_digest(obj.to_numpy()),
+            }
+        }
     return None
 
 
@@ -99,11 +117,16 @@ def _model_object(obj):
     from hatrade.core.params import Household, World
 
     if isinstance(obj, World):
-        return {"__world__": {"countries": list(obj.countries), "tfp": _array_digest(obj.tfp),
-                              "labor": _array_digest(obj.labor), "d": _array_digest(obj.d),
-                              "tariffs": None if obj.tariffs is None
-                              else _array_digest(obj.tariffs),
-                              "financial": obj.financial}}
+        return {
+            "__world__": {
+                "countries": list(obj.countries),
+                "tfp": _array_digest(obj.tfp),
+                "labor": _array_digest(obj.labor),
+                "d": _array_digest(obj.d),
+                "tariffs": None if obj.tariffs is None else _array_digest(obj.tariffs),
+                "financial": obj.financial,
+            }
+        }
     if isinstance(obj, Household):
         return {"__household__": canonical(obj.to_dict())}
     return None
@@ -145,18 +168,24 @@ def canonical(obj: Any) -> Any:
         table = _pandas(obj)
         return table if table is not None else _array_digest(np.asarray(obj))
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f"__{type(obj).__name__}__": {f.name: canonical(getattr(obj, f.name))
-                                               for f in dataclasses.fields(obj)}}
+        return {
+            f"__{type(obj).__name__}__": {
+                f.name: canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+            }
+        }
     if isinstance(obj, dict):
         return {str(k): canonical(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [canonical(v) for v in obj]
-    raise FingerprintError(f"cannot describe a value of type {type(obj).__name__} for a "
-                           "fingerprint; use numbers, strings, arrays, lists, dicts, World or "
-                           "Household.")
+    raise FingerprintError(
+        f"cannot describe a value of type {type(obj).__name__} for a "
+        "fingerprint; use numbers, strings, arrays, lists, dicts, World or "
+        "Household."
+    )
 
 
 # ----------------------------------------------------------------------------- revision
+
 
 def _source_files(root) -> list[tuple[str, Any]]:
     """(relative name, traversable) of every file under ``root``, recursively, sorted."""
@@ -201,6 +230,7 @@ def code_revision() -> str:
 
 # ----------------------------------------------------------------------------- fingerprint
 
+
 def fingerprint(kind: str, inputs: Any, length: int = 64, *, revision: bool = True) -> str:
     """The fingerprint (``length`` hex digits) of a result of ``kind`` determined by ``inputs``.
 
@@ -221,8 +251,12 @@ def fingerprint(kind: str, inputs: Any, length: int = 64, *, revision: bool = Tr
     """
     from hatrade import __version__
 
-    doc = {"kind": kind, "layout": FINGERPRINT_LAYOUT, "hatrade_version": __version__,
-           "code_revision": code_revision() if revision else None,
-           "inputs": canonical(inputs)}
+    doc = {
+        "kind": kind,
+        "layout": FINGERPRINT_LAYOUT,
+        "hatrade_version": __version__,
+        "code_revision": code_revision() if revision else None,
+        "inputs": canonical(inputs),
+    }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]

@@ -80,10 +80,18 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from hatrade.core.params import ParameterError
-from hatrade.io.atomic import atomic_dir, write_json, write_text, write_bytes
+from hatrade.io.atomic import atomic_dir, write_bytes, write_json, write_text
 
-__all__ = ["MANIFEST", "MANIFEST_LAYOUT", "LEGACY_MARKERS", "OutputFolder", "OutputFolderError",
-           "prepare_output", "read_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_LAYOUT",
+    "LEGACY_MARKERS",
+    "OutputFolder",
+    "OutputFolderError",
+    "prepare_output",
+    "read_manifest",
+    "write_manifest",
+]
 
 #: File name of the manifest in an output folder.
 MANIFEST = ".hatrade-manifest.json"
@@ -147,9 +155,12 @@ def read_manifest(path) -> dict | None:
         doc = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if (not isinstance(doc, dict) or not isinstance(doc.get("kind"), str)
-            or not isinstance(doc.get("files"), list)
-            or not all(isinstance(f, str) for f in doc["files"])):
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("kind"), str)
+        or not isinstance(doc.get("files"), list)
+        or not all(isinstance(f, str) for f in doc["files"])
+    ):
         return None
     return doc
 
@@ -159,9 +170,17 @@ def write_manifest(path, kind: str, files: Iterable[str], created: str | None = 
     from hatrade import __version__
 
     now = _now()
-    return write_json(Path(path) / MANIFEST, {
-        "manifest": MANIFEST_LAYOUT, "kind": kind, "files": sorted(set(files)),
-        "created": created or now, "updated": now, "hatrade_version": __version__})
+    return write_json(
+        Path(path) / MANIFEST,
+        {
+            "manifest": MANIFEST_LAYOUT,
+            "kind": kind,
+            "files": sorted(set(files)),
+            "created": created or now,
+            "updated": now,
+            "hatrade_version": __version__,
+        },
+    )
 
 
 def _legacy(path: Path, kind: str) -> bool:
@@ -183,8 +202,7 @@ def _check_writable(out: Path) -> None:
     while not probe.exists():
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputFolderError(f"cannot write the output folder {out}: {probe} is not "
-                                "writable.")
+        raise OutputFolderError(f"cannot write the output folder {out}: {probe} is not writable.")
 
 
 class OutputFolder:
@@ -194,8 +212,9 @@ class OutputFolder:
     messages), ``listed`` (the set of listed paths), ``created`` (of the manifest).
     """
 
-    def __init__(self, path: Path, kind: str, what: str, listed: Iterable[str],
-                 created: str | None = None):
+    def __init__(
+        self, path: Path, kind: str, what: str, listed: Iterable[str], created: str | None = None
+    ):
         self.path = Path(path)
         self.kind = kind
         self.what = what
@@ -214,10 +233,12 @@ class OutputFolder:
 
     def _refuse_unlisted(self, names: list[str]) -> None:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        raise OutputFolderError(f"output folder {self.path} holds {shown}, which hatrade did not "
-                                f"write (not in its {MANIFEST}); move "
-                                f"{'it' if len(names) == 1 else 'them'} away or choose "
-                                "another folder.")
+        raise OutputFolderError(
+            f"output folder {self.path} holds {shown}, which hatrade did not "
+            f"write (not in its {MANIFEST}); move "
+            f"{'it' if len(names) == 1 else 'them'} away or choose "
+            "another folder."
+        )
 
     def _own(self, rels: Iterable[str]) -> None:
         """List ``rels`` (checked: an existing path must already be listed)."""
@@ -229,8 +250,11 @@ class OutputFolder:
                 continue
             target = self.path / rel.rstrip("/")
             if is_dir and target.is_dir():  # a sub-folder whose files are all listed
-                foreign = [p for p in _present(self.path)
-                           if p.startswith(rel) and not _covered(p, self.listed)]
+                foreign = [
+                    p
+                    for p in _present(self.path)
+                    if p.startswith(rel) and not _covered(p, self.listed)
+                ]
                 if foreign:
                     self._refuse_unlisted(foreign)
             elif target.exists():
@@ -302,8 +326,9 @@ class OutputFolder:
         return write_json(self.path / rel, obj, indent=indent)
 
 
-def prepare_output(path, kind: str, what: str | None = None, *,
-                   update: bool = False) -> OutputFolder:
+def prepare_output(
+    path, kind: str, what: str | None = None, *, update: bool = False
+) -> OutputFolder:
     """Check, before any work, that ``path`` may take output of ``kind``.
 
     Parameters
@@ -334,8 +359,9 @@ def prepare_output(path, kind: str, what: str | None = None, *,
     out = Path(path)
     what = what if what is not None else f"'hatrade {kind}'"
     if out.exists() and not out.is_dir():
-        raise OutputFolderError(f"output folder {out} exists and is not a folder; choose "
-                                "another --out.")
+        raise OutputFolderError(
+            f"output folder {out} exists and is not a folder; choose another --out."
+        )
     _check_writable(out)
     if not out.is_dir() or not any(out.iterdir()):
         return OutputFolder(out, kind, what, ())
@@ -352,6 +378,8 @@ def prepare_output(path, kind: str, what: str | None = None, *,
         return folder
     verb = "updated" if update else "replaced"
     other = "" if manifest is None else f" (it holds hatrade {manifest['kind']!r} output)"
-    raise OutputFolderError(f"output folder {out} exists and holds other files{other}; it is "
-                            f"not a previous {what} folder, which would be {verb}; choose a "
-                            "new or empty folder.")
+    raise OutputFolderError(
+        f"output folder {out} exists and holds other files{other}; it is "
+        f"not a previous {what} folder, which would be {verb}; choose a "
+        "new or empty folder."
+    )

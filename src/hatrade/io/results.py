@@ -86,8 +86,13 @@ log = logging.getLogger(__name__)
 SOLVE_FILES: tuple[str, ...] = ("summary.json", "trade.csv", "households.nc", "trade_fit.png")
 
 #: Columns of ``trade.csv``.
-TRADE_COLUMNS: tuple[str, ...] = ("importer", "exporter", "share", "log_normalized_model",
-                                  "log_normalized_data")
+TRADE_COLUMNS: tuple[str, ...] = (
+    "importer",
+    "exporter",
+    "share",
+    "log_normalized_model",
+    "log_normalized_data",
+)
 
 _KIND = "solve"
 
@@ -98,24 +103,30 @@ class ResultsError(ValueError):
 
 # ----------------------------------------------------------------------------- tables
 
+
 def _data_table(data_fit) -> pd.DataFrame | None:
     if data_fit is None or data_fit is False:
         return None
     if isinstance(data_fit, str):
         if data_fit != "ek":
-            raise ResultsError(f"data_fit = {data_fit!r} is not allowed: use 'ek' (the shipped "
-                               "Eaton-Kortum data), None, or a DataFrame with columns importer, "
-                               "exporter, log_trade.")
+            raise ResultsError(
+                f"data_fit = {data_fit!r} is not allowed: use 'ek' (the shipped "
+                "Eaton-Kortum data), None, or a DataFrame with columns importer, "
+                "exporter, log_trade."
+            )
         from hatrade.data import load_trade_data
+
         return load_trade_data()
     if isinstance(data_fit, pd.DataFrame):
         missing = [c for c in ("importer", "exporter", "log_trade") if c not in data_fit.columns]
         if missing:
-            raise ResultsError(f"data table lacks column(s) {missing}; required: importer, "
-                               "exporter, log_trade.")
+            raise ResultsError(
+                f"data table lacks column(s) {missing}; required: importer, exporter, log_trade."
+            )
         return data_fit
-    raise ResultsError("data_fit must be 'ek', None or a DataFrame, got "
-                       f"{type(data_fit).__name__}.")
+    raise ResultsError(
+        f"data_fit must be 'ek', None or a DataFrame, got {type(data_fit).__name__}."
+    )
 
 
 def trade_table_with_data(eq, data_fit="ek") -> pd.DataFrame:
@@ -146,7 +157,8 @@ def trade_table_with_data(eq, data_fit="ek") -> pd.DataFrame:
         lookup = {(i, j): float(y) for i, j, y in d.itertuples(index=False)}
         table["log_normalized_data"] = [
             lookup.get((i, j), np.nan) if i != j else np.nan
-            for i, j in zip(table["importer"], table["exporter"])]
+            for i, j in zip(table["importer"], table["exporter"])
+        ]
     return table[list(TRADE_COLUMNS)]
 
 
@@ -180,6 +192,7 @@ def trade_fit(table: pd.DataFrame) -> dict | None:
 
 # ----------------------------------------------------------------------------- checks
 
+
 def check_writers() -> None:
     """Check that the NetCDF4 writer for ``households.nc`` (h5netcdf with h5py) is installed.
 
@@ -192,11 +205,14 @@ def check_writers() -> None:
 
     missing = [m for m in ("h5netcdf", "h5py") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ResultsError(f"writing households.nc (NetCDF4) needs {' and '.join(missing)}; "
-                           f"install with: pip install {' '.join(missing)}")
+        raise ResultsError(
+            f"writing households.nc (NetCDF4) needs {' and '.join(missing)}; "
+            f"install with: pip install {' '.join(missing)}"
+        )
 
 
 # ----------------------------------------------------------------------------- solve folder
+
 
 def solve_summary(eq, name: str, fit: dict | None, parameters: dict | None = None) -> dict:
     """The content of ``summary.json`` (see the module docstring)."""
@@ -207,25 +223,38 @@ def solve_summary(eq, name: str, fit: dict | None, parameters: dict | None = Non
     parameters.setdefault("household", eq.household.to_dict())
     parameters.setdefault("world", eq.world.to_dict())
     if "calibration" not in parameters and eq.world.meta.get("params") is not None:
-        parameters["calibration"] = {"name": eq.world.meta.get("calibration"),
-                                     "vector": list(eq.world.meta["params"]),
-                                     "correct_germany": eq.world.meta.get("correct_germany")}
-    return jsonable({
-        "kind": _KIND,
-        "name": name,
-        "hatrade_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "countries": list(eq.countries),
-        "financial": eq.world.financial,
-        "beta": s["beta"],
-        "R": s["R"],
-        "wages": s["wages"],
-        "import_share": s["import_share"],
-        "fit": fit,
-        "convergence": {k: s[k] for k in ("converged", "newton_iterations", "max_excess_demand",
-                                          "household_solves", "jacobians", "seconds")},
-        "parameters": parameters,
-    })
+        parameters["calibration"] = {
+            "name": eq.world.meta.get("calibration"),
+            "vector": list(eq.world.meta["params"]),
+            "correct_germany": eq.world.meta.get("correct_germany"),
+        }
+    return jsonable(
+        {
+            "kind": _KIND,
+            "name": name,
+            "hatrade_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "countries": list(eq.countries),
+            "financial": eq.world.financial,
+            "beta": s["beta"],
+            "R": s["R"],
+            "wages": s["wages"],
+            "import_share": s["import_share"],
+            "fit": fit,
+            "convergence": {
+                k: s[k]
+                for k in (
+                    "converged",
+                    "newton_iterations",
+                    "max_excess_demand",
+                    "household_solves",
+                    "jacobians",
+                    "seconds",
+                )
+            },
+            "parameters": parameters,
+        }
+    )
 
 
 def save_solve(eq, out_dir, name: str, data_fit="ek", parameters: dict | None = None) -> dict:
@@ -267,8 +296,9 @@ def save_solve(eq, out_dir, name: str, data_fit="ek", parameters: dict | None = 
     fit = trade_fit(table)
     summary = solve_summary(eq, name, fit, parameters)
     ds = eq.to_dataset()
-    ds.attrs.update({"name": name, "hatrade_version": summary["hatrade_version"],
-                     "created": summary["created"]})
+    ds.attrs.update(
+        {"name": name, "hatrade_version": summary["hatrade_version"], "created": summary["created"]}
+    )
     with folder.replace() as tmp:
         write_json(tmp / "summary.json", summary, indent=2)
         table.to_csv(tmp / "trade.csv", index=False, na_rep="", float_format="%.17g")
@@ -281,8 +311,7 @@ def save_solve(eq, out_dir, name: str, data_fit="ek", parameters: dict | None = 
 # ----------------------------------------------------------------------------- counterfactual
 
 #: The files of a counterfactual folder (figures come on top, see :func:`save_counterfactual`).
-COUNTERFACTUAL_FILES: tuple[str, ...] = ("summary.json", "welfare.csv", "changes.csv",
-                                         "trade.csv")
+COUNTERFACTUAL_FILES: tuple[str, ...] = ("summary.json", "welfare.csv", "changes.csv", "trade.csv")
 
 
 def counterfactual_summary(cf, by_country: dict, **header) -> dict:
@@ -299,15 +328,25 @@ def counterfactual_summary(cf, by_country: dict, **header) -> dict:
     """
     from hatrade import __version__
 
-    head = {"kind": "counterfactual", "hatrade_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            **header}
+    head = {
+        "kind": "counterfactual",
+        "hatrade_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **header,
+    }
     return {**head, **cf.summary(), "by_country": by_country}
 
 
-def save_counterfactual(folder, cf, welfare_table: pd.DataFrame | None, summary: dict, *,
-                        figures: bool = False, compare: dict | None = None,
-                        label: str = "HA model") -> list[str]:
+def save_counterfactual(
+    folder,
+    cf,
+    welfare_table: pd.DataFrame | None,
+    summary: dict,
+    *,
+    figures: bool = False,
+    compare: dict | None = None,
+    label: str = "HA model",
+) -> list[str]:
     """Write a counterfactual folder's files into ``folder``, each atomically.
 
     Parameters
@@ -335,10 +374,12 @@ def save_counterfactual(folder, cf, welfare_table: pd.DataFrame | None, summary:
     table = welfare_table if welfare_table is not None else pd.DataFrame(columns=["country"])
     write_json(folder / "summary.json", summary, indent=2)
     write_text(folder / "welfare.csv", table.to_csv(index=False, float_format="%.17g"))
-    write_text(folder / "changes.csv",
-               cf.changes().reset_index().to_csv(index=False, float_format="%.17g"))
-    write_text(folder / "trade.csv",
-               cf.trade_share_changes().to_csv(index=False, float_format="%.17g"))
+    write_text(
+        folder / "changes.csv", cf.changes().reset_index().to_csv(index=False, float_format="%.17g")
+    )
+    write_text(
+        folder / "trade.csv", cf.trade_share_changes().to_csv(index=False, float_format="%.17g")
+    )
     names = list(COUNTERFACTUAL_FILES)
     if figures:
         from hatrade.plots.welfare import save_welfare_figures
@@ -350,13 +391,16 @@ def save_counterfactual(folder, cf, welfare_table: pd.DataFrame | None, summary:
 
 # ----------------------------------------------------------------------------- reading
 
+
 def _solve_file(path, filename: str) -> Path:
     p = Path(path)
     if p.is_dir():
         p = p / filename
     if not p.is_file():
-        raise ResultsError(f"{p} does not exist; expected a solve folder written by "
-                           f"'hatrade solve' (with {', '.join(SOLVE_FILES)}).")
+        raise ResultsError(
+            f"{p} does not exist; expected a solve folder written by "
+            f"'hatrade solve' (with {', '.join(SOLVE_FILES)})."
+        )
     return p
 
 
@@ -374,8 +418,9 @@ def load_summary(path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ResultsError(f"{p}: cannot read a solve summary ({err}).") from None
     if not isinstance(summary, dict) or summary.get("kind") != _KIND:
-        raise ResultsError(f"{p} is not a solve summary written by 'hatrade solve' "
-                           "(no \"kind\": \"solve\").")
+        raise ResultsError(
+            f'{p} is not a solve summary written by \'hatrade solve\' (no "kind": "solve").'
+        )
     missing = [k for k in ("beta", "R", "wages", "import_share") if k not in summary]
     if missing:
         raise ResultsError(f"{p}: solve summary lacks key(s) {missing}.")
@@ -398,9 +443,12 @@ def load_trade(path) -> pd.DataFrame:
     """
     p = _solve_file(path, "trade.csv")
     try:
-        df = pd.read_csv(p, dtype={"importer": str, "exporter": str}, keep_default_na=False,
-                         na_values={"share": [""], "log_normalized_model": [""],
-                                    "log_normalized_data": [""]})
+        df = pd.read_csv(
+            p,
+            dtype={"importer": str, "exporter": str},
+            keep_default_na=False,
+            na_values={"share": [""], "log_normalized_model": [""], "log_normalized_data": [""]},
+        )
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise ResultsError(f"{p}: cannot read the trade table ({err}).") from None
     missing = [c for c in TRADE_COLUMNS if c not in df.columns]
@@ -420,9 +468,11 @@ def load_trade(path) -> pd.DataFrame:
         raise ResultsError(f"{p}: duplicated pairs, e.g. {dup.values.tolist()[:5]}.")
     countries = list(dict.fromkeys(df["importer"]))
     if set(df["exporter"]) != set(countries) or len(df) != len(countries) ** 2:
-        raise ResultsError(f"{p}: expected one row per ordered pair of the countries "
-                           f"{countries} ({len(countries) ** 2} rows, diagonal included), got "
-                           f"{len(df)} rows.")
+        raise ResultsError(
+            f"{p}: expected one row per ordered pair of the countries "
+            f"{countries} ({len(countries) ** 2} rows, diagonal included), got "
+            f"{len(df)} rows."
+        )
     return df[list(TRADE_COLUMNS)]
 
 
@@ -440,6 +490,7 @@ def shares_matrix(trade: pd.DataFrame, countries=None) -> tuple[np.ndarray, list
     piv = trade.pivot(index="importer", columns="exporter", values="share")
     missing = [c for c in countries if c not in piv.index]
     if missing:
-        raise ResultsError(f"trade table has no rows for country code(s) {missing}; it has "
-                           f"{list(piv.index)}.")
+        raise ResultsError(
+            f"trade table has no rows for country code(s) {missing}; it has {list(piv.index)}."
+        )
     return piv.loc[countries, countries].to_numpy(float), countries

@@ -28,9 +28,11 @@ def dask_available() -> bool:
 
 def dask_missing(what: str = "runs on a Dask cluster") -> str:
     """The message for a missing ``dask.distributed`` (what to install, or run serially)."""
-    return (f"{what} need dask.distributed, which is not installed: pip install "
-            "'dask[distributed]' (or the hatrade extra 'batch'), or run serially "
-            "(executor='serial', CLI --serial).")
+    return (
+        f"{what} need dask.distributed, which is not installed: pip install "
+        "'dask[distributed]' (or the hatrade extra 'batch'), or run serially "
+        "(executor='serial', CLI --serial)."
+    )
 
 
 def need_dask(error: type[Exception] = ParameterError, what: str = "runs on a Dask cluster"):
@@ -59,8 +61,14 @@ def completed_rows(futures, items, failed_row):
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None, n_tasks: int = 1, *,
-                processes: bool = True, error: type[Exception] = ParameterError):
+def dask_client(
+    scheduler: str | None = None,
+    workers: int | None = None,
+    n_tasks: int = 1,
+    *,
+    processes: bool = True,
+    error: type[Exception] = ParameterError,
+):
     """A Dask client for independent tasks, closed (with its cluster) on exit.
 
     Parameters
@@ -79,8 +87,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, n_task
     cluster = None
     if scheduler is None:
         n = max(1, min(int(workers or max(1, (os.cpu_count() or 2) // 2)), int(n_tasks)))
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None
+        )
         client = Client(cluster)
     else:
         try:

@@ -15,11 +15,19 @@ and its own message prefix; these helpers only build the common parts of the mes
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
-__all__ = ["loads_toml", "check_table", "check_keys", "Rule", "BOOLEAN", "FRACTION", "integer",
-           "option_problems"]
+__all__ = [
+    "loads_toml",
+    "check_table",
+    "check_keys",
+    "Rule",
+    "BOOLEAN",
+    "FRACTION",
+    "integer",
+    "option_problems",
+]
 
 
 def loads_toml(text: str, source: str, error: type[Exception], end: str = "") -> dict:
@@ -33,8 +41,9 @@ def loads_toml(text: str, source: str, error: type[Exception], end: str = "") ->
         raise error(f"{source}: not valid TOML: {err}{end}") from None
 
 
-def check_keys(table: Mapping, allowed: Iterable[str], where: str, error: type[Exception],
-               end: str = ".") -> None:
+def check_keys(
+    table: Mapping, allowed: Iterable[str], where: str, error: type[Exception], end: str = "."
+) -> None:
     """Raise ``error("<where>: unknown key(s) [...]; allowed: a, b<end>")`` for keys not allowed.
 
     The unknown keys are listed sorted; the allowed ones in the given order.
@@ -45,8 +54,9 @@ def check_keys(table: Mapping, allowed: Iterable[str], where: str, error: type[E
         raise error(f"{where}: unknown key(s) {bad}; allowed: {', '.join(allowed)}{end}")
 
 
-def check_table(value, allowed: Iterable[str], where: str, error: type[Exception],
-                end: str = ".") -> dict:
+def check_table(
+    value, allowed: Iterable[str], where: str, error: type[Exception], end: str = "."
+) -> dict:
     """A sub-table such as ``[options]``: missing or empty gives ``{}``.
 
     Raises ``error("<where> must be a table<end>")`` when ``value`` is not a dict, and the
@@ -105,5 +115,8 @@ def option_problems(table: Mapping, rules: Mapping[str, Rule]) -> list[str]:
 
     Keys absent from ``table`` are not checked; the lines follow the order of ``rules``.
     """
-    return [msg for key, rule in rules.items()
-            if key in table and (msg := rule.problem(key, table[key])) is not None]
+    return [
+        msg
+        for key, rule in rules.items()
+        if key in table and (msg := rule.problem(key, table[key])) is not None
+    ]

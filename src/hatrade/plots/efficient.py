@@ -59,8 +59,10 @@ def efficient_trade_figure(table: pd.DataFrame, title: str | None = None, label_
     diag = table["importer"] == table["exporter"]
     countries = list(dict.fromkeys(table["importer"]))
     if set(table.loc[diag, "importer"]) != set(countries):
-        raise ValueError("table must include the diagonal rows (importer == exporter) of every "
-                         "country: own shares s_ii normalize trade.")
+        raise ValueError(
+            "table must include the diagonal rows (importer == exporter) of every "
+            "country: own shares s_ii normalize trade."
+        )
     ye = _log_normalized(table, "share_efficient")
     yd = _log_normalized(table, "share_decentralized")
     off = ~diag.to_numpy()
@@ -73,15 +75,36 @@ def efficient_trade_figure(table: pd.DataFrame, title: str | None = None, label_
     lims = (lo - pad, hi + pad)
     ax.plot(lims, lims, color="0.4", lw=1.0, ls="--", label="45-degree line", zorder=1)
     more = y > x
-    ax.scatter(x[more], y[more], s=14, alpha=0.8, color="tab:blue", edgecolor="none",
-               label=f"higher in the efficient allocation ({int(more.sum())})", zorder=2)
-    ax.scatter(x[~more], y[~more], s=14, alpha=0.8, color="tab:orange", edgecolor="none",
-               label=f"lower in the efficient allocation ({int((~more).sum())})", zorder=2)
+    ax.scatter(
+        x[more],
+        y[more],
+        s=14,
+        alpha=0.8,
+        color="tab:blue",
+        edgecolor="none",
+        label=f"higher in the efficient allocation ({int(more.sum())})",
+        zorder=2,
+    )
+    ax.scatter(
+        x[~more],
+        y[~more],
+        s=14,
+        alpha=0.8,
+        color="tab:orange",
+        edgecolor="none",
+        label=f"lower in the efficient allocation ({int((~more).sum())})",
+        zorder=2,
+    )
     if label_pairs > 0:
         sub = table.loc[off].reset_index(drop=True)
         for k in np.argsort(np.abs(y - x))[::-1][:label_pairs]:
-            ax.annotate(f"{sub.loc[k, 'importer']}-{sub.loc[k, 'exporter']}", (x[k], y[k]),
-                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                f"{sub.loc[k, 'importer']}-{sub.loc[k, 'exporter']}",
+                (x[k], y[k]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xlim(lims)
     ax.set_ylim(lims)
     ax.set_aspect("equal")

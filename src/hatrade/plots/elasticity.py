@@ -32,8 +32,13 @@ import pandas as pd
 from hatrade.core.params import ParameterError, World
 from hatrade.plots.style import new_figure, save_figure
 
-__all__ = ["partner_elasticities_figure", "micro_by_assets_figure", "micro_table_figure",
-           "save_figure", "symmetric_two_country"]
+__all__ = [
+    "partner_elasticities_figure",
+    "micro_by_assets_figure",
+    "micro_table_figure",
+    "save_figure",
+    "symmetric_two_country",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +61,39 @@ def partner_elasticities_figure(result, *, longrun=None, title: str | None = Non
     fig = new_figure()
     ax = fig.add_subplot()
     size = 20 + 400 * np.sqrt(t["weight"].to_numpy() / t["weight"].max())
-    ax.scatter(t["price"], t["theta"], s=size, alpha=0.7, color="tab:blue", edgecolor="k",
-               linewidth=0.4, label=r"impact $\theta_{ij}$ (w, R, $\lambda$ fixed)", zorder=3)
+    ax.scatter(
+        t["price"],
+        t["theta"],
+        s=size,
+        alpha=0.7,
+        color="tab:blue",
+        edgecolor="k",
+        linewidth=0.4,
+        label=r"impact $\theta_{ij}$ (w, R, $\lambda$ fixed)",
+        zorder=3,
+    )
     for _, r in t.iterrows():
-        ax.annotate(r["partner"], (r["price"], r["theta"]), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            r["partner"],
+            (r["price"], r["theta"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
     if longrun is not None:
         lt = longrun.table.set_index("partner").loc[t["partner"]]
-        ax.scatter(t["price"], lt["theta_longrun"], s=18, facecolor="none", edgecolor="tab:red",
-                   label=r"long run ($\lambda$ re-solved; w, R fixed)", zorder=2)
-    ax.axhline(result.theta, color="0.3", ls="--", lw=1.0,
-               label=f"trade-weighted: {result.theta:.3f}")
+        ax.scatter(
+            t["price"],
+            lt["theta_longrun"],
+            s=18,
+            facecolor="none",
+            edgecolor="tab:red",
+            label=r"long run ($\lambda$ re-solved; w, R fixed)",
+            zorder=2,
+        )
+    ax.axhline(
+        result.theta, color="0.3", ls="--", lw=1.0, label=f"trade-weighted: {result.theta:.3f}"
+    )
     from matplotlib.ticker import FormatStrFormatter
 
     ax.set_xscale("log")
@@ -81,8 +108,9 @@ def partner_elasticities_figure(result, *, longrun=None, title: str | None = Non
     return fig
 
 
-def micro_by_assets_figure(result, *, z_indices=None, max_assets: float | None = None,
-                           title: str | None = None):
+def micro_by_assets_figure(
+    result, *, z_indices=None, max_assets: float | None = None, title: str | None = None
+):
     r"""Household trade elasticity against assets, one line per income state.
 
     Parameters
@@ -117,8 +145,13 @@ def micro_by_assets_figure(result, *, z_indices=None, max_assets: float | None =
 
     cmap = colormaps["viridis"]
     for n, k in enumerate(z_indices):
-        ax.plot(a[keep], el[keep, k - 1], color=cmap(n / max(1, len(z_indices) - 1)), lw=1.6,
-                label=f"z = {z[k - 1]:.2f}")
+        ax.plot(
+            a[keep],
+            el[keep, k - 1],
+            color=cmap(n / max(1, len(z_indices) - 1)),
+            lw=1.6,
+            label=f"z = {z[k - 1]:.2f}",
+        )
     ax.set_xlabel("assets a")
     ax.set_ylabel("household trade elasticity")
     ax.set_title(title or f"Trade elasticities by household state: {result.country}")
@@ -136,13 +169,19 @@ def micro_table_figure(table: pd.DataFrame, *, title: str | None = None):
         :func:`hatrade.analysis.cross_section.micro_table` output (columns grouping, group,
         import_share, elasticity, mpc).
     """
-    missing = [c for c in ("grouping", "group", "import_share", "elasticity", "mpc")
-               if c not in table.columns]
+    missing = [
+        c
+        for c in ("grouping", "group", "import_share", "elasticity", "mpc")
+        if c not in table.columns
+    ]
     if missing:
         raise ParameterError(f"micro table lacks column(s) {missing}.")
     groupings = list(dict.fromkeys(table["grouping"]))
-    cols = [("import_share", "import share"), ("elasticity", "trade elasticity"),
-            ("mpc", "MPC (spending)")]
+    cols = [
+        ("import_share", "import share"),
+        ("elasticity", "trade elasticity"),
+        ("mpc", "MPC (spending)"),
+    ]
     fig = new_figure(figsize=(10.0, 3.2 * len(groupings)))
     axes = fig.subplots(len(groupings), 3, squeeze=False)
     for r, g in enumerate(groupings):
@@ -151,8 +190,9 @@ def micro_table_figure(table: pd.DataFrame, *, title: str | None = None):
         for c, (col, label) in enumerate(cols):
             ax = axes[r, c]
             ax.bar(x, sub[col].to_numpy(float), color=f"C{c}", alpha=0.8)
-            ax.set_xticks(x, [s.replace("_", " ") for s in sub["group"]], rotation=30,
-                          fontsize=7, ha="right")
+            ax.set_xticks(
+                x, [s.replace("_", " ") for s in sub["group"]], rotation=30, fontsize=7, ha="right"
+            )
             ax.set_title(f"{label} by {g}", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
     if title:
@@ -160,11 +200,21 @@ def micro_table_figure(table: pd.DataFrame, *, title: str | None = None):
     return fig
 
 
-def symmetric_two_country(d: float = 1.5, *, labor: float = 1.0,
-                          countries=("HOME", "FOREIGN"), financial: str = "globalization") -> World:
+def symmetric_two_country(
+    d: float = 1.5,
+    *,
+    labor: float = 1.0,
+    countries=("HOME", "FOREIGN"),
+    financial: str = "globalization",
+) -> World:
     """A symmetric two-country world (equal TFP 1 and labor, iceberg cost ``d`` both ways),
     for the "Trade Elasticities by HH-Level State" figure."""
     if not (np.isfinite(d) and d >= 1.0):
         raise ParameterError(f"d = {d!r} is not allowed: trade costs must be >= 1.")
-    return World(countries=tuple(countries), tfp=[1.0, 1.0], labor=[labor, labor],
-                 d=[[1.0, d], [d, 1.0]], financial=financial)
+    return World(
+        countries=tuple(countries),
+        tfp=[1.0, 1.0],
+        labor=[labor, labor],
+        d=[[1.0, d], [d, 1.0]],
+        financial=financial,
+    )

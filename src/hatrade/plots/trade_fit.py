@@ -20,8 +20,9 @@ __all__ = ["trade_fit_figure", "save_trade_fit"]
 log = logging.getLogger(__name__)
 
 
-def trade_fit_figure(table: pd.DataFrame, fit: dict | None = None, title: str | None = None,
-                     label_pairs: int = 0):
+def trade_fit_figure(
+    table: pd.DataFrame, fit: dict | None = None, title: str | None = None, label_pairs: int = 0
+):
     r"""Model against data log normalized trade (the paper's Figure 2).
 
     Each point is an ordered pair :math:`i \neq j` with data: horizontal
@@ -56,8 +57,16 @@ def trade_fit_figure(table: pd.DataFrame, fit: dict | None = None, title: str | 
         pad = 0.05 * (hi - lo if hi > lo else 1.0)
         lims = (lo - pad, hi + pad)
         ax.plot(lims, lims, color="0.4", lw=1.0, ls="--", label="45-degree line", zorder=1)
-        ax.scatter(d, m, s=14, alpha=0.75, color="tab:blue", edgecolor="none",
-                   label=f"country pairs (n = {d.size})", zorder=2)
+        ax.scatter(
+            d,
+            m,
+            s=14,
+            alpha=0.75,
+            color="tab:blue",
+            edgecolor="none",
+            label=f"country pairs (n = {d.size})",
+            zorder=2,
+        )
         ax.set_xlim(lims)
         ax.set_ylim(lims)
         ax.set_aspect("equal")
@@ -68,8 +77,13 @@ def trade_fit_figure(table: pd.DataFrame, fit: dict | None = None, title: str | 
             sub = off.loc[have]
             for k in np.argsort(gap)[::-1][:label_pairs]:
                 r = sub.iloc[k]
-                ax.annotate(f"{r['importer']}-{r['exporter']}", (d[k], m[k]), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    f"{r['importer']}-{r['exporter']}",
+                    (d[k], m[k]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         if fit:
             txt = []
             if fit.get("corr") is not None:
@@ -77,9 +91,16 @@ def trade_fit_figure(table: pd.DataFrame, fit: dict | None = None, title: str | 
             if fit.get("rmse") is not None:
                 txt.append(f"RMSE = {fit['rmse']:.3f}")
             if txt:
-                ax.text(0.03, 0.97, "\n".join(txt), transform=ax.transAxes, va="top",
-                        ha="left", fontsize=9,
-                        bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.7"))
+                ax.text(
+                    0.03,
+                    0.97,
+                    "\n".join(txt),
+                    transform=ax.transAxes,
+                    va="top",
+                    ha="left",
+                    fontsize=9,
+                    bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.7"),
+                )
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     else:
         labels = [f"{i}-{j}" for i, j in zip(off["importer"], off["exporter"])]
@@ -100,7 +121,8 @@ def trade_fit_figure(table: pd.DataFrame, fit: dict | None = None, title: str | 
     return fig
 
 
-def save_trade_fit(table: pd.DataFrame, path, fit: dict | None = None,
-                   title: str | None = None) -> Path:
+def save_trade_fit(
+    table: pd.DataFrame, path, fit: dict | None = None, title: str | None = None
+) -> Path:
     """Draw :func:`trade_fit_figure` and save it as a PNG at ``path``."""
     return save_figure(trade_fit_figure(table, fit=fit, title=title), path)

@@ -21,8 +21,14 @@ import pandas as pd
 
 from hatrade.plots.style import new_figure, save_figure
 
-__all__ = ["quintile_figure", "income_group_figure", "heatmap_figure", "assets_figure",
-           "save_figure", "save_welfare_figures"]
+__all__ = [
+    "quintile_figure",
+    "income_group_figure",
+    "heatmap_figure",
+    "assets_figure",
+    "save_figure",
+    "save_welfare_figures",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +37,6 @@ _COLORS = ("#1f4e79", "#c55a11", "#548235", "#7030a0", "#bf9000")
 
 def _new_figure(figsize=(6.5, 4.2)):
     return new_figure(figsize)
-
-
 
 
 def _bars(ax, groups, series: dict, ylabel: str):
@@ -44,9 +48,15 @@ def _bars(ax, groups, series: dict, ylabel: str):
         bars = ax.bar(pos, vals, width=width * 0.95, color=_COLORS[k % len(_COLORS)], label=label)
         for b, v in zip(bars, vals):
             if np.isfinite(v):
-                ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v),
-                            ha="center", va="bottom" if v >= 0 else "top", fontsize=7,
-                            xytext=(0, 2 if v >= 0 else -2), textcoords="offset points")
+                ax.annotate(
+                    f"{v:.2f}",
+                    (b.get_x() + b.get_width() / 2, v),
+                    ha="center",
+                    va="bottom" if v >= 0 else "top",
+                    fontsize=7,
+                    xytext=(0, 2 if v >= 0 else -2),
+                    textcoords="offset points",
+                )
     ax.set_xticks(x, groups)
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set_ylabel(ylabel)
@@ -83,21 +93,32 @@ def quintile_figure(summaries: dict, title: str | None = None):
     series = {}
     for label, s in summaries.items():
         q = s["quintile_gain_percent"]
-        series[label] = [q[f"Q{k}"] for k in range(1, 6)] + [s["mean_gain_percent"],
-                                                             s["acr_percent"]]
-    return _gain_bars_figure(groups, series,
-                             "expenditure quintile (baseline), population mean, ACR benchmark",
-                             title or "Welfare gains by expenditure quintile")
+        series[label] = [q[f"Q{k}"] for k in range(1, 6)] + [
+            s["mean_gain_percent"],
+            s["acr_percent"],
+        ]
+    return _gain_bars_figure(
+        groups,
+        series,
+        "expenditure quintile (baseline), population mean, ACR benchmark",
+        title or "Welfare gains by expenditure quintile",
+    )
 
 
 def income_group_figure(summaries: dict, title: str | None = None):
     """Gain by labor-income group (bottom 20%, below median, 45-55th, above median, top 20%)."""
     keys = ["bottom_20", "below_median", "median_45_55", "above_median", "top_20"]
     groups = ["bottom\n20%", "below\nmedian", "45-55th\npct", "above\nmedian", "top\n20%", "Mean"]
-    series = {label: [s["income_group_gain_percent"][k] for k in keys] + [s["mean_gain_percent"]]
-              for label, s in summaries.items()}
-    return _gain_bars_figure(groups, series, "labor income w z (baseline distribution)",
-                             title or "Welfare gains by income group")
+    series = {
+        label: [s["income_group_gain_percent"][k] for k in keys] + [s["mean_gain_percent"]]
+        for label, s in summaries.items()
+    }
+    return _gain_bars_figure(
+        groups,
+        series,
+        "labor income w z (baseline distribution)",
+        title or "Welfare gains by income group",
+    )
 
 
 def heatmap_figure(table: pd.DataFrame, value: str = "gain_percent", title: str | None = None):
@@ -112,11 +133,19 @@ def heatmap_figure(table: pd.DataFrame, value: str = "gain_percent", title: str 
     lo, hi = float(np.nanmin(V)), float(np.nanmax(V))
     if lo < 0 < hi:  # winners and losers: a diverging map centred at zero
         from matplotlib.colors import TwoSlopeNorm
-        mesh = ax.pcolormesh(a, np.arange(1, Nz + 1), V.T, shading="nearest", cmap="RdBu",
-                             norm=TwoSlopeNorm(0.0, lo, hi))
+
+        mesh = ax.pcolormesh(
+            a,
+            np.arange(1, Nz + 1),
+            V.T,
+            shading="nearest",
+            cmap="RdBu",
+            norm=TwoSlopeNorm(0.0, lo, hi),
+        )
     else:
-        mesh = ax.pcolormesh(a, np.arange(1, Nz + 1), V.T, shading="nearest", cmap="viridis",
-                             vmin=lo, vmax=hi)
+        mesh = ax.pcolormesh(
+            a, np.arange(1, Nz + 1), V.T, shading="nearest", cmap="viridis", vmin=lo, vmax=hi
+        )
     cb = fig.colorbar(mesh, ax=ax)
     cb.set_label(value.replace("_", " ").replace("percent", "(%)"))
     ax.set_yticks(np.arange(1, Nz + 1))
@@ -124,8 +153,7 @@ def heatmap_figure(table: pd.DataFrame, value: str = "gain_percent", title: str 
     ax.set_ylabel("income state z (index, low to high)")
     country = t["country"].iloc[0] if "country" in t else ""
     note = " (blank: EV undefined)" if np.isnan(V).any() else ""
-    ax.set_title(title or f"{country}: welfare gain by assets and income state{note}",
-                 fontsize=10)
+    ax.set_title(title or f"{country}: welfare gain by assets and income state{note}", fontsize=10)
     return fig
 
 
@@ -139,6 +167,7 @@ def assets_figure(table: pd.DataFrame, value: str = "gain_percent", title: str |
     fig = _new_figure()
     ax = fig.add_subplot()
     from matplotlib import colormaps
+
     cmap = colormaps["viridis"]
     for k in range(Nz):
         ax.plot(a, V[:, k], color=cmap(k / max(Nz - 1, 1)), lw=1.2, label=f"z = {z[k]:.2f}")
@@ -151,8 +180,13 @@ def assets_figure(table: pd.DataFrame, value: str = "gain_percent", title: str |
     return fig
 
 
-def save_welfare_figures(out_dir, summary: dict, table: pd.DataFrame,
-                         compare: dict | None = None, label: str = "HA model") -> list[Path]:
+def save_welfare_figures(
+    out_dir,
+    summary: dict,
+    table: pd.DataFrame,
+    compare: dict | None = None,
+    label: str = "HA model",
+) -> list[Path]:
     """Write the welfare figures of a counterfactual folder; returns the paths.
 
     ``summary`` is the content of ``summary.json``; ``compare`` an optional second summary
@@ -165,8 +199,9 @@ def save_welfare_figures(out_dir, summary: dict, table: pd.DataFrame,
         if compare is not None and code in (compare.get("by_country") or {}):
             series[compare.get("label", "comparison")] = compare["by_country"][code]
         name = summary.get("scenario", {}).get("name", "")
-        fig = quintile_figure(series, title=f"{code}: welfare gains by expenditure quintile "
-                              f"({name})")
+        fig = quintile_figure(
+            series, title=f"{code}: welfare gains by expenditure quintile ({name})"
+        )
         paths.append(save_figure(fig, out / f"gains_by_quintile_{code}.png"))
         fig = income_group_figure(series, title=f"{code}: welfare gains by income group ({name})")
         paths.append(save_figure(fig, out / f"gains_by_income_{code}.png"))

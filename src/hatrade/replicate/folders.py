@@ -29,8 +29,7 @@ __all__ = [
 KIND = "replicate"
 
 #: The files of a replicate folder besides one sub-folder per stage.
-OUTPUT_FILES = ("figures/", "report.html", "replicate.json", "reproduction.csv",
-                "reproduction.md")
+OUTPUT_FILES = ("figures/", "report.html", "replicate.json", "reproduction.csv", "reproduction.md")
 
 
 class ReplicateError(ValueError):

@@ -329,7 +329,9 @@ def replicate(
     with folder.session():
         prepare_output_dir(folder, STAGE_NAMES)
         ctx = StageContext(
-            setup=setup, cache=_resolve_cache(cache), out=folder.path,
+            setup=setup,
+            cache=_resolve_cache(cache),
+            out=folder.path,
             progress=progress or ProgressSink(),
         )
         runner = _StageRunner(ctx, names)

@@ -94,8 +94,10 @@ class EquilibriumJacobian:
     def __post_init__(self):
         n = len(self.unknowns)
         if np.shape(self.matrix) != (len(self.residuals), n):
-            raise ParameterError(f"Jacobian has shape {np.shape(self.matrix)}; its labels need "
-                                 f"({len(self.residuals)}, {n}).")
+            raise ParameterError(
+                f"Jacobian has shape {np.shape(self.matrix)}; its labels need "
+                f"({len(self.residuals)}, {n})."
+            )
 
     @property
     def shape(self):
@@ -108,11 +110,14 @@ class EquilibriumJacobian:
     def to_frame(self):
         """``pandas.DataFrame``: rows the excess demands, columns the unknowns."""
         import pandas as pd
-        return pd.DataFrame(np.asarray(self.matrix), index=list(self.residuals),
-                            columns=list(self.unknowns))
+
+        return pd.DataFrame(
+            np.asarray(self.matrix), index=list(self.residuals), columns=list(self.unknowns)
+        )
 
 
 # ----------------------------------------------------------------------------- results
+
 
 @dataclass
 class Equilibrium:
@@ -184,6 +189,7 @@ class Equilibrium:
     @property
     def wages(self):
         import pandas as pd
+
         return pd.Series(self.prices.w, index=list(self.countries), name="wage")
 
     @property
@@ -199,16 +205,22 @@ class Equilibrium:
     @property
     def import_share(self):
         import pandas as pd
-        return pd.Series(1.0 - np.diag(self.trade_shares), index=list(self.countries),
-                         name="import_share")
+
+        return pd.Series(
+            1.0 - np.diag(self.trade_shares), index=list(self.countries), name="import_share"
+        )
 
     def trade_table(self):
         """Long table: importer, exporter, share, log_normalized_model (log s_ij/s_ii)."""
         import pandas as pd
+
         s = self.trade_shares
         c = list(self.countries)
-        rows = [(c[i], c[j], s[i, j], np.log(s[i, j] / s[i, i]))
-                for i in range(len(c)) for j in range(len(c))]
+        rows = [
+            (c[i], c[j], s[i, j], np.log(s[i, j] / s[i, i]))
+            for i in range(len(c))
+            for j in range(len(c))
+        ]
         return pd.DataFrame(rows, columns=["importer", "exporter", "share", "log_normalized_model"])
 
     def net_exports(self) -> np.ndarray:
@@ -221,19 +233,28 @@ class Equilibrium:
 
     def euler_errors(self) -> np.ndarray:
         """log10 Euler-equation errors, (M, Na, Nz, M), NaN at the constraint."""
-        prm = country_params(model_arrays(self.world, self.household, self.income),
-                             jnp.asarray(self.prices.w), jnp.asarray(self.prices.R),
-                             jnp.asarray(self.prices.T), jnp.asarray(self.prices.beta))
+        prm = country_params(
+            model_arrays(self.world, self.household, self.income),
+            jnp.asarray(self.prices.w),
+            jnp.asarray(self.prices.R),
+            jnp.asarray(self.prices.T),
+            jnp.asarray(self.prices.beta),
+        )
         return np.asarray(jax.vmap(euler_errors)(self.policies, prm))
 
     def to_dataset(self):
         """Policies, choice probabilities and distributions as an ``xarray.Dataset``."""
         import xarray as xr
+
         c = list(self.countries)
         Na, Nz = self.lam.shape[1:]
         dims3 = ("country", "a_index", "z_index", "variety")
-        coords = {"country": c, "variety": c, "a_index": np.arange(1, Na + 1),
-                  "z_index": np.arange(1, Nz + 1)}
+        coords = {
+            "country": c,
+            "variety": c,
+            "a_index": np.arange(1, Na + 1),
+            "z_index": np.arange(1, Nz + 1),
+        }
         ds = xr.Dataset(
             {
                 "consumption": (dims3, np.asarray(self.policies.c)),
@@ -260,7 +281,8 @@ class Equilibrium:
         R = self.prices.R
         return {
             "beta": float(self.beta),
-            "R": float(R[0]) if self.world.financial == "globalization"
+            "R": float(R[0])
+            if self.world.financial == "globalization"
             else {k: float(v) for k, v in zip(self.countries, R)},
             "wages": {k: float(v) for k, v in zip(self.countries, self.prices.w)},
             "import_share": {k: float(v) for k, v in self.import_share.items()},
@@ -276,6 +298,7 @@ class Equilibrium:
 
 # ----------------------------------------------------------------------------- solver
 
+
 def _checked_jacobian(jacobian, layout: Layout, countries):
     """A user's ``jacobian=`` as an (n, n) array, after checking that it fits the unknowns."""
     if jacobian is None:
@@ -285,11 +308,14 @@ def _checked_jacobian(jacobian, layout: Layout, countries):
         raise ParameterError(
             f"jacobian= is for the unknowns ({', '.join(jacobian.unknowns)}) but this solve "
             f"has ({', '.join(want)}): pass the Jacobian of an equilibrium solved for the "
-            "same unknowns (same countries, solve_for, financial regime and tariffs), or none.")
+            "same unknowns (same countries, solve_for, financial regime and tariffs), or none."
+        )
     J = np.array(jacobian, dtype=float)
     if J.shape != (layout.n, layout.n):
-        raise ParameterError(f"jacobian= has shape {J.shape}; this solve has {layout.n} unknowns "
-                             f"({', '.join(want)}).")
+        raise ParameterError(
+            f"jacobian= has shape {J.shape}; this solve has {layout.n} unknowns "
+            f"({', '.join(want)})."
+        )
     if not np.all(np.isfinite(J)):
         raise ParameterError("jacobian= has non-finite entries.")
     if not isinstance(jacobian, EquilibriumJacobian):
@@ -297,15 +323,24 @@ def _checked_jacobian(jacobian, layout: Layout, countries):
     return J
 
 
-
 _world_jit = jax.jit(solve_households, static_argnums=(6, 7))
 
 
 @enable_x64
-def evaluate(world: World, household: Household, wages, R=1.01, beta=None, T=None, *,
-             income: IncomeProcess | None = None, hh_tol: float | None = None,
-             hh_max_iter: int | None = None, state: HHState | None = None,
-             options: SolverOptions | None = None) -> Equilibrium:
+def evaluate(
+    world: World,
+    household: Household,
+    wages,
+    R=1.01,
+    beta=None,
+    T=None,
+    *,
+    income: IncomeProcess | None = None,
+    hh_tol: float | None = None,
+    hh_max_iter: int | None = None,
+    state: HHState | None = None,
+    options: SolverOptions | None = None,
+) -> Equilibrium:
     """Solve households and aggregate at given prices (no market clearing).
 
     Useful to inspect a published equilibrium (``data/calibration/*-prices.csv``).
@@ -313,8 +348,7 @@ def evaluate(world: World, household: Household, wages, R=1.01, beta=None, T=Non
     :class:`SolverOptions`, 1e-10 and 3000) are the household fixed point's tolerance and
     iteration cap.
     """
-    given = {k: v for k, v in (("hh_tol", hh_tol), ("hh_max_iter", hh_max_iter))
-             if v is not None}
+    given = {k: v for k, v in (("hh_tol", hh_tol), ("hh_max_iter", hh_max_iter)) if v is not None}
     opts = solver_options(options, **given)
     inc = income or income_process(household)
     beta = household.beta if beta is None else beta
@@ -328,49 +362,110 @@ def evaluate(world: World, household: Household, wages, R=1.01, beta=None, T=Non
     x0 = state if state is not None else initial_states(arrs, w, Rv, Tv, beta)
     agg, sol = _world_jit(arrs, w, Rv, Tv, jnp.asarray(beta), x0, opts.hh_tol, opts.hh_max_iter)
     check_households(sol, world.countries, opts.hh_max_iter)
-    return _make_result(world, household, inc, arrs, np.asarray(w), np.asarray(Rv), np.asarray(Tv),
-                        float(beta), agg, sol)
+    return _make_result(
+        world,
+        household,
+        inc,
+        arrs,
+        np.asarray(w),
+        np.asarray(Rv),
+        np.asarray(Tv),
+        float(beta),
+        agg,
+        sol,
+    )
 
 
-def _make_result(world: World, household: Household, inc: IncomeProcess, arrs: ModelArrays,
-                 w, R, T, beta: float, agg: dict, sol: dict, **kw: Any) -> Equilibrium:
+def _make_result(
+    world: World,
+    household: Household,
+    inc: IncomeProcess,
+    arrs: ModelArrays,
+    w,
+    R,
+    T,
+    beta: float,
+    agg: dict,
+    sol: dict,
+    **kw: Any,
+) -> Equilibrium:
     return Equilibrium(
-        world=world, household=household, income=inc,
+        world=world,
+        household=household,
+        income=inc,
         prices=Prices(w=np.asarray(w), R=np.asarray(R), T=np.asarray(T), beta=float(beta)),
-        p=np.asarray(sol["prm"].p), policies=Policies._make(np.asarray(a) for a in sol["pol"]),
-        lam=np.asarray(sol["lam"]), a_grid=np.asarray(arrs.a_grid),
-        aggregates={k: np.asarray(v) for k, v in agg.items()}, state=sol["state"],
-        hh_iterations=np.asarray(sol["iterations"]), **kw)
+        p=np.asarray(sol["prm"].p),
+        policies=Policies._make(np.asarray(a) for a in sol["pol"]),
+        lam=np.asarray(sol["lam"]),
+        a_grid=np.asarray(arrs.a_grid),
+        aggregates={k: np.asarray(v) for k, v in agg.items()},
+        state=sol["state"],
+        hh_iterations=np.asarray(sol["iterations"]),
+        **kw,
+    )
 
 
 def _solved_result(problem: NewtonProblem, res: NewtonResult) -> Equilibrium:
     """The :class:`Equilibrium` of a converged Newton-Broyden solve."""
     world, layout = problem.world, problem.layout
     w, Rv, Tv, b = (np.asarray(a) for a in layout.prices(jnp.asarray(res.final.u)))
-    jac_out = None if res.jacobian is None else EquilibriumJacobian(
-        np.array(res.jacobian), layout.unknown_names(world.countries),
-        layout.residual_names(world.countries))
+    jac_out = (
+        None
+        if res.jacobian is None
+        else EquilibriumJacobian(
+            np.array(res.jacobian),
+            layout.unknown_names(world.countries),
+            layout.residual_names(world.countries),
+        )
+    )
     st, co = res.stats, res.coarse
-    return _make_result(world, problem.household, problem.income, problem.arrs, w, Rv, Tv,
-                        float(b), res.final.agg, res.final.sol, converged=True,
-                        iterations=res.iterations, residual=res.final.err,
-                        household_solves=st.household_solves, jacobians=st.jacobians,
-                        jacobian_directions=st.jacobian_directions, history=res.history,
-                        seconds=res.seconds, jacobian=jac_out,
-                        seconds_household=st.seconds_household,
-                        seconds_jacobian=st.seconds_jacobian,
-                        coarse_household_solves=co.household_solves,
-                        coarse_jacobians=co.jacobians, seconds_coarse=co.seconds)
+    return _make_result(
+        world,
+        problem.household,
+        problem.income,
+        problem.arrs,
+        w,
+        Rv,
+        Tv,
+        float(b),
+        res.final.agg,
+        res.final.sol,
+        converged=True,
+        iterations=res.iterations,
+        residual=res.final.err,
+        household_solves=st.household_solves,
+        jacobians=st.jacobians,
+        jacobian_directions=st.jacobian_directions,
+        history=res.history,
+        seconds=res.seconds,
+        jacobian=jac_out,
+        seconds_household=st.seconds_household,
+        seconds_jacobian=st.seconds_jacobian,
+        coarse_household_solves=co.household_solves,
+        coarse_jacobians=co.jacobians,
+        seconds_coarse=co.seconds,
+    )
 
 
 @enable_x64
-def solve_equilibrium(world: World, household: Household, *, solve_for: str | None = None,
-                      R: float = 1.01, beta: float | None = None, wages=None,
-                      R_guess: float | None = None, beta_guess: float = 0.93,
-                      income: IncomeProcess | None = None, state: HHState | None = None,
-                      T_guess=None, jacobian=None, options: SolverOptions | None = None,
-                      progress: Callable[[int, float], None] | None = None,
-                      **overrides: Any) -> Equilibrium:
+def solve_equilibrium(
+    world: World,
+    household: Household,
+    *,
+    solve_for: str | None = None,
+    R: float = 1.01,
+    beta: float | None = None,
+    wages=None,
+    R_guess: float | None = None,
+    beta_guess: float = 0.93,
+    income: IncomeProcess | None = None,
+    state: HHState | None = None,
+    T_guess=None,
+    jacobian=None,
+    options: SolverOptions | None = None,
+    progress: Callable[[int, float], None] | None = None,
+    **overrides: Any,
+) -> Equilibrium:
     r"""Solve the stationary world equilibrium.
 
     Unknowns (as in the paper): M-1 wages (the last follows from mean(w) = 1) and either the
@@ -489,8 +584,14 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     else:
         assert beta_fixed is not None  # check_solve_inputs
         R_fixed, beta_given = None, float(beta_fixed)
-    layout = Layout(M=M, financial=world.financial, solve_for=solve_for,
-                    tariffs=world.has_tariffs, R_fixed=R_fixed, beta_fixed=beta_given)
+    layout = Layout(
+        M=M,
+        financial=world.financial,
+        solve_for=solve_for,
+        tariffs=world.has_tariffs,
+        R_fixed=R_fixed,
+        beta_fixed=beta_given,
+    )
     arrs = model_arrays(world, household, inc)
     w0 = np.ones(M) if wages is None else np.asarray(wages, float)
     if w0.shape != (M,) or np.any(w0 <= 0):
@@ -499,12 +600,17 @@ def solve_equilibrium(world: World, household: Household, *, solve_for: str | No
     if R_guess is None:
         R_guess = float(R) if beta_given is None else 1.0 / beta_given - 0.06
     T0 = np.zeros(M) if T_guess is None else np.asarray(T_guess, float)
-    u = layout.pack(w0, R_guess if solve_for == "R" else R, T0,
-                    beta_guess if solve_for == "beta" else beta_fixed)
+    u = layout.pack(
+        w0,
+        R_guess if solve_for == "R" else R,
+        T0,
+        beta_guess if solve_for == "beta" else beta_fixed,
+    )
     J = _checked_jacobian(jacobian, layout, world.countries)
     w, Rv, Tv, b = layout.prices(jnp.asarray(u))
     x = state if state is not None else initial_states(arrs, w, Rv, Tv, b)
-    problem = NewtonProblem(world=world, household=household, income=inc, arrs=arrs,
-                            layout=layout, options=opts)
+    problem = NewtonProblem(
+        world=world, household=household, income=inc, arrs=arrs, layout=layout, options=opts
+    )
     res = newton_solve(problem, u, x, J, progress=progress, t0=t0)
     return _solved_result(problem, res)

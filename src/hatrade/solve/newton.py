@@ -61,9 +61,19 @@ from hatrade.core.markets import (
 from hatrade.core.params import Household, World
 from hatrade.solve.options import SolverOptions
 
-__all__ = ["CoarseResult", "Iterate", "JacobianState", "NewtonProblem", "NewtonResult",
-           "SolveStats", "coarse_stage", "newton_solve", "reference_jacobian", "residual",
-           "worth_new_jacobian"]
+__all__ = [
+    "CoarseResult",
+    "Iterate",
+    "JacobianState",
+    "NewtonProblem",
+    "NewtonResult",
+    "SolveStats",
+    "coarse_stage",
+    "newton_solve",
+    "reference_jacobian",
+    "residual",
+    "worth_new_jacobian",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +83,16 @@ _LINE_SEARCH_STEPS = 12
 
 # ----------------------------------------------------------------------------- residuals
 
-def residual(u, x0, arrs: ModelArrays, layout: Layout, tol: float, max_iter: int,
-             tol_now: float | None = None):
+
+def residual(
+    u,
+    x0,
+    arrs: ModelArrays,
+    layout: Layout,
+    tol: float,
+    max_iter: int,
+    tol_now: float | None = None,
+):
     """Excess demands at the unknowns ``u`` (households from ``x0``, solved to ``tol_now``,
     default ``tol``), compiled once per static layout key (:meth:`Layout.split`); not for
     differentiation (see :func:`reference_jacobian`).
@@ -91,8 +109,16 @@ def _residual_jit(u, x0, nums, arrs, tol_now, key, tol, max_iter):
     return residual_fn(arrs, key.bind(nums), tol, max_iter)(u, x0, tol_now)
 
 
-def reference_jacobian(u, x0, dx0, arrs: ModelArrays, layout: Layout, tol: float,
-                       max_iter: int, ttol: float | None = None):
+def reference_jacobian(
+    u,
+    x0,
+    dx0,
+    arrs: ModelArrays,
+    layout: Layout,
+    tol: float,
+    max_iter: int,
+    ttol: float | None = None,
+):
     """Reference Jacobian of the residuals: forward mode through the whole world, one
     direction per unknown (the solver composes it from the household block instead,
     :func:`hatrade.core.jacobian.equilibrium_jacobian`; tests check that the two agree).
@@ -122,6 +148,7 @@ def _jacobian_jit(u, x0, dx0, nums, arrs, key, tol, max_iter, ttol=None):
 
 
 # ----------------------------------------------------------------------------- state
+
 
 @dataclass(frozen=True, eq=False)
 class NewtonProblem:
@@ -220,11 +247,11 @@ class NewtonResult:
 
 # ----------------------------------------------------------------------------- household solves
 
+
 def _excess_demands(problem: NewtonProblem, u, x0, tol_now: float):
     """The (shifted, in the coarse stage) excess demands at ``u``, households to ``tol_now``."""
     opts = problem.options
-    r, aux = residual(u, x0, problem.arrs, problem.layout, opts.hh_tol, opts.hh_max_iter,
-                      tol_now)
+    r, aux = residual(u, x0, problem.arrs, problem.layout, opts.hh_tol, opts.hh_max_iter, tol_now)
     if problem.shift is not None:
         r = r + problem.shift
     return r, aux
@@ -238,18 +265,23 @@ def _refine(problem: NewtonProblem, u, r, aux, tol_used: float, stats: SolveStat
     while True:
         e = float(jnp.max(jnp.abs(r)))
         final = e < opts.tol and problem.match is None
-        if not np.isfinite(e) or tol_used <= opts.hh_tol or (
-                not final and tol_used <= max(opts.hh_tol, opts.inexact_slack * opts.inexact * e)):
+        if (
+            not np.isfinite(e)
+            or tol_used <= opts.hh_tol
+            or (not final and tol_used <= max(opts.hh_tol, opts.inexact_slack * opts.inexact * e))
+        ):
             return r, aux, e
         tol_used = opts.hh_tol if final else opts.household_tol(e)
         r, aux = _excess_demands(problem, jnp.asarray(u), aux[1]["state"], tol_used)
         stats.household_solves += 1
-        log.debug("equilibrium: household solve continued to tolerance %.1e: max excess "
-                  "demand %.3e", tol_used, float(jnp.max(jnp.abs(r))))
+        log.debug(
+            "equilibrium: household solve continued to tolerance %.1e: max excess demand %.3e",
+            tol_used,
+            float(jnp.max(jnp.abs(r))),
+        )
 
 
-def _solve_at(problem: NewtonProblem, u, u_try, x, block: HouseholdBlock | None,
-              tol_now: float):
+def _solve_at(problem: NewtonProblem, u, u_try, x, block: HouseholdBlock | None, tol_now: float):
     """Households at ``u_try``, warm-started from the first-order prediction of the states.
 
     Falls back to the plain warm start ``x`` (the states at ``u``) when the predicted start
@@ -260,8 +292,10 @@ def _solve_at(problem: NewtonProblem, u, u_try, x, block: HouseholdBlock | None,
     if opts.predict and block is not None:
         x_pred = predict_state(x, block, problem.layout, u, u_try)
         r_t, (agg_t, sol_t) = _excess_demands(problem, jnp.asarray(u_try), x_pred, tol_now)
-        if (np.all(np.isfinite(np.asarray(r_t)))
-                and np.max(np.asarray(sol_t["iterations"])) < opts.hh_max_iter):
+        if (
+            np.all(np.isfinite(np.asarray(r_t)))
+            and np.max(np.asarray(sol_t["iterations"])) < opts.hh_max_iter
+        ):
             return r_t, (agg_t, sol_t), 1
         log.debug("equilibrium: predicted warm start failed; restarting from the last states")
         r_t, (agg_t, sol_t) = _excess_demands(problem, jnp.asarray(u_try), x, tol_now)
@@ -290,33 +324,57 @@ def _start(problem: NewtonProblem, u, x, stats: SolveStats) -> tuple[NewtonProbl
 
 # ----------------------------------------------------------------------------- Jacobians
 
-def _new_jacobian(problem: NewtonProblem, cur: Iterate, jac: JacobianState,
-                  stats: SolveStats) -> None:
+
+def _new_jacobian(
+    problem: NewtonProblem, cur: Iterate, jac: JacobianState, stats: SolveStats
+) -> None:
     """A household-block Jacobian at the iterate ``cur`` (warm tangents from the last block)."""
     opts, layout, rows = problem.options, problem.layout, problem.rows
     t1 = time.perf_counter()
     wp, Rp, Tp, bp = layout.prices(jnp.asarray(cur.u))
-    jac.block = household_block(problem.arrs, wp, Rp, Tp, bp, cur.state, rows,
-                                tangents=None if jac.block is None else jac.block.tangents,
-                                tol=opts.hh_tol, max_iter=opts.hh_max_iter,
-                                tangent_tol=opts.jac_tol)
+    jac.block = household_block(
+        problem.arrs,
+        wp,
+        Rp,
+        Tp,
+        bp,
+        cur.state,
+        rows,
+        tangents=None if jac.block is None else jac.block.tangents,
+        tol=opts.hh_tol,
+        max_iter=opts.hh_max_iter,
+        tangent_tol=opts.jac_tol,
+    )
     J = equilibrium_jacobian(problem.arrs, layout, cur.u, cur.agg, jac.block)
     stats.jacobians += 1
     stats.jacobian_directions += len(rows)
     stats.seconds_jacobian += time.perf_counter() - t1
-    log.debug("equilibrium: Jacobian %d (%d household-block directions), %.2f s",
-              stats.jacobians, len(rows), time.perf_counter() - t1)
+    log.debug(
+        "equilibrium: Jacobian %d (%d household-block directions), %.2f s",
+        stats.jacobians,
+        len(rows),
+        time.perf_counter() - t1,
+    )
     jac.J, jac.fresh, jac.err, jac.steps = J, True, cur.err, 0
     if not np.all(np.isfinite(J)):
-        raise EquilibriumError("equilibrium Jacobian has non-finite entries; the household "
-                               "solution is not differentiable here (check the inputs).")
+        raise EquilibriumError(
+            "equilibrium Jacobian has non-finite entries; the household "
+            "solution is not differentiable here (check the inputs)."
+        )
     cond = np.linalg.cond(J)
     if cond > 1e14:
         log.warning("equilibrium Jacobian is near singular (condition number %.1e)", cond)
 
 
-def worth_new_jacobian(options: SolverOptions, err: float, e_new: float, hh_iterations: int,
-                       n_directions: int, warm: bool, steps: int = 1) -> bool:
+def worth_new_jacobian(
+    options: SolverOptions,
+    err: float,
+    e_new: float,
+    hh_iterations: int,
+    n_directions: int,
+    warm: bool,
+    steps: int = 1,
+) -> bool:
     r"""Whether a new Jacobian should pay for itself, in household-iteration equivalents.
 
     After ``steps`` steps on a (Broyden-updated) Jacobian took the max excess demand from
@@ -337,8 +395,9 @@ def worth_new_jacobian(options: SolverOptions, err: float, e_new: float, hh_iter
     return bool((n_left - 2.0) * (hh_iterations + 5) > cost)
 
 
-def _update_jacobian(problem: NewtonProblem, jac: JacobianState, cur: Iterate, new: Iterate,
-                     coarse_step: bool) -> None:
+def _update_jacobian(
+    problem: NewtonProblem, jac: JacobianState, cur: Iterate, new: Iterate, coarse_step: bool
+) -> None:
     """Broyden's update after the step ``cur`` -> ``new`` (not on the coarse stage's step:
     its secant is long and mostly nonlinearity, and updating on it spoils the coarse
     Jacobian for the small steps that follow); then drop the Jacobian under Newton, or
@@ -351,17 +410,28 @@ def _update_jacobian(problem: NewtonProblem, jac: JacobianState, cur: Iterate, n
     jac.J = jac.last = J
     jac.steps += 1
     opts = problem.options
-    if opts.method == "newton" or (not jac.fresh and worth_new_jacobian(
-            opts, jac.err, new.err, int(np.max(np.asarray(new.sol["iterations"]))),
-            len(problem.rows), warm=jac.block is not None, steps=jac.steps)):
+    if opts.method == "newton" or (
+        not jac.fresh
+        and worth_new_jacobian(
+            opts,
+            jac.err,
+            new.err,
+            int(np.max(np.asarray(new.sol["iterations"]))),
+            len(problem.rows),
+            warm=jac.block is not None,
+            steps=jac.steps,
+        )
+    ):
         jac.J = None  # Newton, or slow progress on an updated Jacobian: recompute it
     jac.fresh = False
 
 
 # ----------------------------------------------------------------------------- steps
 
-def _line_search(problem: NewtonProblem, cur: Iterate, du, jac: JacobianState,
-                 stats: SolveStats) -> tuple[Iterate, float] | None:
+
+def _line_search(
+    problem: NewtonProblem, cur: Iterate, du, jac: JacobianState, stats: SolveStats
+) -> tuple[Iterate, float] | None:
     """Backtrack along ``du`` from ``cur`` until the max excess demand falls enough (or
     below tol); on a quasi-Newton Jacobian (not fresh) only the full step is tried.
     Returns the accepted iterate and step, or None."""
@@ -377,9 +447,14 @@ def _line_search(problem: NewtonProblem, cur: Iterate, du, jac: JacobianState,
             stats.household_solves += n
             r_t, (agg_t, sol_t), e_t = _refine(problem, u_try, r_t, aux, tol_now, stats)
             stats.seconds_household += time.perf_counter() - t1
-            log.debug("equilibrium: household solve at step %.3g: max excess demand %.3e, "
-                      "%d household iterations (most in a country), %.2f s", step, e_t,
-                      int(np.max(np.asarray(sol_t["iterations"]))), time.perf_counter() - t1)
+            log.debug(
+                "equilibrium: household solve at step %.3g: max excess demand %.3e, "
+                "%d household iterations (most in a country), %.2f s",
+                step,
+                e_t,
+                int(np.max(np.asarray(sol_t["iterations"]))),
+                time.perf_counter() - t1,
+            )
             if np.isfinite(e_t) and (e_t < cur.err * (1 - 1e-4 * step) or e_t < opts.tol):
                 return Iterate(u=u_try, r=r_t, agg=agg_t, sol=sol_t, err=e_t), step
         step *= 0.5
@@ -392,9 +467,15 @@ def _history_text(history: list) -> str:
     return str([f"{h:.2e}" for h in history])
 
 
-def _iterate(problem: NewtonProblem, cur: Iterate, jac: JacobianState, du_first,
-             stats: SolveStats, history: list,
-             progress: Callable[[int, float], None] | None) -> tuple[Iterate, int]:
+def _iterate(
+    problem: NewtonProblem,
+    cur: Iterate,
+    jac: JacobianState,
+    du_first,
+    stats: SolveStats,
+    history: list,
+    progress: Callable[[int, float], None] | None,
+) -> tuple[Iterate, int]:
     """Newton-Broyden steps from ``cur`` until the max excess demand is below tol; the
     first step is ``du_first`` when given (the coarse stage's). Returns the last iterate and
     the iterations taken."""
@@ -407,7 +488,8 @@ def _iterate(problem: NewtonProblem, cur: Iterate, jac: JacobianState, du_first,
                 f"{it} Newton iterations (tol {opts.tol:.1e}); history "
                 f"{_history_text(history)}. Try a better starting point (wages, "
                 "R_guess/beta_guess), more iterations, or check that the world has an "
-                "equilibrium (beta*R < 1, positive resources).")
+                "equilibrium (beta*R < 1, positive resources)."
+            )
         if jac.J is None:
             _new_jacobian(problem, cur, jac, stats)
         assert jac.J is not None
@@ -425,7 +507,8 @@ def _iterate(problem: NewtonProblem, cur: Iterate, jac: JacobianState, du_first,
                     f"equilibrium Jacobian is singular at iteration {it + 1} (max excess "
                     f"demand {cur.err:.3e}): the unknowns do not move the markets "
                     "independently. Check the world (trade costs, TFP, labor) or start "
-                    "elsewhere.") from None
+                    "elsewhere."
+                ) from None
         found = _line_search(problem, cur, du, jac, stats)
         if found is None:
             if not jac.fresh:
@@ -434,7 +517,8 @@ def _iterate(problem: NewtonProblem, cur: Iterate, jac: JacobianState, du_first,
             raise EquilibriumError(
                 f"Newton line search failed at iteration {it + 1}: max excess demand "
                 f"{cur.err:.3e} could not be reduced (history {_history_text(history)}). Try "
-                "another starting point or a tighter hh_tol.")
+                "another starting point or a tighter hh_tol."
+            )
         new, step = found
         _update_jacobian(problem, jac, cur, new, coarse_step)
         cur = new
@@ -449,9 +533,16 @@ def _iterate(problem: NewtonProblem, cur: Iterate, jac: JacobianState, du_first,
 
 # ----------------------------------------------------------------------------- the solve
 
-def newton_solve(problem: NewtonProblem, u, x, J: np.ndarray | None, *,
-                 progress: Callable[[int, float], None] | None = None,
-                 t0: float | None = None) -> NewtonResult:
+
+def newton_solve(
+    problem: NewtonProblem,
+    u,
+    x,
+    J: np.ndarray | None,
+    *,
+    progress: Callable[[int, float], None] | None = None,
+    t0: float | None = None,
+) -> NewtonResult:
     """The Newton-Broyden iteration from the unknowns ``u`` and household states ``x``,
     with Jacobian ``J`` (array or None), and the coarse stage first when it applies
     (``options.coarse_n_a``, no ``J``, excess demands at least ``coarse_min`` and a grid at
@@ -472,16 +563,28 @@ def newton_solve(problem: NewtonProblem, u, x, J: np.ndarray | None, *,
     if progress:
         progress(0, cur.err)
     du_first, coarse = None, CoarseResult()
-    if (opts.coarse_n_a is not None and J is None and cur.err >= max(opts.tol, opts.coarse_min)
-            and problem.household.n_a >= 2 * opts.coarse_n_a):
+    if (
+        opts.coarse_n_a is not None
+        and J is None
+        and cur.err >= max(opts.tol, opts.coarse_min)
+        and problem.household.n_a >= 2 * opts.coarse_n_a
+    ):
         coarse = coarse_stage(problem, cur.u, cur.r, opts.coarse_n_a)
         if coarse.u is not None:
             du_first, J = coarse.u - cur.u, coarse.J
     jac = JacobianState(J=J, err=cur.err)
     cur, it = _iterate(problem, cur, jac, du_first, stats, history, progress)
     last = jac.last if jac.last is not None else jac.J
-    return NewtonResult(final=cur, iterations=it, history=history, stats=stats, jacobian=last,
-                        block=jac.block, coarse=coarse, seconds=time.perf_counter() - t0)
+    return NewtonResult(
+        final=cur,
+        iterations=it,
+        history=history,
+        stats=stats,
+        jacobian=last,
+        block=jac.block,
+        coarse=coarse,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def coarse_stage(problem: NewtonProblem, u, r, n_a: int) -> CoarseResult:
@@ -499,32 +602,54 @@ def coarse_stage(problem: NewtonProblem, u, r, n_a: int) -> CoarseResult:
     arrs_c = model_arrays(problem.world, hh_c, problem.income)
     w, Rv, Tv, b = problem.layout.prices(jnp.asarray(u))
     x_c = initial_states(arrs_c, w, Rv, Tv, b)
-    coarse = replace(problem, household=hh_c, arrs=arrs_c, match=r, shift=None,
-                     options=opts.replace(tol=max(opts.tol, opts.coarse_tol),
-                                          max_iter=opts.coarse_max_iter,
-                                          jac_tol=max(opts.jac_tol, opts.coarse_jac_tol),
-                                          method="broyden", coarse_n_a=None))
+    coarse = replace(
+        problem,
+        household=hh_c,
+        arrs=arrs_c,
+        match=r,
+        shift=None,
+        options=opts.replace(
+            tol=max(opts.tol, opts.coarse_tol),
+            max_iter=opts.coarse_max_iter,
+            jac_tol=max(opts.jac_tol, opts.coarse_jac_tol),
+            method="broyden",
+            coarse_n_a=None,
+        ),
+    )
     try:
         res = newton_solve(coarse, u, x_c, None)
     except EquilibriumError as e:
-        log.info("equilibrium: coarse stage (n_a = %d) failed, solving on the full grid "
-                 "only: %s", n_a, e)
+        log.info(
+            "equilibrium: coarse stage (n_a = %d) failed, solving on the full grid only: %s", n_a, e
+        )
         return CoarseResult(seconds=time.perf_counter() - t1)
     if res.iterations == 0:
-        return CoarseResult(household_solves=res.stats.household_solves,
-                            seconds=time.perf_counter() - t1)
+        return CoarseResult(
+            household_solves=res.stats.household_solves, seconds=time.perf_counter() - t1
+        )
     # a fresh coarse Jacobian at the coarse solution (the Broyden-updated one satisfies the
     # coarse steps' secants but can be far off in other directions)
     J, u_c = _coarse_jacobian(coarse, res, opts.jac_tol)
-    out = CoarseResult(u=u_c, J=J, household_solves=res.stats.household_solves,
-                       jacobians=res.stats.jacobians + 1, seconds=time.perf_counter() - t1)
-    log.info("equilibrium: coarse stage (n_a = %d): %d household solves, %d Jacobian(s), "
-             "%.2f s", n_a, out.household_solves, out.jacobians, out.seconds)
+    out = CoarseResult(
+        u=u_c,
+        J=J,
+        household_solves=res.stats.household_solves,
+        jacobians=res.stats.jacobians + 1,
+        seconds=time.perf_counter() - t1,
+    )
+    log.info(
+        "equilibrium: coarse stage (n_a = %d): %d household solves, %d Jacobian(s), %.2f s",
+        n_a,
+        out.household_solves,
+        out.jacobians,
+        out.seconds,
+    )
     return out
 
 
-def _coarse_jacobian(coarse: NewtonProblem, res: NewtonResult,
-                     jac_tol: float) -> tuple[np.ndarray, Any]:
+def _coarse_jacobian(
+    coarse: NewtonProblem, res: NewtonResult, jac_tol: float
+) -> tuple[np.ndarray, Any]:
     """A household-block Jacobian of the coarse model at its solution (tangents to the full
     solve's ``jac_tol``, warm from the coarse solve's last block), and that solution's
     unknowns."""
@@ -533,8 +658,17 @@ def _coarse_jacobian(coarse: NewtonProblem, res: NewtonResult,
     beta = float(b)
     u_c = layout.pack(w, R, T, beta)
     agg = {k: np.asarray(v) for k, v in res.final.agg.items()}
-    block = household_block(coarse.arrs, jnp.asarray(w), jnp.asarray(R), jnp.asarray(T),
-                            jnp.asarray(beta), res.final.state, coarse.rows,
-                            tol=opts.hh_tol, max_iter=opts.hh_max_iter, tangent_tol=jac_tol,
-                            tangents=None if res.block is None else res.block.tangents)
+    block = household_block(
+        coarse.arrs,
+        jnp.asarray(w),
+        jnp.asarray(R),
+        jnp.asarray(T),
+        jnp.asarray(beta),
+        res.final.state,
+        coarse.rows,
+        tol=opts.hh_tol,
+        max_iter=opts.hh_max_iter,
+        tangent_tol=jac_tol,
+        tangents=None if res.block is None else res.block.tangents,
+    )
     return equilibrium_jacobian(coarse.arrs, layout, u_c, agg, block), u_c

@@ -42,8 +42,11 @@ def _is_int(x: Any) -> bool:
 
 
 def _is_real(x: Any) -> bool:
-    return (isinstance(x, (int, float, np.integer, np.floating))
-            and not isinstance(x, (bool, np.bool_)) and math.isfinite(float(x)))
+    return (
+        isinstance(x, (int, float, np.integer, np.floating))
+        and not isinstance(x, (bool, np.bool_))
+        and math.isfinite(float(x))
+    )
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,10 @@ class _Range:
     def describe(self) -> str:
         what = "an integer" if self.kind == "int" else "a finite number"
         if self.lo is not None and self.hi is not None:
-            return (f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, "
-                    f"{self.hi:g}{')' if self.hi_open else ']'}")
+            return (
+                f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, "
+                f"{self.hi:g}{')' if self.hi_open else ']'}"
+            )
         if self.lo is not None:
             return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
         return what
@@ -165,18 +170,21 @@ class SolverOptions:
         for name, rng in _RANGES.items():
             value = getattr(self, name)
             if not rng.admits(value):
-                raise ParameterError(f"{name} = {value!r} is not allowed: {name} must be "
-                                     f"{rng.describe()}.")
+                raise ParameterError(
+                    f"{name} = {value!r} is not allowed: {name} must be {rng.describe()}."
+                )
             # plain Python numbers (hashable, and static arguments of compiled functions)
             object.__setattr__(self, name, int(value) if rng.kind == "int" else float(value))
         if self.method not in METHODS:
-            raise ParameterError(f"method = {self.method!r} is not allowed: use "
-                                 f"{' or '.join(map(repr, METHODS))}.")
+            raise ParameterError(
+                f"method = {self.method!r} is not allowed: use {' or '.join(map(repr, METHODS))}."
+            )
         if self.coarse_n_a is not None:
             if not (_is_int(self.coarse_n_a) and self.coarse_n_a >= 3):
                 raise ParameterError(
                     f"coarse_n_a = {self.coarse_n_a!r} is not allowed: use an integer >= 3 (the "
-                    "coarse stage's asset grid points) or None (no coarse stage).")
+                    "coarse stage's asset grid points) or None (no coarse stage)."
+                )
             object.__setattr__(self, "coarse_n_a", int(self.coarse_n_a))
         if not isinstance(self.predict, (bool, np.bool_)):
             raise ParameterError(f"predict = {self.predict!r} is not allowed: use True or False.")
@@ -211,13 +219,14 @@ def solver_options(options: SolverOptions | None = None, **overrides: Any) -> So
         value outside its range.
     """
     if options is not None and not isinstance(options, SolverOptions):
-        raise ParameterError(f"options = {options!r} is not allowed: give a SolverOptions "
-                             "or None.")
+        raise ParameterError(f"options = {options!r} is not allowed: give a SolverOptions or None.")
     unknown = [k for k in overrides if k not in FIELDS]
     if unknown:
         what = "keyword" if len(unknown) == 1 else "keywords"
-        raise ParameterError(f"unknown solver {what} {', '.join(map(repr, unknown))}; allowed "
-                             f"options: {', '.join(FIELDS)}.")
+        raise ParameterError(
+            f"unknown solver {what} {', '.join(map(repr, unknown))}; allowed "
+            f"options: {', '.join(FIELDS)}."
+        )
     base = options if options is not None else SolverOptions()
     return dataclasses.replace(base, **overrides) if overrides else base
 
@@ -229,24 +238,31 @@ def resolve_solve_for(solve_for: str | None, beta: float | None) -> str:
     return solve_for
 
 
-def solve_input_problem(financial: str, solve_for: str, R: Any,
-                        beta: float | None) -> tuple[str, str] | None:
+def solve_input_problem(
+    financial: str, solve_for: str, R: Any, beta: float | None
+) -> tuple[str, str] | None:
     """What is wrong with what a solve solves for, as ``(field, message)``, or None.
 
     The field is ``"solve_for"``, ``"beta"`` or ``"R"`` (the configuration reader places
     the message in its table); :func:`check_solve_inputs` raises the message.
     """
     if solve_for not in SOLVE_FOR:
-        return "solve_for", (f"solve_for = {solve_for!r} is not allowed: use 'R' (solve the "
-                             "interest rate given beta) or 'beta' (solve the discount factor "
-                             "given R).")
+        return "solve_for", (
+            f"solve_for = {solve_for!r} is not allowed: use 'R' (solve the "
+            "interest rate given beta) or 'beta' (solve the discount factor "
+            "given R)."
+        )
     if solve_for == "beta" and financial == "autarky":
-        return "solve_for", ("solve_for = 'beta' is not allowed with financial = 'autarky' (one "
-                             "bond market and rate per country): solve for R_i given beta "
-                             "(solve_for = 'R').")
+        return "solve_for", (
+            "solve_for = 'beta' is not allowed with financial = 'autarky' (one "
+            "bond market and rate per country): solve for R_i given beta "
+            "(solve_for = 'R')."
+        )
     if solve_for == "R" and beta is None:
-        return "beta", ("beta is missing: solve_for = 'R' needs the discount factor beta in "
-                        "(0, 1) (the household's beta, or a given beta).")
+        return "beta", (
+            "beta is missing: solve_for = 'R' needs the discount factor beta in "
+            "(0, 1) (the household's beta, or a given beta)."
+        )
     try:
         r = float(R)
     except (TypeError, ValueError):

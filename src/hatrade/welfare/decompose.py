@@ -91,8 +91,9 @@ def _direction(eq, direction) -> np.ndarray:
         return selected_pairs(eq.world, direction).astype(float)
     D = np.asarray(direction, float)
     if D.shape != (eq.world.M, eq.world.M):
-        raise ParameterError(f"direction has shape {D.shape}; it must be "
-                             f"({eq.world.M}, {eq.world.M}).")
+        raise ParameterError(
+            f"direction has shape {D.shape}; it must be ({eq.world.M}, {eq.world.M})."
+        )
     D = D.copy()
     np.fill_diagonal(D, 0.0)
     return D
@@ -100,9 +101,14 @@ def _direction(eq, direction) -> np.ndarray:
 
 def _layout(eq) -> Layout:
     """The solver's unknowns with beta fixed at ``eq``'s: wages (one dropped), R, T."""
-    return Layout(M=eq.world.M, financial=eq.world.financial, solve_for="R",
-                  tariffs=eq.world.has_tariffs, R_fixed=None,
-                  beta_fixed=float(np.asarray(eq.prices.beta)))
+    return Layout(
+        M=eq.world.M,
+        financial=eq.world.financial,
+        solve_for="R",
+        tariffs=eq.world.has_tariffs,
+        R_fixed=None,
+        beta_fixed=float(np.asarray(eq.prices.beta)),
+    )
 
 
 @enable_x64
@@ -151,8 +157,9 @@ def _household_tangent(eq, D, dw, dR, dT, hh_tol, hh_max_iter):
 
     def world_fn(eps, dwv, dRv, dTv):
         a2 = arrs._replace(d=arrs.d * jnp.exp(eps * Dj))
-        return solve_households(a2, w + eps * dwv, R + eps * dRv, T + eps * dTv, beta, x0,
-                                hh_tol, hh_max_iter)
+        return solve_households(
+            a2, w + eps * dwv, R + eps * dRv, T + eps * dTv, beta, x0, hh_tol, hh_max_iter
+        )
 
     @jax.jit
     def run(dwv, dRv, dTv):
@@ -187,22 +194,34 @@ def _flows(pol, dpol, prm, dprm) -> np.ndarray:
     psi = np.asarray(prm.psi)[None]
     q = psi + pol.v - float(prm.sigma) * np.log(np.clip(pol.pi, 1e-300, None)) - float(prm.sigma)
     L_flow = np.sum(dpol.pi * q, axis=-1)
-    return np.stack([A_flow.ravel(), B_w.ravel(), B_R.ravel(), B_T.ravel(), C_flow.ravel(),
-                     L_flow.ravel()], axis=1)
+    return np.stack(
+        [A_flow.ravel(), B_w.ravel(), B_R.ravel(), B_T.ravel(), C_flow.ravel(), L_flow.ravel()],
+        axis=1,
+    )
 
 
 def _cumulate(pol, prm, flows) -> np.ndarray:
     r"""Present values :math:`(I - \beta T)^{-1}` flows under the old policies."""
     Na, Nz, _ = pol.c.shape
-    Tm = np.asarray(transition_matrix(jnp.asarray(pol.a_p), jnp.asarray(pol.pi),
-                                      jnp.asarray(prm.a_grid), jnp.asarray(prm.Pz)))
+    Tm = np.asarray(
+        transition_matrix(
+            jnp.asarray(pol.a_p), jnp.asarray(pol.pi), jnp.asarray(prm.a_grid), jnp.asarray(prm.Pz)
+        )
+    )
     Amat = np.eye(Na * Nz) - float(prm.beta) * Tm
     return np.linalg.solve(Amat, flows)
 
 
 @enable_x64
-def decompose(eq, country, direction, *, general_equilibrium: bool = True,
-              hh_tol: float = 1e-12, hh_max_iter: int = 5000) -> Decomposition:
+def decompose(
+    eq,
+    country,
+    direction,
+    *,
+    general_equilibrium: bool = True,
+    hh_tol: float = 1e-12,
+    hh_max_iter: int = 5000,
+) -> Decomposition:
     r"""Proposition 2: split a marginal change of log trade costs into A, B and C.
 
     Parameters
@@ -225,7 +244,10 @@ def decompose(eq, country, direction, *, general_equilibrium: bool = True,
     else:
         dw, dR, dT = np.zeros(M), np.zeros(M), np.zeros(M)
     (agg, sol), (dagg, dsol) = _household_tangent(eq, D, dw, dR, dT, hh_tol, hh_max_iter)
-    take = lambda x: np.asarray(x[ci])
+
+    def take(x):
+        return np.asarray(x[ci])
+
     pol, dpol = tree_map(take, sol["pol"]), tree_map(take, dsol["pol"])
     prm, dprm = tree_map(take, sol["prm"]), tree_map(take, dsol["prm"])
     lam, dlam = take(sol["lam"]), take(dsol["lam"])
@@ -236,16 +258,32 @@ def decompose(eq, country, direction, *, general_equilibrium: bool = True,
     sum_err = float(np.max(np.abs(A_ + Bw_ + BR_ + BT_ + C_ + L_ - total)))
     Mij, dMij = np.asarray(agg["M"])[ci], np.asarray(dagg["M"])[ci]
     dlog_sii = dMij[ci] / Mij[ci] - dMij.sum() / Mij.sum()
-    dW = {"households": float(np.sum(lam * total)),
-          "distribution": float(np.sum(np.asarray(pol.V) * dlam))}
+    dW = {
+        "households": float(np.sum(lam * total)),
+        "distribution": float(np.sum(np.asarray(pol.V) * dlam)),
+    }
     dW["total"] = dW["households"] + dW["distribution"]
     # marginal EV in percent: total / dV/dlam at lam = 1
     prm_o, x_o = household_problem(eq, ci)
     _, S1, *_ = value_tangent(prm_o, x_o, jnp.asarray(1.0), hh_tol, hh_max_iter)
     gain = 100.0 * total / np.asarray(S1)
-    return Decomposition(country=eq.world.countries[ci], total=total, A=A_, B_wage=Bw_,
-                         B_interest=BR_, B_transfer=BT_, C=C_, L=L_, sum_error=sum_err,
-                         dprices={"w": np.asarray(dw).tolist(), "R": np.asarray(dR).tolist(),
-                                  "T": np.asarray(dT).tolist()},
-                         dW=dW, dlog_home_share=float(dlog_sii), gain_percent=gain,
-                         general_equilibrium=general_equilibrium)
+    return Decomposition(
+        country=eq.world.countries[ci],
+        total=total,
+        A=A_,
+        B_wage=Bw_,
+        B_interest=BR_,
+        B_transfer=BT_,
+        C=C_,
+        L=L_,
+        sum_error=sum_err,
+        dprices={
+            "w": np.asarray(dw).tolist(),
+            "R": np.asarray(dR).tolist(),
+            "T": np.asarray(dT).tolist(),
+        },
+        dW=dW,
+        dlog_home_share=float(dlog_sii),
+        gain_percent=gain,
+        general_equilibrium=general_equilibrium,
+    )

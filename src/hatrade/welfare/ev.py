@@ -168,20 +168,34 @@ class EVResult:
 
 # ----------------------------------------------------------------------------- EV
 
+
 def _verify(st: EVStart, nodes: Nodes, S, lam, todo, opt: EVOptions):
     """Step 4 on the states ``todo``: :func:`hatrade.welfare.verify.polish_roots` from the
     interpolated roots, warm-started at the nearest nodes. Returns (lam, residual, info)."""
     ia_all, iz_all = np.divmod(np.arange(st.Na * st.Nz), st.Nz)
     k = np.argmin(np.abs(nodes.lams[:, None] - lam[todo][None, :]), axis=0)
     slope = hermite_eval(nodes.lams, nodes.F[:, todo], S[:, todo], lam[todo])[1]
-    return polish_roots(st.prm, st.code, nodes.xs, k, lam[todo], slope, st.target[todo],
-                        ia_all[todo], iz_all[todo], tol=opt.tol, hh_tol=opt.hh_tol,
-                        hh_max_iter=opt.hh_max_iter, chunk=opt.chunk,
-                        max_rounds=opt.max_rounds)
+    return polish_roots(
+        st.prm,
+        st.code,
+        nodes.xs,
+        k,
+        lam[todo],
+        slope,
+        st.target[todo],
+        ia_all[todo],
+        iz_all[todo],
+        tol=opt.tol,
+        hh_tol=opt.hh_tol,
+        hh_max_iter=opt.hh_max_iter,
+        chunk=opt.chunk,
+        max_rounds=opt.max_rounds,
+    )
 
 
-def _verified_residuals(st: EVStart, nodes: Nodes, inv: Inversion, undefined, opt: EVOptions,
-                        work: dict) -> np.ndarray:
+def _verified_residuals(
+    st: EVStart, nodes: Nodes, inv: Inversion, undefined, opt: EVOptions, work: dict
+) -> np.ndarray:
     """Step 4 (``verify``): every residual evaluated; ``inv.lam`` polished in place."""
     t0 = time.perf_counter()
     lam, local = inv.lam, st.local
@@ -205,7 +219,8 @@ def _record_time(work: dict, t_start: float, reference_seconds, verify: bool) ->
         work["solve_equivalents"] = work["seconds"]["total"] / reference_seconds
         if verify:
             work["solve_equivalents_without_verify"] = (
-                (work["seconds"]["total"] - work["seconds"]["verify"]) / reference_seconds)
+                work["seconds"]["total"] - work["seconds"]["verify"]
+            ) / reference_seconds
 
 
 def _warn(old, ci: int, st: EVStart, inv: Inversion, undefined, verify: bool) -> None:
@@ -215,27 +230,51 @@ def _warn(old, ci: int, st: EVStart, inv: Inversion, undefined, verify: bool) ->
     if np.any(far) and not verify:
         mass = float(np.sum(np.asarray(old.lam[ci]).ravel()[far]))
         worst = np.nanmax(np.abs(est[far])) if np.any(np.isfinite(est[far])) else np.nan
-        log.warning("%s: in %d states%s the root lambda lies outside the solved lambda nodes "
-                    "(extrapolated from the nearest node; estimated |error| up to %.1e, "
-                    "lambda from %.3g to %.3g): rerun with verify=True (--verify-ev) for exact "
-                    "residuals there.", code, int(far.sum()), f" (mass {mass:.2e})", worst,
-                    np.nanmin(lam[far]), np.nanmax(lam[far]))
+        log.warning(
+            "%s: in %d states%s the root lambda lies outside the solved lambda nodes "
+            "(extrapolated from the nearest node; estimated |error| up to %.1e, "
+            "lambda from %.3g to %.3g): rerun with verify=True (--verify-ev) for exact "
+            "residuals there.",
+            code,
+            int(far.sum()),
+            f" (mass {mass:.2e})",
+            worst,
+            np.nanmin(lam[far]),
+            np.nanmax(lam[far]),
+        )
     n_bad = int(undefined.sum())
     if n_bad:
-        log.warning("%s: in %d states V_old decreases in lambda at 1 (borrowers near the "
-                    "limit) and either they are worse off or no feasible lambda above 1 (below "
-                    "%.4g, where consumption at the borrowing limit stays positive) makes them "
-                    "as well off as in the new equilibrium: the equivalent variation is not a "
-                    "gain measure there "
-                    "(lambda = NaN; the Lucas measure is reported).", code, n_bad, st.lam_max)
+        log.warning(
+            "%s: in %d states V_old decreases in lambda at 1 (borrowers near the "
+            "limit) and either they are worse off or no feasible lambda above 1 (below "
+            "%.4g, where consumption at the borrowing limit stays positive) makes them "
+            "as well off as in the new equilibrium: the equivalent variation is not a "
+            "gain measure there "
+            "(lambda = NaN; the Lucas measure is reported).",
+            code,
+            n_bad,
+            st.lam_max,
+        )
 
 
 @enable_x64
-def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = False,
-                         tol: float = 1e-10, hh_tol: float = 1e-12, hh_max_iter: int = 5000,
-                         node_batch: int = 4, chunk: int = 64, max_rounds: int = 8,
-                         lam_tol: float = 1e-4, refine_rounds: int = 1,
-                         reference_seconds: float | None = None) -> EVResult:
+def equivalent_variation(
+    old,
+    new,
+    country,
+    *,
+    n_nodes: int = 8,
+    verify: bool = False,
+    tol: float = 1e-10,
+    hh_tol: float = 1e-12,
+    hh_max_iter: int = 5000,
+    node_batch: int = 4,
+    chunk: int = 64,
+    max_rounds: int = 8,
+    lam_tol: float = 1e-4,
+    refine_rounds: int = 1,
+    reference_seconds: float | None = None,
+) -> EVResult:
     r"""Equivalent variation :math:`\lambda(a,z)` for every state of one country.
 
     Parameters
@@ -270,9 +309,18 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
     -------
     EVResult
     """
-    opt = EVOptions(n_nodes=n_nodes, verify=verify, tol=tol, hh_tol=hh_tol,
-                    hh_max_iter=hh_max_iter, node_batch=node_batch, chunk=chunk,
-                    max_rounds=max_rounds, lam_tol=lam_tol, refine_rounds=refine_rounds)
+    opt = EVOptions(
+        n_nodes=n_nodes,
+        verify=verify,
+        tol=tol,
+        hh_tol=hh_tol,
+        hh_max_iter=hh_max_iter,
+        node_batch=node_batch,
+        chunk=chunk,
+        max_rounds=max_rounds,
+        lam_tol=lam_tol,
+        refine_rounds=refine_rounds,
+    )
     t_start = time.perf_counter()
     ci = country_index(old, country)
     if new.world.countries != old.world.countries:
@@ -295,10 +343,19 @@ def equivalent_variation(old, new, country, *, n_nodes: int = 8, verify: bool = 
     _record_time(work, t_start, reference_seconds, verify)
     _warn(old, ci, st, inv, undefined, verify)
     shp = (st.Na, st.Nz)
-    return EVResult(country=st.code, lam=inv.lam.reshape(shp), V_old=st.V1, V_new=st.V_new,
-                    dV_dlam=st.S1, residual=residual.reshape(shp),
-                    residual_estimate=inv.est.reshape(shp),
-                    lam_error_estimate=inv.lam_est.reshape(shp),
-                    verified=bool(verify), defined=(~undefined).reshape(shp),
-                    bracketed=inv.bracketed.reshape(shp), nodes=nodes.lams, work=work,
-                    nonmonotone=(~(st.S1f > 0) & ~st.local).reshape(shp))
+    return EVResult(
+        country=st.code,
+        lam=inv.lam.reshape(shp),
+        V_old=st.V1,
+        V_new=st.V_new,
+        dV_dlam=st.S1,
+        residual=residual.reshape(shp),
+        residual_estimate=inv.est.reshape(shp),
+        lam_error_estimate=inv.lam_est.reshape(shp),
+        verified=bool(verify),
+        defined=(~undefined).reshape(shp),
+        bracketed=inv.bracketed.reshape(shp),
+        nodes=nodes.lams,
+        work=work,
+        nonmonotone=(~(st.S1f > 0) & ~st.local).reshape(shp),
+    )

@@ -88,7 +88,7 @@ def hermite_roots(lams, F, S, guess):
     K, n = F.shape
     cols = np.arange(n)
     sign = np.sign(F)
-    change = (sign[:-1] * sign[1:] <= 0)  # (K-1, n) intervals with a sign change
+    change = sign[:-1] * sign[1:] <= 0  # (K-1, n) intervals with a sign change
     centers = 0.5 * (lams[:-1] + lams[1:])
     dist = np.abs(centers[:, None] - guess[None, :]) + np.where(change, 0.0, np.inf)
     k = np.argmin(dist, axis=0)
@@ -153,10 +153,10 @@ def predict_crossing(lams, F):
         k.append(j)
     k = np.array(k)
     x = lams[k] - top
-    A = np.stack([np.ones(3), x, x ** 2], axis=1)
+    A = np.stack([np.ones(3), x, x**2], axis=1)
     c0, c1, c2 = np.linalg.solve(A, F[k])  # F(top + t) = c0 + c1 t + c2 t^2
     with np.errstate(divide="ignore", invalid="ignore"):
-        disc = c1 ** 2 - 4 * c2 * c0
+        disc = c1**2 - 4 * c2 * c0
         sq = np.sqrt(np.where(disc >= 0, disc, np.nan))
         r = np.stack([(-c1 - sq) / (2 * c2), (-c1 + sq) / (2 * c2)])
         r = np.where(r > 0, r, np.inf).min(axis=0)
@@ -189,4 +189,3 @@ def loo_estimate(lams, F, S, lam, k1):
     k = np.clip(np.searchsorted(lams, lam) - 1, 0, K - 2)
     cols = np.arange(n)
     return 0.5 * np.maximum(loo[k, cols], loo[k + 1, cols])
-

@@ -56,6 +56,7 @@ __all__ = [
     "refine",
 ]
 
+
 @dataclass(frozen=True)
 class EVOptions:
     """Settings of :func:`equivalent_variation` (the defaults are its defaults; see its
@@ -71,7 +72,6 @@ class EVOptions:
     max_rounds: int = 8
     lam_tol: float = 1e-4
     refine_rounds: int = 1
-
 
 
 @dataclass
@@ -130,6 +130,7 @@ class Inversion(NamedTuple):
 
 # ----------------------------------------------------------------------------- step 1
 
+
 def first_guesses(old, new, ci: int, opt: EVOptions, work: dict) -> tuple[EVStart, Nodes]:
     """Step 1: the new values, and the old ones at lambda = 1 with their exact derivative."""
     code = old.world.countries[ci]
@@ -164,14 +165,31 @@ def first_guesses(old, new, ci: int, opt: EVOptions, work: dict) -> tuple[EVStar
     with np.errstate(divide="ignore"):
         lam_max = float(np.min(np.where(inc0 < 0, a_min / inc0, np.inf)))
     lam_cap = 1.0 + 0.98 * (lam_max - 1.0) if np.isfinite(lam_max) else np.inf
-    st = EVStart(code=code, prm=prm_o, Na=Na, Nz=Nz, V_new=V_new, V1=V1, S1=S1, dx1=dx1,
-                diff=diff, S1f=S1f, target=V_new.ravel(), lam0=lam0, defined=defined,
-                local=local, nonmono=nonmono, lam_max=lam_max, lam_cap=lam_cap)
+    st = EVStart(
+        code=code,
+        prm=prm_o,
+        Na=Na,
+        Nz=Nz,
+        V_new=V_new,
+        V1=V1,
+        S1=S1,
+        dx1=dx1,
+        diff=diff,
+        S1f=S1f,
+        target=V_new.ravel(),
+        lam0=lam0,
+        defined=defined,
+        local=local,
+        nonmono=nonmono,
+        lam_max=lam_max,
+        lam_cap=lam_cap,
+    )
     nodes = Nodes(lams=np.array([1.0]), F=V1.reshape(1, -1), xs=HHState(x1.c[None], x1.v[None]))
     return st, nodes
 
 
 # ----------------------------------------------------------------------------- nodes
+
 
 def _bulk_nodes(st: EVStart, n_nodes: int) -> np.ndarray:
     """Chebyshev nodes spanning the first guesses of the bulk of the states.
@@ -193,8 +211,11 @@ def _bulk_nodes(st: EVStart, n_nodes: int) -> np.ndarray:
         x = 0.5 - 0.5 * np.cos(np.pi * kk / max(n_nodes, 1))
         return 1.0 + (hi - lo) * x if hi > 1.0 else 1.0 - (hi - lo) * x
     kk = np.arange(n_nodes)
-    return (0.5 * (lo + hi) - 0.5 * (hi - lo) * np.cos(np.pi * kk / max(n_nodes - 1, 1))
-            if n_nodes > 1 else np.array([hi] if n_nodes else []))
+    return (
+        0.5 * (lo + hi) - 0.5 * (hi - lo) * np.cos(np.pi * kk / max(n_nodes - 1, 1))
+        if n_nodes > 1
+        else np.array([hi] if n_nodes else [])
+    )
 
 
 def _fresh(nodes: Nodes, new_nodes) -> np.ndarray:
@@ -220,17 +241,18 @@ def _solve_nodes(st: EVStart, nodes: Nodes, new_nodes, opt: EVOptions, work: dic
     lams, xs, dx1 = nodes.lams, nodes.xs, st.dx1
     vals, sts = [], []
     for g0 in range(0, len(new_nodes), nb):
-        grp = new_nodes[g0:g0 + nb]
+        grp = new_nodes[g0 : g0 + nb]
         m = len(grp)
         # pad to node_batch (repeating the last node) so that one batch size is compiled;
         # the padded members are dropped below
         grp = np.concatenate([grp, np.full(nb - m, grp[-1])])
         near = np.argmin(np.abs(grp[:, None] - lams[None, :]), axis=1)
         dl = jnp.asarray(grp - lams[near])[:, None, None, None]
-        x0s = HHState(jnp.clip(xs.c[jnp.asarray(near)] + dx1.c[None] * dl, 1e-12),
-                      xs.v[jnp.asarray(near)] + dx1.v[None] * dl)
-        Vk, xk, itk = values_at_nodes(st.prm, x0s, jnp.asarray(grp), opt.hh_tol,
-                                      opt.hh_max_iter)
+        x0s = HHState(
+            jnp.clip(xs.c[jnp.asarray(near)] + dx1.c[None] * dl, 1e-12),
+            xs.v[jnp.asarray(near)] + dx1.v[None] * dl,
+        )
+        Vk, xk, itk = values_at_nodes(st.prm, x0s, jnp.asarray(grp), opt.hh_tol, opt.hh_max_iter)
         itk = np.asarray(itk)
         check_iterations(itk.tolist(), opt.hh_max_iter, st.code)
         work["solves"] += nb
@@ -253,6 +275,7 @@ def _add_nodes(st: EVStart, nodes: Nodes, new_nodes, opt: EVOptions, work: dict)
 
 
 # ----------------------------------------------------------------------------- inversion
+
 
 def invert(st: EVStart, nodes: Nodes) -> Inversion:
     """Spline slopes, each state's root (the first root above 1 for the borrowers whose
@@ -294,8 +317,11 @@ def _extension(st: EVStart, nodes: Nodes, ext: np.ndarray, node_batch: int) -> l
         if np.any(st.nonmono):
             pn = predict_crossing(lams, F[:, st.nonmono] - st.target[None, st.nonmono])
             above = np.concatenate([above, pn[np.isfinite(pn) & (pn > lams[-1])]])
-        top = min(above.max() + 0.15 * (above.max() - lams[-1]), lams[-1] + 4 * span,
-                  0.5 * (lams[-1] + st.lam_cap))
+        top = min(
+            above.max() + 0.15 * (above.max() - lams[-1]),
+            lams[-1] + 4 * span,
+            0.5 * (lams[-1] + st.lam_cap),
+        )
         new_nodes += list(np.linspace(lams[-1], top, node_batch + 1)[1:])
     if len(below):
         bot = max(below.min() - 0.1 * (lams[0] - below.min()), lams[0] - 4 * span, 0.05)
@@ -341,8 +367,9 @@ def reach_first_roots(st: EVStart, nodes: Nodes, opt: EVOptions, work: dict) -> 
         pred = pred[np.isfinite(pred) & (pred > top)]
         reach = min(1.15 * (pred.max() - top), 4 * step) if len(pred) else step
         end = min(top + max(reach, 1e-4), 0.5 * (top + st.lam_cap))
-        new_nodes = _fresh(nodes, top + (end - top) * np.arange(1, opt.node_batch + 1)
-                           / opt.node_batch)
+        new_nodes = _fresh(
+            nodes, top + (end - top) * np.arange(1, opt.node_batch + 1) / opt.node_batch
+        )
         if top >= st.lam_cap or not len(new_nodes) or new_nodes.max() <= top:
             break
         step *= 2.0
@@ -350,20 +377,25 @@ def reach_first_roots(st: EVStart, nodes: Nodes, opt: EVOptions, work: dict) -> 
     work["seconds"]["gain_side"] = time.perf_counter() - t1
 
 
-def refine(st: EVStart, nodes: Nodes, inv: Inversion, opt: EVOptions,
-            work: dict) -> Inversion:
+def refine(st: EVStart, nodes: Nodes, inv: Inversion, opt: EVOptions, work: dict) -> Inversion:
     """Step 3's refinement: where the estimated error in lambda exceeds ``lam_tol``, nodes
     at those states' roots (quantiles of their lambdas; one batch per round)."""
     refined = 0
     nb = opt.node_batch
     for _ in range(opt.refine_rounds):
-        bad = (np.isfinite(inv.lam_est) & (inv.lam_est > opt.lam_tol) & ~st.local
-               & (st.defined | st.nonmono))
+        bad = (
+            np.isfinite(inv.lam_est)
+            & (inv.lam_est > opt.lam_tol)
+            & ~st.local
+            & (st.defined | st.nonmono)
+        )
         if not np.any(bad):
             break
         cand = np.unique(np.quantile(inv.lam[bad], (np.arange(nb) + 0.5) / nb))
-        cand = cand[(cand < st.lam_cap)
-                    & (np.min(np.abs(cand[:, None] - nodes.lams[None, :]), axis=1) > 1e-6)]
+        cand = cand[
+            (cand < st.lam_cap)
+            & (np.min(np.abs(cand[:, None] - nodes.lams[None, :]), axis=1) > 1e-6)
+        ]
         if len(cand) > 1:  # nodes closer than 1e-6 measure kinks, not the curve
             cand = cand[np.concatenate([[True], np.diff(cand) > 1e-6])]
         if not len(cand):

@@ -27,6 +27,7 @@ from hatrade.welfare.problem import country_index, household_problem
 
 __all__ = ["consumption_equivalent", "value_split"]
 
+
 @enable_x64
 def value_split(eq, country):
     r"""Policy evaluation of the old allocation: :math:`U_c`, :math:`U_\psi` and the check.
@@ -40,12 +41,12 @@ def value_split(eq, country):
     Na, Nz, _ = pol.c.shape
     T = transition_matrix(pol.a_p, pol.pi, prm.a_grid, prm.Pz)
     r_c = jnp.sum(pol.pi * utility(pol.c, prm.gamma), axis=-1).ravel()
-    r_psi = jnp.sum(pol.pi * (prm.psi[None] - prm.sigma * jnp.log(jnp.clip(pol.pi, 1e-300))),
-                    axis=-1).ravel()
+    r_psi = jnp.sum(
+        pol.pi * (prm.psi[None] - prm.sigma * jnp.log(jnp.clip(pol.pi, 1e-300))), axis=-1
+    ).ravel()
     A = jnp.eye(Na * Nz) - prm.beta * T
     U = jnp.linalg.solve(A, jnp.stack([r_c, r_psi], axis=1))
-    return (np.asarray(U[:, 0]).reshape(Na, Nz), np.asarray(U[:, 1]).reshape(Na, Nz),
-            np.asarray(T))
+    return (np.asarray(U[:, 0]).reshape(Na, Nz), np.asarray(U[:, 1]).reshape(Na, Nz), np.asarray(T))
 
 
 @enable_x64
@@ -71,4 +72,3 @@ def consumption_equivalent(old, V_new, country) -> tuple[np.ndarray, float]:
         with np.errstate(invalid="ignore"):
             g = np.where(ratio > 0, ratio ** (1.0 / (1.0 - gamma)) - 1.0, np.nan)
     return g, err
-

@@ -58,9 +58,17 @@ def household_problem(eq, country) -> tuple[HHParams, HHState]:
 
     i = country_index(eq, country)
     arrs = model_arrays(eq.world, eq.household, eq.income)
-    prm = country_params(arrs, jnp.asarray(eq.prices.w), jnp.asarray(eq.prices.R),
-                         jnp.asarray(eq.prices.T), jnp.asarray(eq.prices.beta))
-    take = lambda x: x[i]
+    prm = country_params(
+        arrs,
+        jnp.asarray(eq.prices.w),
+        jnp.asarray(eq.prices.R),
+        jnp.asarray(eq.prices.T),
+        jnp.asarray(eq.prices.beta),
+    )
+
+    def take(x):
+        return x[i]
+
     return tree_map(take, prm), tree_map(take, eq.state)
 
 
@@ -86,26 +94,31 @@ def value_at(prm, x0, lam, tol, max_iter):
 @partial(jax.jit, static_argnums=(3, 4))
 def value_tangent(prm, x0, lam, tol, max_iter):
     """V(.; lam), its lam-derivative, the state and its lam-tangent (one lam)."""
-    (V, x, it), (dV, dx, _) = jax.jvp(lambda lam_: value_at(prm, x0, lam_, tol, max_iter),
-                                      (lam,), (jnp.ones_like(lam),))
+    (V, x, it), (dV, dx, _) = jax.jvp(
+        lambda lam_: value_at(prm, x0, lam_, tol, max_iter), (lam,), (jnp.ones_like(lam),)
+    )
     return V, dV, x, dx, it
 
 
 @partial(jax.jit, static_argnums=(3, 4))
 def values_at_nodes(prm, x0s, lams, tol, max_iter):
     """Batched over nodes: V(.; lam) at every lam in ``lams`` (one vmapped primal solve)."""
+
     def one(x0, lam):
         V, x, it = value_at(prm, x0, lam, tol, max_iter)
         return V, x, it
+
     return jax.vmap(one)(x0s, lams)
 
 
 @partial(jax.jit, static_argnums=(5, 6))
 def values_at_states(prm, x0s, lams, ia, iz, tol, max_iter):
     """Batched over states: V^old(a_s, z_s; lam_s), each state at its own lam (exact)."""
+
     def one(x0, lam, a, z):
         V, x, it = value_at(prm, x0, lam, tol, max_iter)
         return V[a, z], x, it
+
     return jax.vmap(one)(x0s, lams, ia, iz)
 
 
@@ -113,8 +126,11 @@ def check_iterations(its, max_iter, code):
     """Raise :class:`~hatrade.core.errors.EquilibriumError` where a solve hit ``max_iter``."""
     if any(int(i) >= max_iter for i in np.ravel(its)):
         from hatrade.core.errors import EquilibriumError
-        raise EquilibriumError(f"{code}: a welfare household solve did not converge in "
-                               f"{max_iter} iterations; try a larger hh_max_iter.")
+
+        raise EquilibriumError(
+            f"{code}: a welfare household solve did not converge in "
+            f"{max_iter} iterations; try a larger hh_max_iter."
+        )
 
 
 def reference_time(prm, tol, max_iter, repeat: int = 3):
@@ -133,8 +149,9 @@ def reference_time(prm, tol, max_iter, repeat: int = 3):
 
 
 @enable_x64
-def reference_solve_time(eq, country, hh_tol: float = 1e-12, hh_max_iter: int = 5000,
-                         repeat: int = 3):
+def reference_solve_time(
+    eq, country, hh_tol: float = 1e-12, hh_max_iter: int = 5000, repeat: int = 3
+):
     """Seconds and iterations of one household solve of ``country`` at ``eq``'s prices from
     the author's initial guess: the unit of "household-solve equivalents"."""
     prm, _ = household_problem(eq, country)

@@ -21,10 +21,10 @@ from hatrade.analysis.groups import (
     income_group_weights,
 )
 from hatrade.core.x64 import enable_x64
+from hatrade.data.published import published
 from hatrade.welfare.ev import EVResult, equivalent_variation
 from hatrade.welfare.lucas import consumption_equivalent
 from hatrade.welfare.problem import country_index
-from hatrade.data.published import published
 
 __all__ = [
     "ACR_THETA",
@@ -42,9 +42,22 @@ __all__ = [
 ACR_THETA: float = published("acr_theta").value
 
 #: Columns of ``welfare.csv`` (one row per state of each reported country).
-WELFARE_COLUMNS = ("country", "a_index", "z_index", "assets", "z", "mass", "lambda",
-                   "gain_percent", "cev_percent", "ev_residual", "ev_residual_verified",
-                   "ev_gain_error_estimate_points", "ev_defined", "ev_first_root_above_one")
+WELFARE_COLUMNS = (
+    "country",
+    "a_index",
+    "z_index",
+    "assets",
+    "z",
+    "mass",
+    "lambda",
+    "gain_percent",
+    "cev_percent",
+    "ev_residual",
+    "ev_residual_verified",
+    "ev_gain_error_estimate_points",
+    "ev_defined",
+    "ev_first_root_above_one",
+)
 
 
 @enable_x64
@@ -95,45 +108,59 @@ def _table(ev: EVResult, cev_pc, old, ci: int):
     mass = old.lam[ci]
     Na, Nz = mass.shape
     ia, iz = np.meshgrid(np.arange(1, Na + 1), np.arange(1, Nz + 1), indexing="ij")
-    return pd.DataFrame({
-        "country": ev.country,
-        "a_index": ia.ravel(), "z_index": iz.ravel(),
-        "assets": np.repeat(old.a_grid[ci], Nz),
-        "z": np.tile(np.asarray(old.income.z), Na),
-        "mass": mass.ravel(), "lambda": ev.lam.ravel(), "gain_percent": ev.gain_percent.ravel(),
-        "cev_percent": cev_pc.ravel(),
-        "ev_residual": ev.residual.ravel(),
-        "ev_residual_verified": ev.verified,
-        # without verification: the interpolation error estimate of gain_percent
-        "ev_gain_error_estimate_points": (
-            np.full(Na * Nz, np.nan) if ev.verified or ev.lam_error_estimate is None
-            else 100.0 * np.asarray(ev.lam_error_estimate).ravel()),
-        "ev_defined": ev.defined.ravel(),
-        # dV/dlam <= 0 at 1 (borrowers near the limit): lambda is the first root above 1
-        "ev_first_root_above_one": (ev.nonmonotone & ev.defined).ravel(),
-    }, columns=list(WELFARE_COLUMNS))
+    return pd.DataFrame(
+        {
+            "country": ev.country,
+            "a_index": ia.ravel(),
+            "z_index": iz.ravel(),
+            "assets": np.repeat(old.a_grid[ci], Nz),
+            "z": np.tile(np.asarray(old.income.z), Na),
+            "mass": mass.ravel(),
+            "lambda": ev.lam.ravel(),
+            "gain_percent": ev.gain_percent.ravel(),
+            "cev_percent": cev_pc.ravel(),
+            "ev_residual": ev.residual.ravel(),
+            "ev_residual_verified": ev.verified,
+            # without verification: the interpolation error estimate of gain_percent
+            "ev_gain_error_estimate_points": (
+                np.full(Na * Nz, np.nan)
+                if ev.verified or ev.lam_error_estimate is None
+                else 100.0 * np.asarray(ev.lam_error_estimate).ravel()
+            ),
+            "ev_defined": ev.defined.ravel(),
+            # dV/dlam <= 0 at 1 (borrowers near the limit): lambda is the first root above 1
+            "ev_first_root_above_one": (ev.nonmonotone & ev.defined).ravel(),
+        },
+        columns=list(WELFARE_COLUMNS),
+    )
 
 
 def _ev_summary(ev: EVResult, cev_pc, mass) -> dict:
     """The EV's accuracy, work and the states where it is special or undefined."""
     ok, wsum, est = ev.defined, mass.sum(), ev.residual_estimate
-    return {"verified": ev.verified,
-            "max_abs_residual": ev.max_residual,
-            "max_residual_estimate": float(np.nanmax(est)) if np.any(np.isfinite(est))
-            else float("nan"),
-            "max_gain_error_estimate_points": (
-                float(100 * np.nanmax(ev.lam_error_estimate))
-                if np.any(np.isfinite(ev.lam_error_estimate)) else float("nan")),
-            "states": int(mass.size),
-            "first_root_above_one_states": int((ev.nonmonotone & ok).sum()),
-            "first_root_above_one_mass": float(mass[ev.nonmonotone & ok].sum() / wsum),
-            "undefined_states": int((~ok).sum()),
-            "undefined_mass": float(mass[~ok].sum() / wsum),
-            "undefined_cev_percent_mean": float(np.sum(mass[~ok] * cev_pc[~ok]) / mass[~ok].sum())
-            if (~ok).any() else None,
-            "unbracketed_states": int((ok & ~ev.bracketed).sum()),
-            "nodes": ev.nodes.tolist(),
-            "work": ev.work}
+    return {
+        "verified": ev.verified,
+        "max_abs_residual": ev.max_residual,
+        "max_residual_estimate": float(np.nanmax(est))
+        if np.any(np.isfinite(est))
+        else float("nan"),
+        "max_gain_error_estimate_points": (
+            float(100 * np.nanmax(ev.lam_error_estimate))
+            if np.any(np.isfinite(ev.lam_error_estimate))
+            else float("nan")
+        ),
+        "states": int(mass.size),
+        "first_root_above_one_states": int((ev.nonmonotone & ok).sum()),
+        "first_root_above_one_mass": float(mass[ev.nonmonotone & ok].sum() / wsum),
+        "undefined_states": int((~ok).sum()),
+        "undefined_mass": float(mass[~ok].sum() / wsum),
+        "undefined_cev_percent_mean": float(np.sum(mass[~ok] * cev_pc[~ok]) / mass[~ok].sum())
+        if (~ok).any()
+        else None,
+        "unbracketed_states": int((ok & ~ev.bracketed).sum()),
+        "nodes": ev.nodes.tolist(),
+        "work": ev.work,
+    }
 
 
 def _cev_summary(ev: EVResult, cev_pc, split_err: float, mass, tol: float) -> dict:
@@ -143,10 +170,12 @@ def _cev_summary(ev: EVResult, cev_pc, split_err: float, mass, tol: float) -> di
     better, worse = dV > tol, dV < -tol
     agree = np.where(ok, (np.sign(np.round(gain, 10)) == np.sign(np.round(cev_pc, 10))), True)
     sign_ok = ((cev_pc > 0) == better) | ~(better | worse)
-    return {"policy_evaluation_error": split_err,
-            "ev_sign_agreement_share": float(np.mean(agree[ok])) if ok.any() else None,
-            "ev_sign_disagreement_mass": float(mass[~agree].sum() / mass.sum()),
-            "sign_matches_value_change": bool(np.all(sign_ok))}
+    return {
+        "policy_evaluation_error": split_err,
+        "ev_sign_agreement_share": float(np.mean(agree[ok])) if ok.any() else None,
+        "ev_sign_disagreement_mass": float(mass[~agree].sum() / mass.sum()),
+        "sign_matches_value_change": bool(np.all(sign_ok)),
+    }
 
 
 def _social_welfare(old, new, ci: int, ev: EVResult) -> dict:
@@ -154,13 +183,19 @@ def _social_welfare(old, new, ci: int, ev: EVResult) -> dict:
     W_old = float(np.sum(old.lam[ci] * ev.V_old))
     W_new = float(np.sum(new.lam[ci] * ev.V_new))
     W_new_old_dist = float(np.sum(old.lam[ci] * ev.V_new))
-    return {"old": W_old, "new": W_new, "new_at_old_distribution": W_new_old_dist,
-            "change": W_new - W_old, "change_households": W_new_old_dist - W_old,
-            "change_distribution": W_new - W_new_old_dist}
+    return {
+        "old": W_old,
+        "new": W_new,
+        "new_at_old_distribution": W_new_old_dist,
+        "change": W_new - W_old,
+        "change_households": W_new_old_dist - W_old,
+        "change_distribution": W_new - W_new_old_dist,
+    }
 
 
-def _summary(old, new, ci: int, ev: EVResult, cev_pc, split_err: float, theta: float,
-             tol: float) -> dict:
+def _summary(
+    old, new, ci: int, ev: EVResult, cev_pc, split_err: float, theta: float, tol: float
+) -> dict:
     mass = old.lam[ci]
     gain = ev.gain_percent
     _, Wq = expenditure_quintile_weights(old, ci)
@@ -178,22 +213,34 @@ def _summary(old, new, ci: int, ev: EVResult, cev_pc, split_err: float, theta: f
         "share_losers": float(np.sum(mass[dV < -tol]) / wsum),
         "quintile_gain_percent": {k: float(v) for k, v in zip(QUINTILES, group_means(gain, Wq))},
         "quintile_cev_percent": {k: float(v) for k, v in zip(QUINTILES, group_means(cev_pc, Wq))},
-        "income_group_gain_percent": {k: float(group_means(gain, w[None])[0])
-                                      for k, w in Wi.items()},
+        "income_group_gain_percent": {
+            k: float(group_means(gain, w[None])[0]) for k, w in Wi.items()
+        },
         "min_gain_percent": float(np.nanmin(gain)) if ok.any() else float("nan"),
         "max_gain_percent": float(np.nanmax(gain)) if ok.any() else float("nan"),
         "social_welfare": _social_welfare(old, new, ci, ev),
-        "home_share": {"old": float(old.trade_shares[ci, ci]),
-                       "new": float(new.trade_shares[ci, ci])},
+        "home_share": {
+            "old": float(old.trade_shares[ci, ci]),
+            "new": float(new.trade_shares[ci, ci]),
+        },
         "ev": _ev_summary(ev, cev_pc, mass),
         "cev": _cev_summary(ev, cev_pc, split_err, mass, tol),
     }
 
 
 @enable_x64
-def country_welfare(cf_or_old, new=None, country=None, *, verify: bool = False,
-                    n_nodes: int = 8, theta: float = ACR_THETA, hh_tol: float = 1e-12,
-                    tol: float = 1e-10, reference_seconds: float | None = None) -> CountryWelfare:
+def country_welfare(
+    cf_or_old,
+    new=None,
+    country=None,
+    *,
+    verify: bool = False,
+    n_nodes: int = 8,
+    theta: float = ACR_THETA,
+    hh_tol: float = 1e-12,
+    tol: float = 1e-10,
+    reference_seconds: float | None = None,
+) -> CountryWelfare:
     """EV, CEV and summaries for one country of a counterfactual.
 
     Parameters
@@ -211,12 +258,25 @@ def country_welfare(cf_or_old, new=None, country=None, *, verify: bool = False,
     """
     old, new = (cf_or_old.baseline, cf_or_old.new) if new is None else (cf_or_old, new)
     ci = old.world.index(country)
-    ev = equivalent_variation(old, new, country, n_nodes=n_nodes, verify=verify, tol=tol,
-                              hh_tol=hh_tol, reference_seconds=reference_seconds)
+    ev = equivalent_variation(
+        old,
+        new,
+        country,
+        n_nodes=n_nodes,
+        verify=verify,
+        tol=tol,
+        hh_tol=hh_tol,
+        reference_seconds=reference_seconds,
+    )
     g, split_err = consumption_equivalent(old, ev.V_new, country)
     cev_pc = 100.0 * g
-    return CountryWelfare(country=ev.country, ev=ev, cev=g, table=_table(ev, cev_pc, old, ci),
-                          summary=_summary(old, new, ci, ev, cev_pc, split_err, theta, tol))
+    return CountryWelfare(
+        country=ev.country,
+        ev=ev,
+        cev=g,
+        table=_table(ev, cev_pc, old, ci),
+        summary=_summary(old, new, ci, ev, cev_pc, split_err, theta, tol),
+    )
 
 
 def _weighted_median(x, w):

@@ -42,8 +42,9 @@ class _Polish:
     warm: HHState | None = None
 
 
-def _evaluate_states(prm, code, xs, k, pol: _Polish, ia, iz, active, chunk: int, hh_tol: float,
-                     hh_max_iter: int) -> tuple[np.ndarray, int, int]:
+def _evaluate_states(
+    prm, code, xs, k, pol: _Polish, ia, iz, active, chunk: int, hh_tol: float, hh_max_iter: int
+) -> tuple[np.ndarray, int, int]:
     """V^old of the ``active`` states, each at its own ``cur`` lambda (vmapped ``chunk`` at a
     time, warm-started from node ``k`` of ``xs``, then from the state's last solve). Returns
     (values, solves, iterations); the solved states go to ``pol.warm``."""
@@ -52,25 +53,34 @@ def _evaluate_states(prm, code, xs, k, pol: _Polish, ia, iz, active, chunk: int,
     new_c, new_v = [], []
     solves = iters = 0
     for s0 in range(0, len(active), chunk):
-        idx = active[s0:s0 + chunk]
+        idx = active[s0 : s0 + chunk]
         m = len(idx)
         sel = np.concatenate([idx, np.repeat(idx[-1:], chunk - m)])  # one compiled shape
         if pol.warm is None:
             x0 = HHState(xs.c[jnp.asarray(k[sel])], xs.v[jnp.asarray(k[sel])])
         else:
             x0 = HHState(pol.warm.c[jnp.asarray(sel)], pol.warm.v[jnp.asarray(sel)])
-        Vs, xo, its = values_at_states(prm, x0, jnp.asarray(pol.cur[sel]), jnp.asarray(ia[sel]),
-                                       jnp.asarray(iz[sel]), hh_tol, hh_max_iter)
+        Vs, xo, its = values_at_states(
+            prm,
+            x0,
+            jnp.asarray(pol.cur[sel]),
+            jnp.asarray(ia[sel]),
+            jnp.asarray(iz[sel]),
+            hh_tol,
+            hh_max_iter,
+        )
         its = np.asarray(its)
         check_iterations(its[:m], hh_max_iter, code)
-        out_V[s0:s0 + m] = np.asarray(Vs)[:m]
+        out_V[s0 : s0 + m] = np.asarray(Vs)[:m]
         new_c.append((idx, xo.c[:m]))
         new_v.append((idx, xo.v[:m]))
         solves += m
         iters += int(its.max()) * chunk
     if pol.warm is None:
-        pol.warm = HHState(jnp.zeros((n,) + xs.c.shape[1:], xs.c.dtype),
-                           jnp.zeros((n,) + xs.v.shape[1:], xs.v.dtype))
+        pol.warm = HHState(
+            jnp.zeros((n,) + xs.c.shape[1:], xs.c.dtype),
+            jnp.zeros((n,) + xs.v.shape[1:], xs.v.dtype),
+        )
     st_c, st_v = pol.warm
     for (idx, c), (_, v) in zip(new_c, new_v):
         st_c = st_c.at[jnp.asarray(idx)].set(c)
@@ -98,8 +108,23 @@ def _secant_step(pol: _Polish, active, r, tol: float):
     return active[~done]
 
 
-def polish_roots(prm, code, xs, k, lam, slope, target, ia, iz, *, tol: float, hh_tol: float,
-                 hh_max_iter: int, chunk: int, max_rounds: int):
+def polish_roots(
+    prm,
+    code,
+    xs,
+    k,
+    lam,
+    slope,
+    target,
+    ia,
+    iz,
+    *,
+    tol: float,
+    hh_tol: float,
+    hh_max_iter: int,
+    chunk: int,
+    max_rounds: int,
+):
     r"""Evaluated roots :math:`V^{old}(a_s, z_s; \lambda_s) = V^{new}_s` of n states.
 
     Parameters
@@ -128,22 +153,40 @@ def polish_roots(prm, code, xs, k, lam, slope, target, ia, iz, *, tol: float, hh
     n = len(lam)
     chunk = max(1, min(chunk, n))  # one compiled batch shape for every round
     cur = np.array(lam, float)
-    pol = _Polish(cur=cur, prev_l=np.full(n, np.nan), prev_r=np.full(n, np.nan),
-                  best_l=cur.copy(), best_r=np.full(n, np.inf), best_s=np.full(n, np.nan),
-                  slope_interp=slope)
+    pol = _Polish(
+        cur=cur,
+        prev_l=np.full(n, np.nan),
+        prev_r=np.full(n, np.nan),
+        best_l=cur.copy(),
+        best_r=np.full(n, np.inf),
+        best_s=np.full(n, np.nan),
+        slope_interp=slope,
+    )
     active = np.arange(n)
     solves = iters = rounds = 0
     while len(active) and rounds < max_rounds:
         rounds += 1
-        out_V, s, it = _evaluate_states(prm, code, xs, k, pol, ia, iz, active, chunk, hh_tol,
-                                        hh_max_iter)
+        out_V, s, it = _evaluate_states(
+            prm, code, xs, k, pol, ia, iz, active, chunk, hh_tol, hh_max_iter
+        )
         solves, iters = solves + s, iters + it
         r = out_V - target[active]
         active = _secant_step(pol, active, r, tol)
-        log.info("%s: EV verification round %d: %d states above %.0e (max |residual| %.2e)",
-                 code, rounds, len(active), tol, float(np.max(np.abs(r))))
+        log.info(
+            "%s: EV verification round %d: %d states above %.0e (max |residual| %.2e)",
+            code,
+            rounds,
+            len(active),
+            tol,
+            float(np.max(np.abs(r))),
+        )
     if len(active):
-        log.warning("%s: %d states did not reach an EV residual below %.0e in %d rounds "
-                    "(best %.2e)", code, len(active), tol, max_rounds,
-                    float(pol.best_r[active].max()))
+        log.warning(
+            "%s: %d states did not reach an EV residual below %.0e in %d rounds (best %.2e)",
+            code,
+            len(active),
+            tol,
+            max_rounds,
+            float(pol.best_r[active].max()),
+        )
     return pol.best_l, pol.best_s, {"solves": solves, "rounds": rounds, "iterations": iters}

@@ -142,8 +142,13 @@ def _welfare(ctx: StageContext, spec: ModelSpec, cf, new_key: str, kind: str) ->
 def _write_model_files(ctx: StageContext, spec: ModelSpec, cf, w: dict, res: StageResult) -> None:
     """The model's counterfactual folder (:func:`hatrade.io.results.save_counterfactual`:
     summary, welfare, changes and trade, as ``hatrade counterfactual`` writes them)."""
-    summary = counterfactual_summary(cf, {ctx.setup.home: w["summary"]}, name=cf.scenario.name,
-                                     label=spec.title, source=f"replicate:{spec.name}")
+    summary = counterfactual_summary(
+        cf,
+        {ctx.setup.home: w["summary"]},
+        name=cf.scenario.name,
+        label=spec.title,
+        source=f"replicate:{spec.name}",
+    )
     names = save_counterfactual(ctx.path(spec.name), cf, w["table"], summary)
     res.files.extend(ctx.rel(spec.name, n) for n in names)
 
