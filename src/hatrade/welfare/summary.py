@@ -250,7 +250,9 @@ def country_welfare(
     verify, n_nodes, hh_tol, tol : see :func:`hatrade.welfare.ev.equivalent_variation`.
     theta : trade elasticity of the ACR benchmark.
 
-    Summary conventions: means are weighted by the baseline stationary distribution; the
+    Notes
+    -----
+    Means are weighted by the baseline stationary distribution; the
     EV statistics leave out states where the EV is undefined (``ev.defined``; their mass
     is ``ev.undefined_mass`` and their mean Lucas gain is reported); a household *loses*
     when :math:`V^{new} < V^{old} - tol` (a comparison of values, so it is meaningful in
