@@ -71,10 +71,10 @@ from hatrade.core.distribution import (
 from hatrade.core.household import (
     HHState,
     _egm_interp,
-    _logit,
     _marginal_and_utility,
     egm_step,
     initial_state,
+    logit,
     policies,
     solve_fixed_point,
 )
@@ -217,7 +217,7 @@ def _step_stages(state: HHState, prm, upto: str):
     g = prm.gamma
     Na, Nz, M = v.shape
     inv_p = 1.0 / prm.p
-    pi, V_old = _logit(v, prm)
+    pi, V_old = logit(v, prm)
     if upto == "logit":
         return pi, V_old
     mu = jnp.exp(-g * jnp.log(c))
@@ -370,7 +370,7 @@ def bench_household_step(repeats: int) -> dict:
         return u + prm.beta * (w0 + t * (w1 - w0))
 
     parts = {
-        "logit alone": (jax.jit(jax.vmap(_logit)), (x.v, prm)),
+        "logit alone": (jax.jit(jax.vmap(logit)), (x.v, prm)),
         "c^-g = exp(-g log c) alone": (
             jax.jit(jax.vmap(lambda c, g: jnp.exp(-g * jnp.log(c)))),
             (x.c, prm.gamma),
