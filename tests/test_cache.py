@@ -11,6 +11,7 @@ import xarray as xr
 
 from hatrade import Household, World, evaluate
 from hatrade.io.cache import Cache, CacheError, decode_bundle, default_cache_dir, encode_bundle
+from hatrade.io.cache_entry import seal
 from hatrade.io.equilibrium_store import cached_equilibrium
 from hatrade.io.fingerprint import FingerprintError, canonical, code_revision, fingerprint
 
@@ -163,7 +164,8 @@ def _entry_paths(cache, kind="thing"):
 
 
 @pytest.mark.parametrize(
-    "damage", ["truncate", "flip", "drop_meta", "drop_npz", "bad_json", "shape", "other_format"]
+    "damage",
+    ["truncate", "flip", "drop_meta", "drop_npz", "bad_json", "shape", "other_format", "meta_json"],
 )
 def test_corrupt_entry_is_recomputed_never_used(tmp_path, damage):
     cache = Cache(tmp_path)
@@ -182,15 +184,19 @@ def test_corrupt_entry_is_recomputed_never_used(tmp_path, damage):
         npz.unlink()
     elif damage == "bad_json":
         meta.write_text(meta.read_text()[:40])
-    elif damage == "shape":  # recorded shapes disagree with the arrays
-        m = json.loads(meta.read_text())
+    elif damage == "shape":  # recorded shapes disagree with the arrays (sealed again)
+        m = json.loads(meta.read_text())["entry"]
         name = next(iter(m["arrays"]))
         m["arrays"][name]["shape"] = [99]
-        meta.write_text(json.dumps(m))
+        meta.write_bytes(seal(m))
     elif damage == "other_format":
-        m = json.loads(meta.read_text())
+        m = json.loads(meta.read_text())["entry"]
         m["format"] = -1
-        meta.write_text(json.dumps(m))
+        meta.write_bytes(seal(m))
+    elif damage == "meta_json":  # one digit of the result's own metadata edited
+        text = meta.read_text()
+        assert text.count('"n": 1') == 1
+        meta.write_text(text.replace('"n": 1', '"n": 7'))
     fresh = Cache(tmp_path)
     r, hit = fresh.memo("thing", {"x": 1}, compute)
     assert not hit and len(calls) == 2 and r["summary"] == {"n": 2}
@@ -457,7 +463,7 @@ def test_entry_of_another_code_revision_is_not_served(tmp_path, small_eq, monkey
     monkeypatch.setattr(fp, "code_revision", lambda: "a" * 64)
     _, hit = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
     assert not hit and calls == [1]
-    meta = json.loads(next((tmp_path / "equilibrium").glob("*.json")).read_text())
+    meta = json.loads(next((tmp_path / "equilibrium").glob("*.json")).read_text())["entry"]
     assert meta["code_revision"] == "a" * 64
     _, hit = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
     assert hit and calls == [1]  # same code: served

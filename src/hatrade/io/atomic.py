@@ -32,6 +32,14 @@ __all__ = [
 
 
 def _umask() -> int:
+    """The process's umask: read from ``/proc/self/status`` where it can be (setting it,
+    even for a moment, would change the permissions of what other threads create), else
+    by setting and restoring it."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -53,7 +61,12 @@ def write_bytes(path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        try:
+            fh = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -92,19 +105,33 @@ def atomic_dir(out_dir) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, dir_mode())
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.replace(out, old / "x")
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old / "x", out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+            _swap_dir(tmp, out, parent)
         else:
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_dir(tmp: Path, out: Path, parent: Path) -> None:
+    """Put the folder ``tmp`` in the place of the existing folder ``out``; the old one is
+    moved aside and removed. On failure ``out`` is put back as it was and the aside folder
+    removed (kept only if putting back fails: then it holds the old folder)."""
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+    moved = old / "x"
+    try:
+        os.replace(out, moved)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.lexists(tmp):  # the new folder is not in place: put the old one back
+            with contextlib.suppress(OSError):
+                if os.path.lexists(moved) and not os.path.lexists(out):
+                    os.replace(moved, out)
+                old.rmdir()  # only when empty
+        else:  # interrupted just after the swap: the new folder is in place
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def jsonable(x):
