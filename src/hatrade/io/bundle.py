@@ -161,7 +161,8 @@ def decode_bundle(arrays: dict, meta: dict) -> dict:
             elif t == "dataset":
                 import xarray as xr
 
-                data, coords = {}, {}
+                data: dict = {}
+                coords: dict = {}
                 for k, v in enumerate(item["variables"]):
                     entry = (v["dims"], arrays[f"{name}__v{k}"], from_json(v["attrs"]))
                     (coords if v["coord"] else data)[v["name"]] = entry

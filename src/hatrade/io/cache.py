@@ -354,7 +354,7 @@ class Cache:
             if a.dtype == object:
                 raise CacheError(f"array {name!r} has dtype object; it cannot be cached.")
             clean[name] = a
-        np.savez(buf, **clean)
+        np.savez(buf, **clean)  # type: ignore[arg-type]
         blob = buf.getvalue()
         doc = {
             "format": FORMAT_VERSION,
@@ -467,7 +467,7 @@ class Cache:
     # --- housekeeping
     def entries(self, kind: str | None = None) -> list[dict]:
         """Metadata of the stored entries (unverified): kind, key, label, created, size."""
-        out = []
+        out: list[dict] = []
         if not os.path.isdir(self.root):
             return out
         kinds = [kind] if kind else sorted(p.name for p in self.root.iterdir() if p.is_dir())
