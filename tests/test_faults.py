@@ -393,6 +393,27 @@ def test_replicate_goes_on_without_an_unusable_cache(tmp_path, caplog, monkeypat
     assert root.read_text() == "not a folder\n"
 
 
+def test_cli_replicate_goes_on_without_an_unusable_cache(tmp_path, monkeypatch):
+    """The command line: one warning, no JAX compilation cache in the unusable folder,
+    exit 0 (the stages are left out here: the check happens before any)."""
+    from typer.testing import CliRunner
+
+    import hatrade.replicate as rep
+    from hatrade.cli import app
+
+    root = tmp_path / "cache"
+    root.write_text("not a folder\n")
+    monkeypatch.setenv("HATRADE_CACHE", str(root))
+    real = rep.replicate
+    monkeypatch.setattr(rep, "replicate", lambda out, **kw: real(out, stages=[], **kw))
+    res = CliRunner().invoke(app, ["replicate", "--quick", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert text.count("cannot be used") == 1 and "--cache-dir" in text
+    assert "Errno" not in text
+    assert root.read_text() == "not a folder\n"
+
+
 def test_writing_off_by_choice_is_not_probed(tmp_path):
     cache = Cache(tmp_path / "never", read=False, write=False)
     assert cache.check() is False and cache.unusable is None
