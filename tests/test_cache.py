@@ -11,6 +11,7 @@ import xarray as xr
 
 from hatrade import Household, World, evaluate
 from hatrade.io.cache import Cache, CacheError, decode_bundle, default_cache_dir, encode_bundle
+from hatrade.io.cache_entry import seal
 from hatrade.io.equilibrium_store import cached_equilibrium
 from hatrade.io.fingerprint import FingerprintError, canonical, code_revision, fingerprint
 
@@ -163,7 +164,8 @@ def _entry_paths(cache, kind="thing"):
 
 
 @pytest.mark.parametrize(
-    "damage", ["truncate", "flip", "drop_meta", "drop_npz", "bad_json", "shape", "other_format"]
+    "damage",
+    ["truncate", "flip", "drop_meta", "drop_npz", "bad_json", "shape", "other_format", "meta_json"],
 )
 def test_corrupt_entry_is_recomputed_never_used(tmp_path, damage):
     cache = Cache(tmp_path)
@@ -182,15 +184,19 @@ def test_corrupt_entry_is_recomputed_never_used(tmp_path, damage):
         npz.unlink()
     elif damage == "bad_json":
         meta.write_text(meta.read_text()[:40])
-    elif damage == "shape":  # recorded shapes disagree with the arrays
-        m = json.loads(meta.read_text())
+    elif damage == "shape":  # recorded shapes disagree with the arrays (sealed again)
+        m = json.loads(meta.read_text())["entry"]
         name = next(iter(m["arrays"]))
         m["arrays"][name]["shape"] = [99]
-        meta.write_text(json.dumps(m))
+        meta.write_bytes(seal(m))
     elif damage == "other_format":
-        m = json.loads(meta.read_text())
+        m = json.loads(meta.read_text())["entry"]
         m["format"] = -1
-        meta.write_text(json.dumps(m))
+        meta.write_bytes(seal(m))
+    elif damage == "meta_json":  # one digit of the result's own metadata edited
+        text = meta.read_text()
+        assert text.count('"n": 1') == 1
+        meta.write_text(text.replace('"n": 1', '"n": 7'))
     fresh = Cache(tmp_path)
     r, hit = fresh.memo("thing", {"x": 1}, compute)
     assert not hit and len(calls) == 2 and r["summary"] == {"n": 2}
@@ -457,7 +463,7 @@ def test_entry_of_another_code_revision_is_not_served(tmp_path, small_eq, monkey
     monkeypatch.setattr(fp, "code_revision", lambda: "a" * 64)
     _, hit = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
     assert not hit and calls == [1]
-    meta = json.loads(next((tmp_path / "equilibrium").glob("*.json")).read_text())
+    meta = json.loads(next((tmp_path / "equilibrium").glob("*.json")).read_text())["entry"]
     assert meta["code_revision"] == "a" * 64
     _, hit = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
     assert hit and calls == [1]  # same code: served
@@ -466,3 +472,60 @@ def test_entry_of_another_code_revision_is_not_served(tmp_path, small_eq, monkey
     got, hit = cached_equilibrium(cache, world, hh, solve, options=opts)
     assert not hit and calls == [1, 1] and got is eq
     assert cache.stats["miss:equilibrium"] == 1 and cache.stats["hit:equilibrium"] == 0
+
+
+def test_issue16_edited_digit_of_beta_is_not_served(tmp_path, small_eq, caplog):
+    """Issue 16, class 1: one edited digit in a cached equilibrium's JSON (its beta) made a
+    run report wrong welfare gains. The metadata is sealed by a checksum: the edited entry
+    is reported, not served, recomputed, and the result is the true one."""
+    world, hh, eq = small_eq
+    opts = {"evaluate": True, "wages": [1.0, 1.0], "R": 1.01}
+    cached_equilibrium(Cache(tmp_path), world, hh, lambda: eq, options=opts)
+    (meta,) = (tmp_path / "equilibrium").glob("*.json")
+    text = meta.read_text()
+    stored = f'"beta": {eq.beta!r}'
+    assert text.count(stored) == 1
+    meta.write_text(text.replace(stored, f'"beta": {eq.beta + 0.01!r}'))
+    calls = []
+
+    def solve():
+        calls.append(1)
+        return eq
+
+    cache = Cache(tmp_path)
+    with caplog.at_level("WARNING", logger="hatrade.io.cache"):
+        got, hit = cached_equilibrium(cache, world, hh, solve, options=opts)
+    assert not hit and calls == [1] and got.beta == eq.beta
+    assert cache.stats["corrupt:equilibrium"] == 1 and cache.events[-1]["outcome"] == "corrupt"
+    assert any(
+        "checksum" in r.getMessage() and meta.stem[:12] in r.getMessage() for r in caplog.records
+    )
+    # the recomputed entry replaced it and is served, with the true beta
+    got, hit = cached_equilibrium(Cache(tmp_path), world, hh, solve, options=opts)
+    assert hit and calls == [1] and got.beta == eq.beta
+
+
+def test_format_2_entry_is_stale(tmp_path):
+    """An entry of the previous format (metadata without a checksum) is recomputed and
+    replaced, logged as stale rather than as damage."""
+    cache = Cache(tmp_path)
+    calls, compute = _compute_counter()
+    cache.memo("thing", {"x": 1}, compute)
+    npz, meta = _entry_paths(cache)
+    doc = json.loads(meta.read_text())["entry"]
+    doc["format"] = 2
+    meta.write_text(json.dumps(doc))
+    fresh = Cache(tmp_path)
+    r, hit = fresh.memo("thing", {"x": 1}, compute)
+    assert not hit and r["summary"] == {"n": 2}
+    assert fresh.stats["stale:thing"] == 1 and fresh.stats["corrupt:thing"] == 0
+    assert fresh.events[-1]["outcome"] == "stale"
+    assert Cache(tmp_path).memo("thing", {"x": 1}, compute)[1]
+
+
+def test_entries_lists_sealed_entries(tmp_path):
+    cache = Cache(tmp_path)
+    _, compute = _compute_counter()
+    cache.memo("thing", {"x": 1}, compute, label="one")
+    (e,) = cache.entries("thing")
+    assert e["label"] == "one" and len(e["key"]) == 64 and e["size"] > 0

@@ -156,6 +156,7 @@ def replicate_command(
     if readme is not None:
         _check_readme(readme)
     cache = Cache(cache_dir, read=not no_cache)
+    compile_cache = cache.check() and compile_cache  # unusable folder: one warning, no cache
     n = setup.models[0].world.M
     err_console.print(
         "[bold]hatrade replicate[/bold]"
@@ -163,6 +164,7 @@ def replicate_command(
         f"{n} countries, {', '.join(escape(m.title) for m in setup.models)}; "
         f"{setup.n_a} asset points; cache {escape(str(cache.root))}"
         f"{' (not read: --no-cache)' if no_cache else ''}"
+        f"{' (not usable: results are not stored)' if cache.unusable else ''}"
         f"{'; compiled functions cached' if compile_cache else ''}."
     )
     jit_cache = (

@@ -1,6 +1,7 @@
 """Atomic writes: the one way hatrade puts bytes on disk.
 
-Every file is written to a temporary sibling, flushed and fsync'ed, given the permissions of
+Every file is written to a temporary sibling (named before it is created, so that an
+interrupt at any point leaves nothing behind), flushed and fsync'ed, given the permissions of
 an ordinary new file (``0666 & ~umask``), then moved into place with :func:`os.replace`; a
 folder is built in a temporary sibling and swapped in whole (:func:`atomic_dir`). A reader
 never sees a half-written file or folder, and a failure (an exception, a full disk,
@@ -13,8 +14,8 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,6 +33,14 @@ __all__ = [
 
 
 def _umask() -> int:
+    """The process's umask: read from ``/proc/self/status`` where it can be (setting it,
+    even for a moment, would change the permissions of what other threads create), else
+    by setting and restoring it."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -47,12 +56,19 @@ def dir_mode() -> int:
     return 0o777 & ~_umask()
 
 
+def _sibling(path: Path, suffix: str) -> Path:
+    """A name for a temporary sibling of ``path``, unique to this call: named before it is
+    created, so that whatever interrupts the creation, the cleanup knows what to remove."""
+    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+
+
 def write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary sibling, fsync, :func:`os.replace`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _sibling(path, ".tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -87,24 +103,50 @@ def atomic_dir(out_dir) -> Iterator[Path]:
     out = Path(out_dir)
     parent = out.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    tmp = _sibling(parent / out.name, ".tmp")
     try:
+        os.mkdir(tmp, 0o700)
         yield tmp
         os.chmod(tmp, dir_mode())
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.replace(out, old / "x")
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old / "x", out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+            _swap_dir(tmp, out, parent)
         else:
             os.replace(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
         raise
+
+
+def _swap_dir(tmp: Path, out: Path, parent: Path) -> None:
+    """Put the folder ``tmp`` in the place of the existing folder ``out``; the old one is
+    moved aside and removed. On failure ``out`` is put back as it was and the aside folder
+    removed (kept only if putting back fails: then it holds the old folder)."""
+    old = _sibling(parent / out.name, ".old")
+    moved = old / "x"
+    try:
+        os.mkdir(old, 0o700)
+        os.replace(out, moved)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.lexists(tmp):  # the new folder is not in place: put the old one back
+            with contextlib.suppress(OSError):
+                if os.path.lexists(moved) and not os.path.lexists(out):
+                    os.replace(moved, out)
+                old.rmdir()  # only when empty
+        else:  # interrupted just after the swap: the new folder is in place
+            _remove_tree(old)
+        raise
+    _remove_tree(old)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a folder this module made; tried again when the first attempt fails or is
+    interrupted (the interrupt is raised after the second attempt)."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        if os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def jsonable(x):

@@ -20,20 +20,29 @@ the numerical packages) is part of every key: an entry computed by other code is
 served. Starting points and warm starts are *not* part of the key: they change how a
 result is found, not what it is (up to the solver tolerance, which is).
 
-An entry is two files in ``<root>/<kind>/``:
+An entry is two files in ``<root>/<kind>/``: ``<key>.npz`` (the arrays) and ``<key>.json``
+(the metadata: format, kind, key, versions, creation time, the size and SHA-256 of the
+``.npz`` file, every array's name, dtype and shape, and the result's own JSON-ready
+metadata, such as an equilibrium's :math:`\beta`, its convergence flags or a welfare
+summary). See :mod:`hatrade.io.cache_entry` for the details.
 
-``<key>.npz``
-    The arrays (``numpy.savez``, no pickles).
-``<key>.json``
-    Metadata: format, kind, key, package version, code revision, creation time, the
-    SHA-256 and size of the ``.npz`` file, the name, dtype and shape of every array, and
-    the result's JSON-ready metadata. It is written last (atomically), so it marks a
-    complete entry.
+**How entries are verified.** Every stored byte that a result depends on is checked before
+the result is used. The ``.json`` file is *sealed*: it records the SHA-256 of its own
+metadata text, and that text records the size and SHA-256 of the ``.npz`` file; so a change
+to any byte of either file (a flipped bit on disk, a partial copy, one digit edited by hand)
+is detected. Loading also checks the format, kind and key, and every array's dtype and
+shape (against the metadata and, for equilibria, against the world and household they are
+for). An entry that fails any check is reported in the log (a warning naming the kind and
+key), removed, and recomputed: it is never served. Entries of an older format (no metadata
+checksum) are recomputed too (logged at INFO, counted as ``stale:<kind>``). The checksums
+guard against damage, not against deliberate forgery.
 
-Loading checks the metadata, the checksum, and every array's dtype and shape (against the
-metadata and, for equilibria, against the world and household they are for). An entry
-that fails any check (a partial write, a truncated or altered file, another format) is
-reported in the log, removed, and recomputed; it is never used.
+**Writes and faults.** An entry is written under a lock of its kind's folder (two writers
+of one entry, in threads or processes, leave one complete version), the arrays first and
+then the metadata that commits them, each atomically; a write that fails or is interrupted
+leaves no entry (never half of one) and no temporary file. When the cache folder cannot be
+used (read-only, not a folder, a full disk, no permission), the run goes on without storing
+results: one warning names the folder, the reason and the fix (:meth:`Cache.check`).
 
 Equilibria are stored and rebuilt by :mod:`hatrade.io.equilibrium_store`
 (:func:`~hatrade.io.equilibrium_store.cached_equilibrium`).
@@ -46,12 +55,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import io
-import json
 import logging
-import math
 import os
+import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -60,7 +70,19 @@ from typing import Any, Callable
 import numpy as np
 
 from hatrade.io import fingerprint as _revision
-from hatrade.io.atomic import write_bytes
+from hatrade.io.bundle import decode_bundle, encode_bundle, from_json, json_ready
+from hatrade.io.cache_entry import (
+    FORMAT_VERSION,
+    CacheError,
+    StaleEntry,
+    entry_lock,
+    file_digest,
+    peek,
+    read_entry,
+    remove_entry,
+    seal,
+    write_entry,
+)
 from hatrade.io.fingerprint import canonical, fingerprint
 
 __all__ = [
@@ -81,19 +103,7 @@ log = logging.getLogger(__name__)
 #: Environment variable naming the cache folder.
 CACHE_ENV = "HATRADE_CACHE"
 
-#: Version of the on-disk layout; entries of another format are recomputed. 2: keys by
-#: :func:`~hatrade.io.fingerprint.fingerprint` (with the code revision).
-FORMAT_VERSION = 2
-
 _KIND_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-class CacheError(ValueError):
-    """A cache entry is invalid, or a value cannot be stored in the cache."""
-
-
-class StaleEntry(CacheError):
-    """A cache entry is intact but was written with older contents; it is recomputed."""
 
 
 def default_cache_dir() -> Path:
@@ -107,166 +117,24 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "hatrade"
 
 
-# ----------------------------------------------------------------------------- bundles
-
-
-def _json_ready(x):
-    if isinstance(x, dict):
-        return {str(k): _json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_ready(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else {"__float__": repr(x)}
-    if x is None or isinstance(x, str):
-        return x
-    raise CacheError(f"value of type {type(x).__name__} is not JSON-ready.")
-
-
-def _from_json(x):
-    if isinstance(x, dict):
-        if set(x) == {"__float__"}:
-            return float(x["__float__"])
-        return {k: _from_json(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_from_json(v) for v in x]
-    return x
-
-
-def _column_array(values, where: str) -> np.ndarray:
-    a = np.asarray(values)
-    if a.dtype == object:
-        items = list(a.ravel())
-        if all(isinstance(v, str) for v in items):
-            return np.asarray(items, dtype=str).reshape(a.shape)
-        try:
-            return a.astype(float)
-        except (TypeError, ValueError):
-            raise CacheError(f"{where}: a column of mixed objects cannot be cached.") from None
-    if a.dtype.kind not in "biufcUSM":
-        raise CacheError(f"{where}: dtype {a.dtype} cannot be cached.")
-    return a
-
-
-def encode_bundle(bundle: dict) -> tuple[dict, dict]:
-    """Split a dict of results into arrays (for ``.npz``) and JSON metadata.
-
-    Values may be numpy arrays, pandas DataFrames and Series, xarray Datasets, or
-    JSON-ready values (numbers, strings, None, lists and dicts of them).
-
-    Returns
-    -------
-    arrays : dict name -> ndarray
-    meta : dict (JSON-ready) describing how to rebuild each value
-    """
-    import pandas as pd
-
-    arrays: dict[str, np.ndarray] = {}
-    items: dict[str, dict] = {}
-    for name, value in bundle.items():
-        if not isinstance(name, str) or "__" in name:
-            raise CacheError(f"bundle key {name!r}: keys must be strings without '__'.")
-        if isinstance(value, np.ndarray):
-            arrays[name] = _column_array(value, name)
-            items[name] = {"type": "array"}
-        elif isinstance(value, pd.DataFrame):
-            df = value
-            index_names = None
-            if not isinstance(df.index, pd.RangeIndex) or df.index.name is not None:
-                index_names = [n if n is not None else "index" for n in df.index.names]
-                df = df.reset_index()
-                df.columns = [str(c) for c in df.columns]
-            cols = [str(c) for c in df.columns]
-            if len(set(cols)) != len(cols):
-                raise CacheError(f"{name}: duplicated column names cannot be cached.")
-            for k, c in enumerate(df.columns):
-                arrays[f"{name}__c{k}"] = _column_array(df[c].to_numpy(), f"{name}.{c}")
-            items[name] = {"type": "frame", "columns": cols, "index": index_names}
-        elif isinstance(value, pd.Series):
-            arrays[f"{name}__values"] = _column_array(value.to_numpy(), name)
-            arrays[f"{name}__index"] = _column_array(value.index.to_numpy(), f"{name}.index")
-            items[name] = {
-                "type": "series",
-                "name": _json_ready(value.name) if not isinstance(value.name, str) else value.name,
-            }
-        elif _is_dataset(value):
-            variables = []
-            for k, (vname, var) in enumerate(
-                list(value.data_vars.items()) + list(value.coords.items())
-            ):
-                arrays[f"{name}__v{k}"] = _column_array(var.values, f"{name}.{vname}")
-                variables.append(
-                    {
-                        "name": str(vname),
-                        "dims": [str(d) for d in var.dims],
-                        "coord": vname in value.coords,
-                        "attrs": _json_ready(dict(var.attrs)),
-                    }
-                )
-            items[name] = {
-                "type": "dataset",
-                "variables": variables,
-                "attrs": _json_ready(dict(value.attrs)),
-            }
-        else:
-            items[name] = {"type": "json", "value": _json_ready(value)}
-    return arrays, {"items": items}
-
-
-def _is_dataset(x) -> bool:
-    try:
-        import xarray as xr
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(x, xr.Dataset)
-
-
-def decode_bundle(arrays: dict, meta: dict) -> dict:
-    """Inverse of :func:`encode_bundle`."""
-    import pandas as pd
-
-    out = {}
-    try:
-        for name, item in meta["items"].items():
-            t = item["type"]
-            if t == "array":
-                out[name] = arrays[name]
-            elif t == "frame":
-                df = pd.DataFrame(
-                    {c: arrays[f"{name}__c{k}"] for k, c in enumerate(item["columns"])},
-                    columns=item["columns"],
-                )
-                if item.get("index"):
-                    df = df.set_index(item["index"])
-                out[name] = df
-            elif t == "series":
-                out[name] = pd.Series(
-                    arrays[f"{name}__values"], index=arrays[f"{name}__index"], name=item.get("name")
-                )
-            elif t == "dataset":
-                import xarray as xr
-
-                data, coords = {}, {}
-                for k, v in enumerate(item["variables"]):
-                    entry = (v["dims"], arrays[f"{name}__v{k}"], _from_json(v["attrs"]))
-                    (coords if v["coord"] else data)[v["name"]] = entry
-                out[name] = xr.Dataset(data, coords=coords, attrs=_from_json(item["attrs"]))
-            elif t == "json":
-                out[name] = _from_json(item["value"])
-            else:
-                raise CacheError(f"unknown bundle item type {t!r}")
-    except (KeyError, TypeError, ValueError) as err:
-        raise CacheError(f"bundle cannot be rebuilt: {err}") from None
-    return out
-
-
 # ----------------------------------------------------------------------------- the cache
+
+
+class _Usability:
+    """Whether a cache folder can be used: shared by a :class:`Cache` and its copies (the
+    views of other threads), so that a folder found unusable is warned about once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reason: str | None = None  # why results are not stored (None: they are)
+        self.unreadable = False  # the folder cannot be read either
+
+
+def _reason(err: BaseException) -> str:
+    """An OSError in words: its message without the path, e.g. "Read-only file system"."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err) or type(err).__name__
 
 
 class Cache:
@@ -290,17 +158,96 @@ class Cache:
     events : list of dict
         One record per lookup: kind, key, label, outcome (hit, miss, corrupt, stale, off),
         seconds.
+
+    Notes
+    -----
+    A folder that cannot be used (not a folder, read-only, no permission, a full disk) does
+    not stop a computation: the first failure logs one warning (the folder, the reason and
+    the fix), and from then on this cache and its copies store nothing (:attr:`write`
+    becomes False; :attr:`read` too when the folder cannot be read). :meth:`check` finds
+    this out before a run.
     """
 
     def __init__(self, root=None, *, read: bool = True, write: bool = True):
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
-        self.read = bool(read)
-        self.write = bool(write)
+        self._read = bool(read)
+        self._write = bool(write)
+        self._usability = _Usability()
         self.stats: Counter = Counter()
         self.events: list[dict] = []
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r}, read={self.read}, write={self.write})"
+
+    @property
+    def read(self) -> bool:
+        """Stored results are used (asked for, and the folder can be read)."""
+        return self._read and not self._usability.unreadable
+
+    @read.setter
+    def read(self, value: bool) -> None:
+        self._read = bool(value)
+
+    @property
+    def write(self) -> bool:
+        """New results are stored (asked for, and the folder can be written)."""
+        return self._write and self._usability.reason is None
+
+    @write.setter
+    def write(self, value: bool) -> None:
+        self._write = bool(value)
+
+    @property
+    def unusable(self) -> str | None:
+        """Why the folder cannot be written (e.g. "Read-only file system"), or None."""
+        return self._usability.reason
+
+    # --- the folder
+    def check(self) -> bool:
+        """Whether results can be stored: creates the folder and a probe file in it (removed
+        at once).
+
+        When they cannot (the folder is a file, read-only, not permitted), one warning is
+        logged and this cache and its copies go on without storing results. Nothing is
+        probed when writing is off.
+
+        Returns
+        -------
+        bool
+            :attr:`write`.
+        """
+        if not self.write:
+            return False
+        try:
+            if self.root.exists() and not self.root.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            self._give_up(err, unreadable=not os.path.isdir(self.root))
+        return self.write
+
+    def _give_up(self, err: BaseException, *, unreadable: bool = False) -> None:
+        """Stop storing results (and reading them, when ``unreadable``); warn the first
+        time only."""
+        u = self._usability
+        with u.lock:
+            first = u.reason is None
+            if first:
+                u.reason = _reason(err)
+            u.unreadable = u.unreadable or unreadable
+        if first:
+            log.warning(
+                "cache folder %s cannot be used (%s): this run goes on without storing "
+                "results in it%s. To keep results between runs, give a writable folder with "
+                "--cache-dir DIR (or $%s; in Python, Cache(DIR), or cache=False for none).",
+                self.root,
+                u.reason,
+                " or reading from it" if u.unreadable else "",
+                CACHE_ENV,
+            )
 
     # --- paths
     def _paths(self, kind: str, key: str) -> tuple[Path, Path]:
@@ -320,11 +267,14 @@ class Cache:
     def contains(self, kind: str, key: str) -> bool:
         """Whether a (complete-looking) entry exists; it is verified only by :meth:`load`."""
         npz, meta = self._paths(kind, key)
-        return npz.is_file() and meta.is_file()
+        try:
+            return npz.is_file() and meta.is_file()
+        except OSError:
+            return False
 
     # --- load / store
-    def _discard(self, kind: str, key: str, reason: str, *, stale: bool = False) -> None:
-        npz, meta = self._paths(kind, key)
+    def _report(self, kind: str, key: str, reason: str, *, stale: bool = False) -> None:
+        """Log and count an entry that is not used."""
         if stale:
             log.info(
                 "cache entry %s/%s is stale (%s); it is removed and recomputed",
@@ -340,75 +290,63 @@ class Cache:
                 reason,
             )
         self.stats[f"{'stale' if stale else 'corrupt'}:{kind}"] += 1
-        for p in (meta, npz):
-            with contextlib.suppress(OSError):
-                p.unlink()
+
+    def _discard(
+        self, kind: str, key: str, reason: str, *, stale: bool = False, seen: str | None = None
+    ) -> None:
+        """Report an entry and remove it; with ``seen`` (the digest of the metadata file
+        that was read) only if it is still that file, not one another writer put there
+        since."""
+        self._report(kind, key, reason, stale=stale)
+        npz, meta = self._paths(kind, key)
+        with contextlib.suppress(OSError), entry_lock(meta.parent, create=False):
+            if seen is None or file_digest(meta) in (seen, None):
+                remove_entry(npz, meta)
+
+    def _load_entry(self, kind: str, key: str) -> tuple[dict, dict, str] | None:
+        """The verified entry ``(arrays, document, digest of its metadata file)`` or None."""
+        npz, meta_path = self._paths(kind, key)
+        try:
+            with entry_lock(meta_path.parent, create=False):
+                try:
+                    return read_entry(npz, meta_path, kind, key)
+                except CacheError as err:
+                    self._report(kind, key, str(err), stale=isinstance(err, StaleEntry))
+                    remove_entry(npz, meta_path)
+        except OSError as err:  # the folder, not an entry, cannot be read
+            self._give_up(err, unreadable=True)
+        return None
 
     def load(self, kind: str, key: str) -> tuple[dict, dict] | None:
         """The verified entry ``(arrays, meta)``, or None (absent, or invalid: then removed).
 
-        Checks: the metadata parses and names this format, kind and key; the ``.npz`` file
-        has the recorded size and SHA-256; it holds exactly the recorded arrays, with the
-        recorded dtypes and shapes.
+        Checks (see :mod:`hatrade.io.cache_entry`): the metadata file is sealed and its
+        checksum matches; it names this format, kind and key; the ``.npz`` file has the
+        recorded size and SHA-256; it holds exactly the recorded arrays, with the recorded
+        dtypes and shapes.
         """
-        npz, meta_path = self._paths(kind, key)
-        if not meta_path.is_file():
-            if npz.exists():  # an array file without its metadata: an interrupted write
-                self._discard(kind, key, "metadata missing")
+        entry = self._load_entry(kind, key)
+        if entry is None:
             return None
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            self._discard(kind, key, f"unreadable metadata: {err}")
-            return None
-        try:
-            if not isinstance(meta, dict):
-                raise CacheError("metadata is not an object")
-            for field_, want in (("format", FORMAT_VERSION), ("kind", kind), ("key", key)):
-                if meta.get(field_) != want:
-                    raise CacheError(f"{field_} is {meta.get(field_)!r}, expected {want!r}")
-            try:
-                blob = npz.read_bytes()
-            except OSError as err:
-                raise CacheError(f"array file unreadable: {err}") from None
-            if len(blob) != meta.get("size"):
-                raise CacheError(f"array file has {len(blob)} bytes, expected {meta.get('size')}")
-            if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-                raise CacheError("array file checksum mismatch")
-            spec = meta.get("arrays")
-            if not isinstance(spec, dict):
-                raise CacheError("metadata lacks the array list")
-            arrays = {}
-            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-                if set(z.files) != set(spec):
-                    raise CacheError(
-                        f"arrays {sorted(z.files)} differ from the recorded {sorted(spec)}"
-                    )
-                for name in z.files:
-                    a = z[name]
-                    s = spec[name]
-                    if str(a.dtype) != s.get("dtype") or list(a.shape) != s.get("shape"):
-                        raise CacheError(
-                            f"array {name!r} is {a.dtype}{list(a.shape)}, recorded "
-                            f"{s.get('dtype')}{s.get('shape')}"
-                        )
-                    arrays[name] = a
-        except CacheError as err:
-            self._discard(kind, key, str(err))
-            return None
-        except (ValueError, OSError, EOFError) as err:  # a damaged zip / npy
-            self._discard(kind, key, f"array file damaged: {err}")
-            return None
-        return arrays, _from_json(meta.get("meta", {}))
+        arrays, doc, _ = entry
+        return arrays, from_json(doc.get("meta", {}))
 
     def store(
         self, kind: str, key: str, arrays: dict, meta: dict | None = None, label: str | None = None
     ) -> None:
-        """Write an entry atomically (arrays first, then the metadata that commits it)."""
+        """Write an entry (see the module docstring): under the folder's lock, the arrays,
+        then the sealed metadata that commits them; on failure neither is left.
+
+        Raises
+        ------
+        CacheError
+            A value that cannot be stored (an object array, metadata that is not JSON-ready).
+        OSError
+            The files cannot be written (:meth:`memo` then goes on without the cache).
+        """
         from hatrade import __version__
 
         npz, meta_path = self._paths(kind, key)
-        npz.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         clean = {}
         for name, a in arrays.items():
@@ -416,7 +354,7 @@ class Cache:
             if a.dtype == object:
                 raise CacheError(f"array {name!r} has dtype object; it cannot be cached.")
             clean[name] = a
-        np.savez(buf, **clean)
+        np.savez(buf, **clean)  # type: ignore[arg-type]
         blob = buf.getvalue()
         doc = {
             "format": FORMAT_VERSION,
@@ -431,15 +369,36 @@ class Cache:
             "arrays": {
                 n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in clean.items()
             },
-            "meta": _json_ready(meta or {}),
+            "meta": json_ready(meta or {}),
         }
-        text = json.dumps(doc, indent=1, allow_nan=False)
-        write_bytes(npz, blob)
-        write_bytes(meta_path, text.encode("utf-8"))
+        sealed = seal(doc)
+        with entry_lock(npz.parent, create=True):
+            write_entry(npz, meta_path, blob, sealed)
         self.stats[f"write:{kind}"] += 1
         log.debug("cache: stored %s/%s (%s, %.1f MB)", kind, key[:12], label or "", len(blob) / 1e6)
 
     # --- memoization
+    def _lookup(self, kind: str, key: str, decode, label) -> tuple[Any, str]:
+        """``(result, "hit")``, or ``(None, outcome)`` with outcome miss, corrupt or stale."""
+        corrupt_before = self.stats[f"corrupt:{kind}"]
+        stale_before = self.stats[f"stale:{kind}"]
+        entry = self._load_entry(kind, key)
+        if entry is not None:
+            arrays, doc, seen = entry
+            try:
+                result = decode(arrays, from_json(doc.get("meta", {})))
+            except StaleEntry as err:
+                self._discard(kind, key, str(err), stale=True, seen=seen)
+            except (CacheError, KeyError, ValueError, TypeError) as err:
+                self._discard(kind, key, f"cannot rebuild the result: {err}", seen=seen)
+            else:
+                self.stats[f"hit:{kind}"] += 1
+                log.info("cache: loaded %s %s (%s)", kind, label or "", key[:12])
+                return result, "hit"
+        if self.stats[f"corrupt:{kind}"] > corrupt_before:
+            return None, "corrupt"
+        return None, "stale" if self.stats[f"stale:{kind}"] > stale_before else "miss"
+
     def memo(
         self,
         kind: str,
@@ -470,45 +429,31 @@ class Cache:
         Returns
         -------
         (result, hit)
-            ``hit`` is True when the result was loaded.
+            ``hit`` is True when the result was loaded. A folder that cannot be written
+            does not fail the call: one warning, and the result is returned unstored.
         """
         key = key or fingerprint(kind, inputs)
         t0 = time.perf_counter()
         outcome = "off"
         if self.read:
-            corrupt_before = self.stats[f"corrupt:{kind}"]
-            entry = self.load(kind, key)
-            if entry is not None:
-                try:
-                    result = decode(*entry)
-                except StaleEntry as err:
-                    self._discard(kind, key, str(err), stale=True)
-                    outcome = "stale"
-                except (CacheError, KeyError, ValueError, TypeError) as err:
-                    self._discard(kind, key, f"cannot rebuild the result: {err}")
-                else:
-                    self.stats[f"hit:{kind}"] += 1
-                    self.events.append(
-                        {
-                            "kind": kind,
-                            "key": key,
-                            "label": label,
-                            "outcome": "hit",
-                            "seconds": time.perf_counter() - t0,
-                        }
-                    )
-                    log.info("cache: loaded %s %s (%s)", kind, label or "", key[:12])
-                    return result, True
-            if outcome != "stale":
-                outcome = "corrupt" if self.stats[f"corrupt:{kind}"] > corrupt_before else "miss"
+            result, outcome = self._lookup(kind, key, decode, label)
+            if outcome == "hit":
+                self._event(kind, key, label, outcome, t0)
+                return result, True
         self.stats[f"miss:{kind}"] += 1
         result = compute()
         if self.write:
             try:
                 arrays, meta = encode(result)
                 self.store(kind, key, arrays, meta, label=label)
-            except (CacheError, OSError) as err:
+            except CacheError as err:
                 log.warning("cache: could not store %s %s: %s", kind, label or "", err)
+            except OSError as err:
+                self._give_up(err)
+        self._event(kind, key, label, outcome, t0)
+        return result, False
+
+    def _event(self, kind: str, key: str, label, outcome: str, t0: float) -> None:
         self.events.append(
             {
                 "kind": kind,
@@ -518,38 +463,31 @@ class Cache:
                 "seconds": time.perf_counter() - t0,
             }
         )
-        return result, False
 
     # --- housekeeping
     def entries(self, kind: str | None = None) -> list[dict]:
         """Metadata of the stored entries (unverified): kind, key, label, created, size."""
-        out = []
-        if not self.root.is_dir():
+        out: list[dict] = []
+        if not os.path.isdir(self.root):
             return out
         kinds = [kind] if kind else sorted(p.name for p in self.root.iterdir() if p.is_dir())
         for k in kinds:
             for p in sorted((self.root / k).glob("*.json")):
                 try:
-                    m = json.loads(p.read_text(encoding="utf-8"))
-                    out.append(
-                        {
-                            "kind": k,
-                            "key": m.get("key"),
-                            "label": m.get("label"),
-                            "created": m.get("created"),
-                            "size": m.get("size"),
-                        }
-                    )
-                except (OSError, ValueError):
-                    out.append(
-                        {"kind": k, "key": p.stem, "label": None, "created": None, "size": None}
-                    )
+                    m = peek(p.read_bytes())
+                except OSError:
+                    m = None
+                m = m or {"key": p.stem}
+                out.append(
+                    {"kind": k, **{f: m.get(f) for f in ("key", "label", "created", "size")}}
+                )
         return out
 
     def clear(self, kind: str | None = None) -> int:
-        """Remove stored entries (of one kind, or all); returns the number of files removed."""
+        """Remove stored entries (of one kind, or all); returns the number of files removed.
+        The folders' lock files stay (another process may hold them)."""
         n = 0
-        if not self.root.is_dir():
+        if not os.path.isdir(self.root):
             return 0
         kinds = [kind] if kind else [p.name for p in self.root.iterdir() if p.is_dir()]
         for k in kinds:

@@ -16,10 +16,15 @@ before the Jacobian labels and these fields were stored) is **stale**: it is rem
 recomputed (logged at INFO, counted as ``stale:<kind>``), never loaded with made-up
 defaults, so a loaded equilibrium always has its true diagnostics and a Jacobian that a
 later solve can check.
+
+Every byte of an entry, the metadata (beta, convergence flags, counts) as well as the
+arrays, is verified by the cache (:mod:`hatrade.io.cache`) before it is rebuilt; the rebuild
+then checks that it fits the world and household and that every scalar has its type.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -111,6 +116,37 @@ def equilibrium_to_arrays(eq) -> tuple[dict, dict]:
     return arrays, meta
 
 
+#: The scalar metadata of an equilibrium entry and their types (checked on load).
+_META_TYPES = {
+    "beta": float,
+    "converged": bool,
+    "iterations": int,
+    "residual": float,
+    "household_solves": int,
+    "jacobians": int,
+    "jacobian_directions": int,
+    "seconds": float,
+    "seconds_household": float,
+    "seconds_jacobian": float,
+}
+
+
+def _check_meta(meta: dict) -> None:
+    """Raise CacheError unless every scalar of ``meta`` has its type (a bool is not a
+    number) and beta is finite and positive. The cache has verified the bytes; this
+    refuses what no solve writes."""
+    for name, kind in _META_TYPES.items():
+        v = meta.get(name)
+        if kind is bool:
+            ok = isinstance(v, bool)
+        else:
+            ok = isinstance(v, (int, float) if kind is float else int) and not isinstance(v, bool)
+        if not ok:
+            raise CacheError(f"stored {name!r} is {v!r}, not a {kind.__name__}.")
+    if not (math.isfinite(meta["beta"]) and meta["beta"] > 0):
+        raise CacheError(f"stored beta {meta['beta']!r} is not a positive number.")
+
+
 def _stored_jacobian(arrays: dict, meta: dict, world):
     """The stored Jacobian: an :class:`~hatrade.solve.equilibrium.EquilibriumJacobian`
     whose labels are those of a layout this world allows (solving for R or beta), a plain
@@ -169,7 +205,8 @@ def equilibrium_from_arrays(arrays: dict, meta: dict, world, household, income=N
         Jacobian labels or timings); :meth:`Cache.memo` then recomputes it.
     CacheError
         When the stored arrays do not fit the world and household (countries, grid size,
-        income states, Jacobian labels) or are not finite.
+        income states, Jacobian labels) or are not finite, or a stored scalar (beta, the
+        convergence flag, counts, timings) is not of its type.
     """
     from hatrade.core.household import HHState, Policies
     from hatrade.core.income import income_process
@@ -181,6 +218,7 @@ def equilibrium_from_arrays(arrays: dict, meta: dict, world, household, income=N
             f"this version stores {EQUILIBRIUM_CONTENT} (labeled Jacobian, "
             "Jacobian directions and timings)"
         )
+    _check_meta(meta)
     inc = income or income_process(household)
     M, Na, Nz = world.M, household.n_a, len(inc.z)
     if list(meta.get("countries", [])) != list(world.countries):

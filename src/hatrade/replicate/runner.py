@@ -225,12 +225,14 @@ class _StageRunner:
 
 
 def _resolve_cache(cache: Cache | None | bool) -> Cache:
-    """None: the default cache; False: a cache that neither reads nor writes."""
-    if cache is None:
-        return Cache()
+    """None: the default cache; False: a cache that neither reads nor writes. A cache whose
+    folder cannot be written is used without storing results (one warning, see
+    :meth:`~hatrade.io.cache.Cache.check`): the run goes on."""
     if cache is False:
         return Cache(read=False, write=False)
-    return cache
+    resolved = Cache() if cache is None else cache
+    resolved.check()
+    return resolved
 
 
 def _stage_names(stages: Sequence[str] | None) -> list[str]:
@@ -299,7 +301,8 @@ def replicate(
         What to compute (default :func:`~hatrade.replicate.setup.paper_setup`).
     cache : Cache, None or False
         The results cache (None: :class:`~hatrade.io.cache.Cache` at its default location;
-        False: no cache at all).
+        False: no cache at all). A cache folder that cannot be written (read-only, a file,
+        a full disk) does not stop the run: one warning, and results are not stored.
     progress : ProgressSink, optional
     stages : names of the stages to run (default all,
         :data:`~hatrade.replicate.stages.STAGE_NAMES`); stages that others need must be
