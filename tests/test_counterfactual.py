@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -51,12 +52,23 @@ def test_selection_exporter_pairs_symmetric_global():
     assert parse_pairs("H,F;F,G") == (("H", "F"), ("F", "G"))
 
 
-def test_change_below_one_rejected_naming_the_pair():
+def test_change_below_one_applied_with_one_warning_naming_the_pair(caplog):
+    """Issue 16 class 8: the paper's convention (no new floor) is the default, with one
+    warning naming the pairs; allow_d_below_one=False forbids it."""
     w = small_world(d=[[1.0, 1.05, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]])
-    with pytest.raises(ParameterError, match=r"H,F.*allow_d_below_one"):
-        apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1))
-    # the paper's convention (no new floor) only on request
-    new = apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1, allow_d_below_one=True))
+    with pytest.raises(ParameterError, match=r"H,F.*allow_d_below_one = false"):
+        apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1, allow_d_below_one=False))
+    with caplog.at_level(logging.INFO, logger="hatrade"):
+        new = apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "H,F (d = 0.9450)" in warnings[0].getMessage()
+    assert "below 1" in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hatrade"):
+        apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1), warn=False)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with pytest.raises(ParameterError, match="allow_d_below_one"):
+        Scenario(importer="H", trade_cost_change=-0.1, allow_d_below_one="yes")
     assert new.d[0, 1] == pytest.approx(0.945)
     assert new.meta["d_below_one"] == [["H", "F", pytest.approx(0.945)]]
     assert new.allow_d_below_one and not w.allow_d_below_one
@@ -196,27 +208,45 @@ def _app():
 
 
 def test_cli_counterfactual_writes_outputs(tmp_path):
+    """A CLI counterfactual whose cut makes d(H,F) = 0.945 (as the paper's US cut makes
+    d(USA,CAN) = 0.96): it runs, with one warning naming the pair (issue 16 class 8); every
+    file it writes has ordinary permissions (class 9)."""
+    import os
+
     import pandas as pd
     from typer.testing import CliRunner
 
+    from hatrade.cli import app
+
     cfg = tmp_path / "small.toml"
-    cfg.write_text(SMALL_TOML)
+    cfg.write_text(small_toml(d=[[1.0, 1.05, 1.8]] + D3[1:]))
     out = tmp_path / "cf"
-    res = CliRunner().invoke(
-        _app(),
-        [
-            "counterfactual",
-            "--config",
-            str(cfg),
-            "--importer",
-            "H",
-            "--trade-cost-change",
-            "-0.10",
-            "--out",
-            str(out),
-        ],
-    )
+    old_umask = os.umask(0o022)
+    try:
+        res = CliRunner().invoke(
+            app,
+            [
+                "counterfactual",
+                "--config",
+                str(cfg),
+                "--importer",
+                "H",
+                "--trade-cost-change",
+                "-0.10",
+                "--allow-d-below-one",  # deprecated, accepted, no effect
+                "--out",
+                str(out),
+            ],
+        )
+    finally:
+        os.umask(old_umask)
     assert res.exit_code == 0, res.output
+    err = " ".join(res.stderr.split())  # the log handler wraps long messages
+    assert err.count("below 1") == 1 and "H,F (d = 0.9450)" in err
+    for p in out.iterdir():
+        assert p.stat().st_mode & 0o777 == 0o644, p.name
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert "…" not in res.stdout  # no truncated numbers in the tables
     s = json.loads((out / "summary.json").read_text())
     assert s["kind"] == "counterfactual" and set(s["by_country"]) == {"H"}
     h = s["by_country"]["H"]
@@ -265,6 +295,7 @@ def test_cli_rejects_bad_input_before_solving(tmp_path):
             "H",
             "-d",
             "-0.1",
+            "--forbid-d-below-one",
             "--out",
             str(tmp_path / "a"),
         ],

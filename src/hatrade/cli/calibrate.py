@@ -10,14 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn
 
 from ._common import console, err_console, fail, handle_errors, out_option, progress
 
@@ -338,14 +331,7 @@ def _grid(
         f"Calibration grid: {n} points -> {escape(str(out))} "
         f"({'serial' if serial else scheduler or 'local Dask cluster'})"
     )
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as prog:
+    with progress(BarColumn(), MofNCompleteColumn()) as prog:
         task = prog.add_task("points", total=n)
 
         def report(done, total, row):
