@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 
 import typer
 from rich.console import Console
@@ -177,10 +178,36 @@ class HatradeCommand(TyperCommand):
 
 
 class HatradeGroup(TyperGroup):
-    """The ``hatrade`` group: as :class:`HatradeCommand` for its own options."""
+    """The ``hatrade`` group: as :class:`HatradeCommand` for its own options, and usage
+    errors (a bad option value, an unknown option, a missing argument) reported as one
+    line on stderr with exit code 2, like every other input error."""
 
     def get_params(self, ctx):
         return _flags_without_metavar(super().get_params(ctx))
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            err_console.print("[red]Aborted.[/red]")
+            sys.exit(1)
+        except typer.TyperException as err:  # click's errors (typer vendors click)
+            if type(err).__name__ == "NoArgsIsHelpError":  # the help was printed
+                sys.exit(err.exit_code)
+            if getattr(err, "exit_code", None) != EXIT_USER_ERROR:  # e.g. a file error
+                err.show()
+                sys.exit(getattr(err, "exit_code", 1))
+            ctx, hint = getattr(err, "ctx", None), ""
+            if ctx is not None:
+                hint = f" (see '{ctx.command_path} {ctx.help_option_names[0]}')"
+            err_console.print(
+                f"[bold red]Error:[/bold red] [red]{escape(err.format_message())}{hint}[/red]",
+                soft_wrap=True,
+            )
+            sys.exit(err.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 # ----------------------------------------------------------------------------- options

@@ -86,6 +86,25 @@ def _parse_changes(items: list[str] | None, what: str) -> dict:
     return out
 
 
+def _forbid_d_below_one_option():
+    return typer.Option(
+        False,
+        "--forbid-d-below-one",
+        help="Refuse a change that makes some d_ij fall below 1. By default it is applied "
+        "as the paper does (its 10% cut of US import costs makes d_USA,CAN = 0.96), with "
+        "one warning naming the pairs.",
+    )
+
+
+def _allow_d_below_one_option():
+    return typer.Option(
+        False,
+        "--allow-d-below-one",
+        help="Deprecated, no effect: trade costs below 1 are now allowed by default "
+        "(see --forbid-d-below-one).",
+    )
+
+
 @handle_errors
 def counterfactual_command(
     importer: Optional[str] = typer.Option(
@@ -139,19 +158,8 @@ def counterfactual_command(
     n_nodes: int = typer.Option(
         8, "--n-nodes", min=2, help="Lambda nodes of the batched EV solve (at least 2)."
     ),
-    forbid_d_below_one: bool = typer.Option(
-        False,
-        "--forbid-d-below-one",
-        help="Refuse a change that makes some d_ij fall below 1. By default it is applied "
-        "as the paper does (its 10% cut of US import costs makes d_USA,CAN = 0.96), with "
-        "one warning naming the pairs.",
-    ),
-    allow_d_below_one: bool = typer.Option(
-        False,
-        "--allow-d-below-one",
-        help="Deprecated, no effect: trade costs below 1 are now allowed by default "
-        "(see --forbid-d-below-one).",
-    ),
+    forbid_d_below_one: bool = _forbid_d_below_one_option(),
+    allow_d_below_one: bool = _allow_d_below_one_option(),
     compare: Optional[Path] = typer.Option(
         None,
         "--compare",
@@ -161,33 +169,30 @@ def counterfactual_command(
     name: Optional[str] = typer.Option(None, "--name", help="Name of the run."),
 ) -> None:
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
-    from hatrade.analysis.counterfactual import Scenario, apply_scenario, parse_pairs
+    from hatrade.analysis.counterfactual import apply_scenario, parse_pairs
     from hatrade.io.folders import prepare_output
 
     # ---- everything (options, files, folders) is checked before any solve
     if forbid_d_below_one and allow_d_below_one:
         fail("give either --forbid-d-below-one or --allow-d-below-one, not both.")
     cal_name, cfg, world0, source = _base_world(calibration, config)
-    pairs = parse_pairs(list(pair) if pair else None)
-    if name is None:
-        name = _default_name(importer, exporter, all_pairs, pairs, trade_cost_change)
-    else:
-        _check_name(name)
-    scenario = Scenario(
-        name=name,
-        trade_cost_change=trade_cost_change,
-        importer=importer,
-        exporter=exporter,
-        pairs=pairs,
-        symmetric=symmetric,
-        all_pairs=all_pairs,
-        tariff_change=tariff_change,
-        tfp_change=_parse_changes(tfp, "tfp"),
-        labor_change=_parse_changes(labor, "labor"),
-        financial=financial,
-        allow_d_below_one=not forbid_d_below_one,
+    scenario = _scenario(
+        name,
+        dict(
+            trade_cost_change=trade_cost_change,
+            importer=importer,
+            exporter=exporter,
+            pairs=parse_pairs(list(pair) if pair else None),
+            symmetric=symmetric,
+            all_pairs=all_pairs,
+            tariff_change=tariff_change,
+            tfp_change=_parse_changes(tfp, "tfp"),
+            labor_change=_parse_changes(labor, "labor"),
+            financial=financial,
+            allow_d_below_one=not forbid_d_below_one,
+        ),
     )
-    apply_scenario(world0, scenario)  # raises (or warns once) before any solve
+    name = scenario.name
     report = _report_countries(countries, world0, scenario)
     compare_summary = _read_compare(compare) if compare is not None else None
     label = f"HA {cal_name}" if config is None else "HA model"
@@ -196,6 +201,7 @@ def counterfactual_command(
         out = Path("results") / f"counterfactual-{base}-{name}"
     out = Path(out)
     folder = prepare_output(out, _KIND, what="counterfactual")
+    apply_scenario(world0, scenario)  # the last check: raises, or warns once, before solving
 
     err_console.print(
         f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), "
@@ -207,6 +213,24 @@ def counterfactual_command(
             folder, base_eq, cf, results, compare_summary, name=name, label=label, source=source
         )
     _print_summary(summary, cf, out)
+
+
+def _scenario(name: str | None, fields: dict):
+    """The :class:`~hatrade.analysis.counterfactual.Scenario` of the options (``name``
+    checked, or made from the selection and the change)."""
+    from hatrade.analysis.counterfactual import Scenario
+
+    if name is None:
+        name = _default_name(
+            fields["importer"],
+            fields["exporter"],
+            fields["all_pairs"],
+            fields["pairs"],
+            fields["trade_cost_change"],
+        )
+    else:
+        _check_name(name)
+    return Scenario(name=name, **fields)
 
 
 def _base_world(calibration, config):
