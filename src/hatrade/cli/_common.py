@@ -154,8 +154,13 @@ def print_table(table: Table, out: Console | None = None) -> None:
     width = Measurement.get(out, out.options.update(width=10_000), table).maximum
     if width <= out.width:
         out.print(table)
-    else:
-        out.print(table, width=width, crop=False, no_wrap=True)
+        return
+    old = out.width
+    out.width = width  # rich renders no wider than the console
+    try:
+        out.print(table, crop=False)
+    finally:
+        out.width = old
 
 
 # ----------------------------------------------------------------------------- help
