@@ -322,3 +322,88 @@ def test_cli_rejects_bad_input_before_solving(tmp_path):
     )
     assert res.exit_code == 2 and "tfp_change[F]" in res.output
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def _no_solve(monkeypatch):
+    """Make reaching the solve of ``hatrade counterfactual`` an error."""
+    import hatrade.cli.counterfactual as cli_cf
+
+    def no_solve(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("solved despite invalid input")
+
+    monkeypatch.setattr(cli_cf, "_solve", no_solve)
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (None, "cannot read its summary.json"),
+        ("{not json", "cannot read its summary.json"),
+        ("[1, 2]", "not a counterfactual summary"),
+        ('{"kind": "solve"}', "not a counterfactual summary"),
+        ('{"kind": "counterfactual", "by_country": [1]}', "'by_country' must be an object"),
+        ('{"kind": "counterfactual", "by_country": {"H": 3}}', "by_country.H must be an object"),
+        (
+            '{"kind": "counterfactual", "by_country": {"H": {"mean_gain_percent": "x"}}}',
+            "by_country.H.mean_gain_percent must be a number",
+        ),
+        (
+            '{"kind": "counterfactual", "by_country": {"H": {"mean_gain_percent": 1, '
+            '"acr_percent": 1, "quintile_gain_percent": {"Q1": 1}}}}',
+            "quintile_gain_percent lacks a number for Q2",
+        ),
+    ],
+)
+def test_cli_malformed_compare_fails_before_solving(tmp_path, monkeypatch, content, pattern):
+    """Class 5: a malformed --compare folder failed with a traceback after the whole solve."""
+    from typer.testing import CliRunner
+
+    from hatrade.cli import app
+
+    _no_solve(monkeypatch)
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL_TOML)
+    compare = tmp_path / "other"
+    compare.mkdir()
+    if content is not None:
+        (compare / "summary.json").write_text(content)
+    args = ["counterfactual", "--config", str(cfg), "--importer", "H", "-d", "0.1"]
+    res = CliRunner().invoke(app, [*args, "--compare", str(compare), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--compare" in lines[0] and pattern in lines[0], lines
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--countries", ","], "--countries ','"),
+        (["--countries", ""], "--countries ''"),
+        (["--countries", "H,ZZZ"], "unknown country code 'ZZZ'"),
+        (["--name", "../x"], "--name '../x'"),
+        (["--name", ".hidden"], "--name '.hidden'"),
+        (["--importer", "H/../../x"], "unknown country code"),
+        (["--n-nodes", "0"], "--n-nodes"),
+        (["-d", "nan"], "trade_cost_change"),
+        (["-d", "-1"], "trade_cost_change"),
+        (["--tfp", "H"], "--tfp 'H'"),
+        (["--financial", "closed"], "financial"),
+    ],
+)
+def test_cli_bad_options_fail_before_solving(tmp_path, monkeypatch, extra, pattern):
+    """Class 4/5: options checked before any solve; `--countries ","` gave an empty result
+    with exit 0."""
+    from typer.testing import CliRunner
+
+    from hatrade.cli import app
+
+    _no_solve(monkeypatch)
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL_TOML)
+    args = ["counterfactual", "--config", str(cfg), "--importer", "H", "-d", "0.1", *extra]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and pattern in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.toml"]

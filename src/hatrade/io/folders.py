@@ -313,20 +313,26 @@ class OutputFolder:
     def session(self) -> Iterator["OutputFolder"]:
         """Create the folder (and its manifest) for writing in place.
 
-        On an exception the folder is removed again when this session created it and
-        nothing but the manifest was written; otherwise it is kept (e.g. to resume).
+        On an exception, when nothing but the manifest was written, the folder is removed
+        again if this session created it (an empty folder that was there loses the
+        manifest again); otherwise it is kept (e.g. to resume).
         """
         top = None  # the outermost folder this session creates
         probe = self.path.absolute()
         while not probe.exists():
             top, probe = probe, probe.parent
+        had_manifest = (self.path / MANIFEST).exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._save()
         try:
             yield self
         except BaseException:
-            if top is not None and not _present(self.path):
-                shutil.rmtree(top, ignore_errors=True)
+            if not _present(self.path):  # nothing but the manifest was written
+                if top is not None:
+                    shutil.rmtree(top, ignore_errors=True)
+                elif not had_manifest:  # an empty folder that was there: left empty
+                    with contextlib.suppress(OSError):
+                        (self.path / MANIFEST).unlink()
             raise
 
     def claim(self, *rels: str) -> None:
