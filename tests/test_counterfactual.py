@@ -407,3 +407,30 @@ def test_cli_bad_options_fail_before_solving(tmp_path, monkeypatch, extra, patte
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and pattern in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.toml"]
+
+
+def test_paper_headline_experiment_is_accepted(tmp_path, monkeypatch):
+    """Class 8: 'hatrade counterfactual --importer USA --trade-cost-change -0.10' stopped
+    because d(USA,CAN) falls below 1; it passes every check now, with one warning naming
+    the pair (the solve itself is replaced here), and --forbid-d-below-one refuses it."""
+    from typer.testing import CliRunner
+
+    import hatrade.cli.counterfactual as cli_cf
+    from hatrade.cli import app
+
+    class Reached(Exception):
+        pass
+
+    def reached(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(cli_cf, "_solve", reached)
+    args = ["counterfactual", "--importer", "USA", "--trade-cost-change", "-0.10"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cf")])
+    assert isinstance(res.exception, Reached), res.output
+    err = " ".join(res.stderr.split())
+    assert err.count("below 1") == 1 and "USA,CAN (d = 0.9588)" in err
+    res = CliRunner().invoke(app, [*args, "--forbid-d-below-one", "--out", str(tmp_path / "cf")])
+    assert res.exit_code == 2 and "USA,CAN" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
