@@ -623,3 +623,11 @@ def test_figures_have_ordinary_permissions(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
     assert leftovers(tmp_path) == ["f.png"]
+
+
+@pytest.mark.parametrize("transfer", ["inf", "nan", "0", "-1"])
+def test_households_rejects_bad_transfer(tmp_path, transfer):
+    args = ["households", "--config", str(small_config(tmp_path)), "--country", "H"]
+    result = runner.invoke(app, [*args, "--transfer", transfer, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--transfer" in result.stderr
+    assert leftovers(tmp_path) == ["small.toml"]

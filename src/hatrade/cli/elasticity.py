@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -277,8 +278,10 @@ def households_command(
     from hatrade.io.folders import prepare_output
     from hatrade.plots.elasticity import micro_table_figure, save_figure
 
-    if not transfer > 0:
-        raise ParameterError(f"--transfer {transfer} is not allowed: it must be > 0.")
+    if not (math.isfinite(transfer) and transfer > 0):
+        raise ParameterError(
+            f"--transfer {transfer} is not allowed: it must be a finite number > 0."
+        )
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
     out = Path(out) if out is not None else Path("results") / f"households-{cfg.name}-{code}"
