@@ -257,6 +257,15 @@ def elasticities_command(
     console.print(f"Wrote {escape(str(out))}")
 
 
+def _check_transfer(transfer: float) -> None:
+    from hatrade.core.params import ParameterError
+
+    if not (math.isfinite(transfer) and transfer > 0):
+        raise ParameterError(
+            f"--transfer {transfer} is not allowed: it must be a finite number > 0."
+        )
+
+
 @handle_errors
 def households_command(
     country: str = typer.Option(..., "--country", help=_COUNTRY_HELP),
@@ -274,14 +283,10 @@ def households_command(
 ) -> None:
     """Household cross-section of one country: import shares, trade elasticities and MPCs by income and expenditure group; write micro_table.csv, cross_section.csv, micro_table.png, summary.json."""
     from hatrade.analysis.cross_section import cross_section, micro_table, simulate_households
-    from hatrade.core.params import ParameterError
     from hatrade.io.folders import prepare_output
     from hatrade.plots.elasticity import micro_table_figure, save_figure
 
-    if not (math.isfinite(transfer) and transfer > 0):
-        raise ParameterError(
-            f"--transfer {transfer} is not allowed: it must be a finite number > 0."
-        )
+    _check_transfer(transfer)
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
     out = Path(out) if out is not None else Path("results") / f"households-{cfg.name}-{code}"
