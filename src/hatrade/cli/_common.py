@@ -7,6 +7,7 @@ import logging
 import sys
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -144,14 +145,27 @@ def print_table(table: Table, out: Console | None = None) -> None:
     """Print ``table`` at its natural width, so that no cell is ever truncated (``1.3...``).
 
     Rich shrinks a table to the console width (80 columns when the output is not a
-    terminal, e.g. piped to a file) and cuts numbers to fit; here a table wider than the
-    console is printed whole (a terminal wraps its long lines, a file keeps them).
+    terminal, e.g. piped to a file) and cuts numbers to fit. Here a table too wide for the
+    console is drawn in a compact layout (no vertical lines, less padding), and when even
+    that is too wide it is printed whole (a terminal wraps its long lines, a file keeps
+    them).
     """
     out = out or console
     for col in table.columns:
         col.no_wrap = True
         col.overflow = "ignore"
-    width = Measurement.get(out, out.options.update(width=10_000), table).maximum
+
+    def natural_width() -> int:
+        return Measurement.get(out, out.options.update(width=10_000), table).maximum
+
+    width = natural_width()
+    if width > out.width:  # a compact layout first: no vertical lines, less padding
+        table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
+        table.collapse_padding = True
+        width = natural_width()
+    if width > out.width:
+        table.padding = (0, 0)
+        width = natural_width()
     if width <= out.width:
         out.print(table)
         return
