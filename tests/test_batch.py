@@ -69,6 +69,7 @@ trade_cost_change = -0.1
 name = "below-one"
 importer = "H"
 trade_cost_change = -0.1
+allow_d_below_one = false
 [[runs]]
 name = "tfp"
 tfp_change = {G = -1.2}

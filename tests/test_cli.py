@@ -427,3 +427,207 @@ def test_calibrate_output_folder_policy(tmp_path, monkeypatch):
     result = runner.invoke(app, ["calibrate", "--out", str(other)])
     assert result.exit_code == 2 and "other files" in result.stderr
     assert leftovers(other) == ["notes.txt"]
+
+
+# ----------------------------------------------------------------------------- issue 16
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root`` (relative path -> bytes) and every folder (-> None)."""
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_solve_refuses_a_previous_solve_folder_with_user_files(tmp_path, solved, monkeypatch):
+    """Class 3: 'hatrade solve --out D' on a previous solve folder holding a file the user
+    added refuses before solving and deletes nothing."""
+    import shutil
+
+    _, out = solved
+    mine = tmp_path / "prev"
+    shutil.copytree(out, mine)
+    (mine / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+
+    def no_solve(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("solved despite the refusal")
+
+    monkeypatch.setattr(hatrade, "solve_equilibrium", no_solve)
+    result = runner.invoke(
+        app, ["solve", "--config", str(small_config(tmp_path / "prev")), "--out", str(mine)]
+    )
+    assert result.exit_code == 2
+    assert "notes.txt" in result.stderr and "did not write" in result.stderr
+    after = snapshot(tmp_path)
+    after.pop("prev/small.toml")
+    assert after == before
+
+
+def test_table1_keeps_user_files(tmp_path):
+    """Class 3: table1 refuses to overwrite a table1.csv it did not write; it replaces its
+    own, and leaves the user's other files alone."""
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "table1.csv").write_text("my table")
+    result = runner.invoke(app, ["table1", "--out", str(out)])
+    assert result.exit_code == 2 and "other files" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (out / "table1.csv").read_text() == "my table" and leftovers(out) == ["table1.csv"]
+    new = tmp_path / "new"
+    assert runner.invoke(app, ["table1", "--out", str(new)]).exit_code == 0
+    first = (new / "table1.csv").read_bytes()
+    (new / "notes.txt").write_text("mine")
+    assert runner.invoke(app, ["table1", "--out", str(new)]).exit_code == 0  # its own file
+    assert (new / "table1.csv").read_bytes() == first and (new / "notes.txt").read_text() == "mine"
+    assert read_manifest(new)["files"] == ["table1.csv"]
+
+
+def test_failed_resume_leaves_nothing(tmp_path, monkeypatch):
+    """Class 3: a failed --resume leaves no folder behind, and a damaged checkpoint is
+    refused before any work, its folder byte-identical."""
+    from hatrade.calibration import calibrate as cal_mod
+
+    def no_calibration(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("calibrated despite the refusal")
+
+    monkeypatch.setattr(cal_mod, "calibrate", no_calibration)
+    out = tmp_path / "a" / "cal"
+    result = runner.invoke(app, ["calibrate", "--resume", "--out", str(out)])
+    assert result.exit_code == 2 and "no checkpoint" in result.stderr
+    assert leftovers(tmp_path) == []
+    damaged = tmp_path / "cal"
+    damaged.mkdir()
+    (damaged / "checkpoint.json").write_text('{"best": ')
+    before = snapshot(tmp_path)
+    for extra in ([], ["--micro-targets", str(EXAMPLE)]):
+        result = runner.invoke(app, ["calibrate", "--resume", "--out", str(damaged), *extra])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("tol", ["nan", "inf", "-1", "0"])
+def test_calibrate_rejects_bad_tol(tmp_path, tol):
+    """Class 4 (the CLI's part): --tol nan was accepted by calibrate."""
+    result = runner.invoke(app, ["calibrate", "--tol", tol, "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "--tol" in result.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_help_shows_no_bool_after_flags():
+    """Class 9: plain flags, counters and --help show no '<bool>' in the help."""
+    for cmd in ([], ["counterfactual"], ["solve"], ["batch"], ["calibrate"], ["elasticities"]):
+        result = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0
+        assert "<bool>" not in result.stdout and "--help" in result.stdout
+    assert "<float>" in runner.invoke(app, ["counterfactual", "--help"]).stdout
+
+
+def test_usage_errors_are_one_line():
+    for args, name in (
+        (["counterfactual", "--n-nodes", "0"], "--n-nodes"),
+        (["counterfactual", "-d", "abc"], "--trade-cost-change"),
+        (["solve", "--bogus"], "--bogus"),
+        (["elasticities"], "--country"),
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0] and lines[0].startswith("Error:"), lines
+
+
+def test_progress_rows_stop_counting_when_done():
+    """Class 9: a finished progress row keeps the time its step took."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from hatrade.cli._common import StepProgress
+
+    prog = StepProgress(console=Console(file=io.StringIO()))
+    with prog:
+        done = prog.add_task("done", total=None)
+        running = prog.add_task("running", total=None)
+        prog.finish(done, description="finished")
+        elapsed = prog.tasks[done].elapsed
+        time.sleep(0.05)
+        assert prog.tasks[done].elapsed == elapsed and prog.tasks[done].finished
+        assert prog.tasks[done].description == "finished"
+    assert prog.tasks[running].finished  # finished when the display closes
+    t = prog.tasks[running].elapsed
+    time.sleep(0.02)
+    assert prog.tasks[running].elapsed == t
+
+
+def _who_gains_summary(n: int = 3) -> dict:
+    q = {f"Q{k}": 1.234567 * k for k in range(1, 6)}
+    ev = {"verified": False, "max_gain_error_estimate_points": 1e-4, "max_residual_estimate": 1e-9}
+    ev.update(undefined_states=0)
+    codes = ["USA", "CAN", "MEX"][:n]
+    return {
+        "name": "USA-0.1",
+        "R": {"old": 1.01, "new": 1.0123, "change_percent": 0.2277},
+        "convergence": {"newton_iterations": 3, "max_excess_demand": 1e-12},
+        "by_country": {
+            c: {
+                "mean_gain_percent": 1.345678,
+                "quintile_gain_percent": q,
+                "share_losers": 0.1234,
+                "acr_percent": 1.2011,
+                "ev": ev,
+            }
+            for c in codes
+        },
+        "R_over_w_change_percent": {c: -1.23456 for c in codes},
+        "wages": {c: {"change_percent": 0.98765} for c in codes},
+    }
+
+
+@pytest.mark.parametrize("width", [40, 80])
+def test_who_gains_table_never_truncates_numbers(monkeypatch, width):
+    """Class 9: at 80 columns or piped to a file, the 'Who gains' table kept every number
+    whole (it printed '1.3…')."""
+    import io
+
+    from rich.console import Console
+
+    import hatrade.cli._common as common
+    from hatrade.cli.counterfactual import _print_summary
+
+    buf = io.StringIO()
+    monkeypatch.setattr(common, "console", Console(file=buf, width=width))  # not a terminal
+    monkeypatch.setattr(common, "err_console", Console(file=io.StringIO(), width=width))
+    _print_summary(_who_gains_summary(), None, Path("results") / "a-long-output-folder-name")
+    text = buf.getvalue()
+    assert "…" not in text
+    for number in ("1.346", "1.235", "6.173", "12.3%", "1.201", "-1.235", "+0.988"):
+        assert number in text, number
+    assert "a-long-output-folder-name" in text
+
+
+def test_figures_have_ordinary_permissions(tmp_path):
+    """Class 9: figures were written 0600 while CSVs were 0644."""
+    import os
+
+    from hatrade.plots.style import new_figure, save_figure
+
+    old = os.umask(0o022)
+    try:
+        fig = new_figure()
+        fig.add_subplot().plot([0, 1], [1, 0])
+        path = save_figure(fig, tmp_path / "f.png")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert leftovers(tmp_path) == ["f.png"]
+
+
+@pytest.mark.parametrize("transfer", ["inf", "nan", "0", "-1"])
+def test_households_rejects_bad_transfer(tmp_path, transfer):
+    args = ["households", "--config", str(small_config(tmp_path)), "--country", "H"]
+    result = runner.invoke(app, [*args, "--transfer", transfer, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--transfer" in result.stderr
+    assert leftovers(tmp_path) == ["small.toml"]

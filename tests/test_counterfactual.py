@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -51,12 +52,23 @@ def test_selection_exporter_pairs_symmetric_global():
     assert parse_pairs("H,F;F,G") == (("H", "F"), ("F", "G"))
 
 
-def test_change_below_one_rejected_naming_the_pair():
+def test_change_below_one_applied_with_one_warning_naming_the_pair(caplog):
+    """Issue 16 class 8: the paper's convention (no new floor) is the default, with one
+    warning naming the pairs; allow_d_below_one=False forbids it."""
     w = small_world(d=[[1.0, 1.05, 1.8], [1.6, 1.0, 1.7], [1.8, 1.7, 1.0]])
-    with pytest.raises(ParameterError, match=r"H,F.*allow_d_below_one"):
-        apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1))
-    # the paper's convention (no new floor) only on request
-    new = apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1, allow_d_below_one=True))
+    with pytest.raises(ParameterError, match=r"H,F.*allow_d_below_one = false"):
+        apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1, allow_d_below_one=False))
+    with caplog.at_level(logging.INFO, logger="hatrade"):
+        new = apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "H,F (d = 0.9450)" in warnings[0].getMessage()
+    assert "below 1" in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hatrade"):
+        apply_scenario(w, Scenario(importer="H", trade_cost_change=-0.1), warn=False)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with pytest.raises(ParameterError, match="allow_d_below_one"):
+        Scenario(importer="H", trade_cost_change=-0.1, allow_d_below_one="yes")
     assert new.d[0, 1] == pytest.approx(0.945)
     assert new.meta["d_below_one"] == [["H", "F", pytest.approx(0.945)]]
     assert new.allow_d_below_one and not w.allow_d_below_one
@@ -196,27 +208,45 @@ def _app():
 
 
 def test_cli_counterfactual_writes_outputs(tmp_path):
+    """A CLI counterfactual whose cut makes d(H,F) = 0.945 (as the paper's US cut makes
+    d(USA,CAN) = 0.96): it runs, with one warning naming the pair (issue 16 class 8); every
+    file it writes has ordinary permissions (class 9)."""
+    import os
+
     import pandas as pd
     from typer.testing import CliRunner
 
+    from hatrade.cli import app
+
     cfg = tmp_path / "small.toml"
-    cfg.write_text(SMALL_TOML)
+    cfg.write_text(small_toml(d=[[1.0, 1.05, 1.8]] + D3[1:]))
     out = tmp_path / "cf"
-    res = CliRunner().invoke(
-        _app(),
-        [
-            "counterfactual",
-            "--config",
-            str(cfg),
-            "--importer",
-            "H",
-            "--trade-cost-change",
-            "-0.10",
-            "--out",
-            str(out),
-        ],
-    )
+    old_umask = os.umask(0o022)
+    try:
+        res = CliRunner().invoke(
+            app,
+            [
+                "counterfactual",
+                "--config",
+                str(cfg),
+                "--importer",
+                "H",
+                "--trade-cost-change",
+                "-0.10",
+                "--allow-d-below-one",  # deprecated, accepted, no effect
+                "--out",
+                str(out),
+            ],
+        )
+    finally:
+        os.umask(old_umask)
     assert res.exit_code == 0, res.output
+    err = " ".join(res.stderr.split())  # the log handler wraps long messages
+    assert err.count("below 1") == 1 and "H,F (d = 0.9450)" in err
+    for p in out.iterdir():
+        assert p.stat().st_mode & 0o777 == 0o644, p.name
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert "…" not in res.stdout  # no truncated numbers in the tables
     s = json.loads((out / "summary.json").read_text())
     assert s["kind"] == "counterfactual" and set(s["by_country"]) == {"H"}
     h = s["by_country"]["H"]
@@ -265,6 +295,7 @@ def test_cli_rejects_bad_input_before_solving(tmp_path):
             "H",
             "-d",
             "-0.1",
+            "--forbid-d-below-one",
             "--out",
             str(tmp_path / "a"),
         ],
@@ -291,3 +322,115 @@ def test_cli_rejects_bad_input_before_solving(tmp_path):
     )
     assert res.exit_code == 2 and "tfp_change[F]" in res.output
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def _no_solve(monkeypatch):
+    """Make reaching the solve of ``hatrade counterfactual`` an error."""
+    import hatrade.cli.counterfactual as cli_cf
+
+    def no_solve(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("solved despite invalid input")
+
+    monkeypatch.setattr(cli_cf, "_solve", no_solve)
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (None, "cannot read its summary.json"),
+        ("{not json", "cannot read its summary.json"),
+        ("[1, 2]", "not a counterfactual summary"),
+        ('{"kind": "solve"}', "not a counterfactual summary"),
+        ('{"kind": "counterfactual", "by_country": [1]}', "'by_country' must be an object"),
+        ('{"kind": "counterfactual", "by_country": {"H": 3}}', "by_country.H must be an object"),
+        (
+            '{"kind": "counterfactual", "by_country": {"H": {"mean_gain_percent": "x"}}}',
+            "by_country.H.mean_gain_percent must be a number",
+        ),
+        (
+            '{"kind": "counterfactual", "by_country": {"H": {"mean_gain_percent": 1, '
+            '"acr_percent": 1, "quintile_gain_percent": {"Q1": 1}}}}',
+            "quintile_gain_percent lacks a number for Q2",
+        ),
+    ],
+)
+def test_cli_malformed_compare_fails_before_solving(tmp_path, monkeypatch, content, pattern):
+    """Class 5: a malformed --compare folder failed with a traceback after the whole solve."""
+    from typer.testing import CliRunner
+
+    from hatrade.cli import app
+
+    _no_solve(monkeypatch)
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL_TOML)
+    compare = tmp_path / "other"
+    compare.mkdir()
+    if content is not None:
+        (compare / "summary.json").write_text(content)
+    args = ["counterfactual", "--config", str(cfg), "--importer", "H", "-d", "0.1"]
+    res = CliRunner().invoke(app, [*args, "--compare", str(compare), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--compare" in lines[0] and pattern in lines[0], lines
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--countries", ","], "--countries ','"),
+        (["--countries", ""], "--countries ''"),
+        (["--countries", "H,ZZZ"], "unknown country code 'ZZZ'"),
+        (["--name", "../x"], "--name '../x'"),
+        (["--name", ".hidden"], "--name '.hidden'"),
+        (["--importer", "H/../../x"], "unknown country code"),
+        (["--n-nodes", "0"], "--n-nodes"),
+        (["-d", "nan"], "trade_cost_change"),
+        (["-d", "-1"], "trade_cost_change"),
+        (["--tfp", "H"], "--tfp 'H'"),
+        (["--financial", "closed"], "financial"),
+    ],
+)
+def test_cli_bad_options_fail_before_solving(tmp_path, monkeypatch, extra, pattern):
+    """Class 4/5: options checked before any solve; `--countries ","` gave an empty result
+    with exit 0."""
+    from typer.testing import CliRunner
+
+    from hatrade.cli import app
+
+    _no_solve(monkeypatch)
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL_TOML)
+    args = ["counterfactual", "--config", str(cfg), "--importer", "H", "-d", "0.1", *extra]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and pattern in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.toml"]
+
+
+def test_paper_headline_experiment_is_accepted(tmp_path, monkeypatch):
+    """Class 8: 'hatrade counterfactual --importer USA --trade-cost-change -0.10' stopped
+    because d(USA,CAN) falls below 1; it passes every check now, with one warning naming
+    the pair (the solve itself is replaced here), and --forbid-d-below-one refuses it."""
+    from typer.testing import CliRunner
+
+    import hatrade.cli.counterfactual as cli_cf
+    from hatrade.cli import app
+
+    class Reached(Exception):
+        pass
+
+    def reached(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(cli_cf, "_solve", reached)
+    args = ["counterfactual", "--importer", "USA", "--trade-cost-change", "-0.10"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cf")])
+    assert isinstance(res.exception, Reached), res.output
+    err = " ".join(res.stderr.split())
+    assert err.count("below 1") == 1 and "USA,CAN (d = 0.9588)" in err
+    res = CliRunner().invoke(app, [*args, "--forbid-d-below-one", "--out", str(tmp_path / "cf")])
+    assert res.exit_code == 2 and "USA,CAN" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -18,9 +18,12 @@ A :class:`Scenario` describes the change relative to a baseline world:
 The new stationary equilibrium holds the discount factor at its baseline value and solves
 the wages and the interest rate(s) (and the transfers under tariffs), warm-started from the
 baseline prices and household solutions (:func:`run_counterfactual`). Every entry is
-checked before any solve (:func:`apply_scenario`): a change that makes some
-:math:`d'_{ij} < 1`, a non-positive TFP or labor force, a negative tariff or an unknown
-country raises :class:`~hatrade.core.params.ParameterError` naming the entry.
+checked before any solve (:func:`apply_scenario`): a non-positive TFP or labor force, a
+negative tariff, a change :math:`\Delta \le -1` or an unknown country raises
+:class:`~hatrade.core.params.ParameterError` naming the entry. A change that makes some
+:math:`d'_{ij} < 1` is applied as in the paper (its 10% cut of US import costs makes
+:math:`d'_{USA,CAN} = 0.959`) with one logged warning naming the pairs, unless the
+scenario forbids it (``allow_d_below_one=False``, CLI ``--forbid-d-below-one``).
 """
 
 from __future__ import annotations
@@ -101,12 +104,14 @@ class Scenario:
     financial : {"globalization", "autarky"} or None
         The new financial regime (None: as in the baseline).
     allow_d_below_one : bool
-        Apply the change even where it makes some :math:`d'_{ij} < 1` (as the paper does:
-        no new floor). Off by default: such a change is rejected, naming the pairs. The
-        paper's experiments need it: the 10% cut of US imports makes
-        :math:`d'_{USA,CAN} = 0.959` (baseline calibration), and the global cut puts 16
-        pairs below one (Belgium's imports from 13 countries, whose calibrated costs are at
-        the floor 1, among them).
+        Apply the change even where it makes some :math:`d'_{ij} < 1`, as the paper does
+        (no new floor; default True): :func:`apply_scenario` then logs one warning naming
+        the pairs below one. The paper's experiments need it: the 10% cut of US imports
+        makes :math:`d'_{USA,CAN} = 0.959` (baseline calibration), and the global cut puts
+        16 pairs below one (Belgium's imports from 13 countries, whose calibrated costs are
+        at the floor 1, among them). False keeps the floor: such a change is rejected
+        before any solve, naming the pairs (CLI ``--forbid-d-below-one``, batch files
+        ``allow_d_below_one = false``).
     """
 
     name: str = "counterfactual"
@@ -120,7 +125,7 @@ class Scenario:
     tfp_change: Mapping[str, float] = field(default_factory=dict)
     labor_change: Mapping[str, float] = field(default_factory=dict)
     financial: str | None = None
-    allow_d_below_one: bool = False
+    allow_d_below_one: bool = True
 
     def __post_init__(self):
         object.__setattr__(
@@ -151,6 +156,11 @@ class Scenario:
             object.__setattr__(
                 self, attr, {str(k): _finite(v, f"{attr}[{k}]") for k, v in raw.items()}
             )
+        if not isinstance(self.allow_d_below_one, (bool, np.bool_)):
+            raise ParameterError(
+                f"allow_d_below_one = {self.allow_d_below_one!r} is not allowed: use true or false."
+            )
+        object.__setattr__(self, "allow_d_below_one", bool(self.allow_d_below_one))
         if self.financial is not None and self.financial not in FINANCIAL_REGIMES:
             raise ParameterError(
                 f"financial = {self.financial!r} is not allowed: use one of "
@@ -247,13 +257,31 @@ def _scaled(world: World, values, changes: Mapping, name: str, field_: str, what
     return out
 
 
-def apply_scenario(world: World, scenario: Scenario) -> World:
+def apply_scenario(world: World, scenario: Scenario, *, warn: bool = True) -> World:
     r"""The counterfactual world, checked entry by entry before any solve.
+
+    Parameters
+    ----------
+    world : World
+        The baseline world.
+    scenario : Scenario
+    warn : bool
+        Log one warning (``logging.WARNING``) naming the pairs whose new trade cost is
+        below 1 (only when the scenario allows them). False: log it at DEBUG level only
+        (for a second application of the same scenario, e.g. by
+        :func:`run_counterfactual` after a check).
+
+    Returns
+    -------
+    World
+        The counterfactual world; ``meta["d_below_one"]`` lists the pairs below one
+        (importer, exporter, new d).
 
     Raises
     ------
     ParameterError
-        Unknown country codes; a change :math:`\Delta \le -1`; a pair whose new
+        Unknown country codes; a change :math:`\Delta \le -1`; with
+        ``scenario.allow_d_below_one`` False, a pair whose new
         :math:`d'_{ij} = (1+\Delta) d_{ij}` is below 1 (all offending pairs are named); a
         negative tariff; a non-positive TFP or labor force.
     """
@@ -270,13 +298,18 @@ def apply_scenario(world: World, scenario: Scenario) -> World:
         d[mask] = (1.0 + scenario.trade_cost_change) * d[mask]
         bad = np.argwhere(mask & (d < 1.0))
         if len(bad) and scenario.allow_d_below_one:
-            below = [(c[i], c[j], float(d[i, j])) for i, j in bad]
-            log.info(
-                "scenario %r: %d pair(s) get iceberg costs below 1 (no new floor, as "
-                "in the paper): %s",
+            shown = ", ".join(f"{c[i]},{c[j]} (d = {d[i, j]:.4f})" for i, j in bad[:10])
+            more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+            log.log(
+                logging.WARNING if warn else logging.DEBUG,
+                "scenario %r: trade_cost_change = %s makes iceberg costs below 1 for %d "
+                "pair(s) (importer,exporter): %s%s; applied as in the paper (no floor). "
+                "To forbid it: allow_d_below_one = false (CLI --forbid-d-below-one).",
                 scenario.name,
+                scenario.trade_cost_change,
                 len(bad),
-                ", ".join(f"{a},{b} d={v:.4f}" for a, b, v in below[:10]),
+                shown,
+                more,
             )
         elif len(bad):
             names = ", ".join(
@@ -285,9 +318,9 @@ def apply_scenario(world: World, scenario: Scenario) -> World:
             more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
             raise ParameterError(
                 f"scenario {scenario.name!r}: trade_cost_change = {scenario.trade_cost_change} "
-                f"makes iceberg costs below 1 for importer,exporter {names}{more}; d_ij must "
-                "stay >= 1. To apply the change as the paper does (no new floor), set "
-                "allow_d_below_one = true (CLI: --allow-d-below-one)."
+                f"makes iceberg costs below 1 for importer,exporter {names}{more}, which "
+                "allow_d_below_one = false (CLI --forbid-d-below-one) forbids; d_ij must "
+                "stay >= 1 then. Leave it out to apply the change as the paper does."
             )
     tariffs = None if world.tariffs is None else world.tariffs.copy()
     if scenario.tariff_change != 0.0:
@@ -477,6 +510,7 @@ def run_counterfactual(
     scenario: Scenario | World,
     *,
     progress: Callable[[int, float], None] | None = None,
+    warn: bool = True,
     **solve_options,
 ) -> Counterfactual:
     r"""Solve the counterfactual equilibrium of ``scenario`` with beta fixed.
@@ -493,6 +527,9 @@ def run_counterfactual(
     baseline : Equilibrium
     scenario : Scenario or World
     progress : callable(iteration, residual), optional
+    warn : bool
+        Passed to :func:`apply_scenario` (False when the caller has applied the scenario
+        already, so that its warning about trade costs below 1 is logged once).
     **solve_options
         Passed to :func:`hatrade.solve_equilibrium` (``tol``, ``max_iter``, ``hh_tol``,
         ``jacobian`` of another counterfactual with the same unknowns, ...).
@@ -514,7 +551,7 @@ def run_counterfactual(
         world_new, sc = scenario, Scenario(name="world")
     else:
         sc = scenario
-        world_new = apply_scenario(baseline.world, sc)
+        world_new = apply_scenario(baseline.world, sc, warn=warn)
     hh = baseline.household.replace(beta=float(baseline.beta))
     R_old = np.asarray(baseline.prices.R, float)
     if world_new.financial == "autarky":

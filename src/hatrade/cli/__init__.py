@@ -12,12 +12,13 @@ from __future__ import annotations
 import typer
 
 from . import calibrate, counterfactual, efficient, elasticity, gravity, replicate, solve
-from ._common import setup_logging
+from ._common import HatradeCommand, HatradeGroup, setup_logging
 
 __all__ = ["app"]
 
 app = typer.Typer(
     name="hatrade",
+    cls=HatradeGroup,
     help="Solve and analyse the Heterogeneous Agent Trade model (Waugh 2023).",
     no_args_is_help=True,
     add_completion=False,
@@ -54,3 +55,6 @@ def main(
 _COMMAND_MODULES = (solve, gravity, calibrate, efficient, elasticity, counterfactual, replicate)
 for _module in _COMMAND_MODULES:
     _module.register(app)
+for _info in app.registered_commands:  # flags show no <bool> in the help
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = HatradeCommand

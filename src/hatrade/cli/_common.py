@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.measure import Measurement
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from hatrade.analysis.gravity import TradeTableError
 from hatrade.core.errors import EquilibriumError
@@ -28,6 +33,10 @@ __all__ = [
     "fail",
     "setup_logging",
     "progress",
+    "StepProgress",
+    "print_table",
+    "HatradeCommand",
+    "HatradeGroup",
     "calibration_option",
     "config_option",
     "out_option",
@@ -97,15 +106,127 @@ def setup_logging(verbosity: int) -> None:
         logger.addHandler(handler)
 
 
-def progress() -> Progress:
-    """A spinner with the task description and elapsed time, on stderr (kept when done)."""
-    return Progress(
+class StepProgress(Progress):
+    """A rich :class:`~rich.progress.Progress` whose rows can be finished.
+
+    :meth:`finish` marks a row done: its spinner stops and its elapsed time is frozen at the
+    time the step took (a row left running would keep counting until the whole display
+    ends). Rows still running when the display closes (the command ends) are finished then.
+    """
+
+    def finish(self, task: TaskID, description: str | None = None) -> None:
+        """Mark row ``task`` done (optionally with a last ``description``)."""
+        kw = {} if description is None else {"description": description}
+        self.update(task, total=1, completed=1, **kw)
+        self.stop_task(task)
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            if not task.finished:
+                self.finish(task.id)
+        super().stop()
+
+
+def progress(*columns) -> StepProgress:
+    """Progress rows on stderr (kept when done): a spinner, the description, ``columns``
+    (e.g. a bar) and the elapsed time of each row (frozen when the row is finished with
+    :meth:`StepProgress.finish` or completes its total)."""
+    return StepProgress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        *columns,
         TimeElapsedColumn(),
         console=err_console,
         transient=False,
     )
+
+
+def print_table(table: Table, out: Console | None = None) -> None:
+    """Print ``table`` at its natural width, so that no cell is ever truncated (``1.3...``).
+
+    Rich shrinks a table to the console width (80 columns when the output is not a
+    terminal, e.g. piped to a file) and cuts numbers to fit. Here a table too wide for the
+    console is drawn in a compact layout (no vertical lines, less padding), and when even
+    that is too wide it is printed whole (a terminal wraps its long lines, a file keeps
+    them).
+    """
+    out = out or console
+    for col in table.columns:
+        col.no_wrap = True
+        col.overflow = "ignore"
+
+    def natural_width() -> int:
+        return Measurement.get(out, out.options.update(width=10_000), table).maximum
+
+    width = natural_width()
+    if width > out.width:  # a compact layout first: no vertical lines, less padding
+        table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
+        table.collapse_padding = True
+        width = natural_width()
+    if width > out.width:
+        table.padding = (0, 0)
+        width = natural_width()
+    if width <= out.width:
+        out.print(table)
+        return
+    old = out.width
+    out.width = width  # rich renders no wider than the console
+    try:
+        out.print(table, crop=False)
+    finally:
+        out.width = old
+
+
+# ----------------------------------------------------------------------------- help
+# Plain flags (``--serial``), counters (``-v``) and ``--help`` take no value; typer's rich
+# help shows their type as ``<bool>``/``<int>`` unless they have a (here empty) metavar.
+
+
+def _flags_without_metavar(params: list) -> list:
+    for p in params:
+        if isinstance(p, TyperOption) and (p.is_flag or p.count) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class HatradeCommand(TyperCommand):
+    """A typer command whose help shows no value placeholder after flags."""
+
+    def get_params(self, ctx):
+        return _flags_without_metavar(super().get_params(ctx))
+
+
+class HatradeGroup(TyperGroup):
+    """The ``hatrade`` group: as :class:`HatradeCommand` for its own options, and usage
+    errors (a bad option value, an unknown option, a missing argument) reported as one
+    line on stderr with exit code 2, like every other input error."""
+
+    def get_params(self, ctx):
+        return _flags_without_metavar(super().get_params(ctx))
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            err_console.print("[red]Aborted.[/red]")
+            sys.exit(1)
+        except typer.TyperException as err:  # click's errors (typer vendors click)
+            if type(err).__name__ == "NoArgsIsHelpError":  # the help was printed
+                sys.exit(err.exit_code)
+            if getattr(err, "exit_code", None) != EXIT_USER_ERROR:  # e.g. a file error
+                err.show()
+                sys.exit(getattr(err, "exit_code", 1))
+            ctx, hint = getattr(err, "ctx", None), ""
+            if ctx is not None:
+                hint = f" (see '{ctx.command_path} {ctx.help_option_names[0]}')"
+            err_console.print(
+                f"[bold red]Error:[/bold red] [red]{escape(err.format_message())}{hint}[/red]",
+                soft_wrap=True,
+            )
+            sys.exit(err.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 # ----------------------------------------------------------------------------- options

@@ -4,20 +4,15 @@ robustness grid of independent calibrations on Dask."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn
 
 from ._common import console, err_console, fail, handle_errors, out_option, progress
 
@@ -90,6 +85,45 @@ def _write_outputs(folder, res, extra: dict | None = None):
     return t1
 
 
+def _check_options(
+    calibration,
+    tol,
+    max_iter,
+    psi_target,
+    gap_country,
+    micro_targets,
+    grid,
+    scheduler,
+    workers,
+    serial,
+    retry_failed,
+) -> None:
+    """The options of ``hatrade calibrate``, checked before any work (:func:`fail`)."""
+    from hatrade.data import CALIBRATIONS
+
+    if calibration not in CALIBRATIONS:
+        fail(f"--calibration {calibration!r} is not allowed: use one of {', '.join(CALIBRATIONS)}.")
+    if not (math.isfinite(tol) and tol > 0):
+        fail(f"--tol {tol} is not allowed: it must be a finite number > 0.")
+    if max_iter < 1:
+        fail(f"--max-iter {max_iter} is not allowed: it must be an integer >= 1.")
+    if psi_target is not None and not math.isfinite(psi_target):
+        fail(f"--psi-target {psi_target} is not allowed: it must be a finite number.")
+    if grid and micro_targets is not None:
+        fail("give either --grid or --micro-targets, not both.")
+    if not grid and (scheduler or workers or serial or retry_failed):
+        fail("--scheduler, --workers, --serial and --retry-failed go with --grid.")
+    if serial and scheduler:
+        fail("give either --serial or --scheduler, not both.")
+    if micro_targets is not None and (psi_target is not None or gap_country is not None):
+        fail(
+            "with --micro-targets, give the home-share gap as a target in the file "
+            '(name = "home_share_gap") and psi_slope in its params, not --psi-target.'
+        )
+    if gap_country is not None and psi_target is None:
+        fail("--gap-country goes with --psi-target.")
+
+
 @handle_errors
 def calibrate_cmd(
     start: Optional[Path] = typer.Option(
@@ -159,25 +193,21 @@ def calibrate_cmd(
     ),
 ) -> None:
     from hatrade.core.worlds import published_household
-    from hatrade.data import CALIBRATIONS, load_calibration, read_parameter_file
+    from hatrade.data import load_calibration, read_parameter_file
 
-    if calibration not in CALIBRATIONS:
-        fail(f"--calibration {calibration!r} is not allowed: use one of {', '.join(CALIBRATIONS)}.")
-    if tol <= 0 or max_iter < 1:
-        fail("--tol must be > 0 and --max-iter >= 1.")
-    if grid and micro_targets is not None:
-        fail("give either --grid or --micro-targets, not both.")
-    if not grid and (scheduler or workers or serial or retry_failed):
-        fail("--scheduler, --workers, --serial and --retry-failed go with --grid.")
-    if serial and scheduler:
-        fail("give either --serial or --scheduler, not both.")
-    if micro_targets is not None and (psi_target is not None or gap_country is not None):
-        fail(
-            "with --micro-targets, give the home-share gap as a target in the file "
-            '(name = "home_share_gap") and psi_slope in its params, not --psi-target.'
-        )
-    if gap_country is not None and psi_target is None:
-        fail("--gap-country goes with --psi-target.")
+    _check_options(
+        calibration,
+        tol,
+        max_iter,
+        psi_target,
+        gap_country,
+        micro_targets,
+        grid,
+        scheduler,
+        workers,
+        serial,
+        retry_failed,
+    )
     cal = load_calibration(calibration)
     theta0 = read_parameter_file(start) if start is not None else cal.params
     hh = published_household(calibration)
@@ -212,6 +242,29 @@ def calibrate_cmd(
     _plain(theta0, hh, cal, out, tol, max_iter, resume, psi_target, gap_country)
 
 
+def _check_checkpoint(ckpt: Path, keys: tuple[str, ...] = ()) -> None:
+    """``--resume``: the checkpoint exists and is a JSON object (with ``best`` holding
+    ``keys``), checked before any work."""
+    from hatrade.core.params import ParameterError
+
+    if not ckpt.is_file():
+        fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
+    try:
+        doc = json.loads(ckpt.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ParameterError(
+            f"--resume: cannot read the checkpoint {ckpt} ({err}); run without --resume."
+        ) from None
+    best = doc.get("best") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or (
+        keys and not (isinstance(best, dict) and set(keys) <= set(best))
+    ):
+        raise ParameterError(
+            f"--resume: {ckpt} is not a calibration checkpoint (it needs 'best' with "
+            f"{', '.join(keys)}); run without --resume."
+        )
+
+
 def _plain(theta0, hh, cal, out, tol, max_iter, resume, psi_target, gap_country):
     """The gravity calibration (optionally with psi_slope to a home-share gap)."""
     from hatrade.calibration.calibrate import CalibrationError, calibrate
@@ -219,8 +272,8 @@ def _plain(theta0, hh, cal, out, tol, max_iter, resume, psi_target, gap_country)
 
     folder = prepare_output(out, "calibrate", update=True)
     ckpt = out / "checkpoint.json"
-    if resume and not ckpt.exists():
-        fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
+    if resume:
+        _check_checkpoint(ckpt, ("params", "wages", "beta", "residual"))
     with folder.session(), progress() as prog:
         folder.claim("checkpoint.json")
         task = prog.add_task("Solving the equilibrium at the starting parameters...", total=None)
@@ -274,8 +327,8 @@ def _micro(path, theta0, hh, cal, out, tol, max_iter, resume):
         out, "calibrate-micro", what="'hatrade calibrate --micro-targets'", update=True
     )
     ckpt = out / "micro_checkpoint.json"
-    if resume and not ckpt.exists():
-        fail(f"--resume: no checkpoint at {ckpt}; run without --resume first.")
+    if resume:
+        _check_checkpoint(ckpt)
     opts.setdefault("inner_tol", min(tol, 1e-9))
     opts.setdefault("inner_max_iter", max_iter)
     with folder.session(), progress() as prog:
@@ -338,14 +391,7 @@ def _grid(
         f"Calibration grid: {n} points -> {escape(str(out))} "
         f"({'serial' if serial else scheduler or 'local Dask cluster'})"
     )
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as prog:
+    with progress(BarColumn(), MofNCompleteColumn()) as prog:
         task = prog.add_task("points", total=n)
 
         def report(done, total, row):

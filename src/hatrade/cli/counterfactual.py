@@ -40,14 +40,7 @@ from typing import List, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn
 from rich.table import Table
 
 from hatrade.io.results import COUNTERFACTUAL_FILES
@@ -60,6 +53,7 @@ from ._common import (
     fail,
     handle_errors,
     out_option,
+    print_table,
     progress,
 )
 from .solve import CalibrationName
@@ -90,6 +84,25 @@ def _parse_changes(items: list[str] | None, what: str) -> dict:
         except ValueError:
             raise ParameterError(f"--{what} {it!r}: the change must be a number.") from None
     return out
+
+
+def _forbid_d_below_one_option():
+    return typer.Option(
+        False,
+        "--forbid-d-below-one",
+        help="Refuse a change that makes some d_ij fall below 1. By default it is applied "
+        "as the paper does (its 10% cut of US import costs makes d_USA,CAN = 0.96), with "
+        "one warning naming the pairs.",
+    )
+
+
+def _allow_d_below_one_option():
+    return typer.Option(
+        False,
+        "--allow-d-below-one",
+        help="Deprecated, no effect: trade costs below 1 are now allowed by default "
+        "(see --forbid-d-below-one).",
+    )
 
 
 @handle_errors
@@ -143,14 +156,10 @@ def counterfactual_command(
         "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country).",
     ),
     n_nodes: int = typer.Option(
-        8, "--n-nodes", min=0, help="Lambda nodes of the batched EV solve."
+        8, "--n-nodes", min=2, help="Lambda nodes of the batched EV solve (at least 2)."
     ),
-    allow_d_below_one: bool = typer.Option(
-        False,
-        "--allow-d-below-one",
-        help="Apply the change even where some d_ij falls below "
-        "1 (as the paper does; its US cut makes d_USA,CAN = 0.96).",
-    ),
+    forbid_d_below_one: bool = _forbid_d_below_one_option(),
+    allow_d_below_one: bool = _allow_d_below_one_option(),
     compare: Optional[Path] = typer.Option(
         None,
         "--compare",
@@ -160,29 +169,30 @@ def counterfactual_command(
     name: Optional[str] = typer.Option(None, "--name", help="Name of the run."),
 ) -> None:
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
-    from hatrade.analysis.counterfactual import Scenario, apply_scenario, parse_pairs
+    from hatrade.analysis.counterfactual import apply_scenario, parse_pairs
     from hatrade.io.folders import prepare_output
 
-    # ---- everything is checked before any solve
+    # ---- everything (options, files, folders) is checked before any solve
+    if forbid_d_below_one and allow_d_below_one:
+        fail("give either --forbid-d-below-one or --allow-d-below-one, not both.")
     cal_name, cfg, world0, source = _base_world(calibration, config)
-    pairs = parse_pairs(list(pair) if pair else None)
-    if name is None:
-        name = _default_name(importer, exporter, all_pairs, pairs, trade_cost_change)
-    scenario = Scenario(
-        name=name,
-        trade_cost_change=trade_cost_change,
-        importer=importer,
-        exporter=exporter,
-        pairs=pairs,
-        symmetric=symmetric,
-        all_pairs=all_pairs,
-        tariff_change=tariff_change,
-        tfp_change=_parse_changes(tfp, "tfp"),
-        labor_change=_parse_changes(labor, "labor"),
-        financial=financial,
-        allow_d_below_one=allow_d_below_one,
+    scenario = _scenario(
+        name,
+        dict(
+            trade_cost_change=trade_cost_change,
+            importer=importer,
+            exporter=exporter,
+            pairs=parse_pairs(list(pair) if pair else None),
+            symmetric=symmetric,
+            all_pairs=all_pairs,
+            tariff_change=tariff_change,
+            tfp_change=_parse_changes(tfp, "tfp"),
+            labor_change=_parse_changes(labor, "labor"),
+            financial=financial,
+            allow_d_below_one=not forbid_d_below_one,
+        ),
     )
-    apply_scenario(world0, scenario)  # raises before any solve
+    name = scenario.name
     report = _report_countries(countries, world0, scenario)
     compare_summary = _read_compare(compare) if compare is not None else None
     label = f"HA {cal_name}" if config is None else "HA model"
@@ -191,6 +201,7 @@ def counterfactual_command(
         out = Path("results") / f"counterfactual-{base}-{name}"
     out = Path(out)
     folder = prepare_output(out, _KIND, what="counterfactual")
+    apply_scenario(world0, scenario)  # the last check: raises, or warns once, before solving
 
     err_console.print(
         f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), "
@@ -202,6 +213,24 @@ def counterfactual_command(
             folder, base_eq, cf, results, compare_summary, name=name, label=label, source=source
         )
     _print_summary(summary, cf, out)
+
+
+def _scenario(name: str | None, fields: dict):
+    """The :class:`~hatrade.analysis.counterfactual.Scenario` of the options (``name``
+    checked, or made from the selection and the change)."""
+    from hatrade.analysis.counterfactual import Scenario
+
+    if name is None:
+        name = _default_name(
+            fields["importer"],
+            fields["exporter"],
+            fields["all_pairs"],
+            fields["pairs"],
+            fields["trade_cost_change"],
+        )
+    else:
+        _check_name(name)
+    return Scenario(name=name, **fields)
 
 
 def _base_world(calibration, config):
@@ -230,11 +259,29 @@ def _default_name(importer, exporter, all_pairs, pairs, trade_cost_change) -> st
     return name.replace("+", "p").replace("/", "-")
 
 
+def _check_name(name: str) -> None:
+    """``--name``: a label that is also a folder name (no path separators, not hidden)."""
+    from hatrade.core.params import ParameterError
+
+    if not name.strip() or any(ch in name for ch in "/\\\0") or name.startswith("."):
+        raise ParameterError(
+            f"--name {name!r} is not allowed: use a non-empty name without '/', '\\' and "
+            "not starting with '.' (it names the output folder)."
+        )
+
+
 def _report_countries(countries: str | None, world0, scenario) -> list[str]:
     """The countries whose welfare to report: ``--countries`` (checked), every country
     with ``--global``, else the importer(s), else the exporter."""
-    if countries:
-        report = [c.strip() for c in countries.split(",") if c.strip()]
+    from hatrade.core.params import ParameterError
+
+    if countries is not None:
+        report = list(dict.fromkeys(c.strip() for c in countries.split(",") if c.strip()))
+        if not report:
+            raise ParameterError(
+                f"--countries {countries!r} is not allowed: list country codes separated "
+                f"by commas, from {', '.join(world0.countries)}."
+            )
         for c in report:
             world0.index(c)
         return report
@@ -245,13 +292,88 @@ def _report_countries(countries: str | None, world0, scenario) -> list[str]:
     ] or ([scenario.exporter] if scenario.exporter else [])
 
 
+#: What the figures take from each country of a ``--compare`` summary: the groups of each
+#: entry (``None``: a number).
+_COMPARE_FIELDS = {
+    "mean_gain_percent": None,
+    "acr_percent": None,
+    "quintile_gain_percent": ("Q1", "Q2", "Q3", "Q4", "Q5"),
+    "income_group_gain_percent": (
+        "bottom_20",
+        "below_median",
+        "median_45_55",
+        "above_median",
+        "top_20",
+    ),
+}
+
+
+def _number(x) -> float | None:
+    """``x`` as a float (JSON null: NaN), or None when it is not a number."""
+    if x is None:
+        return float("nan")
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x)
+
+
+def _compare_entry(where: str, entry) -> dict:
+    """One country of a ``--compare`` summary, checked (JSON nulls become NaN)."""
+    from hatrade.core.params import ParameterError
+
+    if not isinstance(entry, dict):
+        raise ParameterError(f"{where} must be an object, got {type(entry).__name__}.")
+    out = dict(entry)
+    for key, groups in _COMPARE_FIELDS.items():
+        value = entry.get(key)
+        if groups is None:
+            out[key] = _number(value)
+            if out[key] is None:
+                raise ParameterError(f"{where}.{key} must be a number, got {value!r}.")
+            continue
+        if not isinstance(value, dict):
+            raise ParameterError(
+                f"{where}.{key} must be an object with {', '.join(groups)}, got {value!r}."
+            )
+        out[key] = {g: _number(value.get(g)) for g in groups}
+        bad = [g for g, v in out[key].items() if v is None or g not in value]
+        if bad:
+            raise ParameterError(f"{where}.{key} lacks a number for {', '.join(bad)}.")
+    return out
+
+
 def _read_compare(compare: Path) -> dict:
+    """The summary of the ``--compare`` folder, checked before any solve (a counterfactual
+    or batch-run summary with the welfare groups the figures draw)."""
+    from hatrade.core.params import ParameterError
+
+    path = compare / "summary.json"
     try:
-        compare_summary = json.loads((compare / "summary.json").read_text())
-    except (OSError, ValueError) as err:
-        fail(f"--compare {compare}: cannot read its summary.json ({err}).")
-    compare_summary["label"] = compare_summary.get("label") or compare.name
-    return compare_summary
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ParameterError(
+            f"--compare {compare}: cannot read its summary.json ({err}); give a folder "
+            "written by 'hatrade counterfactual'."
+        ) from None
+    where = f"--compare {path}"
+    if not isinstance(doc, dict) or doc.get("kind") not in ("counterfactual", "batch-run"):
+        raise ParameterError(
+            f'{where} is not a counterfactual summary (no "kind": "counterfactual"); '
+            "give a folder written by 'hatrade counterfactual'."
+        )
+    by_country = doc.get("by_country")
+    if not isinstance(by_country, dict):
+        raise ParameterError(f"{where}: 'by_country' must be an object by country code.")
+    label = doc.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ParameterError(f"{where}: 'label' must be a string, got {label!r}.")
+    return {
+        **doc,
+        "by_country": {
+            str(c): _compare_entry(f"{where}: by_country.{c}", e) for c, e in by_country.items()
+        },
+        "label": label or compare.name,
+    }
 
 
 def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: bool, n_nodes: int):
@@ -265,7 +387,7 @@ def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: boo
         base_eq = baseline_equilibrium(cal_name)
     else:
         base_eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
-    prog.update(
+    prog.finish(
         task,
         description=f"Baseline: beta {base_eq.beta:.6f}, R "
         f"{float(base_eq.prices.R[0]):.6f}, {base_eq.seconds:.0f} s",
@@ -278,8 +400,9 @@ def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: boo
             t2, description=f"Counterfactual: Newton {iteration}, max excess demand {residual:.2e}"
         )
 
-    cf = run_counterfactual(base_eq, scenario, progress=report_newton)
-    prog.update(
+    # the scenario was applied (and its trade costs below 1 reported) before the solve
+    cf = run_counterfactual(base_eq, scenario, progress=report_newton, warn=False)
+    prog.finish(
         t2,
         description=f"Counterfactual: converged in {cf.new.iterations} Newton "
         f"steps, {cf.new.seconds:.0f} s",
@@ -289,7 +412,7 @@ def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: boo
     for k, c in enumerate(report):
         prog.update(t3, description=f"Welfare of {c} ({k + 1}/{len(report)}): all states")
         results[c] = country_welfare(cf, country=c, verify=verify_ev, n_nodes=n_nodes)
-    prog.update(
+    prog.finish(
         t3, description=f"Welfare: {len(report)} countr{'y' if len(report) == 1 else 'ies'}"
     )
     return base_eq, cf, results
@@ -341,7 +464,7 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
         f"{conv['max_excess_demand']:.1e}",
     )
     head.add_row("output", str(out))
-    console.print(head)
+    print_table(head)
     tab = Table(title="Who gains (percent, equivalent variation)", title_justify="left")
     for col in ("country", "mean", "Q1", "Q2", "Q3", "Q4", "Q5", "losers", "ACR", "R/w", "wage"):
         tab.add_column(col, justify="right" if col != "country" else "left")
@@ -356,7 +479,7 @@ def _print_summary(summary: dict, cf, out: Path) -> None:
             f"{summary['R_over_w_change_percent'][c]:+.3f}",
             f"{summary['wages'][c]['change_percent']:+.3f}",
         )
-    console.print(tab)
+    print_table(tab)
     notes = []
     for c, s in summary["by_country"].items():
         ev = s["ev"]
@@ -419,14 +542,7 @@ def batch_command(
         f"[bold]{escape(spec.name)}[/bold]: {len(spec.runs)} runs -> "
         f"{escape(str(out))} ({'serial' if serial else scheduler or 'local Dask cluster'})"
     )
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    ) as prog:
+    with progress(BarColumn(), MofNCompleteColumn()) as prog:
         task = prog.add_task("runs", total=len(spec.runs))
 
         def report(done: int, total: int, row: dict) -> None:
@@ -473,7 +589,7 @@ def batch_command(
                 )
         else:
             tab.add_row(r["name"], r["status"], "", "", "", "" if Rc is None else f"{Rc:+.4f}")
-    console.print(tab)
+    print_table(tab)
     console.print(f"Wrote {escape(str(out))}/batch_summary.json")
     if summary["runs_failed"]:
         raise typer.Exit(1)

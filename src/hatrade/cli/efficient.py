@@ -20,6 +20,7 @@ from ._common import (
     handle_errors,
     load_world_config,
     out_option,
+    print_table,
     progress,
 )
 from .solve import CalibrationName
@@ -112,10 +113,10 @@ def efficient_command(
             source = (
                 f"solved ({eq.iterations} Newton iterations, max excess demand {eq.residual:.1e})"
             )
-        prog.update(task, description=f"Decentralized equilibrium: {source}")
+        prog.finish(task, description=f"Decentralized equilibrium: {source}")
         task = prog.add_task("Planner's problem...", total=None)
         planner = solve_planner(world, hh, weights.value, eq=eq, income=cfg.income)
-        prog.update(
+        prog.finish(
             task,
             description=f"Planner solved: {planner.iterations} Newton iterations, "
             f"max resource error {planner.resource_error:.1e}",
@@ -126,7 +127,7 @@ def efficient_command(
             total=None,
         )
         table, summary = efficient_report(planner, eq, decentralized_theta=elasticities)
-        prog.update(task, description="Elasticities, gravity and welfare done")
+        prog.finish(task, description="Elasticities, gravity and welfare done")
         summary = jsonable(
             {
                 "kind": _KIND,
@@ -173,7 +174,7 @@ def _print(summary: dict, out: Path) -> None:
             f"{w['gain_pct_exact']:.3f}% exact",
         )
     head.add_row("output", str(out))
-    console.print(head)
+    print_table(head)
 
     agg = comp.get("aggregate_elasticity", {})
     tab = Table(
@@ -211,7 +212,7 @@ def _print(summary: dict, out: Path) -> None:
             g("theta_efficient_value"),
             g("theta_decentralized_prop1"),
         )
-    console.print(tab)
+    print_table(tab)
     grav = comp.get("gravity")
     if grav:
         gt = Table(title="Gravity regression coefficients", title_justify="left")
@@ -222,5 +223,5 @@ def _print(summary: dict, out: Path) -> None:
         names = [k for k in grav["efficient"] if not k.startswith(("S_", "theta_m_"))]
         for k in names:
             gt.add_row(k, *[("" if grav[c].get(k) is None else f"{grav[c][k]:.3f}") for c in cols])
-        console.print(gt)
+        print_table(gt)
     console.print(f"Wrote {escape(str(out))}")

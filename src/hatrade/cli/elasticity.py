@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -48,6 +49,7 @@ from ._common import (
     handle_errors,
     load_world_config,
     out_option,
+    print_table,
     progress,
 )
 from .solve import CalibrationName
@@ -119,7 +121,7 @@ def _equilibrium(cfg, prog):
         task = prog.add_task("Solving the equilibrium...", total=None)
         eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
         source = f"solved ({eq.iterations} Newton iterations, max excess demand {eq.residual:.1e})"
-    prog.update(task, description=f"Equilibrium: {source}")
+    prog.finish(task, description=f"Equilibrium: {source}")
     return eq, source
 
 
@@ -194,7 +196,7 @@ def elasticities_command(
             res = lr.impact
         else:
             lr, res = None, trade_elasticities(eq, code)
-        prog.update(
+        prog.finish(
             task, description=f"Elasticities: theta = {res.theta:.4f} ({res.seconds:.1f} s)"
         )
         table = res.table[list(TABLE_COLUMNS) + ["weight"]].copy()
@@ -247,12 +249,21 @@ def elasticities_command(
         if lr is not None:
             row.append(f"{r['theta_longrun']:.4f}")
         tab.add_row(*row)
-    console.print(tab)
+    print_table(tab)
     line = f"trade-weighted theta (impact): {res.theta:.4f}"
     if lr is not None:
         line += f"; long run (distribution re-solved): {lr.theta_longrun:.4f}"
     console.print(line)
     console.print(f"Wrote {escape(str(out))}")
+
+
+def _check_transfer(transfer: float) -> None:
+    from hatrade.core.params import ParameterError
+
+    if not (math.isfinite(transfer) and transfer > 0):
+        raise ParameterError(
+            f"--transfer {transfer} is not allowed: it must be a finite number > 0."
+        )
 
 
 @handle_errors
@@ -272,12 +283,10 @@ def households_command(
 ) -> None:
     """Household cross-section of one country: import shares, trade elasticities and MPCs by income and expenditure group; write micro_table.csv, cross_section.csv, micro_table.png, summary.json."""
     from hatrade.analysis.cross_section import cross_section, micro_table, simulate_households
-    from hatrade.core.params import ParameterError
     from hatrade.io.folders import prepare_output
     from hatrade.plots.elasticity import micro_table_figure, save_figure
 
-    if not transfer > 0:
-        raise ParameterError(f"--transfer {transfer} is not allowed: it must be > 0.")
+    _check_transfer(transfer)
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
     out = Path(out) if out is not None else Path("results") / f"households-{cfg.name}-{code}"
@@ -290,12 +299,12 @@ def households_command(
         )
         xs = cross_section(eq, code, transfer=transfer)
         table = micro_table(xs)
-        prog.update(task, description="Cross-section done")
+        prog.finish(task, description="Cross-section done")
         sim_table = None
         if simulate:
             task = prog.add_task(f"Simulating {simulate} households (seed {seed})...", total=None)
             sim_table = micro_table(simulate_households(eq, code, n=simulate, seed=seed, xs=xs))
-            prog.update(task, description=f"Simulated {simulate} households")
+            prog.finish(task, description=f"Simulated {simulate} households")
         t = xs.table
         summary = {
             **_header("households", cfg.name, code, source),
@@ -347,5 +356,5 @@ def households_command(
             f"{r['mpc']:.3f}",
             f"{r['mass']:.3f}",
         )
-    console.print(tab)
+    print_table(tab)
     console.print(f"Wrote {escape(str(out))}")

@@ -10,10 +10,9 @@ from typing import Optional
 import numpy as np
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._common import console, err_console, fail, handle_errors
+from ._common import console, fail, handle_errors, print_table, progress
 from .solve import CalibrationName
 
 __all__ = ["register", "table1_command", "TABLE1_FILE"]
@@ -67,13 +66,7 @@ def _model_shares_from_calibration(name: str):
     from hatrade.io.config import DEFAULT_R
 
     cal = load_calibration(name)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    ) as prog:
+    with progress() as prog:
         task = prog.add_task(
             f"Solving households at the published {name} prices (19 countries)...", total=None
         )
@@ -84,7 +77,7 @@ def _model_shares_from_calibration(name: str):
             R=DEFAULT_R,
             beta=cal.beta,
         )
-        prog.update(task, description=f"Households solved at the published {name} prices")
+        prog.finish(task, description=f"Households solved at the published {name} prices")
     return eq.trade_shares, np.asarray(cal.params, float)
 
 
@@ -95,7 +88,9 @@ def table1_command(
         "--out",
         "-o",
         file_okay=False,
-        help=f"Folder for {TABLE1_FILE} (created when needed).",
+        help=f"Folder for {TABLE1_FILE} (created when needed). A {TABLE1_FILE} there that a "
+        "previous 'hatrade table1' wrote is replaced; other files are left alone, and an "
+        f"existing {TABLE1_FILE} that hatrade did not write is refused.",
     ),
     from_solve: Optional[Path] = typer.Option(
         None,
@@ -119,13 +114,15 @@ def table1_command(
     """Write and print Table 1 (see TABLE1_HELP)."""
     from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
     from hatrade.data import load_trade_data
-    from hatrade.io.atomic import write_text
+    from hatrade.io.folders import prepare_output
 
     if from_solve is not None and calibration is not None:
         fail("give either --from-solve or --calibration, not both.")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        fail(f"output folder {out} exists and is not a folder; choose another --out.")
+    # a previous table1 folder (its manifest lists table1.csv) is updated in place; a
+    # table1.csv that hatrade did not write is refused here, before any work
+    folder = prepare_output(out, "table1", update=True)
+    folder.check_paths(TABLE1_FILE)
 
     data_res = gravity_regression(load_trade_data(), method=method.value)
     model_res, params = None, None
@@ -138,7 +135,8 @@ def table1_command(
     tab = table1(data_res, model_res, params)
 
     path = out / TABLE1_FILE
-    write_text(path, tab.reset_index().to_csv(index=False, float_format="%.17g"))
+    with folder.session():
+        folder.write_text(TABLE1_FILE, tab.reset_index().to_csv(index=False, float_format="%.17g"))
     log.info("wrote %s", path)
 
     source = (
@@ -160,5 +158,5 @@ def table1_command(
         if "parameter" in tab:
             cells.append(f"{row['parameter']:.2f}")
         t.add_row(*cells)
-    console.print(t)
+    print_table(t)
     console.print(f"Wrote {escape(str(path))}")

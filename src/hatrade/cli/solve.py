@@ -16,11 +16,11 @@ from hatrade.data import CALIBRATIONS
 from ._common import (
     calibration_option,
     config_option,
-    console,
     err_console,
     handle_errors,
     load_world_config,
     out_option,
+    print_table,
     progress,
 )
 
@@ -106,14 +106,14 @@ def solve(
             )
 
         eq = solve_equilibrium(world, hh, progress=report, **cfg.solve_kwargs())
-        prog.update(
+        prog.finish(
             task,
             description=f"Converged: {eq.iterations} Newton iterations, max "
             f"excess demand {eq.residual:.2e}, {eq.seconds:.1f} s",
         )
         write = prog.add_task(f"Writing {escape(str(out))}...", total=None)
         summary = save_solve(eq, folder, cfg.name, data_fit="ek", parameters=cfg.to_dict())
-        prog.update(write, description=f"Wrote {escape(str(out))}")
+        prog.finish(write, description=f"Wrote {escape(str(out))}")
 
     print_summary(summary, out)
 
@@ -142,7 +142,7 @@ def print_summary(summary: dict, out: Path) -> None:
     else:
         head.add_row("fit", "no trade data for these countries")
     head.add_row("output", str(out))
-    console.print(head)
+    print_table(head)
 
     tab = Table(title="By country", title_justify="left")
     tab.add_column("country")
@@ -155,4 +155,4 @@ def print_summary(summary: dict, out: Path) -> None:
         if isinstance(R, dict):
             row.append(f"{R[c]:.6f}")
         tab.add_row(*row)
-    console.print(tab)
+    print_table(tab)

@@ -149,7 +149,9 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
         if isinstance(baseline, BaseException):
             raise baseline
         opts = spec_dict["options"]
-        cf = run_counterfactual(baseline, run.scenario, tol=opts["tol"], max_iter=opts["max_iter"])
+        cf = run_counterfactual(  # warn=False: load_batch warned about d < 1 already
+            baseline, run.scenario, tol=opts["tol"], max_iter=opts["max_iter"], warn=False
+        )
         wel, tables = {}, []
         for c in run.welfare:
             cw = country_welfare(cf, country=c, verify=opts["verify_ev"], n_nodes=opts["n_nodes"])

@@ -18,7 +18,8 @@ written atomically, see :mod:`hatrade.io.atomic`).
 
 Kinds in use: ``solve``, ``counterfactual``, ``elasticities``, ``households``,
 ``efficient`` (replaced whole); ``batch``, ``calibration-grid``, ``calibrate``,
-``calibrate-micro`` (updated in place, resumable); ``replicate`` is reserved for the
+``calibrate-micro`` (updated in place, resumable); ``table1`` (updated in place: only
+its ``table1.csv`` is replaced); ``replicate`` is reserved for the
 replication pipeline (in place; its marker files are in :data:`LEGACY_MARKERS`).
 
 A folder written by a hatrade that predates manifests is recognised by its summary file
@@ -60,7 +61,8 @@ API
         # on an exception, OUT is removed again if this session created it and nothing
         # but the manifest was written
 
-    :meth:`OutputFolder.claim` lists paths that other code writes (a checkpoint, a
+    :meth:`OutputFolder.check_paths` checks before any work that paths to be written in
+    place are new or listed. :meth:`OutputFolder.claim` lists paths that other code writes (a checkpoint, a
     worker's sub-folder); :meth:`~OutputFolder.write_text`, :meth:`~OutputFolder.write_bytes`
     and :meth:`~OutputFolder.write_json` write and list in one step. Each refuses a path
     that exists but is not listed.
@@ -240,6 +242,27 @@ class OutputFolder:
             "another folder."
         )
 
+    def check_paths(self, *rels: str) -> None:
+        """Check, before any work, that ``rels`` may be written in place (each is new or
+        listed); raises :class:`OutputFolderError` naming those that are not."""
+        taken = []
+        for rel in rels:
+            is_dir = str(rel).endswith("/")
+            rel = Path(rel).as_posix() + ("/" if is_dir else "")
+            target = self.path / rel.rstrip("/")
+            if _covered(rel, self.listed) or not (target.exists() or target.is_symlink()):
+                continue
+            if is_dir and target.is_dir():
+                taken += [
+                    p
+                    for p in _present(self.path)
+                    if p.startswith(rel) and not _covered(p, self.listed)
+                ]
+            else:
+                taken.append(rel)
+        if taken:
+            self._refuse_unlisted(taken)
+
     def _own(self, rels: Iterable[str]) -> None:
         """List ``rels`` (checked: an existing path must already be listed)."""
         new = []
@@ -290,20 +313,26 @@ class OutputFolder:
     def session(self) -> Iterator["OutputFolder"]:
         """Create the folder (and its manifest) for writing in place.
 
-        On an exception the folder is removed again when this session created it and
-        nothing but the manifest was written; otherwise it is kept (e.g. to resume).
+        On an exception, when nothing but the manifest was written, the folder is removed
+        again if this session created it (an empty folder that was there loses the
+        manifest again); otherwise it is kept (e.g. to resume).
         """
         top = None  # the outermost folder this session creates
         probe = self.path.absolute()
         while not probe.exists():
             top, probe = probe, probe.parent
+        had_manifest = (self.path / MANIFEST).exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._save()
         try:
             yield self
         except BaseException:
-            if top is not None and not _present(self.path):
-                shutil.rmtree(top, ignore_errors=True)
+            if not _present(self.path):  # nothing but the manifest was written
+                if top is not None:
+                    shutil.rmtree(top, ignore_errors=True)
+                elif not had_manifest:  # an empty folder that was there: left empty
+                    with contextlib.suppress(OSError):
+                        (self.path / MANIFEST).unlink()
             raise
 
     def claim(self, *rels: str) -> None:

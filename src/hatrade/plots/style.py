@@ -3,7 +3,9 @@
 Figures are :class:`matplotlib.figure.Figure` objects on the Agg canvas, without ``pyplot``:
 nothing global (the backend, rcParams, the list of open figures) is touched, so the figure
 functions are safe to call from scripts, notebooks and tests. :func:`save_figure` writes a
-PNG atomically (a temporary file in the target folder, then ``os.replace``).
+PNG atomically (a temporary file in the target folder, then ``os.replace``) with the
+permissions of an ordinary new file (``0o666 & ~umask``, as every file hatrade writes;
+:mod:`hatrade.io.atomic` is a layer above and does the same for data files).
 """
 
 from __future__ import annotations
@@ -30,14 +32,26 @@ def new_figure(figsize=(6.5, 5.0)):
     return fig
 
 
+def _file_mode() -> int:
+    """``0o666 & ~umask``: the permissions of an ordinary new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_figure(fig, path) -> Path:
-    """Save ``fig`` as a PNG at ``path`` atomically (temporary file, then ``os.replace``)."""
+    """Save ``fig`` as a PNG at ``path`` atomically (temporary file, fsync, then
+    ``os.replace``), readable as any new file (``0o666 & ~umask``; the temporary file
+    starts private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
