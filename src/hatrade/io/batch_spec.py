@@ -261,7 +261,7 @@ def _options(raw: dict, source: str, countries, errors: list[str]) -> dict:
             )
     elif isinstance(wf, list):
         for c in wf:
-            if c not in countries:
+            if not isinstance(c, str) or c not in countries:
                 errors.append(
                     f"[options] welfare: unknown country {c!r} (allowed: {', '.join(countries)})"
                 )
@@ -450,8 +450,8 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         welfare = tuple(world.countries)
     elif wf == "none":
         welfare = ()
-    else:
-        welfare = tuple(wf)
+    else:  # a list of codes (anything else is reported by _options)
+        welfare = tuple(wf) if isinstance(wf, list) else ()
     return BatchRun(
         name=name,
         scenario=scenario,
