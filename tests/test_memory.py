@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import hatrade
+from hatrade.core.errors import ParameterError
 from hatrade.core.memory import (
     FIXED_BYTES,
     MemoryEstimateError,
@@ -14,7 +15,6 @@ from hatrade.core.memory import (
     estimate_bytes,
     estimate_simulation_bytes,
 )
-from hatrade.core.errors import ParameterError
 from hatrade.io.config import loads_config
 from smallworld import small_household, small_toml, small_world
 
