@@ -74,3 +74,16 @@ def test_huge_world_refused_before_any_work(monkeypatch):
         loads_config(toml, source="big.toml")
     # the small world passes
     assert loads_config(small_toml()).household.n_a == 20
+
+
+def test_huge_simulation_refused_before_any_work(monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from hatrade.analysis.cross_section import simulate_households
+
+    monkeypatch.setenv("HATRADE_MEMORY_LIMIT", str(2**30))
+    eq = SimpleNamespace(world=SimpleNamespace(M=3), income=SimpleNamespace(z=np.ones(10)))
+    with pytest.raises(MemoryEstimateError, match="n = 1000000000 households"):
+        simulate_households(eq, "H", n=10**9)
