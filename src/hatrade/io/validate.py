@@ -17,6 +17,7 @@ and its own message prefix; these helpers only build the common parts of the mes
 from __future__ import annotations
 
 import math
+import numbers
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -103,11 +104,19 @@ class Rule:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite real number: Python or NumPy, or a 0-d numeric array (API callers pass
+    results' scalars); never a boolean or a string."""
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return False
+    if not isinstance(v, numbers.Real):
+        dtype = getattr(v, "dtype", None)
+        if getattr(v, "shape", None) != () or getattr(dtype, "kind", None) not in ("i", "u", "f"):
+            return False
+    return math.isfinite(float(v))
 
 
 def _is_integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 #: ``true`` or ``false`` (a TOML boolean).
