@@ -166,7 +166,7 @@ _MICRO_OPTION_RULES = {
 CALIBRATE_OPTION_RULES: dict[str, Rule] = {
     "tol": FRACTION,
     "max_iter": integer(1),
-    "R": Rule(lambda v: NUMBER.ok(v) and v > 0, "a finite number > 0"),
+    "R": Rule(lambda v: NUMBER.ok(v) and float(v) > 0, "a finite number > 0"),  # type: ignore[arg-type]
     "beta_guess": FRACTION,
 }
 
