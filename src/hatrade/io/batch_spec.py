@@ -403,7 +403,7 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
     try:
         check_identifier(name, "name")
     except ParameterError as err:
-        raise ParameterError(f"{where}: {err} (it names the output folder)") from None
+        raise ParameterError(f"{where}: {str(err)[:-1]} (it names the output folder)") from None
     hh_over = d.pop("household", {}) or {}
     recal = d.pop("recalibrate_beta", False)
     cal = d.pop("calibration", None)

@@ -349,7 +349,7 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
     try:
         check_identifier(name, "name")
     except ParameterError as err:
-        raise ctx.error("name", f"{err} (it names the output folder)") from None
+        raise ctx.error("name", f"{str(err)[:-1]} (it names the output folder).") from None
 
     hh_raw = _table(ctx, raw, "household")
     _check_keys(ctx, "household", hh_raw, _HOUSEHOLD_KEYS)
