@@ -250,7 +250,7 @@ def test_batch_parse_refuses_wrong_types_in_one_line(tmp_path, line, piece):
 @pytest.mark.parametrize(
     "option, piece",
     [
-        ("n_nodes = 0", "n_nodes = 0: must be an integer >= 2"),
+        ("n_nodes = 0", "n_nodes = 0: must be an integer >= 3"),
         ("tol = 1e6", "tol = 1000000.0: must be a finite number in (0, 0.1]"),
         ("tol = nan", "tol = nan"),
         ('max_iter = "30"', "max_iter = '30': must be an integer >= 1"),

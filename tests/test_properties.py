@@ -344,10 +344,10 @@ def test_ev_regression_n_nodes():
     """n_nodes 0 (no node besides lambda = 1) moved welfare gains by about 10%."""
     from hatrade.welfare.ev import equivalent_variation
 
-    for n in (0, 1, -3, 2.0, True):
+    for n in (0, 1, 2, -3, 3.0, True):
         with pytest.raises(ParameterError, match="n_nodes"):
             equivalent_variation(None, None, "H", n_nodes=n)  # refused before any work
-    assert EVOptions(n_nodes=2).n_nodes == 2
+    assert EVOptions(n_nodes=3).n_nodes == 3
 
 
 SCENARIO_KEYS = [

@@ -104,7 +104,7 @@ def test_rule_from_the_api_check_has_the_api_range():
     assert tol.problem("tol", 1e-10) is None
     assert tol.problem("tol", 1e6) == "tol = 1000000.0: must be a finite number in (0, 0.1]"
     n_nodes = Rule.from_problem(ev_option_problem, "n_nodes")
-    assert n_nodes.problem("n_nodes", 0) == "n_nodes = 0: must be an integer >= 2"
+    assert n_nodes.problem("n_nodes", 0) == "n_nodes = 0: must be an integer >= 3"
     assert n_nodes.problem("n_nodes", 8) is None
     assert n_nodes.problem("n_nodes", 8.0) is not None
 

@@ -98,7 +98,7 @@ def test_extrapolated_roots_are_reported(cut, caplog, monkeypatch):
     returned silently: flagged in ``bracketed`` and warned about, with what to do."""
     import logging
 
-    # n_nodes must be >= 2 (EVOptions); no bulk nodes is what a skipped step 2 leaves
+    # n_nodes must be >= 3 (EVOptions); no bulk nodes is what a skipped step 2 leaves
     monkeypatch.setattr("hatrade.welfare.ev.cover_roots", lambda *args: None)
     with caplog.at_level(logging.WARNING, logger="hatrade.welfare.ev"):
         ev = equivalent_variation(cut.baseline, cut.new, "H")
