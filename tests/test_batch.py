@@ -229,3 +229,36 @@ def test_cli_batch_serial_and_bad_file(tmp_path):
     res = CliRunner().invoke(app, ["batch", str(bad), "--serial", "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "XYZ" in res.output and "no run was started" in res.output
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    "line, piece",
+    [
+        ("household = {n_a = 20.7}", "n_a = 20.7: must be an integer >= 3"),  # was 20
+        ('household = {gamma = "2"}', "gamma = '2': must be a finite number"),  # was 2
+        ("household = {gamma = true}", "gamma = True: must be a finite number"),
+        ("household = {gamma = -1}", "gamma = -1 is not allowed"),  # Household's own range
+        ('name = "../x"', "name = '../x' is not allowed"),
+    ],
+)
+def test_batch_parse_refuses_wrong_types_in_one_line(tmp_path, line, piece):
+    text = f'config = "world.toml"\n[[runs]]\nimporter = "F"\ntrade_cost_change = -0.05\n{line}\n'
+    with pytest.raises(BatchError) as err:
+        load_batch(_write(tmp_path, text))
+    assert piece in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "option, piece",
+    [
+        ("n_nodes = 0", "n_nodes = 0: must be an integer >= 3"),
+        ("tol = 1e6", "tol = 1000000.0: must be a finite number in (0, 0.1]"),
+        ("tol = nan", "tol = nan"),
+        ('max_iter = "30"', "max_iter = '30': must be an integer >= 1"),
+        ("workers = 2.5", "workers = 2.5"),
+    ],
+)
+def test_batch_parse_options_use_the_api_ranges(tmp_path, option, piece):
+    with pytest.raises(BatchError) as err:
+        load_batch(_write(tmp_path, GOOD.replace("n_nodes = 6", option)))
+    assert piece in str(err.value)

@@ -5,6 +5,8 @@ import pytest
 from hatrade.io.validate import (
     BOOLEAN,
     FRACTION,
+    NUMBER,
+    Rule,
     check_keys,
     check_table,
     integer,
@@ -81,3 +83,37 @@ def test_option_problems_in_rule_order_and_only_present_keys():
         "tol = 3: must be a number in (0, 1)",
         "flag = 'yes': must be true or false",
     ]
+
+
+@pytest.mark.parametrize(
+    "value, ok",
+    [(1, True), (0.5, True), (-3.0, True), (True, False), ("2", False), (None, False)]
+    + [(float("nan"), False), (float("inf"), False), ([1], False)],
+)
+def test_number_rule_does_not_coerce(value, ok):
+    assert NUMBER.ok(value) is ok
+    assert (FRACTION.ok(value) and 0 < value < 1) is FRACTION.ok(value)
+
+
+def test_rule_from_the_api_check_has_the_api_range():
+    from hatrade.solve.options import solve_option_problem
+    from hatrade.welfare.inversion import ev_option_problem
+
+    tol = Rule.from_problem(solve_option_problem, "tol")
+    assert tol.need == "a finite number in (0, 0.1]"
+    assert tol.problem("tol", 1e-10) is None
+    assert tol.problem("tol", 1e6) == "tol = 1000000.0: must be a finite number in (0, 0.1]"
+    n_nodes = Rule.from_problem(ev_option_problem, "n_nodes")
+    assert n_nodes.problem("n_nodes", 0) == "n_nodes = 0: must be an integer >= 3"
+    assert n_nodes.problem("n_nodes", 8) is None
+    assert n_nodes.problem("n_nodes", 8.0) is not None
+
+
+def test_check_identifier():
+    from hatrade.core.errors import ParameterError, check_identifier
+
+    for good in ("H", "USA", "run-1", "sigma_eps-0.25", "a+b", "x" * 64):
+        assert check_identifier(good, "name") == good
+    for bad in ("", "..", "a/b", "H/../../x", "a..b", ".hidden", "-x", "a b", "x" * 65, 5):
+        with pytest.raises(ParameterError, match=r"^name = .* is not allowed: it must be 1-64"):
+            check_identifier(bad, "name")

@@ -55,6 +55,7 @@ from hatrade.analysis.elasticity import ElasticityResult, country_problem, trade
 from hatrade.analysis.groups import INCOME_GROUPS, group_weights
 from hatrade.analysis.groups import QUINTILES as GROUP_QUINTILES
 from hatrade.core.household import egm_step, policies
+from hatrade.core.memory import check_memory, estimate_simulation_bytes
 from hatrade.core.params import ParameterError
 from hatrade.core.x64 import enable_x64
 from hatrade.solve.equilibrium import Equilibrium
@@ -369,6 +370,7 @@ def simulate_households(
         raise ParameterError(f"n = {n!r} is not allowed: it must be an integer >= 1.")
     if not (isinstance(periods, (int, np.integer)) and periods >= 0):
         raise ParameterError(f"periods = {periods!r} is not allowed: it must be an integer >= 0.")
+    check_memory(estimate_simulation_bytes(n, eq.world.M, eq.income.z.size), f"n = {n} households")
     if xs is None:
         xs = cross_section(eq, country)
     elif xs.country != country:

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from hatrade.analysis.groups import INCOME_GROUPS, income_fractions
+from hatrade.calibration.micro_targets import check_calibrate_options
 from hatrade.calibration.moments import (
     GravitySetup,
     data_moments,
@@ -76,6 +77,7 @@ from hatrade.core.jacobian import (
 from hatrade.core.markets import Layout, model_arrays
 from hatrade.core.params import Household, ParameterError
 from hatrade.core.x64 import enable_x64
+from hatrade.data import load_labor
 from hatrade.io.atomic import write_json
 from hatrade.solve.equilibrium import Equilibrium, solve_equilibrium
 
@@ -404,11 +406,9 @@ def calibrate(
         Default: the published labor forces.
     R : float
         Interest rate at which beta clears the bond market.
-    wages, beta_guess : starting equilibrium guess.
-    tol : float
-        Convergence: max |model moment - target|.
-    max_iter : int
-        Newton iterations in the parameters.
+    wages, beta_guess : starting equilibrium guess (beta_guess in (0, 1)).
+    tol, max_iter : float, int
+        Convergence: max |model moment - target| in (0, 1); Newton iterations (>= 1).
     checkpoint : path, optional
         JSON file written after every iteration (best point, path); with ``resume=True`` an
         existing checkpoint is the starting point.
@@ -443,13 +443,12 @@ def calibrate(
     """
     t0 = time.perf_counter()
     setup = setup or ek_setup()
+    check_calibrate_options(tol=tol, max_iter=max_iter, R=R, beta_guess=beta_guess)
     theta, targets, gi, gap_country = _check_inputs(
         theta0, targets, setup, household, home_share_gap, gap_country
     )
     with_psi = home_share_gap is not None
     if labor is None:
-        from hatrade.data import load_labor
-
         labor = load_labor().to_numpy()
     hh = household.replace(beta=None)
     ckpt = Path(checkpoint) if checkpoint else None

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from hatrade.calibration.calibrate import CalibrationError, GravitySetup, calibrate, ek_setup
-from hatrade.calibration.micro_targets import MICRO_PARAMS
+from hatrade.calibration.micro_targets import MICRO_PARAMS, check_calibrate_options
 from hatrade.core.errors import EquilibriumError
 from hatrade.core.params import Household, ParameterError
 from hatrade.io.atomic import atomic_dir, write_json
@@ -345,11 +345,11 @@ def calibration_grid(
         iterations, residual, beta, psi_slope, seconds, error).
     """
     setup = setup or ek_setup()
+    check_calibrate_options(tol=tol, max_iter=max_iter, R=R, beta_guess=beta_guess)
     gridd, points, theta0 = _check_grid_inputs(
         grid, theta0, household, setup, home_share_gap, executor
     )
     folder = prepare_output(out_dir, "calibration-grid", what="calibration grid", update=True)
-    out = folder.path
     common = {
         "theta0": theta0.tolist(),
         "targets": None if targets is None else np.asarray(targets, float).tolist(),
@@ -366,7 +366,7 @@ def calibration_grid(
     }
     tasks = _grid_tasks(points, gridd, setup, common)
     with folder.session():
-        rows = _finished_points(out, tasks, retry_failed)
+        rows = _finished_points(folder.path, tasks, retry_failed)
         todo = [tk for tk in tasks if tk["name"] not in rows]
         folder.claim(*(f"points/{tk['name']}/" for tk in todo))
         total = len(tasks)
@@ -385,14 +385,14 @@ def calibration_grid(
 
         if todo and executor == "serial":
             for tk in todo:
-                finished(_grid_point(tk, str(out)))
+                finished(_grid_point(tk, str(folder.path)))
         elif todo:
             with dask_client(scheduler, workers, len(todo), processes=processes) as client:
                 futs = [
                     client.submit(
                         _grid_point,
                         tk,
-                        str(out.absolute()),
+                        str(folder.path.absolute()),
                         pure=False,
                         key=f"hatrade-grid-{tk['name']}-{tk['fingerprint']}",
                     )

@@ -17,6 +17,8 @@ from hatrade.core.params import Household, ParameterError
 from hatrade.io.validate import (
     BOOLEAN,
     FRACTION,
+    NUMBER,
+    Rule,
     check_keys,
     check_table,
     integer,
@@ -32,6 +34,8 @@ __all__ = [
     "check_params",
     "parse_micro_targets",
     "load_micro_targets",
+    "CALIBRATE_OPTION_RULES",
+    "check_calibrate_options",
 ]
 
 #: Micro targets the outer loop knows (module docstring for the definitions).
@@ -154,6 +158,25 @@ _MICRO_OPTION_RULES = {
     "inner_max_iter": integer(1),
     "inner_psi": BOOLEAN,
 }
+
+
+#: The ranges of the numeric options of :func:`hatrade.calibration.calibrate.calibrate` and
+#: :func:`hatrade.calibration.grid.calibration_grid` (the CLI's ``hatrade calibrate`` builds
+#: them, so it gets the same checks): tol and beta_guess in (0, 1), max_iter >= 1, R > 0.
+CALIBRATE_OPTION_RULES: dict[str, Rule] = {
+    "tol": FRACTION,
+    "max_iter": integer(1),
+    "R": Rule(lambda v: NUMBER.ok(v) and float(v) > 0, "a finite number > 0"),  # type: ignore[arg-type]
+    "beta_guess": FRACTION,
+}
+
+
+def check_calibrate_options(**options) -> None:
+    """Raise :class:`ParameterError` (one line: the field, its value and the allowed range)
+    for the first option outside :data:`CALIBRATE_OPTION_RULES`; before any solve."""
+    problems = option_problems(options, CALIBRATE_OPTION_RULES)
+    if problems:
+        raise ParameterError(f"{problems[0].replace(': must be', ' is not allowed: it must be')}.")
 
 
 def parse_micro_targets(raw: dict, source: str = "<dict>", countries=None) -> dict:

@@ -13,9 +13,9 @@ from typing import Literal
 
 import numpy as np
 
-from hatrade.core.errors import ParameterError
+from hatrade.core.errors import ParameterError, check_identifier
 
-__all__ = ["Household", "World", "ParameterError", "FINANCIAL_REGIMES"]
+__all__ = ["Household", "World", "ParameterError", "FINANCIAL_REGIMES", "check_identifier"]
 
 FINANCIAL_REGIMES = ("globalization", "autarky")
 
@@ -23,6 +23,20 @@ FINANCIAL_REGIMES = ("globalization", "autarky")
 def _check(cond: bool, name: str, allowed: str, value) -> None:
     if not cond:
         raise ParameterError(f"{name} = {value!r} is not allowed: {name} must be {allowed}.")
+
+
+def _real(x) -> bool:
+    """A finite real number: int or float (numpy ones too), not a bool or a string."""
+    return (
+        isinstance(x, (int, float, np.integer, np.floating))
+        and not isinstance(x, (bool, np.bool_))
+        and bool(np.isfinite(x))
+    )
+
+
+def _integer(x) -> bool:
+    """An integer (numpy ones too), not a bool: 20.0 and 20.7 are not integers."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -71,44 +85,49 @@ class Household:
     n_iid: int = 2
 
     def __post_init__(self):
-        _check(np.isfinite(self.gamma) and self.gamma > 0, "gamma", "a number > 0", self.gamma)
+        _check(_real(self.gamma) and self.gamma > 0, "gamma", "a finite number > 0", self.gamma)
         _check(
-            np.isfinite(self.sigma_eps) and self.sigma_eps > 0,
+            _real(self.sigma_eps) and self.sigma_eps > 0,
             "sigma_eps",
-            "a number > 0",
+            "a finite number > 0",
             self.sigma_eps,
         )
-        _check(np.isfinite(self.psi_slope), "psi_slope", "a finite number", self.psi_slope)
+        _check(_real(self.psi_slope), "psi_slope", "a finite number", self.psi_slope)
         if self.beta is not None:
-            _check(0 < self.beta < 1, "beta", "in the open interval (0, 1)", self.beta)
-        _check(np.isfinite(self.phi) and self.phi >= 0, "phi", "a number >= 0", self.phi)
+            _check(
+                _real(self.beta) and 0 < self.beta < 1,
+                "beta",
+                "a number in the open interval (0, 1)",
+                self.beta,
+            )
+        _check(_real(self.phi) and self.phi >= 0, "phi", "a finite number >= 0", self.phi)
         _check(
-            np.isfinite(self.a_max) and self.a_max > -self.phi,
+            _real(self.a_max) and self.a_max > -self.phi,
             "a_max",
-            f"a number > -phi = {-self.phi}",
+            f"a finite number > -phi = {-self.phi}",
             self.a_max,
         )
+        _check(_integer(self.n_a) and self.n_a >= 3, "n_a", "an integer >= 3", self.n_a)
         _check(
-            isinstance(self.n_a, (int, np.integer)) and self.n_a >= 3,
-            "n_a",
-            "an integer >= 3",
-            self.n_a,
-        )
-        _check(-1 < self.rho_perm < 1, "rho_perm", "in (-1, 1)", self.rho_perm)
-        _check(self.var_perm >= 0, "var_perm", "a number >= 0", self.var_perm)
-        _check(self.var_iid >= 0, "var_iid", "a number >= 0", self.var_iid)
-        _check(
-            isinstance(self.n_perm, (int, np.integer)) and self.n_perm >= 1,
-            "n_perm",
-            "an integer >= 1",
-            self.n_perm,
+            _real(self.rho_perm) and -1 < self.rho_perm < 1,
+            "rho_perm",
+            "a number in (-1, 1)",
+            self.rho_perm,
         )
         _check(
-            isinstance(self.n_iid, (int, np.integer)) and self.n_iid >= 1,
-            "n_iid",
-            "an integer >= 1",
-            self.n_iid,
+            _real(self.var_perm) and self.var_perm >= 0,
+            "var_perm",
+            "a finite number >= 0",
+            self.var_perm,
         )
+        _check(
+            _real(self.var_iid) and self.var_iid >= 0,
+            "var_iid",
+            "a finite number >= 0",
+            self.var_iid,
+        )
+        _check(_integer(self.n_perm) and self.n_perm >= 1, "n_perm", "an integer >= 1", self.n_perm)
+        _check(_integer(self.n_iid) and self.n_iid >= 1, "n_iid", "an integer >= 1", self.n_iid)
 
     def replace(self, **changes) -> "Household":
         """Return a copy with some fields changed (validated again)."""
@@ -123,9 +142,14 @@ class Household:
 
 def _as_float_array(x, name: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ParameterError(f"{name} must be numeric, got {x!r}") from err
+        raw = np.asarray(x)
+        if raw.dtype.kind not in "iuf":  # no strings, booleans, None or ragged lists
+            raise TypeError(raw.dtype)
+        arr = raw.astype(float)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"{name} = {x!r} is not allowed: {name} must be numbers (not strings or booleans)."
+        ) from None
     if arr.shape != shape:
         raise ParameterError(
             f"{name} has shape {arr.shape}; it must have shape {shape} "
@@ -143,7 +167,9 @@ class World:
     Parameters
     ----------
     countries : sequence of str
-        Country codes (ISO3 for the Eaton-Kortum data), unique.
+        Country codes (ISO3 for the Eaton-Kortum data), unique; each is used in file names,
+        so it must match :data:`hatrade.core.errors.IDENTIFIER_PATTERN` (letters, digits,
+        '.', '_', '+', '-'; starting with a letter or digit; no '..'; at most 64 characters).
     tfp : array (M,)
         TFP :math:`A_i > 0`.
     labor : array (M,)
@@ -174,7 +200,14 @@ class World:
     allow_d_below_one: bool = False
 
     def __post_init__(self):
-        countries = tuple(str(c) for c in self.countries)
+        if isinstance(self.countries, str) or not hasattr(self.countries, "__iter__"):
+            raise ParameterError(
+                f"countries = {self.countries!r} is not allowed: it must be a sequence of "
+                "country codes."
+            )
+        countries = tuple(self.countries)
+        for k, c in enumerate(countries):
+            check_identifier(c, f"countries[{k}]")
         M = len(countries)
         if M < 1:
             raise ParameterError("countries is empty; a world needs at least one country.")

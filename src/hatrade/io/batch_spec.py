@@ -12,9 +12,10 @@ welfare of some countries::
     [options]                     # all optional
     welfare = "importer"          # "importer" (default), "all", "none" or a list of codes
     verify_ev = false             # evaluate every state's EV residual (slow, see welfare.py)
-    n_nodes = 8                   # lambda nodes of the batched EV solve
-    tol = 1e-10                   # equilibrium tolerance
-    max_iter = 30                 # Newton iterations per equilibrium
+    n_nodes = 8                   # lambda nodes of the batched EV solve, integer >= 3
+    tol = 1e-10                   # equilibrium tolerance, in (0, 0.1]
+    max_iter = 30                 # Newton iterations per equilibrium, integer >= 1
+    workers = 4                   # Dask workers, integer >= 1 (optional)
 
     [defaults]                    # merged into every run
     trade_cost_change = -0.10
@@ -32,7 +33,15 @@ welfare of some countries::
 
 Everything is checked when the file is read (:func:`load_batch`), before any solve: unknown
 keys, unknown countries, changes that make :math:`d_{ij} < 1` (unless allowed) or TFP
-non-positive, invalid household parameters, duplicate run names. The error names the entry.
+non-positive, invalid household parameters, duplicate run names, the memory the largest
+run needs. Values are typed as in configuration files: a number is not a string or a
+boolean, an integer has no fraction (``n_a = 20.7`` and ``gamma = "2"`` are refused, not
+coerced); the options' ranges are those of the API (:class:`~hatrade.solve.options.
+SolverOptions` for ``tol`` and ``max_iter``, :data:`hatrade.welfare.inversion.EV_RANGES`
+for ``n_nodes``), household parameters are checked by
+:class:`~hatrade.core.params.Household` itself, and names (the file's and every run's, used
+as folder names) by :func:`hatrade.core.errors.check_identifier`. The error is one line
+that names the entry and the field.
 
 The runs are executed by :func:`hatrade.io.batch.run_batch`.
 """
@@ -41,22 +50,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hatrade.analysis.counterfactual import Scenario, apply_scenario
+from hatrade.core.errors import check_identifier
+from hatrade.core.memory import check_world_memory
 from hatrade.core.params import ParameterError
 from hatrade.io.fingerprint import fingerprint
 from hatrade.io.validate import (
     BOOLEAN,
-    FRACTION,
+    NUMBER,
+    Rule,
     check_keys,
     check_table,
     integer,
     loads_toml,
     option_problems,
 )
+from hatrade.solve.options import solve_option_problem
+from hatrade.welfare.inversion import ev_option_problem
 
 __all__ = [
     "BatchRun",
@@ -79,14 +92,15 @@ _OPTIONS = ("welfare", "verify_ev", "n_nodes", "tol", "max_iter", "workers")
 #: Typed checks of [options] (welfare is checked against the world's countries).
 _OPTION_RULES = {
     "verify_ev": BOOLEAN,
-    "n_nodes": integer(0),
-    "max_iter": integer(1),
-    "tol": FRACTION,
+    "n_nodes": Rule.from_problem(ev_option_problem, "n_nodes"),
+    "max_iter": Rule.from_problem(solve_option_problem, "max_iter"),
+    "tol": Rule.from_problem(solve_option_problem, "tol"),
     "workers": integer(1).or_none(),
 }
 _RUN_EXTRA = ("household", "recalibrate_beta", "calibration")
 _HOUSEHOLD_KEYS = ("gamma", "sigma_eps", "psi_slope", "phi", "a_max", "n_a")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+#: Typed checks of a run's household overrides (their ranges: Household itself).
+_HOUSEHOLD_RULES = {k: (integer(3) if k == "n_a" else NUMBER) for k in _HOUSEHOLD_KEYS}
 
 
 class BatchError(ParameterError):
@@ -204,11 +218,11 @@ def _base_source(raw: dict, source: str, base_dir: Path | None):
         raise BatchError(
             f"{source}: unknown top-level key(s) {unknown}; allowed: {', '.join(_TOP)}."
         )
-    name = str(raw.get("name", Path(source).stem if source != "<string>" else "batch"))
-    if not _NAME_RE.match(name):
-        raise BatchError(
-            f"{source}: name = {name!r} is not allowed: use letters, digits, '.', '_', '+' or '-'."
-        )
+    name = raw.get("name", Path(source).stem if source != "<string>" else "batch")
+    try:
+        check_identifier(name, "name")
+    except ParameterError as err:
+        raise BatchError(f"{source}: {err}") from None
     cal, cfg_path = raw.get("calibration"), raw.get("config")
     if cal is not None and cfg_path is not None:
         raise BatchError(f"{source}: give either calibration or config, not both.")
@@ -247,7 +261,7 @@ def _options(raw: dict, source: str, countries, errors: list[str]) -> dict:
             )
     elif isinstance(wf, list):
         for c in wf:
-            if c not in countries:
+            if not isinstance(c, str) or c not in countries:
                 errors.append(
                     f"[options] welfare: unknown country {c!r} (allowed: {', '.join(countries)})"
                 )
@@ -341,7 +355,7 @@ def parse_batch(raw: dict, source: str = "<dict>", base_dir: Path | None = None)
     """
     name, cal, cfg_path = _base_source(raw, source, base_dir)
     try:
-        world, household, _, _ = base_config(cal, cfg_path)
+        world, household, base_kw, _ = base_config(cal, cfg_path)
     except ParameterError as err:
         raise BatchError(f"{source}: the base world is invalid: {err}") from None
     errors: list[str] = []
@@ -357,10 +371,14 @@ def parse_batch(raw: dict, source: str = "<dict>", base_dir: Path | None = None)
         if runs[-1].name in names:
             errors.append(f"{where}: duplicate run name {runs[-1].name!r}")
         names.add(runs[-1].name)
+    if not errors and runs:
+        inc = base_kw.get("income")
+        n_z = household.n_perm * household.n_iid if inc is None else int(inc.z.size)
+        _check_memory(runs, world, household, n_z, errors)
     if errors:
         raise BatchError(
-            f"{source}: {len(errors)} error(s) in the batch file (no run was "
-            "started):\n  - " + "\n  - ".join(errors)
+            f"{source}: {len(errors)} error(s) in the batch file (no run was started): "
+            + " | ".join(" ".join(e.split()) for e in errors)
         )
     return BatchSpec(
         name=name,
@@ -381,12 +399,11 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         if sc is None:
             raise ParameterError(f"{where}: give the run a name")
         d["name"] = str(sc)
-    name = str(d["name"])
-    if not _NAME_RE.match(name):
-        raise ParameterError(
-            f"{where}: name = {name!r} is not allowed: use letters, digits, "
-            "'.', '_', '+' or '-' (it names the output folder)"
-        )
+    name = d["name"]
+    try:
+        check_identifier(name, "name")
+    except ParameterError as err:
+        raise ParameterError(f"{where}: {str(err)[:-1]} (it names the output folder)") from None
     hh_over = d.pop("household", {}) or {}
     recal = d.pop("recalibrate_beta", False)
     cal = d.pop("calibration", None)
@@ -395,6 +412,9 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
     if not isinstance(hh_over, dict):
         raise ParameterError(f"{where}: household must be a table of parameters")
     check_keys(hh_over, _HOUSEHOLD_KEYS, f"{where}: household", ParameterError, end="")
+    problems = option_problems(hh_over, _HOUSEHOLD_RULES)
+    if problems:
+        raise ParameterError(f"{where}: household: {problems[0]}")
     if cal is not None:
         if base_cal is None:
             raise ParameterError(
@@ -416,10 +436,8 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
     except ParameterError as err:
         raise ParameterError(f"{where}: {err}") from None
     try:
-        household.replace(
-            beta=None, **{k: (int(v) if k == "n_a" else float(v)) for k, v in hh_over.items()}
-        )
-    except (ParameterError, TypeError, ValueError) as err:
+        household.replace(beta=None, **hh_over)
+    except ParameterError as err:
         raise ParameterError(f"{where}: household: {err}") from None
     wf = opts["welfare"]
     if wf == "importer":
@@ -432,8 +450,8 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         welfare = tuple(world.countries)
     elif wf == "none":
         welfare = ()
-    else:
-        welfare = tuple(wf)
+    else:  # a list of codes (anything else is reported by _options)
+        welfare = tuple(wf) if isinstance(wf, list) else ()
     return BatchRun(
         name=name,
         scenario=scenario,
@@ -442,3 +460,12 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         calibration=cal,
         welfare=welfare,
     )
+
+
+def _check_memory(runs, world, household, n_z: int, errors: list[str]) -> None:
+    """The memory of the largest run's world solve (:mod:`hatrade.core.memory`)."""
+    n_a = max(int(r.household.get("n_a", household.n_a)) for r in runs)
+    try:
+        check_world_memory(world.M, n_a, n_z)
+    except ParameterError as err:
+        errors.append(f"household n_a = {n_a}: {err}")

@@ -8,7 +8,7 @@ says what is allowed.
 
 TOML layout (every table but ``[world]`` is optional)::
 
-    name = "two_country"          # optional; default: the file name without .toml
+    name = "two_country"          # optional (default: the file name); names the output folder
 
     [household]                   # defaults: the paper's (docs/model.md 1.3)
     gamma = 2.0                   # > 0
@@ -17,10 +17,10 @@ TOML layout (every table but ``[world]`` is optional)::
     beta = 0.93                   # in (0, 1); given => solve for R
     phi = 0.5                     # borrowing limit, multiple of TFP
     a_max = 8.0                   # top of the asset grid, multiple of TFP
-    n_a = 100                     # asset grid points
+    n_a = 100                     # asset grid points, integer >= 3
 
     [world]
-    countries = ["H", "F"]        # unique codes
+    countries = ["H", "F"]        # unique codes (letters, digits, . _ + -; used in file names)
     tfp = [1.0, 1.0]              # or a table by code: tfp = {H = 1.0, F = 1.0}; default 1
     labor = [1.0, 1.0]            # likewise; default 1
     trade_costs = [[1.0, 1.5], [1.5, 1.0]]   # d_ij, importer i (row), exporter j (column)
@@ -49,7 +49,8 @@ TOML layout (every table but ``[world]`` is optional)::
     max_iter = 30                 # Newton iterations, >= 1
 
 Under ``financial = "autarky"`` each country has its own bond market and rate, so only
-``solve_for = "R"`` (given beta) is possible.
+``solve_for = "R"`` (given beta) is possible. ``name`` and the codes must pass
+:func:`~hatrade.core.errors.check_identifier`; the memory a solve needs is checked too.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ from typing import Any
 
 import numpy as np
 
+from hatrade.core.errors import check_identifier
 from hatrade.core.income import IncomeProcess, income_process
+from hatrade.core.memory import check_world_memory
 from hatrade.core.params import FINANCIAL_REGIMES, Household, ParameterError, World
 from hatrade.io.validate import loads_toml
 from hatrade.solve.options import resolve_solve_for, solve_input_problem, solver_options
@@ -91,7 +94,6 @@ _KMP_KEYS = ("rho_perm", "var_perm", "n_perm", "var_iid", "n_iid")
 _KMP_INT = ("n_perm", "n_iid")
 _MATRIX_KEYS = ("z", "transition", "log_z_perm")
 _SOLVE_KEYS = ("solve_for", "R", "beta", "R_guess", "beta_guess", "wages", "tol", "max_iter")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class ConfigError(ParameterError):
@@ -344,12 +346,10 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
     _check_keys(ctx, None, raw, _TOP_KEYS)
 
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ctx.error(
-            "name",
-            f"{name!r} is not allowed: name must be a non-empty string of "
-            "letters, digits, '.', '_' and '-' (it names the output folder).",
-        )
+    try:
+        check_identifier(name, "name")
+    except ParameterError as err:
+        raise ctx.error("name", f"{str(err)[:-1]} (it names the output folder).") from None
 
     hh_raw = _table(ctx, raw, "household")
     _check_keys(ctx, "household", hh_raw, _HOUSEHOLD_KEYS)
@@ -382,6 +382,11 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
             f"and psi_slope = {household.psi_slope} != 0 the home-bias shifter needs "
             "log z_perm for each income state (or set psi_slope = 0).",
         )
+    n_z = household.n_perm * household.n_iid if explicit_income is None else explicit_income.z.size
+    try:
+        check_world_memory(world.M, household.n_a, n_z)
+    except ParameterError as err:
+        raise ctx.error(_where("household", "n_a"), str(err)) from None
     return SolveConfig(
         name=name, world=world, household=household, income=explicit_income, source=source, **solve
     )
@@ -436,23 +441,18 @@ def _parse_countries(ctx: _Ctx, w_raw: dict) -> tuple[str, ...]:
             'missing; list the country codes, e.g. countries = ["H", "F"].',
         )
     countries = w_raw["countries"]
-    if (
-        not isinstance(countries, list)
-        or not countries
-        or not all(isinstance(c, str) and c.strip() for c in countries)
-    ):
+    if not isinstance(countries, list) or not countries:
         raise ctx.error(
             _where("world", "countries"),
-            f"{countries!r} is not allowed: it must be a "
-            "non-empty list of country codes (strings).",
+            f"{countries!r} is not allowed: it must be a non-empty list of country codes.",
         )
-    codes = tuple(c.strip() for c in countries)
-    dup = sorted({c for c in codes if codes.count(c) > 1})
-    if dup:
-        raise ctx.error(
-            _where("world", "countries"),
-            f"duplicate code(s) {', '.join(dup)}; country codes must be unique.",
-        )
+    try:
+        codes = tuple(check_identifier(c, f"countries[{k}]") for k, c in enumerate(countries))
+    except ParameterError as err:
+        raise ctx.error("[world]", str(err)) from None
+    if dup := sorted({c for c in codes if codes.count(c) > 1}):
+        msg = f"duplicate code(s) {', '.join(dup)}; country codes must be unique."
+        raise ctx.error(_where("world", "countries"), msg)
     return codes
 
 
@@ -629,8 +629,8 @@ def load_config(path) -> SolveConfig:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the configuration file ({err}).") from None
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem) or "custom"
-    if not _NAME_RE.match(stem):
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", path.stem).replace("..", "_")[:56] or "custom"
+    if not stem[0].isalnum():
         stem = "custom-" + stem
     cfg = loads_config(text, source=str(path), default_name=stem)
     log.info("configuration %s: %d countries, solve for %s", path, cfg.world.M, cfg.solve_for)

@@ -7,13 +7,17 @@ and its own message prefix; these helpers only build the common parts of the mes
 * :func:`check_table` -- a (possibly missing) sub-table such as ``[options]``: a dict whose
   keys are among the allowed ones;
 * :func:`check_keys` -- keys of a dict among the allowed ones;
-* :class:`Rule` with :data:`BOOLEAN`, :data:`FRACTION` and :func:`integer` -- typed range
-  checks of single values; :func:`option_problems` applies a set of rules to a table and
+* :class:`Rule` with :data:`BOOLEAN`, :data:`NUMBER`, :data:`FRACTION` and :func:`integer`
+  -- typed range checks of single values (no coercion: a boolean or a string is not a
+  number, a float such as 20.7 or 20.0 is not an integer, NaN and infinities are not
+  numbers), and :meth:`Rule.from_problem` for the API's own range checks; :func:`option_problems` applies a set of rules to a table and
   returns one ``"<key> = <value>: must be ..."`` line per violation.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ __all__ = [
     "check_keys",
     "Rule",
     "BOOLEAN",
+    "NUMBER",
     "FRACTION",
     "integer",
     "option_problems",
@@ -90,17 +95,34 @@ class Rule:
         """The same rule, with None allowed."""
         return Rule(self.ok, self.need, optional=True)
 
+    @classmethod
+    def from_problem(cls, problem: Callable[[str, object], str | None], name: str) -> Rule:
+        """A rule from an API check ``problem(name, value)`` that returns None or a message
+        ending ``"... must be <need>."``: the API's range, so that files and the API agree."""
+        need = (problem(name, None) or "").split(" must be ", 1)[-1].rstrip(".")
+        return cls(lambda v: problem(name, v) is None, need)
+
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite real number: Python or NumPy, or a 0-d numeric array (API callers pass
+    results' scalars); never a boolean or a string."""
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return False
+    if not isinstance(v, numbers.Real):
+        dtype = getattr(v, "dtype", None)
+        if getattr(v, "shape", None) != () or getattr(dtype, "kind", None) not in ("i", "u", "f"):
+            return False
+    return math.isfinite(float(v))
 
 
 def _is_integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 #: ``true`` or ``false`` (a TOML boolean).
 BOOLEAN = Rule(lambda v: isinstance(v, bool), "true or false")
+#: A finite number (an integer or a float; not a boolean or a string).
+NUMBER = Rule(_is_number, "a finite number")
 #: A number (not a boolean) strictly between 0 and 1, e.g. a tolerance.
 FRACTION = Rule(lambda v: _is_number(v) and 0 < float(v) < 1, "a number in (0, 1)")
 

@@ -43,6 +43,7 @@ from hatrade.core.markets import (
     model_arrays,
     solve_households,
 )
+from hatrade.core.memory import check_world_memory
 from hatrade.core.params import Household, World
 from hatrade.core.x64 import enable_x64
 from hatrade.solve.newton import NewtonProblem, NewtonResult, newton_solve
@@ -355,6 +356,7 @@ def evaluate(
     if beta is None:
         raise ParameterError("beta is None: give beta (in (0, 1)) to evaluate at fixed prices.")
     M = world.M
+    check_world_memory(M, household.n_a, int(np.size(inc.z)), directions=0)
     arrs = model_arrays(world, household, inc)
     w = jnp.asarray(np.asarray(wages, float))
     Rv = jnp.broadcast_to(jnp.asarray(R, dtype=float), (M,))
@@ -579,11 +581,9 @@ def solve_equilibrium(
     solve_for = resolve_solve_for(solve_for, beta_fixed)
     check_solve_inputs(world.financial, solve_for, R, beta_fixed)
     M = world.M
-    if solve_for == "beta":
-        R_fixed, beta_given = float(R), None
-    else:
-        assert beta_fixed is not None  # check_solve_inputs
-        R_fixed, beta_given = None, float(beta_fixed)
+    check_world_memory(M, household.n_a, int(np.size(inc.z)))
+    beta_given = None if solve_for == "beta" else float(beta_fixed)  # type: ignore[arg-type]
+    R_fixed = float(R) if solve_for == "beta" else None  # beta_fixed: check_solve_inputs
     layout = Layout(
         M=M,
         financial=world.financial,

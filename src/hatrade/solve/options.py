@@ -27,6 +27,7 @@ __all__ = [
     "check_solve_inputs",
     "resolve_solve_for",
     "solve_input_problem",
+    "solve_option_problem",
     "solver_options",
 ]
 
@@ -95,6 +96,16 @@ _RANGES: dict[str, _Range] = {
     "inexact_max": _Range("real", 0.0, 0.1, lo_open=True),
     "inexact_slack": _Range("real", 1.0),
 }
+
+
+def solve_option_problem(name: str, value: Any) -> str | None:
+    """``"<name> = <value> is not allowed: <name> must be ..."`` when ``value`` is outside
+    the range of the numeric :class:`SolverOptions` field ``name``, else None (the check
+    that configuration and batch files share with the API)."""
+    rng = _RANGES[name]
+    if rng.admits(value):
+        return None
+    return f"{name} = {value!r} is not allowed: {name} must be {rng.describe()}."
 
 
 @dataclass(frozen=True)
@@ -169,10 +180,9 @@ class SolverOptions:
     def __post_init__(self) -> None:
         for name, rng in _RANGES.items():
             value = getattr(self, name)
-            if not rng.admits(value):
-                raise ParameterError(
-                    f"{name} = {value!r} is not allowed: {name} must be {rng.describe()}."
-                )
+            problem = solve_option_problem(name, value)
+            if problem is not None:
+                raise ParameterError(problem)
             # plain Python numbers (hashable, and static arguments of compiled functions)
             object.__setattr__(self, name, int(value) if rng.kind == "int" else float(value))
         if self.method not in METHODS:

@@ -285,7 +285,8 @@ def equivalent_variation(
     n_nodes : int
         Nodes of the batched solve besides :math:`\lambda = 1` (one primal solve each,
         vmapped ``node_batch`` at a time, warm-started along the exact tangent at
-        :math:`\lambda = 1`).
+        :math:`\lambda = 1`); an integer >= 3 (every option's range:
+        :data:`hatrade.welfare.inversion.EV_RANGES`, checked before any work).
     verify : bool
         Evaluate every state's residual by a solve at its own :math:`\lambda` and polish
         (secant steps, at most ``max_rounds``) until all are below ``tol`` (about 2-3

@@ -1,0 +1,176 @@
+r"""Memory estimates, checked before a run starts.
+
+A world solve holds, for every country, household arrays of shape (Na, Nz, M) in float64:
+call one (M, Na, Nz, M) array a *state*. The household solve, its policies and the
+stationary distribution need about 23 states of XLA buffers; the household-block Jacobian
+solves the same problem along D = M + 5 directions at once (prices of the M varieties,
+wages, TFP, R, beta, transfers), about 23 states per direction on top; and with few asset
+points (Na < 40 M) the distribution uses dense transition blocks (Nz, Na, Na) per country,
+1.5 copies per direction. A huge grid or world would end deep inside JAX with
+``RESOURCE_EXHAUSTED`` or a ``MemoryError``; instead :func:`check_memory` refuses it up
+front with the estimate and the limit.
+
+Calibration: the counts above are XLA's own buffer sizes (``memory_analysis()`` of the
+compiled household solve and of the compiled household-block JVPs: arguments, outputs and
+temporaries), measured for M = 3 and 6, Nz = 2 and 10, n_a = 100 to 1600: 20-22 states for
+the solve and 20-25 states per direction for the Jacobian, plus the dense blocks below
+Na = 40 M. :data:`SOLVE_OVERHEAD` (1.25) covers what Python holds besides (the previous
+tangents as warm starts, results), and :data:`FIXED_BYTES` the interpreter, JAX and
+compiled code (the process's peak resident memory of a 3-country evaluation was
+530-570 MB at n_a = 100 to 800, where the arrays are a few MB). The estimate is meant to
+refuse only runs that cannot fit; a run refused wrongly can pass an explicit ``limit`` (or
+set the environment variable ``HATRADE_MEMORY_LIMIT``, in bytes; ``0`` turns the check
+off).
+
+The simulated panel of :func:`hatrade.analysis.cross_section.simulate_households` has its
+own estimate (:func:`estimate_simulation_bytes`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hatrade.core.errors import ParameterError
+
+__all__ = [
+    "MemoryEstimateError",
+    "SOLVE_OVERHEAD",
+    "FIXED_BYTES",
+    "estimate_bytes",
+    "estimate_simulation_bytes",
+    "available_memory",
+    "check_memory",
+    "check_world_memory",
+]
+
+#: Peak memory / XLA buffers of a world solve (module docstring).
+SOLVE_OVERHEAD: float = 1.25
+
+#: What every run needs besides its arrays: the interpreter, JAX and compiled code (bytes).
+FIXED_BYTES: int = 600 * 2**20
+
+_F64 = 8
+
+
+class MemoryEstimateError(ParameterError):
+    """A run would need more memory than is available; the message gives both."""
+
+
+def estimate_bytes(M: int, n_a: int, n_z: int, *, directions: int | None = None) -> int:
+    """Estimated peak memory (bytes) of one world solve (module docstring).
+
+    Parameters
+    ----------
+    M : int
+        Countries (and varieties).
+    n_a : int
+        Asset grid points.
+    n_z : int
+        Income states.
+    directions : int, optional
+        Jacobian directions solved at once (default ``M + 5``, the household block).
+
+    Returns
+    -------
+    int
+        ``FIXED_BYTES + SOLVE_OVERHEAD * 8 * (D + 1) * (23 * state + 1.5 * blocks)`` with
+        ``state = M * n_a * n_z * M`` and ``blocks = M * n_z * n_a**2`` when the dense
+        transition blocks are used (``n_a < 40 M``), else 0.
+    """
+    M, n_a, n_z = int(M), int(n_a), int(n_z)
+    D = M + 5 if directions is None else int(directions)
+    state = M * n_a * n_z * M
+    blocks = M * n_z * n_a * n_a if 40 * M > n_a else 0
+    arrays = (D + 1) * (23 * state + 1.5 * blocks)
+    return int(FIXED_BYTES + SOLVE_OVERHEAD * _F64 * arrays)
+
+
+def estimate_simulation_bytes(n: int, M: int, n_z: int) -> int:
+    """Estimated peak memory (bytes) of a simulated panel of ``n`` households.
+
+    Per household: the (n, M) interpolated choice probabilities, their cumulative sums and
+    comparisons, the (n, Nz) income transitions, and the returned table's 13 columns.
+    """
+    n, M, n_z = int(n), int(M), int(n_z)
+    return int(FIXED_BYTES + SOLVE_OVERHEAD * _F64 * n * (6 * M + 2 * n_z + 20))
+
+
+def available_memory() -> int | None:
+    """Physical memory available now (bytes): ``MemAvailable`` of /proc/meminfo, else the
+    free pages of ``os.sysconf``; None when neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _limit_from_env() -> int | None:
+    raw = os.environ.get("HATRADE_MEMORY_LIMIT")
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ParameterError(
+            f"HATRADE_MEMORY_LIMIT = {raw!r} is not allowed: it must be a whole number of "
+            "bytes (0: no memory check)."
+        ) from None
+    if value < 0:
+        raise ParameterError(f"HATRADE_MEMORY_LIMIT = {raw!r} is not allowed: it must be >= 0.")
+    return value
+
+
+def _gib(x: float) -> str:
+    return f"{x / 2**30:.1f} GiB"
+
+
+def check_memory(estimate: int, what: str, limit: int | None = None) -> None:
+    """Refuse a run whose estimated memory exceeds the limit.
+
+    Parameters
+    ----------
+    estimate : int
+        Bytes the run needs (:func:`estimate_bytes`, :func:`estimate_simulation_bytes`).
+    what : str
+        The run, for the message (e.g. ``"a world solve with M = 19, n_a = 5000, Nz = 10"``).
+    limit : int, optional
+        Bytes allowed. Default: ``HATRADE_MEMORY_LIMIT`` if set (0: no check), else the
+        physical memory available now (:func:`available_memory`; no check when unknown).
+
+    Raises
+    ------
+    MemoryEstimateError
+        One line with the estimate, the limit and what to reduce.
+    """
+    if limit is None:
+        limit = _limit_from_env()
+        if limit == 0:
+            return
+        if limit is None:
+            limit = available_memory()
+    if limit is None or estimate <= limit:
+        return
+    raise MemoryEstimateError(
+        f"{what} needs about {_gib(estimate)} of memory, more than the {_gib(limit)} "
+        "available: reduce the grid (n_a), the income states, the countries or the number "
+        "of households (or set HATRADE_MEMORY_LIMIT in bytes to override)."
+    )
+
+
+def check_world_memory(
+    M: int, n_a: int, n_z: int, *, directions: int | None = None, limit: int | None = None
+) -> None:
+    """:func:`check_memory` of :func:`estimate_bytes` for a world solve, naming the sizes
+    (``directions=0``: households at given prices, no Jacobian)."""
+    check_memory(
+        estimate_bytes(M, n_a, n_z, directions=directions),
+        f"a world solve with M = {M} countries, n_a = {n_a}, Nz = {n_z} income states",
+        limit,
+    )
