@@ -23,6 +23,7 @@ from hatrade.analysis.efficient import (
     solve_planner,
 )
 from hatrade.core.income import income_process
+from hatrade.io.folders import MANIFEST
 
 CODES = ("AAA", "BBB", "CCC")
 D3 = np.array([[1.0, 1.3, 1.5], [1.2, 1.0, 1.4], [1.6, 1.3, 1.0]])
@@ -383,7 +384,7 @@ def test_cli_writes_files(tmp_path, cli_app, monkeypatch, real_solve):
     )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["efficient_trade.csv", "summary.json", "efficient_trade.png"]
+        ["efficient_trade.csv", "summary.json", "efficient_trade.png", MANIFEST]
     )
     df = pd.read_csv(out / "efficient_trade.csv")
     assert list(df.columns[:4]) == [

@@ -28,6 +28,7 @@ from hatrade.analysis.elasticity import country_problem, longrun_elasticities
 from hatrade.cli import elasticity as cli_el
 from hatrade.core.household import egm_step
 from hatrade.core.params import ParameterError
+from hatrade.io.folders import MANIFEST
 from hatrade.plots.elasticity import (
     micro_by_assets_figure,
     micro_table_figure,
@@ -262,7 +263,7 @@ def test_cli_elasticities_writes_files(tmp_path, cli_setup):
         _app(), ["elasticities", "--country", "AAA", "--config", str(cli_setup), "--out", str(out)]
     )
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == sorted(cli_el.ELASTICITY_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(cli_el.ELASTICITY_FILES + (MANIFEST,))
     t = pd.read_csv(out / "elasticities.csv")
     assert list(t.columns[:6]) == [
         "partner",
@@ -324,7 +325,7 @@ def test_cli_households_writes_files(tmp_path, cli_setup):
     )
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(cli_el.HOUSEHOLD_FILES + ("micro_table_simulated.csv",))
+    assert names == sorted(cli_el.HOUSEHOLD_FILES + ("micro_table_simulated.csv", MANIFEST))
     t = pd.read_csv(out / "micro_table.csv")
     assert list(t.columns[:6]) == list(MICRO_COLUMNS)
     assert len(pd.read_csv(out / "cross_section.csv")) == 300
