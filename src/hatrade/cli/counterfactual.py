@@ -43,7 +43,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn
 from rich.table import Table
 
+from hatrade.core.errors import ParameterError
 from hatrade.io.results import COUNTERFACTUAL_FILES
+from hatrade.welfare.inversion import EVOptions
 
 from ._common import (
     calibration_option,
@@ -156,7 +158,7 @@ def counterfactual_command(
         "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country).",
     ),
     n_nodes: int = typer.Option(
-        8, "--n-nodes", min=2, help="Lambda nodes of the batched EV solve (at least 2)."
+        8, "--n-nodes", help="Lambda nodes of the batched EV solve (at least 3)."
     ),
     forbid_d_below_one: bool = _forbid_d_below_one_option(),
     allow_d_below_one: bool = _allow_d_below_one_option(),
@@ -193,6 +195,10 @@ def counterfactual_command(
         ),
     )
     name = scenario.name
+    try:  # the welfare options' range, checked before any solve
+        EVOptions(n_nodes=n_nodes)
+    except ParameterError as err:
+        raise ParameterError(f"--n-nodes: {err}") from None
     report = _report_countries(countries, world0, scenario)
     compare_summary = _read_compare(compare) if compare is not None else None
     label = f"HA {cal_name}" if config is None else "HA model"
