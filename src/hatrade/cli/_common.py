@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
+import threading
 
 import typer
 from rich.console import Console
@@ -24,7 +27,9 @@ __all__ = [
     "err_console",
     "USER_ERRORS",
     "EXIT_USER_ERROR",
+    "EXIT_INTERRUPTED",
     "handle_errors",
+    "interrupted",
     "fail",
     "setup_logging",
     "progress",
@@ -41,6 +46,8 @@ err_console = Console(stderr=True, highlight=False)
 
 #: Exit code for bad input and failed solves (the same code click uses for usage errors).
 EXIT_USER_ERROR = 2
+#: Exit code after Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 
 #: Errors that are reported as one red line (no traceback). ConfigError and
 #: OutputFolderError are ParameterErrors.
@@ -65,7 +72,8 @@ def fail(message: str) -> None:
 
 
 def handle_errors(fn):
-    """Decorator for commands: known errors become one clear message and exit code 2.
+    """Decorator for commands: known errors become one clear message and exit code 2;
+    Ctrl-C one line and exit code 130 (:func:`interrupted`).
 
     With ``-vv`` the traceback is logged at DEBUG level too.
     """
@@ -77,11 +85,30 @@ def handle_errors(fn):
         except USER_ERRORS as err:
             log.debug("error details", exc_info=True)
             fail(str(err))
-        except KeyboardInterrupt:
-            err_console.print("[red]Interrupted.[/red]")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as err:
+            interrupted(str(err))
 
     return wrapper
+
+
+def interrupted(message: str = "") -> None:
+    """After Ctrl-C: print one line (``message``, default ``interrupted``) and exit with
+    :data:`EXIT_INTERRUPTED`.
+
+    Every file is written atomically, so nothing half-written is left. A worker thread
+    still inside a compiled JAX call (it stops at its next step, which may be seconds
+    away) must not meet the interpreter's shutdown, which would wait for it or abort in
+    C++; then the process ends here at once, after flushing its output.
+    """
+    err_console.print(f"[red]{escape(message or 'interrupted')}[/red]", soft_wrap=True)
+    workers = [t for t in threading.enumerate() if t.name.startswith("hatrade-") and t.is_alive()]
+    if workers:
+        log.debug("ending with %d worker thread(s) still running", len(workers))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def setup_logging(verbosity: int) -> None:
