@@ -73,7 +73,8 @@ def fail(message: str) -> None:
 
 def handle_errors(fn):
     """Decorator for commands: known errors become one clear message and exit code 2;
-    Ctrl-C one line and exit code 130 (:func:`interrupted`).
+    Ctrl-C one line and exit code 130 (:func:`interrupted`). The command runs in a worker
+    thread (:func:`run_interruptibly`), so that Ctrl-C is handled at once.
 
     With ``-vv`` the traceback is logged at DEBUG level too.
     """
@@ -81,7 +82,7 @@ def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return run_interruptibly(fn, *args, **kwargs)
         except USER_ERRORS as err:
             log.debug("error details", exc_info=True)
             fail(str(err))
@@ -89,6 +90,51 @@ def handle_errors(fn):
             interrupted(str(err))
 
     return wrapper
+
+
+def run_interruptibly(fn, *args, grace: float = 5.0, **kwargs):
+    """``fn(*args, **kwargs)`` in a worker thread while this thread waits in short joins.
+
+    A compiled JAX call holds off Python's signal handling in the thread that makes it
+    until it returns (tens of seconds in a large solve), so the main thread only waits: on
+    Ctrl-C it raises :class:`KeyboardInterrupt` in the worker, which sees it at its next
+    Python step (at once, or when its current compiled call returns) and unwinds (atomic
+    writes remove their temporary files), and waits ``grace`` seconds at most for it before
+    re-raising here. The worker's result is returned, its exception re-raised.
+    """
+    box: dict = {}
+    done = threading.Event()  # not Thread.join: an interrupted join may leave is_alive wrong
+
+    def main():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - re-raised below
+            box["error"] = err
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=main, daemon=True, name="hatrade-command")
+    worker.start()
+    try:
+        while not done.wait(0.2):
+            pass
+    except KeyboardInterrupt as err:
+        _raise_in(worker, KeyboardInterrupt)
+        if not done.wait(grace) or not isinstance(box.get("error"), KeyboardInterrupt):
+            raise err from None
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _raise_in(thread: threading.Thread, exc: type) -> None:
+    """Raise ``exc`` in ``thread`` at its next Python step (CPython's async exceptions)."""
+    import ctypes
+
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(exc)
+        )
 
 
 def interrupted(message: str = "") -> None:

@@ -102,6 +102,8 @@ class Background:
 
         self.ctx = lane_view(ctx, stop)
         self.value, self.error = None, None
+        self.done = threading.Event()  # not Thread.join: an interrupted join may leave
+        # is_alive wrong
 
         def main():
             try:
@@ -109,6 +111,8 @@ class Background:
                     self.value = fn(self.ctx)
             except BaseException as err:  # noqa: BLE001 - re-raised by result()
                 self.error = err
+            finally:
+                self.done.set()
 
         self.thread = threading.Thread(target=main, daemon=True, name=f"hatrade-{name}")
         self.thread.start()
@@ -117,11 +121,11 @@ class Background:
         """Wait for the thread, at most ``timeout`` seconds (None: until it ends), in short
         joins so that Ctrl-C reaches the caller; True when it ended."""
         end = None if timeout is None else time.monotonic() + timeout
-        while self.thread.is_alive():
+        while not self.done.is_set():
             left = 0.2 if end is None else min(0.2, end - time.monotonic())
             if left <= 0:
                 return False
-            self.thread.join(left)
+            self.done.wait(left)
         return True
 
     def result(self, into: Cache | None = None):
