@@ -771,3 +771,12 @@ def test_no_likely_cause_for_the_paper_household(three_countries):
 
     household = published_household()
     assert likely_causes(three_countries, household, income_process(household), 1.01, 0.93) == []
+
+
+def test_evaluate_failure_message_names_the_input():
+    world = World(
+        countries=("H", "F"), tfp=[1.0, 1.0], labor=[1.0, 1.0], d=[[1.0, 1.5], [1.5, 1.0]]
+    )
+    household = Household(n_a=20, n_perm=3, n_iid=1, beta=0.93, phi=100.0)
+    with pytest.raises(EquilibriumError, match=r"Likely cause: \[household\] phi = 100"):
+        evaluate(world, household, [1.0, 1.0], R=1.01, hh_max_iter=300)

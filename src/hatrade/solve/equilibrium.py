@@ -355,14 +355,14 @@ def evaluate(
     beta = household.beta if beta is None else beta
     if beta is None:
         raise ParameterError("beta is None: give beta (in (0, 1)) to evaluate at fixed prices.")
-    M = world.M
-    arrs = model_arrays(world, household, inc)
+    M, arrs = world.M, model_arrays(world, household, inc)
     w = jnp.asarray(np.asarray(wages, float))
     Rv = jnp.broadcast_to(jnp.asarray(R, dtype=float), (M,))
     Tv = jnp.zeros(M) if T is None else jnp.asarray(T, dtype=float)
     x0 = state if state is not None else initial_states(arrs, w, Rv, Tv, beta)
     agg, sol = _world_jit(arrs, w, Rv, Tv, jnp.asarray(beta), x0, opts.hh_tol, opts.hh_max_iter)
-    check_households(sol, world.countries, opts.hh_max_iter)
+    with explain_no_equilibrium(world, household, inc, float(np.mean(np.asarray(R))), beta):
+        check_households(sol, world.countries, opts.hh_max_iter)
     return _make_result(
         world,
         household,
