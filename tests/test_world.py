@@ -729,3 +729,54 @@ def test_has_tariffs():
     assert World(
         countries=("H", "F"), tfp=[1, 1], labor=[1, 1], d=d, tariffs=[[0, 0.1], [0, 0]]
     ).has_tariffs
+
+
+# ----------------------------------------------------------------------------- no equilibrium
+# Worlds without an equilibrium fail fast with a message that names the input likely at
+# fault (issue 16, class 7), not the solver that noticed it.
+
+_NO_EQUILIBRIUM = {
+    "beta": ({"beta": 0.01}, {}, "[household] beta = 0.01"),
+    "tfp": ({}, {"tfp": [1e-8, 1e-8]}, "[world] tfp"),
+    "phi": ({"phi": 100.0}, {}, "[household] phi = 100"),
+    "var_perm": ({"var_perm": 1000.0}, {}, "var_perm = 1000"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_NO_EQUILIBRIUM))
+def test_no_equilibrium_message_names_the_input(case):
+    hh, world_kw, named = _NO_EQUILIBRIUM[case]
+    household = Household(
+        **{"n_a": 20, "n_perm": 3, "n_iid": 1, "beta": 0.93, "phi": 0.5, "gamma": 2.0, **hh}
+    )
+    world = World(
+        countries=("H", "F"),
+        tfp=world_kw.get("tfp", [1.0, 1.0]),
+        labor=[1.0, 1.0],
+        d=[[1.0, 1.5], [1.5, 1.0]],
+    )
+    with pytest.raises(EquilibriumError) as info:
+        solve_equilibrium(world, household, max_iter=6, hh_max_iter=300)
+    message = str(info.value)
+    assert "\n" not in message
+    assert named in message.split("Likely cause: ", 1)[1]
+    assert "Krylov" not in message and "hatrade." not in message
+    others = [v[2] for k, v in _NO_EQUILIBRIUM.items() if k != case]
+    assert not any(other in message for other in others)
+
+
+def test_no_likely_cause_for_the_paper_household(three_countries):
+    from hatrade.core.income import income_process
+    from hatrade.core.markets import likely_causes
+
+    household = published_household()
+    assert likely_causes(three_countries, household, income_process(household), 1.01, 0.93) == []
+
+
+def test_evaluate_failure_message_names_the_input():
+    world = World(
+        countries=("H", "F"), tfp=[1.0, 1.0], labor=[1.0, 1.0], d=[[1.0, 1.5], [1.5, 1.0]]
+    )
+    household = Household(n_a=20, n_perm=3, n_iid=1, beta=0.93, phi=100.0)
+    with pytest.raises(EquilibriumError, match=r"Likely cause: \[household\] phi = 100"):
+        evaluate(world, household, [1.0, 1.0], R=1.01, hh_max_iter=300)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
+import threading
 
 import typer
 from rich import box
@@ -29,7 +31,9 @@ __all__ = [
     "err_console",
     "USER_ERRORS",
     "EXIT_USER_ERROR",
+    "EXIT_INTERRUPTED",
     "handle_errors",
+    "interrupted",
     "fail",
     "setup_logging",
     "progress",
@@ -50,6 +54,8 @@ err_console = Console(stderr=True, highlight=False)
 
 #: Exit code for bad input and failed solves (the same code click uses for usage errors).
 EXIT_USER_ERROR = 2
+#: Exit code after Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 
 #: Errors that are reported as one red line (no traceback). ConfigError and
 #: OutputFolderError are ParameterErrors.
@@ -74,7 +80,9 @@ def fail(message: str) -> None:
 
 
 def handle_errors(fn):
-    """Decorator for commands: known errors become one clear message and exit code 2.
+    """Decorator for commands: known errors become one clear message and exit code 2;
+    Ctrl-C one line and exit code 130 (:func:`interrupted`). The command runs in a worker
+    thread (:func:`run_interruptibly`), so that Ctrl-C is handled at once.
 
     With ``-vv`` the traceback is logged at DEBUG level too.
     """
@@ -82,15 +90,79 @@ def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return run_interruptibly(fn, *args, **kwargs)
         except USER_ERRORS as err:
             log.debug("error details", exc_info=True)
             fail(str(err))
-        except KeyboardInterrupt:
-            err_console.print("[red]Interrupted.[/red]")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as err:
+            interrupted(str(err))
 
     return wrapper
+
+
+def run_interruptibly(fn, *args, grace: float = 5.0, **kwargs):
+    """``fn(*args, **kwargs)`` in a worker thread while this thread waits in short joins.
+
+    A compiled JAX call holds off Python's signal handling in the thread that makes it
+    until it returns (tens of seconds in a large solve), so the main thread only waits: on
+    Ctrl-C it raises :class:`KeyboardInterrupt` in the worker, which sees it at its next
+    Python step (at once, or when its current compiled call returns) and unwinds (atomic
+    writes remove their temporary files), and waits ``grace`` seconds at most for it before
+    re-raising here. The worker's result is returned, its exception re-raised.
+    """
+    box: dict = {}
+    done = threading.Event()  # not Thread.join: an interrupted join may leave is_alive wrong
+
+    def main():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - re-raised below
+            box["error"] = err
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=main, daemon=True, name="hatrade-command")
+    worker.start()
+    try:
+        while not done.wait(0.2):
+            pass
+    except KeyboardInterrupt as err:
+        _raise_in(worker, KeyboardInterrupt)
+        if not done.wait(grace) or not isinstance(box.get("error"), KeyboardInterrupt):
+            raise err from None
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _raise_in(thread: threading.Thread, exc: type) -> None:
+    """Raise ``exc`` in ``thread`` at its next Python step (CPython's async exceptions)."""
+    import ctypes
+
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(exc)
+        )
+
+
+def interrupted(message: str = "") -> None:
+    """After Ctrl-C: print one line (``message``, default ``interrupted``) and exit with
+    :data:`EXIT_INTERRUPTED`.
+
+    Every file is written atomically, so nothing half-written is left. A worker thread
+    still inside a compiled JAX call (it stops at its next step, which may be seconds
+    away) must not meet the interpreter's shutdown, which would wait for it or abort in
+    C++; then the process ends here at once, after flushing its output.
+    """
+    err_console.print(f"[red]{escape(message or 'interrupted')}[/red]", soft_wrap=True)
+    workers = [t for t in threading.enumerate() if t.name.startswith("hatrade-") and t.is_alive()]
+    if workers:
+        log.debug("ending with %d worker thread(s) still running", len(workers))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def setup_logging(verbosity: int) -> None:

@@ -1,7 +1,9 @@
 """``hatrade replicate``: compute everything the paper reports and write an HTML report.
 
 Exit codes: 0 when every stage succeeded; 1 when some stage failed (the report is still
-written and shows the error); 2 for bad input (see :mod:`hatrade.cli`).
+written and shows the error); 2 for bad input (see :mod:`hatrade.cli`); 130 after Ctrl-C
+(within seconds: the stages stop, their temporary folders are removed, finished stages and
+cached results stay, so rerunning the same command resumes).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ solvers' unknown vector to prices. Everything here is a pure function of arrays:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -53,6 +54,8 @@ __all__ = [
     "residual_fn",
     "initial_states",
     "check_households",
+    "likely_causes",
+    "explain_no_equilibrium",
     "LAM_TOL",
 ]
 
@@ -293,13 +296,12 @@ def check_households(sol, countries, max_iter):
     if len(nan):
         raise EquilibriumError(
             f"household problem produced NaN/inf consumption in {[countries[i] for i in nan]} "
-            "(negative resources at the borrowing limit?). Try a smaller phi, prices closer "
-            "to equilibrium, or check trade costs and TFP."
+            "(negative resources at the borrowing limit?)."
         )
     if len(bad):
         raise EquilibriumError(
             f"household problem did not converge in {max_iter} iterations for "
-            f"{[countries[i] for i in bad]}. Try a larger hh_max_iter or a looser hh_tol."
+            f"{[countries[i] for i in bad]}."
         )
     lam = np.asarray(sol["lam"])
     res = np.asarray(sol["lam_residual"])
@@ -308,16 +310,67 @@ def check_households(sol, countries, max_iter):
         raise EquilibriumError(
             "stationary distribution not found for "
             f"{[countries[i] for i in bad]}: residual max|lam T - lam| "
-            f"{', '.join(f'{res[i]:.1e}' for i in bad)} (tolerance {LAM_TOL:.0e}) after "
-            "the Krylov solve. The policies may make the chain reducible or nearly so "
-            "(check a_max, phi and the income process), or try "
-            "hatrade.core.distribution.stationary_distribution(..., method='direct')."
+            f"{', '.join(f'{res[i]:.1e}' for i in bad)} (tolerance {LAM_TOL:.0e}): the "
+            "households' savings have no stationary distribution at these prices."
         )
     if lam.min() < -1e-10:
         bad = sorted({countries[i] for i in np.where(lam.min(axis=(1, 2)) < -1e-10)[0]})
         raise EquilibriumError(
             f"stationary distribution has negative mass ({lam.min():.2e}) in {bad}."
         )
+
+
+def likely_causes(
+    world: World, household: Household, income: IncomeProcess, R: float, beta: float | None
+) -> list[str]:
+    """The inputs that likely make a world have no equilibrium, each as a phrase naming the
+    input (as in configs: ``[household] beta``, ``[world] tfp``; ``var_perm``/``var_iid``
+    of :class:`~hatrade.core.params.Household`) and why; empty when none looks wrong.
+
+    ``R`` and ``beta`` are the rate and discount factor the solve starts from (or holds).
+    """
+    causes = []
+    if beta is not None and beta < 0.8:
+        causes.append(
+            f"[household] beta = {beta:g} is far below 1/R (usual values 0.9-0.99): "
+            "households borrow to the limit at any interest rate near 1"
+        )
+    z = np.asarray(income.z, float)
+    spread = float(z.max() / z.min()) if np.all(z > 0) and np.all(np.isfinite(z)) else np.inf
+    if not spread < 1e3:
+        causes.append(
+            f"the income process (var_perm = {household.var_perm:g}, var_iid = "
+            f"{household.var_iid:g}) spreads incomes over a factor {spread:.2g} (usual: "
+            "below 100)"
+        )
+    low = float(np.min(z)) / float(np.mean(z)) if np.isfinite(spread) else 0.0
+    interest = household.phi * min(max(R - 1.0, 0.01), 0.1)  # at a plausible rate
+    if not causes and interest >= 0.5 * low:
+        causes.append(
+            f"[household] phi = {household.phi:g} is too large: the interest on debt at the "
+            f"borrowing limit (phi*(R-1) = {interest:.3g} x TFP) reaches the lowest income "
+            f"({low:.3g} x mean); usual values 0-2"
+        )
+    tfp = np.asarray(world.tfp, float)
+    if tfp.min() < 1e-3 or tfp.max() > 1e3 or tfp.max() / tfp.min() > 1e3:
+        causes.append(
+            f"[world] tfp ranges over {tfp.min():.3g}..{tfp.max():.3g}, which makes prices "
+            "(d w / A) and taste-shock scales extreme; use values near 1"
+        )
+    return causes
+
+
+@contextlib.contextmanager
+def explain_no_equilibrium(world, household, income, R, beta):
+    """Context manager: an :class:`EquilibriumError` inside gets the inputs that are likely
+    at fault (:func:`likely_causes`) appended to its message."""
+    try:
+        yield
+    except EquilibriumError as err:
+        causes = likely_causes(world, household, income, float(R), beta)
+        if not causes:
+            raise
+        raise EquilibriumError(f"{err} Likely cause: {'; '.join(causes)}.") from err
 
 
 def initial_states(arrs, w, R, T, beta):

@@ -54,6 +54,8 @@ program that merely imports hatrade). Times per stage: ``benchmarks/bench_replic
 from __future__ import annotations
 
 import logging
+import shutil
+import threading
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -70,7 +72,7 @@ from hatrade.replicate.report import StageResult
 from hatrade.replicate.setup import Setup, paper_setup
 from hatrade.replicate.stages import STAGE_NAMES, STAGES, stage_titles
 from hatrade.replicate.stages.micro import two_country_elasticities
-from hatrade.replicate.threads import Background, lane_view, lanes
+from hatrade.replicate.threads import Background, Stopped, lanes, stop_all
 
 __all__ = ["replicate", "ReplicateResult"]
 
@@ -129,6 +131,8 @@ class _StageRunner:
         self.index = {n: k for k, n in enumerate(self.names)}
         self.titles = stage_titles(ctx.setup)
         self.by_name: dict[str, tuple[StageResult, list]] = {}
+        #: stage name -> its temporary folder while it runs
+        self.open_dirs: dict[str, Path] = {}
 
     def _call(self, name: str, sctx: StageContext) -> StageResult:
         """The stage's result; an exception becomes a failed stage."""
@@ -157,11 +161,15 @@ class _StageRunner:
         n_events = len(lctx.cache.events)
         sctx = replace(lctx, stage=name)
         with atomic_dir(lctx.out / name) as tmp:
+            self.open_dirs[name] = tmp
             sctx.dir = tmp
-            res = self._call(name, sctx)
-            if res.status != "ok" and res.error:
-                write_text(tmp / "error.txt", res.error + "\n\n" + (res.details or ""))
-                res.files.append(f"{name}/error.txt")
+            try:
+                res = self._call(name, sctx)
+                if res.status != "ok" and res.error:
+                    write_text(tmp / "error.txt", res.error + "\n\n" + (res.details or ""))
+                    res.files.append(f"{name}/error.txt")
+            finally:
+                self.open_dirs.pop(name, None)
         res.title = self.titles[name]
         res.seconds = time.perf_counter() - t0
         ev = lctx.cache.events[n_events:]
@@ -179,28 +187,48 @@ class _StageRunner:
         for name in lane:
             self.run_stage(name, lctx)
 
-    def run_all(self, parallel: bool) -> None:
+    def run_all(self, parallel: bool, grace: float = 2.0) -> None:
         """The equilibria first (every other stage needs them), then the other stages in
-        lanes: in threads when ``parallel``."""
-        ctx = self.ctx
-        if parallel and "micro" in self.names:
-            ctx.background["two_country"] = Background(two_country_elasticities, ctx, "two-country")
+        lanes: in threads of their own when ``parallel``, else one after the other.
+
+        Every lane runs in a worker thread while this thread waits, so that Ctrl-C is
+        handled at once: the workers stop at their next step (``grace`` seconds at most
+        are waited for them), the temporary folders of the stages that were running are
+        removed and :class:`~hatrade.replicate.threads.Stopped` is raised; finished stage
+        folders and cached results stay, so the same run resumes from them.
+        """
+        ctx, stop = self.ctx, threading.Event()
         first = [n for n in self.names if n == "equilibrium"]
-        self.run_lane(first, lane_view(ctx))
         rest = lanes([n for n in self.names if n not in first], parallel)
-        if len(rest) == 1:
-            self.run_lane(rest[0], lane_view(ctx))
-        else:
-            threads = [
-                Background(
-                    lambda lctx, lane=lane: self.run_lane(lane, lctx), ctx, f"replicate-{lane[0]}"
-                )
-                for lane in rest
-            ]
-            for t in threads:
-                t.wait()
-            for t in threads:
-                t.result()
+        threads: list[Background] = []
+        try:
+            if parallel and "micro" in self.names:
+                bg = Background(two_country_elasticities, ctx, "two-country", stop)
+                ctx.background["two_country"] = bg
+            for group in ([first], rest):
+                threads = [self._lane_thread(lane, stop) for lane in group if lane]
+                for t in threads:
+                    t.wait()
+                for t in threads:
+                    t.result()
+        except KeyboardInterrupt:
+            self._interrupt(threads + list(ctx.background.values()), stop, grace)
+
+    def _lane_thread(self, lane: Sequence[str], stop: threading.Event) -> Background:
+        """The stages of ``lane``, one after the other, in a thread of their own."""
+        return Background(
+            lambda lctx: self.run_lane(lane, lctx), self.ctx, f"replicate-{lane[0]}", stop
+        )
+
+    def _interrupt(self, threads: list, stop: threading.Event, grace: float) -> None:
+        """Stop the workers (see :meth:`run_all`) and raise
+        :class:`~hatrade.replicate.threads.Stopped`."""
+        alive = stop_all(threads, stop, grace)
+        for tmp in list(self.open_dirs.values()):
+            shutil.rmtree(tmp, ignore_errors=True)
+        if alive:
+            log.debug("interrupted; %d worker(s) still inside a compiled call", len(alive))
+        raise Stopped("interrupted; rerun the same command to resume") from None
 
     def collect(self, cache: Cache) -> tuple[list[StageResult], list[dict]]:
         """The stages' results in order, and every cached result (computed or loaded, and

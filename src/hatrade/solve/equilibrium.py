@@ -39,6 +39,7 @@ from hatrade.core.markets import (
     ModelArrays,
     check_households,
     country_params,
+    explain_no_equilibrium,
     initial_states,
     model_arrays,
     solve_households,
@@ -363,7 +364,8 @@ def evaluate(
     Tv = jnp.zeros(M) if T is None else jnp.asarray(T, dtype=float)
     x0 = state if state is not None else initial_states(arrs, w, Rv, Tv, beta)
     agg, sol = _world_jit(arrs, w, Rv, Tv, jnp.asarray(beta), x0, opts.hh_tol, opts.hh_max_iter)
-    check_households(sol, world.countries, opts.hh_max_iter)
+    with explain_no_equilibrium(world, household, inc, float(np.mean(np.asarray(R))), beta):
+        check_households(sol, world.countries, opts.hh_max_iter)
     return _make_result(
         world,
         household,
@@ -571,8 +573,7 @@ def solve_equilibrium(
         (:func:`~hatrade.solve.options.check_solve_inputs`), the starting wages, or a
         ``jacobian`` that does not fit the unknowns.
     EquilibriumError
-        When Newton fails to reach ``tol`` in ``max_iter`` iterations (with the residual
-        history and advice) or a household problem fails.
+        No convergence, or a household problem fails (naming the inputs likely at fault).
     """
     t0 = time.perf_counter()
     opts = solver_options(options, **overrides)
@@ -612,5 +613,5 @@ def solve_equilibrium(
     problem = NewtonProblem(
         world=world, household=household, income=inc, arrs=arrs, layout=layout, options=opts
     )
-    res = newton_solve(problem, u, x, J, progress=progress, t0=t0)
-    return _solved_result(problem, res)
+    with explain_no_equilibrium(world, household, inc, R_guess if solve_for == "R" else R, b):
+        return _solved_result(problem, newton_solve(problem, u, x, J, progress=progress, t0=t0))
