@@ -208,7 +208,7 @@ def test_cli_batch_serial_and_bad_file(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from hatrade.cli.counterfactual import register
+    from hatrade.cli.batch import register
 
     app = typer.Typer()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from . import calibrate, counterfactual, efficient, elasticity, gravity, replicate, solve
+from . import batch, calibrate, counterfactual, efficient, elasticity, gravity, replicate, solve
 from ._common import HatradeCommand, HatradeGroup, setup_logging
 
 __all__ = ["app"]
@@ -52,7 +52,16 @@ def main(
     setup_logging(verbose)
 
 
-_COMMAND_MODULES = (solve, gravity, calibrate, efficient, elasticity, counterfactual, replicate)
+_COMMAND_MODULES = (
+    solve,
+    gravity,
+    calibrate,
+    efficient,
+    elasticity,
+    counterfactual,
+    batch,
+    replicate,
+)
 for _module in _COMMAND_MODULES:
     _module.register(app)
 for _info in app.registered_commands:  # flags show no <bool> in the help

@@ -266,6 +266,19 @@ def _check_transfer(transfer: float) -> None:
         )
 
 
+def _check_simulation_memory(cfg, simulate: int) -> None:
+    """Refuse ``--simulate N`` whose panel would not fit in memory, before any solve."""
+    if not simulate:
+        return
+    from hatrade.core.income import income_process
+    from hatrade.core.memory import check_memory, estimate_simulation_bytes
+
+    n_z = (cfg.income or income_process(cfg.household)).z.size
+    check_memory(
+        estimate_simulation_bytes(simulate, cfg.world.M, n_z), f"--simulate {simulate} households"
+    )
+
+
 @handle_errors
 def households_command(
     country: str = typer.Option(..., "--country", help=_COUNTRY_HELP),
@@ -289,15 +302,7 @@ def households_command(
     _check_transfer(transfer)
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
-    if simulate:  # the panel's memory, checked before any solve
-        from hatrade.core.income import income_process
-        from hatrade.core.memory import check_memory, estimate_simulation_bytes
-
-        n_z = (cfg.income or income_process(cfg.household)).z.size
-        check_memory(
-            estimate_simulation_bytes(simulate, cfg.world.M, n_z),
-            f"--simulate {simulate} households",
-        )
+    _check_simulation_memory(cfg, simulate)
     out = Path(out) if out is not None else Path("results") / f"households-{cfg.name}-{code}"
     folder = prepare_output(out, "households")
     err_console.print(f"[bold]{cfg.name}[/bold]: household cross-section of {code}.")

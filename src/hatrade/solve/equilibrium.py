@@ -356,9 +356,8 @@ def evaluate(
     beta = household.beta if beta is None else beta
     if beta is None:
         raise ParameterError("beta is None: give beta (in (0, 1)) to evaluate at fixed prices.")
-    M = world.M
-    check_world_memory(M, household.n_a, int(np.size(inc.z)), directions=0)
-    arrs = model_arrays(world, household, inc)
+    check_world_memory(world.M, household.n_a, int(np.size(inc.z)), directions=0)
+    M, arrs = world.M, model_arrays(world, household, inc)
     w = jnp.asarray(np.asarray(wages, float))
     Rv = jnp.broadcast_to(jnp.asarray(R, dtype=float), (M,))
     Tv = jnp.zeros(M) if T is None else jnp.asarray(T, dtype=float)
