@@ -29,7 +29,7 @@ jax.config.update("jax_enable_x64", True)
 import hatrade.welfare as Wf
 from hatrade.analysis.counterfactual import Scenario, baseline_equilibrium, run_counterfactual
 from hatrade.core.distribution import push
-from hatrade.core.household import HHParams, HHState, Policies, _step, logit
+from hatrade.core.household import HHParams, HHState, Policies, logit, step
 from hatrade.core.markets import aggregate, country_params, model_arrays
 
 
@@ -52,7 +52,7 @@ def backward(arrs, W, Rn, R0, xT, wT, beta):
 
         def one(c, v, pr, pn_i):
             mu = jnp.exp(-pr.gamma * jnp.log(c))
-            c_new, _, v_new, a_p = _step(c, mu, v, pr, pn_i, Rn_t)
+            c_new, _, v_new, a_p = step(c, mu, v, pr, pn_i, Rn_t)
             pi, V = logit(v_new, pr)
             return (c_new, v_new), (a_p, pi, c_new, V)
 
@@ -113,7 +113,7 @@ def fake_news_country(arrs_i, x_ss, w_ss, R_ss, beta, lam_ss, L_i, gamma, Tn):
     def step(c, v, w_now, R_now, w_next, R_next):
         pr = prm_of(w_now, R_now)
         mu = jnp.exp(-gamma * jnp.log(c))
-        c_new, _, v_new, a_p = _step(c, mu, v, pr, d * w_next / A * (1 + t_), R_next)
+        c_new, _, v_new, a_p = step(c, mu, v, pr, d * w_next / A * (1 + t_), R_next)
         pi, _ = logit(v_new, pr)
         return c_new, v_new, a_p, pi
 

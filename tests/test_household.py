@@ -34,7 +34,6 @@ from hatrade.core.household import (
     HHState,
     _egm_interp,
     _marginal_and_utility,
-    _step,
     egm_step,
     euler_errors,
     initial_state,
@@ -42,6 +41,7 @@ from hatrade.core.household import (
     marginal_utility,
     policies,
     solve_fixed_point,
+    step,
     utility,
 )
 from hatrade.core.params import Household
@@ -332,14 +332,14 @@ def test_step_with_next_period_prices(x64, hh_params_factory):
     prm = hh_params_factory(40)
     x = _mid_iteration_state(prm)
     mu = marginal_utility(x.c, prm.gamma)
-    step = jax.jit(_step)
-    base = step(x.c, mu, x.v, prm)
-    same = step(x.c, mu, x.v, prm, prm.p, prm.R)
-    scaled = step(x.c, mu, x.v, prm, 1.3 * prm.p, 1.3 * prm.R)
+    step_jit = jax.jit(step)
+    base = step_jit(x.c, mu, x.v, prm)
+    same = step_jit(x.c, mu, x.v, prm, prm.p, prm.R)
+    scaled = step_jit(x.c, mu, x.v, prm, 1.3 * prm.p, 1.3 * prm.R)
     for b, s_, k in zip(base, same, scaled):
         assert float(jnp.max(jnp.abs(b - s_))) == 0.0
         assert float(jnp.max(jnp.abs(b - k))) < 1e-12 * max(float(jnp.max(jnp.abs(b))), 1.0)
-    dear = step(x.c, mu, x.v, prm, 1.1 * prm.p, prm.R)
+    dear = step_jit(x.c, mu, x.v, prm, 1.1 * prm.p, prm.R)
     a_base, a_dear = np.asarray(base[3]), np.asarray(dear[3])
     assert np.all(a_dear <= a_base + 1e-12) and np.any(a_dear < a_base - 1e-6)
 

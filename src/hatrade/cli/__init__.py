@@ -3,8 +3,10 @@
 Each command lives in a module of this package that defines ``register(app)``; to add a
 command, write such a module and add it to ``_COMMAND_MODULES`` below.
 
-Exit codes: 0 success; 2 bad input (usage errors, invalid parameters or files) or a solve
-that failed, reported as one red line on stderr without a traceback (add ``-vv`` to log it).
+Exit codes: 0 success; 1 some part of a run failed while the rest went on (a replicate
+stage, a batch run; each reported); 2 bad input (usage errors, invalid parameters or files)
+or a solve that failed, reported as one red line on stderr without a traceback (add
+``-vv`` to log it); 130 interrupted (Ctrl-C; rerun the same command to resume).
 """
 
 from __future__ import annotations

@@ -219,12 +219,11 @@ def _small_png(src: Path, dst: Path, width: tuple[int, int] = README_FIGURE_WIDT
     """Copy a PNG figure, downsampled to ``width[0]`` pixels (``width[1]`` for figures more
     than 1.6 times as wide as high) and reduced to a 256-color palette (a few tens of kB,
     for the repository), atomically."""
-    import os
-    import tempfile
+    import io
 
     from PIL import Image
 
-    from hatrade.io.atomic import file_mode
+    from hatrade.io.atomic import write_bytes
 
     with Image.open(src) as im:
         im = im.convert("RGB")
@@ -232,15 +231,9 @@ def _small_png(src: Path, dst: Path, width: tuple[int, int] = README_FIGURE_WIDT
         if im.width > w:
             im = im.resize((w, round(im.height * w / im.width)), Image.LANCZOS)
         im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                im.save(fh, format="PNG", optimize=True)
-            os.chmod(tmp, file_mode())  # mkstemp makes it private (0600)
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+    write_bytes(dst, buf.getvalue())
 
 
 def _write_readme(readme: Path, result) -> Path:

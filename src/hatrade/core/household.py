@@ -38,6 +38,8 @@ __all__ = [
     "Policies",
     "utility",
     "logit",
+    "step",
+    "iterate",
     "egm_step",
     "initial_state",
     "solve_fixed_point",
@@ -208,7 +210,7 @@ def _egm_interp(X, a_grid):
     return i, t, h
 
 
-def _step(c, mu, v, prm: HHParams, p_next=None, R_next=None):
+def step(c, mu, v, prm: HHParams, p_next=None, R_next=None):
     r"""The EGM + value step given :math:`\mu = c^{-\gamma}` of the current c.
 
     Returns (c', mu', v', a') with :math:`\mu' = c'^{-\gamma}` (computed anyway for
@@ -216,7 +218,7 @@ def _step(c, mu, v, prm: HHParams, p_next=None, R_next=None):
     log and one exp per point for both (see :func:`egm_step`).
 
     ``p_next`` and ``R_next`` (default: ``prm.p`` and ``prm.R``) are next period's goods
-    prices and return, for a step along a transition path (:mod:`hatrade.transition`):
+    prices and return, for a step along a transition path (``benchmarks/welfare_transition.py``):
     (c, mu, v) are then next period's and ``prm`` holds this period's prices and income.
     """
     g = prm.gamma
@@ -266,7 +268,7 @@ def egm_step(state: HHState, prm: HHParams):
     """
     c, v = state
     mu = jnp.exp(-prm.gamma * jnp.log(c))  # c^-gamma, as in _marginal_and_utility
-    c_new, _, v_new, a_p = _step(c, mu, v, prm)
+    c_new, _, v_new, a_p = step(c, mu, v, prm)
     return HHState(c_new, v_new), a_p
 
 
@@ -310,7 +312,7 @@ def iterate(prm, x0, tol, max_iter):
 
     def body(carry):
         x, mu, it, _ = carry  # mu = x.c ** -gamma, carried (the same as egm_step's)
-        c1, mu1, v1, _ = _step(x.c, mu, x.v, prm)
+        c1, mu1, v1, _ = step(x.c, mu, x.v, prm)
         dv = v1 - x.v
         err = jnp.max(jnp.maximum(jnp.abs(c1 - x.c), jnp.abs(dv)))  # one reduction
         err = jnp.where(jnp.isnan(err), -1.0, err)  # stop on NaN; flagged by the caller

@@ -11,7 +11,7 @@ welfare of some countries::
 
     [options]                     # all optional
     welfare = "importer"          # "importer" (default), "all", "none" or a list of codes
-    verify_ev = false             # evaluate every state's EV residual (slow, see welfare.py)
+    verify_ev = false             # evaluate every state's EV residual (slow; hatrade.welfare.ev)
     n_nodes = 8                   # lambda nodes of the batched EV solve, integer >= 3
     tol = 1e-10                   # equilibrium tolerance, in (0, 0.1]
     max_iter = 30                 # Newton iterations per equilibrium, integer >= 1

@@ -56,7 +56,7 @@ FINGERPRINT_LAYOUT = 2
 
 #: Sub-packages of ``hatrade`` whose Python source makes up :func:`code_revision`; the
 #: CSV files under ``hatrade/data`` are added.
-REVISION_PACKAGES = ("core", "solve", "analysis", "welfare", "calibration")
+REVISION_PACKAGES = ("data", "core", "solve", "analysis", "welfare", "calibration")
 
 
 class FingerprintError(ValueError):

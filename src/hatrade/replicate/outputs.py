@@ -214,7 +214,7 @@ def _summary(run: RunRecord, repro: pd.DataFrame) -> dict:
 def _write_reproduction(run: RunRecord, repro: pd.DataFrame, total: float) -> None:
     """``reproduction.csv``, ``reproduction.md`` and ``figures/``."""
     from hatrade import __version__
-    from hatrade.io.atomic import write_text
+    from hatrade.io.atomic import write_bytes, write_text
     from hatrade.replicate.readme import readme_section
 
     write_text(run.out / "reproduction.csv", repro.to_csv(index=False, float_format="%.10g"))
@@ -233,7 +233,7 @@ def _write_reproduction(run: RunRecord, repro: pd.DataFrame, total: float) -> No
     figdir.mkdir(exist_ok=True)
     for s in run.stages:
         for f in s.figures:
-            (figdir / f"{f.id}.png").write_bytes(f.png)
+            write_bytes(figdir / f"{f.id}.png", f.png)
 
 
 def _render(run: RunRecord, repro: pd.DataFrame, total: float, report_stage: StageResult) -> str:
