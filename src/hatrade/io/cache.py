@@ -69,7 +69,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hatrade.io import fingerprint as _revision
+from hatrade.io import fingerprint as revision  # the module: code_revision() looked up at call time
 from hatrade.io.bundle import decode_bundle, encode_bundle, from_json, json_ready
 from hatrade.io.cache_entry import (
     FORMAT_VERSION,
@@ -362,7 +362,7 @@ class Cache:
             "key": key,
             "label": label,
             "hatrade_version": __version__,
-            "code_revision": _revision.code_revision(),
+            "code_revision": revision.code_revision(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "size": len(blob),
             "sha256": hashlib.sha256(blob).hexdigest(),
