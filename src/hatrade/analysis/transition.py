@@ -55,6 +55,7 @@ __all__ = [
     "PATHS_COLUMNS",
     "Transition",
     "path_shocks",
+    "scenario_shocks",
     "paths_table",
     "run_transition",
 ]
@@ -303,7 +304,9 @@ def path_shocks(world: World, table, periods: int) -> tuple[PathShocks, World]:
     return PathShocks(np.stack(d_p), np.stack(t_p), np.stack(L_p)), final
 
 
-def _scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
+def scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
+    """The per-period arrays of a permanent ``sc`` from ``news_date`` on, and the final
+    world (:func:`~hatrade.analysis.counterfactual.apply_scenario`)."""
     if sc.financial is not None and sc.financial != world.financial:
         raise ParameterError(
             f"scenario {sc.name!r}: financial = {sc.financial!r} is not allowed in a "
@@ -440,7 +443,7 @@ def run_transition(
         )
     opts = _options(int(periods), bool(linear), options)
     if isinstance(shock, Scenario):
-        shocks, final = _scenario_shocks(old.world, shock, opts.periods, int(news_date))
+        shocks, final = scenario_shocks(old.world, shock, opts.periods, int(news_date))
         desc = shock.to_dict()
     else:
         if news_date:

@@ -33,7 +33,13 @@ from hatrade.core.params import ParameterError
 from hatrade.core.path import PathInputs, PathOutputs, evaluate_path
 from hatrade.solve.path_jacobian import transition_jacobian
 
-__all__ = ["TransitionOptions", "PathShocks", "TransitionSolution", "solve_transition"]
+__all__ = [
+    "PathProblem",
+    "PathShocks",
+    "TransitionOptions",
+    "TransitionSolution",
+    "solve_transition",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +128,14 @@ class TransitionSolution:
     work: dict = field(default_factory=dict)
 
 
-class _Problem:
-    """The path's residual function and its pieces (compiled once per shape)."""
+class PathProblem:
+    """A transition's unknowns, residual function and pieces (compiled once per shape).
+
+    ``layout`` the period's unknowns (:class:`~hatrade.core.markets.Layout`), ``guess()``
+    the new steady state's prices in every period (T, n), ``inputs(U)`` the
+    :class:`~hatrade.core.path.PathInputs` of unknowns U (T, n), ``residuals(U)`` the
+    excess demands (T, n) and the :class:`~hatrade.core.path.PathOutputs`.
+    """
 
     def __init__(self, old, new, shocks: PathShocks, opts: TransitionOptions):
         world = new.world
@@ -179,13 +191,13 @@ class _Problem:
         return np.asarray(H), out
 
 
-def _where(prob: _Problem, H: np.ndarray) -> str:
+def _where(prob: PathProblem, H: np.ndarray) -> str:
     t, r = np.unravel_index(np.argmax(np.abs(H)), H.shape)
     name = prob.layout.residual_names(prob.new.world.countries)[r]
     return f"{name} in period {t} ({H[t, r]:+.2e})"
 
 
-def _newton(prob: _Problem, U, lu, work: dict):
+def _newton(prob: PathProblem, U, lu, work: dict):
     """Quasi-Newton iterations with the fixed factored Jacobian; returns (U, H, out, its)."""
     opts = prob.opts
     H, out = prob.residuals(U)
@@ -211,7 +223,7 @@ def _newton(prob: _Problem, U, lu, work: dict):
     return U, H, out, it, history
 
 
-def _end_gap(prob: _Problem, w, R) -> float:
+def _end_gap(prob: PathProblem, w, R) -> float:
     p = prob.new.prices
     gw = np.max(np.abs(w[-1] / np.asarray(p.w) - 1.0))
     gR = np.max(np.abs(R[-1] - np.asarray(p.R)))
@@ -240,7 +252,7 @@ def solve_transition(old, new, shocks: PathShocks, options: TransitionOptions):
         No convergence within ``max_iter`` (largest excess demand, where and when), or the
         path has not settled at the new steady state by period T (try more periods).
     """
-    prob = _Problem(old, new, shocks, options)
+    prob = PathProblem(old, new, shocks, options)
     work = {"path_evaluations": 1, "seconds": {}}
     t0 = time.perf_counter()
     J = transition_jacobian(prob.arrs, prob.layout, new, prob.T, log=log)
