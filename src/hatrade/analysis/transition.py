@@ -416,7 +416,8 @@ def run_transition(
     options : TransitionOptions, optional
         ``tol`` (1e-8), ``max_iter``, ``settle_tol``, ``segment``; ``periods`` and
         ``linear`` above override its fields.
-    progress : callable(iteration, residual), optional. Not used yet (log at INFO).
+    progress : callable(iteration, largest excess demand), optional
+        Called after each quasi-Newton iteration of the path.
     **overrides
         Passed to :func:`~hatrade.analysis.counterfactual.run_counterfactual` for the new
         steady state (``tol``, ``hh_tol``, ...).
@@ -433,7 +434,6 @@ def run_transition(
         The new steady state or the path does not converge, or the path has not settled
         by period T (try more periods).
     """
-    del progress
     if not isinstance(periods, (int, np.integer)) or isinstance(periods, bool) or periods < 2:
         raise ParameterError(f"periods = {periods!r} is not allowed: an integer >= 2.")
     if not isinstance(news_date, (int, np.integer)) or not 0 <= news_date < periods:
@@ -456,7 +456,7 @@ def run_transition(
         new = old
     else:
         new = run_counterfactual(old, final, warn=False, **overrides).new
-    sol = solve_transition(old, new, shocks, opts)
+    sol = solve_transition(old, new, shocks, opts, progress)
     paths = paths_table(old.world.countries, sol, shocks, old.world.tfp)
     return Transition(
         old=old, new=new, solution=sol, paths=paths, V0=np.asarray(sol.outputs.V0),

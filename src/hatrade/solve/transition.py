@@ -197,7 +197,7 @@ def _where(prob: PathProblem, H: np.ndarray) -> str:
     return f"{name} in period {t} ({H[t, r]:+.2e})"
 
 
-def _newton(prob: PathProblem, U, lu, work: dict):
+def _newton(prob: PathProblem, U, lu, work: dict, progress=None):
     """Quasi-Newton iterations with the fixed factored Jacobian; returns (U, H, out, its)."""
     opts = prob.opts
     H, out = prob.residuals(U)
@@ -218,6 +218,8 @@ def _newton(prob: PathProblem, U, lu, work: dict):
         it += 1
         history.append(err)
         log.info("transition: iteration %d, largest excess demand %.3e", it, err)
+        if progress is not None:
+            progress(it, err)
         if not np.isfinite(err):
             break
     return U, H, out, it, history
@@ -230,7 +232,9 @@ def _end_gap(prob: PathProblem, w, R) -> float:
     return float(max(gw, gR))
 
 
-def solve_transition(old, new, shocks: PathShocks, options: TransitionOptions):
+def solve_transition(
+    old, new, shocks: PathShocks, options: TransitionOptions, progress=None
+) -> TransitionSolution:
     r"""Solve the perfect-foresight path from ``old`` to ``new`` (module docstring).
 
     Parameters
@@ -241,6 +245,7 @@ def solve_transition(old, new, shocks: PathShocks, options: TransitionOptions):
     shocks : PathShocks
         The world's trade costs, tariffs and labor in each of the T periods.
     options : TransitionOptions
+    progress : callable(iteration, largest excess demand), optional
 
     Returns
     -------
@@ -268,7 +273,7 @@ def solve_transition(old, new, shocks: PathShocks, options: TransitionOptions):
         work["path_evaluations"] += 1
         its, history = 1, []
     else:
-        U, H, out, its, history = _newton(prob, U0, lu, work)
+        U, H, out, its, history = _newton(prob, U0, lu, work, progress)
     work["seconds"]["newton"] = time.perf_counter() - t0
     err = float(np.max(np.abs(H)))
     pin = prob.inputs(jnp.asarray(U))
