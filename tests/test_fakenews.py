@@ -1,7 +1,6 @@
-"""Sequence-space Jacobians of transitions (issue 17): the fake-news household Jacobian
-against sequence-jacobian's one-asset household (M = 1) and the composed transition
-Jacobian against finite differences of the direct path evaluation (2 countries, short T);
-financial autarky and tariffs in a path."""
+"""The fake-news household Jacobian (issue 17) against sequence-jacobian's one-asset
+household (M = 1): same grid, income process and policies. (The composed transition
+Jacobian against finite differences: tests/test_transition.py.)"""
 
 from __future__ import annotations
 
@@ -12,19 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hatrade.analysis.counterfactual import Scenario
-from hatrade.analysis.transition import run_transition
 from hatrade.core.fakenews import fake_news_jacobian
 from hatrade.core.household import policies, solve_fixed_point
 from hatrade.core.income import income_process
 from hatrade.core.markets import country_params, initial_states, model_arrays
 from hatrade.core.params import Household, World
-from hatrade.solve.equilibrium import solve_equilibrium
-from hatrade.solve.path_jacobian import transition_jacobian
-from hatrade.solve.transition import PathProblem, PathShocks, TransitionOptions
-
-WORLD = dict(countries=("AAA", "BBB"), tfp=[1.0, 0.8], labor=[1.0, 0.5])
-D = [[1.0, 1.3], [1.2, 1.0]]
 
 
 def _ssj_household():
@@ -86,60 +77,3 @@ def test_one_good_jacobians_equal_sequence_jacobians(x64):
             ref = np.asarray(Js[name][inp])
             err = np.max(np.abs(J[:, o, :, k] - ref))
             assert err < 1e-6 * max(1.0, np.max(np.abs(ref))), (name, inp, err)
-
-
-@pytest.fixture(scope="module")
-def small(x64):
-    hh = Household(n_a=20, beta=0.93, n_perm=2, n_iid=2)
-    return solve_equilibrium(World(**WORLD, d=D), hh, solve_for="R", tol=1e-11, hh_tol=1e-12)
-
-
-def _fd_check(eq, Tn):
-    M = eq.world.M
-    t = np.zeros((Tn, M, M)) + (0.0 if eq.world.tariffs is None else eq.world.tariffs)
-    sh = PathShocks(np.tile(eq.world.d, (Tn, 1, 1)), t, np.tile(eq.world.labor, (Tn, 1)))
-    prob = PathProblem(eq, eq, sh, TransitionOptions(periods=Tn))
-    U0 = prob.guess()
-    assert np.max(np.abs(prob.residuals(U0)[0])) < 1e-9
-    J = transition_jacobian(prob.arrs, prob.layout, eq, Tn)
-    n, eps = prob.layout.n, 1e-6
-    Jfd = np.zeros_like(J)
-    for c in range(Tn * n):
-        dU = np.zeros(Tn * n)
-        dU[c] = eps
-        hp = prob.residuals(U0 + dU.reshape(Tn, n))[0]
-        hm = prob.residuals(U0 - dU.reshape(Tn, n))[0]
-        Jfd[:, c] = (hp - hm).ravel() / (2 * eps)
-    return np.max(np.abs(J - Jfd)), np.max(np.abs(J))
-
-
-def test_transition_jacobian_equals_finite_differences(small):
-    err, size = _fd_check(small, 6)
-    assert err < 1e-7 * size
-
-
-def test_autarky_transition(x64):
-    hh = Household(n_a=20, beta=0.93, n_perm=2, n_iid=2)
-    old = solve_equilibrium(
-        World(**WORLD, d=D, financial="autarky"), hh, solve_for="R", tol=1e-11, hh_tol=1e-12
-    )
-    err, size = _fd_check(old, 4)
-    assert err < 1e-7 * size
-    tr = run_transition(
-        old, Scenario(importer="AAA", trade_cost_change=-0.05), periods=30, hh_tol=1e-12, tol=1e-11
-    )
-    s = tr.solution
-    assert tr.converged and s.R.shape == (31, 2) and abs(s.R[1, 0] - s.R[1, 1]) > 1e-8
-    assert np.max(np.abs(s.outputs.A / s.outputs.Y)) < 1e-8  # each country's bond market
-    assert np.max(np.abs(s.R[-1] - tr.new.prices.R)) < 1e-8
-
-
-def test_temporary_tariff_is_rebated_each_period(small):
-    rows = dict(period=[0, 1, 2], importer=["AAA"] * 3, exporter=["BBB"] * 3,
-                tariff_change=[0.05, 0.05, 0.0])  # fmt: skip
-    tr = run_transition(small, rows, periods=30)
-    s = tr.solution
-    assert tr.converged and tr.new is small
-    G = s.outputs.G
-    assert np.max(np.abs(s.T * small.world.labor[None] - G)) < 1e-8 * np.max(s.outputs.Y)
-    assert G[0, 0] > 0 and np.max(np.abs(G[3:])) == 0.0

@@ -270,16 +270,16 @@ def path_shocks(world: World, table, periods: int) -> tuple[PathShocks, World]:
     df = _frame(table)
     _check_columns(df)
     per = df["period"].to_numpy().astype(int)
+    if per.max() >= periods:
+        raise ParameterError(
+            f"path table: period {per.max()} is beyond the horizon (periods = {periods}); "
+            "use more periods."
+        )
     missing = _missing_periods(per)
     if missing:
         raise ParameterError(
             f"path table: periods {missing[:10]} are missing; every period from 0 to the "
             f"last ({per.max()}) needs a row (a row of zero changes is enough)."
-        )
-    if per.max() >= periods:
-        raise ParameterError(
-            f"path table: period {per.max()} is beyond the horizon (periods = {periods}); "
-            "use more periods."
         )
     M = world.M
     t0 = np.zeros((M, M)) if world.tariffs is None else np.asarray(world.tariffs, float)

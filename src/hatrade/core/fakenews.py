@@ -36,6 +36,7 @@ import numpy as np
 
 from hatrade.core.distribution import push
 from hatrade.core.household import HHParams, HHState, logit, step
+from hatrade.core.x64 import enable_x64
 
 __all__ = ["fake_news_jacobian", "direction_names"]
 
@@ -107,6 +108,7 @@ def _fake_news(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool):
     return F0, F1
 
 
+@enable_x64
 def fake_news_jacobian(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool = False):
     r"""The household block's Jacobian :math:`\mathcal J[t, o, s, k]` (numpy, (n, O, n, K)).
 

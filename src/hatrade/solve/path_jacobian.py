@@ -28,6 +28,7 @@ import numpy as np
 
 from hatrade.core.fakenews import fake_news_jacobian
 from hatrade.core.markets import Layout, country_params
+from hatrade.core.x64 import enable_x64
 
 __all__ = ["transition_jacobian", "wage_map"]
 
@@ -64,6 +65,7 @@ def _country_block(J, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
     return G
 
 
+@enable_x64
 def transition_jacobian(arrs, layout: Layout, new, n_t: int, log=None) -> np.ndarray:
     """The (T n, T n) Jacobian at the steady state ``new`` (module docstring).
 

@@ -21,6 +21,8 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +30,16 @@ import numpy as np
 import scipy.linalg as sla
 
 from hatrade.core.errors import EquilibriumError
+from hatrade.core.household import HHState
 from hatrade.core.markets import Layout, ModelArrays, excess_demands, model_arrays
 from hatrade.core.params import ParameterError
 from hatrade.core.path import PathInputs, PathOutputs, evaluate_path
+from hatrade.core.x64 import enable_x64
 from hatrade.solve.path_jacobian import transition_jacobian
 
 __all__ = [
+    "PathData",
+    "path_inputs",
     "PathProblem",
     "PathShocks",
     "TransitionOptions",
@@ -128,13 +134,54 @@ class TransitionSolution:
     work: dict = field(default_factory=dict)
 
 
-class PathProblem:
-    """A transition's unknowns, residual function and pieces (compiled once per shape).
+class PathData(NamedTuple):
+    """The arrays a path's residuals depend on besides the unknowns (a JAX pytree, passed
+    as arguments so that nothing large is compiled in as a constant)."""
 
-    ``layout`` the period's unknowns (:class:`~hatrade.core.markets.Layout`), ``guess()``
-    the new steady state's prices in every period (T, n), ``inputs(U)`` the
-    :class:`~hatrade.core.path.PathInputs` of unknowns U (T, n), ``residuals(U)`` the
-    excess demands (T, n) and the :class:`~hatrade.core.path.PathOutputs`.
+    arrs: ModelArrays
+    d: jax.Array
+    t: jax.Array
+    L: jax.Array
+    R0: jax.Array
+    w_end: jax.Array
+    T_end: jax.Array
+    R_end: jax.Array
+    beta: jax.Array
+    x_end: HHState
+    lam0: jax.Array
+
+
+def path_inputs(layout: Layout, data: PathData, U) -> PathInputs:
+    """The :class:`~hatrade.core.path.PathInputs` of unknowns U (T, n)."""
+    w, Rn, Tr, _ = jax.vmap(layout.prices)(U)
+    R = jnp.concatenate([data.R0[None], Rn], axis=0)
+    return PathInputs(
+        data.d, data.t, data.L, w, R, Tr, data.arrs.d, data.arrs.t,
+        data.w_end, data.T_end, data.R_end,
+    )  # fmt: skip
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _path_residuals(layout: Layout, segment: int, data: PathData, U):
+    pin = path_inputs(layout, data, U)
+    out = evaluate_path(data.arrs, pin, data.beta, data.x_end, data.lam0, segment)
+
+    def one(d, t, L, Mt, X, A, G, Y, Tr):
+        arrs = data.arrs._replace(d=d, t=t, L=L)
+        return excess_demands(layout, arrs, dict(M=Mt, X=X, A=A, G=G, Y=Y), Tr)
+
+    H = jax.vmap(one)(data.d, data.t, data.L, out.M, out.X, out.A, out.G, out.Y, pin.T)
+    return H, out
+
+
+class PathProblem:
+    """A transition's unknowns and residual function.
+
+    ``layout`` the period's unknowns (:class:`~hatrade.core.markets.Layout`), ``data`` the
+    :class:`PathData`, ``guess()`` the new steady state's prices in every period (T, n),
+    ``inputs(U)`` the :class:`~hatrade.core.path.PathInputs` of unknowns U (T, n),
+    ``residuals(U)`` the excess demands (T, n, numpy) and the
+    :class:`~hatrade.core.path.PathOutputs`.
     """
 
     def __init__(self, old, new, shocks: PathShocks, opts: TransitionOptions):
@@ -150,13 +197,15 @@ class PathProblem:
             beta_fixed=float(new.beta),
         )
         self.arrs: ModelArrays = model_arrays(world, new.household, new.income)
-        self.beta = jnp.asarray(float(new.beta))
-        self.R0 = jnp.asarray(np.asarray(old.prices.R, float))
         self.new, self.old = new, old
-        self.shocks = tuple(jnp.asarray(x) for x in (shocks.d, shocks.tariffs, shocks.labor))
-        self.lam0 = jnp.asarray(old.lam)
+        p = new.prices
+        f = lambda x: jnp.asarray(np.asarray(x, float))  # noqa: E731
+        self.data = PathData(
+            arrs=self.arrs, d=f(shocks.d), t=f(shocks.tariffs), L=f(shocks.labor),
+            R0=f(old.prices.R), w_end=f(p.w), T_end=f(p.T), R_end=f(p.R),
+            beta=f(new.beta), x_end=jax.tree_util.tree_map(f, new.state), lam0=f(old.lam),
+        )  # fmt: skip
         self.segment = opts.segment_length
-        self._res = jax.jit(self._residuals)
 
     def guess(self) -> np.ndarray:
         p = self.new.prices
@@ -164,30 +213,10 @@ class PathProblem:
         return np.tile(u, (self.T, 1))
 
     def inputs(self, U) -> PathInputs:
-        w, Rn, Tr, _ = jax.vmap(self.layout.prices)(U)
-        d, t, L = self.shocks
-        p = self.new.prices
-        R = jnp.concatenate([self.R0[None], Rn], axis=0)
-        return PathInputs(
-            d, t, L, w, R, Tr, self.arrs.d, self.arrs.t,
-            jnp.asarray(p.w), jnp.asarray(p.T), jnp.asarray(p.R),
-        )  # fmt: skip
-
-    def _residuals(self, U):
-        pin = self.inputs(U)
-        out = evaluate_path(self.arrs, pin, self.beta, self.new.state, self.lam0, self.segment)
-
-        def one(d, t, L, Mt, X, A, G, Y, Tr):
-            arrs = self.arrs._replace(d=d, t=t, L=L)
-            agg = dict(M=Mt, X=X, A=A, G=G, Y=Y)
-            return excess_demands(self.layout, arrs, agg, Tr)
-
-        d, t, L = self.shocks
-        H = jax.vmap(one)(d, t, L, out.M, out.X, out.A, out.G, out.Y, pin.T)
-        return H, out
+        return path_inputs(self.layout, self.data, jnp.asarray(U))
 
     def residuals(self, U):
-        H, out = self._res(jnp.asarray(U))
+        H, out = _path_residuals(self.layout, self.segment, self.data, jnp.asarray(U))
         return np.asarray(H), out
 
 
@@ -232,6 +261,7 @@ def _end_gap(prob: PathProblem, w, R) -> float:
     return float(max(gw, gR))
 
 
+@enable_x64
 def solve_transition(
     old, new, shocks: PathShocks, options: TransitionOptions, progress=None
 ) -> TransitionSolution:
