@@ -108,6 +108,7 @@ def bench_us_cut(T: int) -> None:
         t0 = time.perf_counter()
         new = run_counterfactual(old, final, warn=False).new
         stage["new steady state"] = time.perf_counter() - t0
+        print(f"  new steady state: {stage['new steady state']:.1f} s", flush=True)
     arrs = model_arrays(new.world, new.household, new.income)
     w, Rv = jnp.asarray(new.prices.w), jnp.asarray(new.prices.R)
     Tv, b = jnp.asarray(new.prices.T), jnp.asarray(new.beta)
@@ -121,6 +122,7 @@ def bench_us_cut(T: int) -> None:
         t0 = time.perf_counter()
         sol = solve_transition(old, new, shocks, opts)
         total = time.perf_counter() - t0
+        print(f"  transition: {total:.1f} s, peak {_peak_gb():.2f} GB", flush=True)
     jac = sol.work["seconds"]["jacobian"]
     newt = sol.work["seconds"]["newton"]
     print(f"unit: one world household solve {unit:.2f} s")
