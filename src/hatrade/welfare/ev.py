@@ -274,6 +274,7 @@ def equivalent_variation(
     lam_tol: float = 1e-4,
     refine_rounds: int = 1,
     reference_seconds: float | None = None,
+    target=None,
 ) -> EVResult:
     r"""Equivalent variation :math:`\lambda(a,z)` for every state of one country.
 
@@ -305,6 +306,10 @@ def equivalent_variation(
         Also the most rounds of nodes searching the borrowers' first roots above 1.
     reference_seconds : float, optional
         Seconds of one household solve, to report ``work["solve_equivalents"]``.
+    target : array (Na, Nz), optional
+        The values to reach instead of the new steady state's, :math:`V^{old}(a, z;
+        \lambda) = \text{target}(a, z)` (e.g. the value at the start of a transition,
+        :mod:`hatrade.welfare.transition`); ``V_new`` then holds it.
 
     Returns
     -------
@@ -327,7 +332,11 @@ def equivalent_variation(
     if new.world.countries != old.world.countries:
         raise ParameterError("old and new equilibria have different countries.")
     work = {"solves": 0, "tangents": 0, "iterations": 0, "seconds": {}}
-    st, nodes = first_guesses(old, new, ci, opt, work)
+    if target is not None and np.shape(target) != old.lam[ci].shape:
+        raise ParameterError(
+            f"target has shape {np.shape(target)}; it must be {old.lam[ci].shape} (Na, Nz)."
+        )
+    st, nodes = first_guesses(old, new, ci, opt, work, target)
     # 2. batched solves on nodes spanning the first guesses, and 3. the inversion per state
     t0 = time.perf_counter()
     cover_roots(st, nodes, opt, work)

@@ -179,8 +179,14 @@ class Inversion(NamedTuple):
 # ----------------------------------------------------------------------------- step 1
 
 
-def first_guesses(old, new, ci: int, opt: EVOptions, work: dict) -> tuple[EVStart, Nodes]:
-    """Step 1: the new values, and the old ones at lambda = 1 with their exact derivative."""
+def first_guesses(
+    old, new, ci: int, opt: EVOptions, work: dict, target=None
+) -> tuple[EVStart, Nodes]:
+    """Step 1: the new values, and the old ones at lambda = 1 with their exact derivative.
+
+    ``target`` (Na, Nz), optional: the values to reach instead of the new steady state's
+    (e.g. the value at the start of a transition); ``new`` is then not solved.
+    """
     code = old.world.countries[ci]
     prm_o, x_o = household_problem(old, ci)
     prm_n, x_n = household_problem(new, ci)
@@ -188,12 +194,15 @@ def first_guesses(old, new, ci: int, opt: EVOptions, work: dict) -> tuple[EVStar
         raise ParameterError("old and new equilibria have different household grids.")
     Na, Nz = prm_o.a_grid.shape[0], prm_o.z.shape[0]
     t0 = time.perf_counter()
-    V_new, _, it_n = solve_value(prm_n, x_n, opt.hh_tol, opt.hh_max_iter)
+    if target is None:
+        V_new, _, it_n = solve_value(prm_n, x_n, opt.hh_tol, opt.hh_max_iter)
+    else:
+        V_new, it_n = np.asarray(target, float).reshape(Na, Nz), 0
     one = jnp.asarray(1.0)
     V1, S1, x1, dx1, it_1 = value_tangent(prm_o, x_o, one, opt.hh_tol, opt.hh_max_iter)
     check_iterations([it_n, it_1], opt.hh_max_iter, code)
     V_new, V1, S1 = (np.asarray(a, float) for a in (V_new, V1, S1))
-    work["solves"] += 2
+    work["solves"] += 2 if target is None else 1
     work["tangents"] += 1
     work["iterations"] += int(it_n) + int(it_1)
     work["seconds"]["new_and_lambda_1"] = time.perf_counter() - t0

@@ -1,0 +1,205 @@
+r"""Direct evaluation of a perfect-foresight path: policies backward, distributions forward.
+
+Timing (docs/transitions.md): period t's households hold assets :math:`a` bought at t-1
+and receive the return :math:`R_t` on them (:math:`R_0` is the old steady state's: bonds
+bought before the shock), earn :math:`w_{i,t} z` and the transfer :math:`T_{i,t}` (tariff
+revenue of period t), and choose :math:`c_t` and :math:`a'_t` facing next period's prices
+:math:`p_{t+1}` and return :math:`R_{t+1}` in their Euler equation:
+
+.. math::
+
+    p_{ij,t} c + a' = R_{i,t} a + w_{i,t} z + T_{i,t}, \qquad
+    u'(c)/p_{ij,t} = \beta R_{i,t+1} E_t \textstyle\sum_k \pi_k(a',z') u'(c'_k)/p_{ik,t+1}.
+
+From period T on the economy is at the terminal steady state: the backward pass starts
+from its household state (:func:`hatrade.core.household.step` with next-period prices, T
+times, backward), the forward pass pushes the distribution from ``lam0`` (the old
+stationary one) with the period's policies and aggregates every period as the steady
+state does (:func:`hatrade.core.markets.aggregate`).
+
+Memory: the backward pass keeps only the household state at every ``segment``-th period
+(checkpoints); the forward pass recomputes one segment's policies from its checkpoint,
+pushes the distribution through it and drops them, so at most ``segment`` periods of
+policies are held at once (a second backward pass of work).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hatrade.core.distribution import push
+from hatrade.core.household import HHState, Policies, logit, step
+from hatrade.core.markets import ModelArrays, aggregate, country_params
+
+__all__ = ["PathInputs", "PathOutputs", "evaluate_path", "pad_periods"]
+
+
+class PathInputs(NamedTuple):
+    r"""Everything that varies over the path, each with a leading period axis of length T.
+
+    d, t : (T, M, M) trade costs and tariffs. L : (T, M) labor. w : (T, M) wages.
+    R : (T + 1, M) returns paid at t on assets carried into t (R[0] the old steady
+    state's, R[T] the return on the assets chosen in the last period). T : (T, M) transfers.
+    d_end, t_end : (M, M) the terminal trade costs and tariffs; w_end, T_end, R_end : (M,)
+    terminal wages, transfers and return (prices from period T on; in period T the budget
+    pays ``R[T]`` on the assets carried in, the return set by period T-1's bond market).
+    """
+
+    d: jax.Array
+    t: jax.Array
+    L: jax.Array
+    w: jax.Array
+    R: jax.Array
+    T: jax.Array
+    d_end: jax.Array
+    t_end: jax.Array
+    w_end: jax.Array
+    T_end: jax.Array
+    R_end: jax.Array
+
+
+class PathOutputs(NamedTuple):
+    """Aggregates of every period (leading axis T) and the value at t = 0.
+
+    M : (T, M, M) spending at consumer prices; X : the same at factory prices; A : (T, M)
+    assets chosen in t (bought at t, paid R_{t+1} at t+1); A_held : (T, M) assets carried
+    into t; G : (T, M) tariff revenue; N, Y : (T, M) labor in efficiency units and income
+    w N; V0 : (M, Na, Nz) the value at t = 0 (before taste shocks, as the steady state's
+    ``policies.V``); lam_end : (M, Na, Nz) the distribution entering period T.
+    """
+
+    M: jax.Array
+    X: jax.Array
+    A: jax.Array
+    A_held: jax.Array
+    G: jax.Array
+    N: jax.Array
+    Y: jax.Array
+    V0: jax.Array
+    lam_end: jax.Array
+
+
+def pad_periods(n: int, segment: int) -> int:
+    """Periods after padding ``n`` up to a multiple of ``segment``."""
+    return -(-n // segment) * segment
+
+
+def _prices(arrs: ModelArrays, d, t, w, R, T, beta):
+    return country_params(arrs._replace(d=d, t=t), w, R, T, beta)
+
+
+def _goods_prices(arrs: ModelArrays, d, t, w):
+    return d * (w / arrs.A)[None, :] * (1.0 + t)
+
+
+def _period_inputs(arrs: ModelArrays, pin: PathInputs):
+    """Per-period scan inputs: own prices' pieces, next-period goods prices and return."""
+    p_all = jax.vmap(lambda d, t, w: _goods_prices(arrs, d, t, w))(pin.d, pin.t, pin.w)
+    p_end = _goods_prices(arrs, pin.d_end, pin.t_end, pin.w_end)
+    p_next = jnp.concatenate([p_all[1:], p_end[None]], axis=0)
+    return (pin.d, pin.t, pin.w, pin.R[:-1], pin.T, p_next, pin.R[1:])
+
+
+def _backward_period(arrs: ModelArrays, beta):
+    """One period of the backward pass, all countries: (state_{t+1}, inputs_t) -> state_t."""
+
+    def body(x_next: HHState, inp):
+        d, t, w, R, T, p_next, R_next = inp
+        prm = _prices(arrs, d, t, w, R, T, beta)
+
+        def one(c, v, pr, pn, rn):
+            mu = jnp.exp(-pr.gamma * jnp.log(c))
+            c_new, _, v_new, a_p = step(c, mu, v, pr, pn, rn)
+            return c_new, v_new, a_p
+
+        c, v, a_p = jax.vmap(one)(x_next.c, x_next.v, prm, p_next, R_next)
+        return HHState(c, v), a_p
+
+    return body
+
+
+def _segments(tree, n_seg: int):
+    return jax.tree_util.tree_map(lambda x: x.reshape((n_seg, -1) + x.shape[1:]), tree)
+
+
+def _forward_segment(arrs: ModelArrays, beta, back):
+    """The forward pass through one segment: recompute its policies, push, aggregate."""
+
+    def body(lam, inp):
+        xs_seg, L_seg, x_end = inp
+        _, (c_all, v_all, a_all) = jax.lax.scan(
+            lambda x, i: (lambda y: (y[0], (y[0].c, y[0].v, y[1])))(back(x, i)),
+            x_end,
+            xs_seg,
+            reverse=True,
+        )
+
+        def period(lam_t, inp_t):
+            (d, t, w, R, T, _, _), L, c, v, a_p = inp_t
+            prm = _prices(arrs, d, t, w, R, T, beta)
+            pi, _ = jax.vmap(logit)(v, prm)
+            pol = Policies(c=c, a_p=a_p, v=v, pi=pi, V=None)
+            agg = aggregate(arrs._replace(d=d, t=t, L=L), prm, pol, lam_t)
+            held = L * jnp.einsum("kaz,ka->k", lam_t, prm.a_grid)
+            lam_n = jax.vmap(push)(lam_t, a_p, pi, prm.a_grid, prm.Pz)
+            out = (agg["M"], agg["X"], agg["A"], held, agg["G"], agg["N"], agg["Y"])
+            return lam_n, out
+
+        return jax.lax.scan(period, lam, (xs_seg, L_seg, c_all, v_all, a_all))
+
+    return body
+
+
+@jax.jit
+def _evaluate(arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, n_seg_arr):
+    n_seg = n_seg_arr.shape[0]
+    back = _backward_period(arrs, beta)
+    xs = _period_inputs(arrs, pin)
+    segs = _segments(xs, n_seg)
+
+    def seg_back(x_next, xs_seg):
+        x, _ = jax.lax.scan(lambda x_, i: (back(x_, i)[0], None), x_next, xs_seg, reverse=True)
+        return x, x_next  # output: the state entering the segment's last period's successor
+
+    # period T: the terminal steady state's prices but the return R[T] in the budget
+    p_end = _goods_prices(arrs, pin.d_end, pin.t_end, pin.w_end)
+    inp_T = (pin.d_end, pin.t_end, pin.w_end, pin.R[-1], pin.T_end, p_end, pin.R_end)
+    x_T, _ = back(x_end, inp_T)
+    x0, ends = jax.lax.scan(seg_back, x_T, segs, reverse=True)
+    prm0 = _prices(arrs, pin.d[0], pin.t[0], pin.w[0], pin.R[0], pin.T[0], beta)
+    _, V0 = jax.vmap(logit)(x0.v, prm0)
+    fwd = _forward_segment(arrs, beta, back)
+    lam_end, outs = jax.lax.scan(fwd, lam0, (segs, _segments(pin.L, n_seg), ends))
+    outs = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), outs)
+    return PathOutputs(*outs, V0=V0, lam_end=lam_end)
+
+
+def evaluate_path(
+    arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, segment: int = 25
+) -> PathOutputs:
+    r"""Aggregates of a path of prices and the value at t = 0 (module docstring).
+
+    Parameters
+    ----------
+    arrs : ModelArrays
+        The world's arrays (d, t and L are taken from ``pin`` period by period; the asset
+        grid, taste-shock scales and TFP are the same in every period).
+    pin : PathInputs
+        The path; its number of periods must be a multiple of ``segment`` (pad with the
+        terminal values, :func:`pad_periods`: the padded periods change nothing before).
+    beta : discount factor.
+    x_end : HHState
+        The terminal steady state's household state (leading axis: country): the state
+        from period T + 1 on.
+    lam0 : (M, Na, Nz) the distribution entering period 0.
+    segment : int
+        Periods per checkpoint segment (memory: about ``segment`` + T/``segment`` periods of
+        household arrays).
+    """
+    n = pin.w.shape[0]
+    if n % segment:
+        raise ValueError(f"path length {n} is not a multiple of segment {segment}")
+    return _evaluate(arrs, pin, beta, x_end, lam0, jnp.zeros(n // segment))

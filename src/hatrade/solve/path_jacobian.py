@@ -1,0 +1,117 @@
+r"""The Jacobian of a transition's excess demands in its unknown price paths.
+
+Unknowns per period t (the steady state's :class:`~hatrade.core.markets.Layout` with R
+solved for): M - 1 wages (the last from :math:`\bar w_t = 1`), the return
+:math:`R_{t+1}` on the assets chosen at t (one under financial globalization, one per
+country under autarky) and, with tariffs, the transfers :math:`T_{i,t}`. Targets per
+period: the steady state's relative excess demands (goods markets but the first, bonds,
+tariff budgets; :func:`~hatrade.core.markets.excess_demands`).
+
+Each country's household-block Jacobian (:func:`hatrade.core.fakenews.fake_news_jacobian`,
+at the terminal steady state) is chained through the known maps
+
+.. math::
+
+    \frac{dp_{ik,s}}{p_{ik}} = \frac{dw_{k,s}}{w_k}, \qquad
+    d\,\mathrm{goods}_{j,t} = \frac{\sum_i dM_{ij,t}/(1+t_{ij}) - N_j\,dw_{j,t}}{Y_j},
+    \qquad d\,\mathrm{bonds}_t = \frac{\sum_i dA_{i,t}}{\sum_i Y_i}, \qquad
+    d\,\mathrm{budget}_{i,t} = \frac{L_i\,dT_{i,t} - \sum_j \frac{t_{ij}}{1+t_{ij}} dM_{ij,t}}{Y_i},
+
+(the excess demands' derivatives at a point where they vanish), with the return
+:math:`R_s` of direction ``R`` the unknown of period s - 1. The result is the exact
+Jacobian at the terminal steady state, (T n) x (T n), rows and columns period-major.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hatrade.core.fakenews import fake_news_jacobian
+from hatrade.core.markets import Layout, country_params
+from hatrade.core.x64 import enable_x64
+
+__all__ = ["transition_jacobian", "wage_map"]
+
+
+def wage_map(M: int) -> np.ndarray:
+    """dw/du (M, M - 1): the free wages, and the last one from mean(w) = 1."""
+    D = np.zeros((M, M - 1))
+    D[: M - 1] = np.eye(M - 1)
+    D[M - 1] = -1.0
+    return D
+
+
+def _slots(layout: Layout, i: int) -> tuple[int, int | None]:
+    """Column of country i's rate and (with tariffs) transfer in a period's unknowns."""
+    M = layout.M
+    r = M - 1 + (i if layout.financial == "autarky" else 0)
+    n_rate = M if layout.financial == "autarky" else 1
+    return r, (M - 1 + n_rate + i if layout.tariffs else None)
+
+
+def _country_block(J, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
+    """G[t, o, s, m]: country i's outputs at t in the unknowns of period s."""
+    M, n = layout.M, layout.n
+    K = J.shape[-1]
+    Dw = wage_map(M)
+    P = np.zeros((K, n))
+    P[:M, : M - 1] = Dw / np.asarray(w)[:, None]  # relative price changes
+    P[M, : M - 1] = Dw[i]  # the wage in income
+    r, tr = _slots(layout, i)
+    if tr is not None:
+        P[M + 2, tr] = 1.0
+    G = np.einsum("tosk,km->tosm", J[:n_t, :, :n_t, :], P, optimize=True)
+    G[..., r] += J[:n_t, :, 1 : n_t + 1, M + 1]  # R_s is the unknown of period s - 1
+    return G
+
+
+@enable_x64
+def transition_jacobian(arrs, layout: Layout, new, n_t: int, log=None) -> np.ndarray:
+    """The (T n, T n) Jacobian at the steady state ``new`` (module docstring).
+
+    Parameters
+    ----------
+    arrs : ModelArrays of the terminal world.
+    layout : Layout
+        The period's unknowns and targets (R solved for, beta fixed).
+    new : Equilibrium
+        The terminal steady state (prices, household states, distributions).
+    n_t : int
+        Periods T.
+    """
+    M, n = layout.M, layout.n
+    w = np.asarray(new.prices.w, float)
+    prm = country_params(arrs, w, np.asarray(new.prices.R), np.asarray(new.prices.T), new.beta)
+    agg = new.aggregates
+    Y, N, L = np.asarray(agg["Y"]), np.asarray(agg["N"]), np.asarray(arrs.L)
+    t = np.asarray(arrs.t)
+    JH = np.zeros((n_t, n, n_t, n))
+    n_rate = M if layout.financial == "autarky" else 1
+    for i in range(M):
+        pick = lambda a, i=i: a[i]  # noqa: E731
+        prm_i = type(prm)(*(pick(x) for x in prm))
+        x_i = type(new.state)(*(pick(np.asarray(x)) for x in new.state))
+        J = fake_news_jacobian(prm_i, x_i, new.lam[i], L[i], n_t + 1, layout.tariffs)
+        G = _country_block(J, layout, i, w, n_t)
+        del J
+        for j in range(1, M):
+            JH[:, j - 1] += G[:, j] / ((1.0 + t[i, j]) * Y[j])
+        if layout.financial == "autarky":
+            JH[:, M - 1 + i] += G[:, M] / Y[i]
+        else:
+            JH[:, M - 1] += G[:, M] / Y.sum()
+        if layout.tariffs:
+            share = t[i] / (1.0 + t[i])
+            JH[:, M - 1 + n_rate + i] -= np.einsum("j,tjsm->tsm", share, G[:, :M]) / Y[i]
+        if log is not None:
+            log.debug("transition Jacobian: household block %d of %d", i + 1, M)
+    Dw = wage_map(M)
+    direct = np.zeros((n, n))
+    for j in range(1, M):
+        direct[j - 1, : M - 1] -= N[j] * Dw[j] / Y[j]
+    if layout.tariffs:
+        for i in range(M):
+            direct[M - 1 + n_rate + i, _slots(layout, i)[1]] += L[i] / Y[i]
+    idx = np.arange(n_t)
+    JH[idx, :, idx, :] += direct[None]
+    return JH.reshape(n_t * n, n_t * n)
