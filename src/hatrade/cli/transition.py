@@ -168,13 +168,13 @@ def _shock(path, name, scenario_opts: dict, world0, periods: int, news_date: int
     the path table (read and checked) or the scenario (checked on the world)."""
     from hatrade.analysis.counterfactual import apply_scenario
     from hatrade.analysis.transition import path_shocks
-    from hatrade.io.transition_results import read_path_table
+    from hatrade.io.transition_results import check_transition_scenario, read_path_table
 
     from .scenario_options import check_name
 
     if path is None:
         scenario = scenario_from_options(name, **scenario_opts)
-        check_transition_scenario(scenario, world0)
+        check_transition_scenario(scenario, world0, tfp="--tfp", financial="--financial")
         apply_scenario(world0, scenario)  # raises, or warns once, before solving
         return scenario, scenario.name
     given = [
@@ -195,21 +195,6 @@ def _shock(path, name, scenario_opts: dict, world0, periods: int, news_date: int
         name = f"path-{Path(path).stem}"
     check_name(name)
     return table, name
-
-
-def check_transition_scenario(scenario, world) -> None:
-    """What a transition does not take (yet), before any solve: a TFP change, or a new
-    financial regime."""
-    if any(scenario.tfp_change.values()):
-        raise ParameterError(
-            "--tfp is not supported in transitions yet (the asset grid scales with TFP); "
-            "use hatrade counterfactual for a TFP change."
-        )
-    if scenario.financial is not None and scenario.financial != world.financial:
-        raise ParameterError(
-            f"--financial {scenario.financial} is not allowed in a transition: the "
-            f"financial regime stays the baseline's ({world.financial})."
-        )
 
 
 def welfare_country(country: str | None, world, shock) -> str:

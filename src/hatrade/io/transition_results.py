@@ -60,6 +60,7 @@ __all__ = [
     "transition_summary",
     "save_transition",
     "read_path_table",
+    "check_transition_scenario",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def _parameters(eq) -> dict:
     return params
 
 
-def transition_summary(transition, welfare: dict, **header) -> dict:
+def transition_summary(transition, welfare: dict, /, **header) -> dict:
     """The content of a transition folder's ``summary.json`` (module docstring).
 
     Parameters
@@ -186,6 +187,30 @@ def save_transition(
         names += [Path(p).name for p in paths]
     log.info("wrote %s (%s)", folder, ", ".join(names))
     return names
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_transition_scenario(scenario, world, *, tfp: str = "tfp_change", financial="financial"):
+    """What a transition does not take (yet), before any solve: a TFP change (the asset
+    grid scales with TFP), or a financial regime other than the baseline's.
+    ``tfp``/``financial`` name the fields in the message (e.g. ``--tfp`` in the CLI).
+
+    Raises
+    ------
+    ParameterError
+    """
+    if any(scenario.tfp_change.values()):
+        raise ParameterError(
+            f"{tfp} is not supported in transitions yet (the asset grid scales with TFP); "
+            "use a counterfactual for a TFP change."
+        )
+    if scenario.financial is not None and scenario.financial != world.financial:
+        raise ParameterError(
+            f"{financial} = {scenario.financial!r} is not allowed in a transition: the "
+            f"financial regime stays the baseline's ({world.financial!r})."
+        )
 
 
 # ----------------------------------------------------------------------------- reading
