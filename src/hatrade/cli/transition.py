@@ -70,6 +70,16 @@ def register(app: typer.Typer) -> None:
     app.command("transition")(transition_command)
 
 
+def _path_option():
+    return typer.Option(
+        None,
+        "--path",
+        dir_okay=False,
+        help="A per-period shock table (CSV: period, importer, exporter, trade_cost_change, "
+        "tariff_change, country, labor_change) instead of the scenario options.",
+    )
+
+
 @handle_errors
 def transition_command(
     importer: Optional[str] = importer_option(),
@@ -82,13 +92,7 @@ def transition_command(
     tfp: Optional[List[str]] = tfp_option(),
     labor: Optional[List[str]] = labor_option(),
     financial: Optional[str] = financial_option(),
-    path: Optional[Path] = typer.Option(
-        None,
-        "--path",
-        dir_okay=False,
-        help="A per-period shock table (CSV: period, importer, exporter, trade_cost_change, "
-        "tariff_change, country, labor_change) instead of the scenario options.",
-    ),
+    path: Optional[Path] = _path_option(),
     periods: int = typer.Option(
         300, "--periods", "-T", help="Horizon T: the new steady state holds from T on."
     ),
@@ -148,7 +152,10 @@ def transition_command(
     label = f"HA {cal_name}" if config is None else "HA model"
     with progress() as prog:
         tr, wel = _solve(prog, cal_name, cfg, shock, who, periods, news_date, linear, n_nodes)
-        summary = _write_folder(folder, tr, wel, name=name, label=label, source=source)
+        header = dict(name=name, label=label, source=source)
+        if path is not None:
+            header["path_file"] = str(path)
+        summary = _write_folder(folder, tr, wel, **header)
     _print_summary(summary, out)
 
 
@@ -242,15 +249,14 @@ def _solve(prog, cal_name, cfg, shock, who, periods, news_date, linear, n_nodes)
     return tr, wel
 
 
-def _write_folder(folder, tr, wel, *, name: str, label: str, source: str) -> dict:
-    """Write the transition folder in one swap; returns its summary."""
+def _write_folder(folder, tr, wel, **header) -> dict:
+    """Write the transition folder in one swap (``header``: name, label, source, ...);
+    returns its summary."""
     from hatrade.io.transition_results import save_transition, transition_summary
 
-    summary = transition_summary(
-        tr, {wel.country: wel.summary}, name=name, label=label, source=source
-    )
+    summary = transition_summary(tr, {wel.country: wel.summary}, **header)
     with folder.replace() as tmp:
-        save_transition(tmp, tr, wel.table, summary, figures=True)
+        save_transition(tmp, tr.paths, wel.table, summary, figures=True)
     return summary
 
 

@@ -216,7 +216,7 @@ def _transition_run(run: BatchRun, baseline, opts: dict, folder: Path, row: dict
     summary = transition_summary(tr, wel, **{**row, "kind": "batch-run"})
     summary.update(status=RUN_STATUS_OK, seconds=time.perf_counter() - t0)
     with atomic_dir(folder) as tmp:
-        save_transition(tmp, tr, table, summary)
+        save_transition(tmp, tr.paths, table, summary)
     return dict(status=RUN_STATUS_OK, seconds=summary["seconds"], **_transition_numbers(summary))
 
 

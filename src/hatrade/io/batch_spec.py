@@ -43,6 +43,9 @@ for ``n_nodes``), household parameters are checked by
 as folder names) by :func:`hatrade.core.errors.check_identifier`. The error is one line
 that names the entry and the field.
 
+A run with ``kind = "transition"`` is a perfect-foresight transition instead, with the keys
+``periods``, ``news_date``, ``linear`` and ``path`` (:mod:`hatrade.io.batch_transition`).
+
 The runs are executed by :func:`hatrade.io.batch.run_batch`.
 """
 

@@ -145,7 +145,7 @@ def transition_summary(transition, welfare: dict, /, **header) -> dict:
 
 
 def save_transition(
-    folder, transition, welfare_table: pd.DataFrame | None, summary: dict, *, figures=False
+    folder, paths: pd.DataFrame, welfare_table: pd.DataFrame | None, summary: dict, *, figures=False
 ) -> list[str]:
     """Write a transition folder's files into ``folder``, each atomically.
 
@@ -155,7 +155,8 @@ def save_transition(
         Where to write (created when needed); typically the temporary folder of
         :meth:`hatrade.io.folders.OutputFolder.replace` or of
         :func:`hatrade.io.atomic.atomic_dir`, so that the whole folder appears at once.
-    transition : hatrade.analysis.transition.Transition
+    paths : pandas.DataFrame
+        The transition's paths table (:attr:`hatrade.analysis.transition.Transition.paths`).
     welfare_table : pandas.DataFrame or None
         The welfare rows of the reported countries (None: none reported, the file holds
         only the header).
@@ -177,14 +178,14 @@ def save_transition(
     if table is None:
         table = pd.DataFrame(columns=list(TRANSITION_WELFARE_COLUMNS))
     write_json(folder / "summary.json", summary, indent=2)
-    write_text(folder / "paths.csv", transition.paths.to_csv(index=False, float_format="%.17g"))
+    write_text(folder / "paths.csv", paths.to_csv(index=False, float_format="%.17g"))
     write_text(folder / "welfare.csv", table.to_csv(index=False, float_format="%.17g"))
     names = list(TRANSITION_FILES)
     if figures:
         from hatrade.plots.transition import save_transition_figures
 
-        paths = save_transition_figures(folder, transition.paths, summary)
-        names += [Path(p).name for p in paths]
+        drawn = save_transition_figures(folder, paths, summary)
+        names += [Path(p).name for p in drawn]
     log.info("wrote %s (%s)", folder, ", ".join(names))
     return names
 
