@@ -249,3 +249,21 @@ def test_cli_too_short_horizon_suggests_more_periods(run, tmp_path, monkeypatch)
     msg = " ".join(res.output.split())
     assert "has not settled" in msg and "--periods" in msg
     assert not out.exists()
+
+
+def test_default_welfare_country():
+    """--country defaults: the scenario's importer, the first importer of a path table,
+    else USA when in the world, else the first country."""
+    from hatrade.analysis.counterfactual import Scenario
+    from hatrade.cli.transition import welfare_country
+    from hatrade.core.params import World
+
+    world = World(
+        countries=("AAA", "BBB"), tfp=[1.0, 0.8], labor=[1.0, 0.5], d=[[1.0, 1.3], [1.2, 1.0]]
+    )
+    table = pd.DataFrame({"period": [0, 1], "importer": ["", "BBB"], "exporter": ["", "AAA"]})
+    assert welfare_country(None, world, table) == "BBB"
+    assert welfare_country(None, world, pd.DataFrame({"period": [0]})) == "AAA"
+    assert welfare_country(None, world, Scenario(importer="BBB", trade_cost_change=-0.1)) == "BBB"
+    assert welfare_country(None, world, Scenario(all_pairs=True, trade_cost_change=-0.1)) == "AAA"
+    assert welfare_country("BBB", world, Scenario(all_pairs=True, trade_cost_change=-0.1)) == "BBB"

@@ -206,15 +206,20 @@ def _shock(path, name, scenario_opts: dict, world0, periods: int, news_date: int
 
 def welfare_country(country: str | None, world, shock) -> str:
     """``--country`` checked, or the default: the scenario's importer (or first pair's
-    importer), else USA when in the world, else the first country."""
+    importer; for a path table the first importer listed), else USA when in the world,
+    else the first country."""
+    from hatrade.analysis.counterfactual import Scenario
+
     if country is not None:
         world.index(country)
         return country
-    sc = getattr(shock, "importer", None) or next(
-        (p[0] for p in getattr(shock, "pairs", ()) or ()), None
-    )
-    if sc:
-        return sc
+    if isinstance(shock, Scenario):
+        first = shock.importer or next((p[0] for p in shock.pairs), None)
+    else:
+        listed = [c for c in shock.get("importer", []) if isinstance(c, str) and c]
+        first = listed[0] if listed else None
+    if first:
+        return first
     return "USA" if "USA" in world.countries else world.countries[0]
 
 
