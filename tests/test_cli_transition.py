@@ -267,3 +267,22 @@ def test_default_welfare_country():
     assert welfare_country(None, world, Scenario(importer="BBB", trade_cost_change=-0.1)) == "BBB"
     assert welfare_country(None, world, Scenario(all_pairs=True, trade_cost_change=-0.1)) == "AAA"
     assert welfare_country("BBB", world, Scenario(all_pairs=True, trade_cost_change=-0.1)) == "BBB"
+
+
+def test_failed_write_leaves_no_folder(tmp_path, monkeypatch):
+    """A failure while the folder is written (here: drawing a figure) leaves nothing."""
+    import hatrade.plots.transition as pt
+    from hatrade.io.folders import prepare_output
+    from hatrade.io.transition_results import save_transition
+
+    paths = pd.DataFrame({c: [0, 0] for c in PATHS_COLUMNS} | {"country": ["AAA", "BBB"]})
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pt, "save_transition_figures", broken)
+    folder = prepare_output(tmp_path / "out", "transition")
+    with pytest.raises(OSError, match="disk full"):
+        with folder.replace() as tmp:
+            save_transition(tmp, paths, None, {"kind": "transition", "welfare": {}}, figures=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
