@@ -13,7 +13,17 @@ from __future__ import annotations
 
 import typer
 
-from . import batch, calibrate, counterfactual, efficient, elasticity, gravity, replicate, solve
+from . import (
+    batch,
+    calibrate,
+    counterfactual,
+    efficient,
+    elasticity,
+    gravity,
+    replicate,
+    solve,
+    transition,
+)
 from ._common import HatradeCommand, HatradeGroup, setup_logging
 
 __all__ = ["app"]
@@ -61,6 +71,7 @@ _COMMAND_MODULES = (
     efficient,
     elasticity,
     counterfactual,
+    transition,
     batch,
     replicate,
 )

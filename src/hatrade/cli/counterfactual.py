@@ -42,19 +42,36 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hatrade.core.errors import ParameterError
 from hatrade.io.results import COUNTERFACTUAL_FILES
-from hatrade.welfare.inversion import EVOptions
 
 from ._common import (
     calibration_option,
     config_option,
     err_console,
-    fail,
     handle_errors,
     out_option,
     print_table,
     progress,
+)
+from .scenario_options import (
+    allow_d_below_one_option,
+    base_world,
+    baseline_equilibrium_of,
+    check_n_nodes,
+    exporter_option,
+    financial_option,
+    forbid_d_below_one_option,
+    global_option,
+    importer_option,
+    labor_option,
+    n_nodes_option,
+    name_option,
+    pair_option,
+    scenario_from_options,
+    symmetric_option,
+    tariff_change_option,
+    tfp_option,
+    trade_cost_change_option,
 )
 from .solve import CalibrationName
 
@@ -70,71 +87,18 @@ def register(app: typer.Typer) -> None:
     app.command("counterfactual")(counterfactual_command)
 
 
-def _parse_changes(items: list[str] | None, what: str) -> dict:
-    from hatrade.core.params import ParameterError
-
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise ParameterError(f"--{what} {it!r}: write CODE=CHANGE, e.g. USA=0.05.")
-        k, v = it.split("=", 1)
-        try:
-            out[k.strip()] = float(v)
-        except ValueError:
-            raise ParameterError(f"--{what} {it!r}: the change must be a number.") from None
-    return out
-
-
-def _forbid_d_below_one_option():
-    return typer.Option(
-        False,
-        "--forbid-d-below-one",
-        help="Refuse a change that makes some d_ij fall below 1. By default it is applied "
-        "as the paper does (its 10% cut of US import costs makes d_USA,CAN = 0.96), with "
-        "one warning naming the pairs.",
-    )
-
-
-def _allow_d_below_one_option():
-    return typer.Option(
-        False,
-        "--allow-d-below-one",
-        help="Deprecated, no effect: trade costs below 1 are now allowed by default "
-        "(see --forbid-d-below-one).",
-    )
-
-
 @handle_errors
 def counterfactual_command(
-    importer: Optional[str] = typer.Option(
-        None, "--importer", "-i", help="Change this country's imports: d_ij for every j != i."
-    ),
-    exporter: Optional[str] = typer.Option(
-        None, "--exporter", help="Change this country's exports: d_ij for every i != j."
-    ),
-    pair: Optional[List[str]] = typer.Option(
-        None, "--pair", help="An ordered pair IMPORTER,EXPORTER (repeatable), e.g. USA,CAN."
-    ),
-    symmetric: bool = typer.Option(False, "--symmetric", help="--pair changes both directions."),
-    all_pairs: bool = typer.Option(False, "--global", help="Change every pair i != j."),
-    trade_cost_change: float = typer.Option(
-        0.0,
-        "--trade-cost-change",
-        "-d",
-        help="Proportional change of the selected trade costs: d' = (1 + change) d.",
-    ),
-    tariff_change: float = typer.Option(
-        0.0,
-        "--tariff-change",
-        help="Added to the selected pairs' ad-valorem tariffs (revenue rebated lump sum).",
-    ),
-    tfp: Optional[List[str]] = typer.Option(None, "--tfp", help="CODE=CHANGE: A' = (1+change) A."),
-    labor: Optional[List[str]] = typer.Option(
-        None, "--labor", help="CODE=CHANGE: L' = (1+change) L."
-    ),
-    financial: Optional[str] = typer.Option(
-        None, "--financial", help="New financial regime: globalization or autarky."
-    ),
+    importer: Optional[str] = importer_option(),
+    exporter: Optional[str] = exporter_option(),
+    pair: Optional[List[str]] = pair_option(),
+    symmetric: bool = symmetric_option(),
+    all_pairs: bool = global_option(),
+    trade_cost_change: float = trade_cost_change_option(),
+    tariff_change: float = tariff_change_option(),
+    tfp: Optional[List[str]] = tfp_option(),
+    labor: Optional[List[str]] = labor_option(),
+    financial: Optional[str] = financial_option(),
     calibration: Optional[CalibrationName] = calibration_option(
         "The shipped calibration of the baseline world (default: baseline)."
     ),
@@ -154,45 +118,40 @@ def counterfactual_command(
         help="Evaluate every state's EV residual by a solve at its own "
         "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country).",
     ),
-    n_nodes: int = typer.Option(
-        8, "--n-nodes", help="Lambda nodes of the batched EV solve (at least 3)."
-    ),
-    forbid_d_below_one: bool = _forbid_d_below_one_option(),
-    allow_d_below_one: bool = _allow_d_below_one_option(),
+    n_nodes: int = n_nodes_option(),
+    forbid_d_below_one: bool = forbid_d_below_one_option(),
+    allow_d_below_one: bool = allow_d_below_one_option(),
     compare: Optional[Path] = typer.Option(
         None,
         "--compare",
         file_okay=False,
         help="Another counterfactual folder (e.g. the log model's) drawn side by side.",
     ),
-    name: Optional[str] = typer.Option(None, "--name", help="Name of the run."),
+    name: Optional[str] = name_option(),
 ) -> None:
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
-    from hatrade.analysis.counterfactual import apply_scenario, parse_pairs
+    from hatrade.analysis.counterfactual import apply_scenario
     from hatrade.io.folders import prepare_output
 
     # ---- everything (options, files, folders) is checked before any solve
-    if forbid_d_below_one and allow_d_below_one:
-        fail("give either --forbid-d-below-one or --allow-d-below-one, not both.")
-    cal_name, cfg, world0, source = _base_world(calibration, config)
-    scenario = _scenario(
+    cal_name, cfg, world0, source = base_world(calibration, config)
+    scenario = scenario_from_options(
         name,
-        dict(
-            trade_cost_change=trade_cost_change,
-            importer=importer,
-            exporter=exporter,
-            pairs=parse_pairs(list(pair) if pair else None),
-            symmetric=symmetric,
-            all_pairs=all_pairs,
-            tariff_change=tariff_change,
-            tfp_change=_parse_changes(tfp, "tfp"),
-            labor_change=_parse_changes(labor, "labor"),
-            financial=financial,
-            allow_d_below_one=not forbid_d_below_one,
-        ),
+        importer=importer,
+        exporter=exporter,
+        pair=pair,
+        symmetric=symmetric,
+        all_pairs=all_pairs,
+        trade_cost_change=trade_cost_change,
+        tariff_change=tariff_change,
+        tfp=tfp,
+        labor=labor,
+        financial=financial,
+        forbid_d_below_one=forbid_d_below_one,
+        allow_d_below_one=allow_d_below_one,
     )
     name = scenario.name
-    _check_n_nodes(n_nodes)
+    check_n_nodes(n_nodes)
     report = _report_countries(countries, world0, scenario)
     compare_summary = _read_compare(compare) if compare is not None else None
     label = f"HA {cal_name}" if config is None else "HA model"
@@ -213,61 +172,6 @@ def counterfactual_command(
             folder, base_eq, cf, results, compare_summary, name=name, label=label, source=source
         )
     _print_summary(summary, cf, out)
-
-
-def _scenario(name: str | None, fields: dict):
-    """The :class:`~hatrade.analysis.counterfactual.Scenario` of the options (``name``
-    checked, or made from the selection and the change)."""
-    from hatrade.analysis.counterfactual import Scenario
-
-    if name is None:
-        name = _default_name(
-            fields["importer"],
-            fields["exporter"],
-            fields["all_pairs"],
-            fields["pairs"],
-            fields["trade_cost_change"],
-        )
-    else:
-        _check_name(name)
-    return Scenario(name=name, **fields)
-
-
-def _base_world(calibration, config):
-    """(calibration name, SolveConfig or None, the baseline world, its source) of the
-    ``--calibration`` / ``--config`` options."""
-    if config is not None and calibration is not None:
-        fail("give either --calibration or --config, not both.")
-    cal_name = calibration.value if calibration is not None else "baseline"
-    if config is not None:
-        from hatrade.io.config import load_config
-
-        cfg = load_config(config)
-        return cal_name, cfg, cfg.world, str(config)
-    from hatrade.core.worlds import ek_world
-
-    return cal_name, None, ek_world(cal_name), f"calibration:{cal_name}"
-
-
-def _default_name(importer, exporter, all_pairs, pairs, trade_cost_change) -> str:
-    tag = (
-        importer
-        or exporter
-        or ("global" if all_pairs else "-".join("-".join(p) for p in pairs) or "change")
-    )
-    name = f"{tag}{trade_cost_change:+g}" if trade_cost_change else tag
-    return name.replace("+", "p").replace("/", "-")
-
-
-def _check_name(name: str) -> None:
-    """``--name``: a label that is also a folder name (no path separators, not hidden)."""
-    from hatrade.core.params import ParameterError
-
-    if not name.strip() or any(ch in name for ch in "/\\\0") or name.startswith("."):
-        raise ParameterError(
-            f"--name {name!r} is not allowed: use a non-empty name without '/', '\\' and "
-            "not starting with '.' (it names the output folder)."
-        )
 
 
 def _report_countries(countries: str | None, world0, scenario) -> list[str]:
@@ -342,14 +246,6 @@ def _compare_entry(where: str, entry) -> dict:
     return out
 
 
-def _check_n_nodes(n_nodes: int) -> None:
-    """The welfare options' range for ``--n-nodes``, checked before any solve."""
-    try:
-        EVOptions(n_nodes=n_nodes)
-    except ParameterError as err:
-        raise ParameterError(f"--n-nodes: {err}") from None
-
-
 def _read_compare(compare: Path) -> dict:
     """The summary of the ``--compare`` folder, checked before any solve (a counterfactual
     or batch-run summary with the welfare groups the figures draw)."""
@@ -386,15 +282,11 @@ def _read_compare(compare: Path) -> dict:
 
 def _solve(prog, cal_name: str, cfg, scenario, report: list[str], verify_ev: bool, n_nodes: int):
     """The baseline, the counterfactual and the welfare of ``report``, with progress."""
-    from hatrade import solve_equilibrium
-    from hatrade.analysis.counterfactual import baseline_equilibrium, run_counterfactual
+    from hatrade.analysis.counterfactual import run_counterfactual
     from hatrade.welfare.summary import country_welfare
 
     task = prog.add_task("Baseline equilibrium (the first call compiles)...", total=None)
-    if cfg is None:
-        base_eq = baseline_equilibrium(cal_name)
-    else:
-        base_eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
+    base_eq = baseline_equilibrium_of(cal_name, cfg)
     prog.finish(
         task,
         description=f"Baseline: beta {base_eq.beta:.6f}, R "

@@ -103,6 +103,16 @@ class RichProgress:
         self.progress.advance(self.task)
 
 
+def _transitions_option():
+    return typer.Option(
+        False,
+        "--transitions",
+        help="Also run the stage beyond the paper: the two experiments' transitions "
+        "(T = 300) with welfare at t = 0 beside the steady-state numbers, for the baseline "
+        "model (two more 19-country equilibria, two transitions and four EV solves).",
+    )
+
+
 @handle_errors
 def replicate_command(
     out: Optional[Path] = out_option(
@@ -135,6 +145,7 @@ def replicate_command(
         "cache, for this command only): later runs skip most compilation, about half "
         "of a cold --quick run. Results do not depend on it.",
     ),
+    transitions: bool = _transitions_option(),
     readme: Optional[Path] = typer.Option(
         None,
         "--readme",
@@ -173,13 +184,21 @@ def replicate_command(
         rep.jax_compilation_cache(cache.root / "jax") if compile_cache else contextlib.nullcontext()
     )
     with jit_cache, RichProgress() as prog:
-        result = rep.replicate(out, setup=setup, cache=cache, progress=prog)
+        stages = _stages(transitions)
+        result = rep.replicate(out, setup=setup, cache=cache, progress=prog, stages=stages)
     _print_summary(result)
     if readme is not None and result.report.is_file():
         path = _write_readme(readme, result)
         console.print(f"Updated {escape(str(path))}.")
     if not all(s.status == "ok" for s in result.stages):
         raise typer.Exit(1)
+
+
+def _stages(transitions: bool) -> list[str]:
+    """The stages to run: the default ones, and the optional ``transitions`` stage."""
+    from hatrade.replicate.stages import STAGE_NAMES
+
+    return list(STAGE_NAMES) + (["transitions"] if transitions else [])
 
 
 def _check_readme(readme: Path) -> None:

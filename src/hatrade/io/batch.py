@@ -43,6 +43,7 @@ from hatrade.io.batch_spec import (
     parse_batch,
     plain_baseline_key,
 )
+from hatrade.io.batch_transition import solve_transition_run
 from hatrade.io.fingerprint import code_revision
 from hatrade.io.folders import OutputFolder, prepare_output
 from hatrade.io.tasks import completed_rows, dask_available, dask_client, dask_missing
@@ -127,20 +128,22 @@ def _run_row(run: BatchRun, spec_dict: dict) -> dict:
         "household": run.household,
         "recalibrate_beta": run.recalibrate_beta,
         "calibration": run.calibration,
+        **({"transition": _transition_spec(run.transition)} if run.transition else {}),
     }
+
+
+def _transition_spec(t: dict) -> dict:
+    """A transition run's fields for its row (the path table as its number of rows)."""
+    return {**{k: v for k, v in t.items() if k != "table"}, "table_rows": len(t["table"] or [])}
 
 
 def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
     """Solve one run and write its folder ``OUT/runs/<name>/`` (a counterfactual folder,
-    :func:`hatrade.io.results.save_counterfactual`, swapped in whole); returns its summary
-    row. Never raises for a failed equilibrium: the failure is recorded with its
-    diagnostics (the folder then holds only ``summary.json``)."""
-    import pandas as pd
-
-    from hatrade.analysis.counterfactual import run_counterfactual
+    :func:`hatrade.io.results.save_counterfactual`, or for a transition run a transition
+    folder, :func:`hatrade.io.transition_results.save_transition`; swapped in whole);
+    returns its summary row. Never raises for a failed equilibrium: the failure is recorded
+    with its diagnostics (the folder then holds only ``summary.json``)."""
     from hatrade.core.errors import EquilibriumError
-    from hatrade.io.results import counterfactual_summary, save_counterfactual
-    from hatrade.welfare.summary import country_welfare
 
     t0 = time.perf_counter()
     folder = Path(out_dir) / "runs" / run.name
@@ -148,30 +151,8 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
     try:
         if isinstance(baseline, BaseException):
             raise baseline
-        opts = spec_dict["options"]
-        cf = run_counterfactual(  # warn=False: load_batch warned about d < 1 already
-            baseline, run.scenario, tol=opts["tol"], max_iter=opts["max_iter"], warn=False
-        )
-        wel, tables = {}, []
-        for c in run.welfare:
-            cw = country_welfare(cf, country=c, verify=opts["verify_ev"], n_nodes=opts["n_nodes"])
-            wel[c] = cw.summary
-            tables.append(cw.table)
-        summary = counterfactual_summary(cf, wel, **{**row, "kind": "batch-run"})
-        summary.update(
-            beta=float(baseline.beta), status=RUN_STATUS_OK, seconds=time.perf_counter() - t0
-        )
-        with atomic_dir(folder) as tmp:
-            save_counterfactual(tmp, cf, pd.concat(tables) if tables else None, summary)
-        R = summary["R"]
-        row.update(
-            status=RUN_STATUS_OK,
-            seconds=summary["seconds"],
-            R_change_percent=R.get("change_percent") if "change_percent" in R else None,
-            newton_iterations=summary["convergence"]["newton_iterations"],
-            mean_gain_percent={c: w["mean_gain_percent"] for c, w in wel.items()},
-            acr_percent={c: w["acr_percent"] for c, w in wel.items()},
-        )
+        solve = _transition_run if run.transition else _counterfactual_run
+        row.update(solve(run, baseline, spec_dict["options"], folder, row, t0))
         return row
     except (EquilibriumError, ParameterError, FloatingPointError, np.linalg.LinAlgError) as err:
         row.update(
@@ -192,12 +173,76 @@ def execute_run(run: BatchRun, baseline, spec_dict: dict, out_dir: str) -> dict:
     return row
 
 
+def _counterfactual_run(run: BatchRun, baseline, opts: dict, folder: Path, row: dict, t0) -> dict:
+    """A counterfactual run: solve, write its folder; the row's updates."""
+    import pandas as pd
+
+    from hatrade.analysis.counterfactual import run_counterfactual
+    from hatrade.io.results import counterfactual_summary, save_counterfactual
+    from hatrade.welfare.summary import country_welfare
+
+    cf = run_counterfactual(  # warn=False: load_batch warned about d < 1 already
+        baseline, run.scenario, tol=opts["tol"], max_iter=opts["max_iter"], warn=False
+    )
+    wel, tables = {}, []
+    for c in run.welfare:
+        cw = country_welfare(cf, country=c, verify=opts["verify_ev"], n_nodes=opts["n_nodes"])
+        wel[c] = cw.summary
+        tables.append(cw.table)
+    summary = counterfactual_summary(cf, wel, **{**row, "kind": "batch-run"})
+    summary.update(
+        beta=float(baseline.beta), status=RUN_STATUS_OK, seconds=time.perf_counter() - t0
+    )
+    with atomic_dir(folder) as tmp:
+        save_counterfactual(tmp, cf, pd.concat(tables) if tables else None, summary)
+    R = summary["R"]
+    return dict(
+        status=RUN_STATUS_OK,
+        seconds=summary["seconds"],
+        R_change_percent=R.get("change_percent") if "change_percent" in R else None,
+        newton_iterations=summary["convergence"]["newton_iterations"],
+        mean_gain_percent={c: w["mean_gain_percent"] for c, w in wel.items()},
+        acr_percent={c: w["acr_percent"] for c, w in wel.items()},
+    )
+
+
+def _transition_run(run: BatchRun, baseline, opts: dict, folder: Path, row: dict, t0) -> dict:
+    """A transition run (:mod:`hatrade.io.batch_transition`): solve, write its folder; the
+    row's updates (``newton_iterations``: the path's iterations; ``mean_gain_percent``:
+    the transition's mean gain at t = 0)."""
+    from hatrade.io.transition_results import save_transition, transition_summary
+
+    tr, wel, table = solve_transition_run(run, baseline, opts)
+    summary = transition_summary(tr, wel, **{**row, "kind": "batch-run"})
+    summary.update(status=RUN_STATUS_OK, seconds=time.perf_counter() - t0)
+    with atomic_dir(folder) as tmp:
+        save_transition(tmp, tr.paths, table, summary)
+    return dict(status=RUN_STATUS_OK, seconds=summary["seconds"], **_transition_numbers(summary))
+
+
+def _transition_numbers(s: dict) -> dict:
+    """The batch summary's numbers of a transition run's summary."""
+    R_old, R_new = s.get("R_old") or {}, s.get("R_new") or {}
+    c0 = next(iter(R_old), None)
+    R_change = 100 * (R_new[c0] / R_old[c0] - 1) if c0 in R_new and R_old.get(c0) else None
+    return dict(
+        R_change_percent=R_change,
+        newton_iterations=(s.get("convergence") or {}).get("iterations"),
+        mean_gain_percent={
+            c: w["transition"]["mean_gain_percent"] for c, w in (s.get("welfare") or {}).items()
+        },
+        acr_percent={},
+    )
+
+
 def _resumed_row(s: dict) -> dict:
     """The summary row of a finished run, from its ``summary.json``."""
     row = {
         k: s.get(k) for k in ("name", "status", "fingerprint", "code_revision", "error", "seconds")
     }
-    if s.get("status") == RUN_STATUS_OK:
+    if s.get("status") == RUN_STATUS_OK and s.get("transition"):
+        row.update(_transition_numbers(s))
+    elif s.get("status") == RUN_STATUS_OK:
         by_country = s.get("by_country") or {}
         row["mean_gain_percent"] = {c: w["mean_gain_percent"] for c, w in by_country.items()}
         row["acr_percent"] = {c: w["acr_percent"] for c, w in by_country.items()}

@@ -43,6 +43,9 @@ for ``n_nodes``), household parameters are checked by
 as folder names) by :func:`hatrade.core.errors.check_identifier`. The error is one line
 that names the entry and the field.
 
+A run with ``kind = "transition"`` is a perfect-foresight transition instead, with the keys
+``periods``, ``news_date``, ``linear`` and ``path`` (:mod:`hatrade.io.batch_transition`).
+
 The runs are executed by :func:`hatrade.io.batch.run_batch`.
 """
 
@@ -57,6 +60,11 @@ from hatrade.analysis.counterfactual import Scenario, apply_scenario
 from hatrade.core.errors import check_identifier
 from hatrade.core.memory import check_world_memory
 from hatrade.core.params import ParameterError
+from hatrade.io.batch_transition import (
+    TRANSITION_RUN_KEYS,
+    check_transition_run,
+    transition_fields,
+)
 from hatrade.io.fingerprint import fingerprint
 from hatrade.io.validate import (
     BOOLEAN,
@@ -97,7 +105,7 @@ _OPTION_RULES = {
     "tol": Rule.from_problem(solve_option_problem, "tol"),
     "workers": integer(1).or_none(),
 }
-_RUN_EXTRA = ("household", "recalibrate_beta", "calibration")
+_RUN_EXTRA = ("household", "recalibrate_beta", "calibration") + TRANSITION_RUN_KEYS
 _HOUSEHOLD_KEYS = ("gamma", "sigma_eps", "psi_slope", "phi", "a_max", "n_a")
 #: Typed checks of a run's household overrides (their ranges: Household itself).
 _HOUSEHOLD_RULES = {k: (integer(3) if k == "n_a" else NUMBER) for k in _HOUSEHOLD_KEYS}
@@ -131,6 +139,14 @@ class BatchRun:
     recalibrate_beta: bool = False
     calibration: str | None = None
     welfare: tuple = ()
+    #: ``{}`` for a counterfactual; for a transition (``kind = "transition"``): periods,
+    #: news_date, linear, path and the path table (:mod:`hatrade.io.batch_transition`).
+    transition: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """``"transition"`` or ``"counterfactual"``."""
+        return "transition" if self.transition else "counterfactual"
 
     def baseline_key(self) -> str:
         return baseline_key(
@@ -150,6 +166,8 @@ class BatchRun:
             "source": spec.source_fingerprint,
             "options": {k: spec.options[k] for k in ("verify_ev", "n_nodes", "tol")},
         }
+        if self.transition:  # (counterfactual runs keep their fingerprints)
+            d["transition"] = self.transition
         return fingerprint("batch-run", d, length=16)
 
 
@@ -364,7 +382,7 @@ def parse_batch(raw: dict, source: str = "<dict>", base_dir: Path | None = None)
     runs, names = [], set()
     for where, d in entries:
         try:
-            runs.append(_parse_run(where, d, world, household, cal, opts))
+            runs.append(_parse_run(where, d, world, household, cal, opts, base_dir))
         except ParameterError as err:
             errors.append(str(err))
             continue
@@ -390,7 +408,7 @@ def parse_batch(raw: dict, source: str = "<dict>", base_dir: Path | None = None)
     )
 
 
-def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
+def _parse_run(where, d, world, household, base_cal, opts, base_dir=None) -> BatchRun:
     from hatrade.data import CALIBRATIONS
 
     d = dict(d)
@@ -404,6 +422,7 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         check_identifier(name, "name")
     except ParameterError as err:
         raise ParameterError(f"{where}: {str(err)[:-1]} (it names the output folder)") from None
+    transition = transition_fields(where, d, world, base_dir)
     hh_over = d.pop("household", {}) or {}
     recal = d.pop("recalibrate_beta", False)
     cal = d.pop("calibration", None)
@@ -430,6 +449,8 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
             f"{where}: unknown key(s) {unknown}; allowed: {', '.join(SCENARIO_KEYS + _RUN_EXTRA)}"
         )
     scenario = Scenario.from_dict(d, where=where)
+    if transition:
+        check_transition_run(where, scenario, world)
     # validate the change on the world (countries, d >= 1, TFP > 0)
     try:
         apply_scenario(world, scenario)
@@ -459,6 +480,7 @@ def _parse_run(where, d, world, household, base_cal, opts) -> BatchRun:
         recalibrate_beta=recal,
         calibration=cal,
         welfare=welfare,
+        transition=transition,
     )
 
 

@@ -70,7 +70,7 @@ from hatrade.replicate.folders import ReplicateError, open_output_dir, prepare_o
 from hatrade.replicate.outputs import REPORT_TITLE, RunRecord, write_outputs
 from hatrade.replicate.report import StageResult
 from hatrade.replicate.setup import Setup, paper_setup
-from hatrade.replicate.stages import STAGE_NAMES, STAGES, stage_titles
+from hatrade.replicate.stages import ALL_STAGE_NAMES, STAGE_NAMES, STAGES, stage_titles
 from hatrade.replicate.stages.micro import two_country_elasticities
 from hatrade.replicate.threads import Background, Stopped, lanes, stop_all
 
@@ -268,7 +268,7 @@ def _stage_names(stages: Sequence[str] | None) -> list[str]:
     names = list(STAGE_NAMES if stages is None else stages)
     unknown = [n for n in names if n not in STAGES]
     if unknown:
-        raise ReplicateError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGE_NAMES)}.")
+        raise ReplicateError(f"unknown stage(s) {unknown}; stages: {', '.join(ALL_STAGE_NAMES)}.")
     return names
 
 
@@ -332,9 +332,10 @@ def replicate(
         False: no cache at all). A cache folder that cannot be written (read-only, a file,
         a full disk) does not stop the run: one warning, and results are not stored.
     progress : ProgressSink, optional
-    stages : names of the stages to run (default all,
-        :data:`~hatrade.replicate.stages.STAGE_NAMES`); stages that others need must be
-        included (e.g. ``equilibrium``).
+    stages : names of the stages to run (default
+        :data:`~hatrade.replicate.stages.STAGE_NAMES`: all but the optional ones,
+        :data:`~hatrade.replicate.stages.OPTIONAL_STAGES`, e.g. ``transitions``); stages
+        that others need must be included (e.g. ``equilibrium``).
     parallel : bool
         After the equilibria, run the stages in threads
         (:data:`~hatrade.replicate.threads.LANES`: the counterfactuals in one, the rest in
@@ -358,7 +359,7 @@ def replicate(
     names = _stage_names(stages)
     folder = open_output_dir(out)
     with folder.session():
-        prepare_output_dir(folder, STAGE_NAMES)
+        prepare_output_dir(folder, ALL_STAGE_NAMES)
         ctx = StageContext(
             setup=setup,
             cache=_resolve_cache(cache),

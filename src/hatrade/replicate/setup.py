@@ -72,6 +72,7 @@ class Setup:
         efficient-vs-decentralized comparison (19 country problems).
     two_country_d : trade cost of the symmetric two-country world of the micro figure.
     transfer : the MPC's one-time transfer.
+    transition_periods : horizon T of the transitions of the opt-in ``transitions`` stage.
     """
 
     models: tuple
@@ -87,6 +88,7 @@ class Setup:
     efficient_elasticities: bool = True
     two_country_d: float = 1.5
     transfer: float = 0.008
+    transition_periods: int = 300
 
     def __post_init__(self):
         if not self.models:
@@ -100,6 +102,11 @@ class Setup:
             raise ParameterError(
                 f"trade_cost_change = {self.trade_cost_change} is not allowed: "
                 "use a non-zero number in (-1, 1), e.g. -0.10."
+            )
+        T = self.transition_periods
+        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 2:
+            raise ParameterError(
+                f"transition_periods = {T!r} is not allowed: an integer >= 2 (e.g. 300)."
             )
 
     def resolved_ev_nodes(self) -> int:
@@ -146,6 +153,7 @@ class Setup:
             "efficient_elasticities": self.efficient_elasticities,
             "two_country_d": self.two_country_d,
             "transfer": self.transfer,
+            "transition_periods": self.transition_periods,
         }
 
 

@@ -28,7 +28,7 @@ __all__ = ["LANES", "lanes", "lane_view", "Background", "Stopped", "StopOnEvent"
 #: Stages that run in threads of their own when ``parallel``, each tuple in order in one
 #: thread (the counterfactuals share a Jacobian); the other stages after ``equilibrium`` run
 #: in one more thread.
-LANES: tuple[tuple[str, ...], ...] = (("unilateral", "global"),)
+LANES: tuple[tuple[str, ...], ...] = (("unilateral", "global", "transitions"),)
 
 
 class Stopped(KeyboardInterrupt):

@@ -19,8 +19,9 @@ from hatrade.replicate.stages.equilibrium import stage_equilibrium
 from hatrade.replicate.stages.micro import stage_micro
 from hatrade.replicate.stages.table1 import stage_table1
 from hatrade.replicate.stages.trade_fit import stage_trade_fit
+from hatrade.replicate.stages.transitions import stage_transitions
 
-__all__ = ["STAGES", "STAGE_NAMES", "stage_titles"]
+__all__ = ["STAGES", "STAGE_NAMES", "OPTIONAL_STAGES", "ALL_STAGE_NAMES", "stage_titles"]
 
 #: Stage name -> function, in the order the stages run (the report stage runs last).
 STAGES: dict[str, Callable[..., StageResult]] = {
@@ -32,10 +33,18 @@ STAGES: dict[str, Callable[..., StageResult]] = {
     "unilateral": stage_unilateral,
     "global": stage_global,
     "efficient": stage_efficient,
+    "transitions": stage_transitions,
 }
 
-#: Stages in order (the report stage runs last, after these).
-STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
+#: Stages beyond the paper that run only when asked for (``replicate(stages=...)``,
+#: ``hatrade replicate --transitions``).
+OPTIONAL_STAGES: tuple[str, ...] = ("transitions",)
+
+#: Every stage in order, the optional ones included.
+ALL_STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
+
+#: The stages of a default run, in order (the report stage runs last, after these).
+STAGE_NAMES: tuple[str, ...] = tuple(n for n in STAGES if n not in OPTIONAL_STAGES)
 
 
 def stage_titles(setup: Setup) -> dict:
@@ -51,4 +60,5 @@ def stage_titles(setup: Setup) -> dict:
         "unilateral": f"Welfare: {pct} cut of {setup.home} import costs (unilateral)",
         "global": f"Welfare: {pct} cut of all trade costs (global)",
         "efficient": "Efficient vs. decentralized allocation",
+        "transitions": f"Beyond the paper: transitions after the {pct} cuts, welfare at t = 0",
     }

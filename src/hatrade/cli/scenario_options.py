@@ -1,0 +1,238 @@
+"""The scenario options shared by ``hatrade counterfactual`` and ``hatrade transition``.
+
+Each ``*_option`` function returns a new typer option (typer options are not shared between
+commands); :func:`scenario_from_options` turns the values into a checked
+:class:`~hatrade.analysis.counterfactual.Scenario`, and :func:`base_world` resolves
+``--calibration`` / ``--config`` into the baseline world.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from hatrade.core.errors import ParameterError
+
+from ._common import fail
+
+__all__ = [
+    "importer_option",
+    "exporter_option",
+    "pair_option",
+    "symmetric_option",
+    "global_option",
+    "trade_cost_change_option",
+    "tariff_change_option",
+    "tfp_option",
+    "labor_option",
+    "financial_option",
+    "forbid_d_below_one_option",
+    "allow_d_below_one_option",
+    "name_option",
+    "parse_changes",
+    "scenario_from_options",
+    "base_world",
+    "baseline_equilibrium_of",
+    "n_nodes_option",
+    "check_n_nodes",
+    "check_name",
+    "default_name",
+]
+
+
+def importer_option():
+    return typer.Option(
+        None, "--importer", "-i", help="Change this country's imports: d_ij for every j != i."
+    )
+
+
+def exporter_option():
+    return typer.Option(
+        None, "--exporter", help="Change this country's exports: d_ij for every i != j."
+    )
+
+
+def pair_option():
+    return typer.Option(
+        None, "--pair", help="An ordered pair IMPORTER,EXPORTER (repeatable), e.g. USA,CAN."
+    )
+
+
+def symmetric_option():
+    return typer.Option(False, "--symmetric", help="--pair changes both directions.")
+
+
+def global_option():
+    return typer.Option(False, "--global", help="Change every pair i != j.")
+
+
+def trade_cost_change_option():
+    return typer.Option(
+        0.0,
+        "--trade-cost-change",
+        "-d",
+        help="Proportional change of the selected trade costs: d' = (1 + change) d.",
+    )
+
+
+def tariff_change_option():
+    return typer.Option(
+        0.0,
+        "--tariff-change",
+        help="Added to the selected pairs' ad-valorem tariffs (revenue rebated lump sum).",
+    )
+
+
+def tfp_option():
+    return typer.Option(None, "--tfp", help="CODE=CHANGE: A' = (1+change) A.")
+
+
+def labor_option():
+    return typer.Option(None, "--labor", help="CODE=CHANGE: L' = (1+change) L.")
+
+
+def financial_option():
+    return typer.Option(None, "--financial", help="New financial regime: globalization or autarky.")
+
+
+def forbid_d_below_one_option():
+    return typer.Option(
+        False,
+        "--forbid-d-below-one",
+        help="Refuse a change that makes some d_ij fall below 1. By default it is applied "
+        "as the paper does (its 10% cut of US import costs makes d_USA,CAN = 0.96), with "
+        "one warning naming the pairs.",
+    )
+
+
+def allow_d_below_one_option():
+    return typer.Option(
+        False,
+        "--allow-d-below-one",
+        help="Deprecated, no effect: trade costs below 1 are now allowed by default "
+        "(see --forbid-d-below-one).",
+    )
+
+
+def name_option():
+    return typer.Option(None, "--name", help="Name of the run.")
+
+
+def parse_changes(items: list[str] | None, what: str) -> dict:
+    """``CODE=CHANGE`` items (``--tfp``, ``--labor``) as {code: change}."""
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ParameterError(f"--{what} {it!r}: write CODE=CHANGE, e.g. USA=0.05.")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ParameterError(f"--{what} {it!r}: the change must be a number.") from None
+    return out
+
+
+def scenario_from_options(
+    name: Optional[str],
+    *,
+    importer=None,
+    exporter=None,
+    pair=None,
+    symmetric: bool = False,
+    all_pairs: bool = False,
+    trade_cost_change: float = 0.0,
+    tariff_change: float = 0.0,
+    tfp=None,
+    labor=None,
+    financial=None,
+    forbid_d_below_one: bool = False,
+    allow_d_below_one: bool = False,
+):
+    """The :class:`~hatrade.analysis.counterfactual.Scenario` of the scenario options
+    (``name`` checked, or made from the selection and the change)."""
+    from hatrade.analysis.counterfactual import Scenario, parse_pairs
+
+    if forbid_d_below_one and allow_d_below_one:
+        fail("give either --forbid-d-below-one or --allow-d-below-one, not both.")
+    pairs = parse_pairs(list(pair) if pair else None)
+    if name is None:
+        name = default_name(importer, exporter, all_pairs, pairs, trade_cost_change)
+    else:
+        check_name(name)
+    return Scenario(
+        name=name,
+        trade_cost_change=trade_cost_change,
+        importer=importer,
+        exporter=exporter,
+        pairs=pairs,
+        symmetric=symmetric,
+        all_pairs=all_pairs,
+        tariff_change=tariff_change,
+        tfp_change=parse_changes(tfp, "tfp"),
+        labor_change=parse_changes(labor, "labor"),
+        financial=financial,
+        allow_d_below_one=not forbid_d_below_one,
+    )
+
+
+def base_world(calibration, config):
+    """(calibration name, SolveConfig or None, the baseline world, its source) of the
+    ``--calibration`` / ``--config`` options."""
+    if config is not None and calibration is not None:
+        fail("give either --calibration or --config, not both.")
+    cal_name = calibration.value if calibration is not None else "baseline"
+    if config is not None:
+        from hatrade.io.config import load_config
+
+        cfg = load_config(config)
+        return cal_name, cfg, cfg.world, str(config)
+    from hatrade.core.worlds import ek_world
+
+    return cal_name, None, ek_world(cal_name), f"calibration:{cal_name}"
+
+
+def default_name(importer, exporter, all_pairs, pairs, trade_cost_change) -> str:
+    """A run name from the selection and the change, e.g. ``USA-0.1``."""
+    tag = (
+        importer
+        or exporter
+        or ("global" if all_pairs else "-".join("-".join(p) for p in pairs) or "change")
+    )
+    name = f"{tag}{trade_cost_change:+g}" if trade_cost_change else tag
+    return name.replace("+", "p").replace("/", "-")
+
+
+def check_name(name: str) -> None:
+    """``--name``: a label that is also a folder name (no path separators, not hidden)."""
+    if not name.strip() or any(ch in name for ch in "/\\\0") or name.startswith("."):
+        raise ParameterError(
+            f"--name {name!r} is not allowed: use a non-empty name without '/', '\\' and "
+            "not starting with '.' (it names the output folder)."
+        )
+
+
+def baseline_equilibrium_of(cal_name: str, cfg):
+    """The baseline equilibrium of :func:`base_world`'s result: the shipped calibration's
+    (cached) or the configuration's."""
+    if cfg is None:
+        from hatrade.analysis.counterfactual import baseline_equilibrium
+
+        return baseline_equilibrium(cal_name)
+    from hatrade import solve_equilibrium
+
+    return solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
+
+
+def n_nodes_option():
+    return typer.Option(8, "--n-nodes", help="Lambda nodes of the batched EV solve (at least 3).")
+
+
+def check_n_nodes(n_nodes: int) -> None:
+    """The welfare options' range for ``--n-nodes``, checked before any solve."""
+    from hatrade.welfare.inversion import EVOptions
+
+    try:
+        EVOptions(n_nodes=n_nodes)
+    except ParameterError as err:
+        raise ParameterError(f"--n-nodes: {err}") from None
