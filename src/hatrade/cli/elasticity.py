@@ -218,7 +218,13 @@ def elasticities_command(
             )
         summary["parameters"] = cfg.to_dict()
         ds = res.micro.copy()
-        ds.attrs.update({"name": cfg.name, "created": summary["created"]})
+        ds.attrs.update(
+            {
+                "name": cfg.name,
+                "hatrade_version": summary["hatrade_version"],
+                "created": summary["created"],
+            }
+        )
         with folder.replace() as tmp:
             table.to_csv(tmp / "elasticities.csv", index=False, float_format="%.17g")
             _write_json(tmp / "summary.json", summary)

@@ -142,8 +142,10 @@ class StageResult:
 
 def figure_png(fig, dpi: int | None = None) -> bytes:
     """A matplotlib figure as PNG bytes (the figure's own dpi unless given)."""
+    from hatrade.plots.style import png_metadata
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, metadata=png_metadata())
     return buf.getvalue()
 
 

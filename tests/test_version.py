@@ -1,0 +1,59 @@
+"""The package version (issue 20, item 5): from git through setuptools-scm, a PEP 440
+string, and written into the result files (manifests, summaries, figures)."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import hatrade
+from hatrade.io.folders import MANIFEST, write_manifest
+from hatrade.plots.style import new_figure, save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# PEP 440, Appendix B (the canonical regular expression, also used by `packaging`).
+PEP440 = re.compile(
+    r"""
+    v?
+    (?:
+        (?:(?P<epoch>[0-9]+)!)?
+        (?P<release>[0-9]+(?:\.[0-9]+)*)
+        (?P<pre>[-_\.]?(?P<pre_l>(a|b|c|rc|alpha|beta|pre|preview))[-_\.]?(?P<pre_n>[0-9]+)?)?
+        (?P<post>(?:-(?P<post_n1>[0-9]+))|(?:[-_\.]?(?P<post_l>post|rev|r)[-_\.]?(?P<post_n2>[0-9]+)?))?
+        (?P<dev>[-_\.]?(?P<dev_l>dev)[-_\.]?(?P<dev_n>[0-9]+)?)?
+    )
+    (?:\+(?P<local>[a-z0-9]+(?:[-_\.][a-z0-9]+)*))?
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+
+
+def test_version_is_pep440():
+    assert isinstance(hatrade.__version__, str)
+    assert PEP440.fullmatch(hatrade.__version__), hatrade.__version__
+
+
+def test_version_comes_from_git():
+    """pyproject declares the version dynamic (setuptools-scm) with the same fallback as
+    ``hatrade.__version__`` when the package metadata is missing."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
+    assert any(r.startswith("setuptools-scm") for r in meta["build-system"]["requires"])
+    fallback = meta["tool"]["setuptools_scm"]["fallback_version"]
+    assert PEP440.fullmatch(fallback)
+    init = (ROOT / "src" / "hatrade" / "__init__.py").read_text(encoding="utf-8")
+    assert f'__version__ = "{fallback}"' in init
+
+
+def test_version_in_result_files(tmp_path):
+    """Every output folder's manifest and every figure name the version that wrote them."""
+    write_manifest(tmp_path, "solve", ["summary.json"])
+    doc = json.loads((tmp_path / MANIFEST).read_text(encoding="utf-8"))
+    assert doc["hatrade_version"] == hatrade.__version__
+    fig = new_figure((2, 2))
+    fig.add_subplot().plot([0, 1], [0, 1])
+    png = save_figure(fig, tmp_path / "f.png").read_bytes()
+    assert f"hatrade {hatrade.__version__}".encode() in png
