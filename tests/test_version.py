@@ -37,15 +37,16 @@ def test_version_is_pep440():
 
 
 def test_version_comes_from_git():
-    """pyproject declares the version dynamic (setuptools-scm) with the same fallback as
-    ``hatrade.__version__`` when the package metadata is missing."""
+    """pyproject declares the version dynamic (setuptools-scm) with a PEP 440 fallback;
+    ``hatrade.__version__`` reads the installed metadata ("0+unknown" without it)."""
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
     assert any(r.startswith("setuptools-scm") for r in meta["build-system"]["requires"])
     fallback = meta["tool"]["setuptools_scm"]["fallback_version"]
     assert PEP440.fullmatch(fallback)
     init = (ROOT / "src" / "hatrade" / "__init__.py").read_text(encoding="utf-8")
-    assert f'__version__ = "{fallback}"' in init
+    assert 'version("hatrade")' in init and '__version__ = "0+unknown"' in init
+    assert "export-subst" in (ROOT / ".gitattributes").read_text(encoding="utf-8")
 
 
 def test_version_in_result_files(tmp_path):
