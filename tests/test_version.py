@@ -8,6 +8,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import hatrade
 from hatrade.io.folders import MANIFEST, write_manifest
 from hatrade.plots.style import new_figure, save_figure
@@ -58,3 +60,15 @@ def test_version_in_result_files(tmp_path):
     fig.add_subplot().plot([0, 1], [0, 1])
     png = save_figure(fig, tmp_path / "f.png").read_bytes()
     assert f"hatrade {hatrade.__version__}".encode() in png
+
+
+def test_citation_file():
+    """CITATION.cff (CFF 1.2.0; `cffconvert --validate` passes on it): the software, and the
+    paper among its references."""
+    yaml = pytest.importorskip("yaml")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert cff["license"] == "MIT" and cff["authors"] and cff["message"]
+    paper = cff["references"][0]
+    assert paper["title"] == "Heterogeneous Agent Trade" and paper["year"] == 2023
+    assert paper["authors"][0]["family-names"] == "Waugh" and paper["number"] == "31314"

@@ -1,0 +1,87 @@
+"""The log model's published US welfare means, replayed with the author's stopping rule.
+
+For the paper's 10% cut of trade costs (unilateral: the US's import costs; global: all
+pairs) in the log model and the baseline, prints the US mean EV gain (percent):
+
+- published (hatrade.data.published),
+- hatrade converged (hatrade.welfare.country_welfare, the number of the reproduction table),
+- the same through the replay's node inversion with converged values (a check of the
+  inversion: it must agree with the previous column),
+- hatrade's household step stopped by the author's rule (hatrade.welfare.replay): start at
+  v0 = -1/(1-beta), at most 500 steps, stop when max|dc| < 1e-10 (new equilibrium) or
+  1e-12 (inside the welfare root finding),
+
+and the value-level errors the rule leaves (rule minus converged, weighted mean over US
+states). docs/differences.md explains the numbers; the results are stored with their
+provenance in hatrade.data.published.AUTHOR_RULE_REPLAY (the replicate report quotes them).
+
+    python benchmarks/stopping_rule.py            # log and baseline, both experiments
+    python benchmarks/stopping_rule.py log        # one model
+
+19-country equilibria: a few minutes on 2 cores.
+"""
+
+import json
+import logging
+import sys
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from hatrade.analysis.counterfactual import Scenario, baseline_equilibrium, run_counterfactual
+from hatrade.data.published import WELFARE_TRADE_COST_CHANGE, published
+from hatrade.welfare import country_welfare
+from hatrade.welfare.replay import replay_welfare
+
+logging.basicConfig(level=logging.WARNING)
+models = sys.argv[1:] or ["log", "baseline"]
+SCENARIOS = {
+    "unilateral": dict(importer="USA"),
+    "global": dict(all_pairs=True),
+}
+rows = []
+for model in models:
+    t0 = time.time()
+    base = baseline_equilibrium(model)
+    print(f"{model}: baseline solved in {time.time() - t0:.0f} s", flush=True)
+    for kind, where in SCENARIOS.items():
+        t0 = time.time()
+        sc = Scenario(
+            name=kind, trade_cost_change=WELFARE_TRADE_COST_CHANGE, allow_d_below_one=True, **where
+        )
+        cf = run_counterfactual(base, sc)
+        t1 = time.time()
+        official = country_welfare(cf, country="USA").summary["mean_gain_percent"]
+        t2 = time.time()
+        r = replay_welfare(cf, "USA")
+        t3 = time.time()
+        s = r.summary()
+        row = {
+            "model": model,
+            "experiment": kind,
+            "published": published(f"welfare.{kind}.{model}.mean").value,
+            "hatrade_converged": official,
+            "replay_converged": s["mean_gain_percent_converged"],
+            "replay_author_rule": s["mean_gain_percent_author_rule"],
+            "value_error_new": s["value_error_new_mean"],
+            "value_error_old_at_1": s["value_error_old_mean_at_lambda_1"],
+            "value_error_old_range": s["value_error_old_range"],
+            "iterations_new": s["iterations_new"],
+            "iterations_old_range": s["iterations_old_range"],
+            "hit_max_iter": s["hit_max_iter"],
+            "seconds": {"equilibrium": t1 - t0, "ev": t2 - t1, "replay": t3 - t2},
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+print()
+head = ("model", "experiment", "published", "converged", "(replay inv.)", "author rule", "dV new")
+print("{:<9} {:<11} {:>10} {:>10} {:>14} {:>12} {:>9}".format(*head))
+for r in rows:
+    print(
+        f"{r['model']:<9} {r['experiment']:<11} {r['published']:>10.4f} "
+        f"{r['hatrade_converged']:>10.4f} {r['replay_converged']:>14.4f} "
+        f"{r['replay_author_rule']:>12.4f} {r['value_error_new']:>9.4f}"
+    )
