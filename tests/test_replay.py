@@ -49,8 +49,10 @@ def test_rule_stops_on_consumption_with_the_predicted_value_error(log_cut):
         V_rule, c_rule, n, dc = stopping_rule_values(prm, 1e-12, 500)
         V_conv, c_conv, _ = converged_values(prm, 1e-12, 5000)
         V0 = logit(initial_state(prm).v, prm)[1]
+        _, _, n_max, _ = stopping_rule_values(prm, 1e-12, 500, "max")
     n = int(n)
     assert n < 500 and float(dc) < 1e-12
+    assert int(n_max) <= n  # the Euclidean norm of the change is at least its largest entry
     assert np.max(np.abs(np.asarray(c_rule - c_conv))) < 1e-10
     err = np.asarray(V_rule - V_conv)
     w = np.asarray(log_cut.baseline.lam[0])
@@ -98,7 +100,8 @@ def test_node_roots_on_known_functions():
 
 
 @pytest.mark.parametrize(
-    "field, value", [("tol_new", 0.0), ("tol_old", float("nan")), ("max_iter", 0)]
+    "field, value",
+    [("tol_new", 0.0), ("tol_old", float("nan")), ("max_iter", 0), ("norm", "sup")],
 )
 def test_stopping_rule_rejects_bad_values(field, value):
     with pytest.raises(ParameterError, match=f"^{field} = "):
