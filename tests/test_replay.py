@@ -106,3 +106,22 @@ def test_node_roots_on_known_functions():
 def test_stopping_rule_rejects_bad_values(field, value):
     with pytest.raises(ParameterError, match=f"^{field} = "):
         StoppingRule(**{field: value})
+
+
+def test_reproduction_table_quotes_the_replay():
+    """The log model's two mean rows, when they disagree, quote the stored replay."""
+    from hatrade.data.published import AUTHOR_RULE_REPLAY, WELFARE_GAP_NOTE
+    from hatrade.replicate import paper_setup
+    from hatrade.replicate.table import reproduction_table
+
+    welfare = {
+        kind: {"log": {"mean_gain_percent": m}, "baseline": {"mean_gain_percent": b}}
+        for kind, m, b in (("unilateral", 0.4705, 1.3373), ("global", 0.7390, 1.9605))
+    }
+    rep = reproduction_table(paper_setup(), {"welfare": welfare}).set_index("quantity")
+    for kind in ("unilateral", "global"):
+        note = rep.loc[f"USA mean welfare gain (%), {kind}, log", "note"]
+        value = AUTHOR_RULE_REPLAY[f"welfare.{kind}.log.mean"]
+        assert f"gives {value:.3f}" in note and "docs/differences.md" in note
+        assert rep.loc[f"USA mean welfare gain (%), {kind}, baseline", "note"] == ""
+    assert "docs/differences.md" in WELFARE_GAP_NOTE

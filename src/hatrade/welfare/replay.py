@@ -263,6 +263,7 @@ def replay_welfare(
     spacing: float = 2.5e-4,
     low: float = 0.99,
     high: float = 1.04,
+    far: tuple[float, float] | None = None,
 ) -> ReplayResult:
     r"""One country's mean EV with the author's stopping rule and with converged values.
 
@@ -276,6 +277,9 @@ def replay_welfare(
         The author's rule (the defaults) unless given.
     spacing, low, high : float
         The :math:`\Lambda` nodes: ``low`` to ``high`` in steps of ``spacing`` (through 1).
+    far : (step, top), optional
+        More nodes above ``high``, ``step`` apart up to ``top``, for the borrowers' first
+        roots far above one (the baseline model's reach past 1.04).
 
     Returns
     -------
@@ -283,6 +287,13 @@ def replay_welfare(
     """
     rule = rule or StoppingRule()
     lams = _nodes(spacing, low, high)
+    if far is not None:
+        step, top = far
+        if not (step > 0 and top > high):
+            raise ParameterError(
+                f"far = {far!r} is not allowed: use (step, top) with step > 0, top > high."
+            )
+        lams = np.concatenate([lams, np.arange(lams[-1] + step, top + 0.5 * step, step)])
     prm_new, _ = household_problem(cf.new, country)
     prm_old, _ = household_problem(cf.baseline, country)
     V_new_rule, _, it_new, _ = stopping_rule_values(prm_new, rule.tol_new, rule.max_iter, rule.norm)
