@@ -18,6 +18,7 @@ provenance in hatrade.data.published.AUTHOR_RULE_REPLAY (the replicate report qu
     python benchmarks/stopping_rule.py            # log and baseline, both experiments
     python benchmarks/stopping_rule.py log        # one model
     python benchmarks/stopping_rule.py norms      # which norm of the change of consumption
+    python benchmarks/stopping_rule.py exact global   # node inversion vs per-state roots
 
 `norms` prints, for the US households of the log model at the published prices (one
 household solve each, no equilibrium), the weighted mean value error the rule leaves with
@@ -43,6 +44,10 @@ from hatrade.welfare import country_welfare
 from hatrade.welfare.replay import replay_welfare
 
 logging.basicConfig(level=logging.WARNING)
+SCENARIOS = {
+    "unilateral": dict(importer="USA"),
+    "global": dict(all_pairs=True),
+}
 
 
 def norm_check():
@@ -72,14 +77,61 @@ def norm_check():
                 print(f"{lam:>7} {tol:>6.0e} {norm:>4} {int(n):>5} {err:>9.4f}", flush=True)
 
 
+def exact_check(kind: str = "unilateral", n_states: int = 12):
+    """The replay's node inversion against a per-state root finding (bisection with a rule
+    solve at every trial Lambda) for the heaviest US states of the log model."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from hatrade.welfare import household_problem
+    from hatrade.welfare.problem import scale_income
+    from hatrade.welfare.replay import StoppingRule, stopping_rule_values
+
+    rule = StoppingRule()
+    base = baseline_equilibrium("log")
+    sc = Scenario(
+        name=kind,
+        trade_cost_change=WELFARE_TRADE_COST_CHANGE,
+        allow_d_below_one=True,
+        **SCENARIOS[kind],
+    )
+    cf = run_counterfactual(base, sc)
+    r = replay_welfare(cf, "USA", spacing=5e-4, low=0.99, high=1.04)
+    prm_old, _ = household_problem(cf.baseline, "USA")
+    prm_new, _ = household_problem(cf.new, "USA")
+    V_new = np.asarray(stopping_rule_values(prm_new, rule.tol_new, rule.max_iter, rule.norm)[0])
+
+    def V_old(lam):
+        p = scale_income(prm_old, jnp.asarray(lam))
+        return np.asarray(stopping_rule_values(p, rule.tol_old, rule.max_iter, rule.norm)[0])
+
+    order = np.argsort(-r.weights.ravel())[:n_states]
+    print(f"{'state (a, z)':>12} {'weight':>7} {'node root':>10} {'exact root':>10}")
+    for s_ in order:
+        ia, iz = np.unravel_index(s_, r.weights.shape)
+        lo, hi = r.lam_rule[ia, iz] - 2e-3, r.lam_rule[ia, iz] + 2e-3
+        f_lo = V_old(lo)[ia, iz] - V_new[ia, iz]
+        for _ in range(22):  # bisection to 1e-9 (the first sign change in the bracket)
+            mid = 0.5 * (lo + hi)
+            f_mid = V_old(mid)[ia, iz] - V_new[ia, iz]
+            if (f_mid >= 0) == (f_lo >= 0):
+                lo, f_lo = mid, f_mid
+            else:
+                hi = mid
+        print(
+            f"{str((int(ia), int(iz))):>12} {r.weights[ia, iz]:>7.4f} "
+            f"{r.lam_rule[ia, iz]:>10.6f} {0.5 * (lo + hi):>10.6f}",
+            flush=True,
+        )
+
+
+if sys.argv[1:2] == ["exact"]:
+    exact_check(*sys.argv[2:3])
+    sys.exit(0)
 if sys.argv[1:] == ["norms"]:
     norm_check()
     sys.exit(0)
 models = sys.argv[1:] or ["log", "baseline"]
-SCENARIOS = {
-    "unilateral": dict(importer="USA"),
-    "global": dict(all_pairs=True),
-}
 rows = []
 for model in models:
     t0 = time.time()
