@@ -10,6 +10,10 @@ missing ``enable_x64`` on a public function is still caught by the rest of the s
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +22,43 @@ import pytest
 from hatrade.core.household import HHParams
 from hatrade.core.income import income_process
 from hatrade.core.params import Household, World
+
+
+def _persistent_compilation_cache() -> None:
+    """Keep JAX's compiled executables on disk for the whole test run (CI time).
+
+    Most of the suite's time is XLA compilation, and the same functions are compiled again
+    and again: after each module (:func:`_fresh_jax_caches` drops the in-memory cache), in
+    every ``pytest-xdist`` worker, in the subprocess tests (CLI, interrupts) and in the
+    second ``pytest`` invocation of ``.ci/run``. JAX's persistent cache turns a repeated
+    compilation into a file read; the executables are the same, so are the results.
+
+    The folder is ``$JAX_COMPILATION_CACHE_DIR`` when set (``.ci/run`` sets a fresh one per
+    run), else ``<tmp>/hatrade-test-jax-cache-<uid>`` (kept between local runs; JAX keys its
+    entries by the program, the compile options and the jax/jaxlib versions). The setting
+    goes into the environment too, so subprocesses and xdist workers share the folder.
+    ``HATRADE_TEST_JAX_CACHE=off`` runs the suite without it. Set once, before the first
+    compilation, and never switched in this process (switching it mid-run crashed XLA
+    compilations before: tests/test_replicate.py runs the scoped cache in a subprocess).
+    """
+    if os.environ.get("HATRADE_TEST_JAX_CACHE", "").lower() in ("0", "off", "false", "no"):
+        return
+    default = Path(tempfile.gettempdir()) / f"hatrade-test-jax-cache-{os.getuid()}"
+    folder = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(default))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
+    jax.config.update(
+        "jax_persistent_cache_min_entry_size_bytes",
+        int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]),
+    )
+
+
+_persistent_compilation_cache()
 
 
 @pytest.fixture(scope="module")

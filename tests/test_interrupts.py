@@ -83,8 +83,12 @@ REPLICATE_SCRIPT = textwrap.dedent(
 )
 
 
-def _start(args, cwd=ROOT) -> subprocess.Popen:
+def _start(args, cwd=ROOT, *, compile_cache: bool = True) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), COLUMNS="200")
+    if not compile_cache:
+        # the test suite's persistent JAX cache (tests/conftest.py) would let a warm run
+        # finish before the interrupt arrives
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return subprocess.Popen(
         [sys.executable, *args],
         cwd=cwd,
@@ -153,7 +157,8 @@ def test_solve_command_interrupted(tmp_path):
             str(ROOT / "examples" / "two_country.toml"),
             "--out",
             str(out),
-        ]
+        ],
+        compile_cache=False,
     )
     _wait_for(proc.stderr, "asset points")
     time.sleep(1.0)

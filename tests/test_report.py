@@ -227,3 +227,35 @@ def test_readme_section_and_update(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="markers|generated section"):
         update_readme(readme, text)
+
+
+def test_reproduction_table_reads_at_a_glance_on_a_laptop(stages, tmp_path):
+    """The paper's reproduction table (every published number, long notes) at 1366 x 768:
+    no quantity cell over two lines, numbers on one line, sources as links [k] into the
+    list under the table, no sideways scrolling (issue 20, item 4)."""
+    from hatrade.data.published import WELFARE_GAP_NOTE
+    from hatrade.replicate import paper_setup
+    from hatrade.replicate.table import reproduction_table
+
+    rep = reproduction_table(paper_setup(), {}).astype(object)
+    numeric = rep["published"].map(lambda v: isinstance(v, float))
+    rep.loc[numeric, "ours"] = rep.loc[numeric, "published"].astype(float) + 0.001234
+    rep.loc[numeric, "difference"] = 0.001234
+    rep.loc[rep["quantity"].str.contains(", log"), "note"] = WELFARE_GAP_NOTE
+    page = render_report(
+        stages, title="Layout", reproduction=Table("reproduction", "Published vs ours", rep)
+    )
+    sources = list(dict.fromkeys(rep["source"]))
+    for k in range(1, len(sources) + 1):
+        assert f'href="#source-{k}"' in page and f'id="source-{k}"' in page
+    assert f'href="#source-{len(sources) + 1}"' not in page
+    assert 'href="#note-1"' in page and 'id="note-1"' in page
+    path = write_report(tmp_path / "report.html", page)
+    info = browser_check(path, window=(1366, 768), screenshot=tmp_path / "laptop.png")
+    table = {t["id"]: t for t in info["tables"]}["reproduction"]
+    assert table["rows"] == len(rep) and not table["overflows"], table
+    head = ["quantity", "published", "ours", "difference", "tolerance", "agrees", "note"]
+    lines = dict(zip(head + ["source"], table["colLines"]))
+    assert 1 <= lines["quantity"] <= 2, lines
+    assert all(lines[c] == 1 for c in head[1:] + ["source"]), lines
+    assert info["pageWidth"] <= info["viewportWidth"] == 1366, info

@@ -218,7 +218,7 @@ def elasticities_command(
             )
         summary["parameters"] = cfg.to_dict()
         ds = res.micro.copy()
-        ds.attrs.update({"name": cfg.name, "created": summary["created"]})
+        ds.attrs.update(name=cfg.name, **{k: summary[k] for k in ("hatrade_version", "created")})
         with folder.replace() as tmp:
             table.to_csv(tmp / "elasticities.csv", index=False, float_format="%.17g")
             _write_json(tmp / "summary.json", summary)

@@ -53,6 +53,9 @@ from hatrade.data import CALIBRATIONS
 __all__ = [
     "PublishedNumber",
     "PUBLISHED_NUMBERS",
+    "AUTHOR_RULE_REPLAY",
+    "AUTHOR_RULE_REPLAY_SOURCE",
+    "author_rule_note",
     "published",
     "published_numbers",
     "table1_values",
@@ -115,9 +118,34 @@ WELFARE_TRADE_COST_CHANGE: float = -0.10
 #: Why the log model's published welfare means are not reproduced.
 WELFARE_GAP_NOTE = (
     "known gap (the log model's published gains lie below its own ACR): see "
-    "docs/model.md section 8 and "
+    "docs/differences.md and "
     "tests/test_welfare.py::test_published_log_model_gains"
 )
+
+#: The log model's US mean gains (percent) with hatrade's household step stopped by the
+#: author's value-iteration rule, at hatrade's equilibrium prices
+#: (:func:`hatrade.welfare.replay.replay_welfare`, docs/differences.md): the output of
+#: ``benchmarks/stopping_rule.py`` (:data:`AUTHOR_RULE_REPLAY_SOURCE`), stored because the
+#: 19-country replay takes minutes. The reproduction table quotes them in its note for
+#: these rows; they are not published numbers.
+AUTHOR_RULE_REPLAY: dict[str, float] = {
+    "welfare.unilateral.log.mean": 0.2173,
+    "welfare.global.log.mean": 0.4678,
+}
+
+#: Where :data:`AUTHOR_RULE_REPLAY` comes from.
+AUTHOR_RULE_REPLAY_SOURCE = "benchmarks/stopping_rule.py at commit 092488a, 2026-12-03"
+
+
+def author_rule_note(key: str) -> str:
+    """The reproduction table's note for a row the author's stopping rule explains."""
+    return (
+        "not reproduced by the converged model; hatrade's own household step stopped by the "
+        "author's rule (v0 = -1/(1-beta), at most 500 steps, stop when consumption stops "
+        f"changing) gives {AUTHOR_RULE_REPLAY[key]:.3f} ({AUTHOR_RULE_REPLAY_SOURCE}): "
+        "docs/differences.md"
+    )
+
 
 #: Tolerance of a re-solved discount factor against the published one (absolute): the
 #: published prices clear markets to about 1e-6 (relative).

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["new_figure", "save_figure"]
+__all__ = ["new_figure", "save_figure", "png_metadata"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ def new_figure(figsize=(6.5, 5.0)):
     fig = Figure(figsize=figsize, dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def png_metadata() -> dict:
+    """PNG text chunks of every hatrade figure: ``Software`` names the hatrade version."""
+    import matplotlib
+
+    from hatrade import __version__
+
+    return {"Software": f"hatrade {__version__} (matplotlib {matplotlib.__version__})"}
 
 
 def _file_mode() -> int:
@@ -48,7 +57,7 @@ def save_figure(fig, path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
+            fig.savefig(fh, format="png", metadata=png_metadata())
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _file_mode())

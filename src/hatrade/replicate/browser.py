@@ -54,9 +54,27 @@ window.addEventListener('load', function () {
                      shownWidth: img ? img.getBoundingClientRect().width : 0});
   });
   document.querySelectorAll('table').forEach(function (t) {
+    var lines = [];
+    if (t.tBodies.length) {
+      Array.prototype.forEach.call(t.tBodies[0].rows, function (r) {
+        Array.prototype.forEach.call(r.cells, function (c, k) {
+          var st = getComputedStyle(c), lh = parseFloat(st.lineHeight);
+          var h = c.getBoundingClientRect().height - parseFloat(st.paddingTop)
+                  - parseFloat(st.paddingBottom) - parseFloat(st.borderTopWidth)
+                  - parseFloat(st.borderBottomWidth);
+          var n = lh > 0 ? Math.round(h / lh) : 0;
+          lines[k] = Math.max(lines[k] || 0, n);
+        });
+      });
+    }
+    var wrap = t.parentElement;
     out.tables.push({id: t.id, rows: t.tBodies.length ? t.tBodies[0].rows.length : 0,
-                     cols: t.tHead && t.tHead.rows.length ? t.tHead.rows[0].cells.length : 0});
+                     cols: t.tHead && t.tHead.rows.length ? t.tHead.rows[0].cells.length : 0,
+                     colLines: lines, width: t.getBoundingClientRect().width,
+                     overflows: !!wrap && t.getBoundingClientRect().width > wrap.clientWidth + 1});
   });
+  out.viewportWidth = window.innerWidth;
+  out.pageWidth = document.documentElement.scrollWidth;
   document.querySelectorAll('section').forEach(function (s) {
     out.sections.push({id: s.id, status: s.getAttribute('data-status')});
   });
@@ -114,12 +132,16 @@ def browser_check(
     chromium : executable (default :func:`find_chromium`).
     timeout : seconds per Chromium call.
     screenshot : path-like, optional; PNG of the first ``window`` pixels of the page.
+    window : (width, height) of the browser window in px (1366 x 768: a laptop screen).
 
     Returns
     -------
     dict
         ``title``, ``images`` (id, complete, width, height, shownWidth), ``tables`` (id,
-        rows, cols), ``sections`` (id, status), ``banner``, ``bodyText`` (characters).
+        rows, cols, ``colLines``: per column the most text lines of a body cell, ``width``
+        in px, ``overflows``: wider than its container), ``sections`` (id, status),
+        ``banner``, ``bodyText`` (characters), ``viewportWidth`` and ``pageWidth`` (px; a
+        page wider than the window scrolls sideways).
 
     Raises
     ------

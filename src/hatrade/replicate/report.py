@@ -142,8 +142,10 @@ class StageResult:
 
 def figure_png(fig, dpi: int | None = None) -> bytes:
     """A matplotlib figure as PNG bytes (the figure's own dpi unless given)."""
+    from hatrade.plots.style import png_metadata
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=dpi, metadata=png_metadata())
     return buf.getvalue()
 
 
@@ -246,6 +248,8 @@ figcaption{font-size:.85rem;color:#333}.caption{font-size:.82rem;color:#555;marg
 .file{color:#777;font-family:ui-monospace,monospace;font-size:.78rem}
 details{margin:.4rem 0}summary{cursor:pointer;color:#555}
 nav ol{columns:2;font-size:.92rem}
+#reproduction td.quantity{min-width:18rem}#reproduction td.num,#reproduction td.short{white-space:nowrap}
+.refs{font-size:.82rem;color:#444;margin:.3rem 0}.refs ol{margin:0;padding-left:2.2rem}
 """
 
 
@@ -343,20 +347,76 @@ def _nav(stages: Sequence[StageResult], reproduction: bool) -> list[str]:
     return nav
 
 
+#: Column order of the reproduction table in the report: numbers first, the source (a
+#: number into the list of sources under the table) last.
+_REPRODUCTION_ORDER = ("quantity", "published", "ours", "difference", "tolerance", "agrees")
+
+
+def _reproduction_cell(col: str, v, table: Table, sources: list, notes: list) -> str:
+    """One cell of the reproduction table: sources and long notes as links to the lists."""
+    if col == "source":
+        k = sources.index(str(v)) + 1
+        return (
+            f'<td class="short"><a href="#source-{k}" title="{html.escape(str(v))}">[{k}]</a></td>'
+        )
+    if col == "note" and str(v) in notes:
+        k = notes.index(str(v)) + 1
+        return f'<td class="short"><a href="#note-{k}">note {k}</a></td>'
+    if col == "quantity":
+        return f'<td class="quantity">{html.escape(str(v))}</td>'
+    num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+    txt = (
+        "" if col == "note" and not isinstance(v, str) else format_number(v, table.formats.get(col))
+    )
+    return f'<td class="{"num" if num else "short"}">{html.escape(txt)}</td>'
+
+
 def _reproduction_html(reproduction: Table) -> str:
-    """The "Reproducing the paper" section (its table has the id ``reproduction``)."""
-    rep = Table(
-        "reproduction-table",
-        reproduction.title,
-        reproduction.data,
-        reproduction.caption,
-        reproduction.formats,
+    """The "Reproducing the paper" section (its table has the id ``reproduction``).
+
+    The quantity column gets the room; sources are short links ``[k]`` into the list of
+    sources under the table, and notes longer than a country name (``at XYZ``) are links
+    ``note k`` into the list of notes (as in the README's table).
+    """
+    df = reproduction.data.reset_index() if reproduction.index else reproduction.data
+    cols = [c for c in _REPRODUCTION_ORDER if c in df.columns]
+    cols += [c for c in df.columns if c not in cols and c not in ("note", "source")]
+    cols += [c for c in ("note", "source") if c in df.columns]
+    sources = list(dict.fromkeys(str(x) for x in df["source"])) if "source" in df else []
+    notes = []
+    if "note" in df:
+        notes = list(
+            dict.fromkeys(
+                str(n) for n in df["note"] if isinstance(n, str) and n and not n.startswith("at ")
+            )
+        )
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    rows = [
+        "<tr>"
+        + "".join(
+            _reproduction_cell(str(c), v, reproduction, sources, notes) for c, v in zip(cols, rec)
+        )
+        + "</tr>"
+        for rec in df[cols].itertuples(index=False, name=None)
+    ]
+    cap = reproduction.caption
+    lists = "".join(
+        f'<div id="reproduction-{name}" class="refs"><p class="caption">{label}</p><ol>'
+        + "".join(f'<li id="{name[:-1]}-{k}">{html.escape(x)}</li>' for k, x in enumerate(xs, 1))
+        + "</ol></div>"
+        for name, label, xs in (("sources", "Sources", sources), ("notes", "Notes", notes))
+        if xs
     )
     return (
         '<section id="reproduction-section" class="stage">'
         "<h2>Reproducing the paper</h2>"
-        + table_html(rep).replace('id="tab-reproduction-table"', 'id="reproduction"')
-        + "</section>"
+        f'<div class="table-wrap"><h4>{html.escape(reproduction.title)}</h4>'
+        f'<table id="reproduction" class="data" data-rows="{len(df)}">'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+        + (f'<p class="caption">{html.escape(cap)}</p>' if cap else "")
+        + f"{lists}</div></section>"
     )
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import pandas as pd
 
 from hatrade.data.published import (
+    AUTHOR_RULE_REPLAY,
     BETA_TOLERANCE,
     TABLE1_SOURCE,
     WAGE_RELATIVE_TOLERANCE,
     WELFARE_GAP_NOTE,
     WELFARE_SOURCE,
     WELFARE_TRADE_COST_CHANGE,
+    author_rule_note,
     published,
     published_numbers,
     table1_values,
@@ -235,7 +237,11 @@ def _welfare_rows(setup: Setup, numbers: dict) -> list[dict]:
                 rec.value,
                 ours,
                 rec.tolerance,
-                note="" if ours is None or agrees else WELFARE_GAP_NOTE,
+                note=""
+                if ours is None or agrees
+                else author_rule_note(rec.key)
+                if rec.key in AUTHOR_RULE_REPLAY
+                else WELFARE_GAP_NOTE,
             )
         )
     return rows
