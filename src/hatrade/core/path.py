@@ -34,7 +34,7 @@ from hatrade.core.distribution import push
 from hatrade.core.household import HHState, Policies, logit, step
 from hatrade.core.markets import ModelArrays, aggregate, country_params
 
-__all__ = ["PathInputs", "PathOutputs", "evaluate_path", "pad_periods"]
+__all__ = ["PathInputs", "PathOutputs", "evaluate_path"]
 
 
 class PathInputs(NamedTuple):
@@ -80,11 +80,6 @@ class PathOutputs(NamedTuple):
     Y: jax.Array
     V0: jax.Array
     lam_end: jax.Array
-
-
-def pad_periods(n: int, segment: int) -> int:
-    """Periods after padding ``n`` up to a multiple of ``segment``."""
-    return -(-n // segment) * segment
 
 
 def _prices(arrs: ModelArrays, d, t, w, R, T, beta):
@@ -188,8 +183,7 @@ def evaluate_path(
         The world's arrays (d, t and L are taken from ``pin`` period by period; the asset
         grid, taste-shock scales and TFP are the same in every period).
     pin : PathInputs
-        The path; its number of periods must be a multiple of ``segment`` (pad with the
-        terminal values, :func:`pad_periods`: the padded periods change nothing before).
+        The path; its number of periods must be a multiple of ``segment``.
     beta : discount factor.
     x_end : HHState
         The terminal steady state's household state (leading axis: country): the state
