@@ -23,7 +23,8 @@ news announced at t = 0. It is given as
   tfp_change    country rows (not supported yet: the asset grid scales with TFP)
   ============  =====================================================================
 
-  Entries not listed in a period are unchanged in it; the last listed period's world
+  Entries not listed in a period are unchanged in it (an empty cell, NaN or None in a
+  DataFrame, means "not listed"; an infinite change is rejected); the last listed period's world
   holds from then on (it is the new steady state's), so a temporary change ends with a
   period of zero changes.
 
@@ -455,6 +456,7 @@ def run_transition(
     if _same_world(old.world, final):
         new = old
     else:
+        overrides.pop("warn", None)  # the path's own checks have run; no second warning
         new = run_counterfactual(old, final, warn=False, **overrides).new
     sol = solve_transition(old, new, shocks, opts, progress)
     paths = paths_table(old.world.countries, sol, shocks, old.world.tfp)
