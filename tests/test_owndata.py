@@ -179,3 +179,38 @@ def test_cli_data_check_rejects(tmp_path, d30):
     res = CliRunner().invoke(app, ["data", "check", str(p)])
     assert res.exit_code == 2
     assert "USA->DEU" in res.output
+
+
+def test_world_folder_round_trip_and_cli_solve(tmp_path):
+    """A world folder's world.toml is read by --world DIR (load_config) exactly, and
+    commands run on it."""
+    from hatrade.io.config import load_config
+    from hatrade.io.world_folder import WORLD_FILE, world_toml
+    from smallworld import D3, small_household, small_world
+
+    w, hh = small_world(), small_household()
+    folder = tmp_path / "myworld"
+    folder.mkdir()
+    text = world_toml(
+        "myworld",
+        w.countries,
+        w.tfp,
+        w.labor,
+        np.asarray(D3) * (1 + 1e-13),
+        {k: getattr(hh, k) for k in ("gamma", "sigma_eps", "psi_slope", "phi", "a_max", "n_a")},
+        R=1.01,
+        beta=0.92,
+        wages=[1.1, 0.95, 0.95],
+        income=dict(rho_perm=0.9, var_perm=0.039, n_perm=2, var_iid=0.0522, n_iid=1),
+    )
+    (folder / WORLD_FILE).write_text(text)
+    cfg = load_config(folder)
+    assert cfg.name == "myworld" and cfg.solve_for == "beta"
+    assert np.array_equal(cfg.world.d, np.asarray(D3) * (1 + 1e-13))
+    assert cfg.household.n_a == hh.n_a and cfg.household.psi_slope == hh.psi_slope
+    out = tmp_path / "solved"
+    res = CliRunner().invoke(app, ["solve", "--world", str(folder), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "summary.json").is_file()
+    bad = CliRunner().invoke(app, ["solve", "--world", str(tmp_path), "--out", str(out)])
+    assert bad.exit_code == 2 and "it is a folder" in bad.output

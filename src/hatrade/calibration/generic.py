@@ -48,6 +48,7 @@ __all__ = [
     "data_targets",
     "default_start",
     "ppml_coefficients",
+    "design_matrix",
     "calibrate_data",
     "CalibrationSetup",
 ]
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 ESTIMATORS = ("ols", "ppml")
 
 
-def _design(setup: GravitySetup) -> np.ndarray:
+def design_matrix(setup: GravitySetup) -> np.ndarray:
     M, P = setup.M, len(setup.importer)
     D = np.zeros((P, 2 * (M - 1) + setup.X.shape[1]))
     rows = np.arange(P)
@@ -161,7 +162,7 @@ def gravity_setup(spec: Specification, estimator: str = "ols") -> GravitySetup:
         base.names,
         base.n_bins,
         base.G,
-        D=_design(base),
+        D=design_matrix(base),
         T=normalization_matrix(M, K, spec.n_bins),
     )
 
