@@ -214,3 +214,25 @@ def test_world_folder_round_trip_and_cli_solve(tmp_path):
     assert (out / "summary.json").is_file()
     bad = CliRunner().invoke(app, ["solve", "--world", str(tmp_path), "--out", str(out)])
     assert bad.exit_code == 2 and "it is a folder" in bad.output
+
+
+def test_trade_costs_with_covariate_changes(d30):
+    """Counterfactual covariates: unchanged gives the calibrated costs; removing PTAs raises
+    the costs of PTA pairs by exp(delta_pta / 4) where the floor does not bind."""
+    from hatrade.calibration.generic import default_start, trade_costs_with
+    from hatrade.calibration.moments import world_from_params
+
+    cs = prepare(d30, FORMULA30)
+    theta = default_start(cs.setup, cs.targets)
+    d0 = world_from_params(theta, cs.setup, np.ones(30)).d
+    np.testing.assert_array_equal(trade_costs_with(cs, theta, {}), d0)
+    d1 = trade_costs_with(cs, theta, {"pta": 0.0})
+    k = cs.setup.names.index("pta")
+    pta = cs.setup.X[:, k] == 1
+    i, j = cs.setup.importer, cs.setup.exporter
+    ratio = d1[i, j] / d0[i, j]
+    free = d0[i, j] > 1
+    np.testing.assert_allclose(ratio[pta & free], np.exp(theta[-5:][k] / 4), rtol=1e-12)
+    np.testing.assert_array_equal(ratio[~pta], 1.0)
+    with pytest.raises(Exception, match="'tariff' is not allowed"):
+        trade_costs_with(cs, theta, {"tariff": 0.0})

@@ -51,6 +51,9 @@ __all__ = [
     "design_matrix",
     "calibrate_data",
     "CalibrationSetup",
+    "prepare",
+    "fit_table",
+    "trade_costs_with",
 ]
 
 log = logging.getLogger(__name__)
@@ -287,3 +290,30 @@ def fit_table(res: CalibrationResult, cs: CalibrationSetup) -> pd.DataFrame:
             "share_model": sm,
         }
     )
+
+
+@enable_x64
+def trade_costs_with(cs: CalibrationSetup, params, changes: dict) -> np.ndarray:
+    r"""The calibrated trade-cost matrix with covariates set to new values, e.g.
+    ``{"pta": 0.0}`` (the removal of all PTAs) or ``{"lndist": x}`` (an array over the
+    international pairs, :attr:`GravitySetup.importer` order):
+    :math:`\log d_{ij} = \max\{0, -(x_{ij}'\delta + \theta^m_i)/4\}` at the new :math:`x`.
+
+    Raises
+    ------
+    ParameterError
+        A name that is not a regressor of the specification.
+    """
+    setup = cs.setup
+    X = np.array(setup.X, float)
+    for name, value in changes.items():
+        if name not in setup.names or name == "const":
+            raise ParameterError(
+                f"covariate {name!r} is not allowed: use one of "
+                f"{', '.join(n for n in setup.names if n != 'const')}."
+            )
+        X[:, setup.names.index(name)] = value
+    moved = GravitySetup(
+        setup.countries, setup.importer, setup.exporter, X, setup.names, setup.n_bins, setup.G
+    )
+    return np.exp(np.asarray(moved.log_d(jnp.asarray(params, dtype=jnp.float64))))
