@@ -115,7 +115,7 @@ def main() -> None:
         folder.write_json("counterfactuals.json", out)
     fit = fit_table(res, cs)
     corr = float(np.corrcoef(np.log(fit["share_data"]), np.log(fit["share_model"]))[0, 1])
-    figure(fit, args.figure, f"30 countries, 2006: {FORMULA} (corr of logs {corr:.3f})")
+    figure(fit, args.figure, f"30 countries, 2006 (corr. of logs {corr:.3f})")
     print(json.dumps(out, indent=1))
 
 
