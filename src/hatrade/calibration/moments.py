@@ -24,7 +24,14 @@ from hatrade.core.params import ParameterError, World
 from hatrade.core.x64 import enable_x64
 from hatrade.solve.equilibrium import Equilibrium
 
-__all__ = ["GravitySetup", "ek_setup", "data_moments", "model_moments", "world_from_params"]
+__all__ = [
+    "GravitySetup",
+    "normalization_matrix",
+    "ek_setup",
+    "data_moments",
+    "model_moments",
+    "world_from_params",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,7 +83,7 @@ class GravitySetup:
                 f"gravity design is rank deficient ({rank} < {D.shape[1]} "
                 "columns): too few country pairs for the covariates."
             )
-        T = _normalization(M, K, n_bins)
+        T = normalization_matrix(M, K, n_bins)
         return cls(
             countries,
             importer,
@@ -108,7 +115,7 @@ class GravitySetup:
         return jnp.asarray(self.G) @ y
 
 
-def _normalization(M: int, K: int, n_bins: int) -> np.ndarray:
+def normalization_matrix(M: int, K: int, n_bins: int) -> np.ndarray:
     """Raw (imp FE 1..M-1, exp FE 1..M-1, K coefs) -> (S, theta_m, coefs), EK normalization."""
     k = M - 1
     n = 2 * k + K

@@ -17,6 +17,7 @@ from . import (
     batch,
     calibrate,
     counterfactual,
+    data,
     efficient,
     elasticity,
     gravity,
@@ -74,6 +75,7 @@ _COMMAND_MODULES = (
     transition,
     batch,
     replicate,
+    data,
 )
 for _module in _COMMAND_MODULES:
     _module.register(app)

@@ -311,8 +311,15 @@ def calibration_option(help: str):
 
 
 def config_option(help: str):
-    """``--config/-f FILE`` (a world TOML file; default None)."""
-    return typer.Option(None, "--config", "-f", dir_okay=False, help=help)
+    """``--config/-f FILE`` (a world TOML file) or ``--world DIR`` (a world folder of
+    ``hatrade calibrate --data``, read as its ``world.toml``); default None."""
+    return typer.Option(
+        None,
+        "--config",
+        "-f",
+        "--world",
+        help=help + " --world DIR: a world folder (hatrade calibrate --data), its world.toml.",
+    )
 
 
 def out_option(help: str):

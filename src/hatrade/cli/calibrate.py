@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn
 
 from ._common import console, err_console, fail, handle_errors, out_option, progress
+from .world import countries_option, data_option, estimator_option, formula_option
 
 __all__ = ["register"]
 
@@ -191,32 +192,25 @@ def calibrate_cmd(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="--grid: re-run points recorded as failed."
     ),
+    data: Optional[Path] = data_option("calibrate to it into a world folder (--out)"),
+    countries: Optional[Path] = countries_option(),
+    formula: Optional[str] = formula_option(),
+    estimator: str = estimator_option(),
 ) -> None:
     from hatrade.core.worlds import published_household
     from hatrade.data import load_calibration, read_parameter_file
 
-    _check_options(
-        calibration,
-        tol,
-        max_iter,
-        psi_target,
-        gap_country,
-        micro_targets,
-        grid,
-        scheduler,
-        workers,
-        serial,
-        retry_failed,
-    )
+    if data is not None or formula is not None:
+        return _data(data, countries, formula, estimator, calibration, out, tol, max_iter, resume)
+
+    opts = (calibration, tol, max_iter, psi_target, gap_country, micro_targets, grid)
+    _check_options(*opts, scheduler, workers, serial, retry_failed)
     cal = load_calibration(calibration)
     theta0 = read_parameter_file(start) if start is not None else cal.params
     hh = published_household(calibration)
     kind = "grid" if grid else "micro" if micro_targets is not None else None
-    out = (
-        Path(out)
-        if out is not None
-        else Path("results") / ("calibrate" if kind is None else f"calibrate-{kind}")
-    )
+    default = "calibrate" if kind is None else f"calibrate-{kind}"
+    out = Path(out) if out is not None else Path("results") / default
 
     if kind == "grid":
         _grid(
@@ -240,6 +234,22 @@ def calibrate_cmd(
         return
 
     _plain(theta0, hh, cal, out, tol, max_iter, resume, psi_target, gap_country)
+
+
+def _data(data, countries, formula, estimator, calibration, out, tol, max_iter, resume):
+    """``--data FILE --formula ...``: calibration to own data into a world folder."""
+    from hatrade.core.worlds import published_household
+
+    from .data import trade_data_options
+    from .world import calibrate_to_data
+
+    if data is None or formula is None:
+        fail("--data and --formula go together: give both.")
+    if out is None:
+        fail("--data needs --out DIR, the world folder to write.")
+    d = trade_data_options(data, countries, "exporter", "importer", "trade", None)
+    hh = published_household(calibration)
+    calibrate_to_data(d, data, formula, estimator, hh, Path(out), tol, max_iter, resume)
 
 
 def _check_checkpoint(ckpt: Path, keys: tuple[str, ...] = ()) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ._common import console, fail, handle_errors, print_table, progress
 from .solve import CalibrationName
+from .world import data_option, estimator_option, formula_option
 
 __all__ = ["register", "table1_command", "TABLE1_FILE"]
 
@@ -110,11 +111,17 @@ def table1_command(
     method: Method = typer.Option(
         Method.fast, "--method", help="Least squares: fast (numpy) or statsmodels."
     ),
+    data: Optional[Path] = data_option("the gravity table of --formula on it"),
+    formula: Optional[str] = formula_option(),
+    estimator: str = estimator_option(),
 ) -> None:
     """Write and print Table 1 (see TABLE1_HELP)."""
     from hatrade.analysis.gravity import gravity_regression, model_trade_table, table1
     from hatrade.data import load_trade_data
     from hatrade.io.folders import prepare_output
+
+    if data is not None or formula is not None:
+        return _own_data_table(data, formula, estimator, out)
 
     if from_solve is not None and calibration is not None:
         fail("give either --from-solve or --calibration, not both.")
@@ -138,7 +145,10 @@ def table1_command(
     with folder.session():
         folder.write_text(TABLE1_FILE, tab.reset_index().to_csv(index=False, float_format="%.17g"))
     log.info("wrote %s", path)
+    _print_table1(tab, model_res, from_solve, calibration, path)
 
+
+def _print_table1(tab, model_res, from_solve, calibration, path) -> None:
     source = (
         "data"
         if model_res is None
@@ -160,3 +170,27 @@ def table1_command(
         t.add_row(*cells)
     print_table(t)
     console.print(f"Wrote {escape(str(path))}")
+
+
+def _own_data_table(data, formula, estimator, out) -> None:
+    """``table1 --data FILE --formula ...``: the gravity coefficients of any specification."""
+    from hatrade.io.folders import prepare_output
+
+    from .data import trade_data_options
+    from .world import gravity_table
+
+    if data is None or formula is None:
+        fail("--data and --formula go together: give both.")
+    folder = prepare_output(Path(out), "table1", update=True)
+    folder.check_paths(TABLE1_FILE)
+    tab = gravity_table(
+        trade_data_options(data, None, "exporter", "importer", "trade", None), formula, estimator
+    )
+    with folder.session():
+        folder.write_text(TABLE1_FILE, tab.to_csv(index=False, float_format="%.17g"))
+    t = Table(title=f"Gravity ({estimator}): {escape(formula)} on {escape(str(data))}")
+    for col in tab.columns:
+        t.add_column(col, justify="left" if col == "regressor" else "right")
+    for row in tab.itertuples(index=False):
+        t.add_row(*(str(v) if isinstance(v, str) else f"{v:.4f}" for v in row))
+    print_table(t)

@@ -76,6 +76,7 @@ from hatrade.io.validate import (
     loads_toml,
     option_problems,
 )
+from hatrade.io.world_folder import WORLD_FILE
 from hatrade.solve.options import solve_option_problem
 from hatrade.welfare.inversion import ev_option_problem
 
@@ -188,7 +189,9 @@ class BatchSpec:
         configuration file's text."""
         if self.config_path is not None:
             try:
-                text = Path(self.config_path).read_text(encoding="utf-8", errors="replace")
+                path = Path(self.config_path)
+                path = path / WORLD_FILE if path.is_dir() else path  # a world folder
+                text = path.read_text(encoding="utf-8", errors="replace")
             except OSError:
                 text = self.config_path
             return fingerprint("batch-source", {"config": text}, length=16)

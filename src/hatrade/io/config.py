@@ -59,7 +59,6 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,6 +68,7 @@ from hatrade.core.income import IncomeProcess, income_process
 from hatrade.core.memory import check_world_memory
 from hatrade.core.params import FINANCIAL_REGIMES, Household, ParameterError, World
 from hatrade.io.validate import loads_toml
+from hatrade.io.world_folder import config_file
 from hatrade.solve.options import resolve_solve_for, solve_input_problem, solver_options
 
 __all__ = [
@@ -617,9 +617,9 @@ def load_config(path) -> SolveConfig:
     ------
     ConfigError
         Missing or unreadable file, invalid TOML (with line and column), or an invalid
-        configuration (see :func:`parse_config`).
+        configuration (see :func:`parse_config`). A folder is read as its world.toml.
     """
-    path = Path(path)
+    path = config_file(path)  # a world folder (--world DIR) stands for its world.toml
     if not path.is_file():
         raise ConfigError(
             f"{path}: configuration file does not exist"
