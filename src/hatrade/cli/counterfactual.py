@@ -126,7 +126,16 @@ def counterfactual_command(
     tariff_change: float = typer.Option(
         0.0,
         "--tariff-change",
-        help="Added to the selected pairs' ad-valorem tariffs (revenue rebated lump sum).",
+        help="Added to the selected pairs' ad-valorem tariffs (revenue rebated by --rebate).",
+    ),
+    tariff: Optional[float] = typer.Option(
+        None, "--tariff", help="Set the selected pairs' tariffs to this level (>= 0)."
+    ),
+    rebate: Optional[str] = typer.Option(
+        None, "--rebate", help="Tariff revenue: lump-sum, labor-income or group:<income group>."
+    ),
+    labor_tax: Optional[List[str]] = typer.Option(
+        None, "--labor-tax", help="CODE=RATE: labor-income tax in [0, 1), rebated lump sum."
     ),
     tfp: Optional[List[str]] = typer.Option(None, "--tfp", help="CODE=CHANGE: A' = (1+change) A."),
     labor: Optional[List[str]] = typer.Option(
@@ -168,38 +177,20 @@ def counterfactual_command(
     name: Optional[str] = typer.Option(None, "--name", help="Name of the run."),
 ) -> None:
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
-    from hatrade.analysis.counterfactual import apply_scenario, parse_pairs
+    from hatrade.analysis.counterfactual import apply_scenario
     from hatrade.io.folders import prepare_output
 
     # ---- everything (options, files, folders) is checked before any solve
     if forbid_d_below_one and allow_d_below_one:
         fail("give either --forbid-d-below-one or --allow-d-below-one, not both.")
     cal_name, cfg, world0, source = _base_world(calibration, config)
-    scenario = _scenario(
-        name,
-        dict(
-            trade_cost_change=trade_cost_change,
-            importer=importer,
-            exporter=exporter,
-            pairs=parse_pairs(list(pair) if pair else None),
-            symmetric=symmetric,
-            all_pairs=all_pairs,
-            tariff_change=tariff_change,
-            tfp_change=_parse_changes(tfp, "tfp"),
-            labor_change=_parse_changes(labor, "labor"),
-            financial=financial,
-            allow_d_below_one=not forbid_d_below_one,
-        ),
-    )
+    scenario = _scenario(name, _scenario_fields(locals()))
     name = scenario.name
     _check_n_nodes(n_nodes)
     report = _report_countries(countries, world0, scenario)
     compare_summary = _read_compare(compare) if compare is not None else None
     label = f"HA {cal_name}" if config is None else "HA model"
-    if out is None:
-        base = cal_name if config is None else Path(config).stem
-        out = Path("results") / f"counterfactual-{base}-{name}"
-    out = Path(out)
+    out = _default_out(out, cal_name, config, name)
     folder = prepare_output(out, _KIND, what="counterfactual")
     apply_scenario(world0, scenario)  # the last check: raises, or warns once, before solving
 
@@ -213,6 +204,38 @@ def counterfactual_command(
             folder, base_eq, cf, results, compare_summary, name=name, label=label, source=source
         )
     _print_summary(summary, cf, out)
+
+
+def _scenario_fields(opts: dict) -> dict:
+    """The :class:`~hatrade.analysis.counterfactual.Scenario` fields of the command's options."""
+    from hatrade.analysis.counterfactual import parse_pairs
+    from hatrade.analysis.instruments import parse_assignments
+
+    pair = opts["pair"]
+    return dict(
+        trade_cost_change=opts["trade_cost_change"],
+        importer=opts["importer"],
+        exporter=opts["exporter"],
+        pairs=parse_pairs(list(pair) if pair else None),
+        symmetric=opts["symmetric"],
+        all_pairs=opts["all_pairs"],
+        tariff_change=opts["tariff_change"],
+        tfp_change=_parse_changes(opts["tfp"], "tfp"),
+        labor_change=_parse_changes(opts["labor"], "labor"),
+        financial=opts["financial"],
+        allow_d_below_one=not opts["forbid_d_below_one"],
+        tariff=opts["tariff"],
+        rebate=opts["rebate"],
+        labor_tax=parse_assignments(opts["labor_tax"], "--labor-tax"),
+    )
+
+
+def _default_out(out, cal_name, config, name) -> Path:
+    """``--out``, or results/counterfactual-<calibration or config>-<name>."""
+    if out is None:
+        base = cal_name if config is None else Path(config).stem
+        out = Path("results") / f"counterfactual-{base}-{name}"
+    return Path(out)
 
 
 def _scenario(name: str | None, fields: dict):
