@@ -13,7 +13,17 @@ from __future__ import annotations
 
 import typer
 
-from . import batch, calibrate, counterfactual, efficient, elasticity, gravity, replicate, solve
+from . import (
+    batch,
+    calibrate,
+    counterfactual,
+    efficient,
+    elasticity,
+    gravity,
+    policy,
+    replicate,
+    solve,
+)
 from ._common import HatradeCommand, HatradeGroup, setup_logging
 
 __all__ = ["app"]
@@ -63,6 +73,7 @@ _COMMAND_MODULES = (
     counterfactual,
     batch,
     replicate,
+    policy,
 )
 for _module in _COMMAND_MODULES:
     _module.register(app)
