@@ -187,6 +187,15 @@ def _names(world, space: PolicySpace) -> tuple:
     return names + (("labor_tax",) if space.transfer else ())
 
 
+class _CoarseOptimum(Exception):
+    """Raised by an evaluation whose projected gradient is below ``coarse_gtol``: L-BFGS-B
+    is stopped there (its line search would go on comparing values within solver noise)."""
+
+    def __init__(self, theta):
+        super().__init__("coarse optimum")
+        self.theta = np.array(theta, float)
+
+
 class _Evaluations:
     """Criterion and gradient by theta, with a replayable record (see the module doc)."""
 
@@ -194,16 +203,20 @@ class _Evaluations:
         self.baseline, self.world, self.space = baseline, world, space
         self.objective, self.opts = objective, opts
         self.done = {tuple(e["theta"]): e for e in (history or [])}
-        self.history, self.on_evaluation = [], on_evaluation
+        self.history, self.on_evaluation, self.seen = [], on_evaluation, set()
         self.last, self.J, self.tangents, self.solves = baseline, None, None, 0
         self.eqs = {}
         self.panel = None
+        self.coarse, self.bounds = None, None  # set while L-BFGS-B runs
 
     def __call__(self, x):
         key = tuple(float(v) for v in x)
-        if key in self.done:
+        if key in self.done:  # replayed from a checkpoint, or evaluated before in this run
             e = self.done[key]
-            self.history.append(e)
+            if key not in self.seen:
+                self.seen.add(key)
+                self.history.append(e)
+            self._stop_if_coarse(x, e["grad"])
             return -e["value"], -np.asarray(e["grad"])
         t0 = time.perf_counter()
         w = world_at(self.world, self.space, x)
@@ -234,9 +247,16 @@ class _Evaluations:
             e["seconds"],
         )
         self.history.append(e)
+        self.done[key] = e
+        self.seen.add(key)
         if self.on_evaluation is not None:
             self.on_evaluation(e)
+        self._stop_if_coarse(x, g.grad)
         return -g.value, -g.grad
+
+    def _stop_if_coarse(self, x, grad):
+        if self.coarse is not None and _projected_norm(x, grad, self.bounds)[0] <= self.coarse:
+            raise _CoarseOptimum(x)
 
 
 def _projected_norm(theta, grad, bounds, eps: float = 1e-12):
@@ -354,15 +374,22 @@ def optimal_policy(
     ev = _Evaluations(baseline, world, space, objective, opts, history, on_evaluation)
     ev.last = baseline if start is None else start
     ev.panel = CriteriaPanel(baseline, country) if report_criteria else None
-    res = minimize(
-        ev,
-        x,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bounds,
-        options=dict(gtol=max(opts.gtol, opts.coarse_gtol), ftol=1e-12, maxfun=opts.max_solves),
-    )
-    theta = _polish(ev, np.asarray(res.x, float), bounds, opts.gtol)
+    ev.coarse, ev.bounds = max(opts.gtol, opts.coarse_gtol), bounds
+    try:
+        res = minimize(
+            ev,
+            x,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options=dict(gtol=ev.coarse, ftol=1e-12, maxfun=opts.max_solves),
+        )
+        x_end, success, message = np.asarray(res.x, float), bool(res.success), str(res.message)
+    except _CoarseOptimum as stop:
+        x_end, success = stop.theta, True
+        message = f"projected gradient below coarse_gtol = {ev.coarse:g}"
+    ev.coarse = None
+    theta = _polish(ev, x_end, bounds, opts.gtol)
     f, g = ev(theta)  # cached: evaluated before
     key = tuple(float(v) for v in theta)
     eq = ev.eqs.get(key) or solve_policy(baseline, world_at(world, space, theta), ev.last)
@@ -380,8 +407,8 @@ def optimal_policy(
         grad=-np.asarray(g),
         grad_norm=norm,
         on_bound=tuple(names[k] for k in active),
-        converged=bool(res.success),
-        message=str(res.message),
+        converged=success,
+        message=message,
         solves=ev.solves,
         history=ev.history,
         eq=eq,
