@@ -13,7 +13,9 @@ A :class:`Scenario` describes the change relative to a baseline world:
   t_{ij}/(1+t_{ij}) M_{ij}`);
 * TFP and labor by country, :math:`A'_i = (1 + \Delta^A_i) A_i`,
   :math:`L'_i = (1 + \Delta^L_i) L_i`;
-* the financial regime (``"globalization"`` or ``"autarky"``).
+* the financial regime (``"globalization"`` or ``"autarky"``);
+* policy instruments (:mod:`hatrade.analysis.instruments`): a uniform tariff level on the
+  selected pairs, the rule by which tariff revenue is rebated, labor-income taxes.
 
 The new stationary equilibrium holds the discount factor at its baseline value and solves
 the wages and the interest rate(s) (and the transfers under tariffs), warm-started from the
@@ -31,10 +33,20 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
+from hatrade.analysis.instruments import (
+    apply_instruments,
+    check_tariff,
+    finite_number,
+    labor_tax_mapping,
+    parse_pairs,
+    scaled_by_country,
+    selected_pairs,
+)
+from hatrade.core.instruments import check_rebate
 from hatrade.core.params import FINANCIAL_REGIMES, ParameterError, World
 
 __all__ = [
@@ -45,6 +57,7 @@ __all__ = [
     "run_counterfactual",
     "baseline_equilibrium",
     "SCENARIO_KEYS",
+    "parse_pairs",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,17 +76,10 @@ SCENARIO_KEYS = (
     "labor_change",
     "financial",
     "allow_d_below_one",
+    "tariff",
+    "rebate",
+    "labor_tax",
 )
-
-
-def _finite(x, name: str) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} = {x!r} is not allowed: {name} must be a number.") from None
-    if not math.isfinite(v):
-        raise ParameterError(f"{name} = {x!r} is not allowed: {name} must be finite.")
-    return v
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,15 @@ class Scenario:
         at the floor 1, among them). False keeps the floor: such a change is rejected
         before any solve, naming the pairs (CLI ``--forbid-d-below-one``, batch files
         ``allow_d_below_one = false``).
+    tariff : float, optional
+        Sets the ad-valorem tariff of every selected pair to this level (>= 0), a uniform
+        tariff (after ``tariff_change``, which it cannot be combined with).
+    rebate : str, optional
+        How tariff revenue is rebated in every country
+        (:data:`hatrade.core.instruments.REBATE_RULES`; None: as in the baseline).
+    labor_tax : mapping country -> float
+        Labor-income tax rates in [0, 1), revenue rebated lump sum
+        (:mod:`hatrade.core.instruments`).
     """
 
     name: str = "counterfactual"
@@ -126,12 +141,22 @@ class Scenario:
     labor_change: Mapping[str, float] = field(default_factory=dict)
     financial: str | None = None
     allow_d_below_one: bool = True
+    tariff: float | None = None
+    rebate: str | None = None
+    labor_tax: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.tariff is not None:
+            object.__setattr__(self, "tariff", check_tariff(self.tariff, "tariff"))
+        if self.rebate is not None:
+            check_rebate(self.rebate, "rebate")
+        object.__setattr__(self, "labor_tax", labor_tax_mapping(self.labor_tax))
         object.__setattr__(
-            self, "trade_cost_change", _finite(self.trade_cost_change, "trade_cost_change")
+            self, "trade_cost_change", finite_number(self.trade_cost_change, "trade_cost_change")
         )
-        object.__setattr__(self, "tariff_change", _finite(self.tariff_change, "tariff_change"))
+        object.__setattr__(
+            self, "tariff_change", finite_number(self.tariff_change, "tariff_change")
+        )
         pairs = []
         for p in self.pairs or ():
             if isinstance(p, str):
@@ -154,7 +179,7 @@ class Scenario:
             if not isinstance(raw, Mapping):
                 raise ParameterError(f"{attr} must be a mapping country -> change, got {raw!r}.")
             object.__setattr__(
-                self, attr, {str(k): _finite(v, f"{attr}[{k}]") for k, v in raw.items()}
+                self, attr, {str(k): finite_number(v, f"{attr}[{k}]") for k, v in raw.items()}
             )
         if not isinstance(self.allow_d_below_one, (bool, np.bool_)):
             raise ParameterError(
@@ -172,7 +197,12 @@ class Scenario:
             or bool(self.pairs)
             or self.all_pairs
         )
-        if (self.trade_cost_change != 0.0 or self.tariff_change != 0.0) and not selects:
+        if self.tariff is not None and self.tariff_change != 0.0:
+            raise ParameterError(
+                f"scenario {self.name!r}: give tariff (a level) or tariff_change, not both."
+            )
+        changes = self.trade_cost_change != 0.0 or self.tariff_change != 0.0
+        if (changes or self.tariff is not None) and not selects:
             raise ParameterError(
                 f"scenario {self.name!r}: a trade cost or tariff change needs "
                 "pairs: give importer, exporter, pairs or all_pairs."
@@ -207,6 +237,7 @@ class Scenario:
         d["pairs"] = [list(p) for p in self.pairs]
         d["tfp_change"] = dict(self.tfp_change)
         d["labor_change"] = dict(self.labor_change)
+        d["labor_tax"] = dict(self.labor_tax)
         return d
 
     @property
@@ -217,44 +248,10 @@ class Scenario:
             and not any(self.tfp_change.values())
             and not any(self.labor_change.values())
             and self.financial is None
+            and self.tariff is None
+            and self.rebate is None
+            and not self.labor_tax
         )
-
-
-def selected_pairs(world: World, scenario: Scenario) -> np.ndarray:
-    """Boolean (M, M) mask of the ordered pairs (importer, exporter) a scenario changes.
-
-    Raises ParameterError naming an unknown country code.
-    """
-    M = world.M
-    mask = np.zeros((M, M), bool)
-    if scenario.all_pairs:
-        mask[:] = True
-    if scenario.importer is not None:
-        mask[world.index(scenario.importer), :] = True
-    if scenario.exporter is not None:
-        mask[:, world.index(scenario.exporter)] = True
-    for i_code, j_code in scenario.pairs:
-        i, j = world.index(i_code), world.index(j_code)
-        mask[i, j] = True
-        if scenario.symmetric:
-            mask[j, i] = True
-    np.fill_diagonal(mask, False)
-    return mask
-
-
-def _scaled(world: World, values, changes: Mapping, name: str, field_: str, what: str):
-    """``values`` with ``(1 + x)`` applied for each country code in ``changes``; stays > 0."""
-    out = np.array(values, float)
-    for code, x in changes.items():
-        i = world.index(code)
-        out[i] = (1.0 + x) * out[i]
-        if not out[i] > 0:
-            raise ParameterError(
-                f"scenario {name!r}: {field_}[{code}] = {x} makes {what} of "
-                f"{code} {out[i]:.6g}; it must stay positive (the change must "
-                "be > -1)."
-            )
-    return out
 
 
 def apply_scenario(world: World, scenario: Scenario, *, warn: bool = True) -> World:
@@ -334,8 +331,18 @@ def apply_scenario(world: World, scenario: Scenario, *, warn: bool = True) -> Wo
                 f"{scenario.tariff_change} makes tariffs negative for "
                 f"importer,exporter {names}; tariffs must be >= 0."
             )
-    tfp = _scaled(world, world.tfp, scenario.tfp_change, scenario.name, "tfp_change", "TFP")
-    labor = _scaled(
+    instruments = apply_instruments(
+        world,
+        tariffs,
+        mask,
+        tariff=scenario.tariff,
+        rebate=scenario.rebate,
+        labor_tax=scenario.labor_tax,
+    )
+    tfp = scaled_by_country(
+        world, world.tfp, scenario.tfp_change, scenario.name, "tfp_change", "TFP"
+    )
+    labor = scaled_by_country(
         world, world.labor, scenario.labor_change, scenario.name, "labor_change", "the labor force"
     )
     financial = scenario.financial or world.financial
@@ -346,12 +353,12 @@ def apply_scenario(world: World, scenario: Scenario, *, warn: bool = True) -> Wo
         meta["d_below_one"] = [[c[i], c[j], float(d[i, j])] for i, j in np.argwhere(below)]
     return world.replace(
         d=d,
-        tariffs=tariffs,
         tfp=tfp,
         labor=labor,
         financial=financial,
         meta=meta,
         allow_d_below_one=bool(world.allow_d_below_one or np.any(below)),
+        **instruments,
     )
 
 
@@ -578,22 +585,3 @@ def run_counterfactual(
         **opts,
     )
     return Counterfactual(scenario=sc, baseline=baseline, new=new)
-
-
-def parse_pairs(text: str | Iterable[str] | None) -> tuple:
-    """``"USA,CAN;CAN,USA"`` (or a list of ``"USA,CAN"``) -> (("USA","CAN"), ("CAN","USA"))."""
-    if text is None:
-        return ()
-    items = text.split(";") if isinstance(text, str) else list(text)
-    out = []
-    for it in items:
-        it = it.strip()
-        if not it:
-            continue
-        parts = [p.strip() for p in it.split(",")]
-        if len(parts) != 2:
-            raise ParameterError(
-                f"pair {it!r} is not allowed: write IMPORTER,EXPORTER (e.g. USA,CAN)."
-            )
-        out.append(tuple(parts))
-    return tuple(out)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hatrade.core.params import ParameterError
+from hatrade.core.instruments import INCOME_GROUPS, group_weights
 
 __all__ = [
     "INCOME_GROUPS",
@@ -35,67 +35,8 @@ __all__ = [
     "quantile_weights",
 ]
 
-#: Income groups: name -> (lower, upper) population quantiles of labor income.
-INCOME_GROUPS: dict[str, tuple[float, float]] = {
-    "below_median": (0.0, 0.5),
-    "median_45_55": (0.45, 0.55),
-    "above_median": (0.5, 1.0),
-    "bottom_20": (0.0, 0.2),
-    "top_20": (0.8, 1.0),
-}
-
 #: Expenditure quintiles: name -> (lower, upper) quantiles (Q1 the poorest).
 QUINTILES: dict[str, tuple[float, float]] = {f"Q{k + 1}": (k / 5, (k + 1) / 5) for k in range(5)}
-
-
-def _check(v, m, lo, hi):
-    if v.shape != m.shape:
-        raise ParameterError(f"values and mass must have the same size ({v.size} != {m.size}).")
-    if not (0.0 <= lo < hi <= 1.0):
-        raise ParameterError(
-            f"group quantiles ({lo}, {hi}) are not allowed: need 0 <= lo < hi <= 1."
-        )
-    if np.any(m < 0) or not np.isfinite(m).all() or m.sum() <= 0:
-        raise ParameterError("mass must be finite, non-negative and not all zero.")
-    if not np.isfinite(v).all():
-        raise ParameterError("the ranking variable has non-finite values.")
-
-
-def group_weights(values, mass, lo: float, hi: float) -> np.ndarray:
-    r"""Exact weights of the population quantile range [lo, hi] of ``values``.
-
-    Households are ranked by ``values``; the group holds the population between the
-    ``lo`` and ``hi`` quantiles. States with equal values form one block that is split
-    proportionally to mass where it straddles a boundary: with :math:`F^-_b, F^+_b` the
-    population shares below and up to block :math:`b`, each state of the block gets the
-    fraction :math:`|[F^-_b, F^+_b] \cap [lo, hi]| / (F^+_b - F^-_b)` of its mass, so the
-    weights sum to exactly ``(hi - lo) * sum(mass)``.
-
-    Parameters
-    ----------
-    values : array (n,)
-        Ranking variable (e.g. labor income).
-    mass : array (n,)
-        Non-negative population weights.
-    lo, hi : float
-        Quantiles, 0 <= lo < hi <= 1.
-
-    Returns
-    -------
-    ndarray (n,)
-        Each state's mass inside the group.
-    """
-    v = np.asarray(values, float).ravel()
-    m = np.asarray(mass, float).ravel()
-    _check(v, m, lo, hi)
-    total = m.sum()
-    levels, inv = np.unique(v, return_inverse=True)
-    block = np.bincount(inv, weights=m, minlength=levels.size) / total
-    F_hi = np.cumsum(block)
-    F_lo = F_hi - block
-    overlap = np.clip(np.minimum(F_hi, hi) - np.maximum(F_lo, lo), 0.0, None)
-    frac = np.divide(overlap, block, out=np.zeros_like(block), where=block > 0)
-    return m * frac[inv]
 
 
 def quantile_weights(values, mass, groups: dict) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ from . import (
     efficient,
     elasticity,
     gravity,
+    policy,
     replicate,
     solve,
     transition,
@@ -76,6 +77,7 @@ _COMMAND_MODULES = (
     batch,
     replicate,
     data,
+    policy,
 )
 for _module in _COMMAND_MODULES:
     _module.register(app)

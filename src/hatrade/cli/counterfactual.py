@@ -64,12 +64,15 @@ from .scenario_options import (
     global_option,
     importer_option,
     labor_option,
+    labor_tax_option,
     n_nodes_option,
     name_option,
     pair_option,
+    rebate_option,
     scenario_from_options,
     symmetric_option,
     tariff_change_option,
+    tariff_option,
     tfp_option,
     trade_cost_change_option,
 )
@@ -96,6 +99,9 @@ def counterfactual_command(
     all_pairs: bool = global_option(),
     trade_cost_change: float = trade_cost_change_option(),
     tariff_change: float = tariff_change_option(),
+    tariff: Optional[float] = tariff_option(),
+    rebate: Optional[str] = rebate_option(),
+    labor_tax: Optional[List[str]] = labor_tax_option(),
     tfp: Optional[List[str]] = tfp_option(),
     labor: Optional[List[str]] = labor_option(),
     financial: Optional[str] = financial_option(),
@@ -149,6 +155,9 @@ def counterfactual_command(
         financial=financial,
         forbid_d_below_one=forbid_d_below_one,
         allow_d_below_one=allow_d_below_one,
+        tariff=tariff,
+        rebate=rebate,
+        labor_tax=labor_tax,
     )
     name = scenario.name
     check_n_nodes(n_nodes)

@@ -80,7 +80,25 @@ def tariff_change_option():
     return typer.Option(
         0.0,
         "--tariff-change",
-        help="Added to the selected pairs' ad-valorem tariffs (revenue rebated lump sum).",
+        help="Added to the selected pairs' ad-valorem tariffs (revenue rebated by --rebate).",
+    )
+
+
+def tariff_option():
+    return typer.Option(
+        None, "--tariff", help="Set the selected pairs' tariffs to this level (>= 0)."
+    )
+
+
+def rebate_option():
+    return typer.Option(
+        None, "--rebate", help="Tariff revenue: lump-sum, labor-income or group:<income group>."
+    )
+
+
+def labor_tax_option():
+    return typer.Option(
+        None, "--labor-tax", help="CODE=RATE: labor-income tax in [0, 1), rebated lump sum."
     )
 
 
@@ -148,10 +166,14 @@ def scenario_from_options(
     financial=None,
     forbid_d_below_one: bool = False,
     allow_d_below_one: bool = False,
+    tariff=None,
+    rebate=None,
+    labor_tax=None,
 ):
     """The :class:`~hatrade.analysis.counterfactual.Scenario` of the scenario options
     (``name`` checked, or made from the selection and the change)."""
     from hatrade.analysis.counterfactual import Scenario, parse_pairs
+    from hatrade.analysis.instruments import parse_assignments
 
     if forbid_d_below_one and allow_d_below_one:
         fail("give either --forbid-d-below-one or --allow-d-below-one, not both.")
@@ -173,6 +195,9 @@ def scenario_from_options(
         labor_change=parse_changes(labor, "labor"),
         financial=financial,
         allow_d_below_one=not forbid_d_below_one,
+        tariff=tariff,
+        rebate=rebate,
+        labor_tax=parse_assignments(labor_tax, "--labor-tax"),
     )
 
 

@@ -57,7 +57,8 @@ class HHParams(NamedTuple):
     p : (M,) prices of the varieties, :math:`p_{ij} = d_{ij} w_j (1+t_{ij}) / A_j`
     w : () wage per efficiency unit
     R : () gross interest rate
-    T : () lump-sum transfer per household
+    T : () lump-sum transfer per household, or (Nz,) by income state (policy instruments,
+        :func:`hatrade.core.markets.income_transfers`)
     beta : () discount factor
     gamma : () relative risk aversion
     sigma : () logit scale for this country, :math:`\\sigma_\\epsilon A_i^{1-\\gamma}`

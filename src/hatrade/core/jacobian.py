@@ -69,6 +69,7 @@ from hatrade.core.markets import (
     aggregate,
     country_params,
     excess_demands,
+    income_transfers,
     model_arrays,
     solve_countries,
 )
@@ -178,7 +179,7 @@ def _block_jvps(
             p=base.p * jnp.exp(xp),
             w=w0 * jnp.exp(xw),
             R=R,
-            T=T,
+            T=income_transfers(arrs, w0 * jnp.exp(xw), T),
             beta=bc(beta),
             sigma=arrs.sigma * scale,
             psi=psi * scale[:, None, None],
@@ -192,7 +193,7 @@ def _block_jvps(
         return agg["M"], agg["A"], x, extra
 
     zM = jnp.zeros(M)
-    primal = (jnp.zeros((M, M)), zM, zM, base.R, base.beta[0], base.T, state)
+    primal = (jnp.zeros((M, M)), zM, zM, base.R, base.beta[0], T0, state)
     primal += (jnp.zeros(()),) if with_psi else ()
 
     def one(dp, dw, dA, dR, db, dT, dx, *dpsi):

@@ -40,12 +40,14 @@ from hatrade.core.household import (
     solve_fixed_point,
 )
 from hatrade.core.income import IncomeProcess
+from hatrade.core.instruments import rebate_weights
 from hatrade.core.params import Household, World
 
 __all__ = [
     "ModelArrays",
     "model_arrays",
     "country_params",
+    "income_transfers",
     "solve_countries",
     "aggregate",
     "solve_households",
@@ -69,7 +71,9 @@ class ModelArrays(NamedTuple):
     (importer rows). sigma : (M,) taste-shock scale :math:`\sigma_\epsilon A_i^{1-\gamma}`.
     psi : (M, Nz, M) home-variety preference by permanent income (home column only).
     a_grid : (M, Na) asset grid :math:`[-\phi A_i, a_{max} A_i]`. z, Pz : (Nz,), (Nz, Nz)
-    income states and transition matrix. gamma : scalar risk aversion.
+    income states and transition matrix. gamma : scalar risk aversion. tau : (M,) or None
+    labor-income tax rates; rebate : (M, Nz) or None rebate weights of tariff revenue by
+    income state (None: neither instrument, :mod:`hatrade.core.instruments`).
     """
 
     A: jax.Array
@@ -82,6 +86,28 @@ class ModelArrays(NamedTuple):
     z: jax.Array
     Pz: jax.Array
     gamma: jax.Array
+    tau: jax.Array | None = None
+    rebate: jax.Array | None = None
+
+
+def _instrument_arrays(world: World, inc: IncomeProcess):
+    """(tau, rebate) arrays of a world's instruments, both None when it has none."""
+    if not world.has_instruments:
+        return None, None
+    M = world.M
+    tau = np.zeros(M) if world.labor_tax is None else np.asarray(world.labor_tax, float)
+    r = rebate_weights(world.rebate, inc.z, inc.dist)
+    return jnp.asarray(tau), jnp.asarray(np.broadcast_to(r, (M, r.size)))
+
+
+def income_transfers(arrs, w, T):
+    r"""Households' transfers: ``T`` (M,) without instruments; with them, by income state
+    (M, Nz), :math:`T_i r_i(z) + \tau_i w_i (1 - z)` (tariff revenue by the rebate rule, and
+    the labor tax's lump-sum rebate net of the tax, :mod:`hatrade.core.instruments`)."""
+    if arrs.tau is None and arrs.rebate is None:
+        return T
+    z = arrs.z[None, :]
+    return T[:, None] * arrs.rebate + arrs.tau[:, None] * w[:, None] * (1.0 - z)
 
 
 def model_arrays(world: World, hh: Household, inc: IncomeProcess) -> ModelArrays:
@@ -89,6 +115,7 @@ def model_arrays(world: World, hh: Household, inc: IncomeProcess) -> ModelArrays
     A = jnp.asarray(world.tfp)
     scale = A ** (1.0 - hh.gamma)
     M = world.M
+    tau, rebate = _instrument_arrays(world, inc)
     return ModelArrays(
         A=A,
         L=jnp.asarray(world.labor),
@@ -102,6 +129,8 @@ def model_arrays(world: World, hh: Household, inc: IncomeProcess) -> ModelArrays
         z=jnp.asarray(inc.z),
         Pz=jnp.asarray(inc.P),
         gamma=jnp.asarray(float(hh.gamma)),
+        tau=tau,
+        rebate=rebate,
     )
 
 
@@ -114,7 +143,7 @@ def country_params(arrs, w, R, T, beta) -> HHParams:
         p=p,
         w=w,
         R=jnp.broadcast_to(R, (M,)),
-        T=T,
+        T=income_transfers(arrs, w, T),
         beta=bc(beta),
         gamma=bc(arrs.gamma),
         sigma=arrs.sigma,

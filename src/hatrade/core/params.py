@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from hatrade.core.errors import ParameterError, check_identifier
+from hatrade.core.instruments import check_labor_tax, check_rebate
 
 __all__ = ["Household", "World", "ParameterError", "FINANCIAL_REGIMES", "check_identifier"]
 
@@ -188,6 +189,13 @@ class World:
         scale calibrated costs without a new floor (docs/model.md 5), which takes some pairs below
         1; :func:`hatrade.analysis.counterfactual.apply_scenario` sets this flag when a scenario asks
         for that explicitly.
+    rebate : str
+        How tariff revenue is paid out to the importer's households
+        (:data:`hatrade.core.instruments.REBATE_RULES`): ``"lump-sum"`` (default),
+        ``"labor-income"`` or ``"group:<income group>"``.
+    labor_tax : array (M,) or None
+        Labor-income tax rates :math:`\tau_i \in [0, 1)` whose revenue is rebated lump sum
+        (:mod:`hatrade.core.instruments`); None: no tax.
     """
 
     countries: tuple
@@ -198,6 +206,8 @@ class World:
     financial: Literal["globalization", "autarky"] = "globalization"
     meta: dict = field(default_factory=dict)
     allow_d_below_one: bool = False
+    rebate: str = "lump-sum"
+    labor_tax: np.ndarray | None = None
 
     def __post_init__(self):
         if isinstance(self.countries, str) or not hasattr(self.countries, "__iter__"):
@@ -259,6 +269,12 @@ class World:
                 f"financial = {self.financial!r} is not allowed: financial must be "
                 f"one of {FINANCIAL_REGIMES}."
             )
+        check_rebate(self.rebate, "rebate")
+        if self.labor_tax is not None:
+            tax = _as_float_array(self.labor_tax, "labor_tax", (M,))
+            for k, x in enumerate(tax):
+                check_labor_tax(x, f"labor_tax[{countries[k]}]")
+            object.__setattr__(self, "labor_tax", tax)
         object.__setattr__(self, "tfp", tfp)
         object.__setattr__(self, "labor", labor)
         object.__setattr__(self, "d", d)
@@ -269,6 +285,14 @@ class World:
         """Whether any tariff is positive (then tariff revenue is rebated and the transfers
         are equilibrium unknowns)."""
         return self.tariffs is not None and bool(np.any(np.asarray(self.tariffs) > 0))
+
+    @property
+    def has_instruments(self) -> bool:
+        """Whether a non-lump-sum rebate rule or a positive labor tax is set (then the
+        households' non-asset income carries the extra terms of
+        :mod:`hatrade.core.instruments`)."""
+        tax = self.labor_tax is not None and bool(np.any(np.asarray(self.labor_tax) > 0))
+        return tax or self.rebate != "lump-sum"
 
     @property
     def M(self) -> int:
@@ -295,4 +319,6 @@ class World:
             "tariffs": None if self.tariffs is None else self.tariffs.tolist(),
             "financial": self.financial,
             **({"allow_d_below_one": True} if self.allow_d_below_one else {}),
+            **({"rebate": self.rebate} if self.rebate != "lump-sum" else {}),
+            **({"labor_tax": self.labor_tax.tolist()} if self.labor_tax is not None else {}),
         }

@@ -125,6 +125,11 @@ def _model_object(obj):
                 "d": _array_digest(obj.d),
                 "tariffs": None if obj.tariffs is None else _array_digest(obj.tariffs),
                 "financial": obj.financial,
+                # policy instruments: only when set, so that fingerprints without them stay
+                **({"rebate": obj.rebate} if obj.rebate != "lump-sum" else {}),
+                **(
+                    {"labor_tax": _array_digest(obj.labor_tax)} if obj.labor_tax is not None else {}
+                ),
             }
         }
     if isinstance(obj, Household):

@@ -1,0 +1,114 @@
+"""Benchmark: the optimal uniform tariff of one country in the 19-country world.
+
+Reported side by side with the targets of issue 18:
+
+* equilibrium solves of the optimization (target <= 10) against a grid search over 20
+  tariff values (20 solves, and a grid's precision of 1/20 of the range at best);
+* the cost of one criterion gradient *beyond the equilibrium it is taken at*, in
+  household-solve equivalents of that country (one household solve from the author's
+  initial guess, timed in the same run: ``hatrade.welfare.problem.reference_solve_time``),
+  cold (no tangent warm start) and warm (tangents of the previous gradient), after a
+  warm-up call (compilation excluded); target <= 2;
+* the wall time of the whole optimization: the cost of one best response of a Nash
+  iteration (a 19-country Nash equilibrium needs a few rounds of 19 of them).
+
+    python benchmarks/policy.py [--country USA] [--criterion utilitarian] [--small]
+
+``--small`` uses a 3-country world with 20 asset points (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+
+def _baseline(small: bool):
+    from hatrade.analysis.counterfactual import baseline_equilibrium
+    from hatrade.core.params import Household, World
+    from hatrade.solve.equilibrium import solve_equilibrium
+
+    if not small:
+        return baseline_equilibrium("baseline")
+    w = World(
+        countries=("AAA", "BBB", "USA"),
+        tfp=[1.0, 0.8, 1.2],
+        labor=[1.0, 0.5, 0.7],
+        d=[[1.0, 1.3, 1.6], [1.2, 1.0, 1.4], [1.8, 1.25, 1.0]],
+    )
+    return solve_equilibrium(w, Household(n_a=20, beta=0.93), solve_for="R")
+
+
+def _world_solve_time(eq, repeat: int = 2) -> float:
+    """Seconds of one household solve of every country at ``eq``'s prices from the author's
+    initial guess, with distributions and aggregates (``hatrade.evaluate``; compiled first)."""
+    from hatrade.solve.equilibrium import evaluate
+
+    def run():
+        evaluate(eq.world, eq.household, eq.prices.w, R=eq.prices.R, beta=eq.beta,
+                 T=eq.prices.T, income=eq.income)  # fmt: skip
+
+    run()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--country", default="USA")
+    ap.add_argument("--criterion", default="utilitarian")
+    ap.add_argument("--small", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("jax", "absl", "hatrade.solve.newton"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    import numpy as np
+
+    from hatrade.policy.gradient import criterion_gradient
+    from hatrade.policy.optimal import make_objective, optimal_policy, policy_space
+    from hatrade.welfare.problem import reference_solve_time
+
+    t0 = time.perf_counter()
+    base = _baseline(args.small)
+    t_base = time.perf_counter() - t0
+    print(f"baseline: {base.world.M} countries, {t_base:.1f} s")
+    res = optimal_policy(base, args.country, criterion=args.criterion)
+    print(
+        f"optimal tariff of {args.country} ({args.criterion}): {res.theta[0]:.6f}, criterion "
+        f"{res.value:.6f}%, projected gradient {res.grad_norm:.1e}, on bound {res.on_bound}, "
+        f"{res.solves} equilibrium solves, {res.seconds:.0f} s"
+    )
+    sp = policy_space(base.world, args.country, "tariff")
+    obj = make_objective(base, args.country, args.criterion)
+    g = criterion_gradient(res.eq, sp, obj, res.theta)  # warm-up (compiled already)
+    t1 = time.perf_counter()
+    g = criterion_gradient(res.eq, sp, obj, res.theta)
+    t_cold = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    criterion_gradient(res.eq, sp, obj, res.theta, tangents=g.tangents)
+    t_warm = time.perf_counter() - t1
+    ref, ref_it = reference_solve_time(res.eq, args.country, hh_tol=1e-10, hh_max_iter=3000)
+    world_ref = _world_solve_time(res.eq)
+    per_solve = np.mean([e["seconds"] for e in res.history if "seconds" in e])
+    print()
+    print(f"{'quantity':<52}{'hatrade':>12}{'target/peer':>14}")
+    print(f"{'equilibrium solves to the optimum':<52}{res.solves:>12d}{'<= 10':>14}")
+    print(f"{'  grid search over 20 tariffs':<52}{'':>12}{20:>14d}")
+    print(f"{'gradient, household-solve equivalents (cold)':<52}{t_cold / ref:>12.1f}{'<= 2':>14}")
+    print(f"{'gradient, household-solve equivalents (warm)':<52}{t_warm / ref:>12.1f}{'<= 2':>14}")
+    print(f"{'gradient, world household solves (cold)':<52}{t_cold / world_ref:>12.1f}{'<= 2':>14}")
+    print(f"{'gradient, world household solves (warm)':<52}{t_warm / world_ref:>12.1f}{'<= 2':>14}")
+    print(f"{'one household solve of ' + args.country + ' [s]':<52}{ref:>12.3f}{ref_it:>14d} it")
+    print(f"{'one world household solve (all countries) [s]':<52}{world_ref:>12.3f}")
+    print(f"{'one evaluation (solve + gradient) [s]':<52}{per_solve:>12.1f}")
+    print(f"{'one best response (whole optimization) [s]':<52}{res.seconds:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()
