@@ -231,3 +231,18 @@ def test_us_cut_transition_19_countries():
     assert tr.converged and tr.residual < 1e-8
     assert np.max(np.abs(s.w[-1] - tr.new.prices.w)) < 1e-8
     assert np.max(np.abs(s.R[-1] - tr.new.prices.R)) < 1e-8
+
+
+def test_policy_instruments_are_refused_along_a_path():
+    """Rebate rules other than lump sum and labor taxes are steady-state only (issue 18):
+    a transition refuses them before any solve, naming the fields."""
+    from types import SimpleNamespace
+
+    w = World(countries=["A", "B"], tfp=[1, 1], labor=[1, 1], d=[[1, 1.5], [1.5, 1]])
+    old = SimpleNamespace(world=w)
+    for sc in (
+        Scenario(importer="A", tariff_change=0.1, rebate="labor-income"),
+        Scenario(importer="A", trade_cost_change=-0.1, labor_tax={"A": 0.1}),
+    ):
+        with pytest.raises(ParameterError, match="not supported in transitions"):
+            run_transition(old, sc, periods=10)

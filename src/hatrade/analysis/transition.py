@@ -305,6 +305,18 @@ def path_shocks(world: World, table, periods: int) -> tuple[PathShocks, World]:
     return PathShocks(np.stack(d_p), np.stack(t_p), np.stack(L_p)), final
 
 
+def _check_instruments(old: World, final: World, name) -> None:
+    """The path engine rebates tariff revenue lump sum and knows no labor tax (issue 18's
+    instruments are steady-state only so far): refuse them rather than mix rules."""
+    for w, which in ((old, "baseline world"), (final, f"scenario {name!r}")):
+        if w.rebate != "lump-sum" or w.labor_tax is not None:
+            raise ParameterError(
+                f"{which}: rebate = {w.rebate!r}, labor_tax = {w.labor_tax!r} is not "
+                "supported in transitions yet: only tariff revenue rebated lump sum "
+                "(rebate = 'lump-sum', no labor_tax); use run_counterfactual for the others."
+            )
+
+
 def scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
     """The per-period arrays of a permanent ``sc`` from ``news_date`` on, and the final
     world (:func:`~hatrade.analysis.counterfactual.apply_scenario`)."""
@@ -319,6 +331,7 @@ def scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
             "asset grid scales with TFP); use run_counterfactual for a TFP change."
         )
     final = apply_scenario(world, sc)
+    _check_instruments(world, final, sc.name)
     M = world.M
     t_old = np.zeros((M, M)) if world.tariffs is None else np.asarray(world.tariffs, float)
     t_new = np.zeros((M, M)) if final.tariffs is None else np.asarray(final.tariffs, float)
@@ -452,6 +465,7 @@ def run_transition(
                 "news_date is not allowed with a path table: its periods are the dates."
             )
         shocks, final = path_shocks(old.world, shock, opts.periods)
+        _check_instruments(old.world, final, "path table")
         desc = {"path_table": True}
     if _same_world(old.world, final):
         new = old
