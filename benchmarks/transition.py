@@ -141,6 +141,12 @@ def bench_us_cut(T: int) -> None:
     print("US wage path (relative to old):", np.round(sol.w[:6, ci] / old.prices.w[ci], 5))
     print("R path:", np.round(sol.R[:6, 0], 6), "new", float(new.prices.R[0]))
     print(f"peak memory (max RSS): {_peak_gb():.2f} GB (target <= 4)")
+    # the checks the 19-country run must pass (kept here, not in CI: the run costs minutes)
+    gap_w = float(np.max(np.abs(sol.w[-1] - new.prices.w)))
+    gap_R = float(np.max(np.abs(sol.R[-1] - new.prices.R)))
+    print(f"end of the path against the new steady state: wages {gap_w:.1e}, R {gap_R:.1e}")
+    if not (sol.converged and sol.residual < 1e-8 and gap_w < 1e-8 and gap_R < 1e-8):
+        raise SystemExit("the 19-country transition failed its checks (converged, 1e-8)")
 
 
 def main() -> None:

@@ -405,7 +405,8 @@ def test_cli_replicate_goes_on_without_an_unusable_cache(tmp_path, monkeypatch):
     root.write_text("not a folder\n")
     monkeypatch.setenv("HATRADE_CACHE", str(root))
     real = rep.replicate
-    monkeypatch.setattr(rep, "replicate", lambda out, **kw: real(out, stages=[], **kw))
+    # the command passes its stages; none run here
+    monkeypatch.setattr(rep, "replicate", lambda out, **kw: real(out, **{**kw, "stages": []}))
     res = CliRunner().invoke(app, ["replicate", "--quick", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())

@@ -221,16 +221,9 @@ def test_temporary_tariff_is_rebated_each_period(old):
     assert G[0, 0] > 0 and np.max(np.abs(G[3:])) == 0.0
 
 
-@pytest.mark.slow
-def test_us_cut_transition_19_countries():
-    from hatrade.analysis.counterfactual import baseline_equilibrium
-
-    old = baseline_equilibrium("baseline")
-    tr = run_transition(old, Scenario(importer="USA", trade_cost_change=-0.10), periods=300)
-    s = tr.solution
-    assert tr.converged and tr.residual < 1e-8
-    assert np.max(np.abs(s.w[-1] - tr.new.prices.w)) < 1e-8
-    assert np.max(np.abs(s.R[-1] - tr.new.prices.R)) < 1e-8
+# The 19-country US cut at T = 300 (converged to 1e-8, the end of the path at the new steady
+# state to 1e-8) is checked by `python benchmarks/transition.py --us-cut`, which exits with
+# an error when a check fails: about 7 minutes on two cores, too long for CI.
 
 
 def test_policy_instruments_are_refused_along_a_path():
