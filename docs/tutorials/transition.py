@@ -28,6 +28,7 @@ world = hatrade.World(
     d=[[1.0, 1.6], [1.6, 1.0]],
 )
 household = hatrade.Household(gamma=1.45, sigma_eps=0.33, psi_slope=0.725, beta=0.93, n_a=30)
+household = household.replace(n_perm=3, n_iid=1)  # a small income process: quick
 old = hatrade.solve_equilibrium(world, household)
 
 # %% [markdown]
