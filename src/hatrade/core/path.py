@@ -169,7 +169,8 @@ def _evaluate(arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, n_
     fwd = _forward_segment(arrs, beta, back)
     lam_end, outs = jax.lax.scan(fwd, lam0, (segs, _segments(pin.L, n_seg), ends))
     outs = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), outs)
-    return PathOutputs(*outs, V0=V0, lam_end=lam_end)
+    M, X, A, A_held, G, N, Y = outs  # the per-period fields of PathOutputs, in order
+    return PathOutputs(M, X, A, A_held, G, N, Y, V0=V0, lam_end=lam_end)
 
 
 def evaluate_path(

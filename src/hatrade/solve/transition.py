@@ -288,12 +288,13 @@ def solve_transition(
         path has not settled at the new steady state by period T (try more periods).
     """
     prob = PathProblem(old, new, shocks, options)
-    work = {"path_evaluations": 1, "seconds": {}}
+    seconds: dict[str, float] = {}
+    work: dict = {"path_evaluations": 1, "seconds": seconds}
     t0 = time.perf_counter()
     J = transition_jacobian(prob.arrs, prob.layout, new, prob.T, log=log)
     lu = sla.lu_factor(J, overwrite_a=True, check_finite=False)
     del J
-    work["seconds"]["jacobian"] = time.perf_counter() - t0
+    seconds["jacobian"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     U0 = prob.guess()
     if options.linear:
@@ -304,7 +305,7 @@ def solve_transition(
         its, history = 1, []
     else:
         U, H, out, its, history = _newton(prob, U0, lu, work, progress)
-    work["seconds"]["newton"] = time.perf_counter() - t0
+    seconds["newton"] = time.perf_counter() - t0
     err = float(np.max(np.abs(H)))
     pin = prob.inputs(jnp.asarray(U))
     w, R, Tr = (np.asarray(x) for x in (pin.w, pin.R, pin.T))
