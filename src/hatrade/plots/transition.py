@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from hatrade.plots.style import new_figure, save_figure
+from hatrade.plots.welfare import grouped_bars
 
 __all__ = ["paths_figure", "transition_gains_figure", "save_transition_figures"]
 
@@ -101,27 +101,8 @@ def transition_gains_figure(summary: dict, title: str | None = None):
         series[label] = [_num(q.get(f"Q{k}")) for k in range(1, 6)] + [_num(s["mean_gain_percent"])]
     fig = new_figure((6.5, 4.2))
     ax = fig.add_subplot()
-    width = 0.8 / len(series)
-    x = np.arange(len(groups))
-    for k, (label, vals) in enumerate(series.items()):
-        pos = x - 0.4 + width * (k + 0.5)
-        bars = ax.bar(pos, vals, width=width * 0.95, color=_COLORS[k], label=label)
-        for b, v in zip(bars, vals):
-            if np.isfinite(v):
-                ax.annotate(
-                    f"{v:.2f}",
-                    (b.get_x() + b.get_width() / 2, v),
-                    ha="center",
-                    va="bottom" if v >= 0 else "top",
-                    fontsize=7,
-                    xytext=(0, 2 if v >= 0 else -2),
-                    textcoords="offset points",
-                )
-    ax.set_xticks(x, groups)
-    ax.axhline(0.0, color="black", lw=0.6)
-    ax.set_ylabel("welfare gain, % (equivalent variation)")
+    grouped_bars(ax, groups, series, "welfare gain, % (equivalent variation)")
     ax.set_xlabel("expenditure quintile (old steady state), population mean")
-    ax.grid(axis="y", alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
     ax.set_title(title or "Welfare gains: transition against steady state", fontsize=10)
     return fig

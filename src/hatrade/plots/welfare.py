@@ -28,6 +28,7 @@ __all__ = [
     "assets_figure",
     "save_figure",
     "save_welfare_figures",
+    "grouped_bars",
 ]
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ def _new_figure(figsize=(6.5, 4.2)):
     return new_figure(figsize)
 
 
-def _bars(ax, groups, series: dict, ylabel: str):
+def grouped_bars(ax, groups, series: dict, ylabel: str):
+    """Bars by group, one colour per series, each bar labelled with its value."""
     n = len(series)
     width = 0.8 / max(n, 1)
     x = np.arange(len(groups))
@@ -67,7 +69,7 @@ def _gain_bars_figure(groups, series: dict, xlabel: str, title: str):
     """Bars of welfare gains (percent, EV) by group, one series per model; a legend if several."""
     fig = _new_figure()
     ax = fig.add_subplot()
-    _bars(ax, groups, series, "welfare gain, % (equivalent variation)")
+    grouped_bars(ax, groups, series, "welfare gain, % (equivalent variation)")
     ax.set_xlabel(xlabel)
     if len(series) > 1:
         ax.legend(frameon=False, fontsize=8)
