@@ -77,3 +77,27 @@ def test_one_good_jacobians_equal_sequence_jacobians(x64):
             ref = np.asarray(Js[name][inp])
             err = np.max(np.abs(J[:, o, :, k] - ref))
             assert err < 1e-6 * max(1.0, np.max(np.abs(ref))), (name, inp, err)
+
+
+def test_truncated_jacobian_equals_the_full_one(x64):
+    """The truncated passes (news effects and expectation vectors below ``tol``) give the
+    Jacobian of all horizons to within ``tol``; the chunk size changes nothing."""
+    from hatrade.solve.equilibrium import solve_equilibrium
+
+    world = World(countries=("AAA", "BBB"), tfp=[1.0, 0.8], labor=[1.0, 0.5],
+                  d=[[1.0, 1.3], [1.2, 1.0]])  # fmt: skip
+    hh = Household(n_a=20, beta=0.93, n_perm=2, n_iid=2)
+    eq = solve_equilibrium(world, hh, solve_for="R", tol=1e-11, hh_tol=1e-13)
+    arrs = model_arrays(eq.world, eq.household, eq.income)
+    p = eq.prices
+    prm = country_params(arrs, jnp.asarray(p.w), jnp.asarray(p.R), jnp.asarray(p.T), eq.beta)
+    one = lambda t: type(t)(*(jnp.asarray(np.asarray(a)[0]) for a in t))  # noqa: E731
+    args = (one(prm), one(eq.state), eq.lam[0], float(np.asarray(arrs.L)[0]), 120)
+    full = fake_news_jacobian(*args, tol=0.0)
+    scale = np.max(np.abs(full))
+    assert np.max(np.abs(full[:, :, -20:, :])) > 0  # the full one has every horizon
+    for chunk in (10, 25):
+        J = fake_news_jacobian(*args, tol=1e-12, chunk=chunk)
+        assert np.max(np.abs(J - full)) < 1e-10 * scale, chunk
+    # truncation did happen: late news (s near T) is dropped exactly
+    assert np.all(fake_news_jacobian(*args, tol=1e-6, chunk=10)[0, :, 100:, :] == 0.0)

@@ -60,7 +60,8 @@ def _country_block(J, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
     r, tr = _slots(layout, i)
     if tr is not None:
         P[M + 2, tr] = 1.0
-    G = np.einsum("tosk,km->tosm", J[:n_t, :, :n_t, :], P, optimize=True)
+    nt1, n_out = J.shape[0], J.shape[1]
+    G = (J.reshape(-1, K) @ P).reshape(nt1, n_out, nt1, n)[:n_t, :, :n_t]  # one BLAS product
     G[..., r] += J[:n_t, :, 1 : n_t + 1, M + 1]  # R_s is the unknown of period s - 1
     return G
 
@@ -94,8 +95,7 @@ def transition_jacobian(arrs, layout: Layout, new, n_t: int, log=None) -> np.nda
         J = fake_news_jacobian(prm_i, x_i, new.lam[i], L[i], n_t + 1, layout.tariffs)
         G = _country_block(J, layout, i, w, n_t)
         del J
-        for j in range(1, M):
-            JH[:, j - 1] += G[:, j] / ((1.0 + t[i, j]) * Y[j])
+        JH[:, : M - 1] += G[:, 1:M] / ((1.0 + t[i, 1:]) * Y[1:])[None, :, None, None]
         if layout.financial == "autarky":
             JH[:, M - 1 + i] += G[:, M] / Y[i]
         else:
