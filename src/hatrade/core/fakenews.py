@@ -20,7 +20,11 @@ Inputs (directions ``k``): the relative change of each variety's price
 :math:`dp_{ik}/p_{ik}` (M directions, k = 0..M-1), the wage in income :math:`w_i` (level),
 the return :math:`R_{i,s}` paid at s on assets carried into s (level: it is this period's
 return in the budget at s and next period's in the Euler equation at s - 1) and,
-optionally, the transfer :math:`T_{i,s}` (level). Outputs: spending at consumer prices
+optionally, the transfer :math:`T_{i,s}` (level). With policy instruments
+(:mod:`hatrade.core.instruments`) the household's transfer is
+:math:`T_{i,s} r_i(z) + \tau_i w_{i,s} (1 - z)`: direction ``T`` moves it by
+:math:`r_i(z)\,dT` and direction ``w`` also by :math:`\tau_i (1 - z)\,dw` (the labor tax's
+rebate net of the tax), so the Jacobian stays exact. Outputs: spending at consumer prices
 :math:`M_{ij}` (M outputs, j = 0..M-1, times the labor force) and asset demand
 :math:`A'_i`. Memory: per direction the tangent state (two (Na, Nz, M) arrays) in the scan
 and per horizon only the outputs' and the distribution's tangents.
@@ -46,6 +50,17 @@ def direction_names(M: int, transfers: bool) -> tuple:
     return tuple(f"p_{k}" for k in range(M)) + ("w", "R") + (("T",) if transfers else ())
 
 
+def _transfer_tangent(e, dw, M: int, transfers: bool, inst, z):
+    r"""The tangent of the household's transfer for direction vector ``e``: the scalar
+    :math:`dT` without instruments; with ``inst = (r, tau)`` (by income state)
+    :math:`r(z)\,dT + \tau (1 - z)\,dw`."""
+    dT = e[M + 2] if transfers else jnp.zeros((), e.dtype)
+    if inst is None:
+        return dT
+    r, tau = inst
+    return r * dT + tau * (1.0 - z) * dw
+
+
 def _step_fn(prm: HHParams):
     def f(c, v, p, w, R, T, p_next, R_next):
         pr = prm._replace(p=p, w=w, R=R, T=T)
@@ -67,7 +82,7 @@ def _outputs(lam, L):
 
 
 @partial(jax.jit, static_argnums=(4, 5))
-def _fake_news(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool):
+def _fake_news(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool, inst=None):
     M = prm.p.shape[0]
     f = _step_fn(prm)
     primals = (x.c, x.v, prm.p, prm.w, prm.R, prm.T, prm.p, prm.R)
@@ -76,11 +91,10 @@ def _fake_news(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool):
     _, out_lin = jax.linearize(out, ap0, pi0, c0, prm.p)
     _, push_lin = jax.linearize(lambda a, q: push(lam, a, q, prm.a_grid, prm.Pz), ap0, pi0)
     K = M + 2 + int(transfers)
-    zero = jnp.zeros(())
 
     def per_dir(e):
         dp, dw, dR = prm.p * e[:M], e[M], e[M + 1]
-        dT = e[M + 2] if transfers else zero
+        dT = _transfer_tangent(e, dw, M, transfers, inst, prm.z)
 
         def body(carry, s):
             cur, nxt = (s == 0).astype(dw.dtype), (s == 1).astype(dw.dtype)
@@ -109,7 +123,9 @@ def _fake_news(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool):
 
 
 @enable_x64
-def fake_news_jacobian(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool = False):
+def fake_news_jacobian(
+    prm: HHParams, x: HHState, lam, L, n: int, transfers: bool = False, instruments=None
+):
     r"""The household block's Jacobian :math:`\mathcal J[t, o, s, k]` (numpy, (n, O, n, K)).
 
     Parameters
@@ -123,6 +139,9 @@ def fake_news_jacobian(prm: HHParams, x: HHState, lam, L, n: int, transfers: boo
     n : number of periods (rows t and columns s).
     transfers : bool
         Include the transfer direction ``T``.
+    instruments : tuple (r, tau), optional
+        The country's rebate weights r (Nz,) and labor-tax rate tau when the world has
+        policy instruments (then ``prm.T`` is by income state, (Nz,)); None without them.
 
     Returns
     -------
@@ -130,7 +149,8 @@ def fake_news_jacobian(prm: HHParams, x: HHState, lam, L, n: int, transfers: boo
         ``J[t, o, s, k]``: outputs o = (M_i0..M_i,M-1, A_i), directions k =
         :func:`direction_names`. Column s = 0 is an unanticipated shock at t = 0.
     """
-    F0, F1 = _fake_news(prm, x, jnp.asarray(lam), jnp.asarray(L), int(n), bool(transfers))
+    inst = None if instruments is None else tuple(jnp.asarray(v) for v in instruments)
+    F0, F1 = _fake_news(prm, x, jnp.asarray(lam), jnp.asarray(L), int(n), bool(transfers), inst)
     J = np.empty((n,) + F0.shape, dtype=np.float64)
     J[0] = np.asarray(F0)
     J[1:] = np.asarray(F1)
