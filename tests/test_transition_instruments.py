@@ -71,7 +71,7 @@ def _fd_error(eq, Tn: int = 6):
     assert np.max(np.abs(prob.residuals(U0)[0])) < 1e-9
     J = transition_jacobian(prob.arrs, prob.layout, eq, Tn)
     n, eps = prob.layout.n, 1e-6
-    assert n == (M - 1) + 1 + M  # wages, R, transfers
+    assert prob.layout.tariffs and n == (M - 1) + (M if eq.world.financial == "autarky" else 1) + M
     Jfd = np.zeros_like(J)
     for c in range(Tn * n):
         dU = np.zeros(Tn * n)
