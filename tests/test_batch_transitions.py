@@ -92,6 +92,8 @@ BAD_CASES = [
     ("tfp_change = {AAA = 0.1}", "tfp_change is not supported in transitions"),
     ('financial = "autarky"', "financial regime stays the baseline's"),
     ('path = "shock.csv"', "path and the scenario key(s)"),
+    ("news_date = 3\nlabor_tax = {AAA = 0.1}", "news_date = 3 is not allowed with a change"),
+    ('rebate = "everyone"', "rebate"),
 ]
 
 
@@ -146,6 +148,19 @@ def test_path_table_run_parsed(tmp_path):
         load_batch(tmp_path / "batch.toml").runs[0].fingerprint(load_batch(tmp_path / "batch.toml"))
         != fp
     )  # a changed table re-runs the run
+
+
+def test_transition_run_with_instruments_parsed(tmp_path):
+    """A transition run takes the scenario's instruments (from period 0 on); with a path
+    table they are refused (the table keeps the baseline's instruments)."""
+    text = ONE + 'rebate = "labor-income"\nlabor_tax = {AAA = 0.1}\ntariff_change = 0.05\n'
+    (run,) = load_batch(_write(tmp_path, text)).runs
+    assert run.kind == "transition" and run.scenario.rebate == "labor-income"
+    assert dict(run.scenario.labor_tax) == {"AAA": 0.1}
+    text = ONE.replace('importer = "AAA"\ntrade_cost_change = -0.10\n', 'path = "shock.csv"\n')
+    csv = "period,importer,exporter,trade_cost_change\n0,AAA,BBB,-0.05\n"
+    with pytest.raises(BatchError, match=r"path and the scenario key\(s\) \['rebate'\]"):
+        load_batch(_write(tmp_path, text + 'rebate = "labor-income"\n', csv))
 
 
 @pytest.mark.slow

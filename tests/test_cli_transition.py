@@ -195,8 +195,13 @@ def test_cli_bad_path_file_exits_2_with_nothing_written(tmp_path, monkeypatch, t
         (["--importer", "AAA", "-d", "-0.1", "--country", "XYZ"], "'XYZ'"),
         (["--importer", "AAA", "-d", "-0.1", "--n-nodes", "1"], "--n-nodes"),
         (["--path", "missing.csv"], "cannot read"),
+        (["--path", "shock.csv", "--rebate", "labor-income"], "either --path or"),
+        (["--importer", "AAA", "-d", "-0.1", "--labor-tax", "AAA=0.1", "--news-date", "3"],
+         "--news-date 3 is not allowed with a change of rebate or labor_tax"),
+        (["--importer", "AAA", "--rebate", "everyone"], "rebate"),
+        (["--importer", "AAA", "--labor-tax", "AAA=1.5"], "labor_tax[AAA]"),
     ],
-)
+)  # fmt: skip
 def test_cli_bad_options_exit_2_before_solving(tmp_path, monkeypatch, extra, piece):
     _no_solve(monkeypatch)
     cfg = _config(tmp_path)
@@ -209,6 +214,31 @@ def test_cli_bad_options_exit_2_before_solving(tmp_path, monkeypatch, extra, pie
     assert res.exit_code == 2, res.output
     assert piece in " ".join(res.output.split())
     assert not out.exists()
+
+
+def test_cli_instruments_reach_the_engine(tmp_path, monkeypatch):
+    """--rebate and --labor-tax become the scenario's instruments (the solve itself:
+    tests/test_transition_instruments.py)."""
+    import hatrade.cli.transition as cli_tr
+    from hatrade.core.errors import ParameterError
+
+    seen = {}
+
+    def capture(prog, cal_name, cfg, shock, *args):
+        seen["shock"] = shock
+        raise ParameterError("captured")
+
+    monkeypatch.setattr(cli_tr, "_solve", capture)
+    res = CliRunner().invoke(
+        app,
+        ["transition", "--config", str(_config(tmp_path)), "--importer", "AAA"]
+        + ["--tariff-change", "0.05", "--rebate", "labor-income", "--labor-tax", "AAA=0.1"]
+        + ["-T", str(T), "--out", str(tmp_path / "out")],
+    )
+    assert res.exit_code == 2 and "captured" in res.output, res.output
+    sc = seen["shock"]
+    assert sc.rebate == "labor-income" and dict(sc.labor_tax) == {"AAA": 0.1}
+    assert sc.tariff_change == 0.05 and not (tmp_path / "out").exists()
 
 
 def test_good_path_table_is_read_for_the_engine(tmp_path):

@@ -224,18 +224,3 @@ def test_temporary_tariff_is_rebated_each_period(old):
 # The 19-country US cut at T = 300 (converged to 1e-8, the end of the path at the new steady
 # state to 1e-8) is checked by `python benchmarks/transition.py --us-cut`, which exits with
 # an error when a check fails: about 7 minutes on two cores, too long for CI.
-
-
-def test_policy_instruments_are_refused_along_a_path():
-    """Rebate rules other than lump sum and labor taxes are steady-state only (issue 18):
-    a transition refuses them before any solve, naming the fields."""
-    from types import SimpleNamespace
-
-    w = World(countries=["A", "B"], tfp=[1, 1], labor=[1, 1], d=[[1, 1.5], [1.5, 1]])
-    old = SimpleNamespace(world=w)
-    for sc in (
-        Scenario(importer="A", tariff_change=0.1, rebate="labor-income"),
-        Scenario(importer="A", trade_cost_change=-0.1, labor_tax={"A": 0.1}),
-    ):
-        with pytest.raises(ParameterError, match="not supported in transitions"):
-            run_transition(old, sc, periods=10)

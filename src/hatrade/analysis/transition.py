@@ -28,6 +28,13 @@ news announced at t = 0. It is given as
   holds from then on (it is the new steady state's), so a temporary change ends with a
   period of zero changes.
 
+Policy instruments (:mod:`hatrade.core.instruments`: the rebate rule of tariff revenue and
+labor-income taxes): the old steady state has the baseline world's; a scenario's hold from
+period 0 on, unanticipated and permanent (with a later ``news_date`` a change of them is
+refused, :func:`check_instrument_timing`), while its trade-cost and tariff changes follow
+``news_date``; a path table keeps the baseline's instruments. Each period's tariff
+revenue is rebated by the rule in that period, and the labor tax's revenue lump sum.
+
 The solve itself is :func:`hatrade.solve.transition.solve_transition`
 (docs/transitions.md).
 """
@@ -55,6 +62,7 @@ __all__ = [
     "PATH_COLUMNS",
     "PATHS_COLUMNS",
     "Transition",
+    "check_instrument_timing",
     "path_shocks",
     "scenario_shocks",
     "paths_table",
@@ -305,16 +313,21 @@ def path_shocks(world: World, table, periods: int) -> tuple[PathShocks, World]:
     return PathShocks(np.stack(d_p), np.stack(t_p), np.stack(L_p)), final
 
 
-def _check_instruments(old: World, final: World, name) -> None:
-    """The path engine rebates tariff revenue lump sum and knows no labor tax (issue 18's
-    instruments are steady-state only so far): refuse them rather than mix rules."""
-    for w, which in ((old, "baseline world"), (final, f"scenario {name!r}")):
-        if w.rebate != "lump-sum" or w.labor_tax is not None:
-            raise ParameterError(
-                f"{which}: rebate = {w.rebate!r}, labor_tax = {w.labor_tax!r} is not "
-                "supported in transitions yet: only tariff revenue rebated lump sum "
-                "(rebate = 'lump-sum', no labor_tax); use run_counterfactual for the others."
-            )
+def check_instrument_timing(world: World, sc: Scenario, news_date: int, field="news_date"):
+    """A scenario's policy instruments (``rebate``, ``labor_tax``) hold from period 0 on
+    (unanticipated and permanent, docs/transitions.md): refuse a later ``news_date`` with a
+    change of them (one line naming ``field``), before any solve."""
+    if not news_date:
+        return
+    tax = np.zeros(world.M) if world.labor_tax is None else np.asarray(world.labor_tax)
+    changed = [c for c, x in sc.labor_tax.items() if x != tax[world.index(c)]]
+    if (sc.rebate is not None and sc.rebate != world.rebate) or changed:
+        shown = f"{field} {news_date}" if field.startswith("--") else f"{field} = {news_date}"
+        raise ParameterError(
+            f"{shown} is not allowed with a change of rebate or labor_tax: a "
+            "scenario's instruments apply from period 0 (unanticipated, permanent); use "
+            "news date 0 or keep the baseline's instruments."
+        )
 
 
 def scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
@@ -331,7 +344,7 @@ def scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
             "asset grid scales with TFP); use run_counterfactual for a TFP change."
         )
     final = apply_scenario(world, sc)
-    _check_instruments(world, final, sc.name)
+    check_instrument_timing(world, sc, news_date)
     M = world.M
     t_old = np.zeros((M, M)) if world.tariffs is None else np.asarray(world.tariffs, float)
     t_new = np.zeros((M, M)) if final.tariffs is None else np.asarray(final.tariffs, float)
@@ -376,12 +389,16 @@ def paths_table(countries, sol: TransitionSolution, shocks: PathShocks, A):
 def _same_world(a: World, b: World) -> bool:
     ta = np.zeros((a.M, a.M)) if a.tariffs is None else np.asarray(a.tariffs)
     tb = np.zeros((b.M, b.M)) if b.tariffs is None else np.asarray(b.tariffs)
+    xa = np.zeros(a.M) if a.labor_tax is None else np.asarray(a.labor_tax)
+    xb = np.zeros(b.M) if b.labor_tax is None else np.asarray(b.labor_tax)
     return (
         np.array_equal(a.d, b.d)
         and np.array_equal(ta, tb)
         and np.array_equal(a.labor, b.labor)
         and np.array_equal(a.tfp, b.tfp)
         and a.financial == b.financial
+        and a.rebate == b.rebate
+        and np.array_equal(xa, xb)
     )
 
 
@@ -465,7 +482,6 @@ def run_transition(
                 "news_date is not allowed with a path table: its periods are the dates."
             )
         shocks, final = path_shocks(old.world, shock, opts.periods)
-        _check_instruments(old.world, final, "path table")
         desc = {"path_table": True}
     if _same_world(old.world, final):
         new = old

@@ -1,7 +1,8 @@
 """``hatrade transition``: the perfect-foresight path after a shock, and who gains along it.
 
 The shock is the counterfactual's scenario options (a permanent change from period
-``--news-date`` on, announced at t = 0) or a per-period table (``--path FILE.csv``, the
+``--news-date`` on, announced at t = 0; ``--rebate`` and ``--labor-tax`` hold from period 0
+on) or a per-period table (``--path FILE.csv``, the
 columns of :data:`hatrade.analysis.transition.PATH_COLUMNS`). The economy starts in the
 baseline stationary equilibrium and ends in the new one by period ``--periods``
 (:func:`hatrade.analysis.transition.run_transition`); the welfare of one country's
@@ -47,9 +48,11 @@ from .scenario_options import (
     global_option,
     importer_option,
     labor_option,
+    labor_tax_option,
     n_nodes_option,
     name_option,
     pair_option,
+    rebate_option,
     scenario_from_options,
     symmetric_option,
     tariff_change_option,
@@ -92,6 +95,8 @@ def transition_command(
     tfp: Optional[List[str]] = tfp_option(),
     labor: Optional[List[str]] = labor_option(),
     financial: Optional[str] = financial_option(),
+    rebate: Optional[str] = rebate_option(),
+    labor_tax: Optional[List[str]] = labor_tax_option(),
     path: Optional[Path] = _path_option(),
     periods: int = typer.Option(
         300, "--periods", "-T", help="Horizon T: the new steady state holds from T on."
@@ -133,6 +138,8 @@ def transition_command(
         tfp=tfp,
         labor=labor,
         financial=financial,
+        rebate=rebate,
+        labor_tax=labor_tax,
         forbid_d_below_one=forbid_d_below_one,
         allow_d_below_one=allow_d_below_one,
     )
@@ -181,7 +188,10 @@ def _shock(path, name, scenario_opts: dict, world0, periods: int, news_date: int
 
     if path is None:
         scenario = scenario_from_options(name, **scenario_opts)
-        check_transition_scenario(scenario, world0, tfp="--tfp", financial="--financial")
+        check_transition_scenario(
+            scenario, world0, tfp="--tfp", financial="--financial", news_date=news_date,
+            news_field="--news-date",
+        )  # fmt: skip
         apply_scenario(world0, scenario)  # raises, or warns once, before solving
         return scenario, scenario.name
     given = [

@@ -28,7 +28,11 @@ Inputs (directions ``k``): the relative change of each variety's price
 :math:`dp_{ik}/p_{ik}` (M directions, k = 0..M-1), the wage in income :math:`w_i` (level),
 the return :math:`R_{i,s}` paid at s on assets carried into s (level: it is this period's
 return in the budget at s and next period's in the Euler equation at s - 1) and,
-optionally, the transfer :math:`T_{i,s}` (level). Outputs: spending at consumer prices
+optionally, the transfer :math:`T_{i,s}` (level). With policy instruments
+(:mod:`hatrade.core.instruments`) the household's transfer is
+:math:`T_{i,s} r_i(z) + \tau_i w_{i,s} (1 - z)`: direction ``T`` moves it by
+:math:`r_i(z)\,dT` and direction ``w`` also by :math:`\tau_i (1 - z)\,dw` (the labor tax's
+rebate net of the tax), so the Jacobian stays exact. Outputs: spending at consumer prices
 :math:`M_{ij}` (M outputs, j = 0..M-1, times the labor force) and asset demand
 :math:`A'_i`. Memory: per direction the tangent state (two (Na, Nz, M) arrays) in the scan
 and per horizon only the outputs' and the distribution's tangents.
@@ -52,6 +56,17 @@ __all__ = ["fake_news_jacobian", "direction_names"]
 def direction_names(M: int, transfers: bool) -> tuple:
     """Labels of the input directions: ``p_0..p_{M-1}``, ``w``, ``R`` and ``T``."""
     return tuple(f"p_{k}" for k in range(M)) + ("w", "R") + (("T",) if transfers else ())
+
+
+def _transfer_tangent(e, dw, M: int, transfers: bool, inst, z):
+    r"""The tangent of the household's transfer for direction vector ``e``: the scalar
+    :math:`dT` without instruments; with ``inst = (r, tau)`` (by income state)
+    :math:`r(z)\,dT + \tau (1 - z)\,dw`."""
+    dT = e[M + 2] if transfers else jnp.zeros((), e.dtype)
+    if inst is None:
+        return dT
+    r, tau = inst
+    return r * dT + tau * (1.0 - z) * dw
 
 
 def _step_fn(prm: HHParams):
@@ -85,7 +100,9 @@ def _linearized(prm: HHParams, x: HHState, lam, L):
 
 
 @partial(jax.jit, static_argnums=(4, 5))
-def _backward_chunk(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool, carry, s0):
+def _backward_chunk(
+    prm: HHParams, x: HHState, lam, L, n: int, transfers: bool, carry, s0, inst=None
+):
     """Horizons s0 .. s0 + n - 1 of the backward pass, every direction (vmapped).
 
     ``carry`` (K, Na, Nz, M) x 2: the tangent state (dc, dv) after s0 backward steps.
@@ -93,11 +110,10 @@ def _backward_chunk(prm: HHParams, x: HHState, lam, L, n: int, transfers: bool, 
     M = prm.p.shape[0]
     f_lin, out_lin, push_lin, _ = _linearized(prm, x, lam, L)
     K = M + 2 + int(transfers)
-    zero = jnp.zeros(())
 
     def per_dir(e, carry_e):
         dp, dw, dR = prm.p * e[:M], e[M], e[M + 1]
-        dT = e[M + 2] if transfers else zero
+        dT = _transfer_tangent(e, dw, M, transfers, inst, prm.z)
 
         def body(carry, s):
             cur, nxt = (s == 0).astype(dw.dtype), (s == 1).astype(dw.dtype)
@@ -136,7 +152,7 @@ def _tail_small(block: np.ndarray, peak: float, tol: float) -> bool:
     return float(np.max(np.abs(block), initial=0.0)) <= tol * peak
 
 
-def _backward(prm, x, lam, L, n: int, transfers: bool, tol: float, chunk: int):
+def _backward(prm, x, lam, L, n: int, transfers: bool, tol: float, chunk: int, inst=None):
     """dY (K, S, O) and dD (K, S, Na, Nz) for the horizons s < S at which news still moves
     the outputs by more than ``tol`` (relative to the largest effect); S <= n."""
     M, (Na, Nz) = prm.p.shape[0], lam.shape
@@ -144,7 +160,7 @@ def _backward(prm, x, lam, L, n: int, transfers: bool, tol: float, chunk: int):
     carry = (jnp.zeros((K,) + x.c.shape), jnp.zeros((K,) + x.v.shape))
     dY, dD, peak_y, peak_d, s0 = [], [], 0.0, 0.0, 0
     while s0 < n:
-        carry, (y, d) = _backward_chunk(prm, x, lam, L, chunk, transfers, carry, s0)
+        carry, (y, d) = _backward_chunk(prm, x, lam, L, chunk, transfers, carry, s0, inst)
         y, d = np.asarray(y)[:, : n - s0], np.asarray(d)[:, : n - s0]
         small = s0 > 0 and _tail_small(y, peak_y, tol) and _tail_small(d, peak_d, tol)
         peak_y = max(peak_y, float(np.max(np.abs(y))))
@@ -184,6 +200,7 @@ def fake_news_jacobian(
     L,
     n: int,
     transfers: bool = False,
+    instruments=None,
     tol: float = 1e-12,
     chunk: int = 25,
 ):
@@ -200,6 +217,9 @@ def fake_news_jacobian(
     n : number of periods (rows t and columns s).
     transfers : bool
         Include the transfer direction ``T``.
+    instruments : tuple (r, tau), optional
+        The country's rebate weights r (Nz,) and labor-tax rate tau when the world has
+        policy instruments (then ``prm.T`` is by income state, (Nz,)); None without them.
     tol : float
         Truncation: the backward pass stops at the first chunk of horizons whose effects
         (:math:`\mathcal Y_s`, :math:`\mathcal D_s`) are all below ``tol`` times the
@@ -220,7 +240,8 @@ def fake_news_jacobian(
     """
     lam = jnp.asarray(lam)
     chunk = max(1, min(int(chunk), int(n)))
-    dY, dD = _backward(prm, x, lam, jnp.asarray(L), int(n), bool(transfers), tol, chunk)
+    inst = None if instruments is None else tuple(jnp.asarray(v) for v in instruments)
+    dY, dD = _backward(prm, x, lam, jnp.asarray(L), int(n), bool(transfers), tol, chunk, inst)
     y = _outputs_per_state(prm, x, lam, jnp.asarray(L))
     Es = _expectations(prm, x, lam, y, int(n) - 1, tol, chunk)  # Es[u] = E_u
     K, S, n_out = dY.shape

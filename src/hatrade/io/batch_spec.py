@@ -453,7 +453,7 @@ def _parse_run(where, d, world, household, base_cal, opts, base_dir=None) -> Bat
         )
     scenario = Scenario.from_dict(d, where=where)
     if transition:
-        check_transition_run(where, scenario, world)
+        check_transition_run(where, scenario, world, transition["news_date"])
     # validate the change on the world (countries, d >= 1, TFP > 0)
     try:
         apply_scenario(world, scenario)

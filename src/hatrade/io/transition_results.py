@@ -193,10 +193,21 @@ def save_transition(
 # ----------------------------------------------------------------------------- checks
 
 
-def check_transition_scenario(scenario, world, *, tfp: str = "tfp_change", financial="financial"):
+def check_transition_scenario(
+    scenario,
+    world,
+    *,
+    tfp: str = "tfp_change",
+    financial="financial",
+    news_date: int = 0,
+    news_field: str = "news_date",
+):
     """What a transition does not take (yet), before any solve: a TFP change (the asset
-    grid scales with TFP), or a financial regime other than the baseline's.
-    ``tfp``/``financial`` name the fields in the message (e.g. ``--tfp`` in the CLI).
+    grid scales with TFP), a financial regime other than the baseline's, or a change of
+    the instruments with a later news date
+    (:func:`~hatrade.analysis.transition.check_instrument_timing`).
+    ``tfp``/``financial``/``news_field`` name the fields in the message (e.g. ``--tfp`` in
+    the CLI).
 
     Raises
     ------
@@ -212,6 +223,9 @@ def check_transition_scenario(scenario, world, *, tfp: str = "tfp_change", finan
             f"{financial} = {scenario.financial!r} is not allowed in a transition: the "
             f"financial regime stays the baseline's ({world.financial!r})."
         )
+    from hatrade.analysis.transition import check_instrument_timing
+
+    check_instrument_timing(world, scenario, news_date, news_field)
 
 
 # ----------------------------------------------------------------------------- reading

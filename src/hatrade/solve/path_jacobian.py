@@ -18,7 +18,11 @@ at the terminal steady state) is chained through the known maps
     d\,\mathrm{budget}_{i,t} = \frac{L_i\,dT_{i,t} - \sum_j \frac{t_{ij}}{1+t_{ij}} dM_{ij,t}}{Y_i},
 
 (the excess demands' derivatives at a point where they vanish), with the return
-:math:`R_s` of direction ``R`` the unknown of period s - 1. The result is the exact
+:math:`R_s` of direction ``R`` the unknown of period s - 1. With policy instruments
+(:mod:`hatrade.core.instruments`) the same maps hold (tariff revenue per household is still
+:math:`T_{i,t}`, however it is rebated, and the labor tax leaves :math:`Y_j = w_j N_j`);
+the household block's ``T`` and ``w`` directions carry the rebate weights and the tax's
+net transfer (:func:`~hatrade.core.fakenews.fake_news_jacobian`). The result is the exact
 Jacobian at the terminal steady state, (T n) x (T n), rows and columns period-major.
 """
 
@@ -47,6 +51,14 @@ def _slots(layout: Layout, i: int) -> tuple[int, int | None]:
     r = M - 1 + (i if layout.financial == "autarky" else 0)
     n_rate = M if layout.financial == "autarky" else 1
     return r, (M - 1 + n_rate + i if layout.tariffs else None)
+
+
+def _instruments(arrs, i: int):
+    """Country i's (rebate weights, labor-tax rate), or None when the world has no
+    instruments (:func:`hatrade.core.markets.income_transfers`)."""
+    if arrs.tau is None and arrs.rebate is None:
+        return None
+    return np.asarray(arrs.rebate[i]), float(arrs.tau[i])
 
 
 def _country_block(J, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
@@ -92,7 +104,9 @@ def transition_jacobian(arrs, layout: Layout, new, n_t: int, log=None) -> np.nda
         pick = lambda a, i=i: a[i]  # noqa: E731
         prm_i = type(prm)(*(pick(x) for x in prm))
         x_i = type(new.state)(*(pick(np.asarray(x)) for x in new.state))
-        J = fake_news_jacobian(prm_i, x_i, new.lam[i], L[i], n_t + 1, layout.tariffs)
+        J = fake_news_jacobian(
+            prm_i, x_i, new.lam[i], L[i], n_t + 1, layout.tariffs, _instruments(arrs, i)
+        )
         G = _country_block(J, layout, i, w, n_t)
         del J
         JH[:, : M - 1] += G[:, 1:M] / ((1.0 + t[i, 1:]) * Y[1:])[None, :, None, None]
