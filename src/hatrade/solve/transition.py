@@ -10,8 +10,10 @@ the steady state's relative excess demands in every period.
 
 Quasi-Newton in sequence space: the exact Jacobian at the new steady state
 (:func:`hatrade.solve.path_jacobian.transition_jacobian`, household blocks by the fake-news
-algorithm) is factored once and reused, :math:`U_{k+1} = U_k - J^{-1} H(U_k)`, with the
-step halved when it does not reduce the largest excess demand. ``linear=True`` returns the
+algorithm) is factored once and reused, :math:`U_{k+1} = U_k - B_k^{-1} H(U_k)` with
+:math:`B_0 = J` and Broyden's rank-one updates of its inverse from each step taken (the
+Jacobian along the path differs from the steady state's at second order), the step halved
+when it does not reduce the largest excess demand. ``linear=True`` returns the
 first step from the terminal steady state's prices, the first-order path.
 """
 
@@ -226,14 +228,49 @@ def _where(prob: PathProblem, H: np.ndarray) -> str:
     return f"{name} in period {t} ({H[t, r]:+.2e})"
 
 
+class _BroydenInverse:
+    r"""The inverse of the factored Jacobian with Broyden's ("good") rank-one updates.
+
+    After a step :math:`s = \Delta U` that changed the residuals by :math:`y = \Delta H`,
+    :math:`B^{-1} \leftarrow B^{-1} + (s - B^{-1} y)\, s^\top B^{-1} / (s^\top B^{-1} y)`,
+    kept as the LU factors and the pairs of vectors of the updates (no dense matrix).
+    """
+
+    def __init__(self, lu):
+        self.lu, self.us, self.vs = lu, [], []
+
+    def solve(self, x: np.ndarray) -> np.ndarray:
+        r = sla.lu_solve(self.lu, x)
+        for u, v in zip(self.us, self.vs, strict=True):
+            r = r + u * (v @ x)
+        return r
+
+    def solve_t(self, x: np.ndarray) -> np.ndarray:
+        r = sla.lu_solve(self.lu, x, trans=1)
+        for u, v in zip(self.us, self.vs, strict=True):
+            r = r + v * (u @ x)
+        return r
+
+    def update(self, s: np.ndarray, y: np.ndarray) -> None:
+        By = self.solve(y)
+        den = float(s @ By)
+        if not np.isfinite(den) or abs(den) < 1e-300:
+            return
+        v = self.solve_t(s)
+        self.us.append((s - By) / den)
+        self.vs.append(v)
+
+
 def _newton(prob: PathProblem, U, lu, work: dict, progress=None):
-    """Quasi-Newton iterations with the fixed factored Jacobian; returns (U, H, out, its)."""
+    """Quasi-Newton iterations from the factored Jacobian, with Broyden's updates; returns
+    (U, H, out, its, history)."""
     opts = prob.opts
     H, out = prob.residuals(U)
     err, history = float(np.max(np.abs(H))), []
     it = 0
+    inv = _BroydenInverse(lu)
     while it < opts.max_iter and not err < opts.tol:
-        dU = sla.lu_solve(lu, -H.ravel()).reshape(U.shape)
+        dU = inv.solve(-H.ravel()).reshape(U.shape)
         step = 1.0
         for _ in range(6):
             U_try = U + step * dU
@@ -243,6 +280,8 @@ def _newton(prob: PathProblem, U, lu, work: dict, progress=None):
             if err_try < err or not np.isfinite(err):
                 break
             step *= 0.5
+        if np.isfinite(err_try):
+            inv.update((U_try - U).ravel(), (H_try - H).ravel())
         U, H, out, err = U_try, H_try, out_try, err_try
         it += 1
         history.append(err)
