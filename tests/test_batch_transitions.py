@@ -89,7 +89,7 @@ BAD_CASES = [
     ("periods = 20.5", "periods = 20.5"),
     ("news_date = 40", "news_date = 40: must be below periods = 40"),
     ('linear = "yes"', "linear = 'yes'"),
-    ("tfp_change = {AAA = 0.1}", "tfp_change is not supported in transitions"),
+    ("tfp_change = {AAA = -1.5}", "it must stay positive"),
     ('financial = "autarky"', "financial regime stays the baseline's"),
     ('path = "shock.csv"', "path and the scenario key(s)"),
 ]

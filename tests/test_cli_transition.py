@@ -189,7 +189,7 @@ def test_cli_bad_path_file_exits_2_with_nothing_written(tmp_path, monkeypatch, t
         (["--path", "shock.csv", "--news-date", "3"], "--news-date is not allowed with --path"),
         (["--importer", "AAA", "-d", "-0.1", "--periods", "1"], "--periods 1"),
         (["--importer", "AAA", "-d", "-0.1", "--news-date", "40"], "--news-date 40"),
-        (["--importer", "AAA", "--tfp", "AAA=0.1"], "--tfp is not supported"),
+        (["--tfp", "AAA=-1.5"], "it must stay positive"),
         (["--importer", "AAA", "-d", "-0.1", "--financial", "autarky"], "financial regime"),
         (["--importer", "USA", "-d", "-0.1"], "unknown country code 'USA'"),
         (["--importer", "AAA", "-d", "-0.1", "--country", "XYZ"], "'XYZ'"),

@@ -18,7 +18,7 @@ Everything is checked when the file is read, before any solve: the keys (``perio
 ranges (``periods`` an integer >= 2, ``news_date`` in [0, periods), ``linear`` a
 boolean), the path table (:func:`hatrade.io.transition_results.read_path_table` and the
 engine's :func:`~hatrade.analysis.transition.path_shocks`), and what transitions do not
-take (a TFP change, another financial regime). The run's folder
+take (another financial regime). The run's folder
 ``OUT/runs/<name>/`` is a transition folder
 (:func:`hatrade.io.transition_results.save_transition`).
 """
@@ -141,7 +141,7 @@ def transition_fields(where: str, d: dict, world, base_dir: Path | None) -> dict
 
 
 def check_transition_run(where: str, scenario, world) -> None:
-    """What a transition run does not take (yet): a TFP change, another financial regime."""
+    """What a transition run does not take: another financial regime."""
     from hatrade.io.transition_results import check_transition_scenario
 
     try:

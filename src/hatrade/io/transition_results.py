@@ -193,20 +193,15 @@ def save_transition(
 # ----------------------------------------------------------------------------- checks
 
 
-def check_transition_scenario(scenario, world, *, tfp: str = "tfp_change", financial="financial"):
-    """What a transition does not take (yet), before any solve: a TFP change (the asset
-    grid scales with TFP), or a financial regime other than the baseline's.
-    ``tfp``/``financial`` name the fields in the message (e.g. ``--tfp`` in the CLI).
+def check_transition_scenario(scenario, world, *, financial="financial"):
+    """What a transition does not take, before any solve: a financial regime other than
+    the baseline's. ``financial`` names the field in the message (``--financial`` in the
+    CLI).
 
     Raises
     ------
     ParameterError
     """
-    if any(scenario.tfp_change.values()):
-        raise ParameterError(
-            f"{tfp} is not supported in transitions yet (the asset grid scales with TFP); "
-            "use a counterfactual for a TFP change."
-        )
     if scenario.financial is not None and scenario.financial != world.financial:
         raise ParameterError(
             f"{financial} = {scenario.financial!r} is not allowed in a transition: the "
