@@ -133,6 +133,18 @@ def test_tfp_transition_welfare(perm):
     assert gt > 0 and gs > 0 and abs(gt - gs) < 0.1 * gs
 
 
+def test_tfp_news_changes_the_path_before_the_date(old, perm):
+    """A TFP rise announced at t = 0 for period 5: the grid changes only from period 5's
+    choices on, prices move before, and the path ends at the same new steady state."""
+    sc = Scenario(tfp_change={"AAA": 0.05})
+    news = run_transition(old, sc, periods=T, news_date=5, options=TIGHT)
+    a, b = perm.solution, news.solution
+    assert news.converged and np.max(np.abs(a.w[:5] - b.w[:5])) > 1e-4
+    assert np.max(np.abs(b.w[-1] - perm.new.prices.w)) < 1e-6
+    # the assets carried into period 5 were chosen at 4 on the old grid: bonds still clear
+    assert np.max(np.abs(b.outputs.A_held.sum(axis=1))) < 1e-10
+
+
 def test_zero_tfp_change_is_the_path_without_tfp(old):
     """A tfp_change column of zeros (a TFP path equal to the world's) changes nothing."""
     rows = dict(period=[0, 1, 2], importer=["AAA"] * 3, exporter=["BBB"] * 3,
