@@ -120,12 +120,14 @@ def _goods_prices(d, t, w, A):
 def _period_inputs(arrs: ModelArrays, pin: PathInputs):
     """Per-period scan inputs: own prices' pieces, next-period goods prices and return,
     and the TFP of the period, of the grid of the assets held, and of the next period."""
-    p_all = jax.vmap(_goods_prices)(pin.d, pin.t, pin.w, pin.A)
+    A, A_start = pin.A, pin.A_start
+    assert A is not None and A_start is not None  # filled in by evaluate_path
+    p_all = jax.vmap(_goods_prices)(pin.d, pin.t, pin.w, A)
     p_end = _goods_prices(pin.d_end, pin.t_end, pin.w_end, arrs.A)
     p_next = jnp.concatenate([p_all[1:], p_end[None]], axis=0)
-    A_held = jnp.concatenate([pin.A_start[None], pin.A[:-1]], axis=0)
-    A_next = jnp.concatenate([pin.A[1:], arrs.A[None]], axis=0)
-    return (pin.d, pin.t, pin.w, pin.R[:-1], pin.T, p_next, pin.R[1:], pin.A, A_held, A_next)
+    A_held = jnp.concatenate([A_start[None], A[:-1]], axis=0)
+    A_next = jnp.concatenate([A[1:], arrs.A[None]], axis=0)
+    return (pin.d, pin.t, pin.w, pin.R[:-1], pin.T, p_next, pin.R[1:], A, A_held, A_next)
 
 
 def _backward_period(arrs: ModelArrays, beta):
@@ -195,6 +197,7 @@ def _evaluate(arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, n_
     back = _backward_period(arrs, beta)
     xs = _period_inputs(arrs, pin)
     segs = _segments(xs, n_seg)
+    A, A_held = xs[7], xs[8]  # TFP of each period and of the grid of the assets held
 
     def seg_back(x_next, xs_seg):
         x, _ = jax.lax.scan(lambda x_, i: (back(x_, i)[0], None), x_next, xs_seg, reverse=True)
@@ -204,17 +207,17 @@ def _evaluate(arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, n_
     # budget, on assets held on the grid of period T-1's TFP
     p_end = _goods_prices(pin.d_end, pin.t_end, pin.w_end, arrs.A)
     inp_T = (pin.d_end, pin.t_end, pin.w_end, pin.R[-1], pin.T_end, p_end, pin.R_end,
-             arrs.A, pin.A[-1], arrs.A)  # fmt: skip
+             arrs.A, A[-1], arrs.A)  # fmt: skip
     x_T, _ = back(x_end, inp_T)
     x0, ends = jax.lax.scan(seg_back, x_T, segs, reverse=True)
-    prm0 = _prices(arrs, pin.d[0], pin.t[0], pin.w[0], pin.R[0], pin.T[0], beta, pin.A[0],
-                   pin.A_start)  # fmt: skip
+    prm0 = _prices(arrs, pin.d[0], pin.t[0], pin.w[0], pin.R[0], pin.T[0], beta, A[0],
+                   A_held[0])  # fmt: skip
     _, V0 = jax.vmap(logit)(x0.v, prm0)
     fwd = _forward_segment(arrs, beta, back)
     lam_end, outs = jax.lax.scan(fwd, lam0, (segs, _segments(pin.L, n_seg), ends))
     outs = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), outs)
-    M, X, A, A_held, G, N, Y = outs  # the per-period fields of PathOutputs, in order
-    return PathOutputs(M, X, A, A_held, G, N, Y, V0=V0, lam_end=lam_end)
+    M, X, Ap, Ah, G, N, Y = outs  # the per-period fields of PathOutputs, in order
+    return PathOutputs(M, X, Ap, Ah, G, N, Y, V0=V0, lam_end=lam_end)
 
 
 def evaluate_path(
