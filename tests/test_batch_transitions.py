@@ -159,3 +159,12 @@ def test_transition_run_on_a_dask_cluster(tmp_path):
     assert summary["runs"][0]["mean_gain_percent"]["AAA"] == pytest.approx(
         s["welfare"]["AAA"]["transition"]["mean_gain_percent"]
     )
+
+
+def test_tfp_transition_entry_is_read(tmp_path):
+    """A TFP change is a transition run like the others (checked when read, no solve)."""
+    text = ONE.replace(
+        'importer = "AAA"\ntrade_cost_change = -0.10\n', "tfp_change = {AAA = 0.05}\n"
+    )
+    (run,) = load_batch(_write(tmp_path, text)).runs
+    assert run.kind == "transition" and run.scenario.tfp_change == {"AAA": 0.05}
