@@ -89,7 +89,7 @@ BAD_CASES = [
     ("periods = 20.5", "periods = 20.5"),
     ("news_date = 40", "news_date = 40: must be below periods = 40"),
     ('linear = "yes"', "linear = 'yes'"),
-    ("tfp_change = {AAA = 0.1}", "tfp_change is not supported in transitions"),
+    ("tfp_change = {AAA = -1.5}", "it must stay positive"),
     ('financial = "autarky"', "financial regime stays the baseline's"),
     ('path = "shock.csv"', "path and the scenario key(s)"),
     ("news_date = 3\nlabor_tax = {AAA = 0.1}", "news_date = 3 is not allowed with a change"),
@@ -174,3 +174,12 @@ def test_transition_run_on_a_dask_cluster(tmp_path):
     assert summary["runs"][0]["mean_gain_percent"]["AAA"] == pytest.approx(
         s["welfare"]["AAA"]["transition"]["mean_gain_percent"]
     )
+
+
+def test_tfp_transition_entry_is_read(tmp_path):
+    """A TFP change is a transition run like the others (checked when read, no solve)."""
+    text = ONE.replace(
+        'importer = "AAA"\ntrade_cost_change = -0.10\n', "tfp_change = {AAA = 0.05}\n"
+    )
+    (run,) = load_batch(_write(tmp_path, text)).runs
+    assert run.kind == "transition" and run.scenario.tfp_change == {"AAA": 0.05}

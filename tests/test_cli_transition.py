@@ -189,7 +189,7 @@ def test_cli_bad_path_file_exits_2_with_nothing_written(tmp_path, monkeypatch, t
         (["--path", "shock.csv", "--news-date", "3"], "--news-date is not allowed with --path"),
         (["--importer", "AAA", "-d", "-0.1", "--periods", "1"], "--periods 1"),
         (["--importer", "AAA", "-d", "-0.1", "--news-date", "40"], "--news-date 40"),
-        (["--importer", "AAA", "--tfp", "AAA=0.1"], "--tfp is not supported"),
+        (["--tfp", "AAA=-1.5"], "it must stay positive"),
         (["--importer", "AAA", "-d", "-0.1", "--financial", "autarky"], "financial regime"),
         (["--importer", "USA", "-d", "-0.1"], "unknown country code 'USA'"),
         (["--importer", "AAA", "-d", "-0.1", "--country", "XYZ"], "'XYZ'"),
@@ -279,6 +279,38 @@ def test_cli_too_short_horizon_suggests_more_periods(run, tmp_path, monkeypatch)
     msg = " ".join(res.output.split())
     assert "has not settled" in msg and "--periods" in msg
     assert not out.exists()
+
+
+def test_cli_tfp_change_and_tfp_path_file(run, tmp_path, monkeypatch):
+    """``--tfp`` (a permanent TFP change) and a path file with a ``tfp_change`` column (a
+    temporary one) run end to end (the baseline of the shared run is reused)."""
+    import hatrade.cli.transition as cli_tr
+
+    monkeypatch.setattr(cli_tr, "baseline_equilibrium_of", lambda *a: run.transition.old)
+    old = run.transition.old
+    f = tmp_path / "tfp.csv"
+    f.write_text("period,country,tfp_change\n0,AAA,0.05\n1,AAA,0.05\n2,AAA,0\n")
+    for extra, name in ((["--tfp", "AAA=0.05"], "perm"), (["--path", str(f)], "temp")):
+        out = tmp_path / name
+        res = CliRunner().invoke(
+            app,
+            ["transition", "--config", str(run.cfg), "--periods", str(T), "--out", str(out)]
+            + extra,
+        )
+        assert res.exit_code == 0, res.output
+        s = json.loads((out / "summary.json").read_text())
+        assert s["convergence"]["converged"] and s["convergence"]["residual"] < 1e-8
+        paths = pd.read_csv(out / "paths.csv")
+        first = paths[paths["period"] == 0].set_index("country")
+        last = paths[paths["period"] == T - 1].set_index("country")
+        assert abs(first.loc["AAA", "wage"] - old.prices.w[0]) > 1e-3
+        if name == "perm":
+            assert s["scenario"]["tfp_change"] == {"AAA": 0.05}
+            w_new = s["steady_state"]["wages_new"]["AAA"]
+            assert last.loc["AAA", "wage"] == pytest.approx(w_new, abs=1e-8)
+        else:
+            assert s["scenario"] == {"path_table": True}
+            assert last.loc["AAA", "wage"] == pytest.approx(old.prices.w[0], abs=1e-6)
 
 
 def test_default_welfare_country():

@@ -147,7 +147,7 @@ def test_path_table_gives_a_temporary_shock(old):
         (dict(period=[0, 2], country=["AAA", "AAA"], labor_change=[0.1, 0.1]), "missing"),
         (dict(period=[0], country=["XXX"], labor_change=[0.1]), "XXX"),
         (dict(period=[0], country=["AAA"], labor_change=[np.inf]), "labor_change"),
-        (dict(period=[0], country=["AAA"], tfp_change=[0.1]), "tfp_change"),
+        (dict(period=[0], country=["AAA"], tfp_change=[-1.0]), "tfp_change makes TFP"),
         (dict(period=[0], country=["AAA"], wage=[0.1]), "unknown column"),
         (dict(period=[0], importer=["AAA"], trade_cost_change=[0.1]), "importer and exporter"),
         (dict(period=[0.5], country=["AAA"], labor_change=[0.1]), "period"),

@@ -1,4 +1,5 @@
-r"""Transitions: the perfect-foresight path after a change of trade costs, tariffs or labor.
+r"""Transitions: the perfect-foresight path after a change of trade costs, tariffs, labor
+or TFP.
 
 :func:`run_transition` starts the economy in the old stationary equilibrium (its
 distribution, and the old return :math:`R_0` on the assets carried into period 0: bonds
@@ -20,7 +21,8 @@ news announced at t = 0. It is given as
   tariff_change pair rows: :math:`t_{ij,t} = t_{ij} + x`
   country       country rows: the country code
   labor_change  country rows: :math:`L_{i,t} = (1+x) L_i`
-  tfp_change    country rows (not supported yet: the asset grid scales with TFP)
+  tfp_change    country rows: :math:`A_{i,t} = (1+x) A_i` (prices, taste-shock scales
+                and the asset grid of period t; docs/transitions.md)
   ============  =====================================================================
 
   Entries not listed in a period are unchanged in it (an empty cell, NaN or None in a
@@ -228,7 +230,7 @@ def _row_value(row, col) -> float:
     return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _apply_row(world: World, d, tar, L, row, k: int) -> None:
+def _apply_row(world: World, d, tar, L, A, row, k: int) -> None:
     imp, exp, cty = (row.get(c) for c in ("importer", "exporter", "country"))
     has = lambda x: isinstance(x, str) and x != ""  # noqa: E731
     if has(imp) or has(exp):
@@ -241,12 +243,8 @@ def _apply_row(world: World, d, tar, L, row, k: int) -> None:
         d[i, j] *= 1.0 + _row_value(row, "trade_cost_change")
         tar[i, j] += _row_value(row, "tariff_change")
     if has(cty):
-        if _row_value(row, "tfp_change") != 0.0:
-            raise ParameterError(
-                f"path table row {k}: tfp_change is not supported in transitions yet (the "
-                "asset grid scales with TFP); use run_counterfactual for a TFP change."
-            )
         L[world.index(cty)] *= 1.0 + _row_value(row, "labor_change")
+        A[world.index(cty)] *= 1.0 + _row_value(row, "tfp_change")
     if not (has(imp) or has(exp) or has(cty)):
         nonzero = [c for c in PATH_COLUMNS[3:] if _row_value(row, c) != 0.0]
         if nonzero:
@@ -256,7 +254,7 @@ def _apply_row(world: World, d, tar, L, row, k: int) -> None:
             )
 
 
-def _check_world_arrays(world: World, d, tar, L, t: int) -> None:
+def _check_world_arrays(world: World, d, tar, L, A, t: int) -> None:
     c = world.countries
     bad = [(c[i], c[j]) for i, j in np.argwhere(~(d > 0))]
     if bad:
@@ -267,6 +265,9 @@ def _check_world_arrays(world: World, d, tar, L, t: int) -> None:
     bad = [c[i] for i in np.where(~(L > 0))[0]]
     if bad:
         raise ParameterError(f"path table period {t}: labor_change makes labor <= 0 for {bad}.")
+    bad = [c[i] for i in np.where(~(A > 0))[0]]
+    if bad:
+        raise ParameterError(f"path table period {t}: tfp_change makes TFP <= 0 for {bad}.")
 
 
 def path_shocks(world: World, table, periods: int) -> tuple[PathShocks, World]:
@@ -292,25 +293,26 @@ def path_shocks(world: World, table, periods: int) -> tuple[PathShocks, World]:
         )
     M = world.M
     t0 = np.zeros((M, M)) if world.tariffs is None else np.asarray(world.tariffs, float)
-    d_p, t_p, L_p = [], [], []
+    d_p, t_p, L_p, A_p = [], [], [], []
     rows = df.to_dict("records")
     for t in range(int(per.max()) + 1):
-        d, tar, L = world.d.copy(), t0.copy(), np.asarray(world.labor, float).copy()
+        d, tar = world.d.copy(), t0.copy()
+        L, A = np.asarray(world.labor, float).copy(), np.asarray(world.tfp, float).copy()
         for k in np.where(per == t)[0]:
-            _apply_row(world, d, tar, L, rows[k], int(k))
-        _check_world_arrays(world, d, tar, L, t)
-        d_p.append(d), t_p.append(tar), L_p.append(L)
+            _apply_row(world, d, tar, L, A, rows[k], int(k))
+        _check_world_arrays(world, d, tar, L, A, t)
+        d_p.append(d), t_p.append(tar), L_p.append(L), A_p.append(A)
     n_fill = periods - len(d_p)
-    d_p += [d_p[-1]] * n_fill
-    t_p += [t_p[-1]] * n_fill
-    L_p += [L_p[-1]] * n_fill
+    for x in (d_p, t_p, L_p, A_p):
+        x += [x[-1]] * n_fill
     final = world.replace(
         d=d_p[-1],
         tariffs=t_p[-1] if np.any(t_p[-1] != 0) or world.tariffs is not None else None,
         labor=L_p[-1],
+        tfp=A_p[-1],
         allow_d_below_one=bool(world.allow_d_below_one or np.any(d_p[-1] < 1.0 - 1e-12)),
     )
-    return PathShocks(np.stack(d_p), np.stack(t_p), np.stack(L_p)), final
+    return PathShocks(np.stack(d_p), np.stack(t_p), np.stack(L_p), np.stack(A_p)), final
 
 
 def check_instrument_timing(world: World, sc: Scenario, news_date: int, field="news_date"):
@@ -338,11 +340,6 @@ def scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
             f"scenario {sc.name!r}: financial = {sc.financial!r} is not allowed in a "
             "transition: the financial regime must stay the baseline's."
         )
-    if any(sc.tfp_change.values()):
-        raise ParameterError(
-            f"scenario {sc.name!r}: tfp_change is not supported in transitions yet (the "
-            "asset grid scales with TFP); use run_counterfactual for a TFP change."
-        )
     final = apply_scenario(world, sc)
     check_instrument_timing(world, sc, news_date)
     M = world.M
@@ -353,7 +350,8 @@ def scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
     d = pick(np.asarray(world.d, float), np.asarray(final.d, float))
     tar = pick(t_old, t_new)
     L = pick(np.asarray(world.labor, float), np.asarray(final.labor, float))
-    return PathShocks(d, tar, L), final
+    A = pick(np.asarray(world.tfp, float), np.asarray(final.tfp, float))
+    return PathShocks(d, tar, L, A), final
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -361,15 +359,16 @@ def scenario_shocks(world: World, sc: Scenario, periods: int, news_date: int):
 
 def paths_table(countries, sol: TransitionSolution, shocks: PathShocks, A):
     """The :data:`PATHS_COLUMNS` table of a solved path (module docstring of
-    :class:`Transition`); ``A`` the TFP (M,)."""
+    :class:`Transition`); ``A`` the TFP (M,), used where ``shocks.tfp`` is None."""
     import pandas as pd
 
     out = sol.outputs
     Tn, M = sol.w.shape
+    A = np.broadcast_to(np.asarray(A, float) if shocks.tfp is None else shocks.tfp, (Tn, M))
     Mij = np.asarray(out.M)  # (T, M, M)
     spend = Mij.sum(axis=2)
     share = Mij / spend[..., None]
-    p = shocks.d * (sol.w / np.asarray(A)[None, :])[:, None, :] * (1.0 + shocks.tariffs)
+    p = shocks.d * (sol.w / A)[:, None, :] * (1.0 + shocks.tariffs)
     price_index = np.sum(share * p, axis=2)
     net_exports = np.asarray(out.Y) - np.asarray(out.X).sum(axis=2)
     cols = {

@@ -79,7 +79,7 @@ def _path_option():
         "--path",
         dir_okay=False,
         help="A per-period shock table (CSV: period, importer, exporter, trade_cost_change, "
-        "tariff_change, country, labor_change) instead of the scenario options.",
+        "tariff_change, country, labor_change, tfp_change) instead of the scenario options.",
     )
 
 
@@ -189,7 +189,7 @@ def _shock(path, name, scenario_opts: dict, world0, periods: int, news_date: int
     if path is None:
         scenario = scenario_from_options(name, **scenario_opts)
         check_transition_scenario(
-            scenario, world0, tfp="--tfp", financial="--financial", news_date=news_date,
+            scenario, world0, financial="--financial", news_date=news_date,
             news_field="--news-date",
         )  # fmt: skip
         apply_scenario(world0, scenario)  # raises, or warns once, before solving

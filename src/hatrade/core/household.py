@@ -211,7 +211,17 @@ def _egm_interp(X, a_grid):
     return i, t, h
 
 
-def step(c, mu, v, prm: HHParams, p_next=None, R_next=None):
+def step(
+    c,
+    mu,
+    v,
+    prm: HHParams,
+    p_next=None,
+    R_next=None,
+    grid_next=None,
+    sigma_next=None,
+    psi_next=None,
+):
     r"""The EGM + value step given :math:`\mu = c^{-\gamma}` of the current c.
 
     Returns (c', mu', v', a') with :math:`\mu' = c'^{-\gamma}` (computed anyway for
@@ -221,24 +231,44 @@ def step(c, mu, v, prm: HHParams, p_next=None, R_next=None):
     ``p_next`` and ``R_next`` (default: ``prm.p`` and ``prm.R``) are next period's goods
     prices and return, for a step along a transition path (``benchmarks/welfare_transition.py``):
     (c, mu, v) are then next period's and ``prm`` holds this period's prices and income.
+
+    ``grid_next`` (Na,), ``sigma_next`` and ``psi_next`` (Nz, M) (default: ``prm.a_grid``,
+    ``prm.sigma``, ``prm.psi``) are next period's asset grid and taste-shock parameters,
+    for a path along which TFP (which scales them, docs/model.md 1.1) changes: (c, mu, v)
+    then live on ``grid_next``, the grid of the assets :math:`a'` chosen today, and their
+    logit uses next period's scale; ``prm.a_grid`` is the grid of the assets held today,
+    on which the results lie. The budget is
+    :math:`p_j c + a' = R a + w z + T` with a on ``prm.a_grid`` and a' on ``grid_next``.
+    With the defaults the step is the steady state's (bit for bit).
     """
     g = prm.gamma
     Na, Nz, M = v.shape
     inv_p = 1.0 / prm.p
     inv_p_next = inv_p if p_next is None else 1.0 / p_next
     R_next = prm.R if R_next is None else R_next
-    pi, V_old = logit(v, prm)
+    a_next = prm.a_grid if grid_next is None else grid_next
+    if sigma_next is None and psi_next is None:
+        prm_next = prm
+    else:
+        prm_next = prm._replace(
+            sigma=prm.sigma if sigma_next is None else sigma_next,
+            psi=prm.psi if psi_next is None else psi_next,
+        )
+    pi, V_old = logit(v, prm_next)
     m = jnp.sum(pi * mu * inv_p_next, axis=-1)  # (Na, Nz)
     E = (prm.beta * R_next) * m @ prm.Pz.T  # E[a', z] = beta R' sum_z' P[z,z'] m[a',z']
     # p_j c~ = p_j (p_j E)^(-1/gamma) = p_j^(1-1/gamma) E^(-1/gamma); the power as
     # exp(log) (XLA CPU's float64 power costs more than a log and an exp)
     pc = jnp.exp((-1.0 / g) * jnp.log(E))[..., None] * (prm.p ** (1.0 - 1.0 / g))[None, None, :]
     income = prm.w * prm.z + prm.T  # (Nz,)
-    a_tilde = (pc + (prm.a_grid[:, None] - income[None, :])[..., None]) * (1.0 / prm.R)
-    # a'(a) from the points (a~, a') onto the grid, all columns (z, j) at once
+    a_tilde = (pc + (a_next[:, None] - income[None, :])[..., None]) * (1.0 / prm.R)
+    # a'(a) from the points (a~, a') onto the grid, all columns (z, j) at once: (i, t) the
+    # bracket of a' among the knots a_next, as a fractional index
     i, t, h = _egm_interp(a_tilde.reshape(Na, Nz * M), prm.a_grid)
     i, t = i.reshape(Na, Nz, M), t.reshape(Na, Nz, M)
-    a_p = prm.a_grid[0] + h * ((i - 1).astype(t.dtype) + t)
+    if grid_next is not None:  # the knots' spacing (the held grid's h otherwise)
+        h = (a_next[-1] - a_next[0]) / (Na - 1)
+    a_p = a_next[0] + h * ((i - 1).astype(t.dtype) + t)
     cash = prm.R * prm.a_grid[:, None] + income[None, :]  # (Na, Nz)
     c_new = (cash[..., None] - a_p) * inv_p
     mu_new, u = _marginal_and_utility(c_new, g)

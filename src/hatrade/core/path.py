@@ -11,6 +11,15 @@ revenue of period t), and choose :math:`c_t` and :math:`a'_t` facing next period
     p_{ij,t} c + a' = R_{i,t} a + w_{i,t} z + T_{i,t}, \qquad
     u'(c)/p_{ij,t} = \beta R_{i,t+1} E_t \textstyle\sum_k \pi_k(a',z') u'(c'_k)/p_{ik,t+1}.
 
+TFP :math:`A_{i,t}` scales goods prices :math:`p_{ij,t} = d_{ij,t} w_{j,t}(1+t_{ij,t})/A_{j,t}`,
+the taste-shock scales :math:`\sigma_{i,t}, \psi_{i,t} \propto A_{i,t}^{1-\gamma}` and the
+asset grid, :math:`\mathcal G_{i,t} = A_{i,t}\, g` (g the normalized grid): the assets
+*chosen* at t lie on :math:`\mathcal G_{i,t}`, so the assets *held* at t on
+:math:`\mathcal G_{i,t-1}` (at t = 0 the old steady state's grid, that of ``lam0``). Period
+t's step maps next period's state on :math:`\mathcal G_{i,t}` (its logit with next period's
+scales) to this period's on :math:`\mathcal G_{i,t-1}`; the forward pass puts a' on
+:math:`\mathcal G_{i,t}` by the lottery.
+
 From period T on the economy is at the terminal steady state: the backward pass starts
 from its household state (:func:`hatrade.core.household.step` with next-period prices, T
 times, backward), the forward pass pushes the distribution from ``lam0`` (the old
@@ -46,6 +55,9 @@ class PathInputs(NamedTuple):
     d_end, t_end : (M, M) the terminal trade costs and tariffs; w_end, T_end, R_end : (M,)
     terminal wages, transfers and return (prices from period T on; in period T the budget
     pays ``R[T]`` on the assets carried in, the return set by period T-1's bond market).
+    A : (T, M) TFP (None: the terminal world's, ``arrs.A``, in every period); A_start : (M,)
+    the TFP of the grid of the assets carried into period 0, the old steady state's (None:
+    ``arrs.A``). TFP from period T on is the terminal world's.
     """
 
     d: jax.Array
@@ -59,6 +71,8 @@ class PathInputs(NamedTuple):
     w_end: jax.Array
     T_end: jax.Array
     R_end: jax.Array
+    A: jax.Array | None = None
+    A_start: jax.Array | None = None
 
 
 class PathOutputs(NamedTuple):
@@ -82,35 +96,59 @@ class PathOutputs(NamedTuple):
     lam_end: jax.Array
 
 
-def _prices(arrs: ModelArrays, d, t, w, R, T, beta):
-    return country_params(arrs._replace(d=d, t=t), w, R, T, beta)
+def _scaled(arrs: ModelArrays, A):
+    r"""Asset grid (M, Na), taste-shock scale (M,) and psi of TFP A (M,): the terminal
+    world's scaled by :math:`A/A^{end}` and :math:`(A/A^{end})^{1-\gamma}` (docs/model.md
+    1.1; exactly the terminal ones where A is the terminal TFP)."""
+    r = A / arrs.A
+    s = r ** (1.0 - arrs.gamma)
+    return arrs.a_grid * r[:, None], arrs.sigma * s, arrs.psi * s[:, None, None]
 
 
-def _goods_prices(arrs: ModelArrays, d, t, w):
-    return d * (w / arrs.A)[None, :] * (1.0 + t)
+def _prices(arrs: ModelArrays, d, t, w, R, T, beta, A, A_held):
+    """Period inputs of households with TFP A holding assets on the grid of TFP A_held."""
+    held, _, _ = _scaled(arrs, A_held)
+    _, sigma, psi = _scaled(arrs, A)
+    arrs_t = arrs._replace(d=d, t=t, A=A, a_grid=held, sigma=sigma, psi=psi)
+    return country_params(arrs_t, w, R, T, beta)
+
+
+def _goods_prices(d, t, w, A):
+    return d * (w / A)[None, :] * (1.0 + t)
 
 
 def _period_inputs(arrs: ModelArrays, pin: PathInputs):
-    """Per-period scan inputs: own prices' pieces, next-period goods prices and return."""
-    p_all = jax.vmap(lambda d, t, w: _goods_prices(arrs, d, t, w))(pin.d, pin.t, pin.w)
-    p_end = _goods_prices(arrs, pin.d_end, pin.t_end, pin.w_end)
+    """Per-period scan inputs: own prices' pieces, next-period goods prices and return,
+    and the TFP of the period, of the grid of the assets held, and of the next period."""
+    A, A_start = pin.A, pin.A_start
+    assert A is not None and A_start is not None  # filled in by evaluate_path
+    p_all = jax.vmap(_goods_prices)(pin.d, pin.t, pin.w, A)
+    p_end = _goods_prices(pin.d_end, pin.t_end, pin.w_end, arrs.A)
     p_next = jnp.concatenate([p_all[1:], p_end[None]], axis=0)
-    return (pin.d, pin.t, pin.w, pin.R[:-1], pin.T, p_next, pin.R[1:])
+    A_held = jnp.concatenate([A_start[None], A[:-1]], axis=0)
+    A_next = jnp.concatenate([A[1:], arrs.A[None]], axis=0)
+    return (pin.d, pin.t, pin.w, pin.R[:-1], pin.T, p_next, pin.R[1:], A, A_held, A_next)
 
 
 def _backward_period(arrs: ModelArrays, beta):
-    """One period of the backward pass, all countries: (state_{t+1}, inputs_t) -> state_t."""
+    """One period of the backward pass, all countries: (state_{t+1}, inputs_t) -> state_t.
+
+    The state at t + 1 lies on the grid of the assets chosen at t (TFP A), state_t on the
+    grid of the assets held at t (TFP A_held); next period's logit uses A_next's scales.
+    """
 
     def body(x_next: HHState, inp):
-        d, t, w, R, T, p_next, R_next = inp
-        prm = _prices(arrs, d, t, w, R, T, beta)
+        d, t, w, R, T, p_next, R_next, A, A_held, A_next = inp
+        prm = _prices(arrs, d, t, w, R, T, beta, A, A_held)
+        grid, _, _ = _scaled(arrs, A)
+        _, sig_n, psi_n = _scaled(arrs, A_next)
 
-        def one(c, v, pr, pn, rn):
+        def one(c, v, pr, pn, rn, gn, sn, qn):
             mu = jnp.exp(-pr.gamma * jnp.log(c))
-            c_new, _, v_new, a_p = step(c, mu, v, pr, pn, rn)
+            c_new, _, v_new, a_p = step(c, mu, v, pr, pn, rn, gn, sn, qn)
             return c_new, v_new, a_p
 
-        c, v, a_p = jax.vmap(one)(x_next.c, x_next.v, prm, p_next, R_next)
+        c, v, a_p = jax.vmap(one)(x_next.c, x_next.v, prm, p_next, R_next, grid, sig_n, psi_n)
         return HHState(c, v), a_p
 
     return body
@@ -121,7 +159,11 @@ def _segments(tree, n_seg: int):
 
 
 def _forward_segment(arrs: ModelArrays, beta, back):
-    """The forward pass through one segment: recompute its policies, push, aggregate."""
+    """The forward pass through one segment: recompute its policies, push, aggregate.
+
+    The distribution entering t lies on the grid of the assets held at t; the lottery
+    puts a' on the grid of period t's TFP (that of the assets chosen at t).
+    """
 
     def body(lam, inp):
         xs_seg, L_seg, x_end = inp
@@ -133,13 +175,14 @@ def _forward_segment(arrs: ModelArrays, beta, back):
         )
 
         def period(lam_t, inp_t):
-            (d, t, w, R, T, _, _), L, c, v, a_p = inp_t
-            prm = _prices(arrs, d, t, w, R, T, beta)
+            (d, t, w, R, T, _, _, A, A_held, _), L, c, v, a_p = inp_t
+            prm = _prices(arrs, d, t, w, R, T, beta, A, A_held)
+            grid, _, _ = _scaled(arrs, A)
             pi, _ = jax.vmap(logit)(v, prm)
             pol = Policies(c=c, a_p=a_p, v=v, pi=pi, V=None)
             agg = aggregate(arrs._replace(d=d, t=t, L=L), prm, pol, lam_t)
             held = L * jnp.einsum("kaz,ka->k", lam_t, prm.a_grid)
-            lam_n = jax.vmap(push)(lam_t, a_p, pi, prm.a_grid, prm.Pz)
+            lam_n = jax.vmap(push)(lam_t, a_p, pi, grid, prm.Pz)
             out = (agg["M"], agg["X"], agg["A"], held, agg["G"], agg["N"], agg["Y"])
             return lam_n, out
 
@@ -154,23 +197,27 @@ def _evaluate(arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, n_
     back = _backward_period(arrs, beta)
     xs = _period_inputs(arrs, pin)
     segs = _segments(xs, n_seg)
+    A, A_held = xs[7], xs[8]  # TFP of each period and of the grid of the assets held
 
     def seg_back(x_next, xs_seg):
         x, _ = jax.lax.scan(lambda x_, i: (back(x_, i)[0], None), x_next, xs_seg, reverse=True)
         return x, x_next  # output: the state entering the segment's last period's successor
 
-    # period T: the terminal steady state's prices but the return R[T] in the budget
-    p_end = _goods_prices(arrs, pin.d_end, pin.t_end, pin.w_end)
-    inp_T = (pin.d_end, pin.t_end, pin.w_end, pin.R[-1], pin.T_end, p_end, pin.R_end)
+    # period T: the terminal steady state's prices and TFP but the return R[T] in the
+    # budget, on assets held on the grid of period T-1's TFP
+    p_end = _goods_prices(pin.d_end, pin.t_end, pin.w_end, arrs.A)
+    inp_T = (pin.d_end, pin.t_end, pin.w_end, pin.R[-1], pin.T_end, p_end, pin.R_end,
+             arrs.A, A[-1], arrs.A)  # fmt: skip
     x_T, _ = back(x_end, inp_T)
     x0, ends = jax.lax.scan(seg_back, x_T, segs, reverse=True)
-    prm0 = _prices(arrs, pin.d[0], pin.t[0], pin.w[0], pin.R[0], pin.T[0], beta)
+    prm0 = _prices(arrs, pin.d[0], pin.t[0], pin.w[0], pin.R[0], pin.T[0], beta, A[0],
+                   A_held[0])  # fmt: skip
     _, V0 = jax.vmap(logit)(x0.v, prm0)
     fwd = _forward_segment(arrs, beta, back)
     lam_end, outs = jax.lax.scan(fwd, lam0, (segs, _segments(pin.L, n_seg), ends))
     outs = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), outs)
-    M, X, A, A_held, G, N, Y = outs  # the per-period fields of PathOutputs, in order
-    return PathOutputs(M, X, A, A_held, G, N, Y, V0=V0, lam_end=lam_end)
+    M, X, Ap, Ah, G, N, Y = outs  # the per-period fields of PathOutputs, in order
+    return PathOutputs(M, X, Ap, Ah, G, N, Y, V0=V0, lam_end=lam_end)
 
 
 def evaluate_path(
@@ -181,8 +228,9 @@ def evaluate_path(
     Parameters
     ----------
     arrs : ModelArrays
-        The world's arrays (d, t and L are taken from ``pin`` period by period; the asset
-        grid, taste-shock scales and TFP are the same in every period).
+        The terminal world's arrays (d, t, L and TFP are taken from ``pin`` period by
+        period; the asset grid and the taste-shock scales are the terminal ones scaled with
+        the period's TFP, module docstring).
     pin : PathInputs
         The path; its number of periods must be a multiple of ``segment``.
     beta : discount factor.
@@ -197,4 +245,8 @@ def evaluate_path(
     n = pin.w.shape[0]
     if n % segment:
         raise ValueError(f"path length {n} is not a multiple of segment {segment}")
+    if pin.A is None:
+        pin = pin._replace(A=jnp.broadcast_to(arrs.A, (n,) + arrs.A.shape))
+    if pin.A_start is None:
+        pin = pin._replace(A_start=arrs.A)
     return _evaluate(arrs, pin, beta, x_end, lam0, jnp.zeros(n // segment))

@@ -18,7 +18,7 @@ Everything is checked when the file is read, before any solve: the keys (``perio
 ranges (``periods`` an integer >= 2, ``news_date`` in [0, periods), ``linear`` a
 boolean), the path table (:func:`hatrade.io.transition_results.read_path_table` and the
 engine's :func:`~hatrade.analysis.transition.path_shocks`), and what transitions do not
-take (a TFP change, another financial regime). The scenario's ``rebate`` and ``labor_tax``
+take (another financial regime). The scenario's ``rebate`` and ``labor_tax``
 hold from period 0 on (with ``news_date`` = 0; a path table keeps the baseline's
 instruments and takes none of the scenario keys). The run's folder
 ``OUT/runs/<name>/`` is a transition folder
@@ -146,9 +146,8 @@ def transition_fields(where: str, d: dict, world, base_dir: Path | None) -> dict
 
 
 def check_transition_run(where: str, scenario, world, news_date: int = 0) -> None:
-    """What a transition run does not take (yet): a TFP change, another financial regime,
-    a change of the instruments (``rebate``, ``labor_tax``: from period 0 on) with a later
-    ``news_date``."""
+    """What a transition run does not take: another financial regime, a change of the
+    instruments (``rebate``, ``labor_tax``: from period 0 on) with a later ``news_date``."""
     from hatrade.io.transition_results import check_transition_scenario
 
     try:

@@ -197,27 +197,20 @@ def check_transition_scenario(
     scenario,
     world,
     *,
-    tfp: str = "tfp_change",
     financial="financial",
     news_date: int = 0,
     news_field: str = "news_date",
 ):
-    """What a transition does not take (yet), before any solve: a TFP change (the asset
-    grid scales with TFP), a financial regime other than the baseline's, or a change of
-    the instruments with a later news date
+    """What a transition does not take, before any solve: a financial regime other than
+    the baseline's, or a change of the instruments with a later news date
     (:func:`~hatrade.analysis.transition.check_instrument_timing`).
-    ``tfp``/``financial``/``news_field`` name the fields in the message (e.g. ``--tfp`` in
+    ``financial``/``news_field`` name the fields in the message (e.g. ``--financial`` in
     the CLI).
 
     Raises
     ------
     ParameterError
     """
-    if any(scenario.tfp_change.values()):
-        raise ParameterError(
-            f"{tfp} is not supported in transitions yet (the asset grid scales with TFP); "
-            "use a counterfactual for a TFP change."
-        )
     if scenario.financial is not None and scenario.financial != world.financial:
         raise ParameterError(
             f"{financial} = {scenario.financial!r} is not allowed in a transition: the "

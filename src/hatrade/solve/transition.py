@@ -104,15 +104,19 @@ class TransitionOptions:
 
 @dataclass(frozen=True)
 class PathShocks:
-    """The exogenous path, period by period (numpy): d, tariffs (T, M, M), labor (T, M).
+    """The exogenous path, period by period (numpy): d, tariffs (T, M, M), labor (T, M)
+    and TFP (T, M; None: the new steady state's in every period).
 
     From period T on the terminal world's values hold (they must be the new steady
     state's world). Shocks are known from t = 0 (news about later periods included).
+    TFP scales prices, taste shocks and the asset grid of its period (the assets chosen
+    at t lie on period t's grid; docs/transitions.md).
     """
 
     d: np.ndarray
     tariffs: np.ndarray
     labor: np.ndarray
+    tfp: np.ndarray | None = None
 
 
 @dataclass
@@ -151,6 +155,8 @@ class PathData(NamedTuple):
     beta: jax.Array
     x_end: HHState
     lam0: jax.Array
+    A: jax.Array  # (T, M) TFP of every period
+    A_start: jax.Array  # (M,) the old steady state's TFP (the grid of lam0)
 
 
 def path_inputs(layout: Layout, data: PathData, U) -> PathInputs:
@@ -159,7 +165,7 @@ def path_inputs(layout: Layout, data: PathData, U) -> PathInputs:
     R = jnp.concatenate([data.R0[None], Rn], axis=0)
     return PathInputs(
         data.d, data.t, data.L, w, R, Tr, data.arrs.d, data.arrs.t,
-        data.w_end, data.T_end, data.R_end,
+        data.w_end, data.T_end, data.R_end, data.A, data.A_start,
     )  # fmt: skip
 
 
@@ -202,10 +208,12 @@ class PathProblem:
         self.new, self.old = new, old
         p = new.prices
         f = lambda x: jnp.asarray(np.asarray(x, float))  # noqa: E731
+        tfp = world.tfp if shocks.tfp is None else shocks.tfp
         self.data = PathData(
             arrs=self.arrs, d=f(shocks.d), t=f(shocks.tariffs), L=f(shocks.labor),
             R0=f(old.prices.R), w_end=f(p.w), T_end=f(p.T), R_end=f(p.R),
             beta=f(new.beta), x_end=jax.tree_util.tree_map(f, new.state), lam0=f(old.lam),
+            A=f(np.broadcast_to(tfp, (self.T, self.M))), A_start=f(old.world.tfp),
         )  # fmt: skip
         self.segment = opts.segment_length
 
@@ -312,7 +320,7 @@ def solve_transition(
         The stationary equilibrium the economy starts in (its distribution and return on
         assets) and the one it ends in (solved with beta fixed; same household grid).
     shocks : PathShocks
-        The world's trade costs, tariffs and labor in each of the T periods.
+        The world's trade costs, tariffs, labor and TFP in each of the T periods.
     options : TransitionOptions
     progress : callable(iteration, largest excess demand), optional
 

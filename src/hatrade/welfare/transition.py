@@ -14,6 +14,9 @@ the steady-state EV of :mod:`hatrade.welfare.ev` with the path's value as the ta
 (same inversion, same conventions: income scaled in the budget and the Euler equation,
 the first root above 1 for borrowers whose value first falls in :math:`\lambda`). The
 steady-state comparison's :math:`V^{old}(\lambda) = V^{new}` is computed beside it.
+:math:`V_0` lies on the old steady state's asset grid (that of the assets carried into
+t = 0) also when TFP, which scales the grid, changes at t = 0 (docs/transitions.md), so
+the comparison is state by state.
 """
 
 from __future__ import annotations
