@@ -224,3 +224,21 @@ def test_temporary_tariff_is_rebated_each_period(old):
 # The 19-country US cut at T = 300 (converged to 1e-8, the end of the path at the new steady
 # state to 1e-8) is checked by `python benchmarks/transition.py --us-cut`, which exits with
 # an error when a check fails: about 7 minutes on two cores, too long for CI.
+
+
+def test_stored_and_checkpointed_path_evaluations_agree(old, perm):
+    """segment=None (one backward pass keeping every period's policies) and checkpoints
+    (policies recomputed per segment) give the same path outputs off the solution."""
+    sh = PathShocks(np.tile(perm.new.world.d, (T, 1, 1)), np.zeros((T, 2, 2)),
+                    np.tile(old.world.labor, (T, 1)))  # fmt: skip
+    stored = PathProblem(old, perm.new, sh, TransitionOptions(periods=T))
+    checked = PathProblem(old, perm.new, sh, TransitionOptions(periods=T, segment=8))
+    assert stored.segment is None and checked.segment == 8
+    U = stored.guess() * (1.0 + 0.01 * np.sin(np.arange(T * stored.layout.n))).reshape(T, -1)
+    (Ha, a), (Hb, b) = stored.residuals(U), checked.residuals(U)
+    assert np.max(np.abs(Ha - Hb)) < 1e-13
+    for f in a._fields:
+        x, y = np.asarray(getattr(a, f)), np.asarray(getattr(b, f))
+        assert np.max(np.abs(x - y)) <= 1e-14 * max(1.0, np.max(np.abs(x))), f
+    tiny = TransitionOptions(periods=T, policy_memory_gb=0.0)
+    assert PathProblem(old, perm.new, sh, tiny).segment == tiny.segment_length

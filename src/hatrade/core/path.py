@@ -26,7 +26,9 @@ times, backward), the forward pass pushes the distribution from ``lam0`` (the ol
 stationary one) with the period's policies and aggregates every period as the steady
 state does (:func:`hatrade.core.markets.aggregate`).
 
-Memory: the backward pass keeps only the household state at every ``segment``-th period
+Memory: when every period's policies fit (``segment=None``: :math:`a'` and :math:`\pi`,
+:func:`stored_bytes`), one backward pass keeps them and the forward pass reads them.
+Otherwise the backward pass keeps only the household state at every ``segment``-th period
 (checkpoints); the forward pass recomputes one segment's policies from its checkpoint,
 pushes the distribution through it and drops them, so at most ``segment`` periods of
 policies are held at once (a second backward pass of work).
@@ -43,7 +45,7 @@ from hatrade.core.distribution import push
 from hatrade.core.household import HHState, Policies, logit, step
 from hatrade.core.markets import ModelArrays, aggregate, country_params
 
-__all__ = ["PathInputs", "PathOutputs", "evaluate_path"]
+__all__ = ["PathInputs", "PathOutputs", "evaluate_path", "stored_bytes"]
 
 
 class PathInputs(NamedTuple):
@@ -220,8 +222,63 @@ def _evaluate(arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, n_
     return PathOutputs(M, X, Ap, Ah, G, N, Y, V0=V0, lam_end=lam_end)
 
 
+def _forward_period(arrs: ModelArrays, beta):
+    """One period of the forward pass from stored policies (a', pi): push and aggregate.
+
+    Consumption is :math:`c_j = (R a + w z + T - a'_j)/p_j`, the budget of the step that
+    chose a' (:func:`hatrade.core.household.step`)."""
+
+    def period(lam_t, inp_t):
+        (d, t, w, R, T, _, _, A, A_held, _), L, a_p, pi = inp_t
+        prm = _prices(arrs, d, t, w, R, T, beta, A, A_held)
+        grid, _, _ = _scaled(arrs, A)
+        income = prm.w[:, None] * prm.z + prm.T.reshape(prm.T.shape[0], -1)  # (M, Nz)
+        cash = prm.R[:, None, None] * prm.a_grid[:, :, None] + income[:, None, :]
+        c = (cash[..., None] - a_p) * (1.0 / prm.p)[:, None, None, :]
+        pol = Policies(c=c, a_p=a_p, v=None, pi=pi, V=None)
+        agg = aggregate(arrs._replace(d=d, t=t, L=L), prm, pol, lam_t)
+        held = L * jnp.einsum("kaz,ka->k", lam_t, prm.a_grid)
+        lam_n = jax.vmap(push)(lam_t, a_p, pi, grid, prm.Pz)
+        return lam_n, (agg["M"], agg["X"], agg["A"], held, agg["G"], agg["N"], agg["Y"])
+
+    return period
+
+
+@jax.jit
+def _evaluate_stored(arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0):
+    """One backward pass keeping every period's (a', pi), then the forward pass."""
+    back = _backward_period(arrs, beta)
+    xs = _period_inputs(arrs, pin)
+    A, A_held = xs[7], xs[8]
+    p_end = _goods_prices(pin.d_end, pin.t_end, pin.w_end, arrs.A)
+    inp_T = (pin.d_end, pin.t_end, pin.w_end, pin.R[-1], pin.T_end, p_end, pin.R_end,
+             arrs.A, A[-1], arrs.A)  # fmt: skip
+    x_T, _ = back(x_end, inp_T)
+
+    def body(x_next, inp):
+        x, a_p = back(x_next, inp)
+        d, t, w, R, T, _, _, A_t, A_h, _ = inp
+        pi, _ = jax.vmap(logit)(x.v, _prices(arrs, d, t, w, R, T, beta, A_t, A_h))
+        return x, (a_p, pi)
+
+    x0, (a_all, pi_all) = jax.lax.scan(body, x_T, xs, reverse=True)
+    prm0 = _prices(arrs, pin.d[0], pin.t[0], pin.w[0], pin.R[0], pin.T[0], beta, A[0],
+                   A_held[0])  # fmt: skip
+    _, V0 = jax.vmap(logit)(x0.v, prm0)
+    lam_end, outs = jax.lax.scan(_forward_period(arrs, beta), lam0, (xs, pin.L, a_all, pi_all))
+    M, X, Ap, Ah, G, N, Y = outs
+    return PathOutputs(M, X, Ap, Ah, G, N, Y, V0=V0, lam_end=lam_end)
+
+
+def stored_bytes(arrs: ModelArrays, periods: int) -> int:
+    """Memory of the policies (a', pi) of every period that :func:`evaluate_path` keeps
+    with ``segment=None``: 2 T M Na Nz M float64 numbers."""
+    M, (Na,), Nz = arrs.A.shape[0], arrs.a_grid.shape[1:], arrs.z.shape[0]
+    return 2 * 8 * periods * M * Na * Nz * M
+
+
 def evaluate_path(
-    arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, segment: int = 25
+    arrs: ModelArrays, pin: PathInputs, beta, x_end: HHState, lam0, segment: int | None = 25
 ) -> PathOutputs:
     r"""Aggregates of a path of prices and the value at t = 0 (module docstring).
 
@@ -238,15 +295,19 @@ def evaluate_path(
         The terminal steady state's household state (leading axis: country): the state
         from period T + 1 on.
     lam0 : (M, Na, Nz) the distribution entering period 0.
-    segment : int
+    segment : int or None
         Periods per checkpoint segment (memory: about ``segment`` + T/``segment`` periods of
-        household arrays).
+        household arrays; the policies are computed twice). None: one backward pass that
+        keeps every period's policies a' and pi (:func:`stored_bytes`), the forward pass
+        reads them.
     """
     n = pin.w.shape[0]
-    if n % segment:
+    if segment is not None and n % segment:
         raise ValueError(f"path length {n} is not a multiple of segment {segment}")
     if pin.A is None:
         pin = pin._replace(A=jnp.broadcast_to(arrs.A, (n,) + arrs.A.shape))
     if pin.A_start is None:
         pin = pin._replace(A_start=arrs.A)
+    if segment is None:
+        return _evaluate_stored(arrs, pin, beta, x_end, lam0)
     return _evaluate(arrs, pin, beta, x_end, lam0, jnp.zeros(n // segment))

@@ -35,7 +35,7 @@ from hatrade.core.errors import EquilibriumError
 from hatrade.core.household import HHState
 from hatrade.core.markets import Layout, ModelArrays, excess_demands, model_arrays
 from hatrade.core.params import ParameterError
-from hatrade.core.path import PathInputs, PathOutputs, evaluate_path
+from hatrade.core.path import PathInputs, PathOutputs, evaluate_path, stored_bytes
 from hatrade.core.x64 import enable_x64
 from hatrade.solve.path_jacobian import transition_jacobian
 
@@ -61,8 +61,13 @@ class TransitionOptions:
     max_iter : quasi-Newton iterations. 30.
     settle_tol : largest distance of the path's last period to the new steady state
         (relative wages, R) accepted; beyond it the horizon is too short. 1e-6.
-    segment : periods per checkpoint of the path evaluation (memory); None: the divisor
-        of T nearest to sqrt(T).
+    segment : periods per checkpoint of the path evaluation (memory; each path evaluation
+        then computes the policies twice); None: keep every period's policies when they
+        fit in ``policy_memory_gb`` (one backward pass), else checkpoints every ``k``
+        periods, k the divisor of T nearest to sqrt(T).
+    policy_memory_gb : memory for every period's policies (a' and choice probabilities,
+        :func:`hatrade.core.path.stored_bytes`) with ``segment=None``. Default 2 GB (the
+        19-country world at T = 300 needs 1.7 GB).
     linear : return the first-order path (one step from the terminal steady state).
     """
 
@@ -72,6 +77,7 @@ class TransitionOptions:
     settle_tol: float = 1e-6
     segment: int | None = None
     linear: bool = False
+    policy_memory_gb: float = 2.0
 
     def __post_init__(self):
         checks = {
@@ -81,12 +87,15 @@ class TransitionOptions:
             "settle_tol": isinstance(self.settle_tol, float | int) and self.settle_tol > 0,
             "segment": self.segment is None
             or (isinstance(self.segment, int) and self.segment >= 1),
+            "policy_memory_gb": isinstance(self.policy_memory_gb, float | int)
+            and self.policy_memory_gb >= 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ParameterError(
                     f"{name} = {getattr(self, name)!r} is not allowed: periods an integer "
-                    ">= 2, tol in (0, 1), max_iter >= 1, settle_tol > 0, segment >= 1 or None."
+                    ">= 2, tol in (0, 1), max_iter >= 1, settle_tol > 0, segment >= 1 or None, "
+                    "policy_memory_gb >= 0."
                 )
 
     @property
@@ -170,7 +179,7 @@ def path_inputs(layout: Layout, data: PathData, U) -> PathInputs:
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _path_residuals(layout: Layout, segment: int, data: PathData, U):
+def _path_residuals(layout: Layout, segment: int | None, data: PathData, U):
     pin = path_inputs(layout, data, U)
     out = evaluate_path(data.arrs, pin, data.beta, data.x_end, data.lam0, segment)
 
@@ -215,7 +224,8 @@ class PathProblem:
             beta=f(new.beta), x_end=jax.tree_util.tree_map(f, new.state), lam0=f(old.lam),
             A=f(np.broadcast_to(tfp, (self.T, self.M))), A_start=f(old.world.tfp),
         )  # fmt: skip
-        self.segment = opts.segment_length
+        fits = stored_bytes(self.arrs, self.T) <= opts.policy_memory_gb * 2**30
+        self.segment = None if opts.segment is None and fits else opts.segment_length
 
     def guess(self) -> np.ndarray:
         p = self.new.prices
