@@ -247,12 +247,15 @@ class _Evaluations:
             criteria=self.panel.values(eq) if self.panel is not None else None,
         )
         log.info(
-            "policy evaluation %d: theta = %s, criterion %.8g, gradient %s (%.1f s)",
+            "policy evaluation %d: theta = %s, criterion %.8g, gradient %s (%.1f s; gradient "
+            "%.1f s, %d directions)",
             self.solves,
             np.array2string(np.asarray(key), precision=6),
             g.value,
             np.array2string(g.grad, precision=3),
             e["seconds"],
+            g.seconds,
+            g.directions,
         )
         self.history.append(e)
         self.done[key] = e
