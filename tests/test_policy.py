@@ -111,8 +111,13 @@ def test_criterion_gradient_matches_finite_differences(crra):
     obj = make_objective(crra, "AAA", "quintile:Q1")
     th = np.array([0.1, 0.05])
     eq = solve_policy(crra, world_at(world, sp, th), crra)
-    g = criterion_gradient(eq, sp, obj, th)
+    g = criterion_gradient(eq, sp, obj, th, method="block")
     assert g.value == pytest.approx(evaluate_criteria(crra, eq, "AAA")["ce"]["quintile:Q1"])
+    # the matrix-free route (GMRES on the tangent system, a few world directions) agrees
+    gk = criterion_gradient(eq, sp, obj, th, method="krylov")
+    assert gk.value == g.value
+    np.testing.assert_allclose(gk.grad, g.grad, rtol=1e-8, atol=1e-9)
+    assert gk.directions <= 2 * 5
     h = 1e-3  # truncation ~1e-6, solver noise ~1e-10/h
     for k in range(2):
         e = np.eye(2)[k] * h
@@ -124,6 +129,24 @@ def test_criterion_gradient_matches_finite_differences(crra):
         ]
         fd = (v[0] - v[1]) / (2 * h)
         assert abs(fd - g.grad[k]) <= 1e-4 * max(1.0, abs(fd)), (k, fd, g.grad[k])
+
+
+def test_krylov_gradient_warm_start_and_jacobian(crra):
+    """The Krylov route warm-started from a nearby point's gradient (its tangents, its
+    secant-updated Jacobian as the solve's start) agrees with the full block there."""
+    sp = policy_space(crra.world, "AAA", "tariff")
+    obj = make_objective(crra, "AAA", "utilitarian")
+    th = np.array([0.1])
+    eq = solve_policy(crra, world_at(crra.world, sp, th), crra)
+    g = criterion_gradient(eq, sp, obj, th)  # auto, no warm start: the block
+    assert g.directions == 5
+    th2 = th + 0.02
+    eq2 = solve_policy(crra, world_at(crra.world, sp, th2), eq, jacobian=g.jacobian)
+    g2 = criterion_gradient(eq2, sp, obj, th2, tangents=g.tangents)  # auto: Krylov
+    assert g2.directions < 5
+    gb = criterion_gradient(eq2, sp, obj, th2, method="block")
+    np.testing.assert_allclose(g2.grad, gb.grad, rtol=1e-8, atol=1e-9)
+    assert g2.value == pytest.approx(gb.value, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- closed forms

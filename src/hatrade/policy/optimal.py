@@ -57,6 +57,9 @@ class PolicyOptions:
         compares criterion values, accurate only to the solver tolerance); quasi-Newton
         steps on the exact gradient then go on to ``gtol`` (:func:`_polish`).
     max_solves : equilibrium solves of L-BFGS-B at most.
+    step : the length, in units of the instruments, of L-BFGS-B's first step (its variables
+        are the instruments divided by ``step``; the first step of L-BFGS-B has unit length,
+        a whole tariff range without the scaling).
     tol, hh_tol : equilibrium and household tolerances of every solve.
     """
 
@@ -65,6 +68,7 @@ class PolicyOptions:
     gtol: float = 1e-7
     coarse_gtol: float = 1e-5
     max_solves: int = 30
+    step: float = 0.1
     tol: float = 1e-10
     hh_tol: float = 1e-10
 
@@ -78,6 +82,8 @@ class PolicyOptions:
                 )
         if self.tax_bounds[1] >= 1.0:
             raise ParameterError(f"tax_bounds = {self.tax_bounds!r}: the upper bound must be < 1.")
+        if not (np.isfinite(self.step) and self.step > 0):
+            raise ParameterError(f"step = {self.step!r}: must be positive and finite.")
         if not int(self.max_solves) >= 1:
             raise ParameterError(f"max_solves = {self.max_solves!r}: must be at least 1.")
 
@@ -234,17 +240,22 @@ class _Evaluations:
             value=g.value,
             grad=g.grad.tolist(),
             seconds=time.perf_counter() - t0,
+            gradient_seconds=g.seconds,
+            gradient_directions=int(g.directions),
             newton_iterations=int(eq.iterations),
             residual=float(eq.residual),
             criteria=self.panel.values(eq) if self.panel is not None else None,
         )
         log.info(
-            "policy evaluation %d: theta = %s, criterion %.8g, gradient %s (%.1f s)",
+            "policy evaluation %d: theta = %s, criterion %.8g, gradient %s (%.1f s; gradient "
+            "%.1f s, %d directions)",
             self.solves,
             np.array2string(np.asarray(key), precision=6),
             g.value,
             np.array2string(g.grad, precision=3),
             e["seconds"],
+            g.seconds,
+            g.directions,
         )
         self.history.append(e)
         self.done[key] = e
@@ -309,6 +320,33 @@ def _polish(ev, theta, bounds, gtol: float, steps: int = 4):
     return theta
 
 
+def _lbfgsb(ev, x, bounds, opts):
+    """L-BFGS-B on the instruments divided by ``opts.step``, stopped at ``ev.coarse``."""
+    from scipy.optimize import minimize
+
+    h = float(opts.step)
+
+    def scaled(y):
+        f, g = ev(np.asarray(y, float) * h)
+        return f, np.asarray(g) * h
+
+    try:
+        res = minimize(
+            scaled,
+            x / h,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(a / h, b / h) for a, b in bounds],
+            options=dict(gtol=ev.coarse * h, ftol=1e-12, maxfun=opts.max_solves),
+        )
+        x_end, success = np.asarray(res.x, float) * h, bool(res.success)
+        message = str(res.message)
+    except _CoarseOptimum as stop:
+        x_end, success = stop.theta, True
+        message = f"projected gradient below coarse_gtol = {ev.coarse:g}"
+    return x_end, success, message
+
+
 @enable_x64
 def optimal_policy(
     baseline,
@@ -369,25 +407,11 @@ def optimal_policy(
         raise ParameterError(
             f"x0 = {x0!r} is not allowed: {space.n} finite values inside the bounds {bounds}."
         )
-    from scipy.optimize import minimize
-
     ev = _Evaluations(baseline, world, space, objective, opts, history, on_evaluation)
     ev.last = baseline if start is None else start
     ev.panel = CriteriaPanel(baseline, country) if report_criteria else None
     ev.coarse, ev.bounds = max(opts.gtol, opts.coarse_gtol), bounds
-    try:
-        res = minimize(
-            ev,
-            x,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options=dict(gtol=ev.coarse, ftol=1e-12, maxfun=opts.max_solves),
-        )
-        x_end, success, message = np.asarray(res.x, float), bool(res.success), str(res.message)
-    except _CoarseOptimum as stop:
-        x_end, success = stop.theta, True
-        message = f"projected gradient below coarse_gtol = {ev.coarse:g}"
+    x_end, success, message = _lbfgsb(ev, x, bounds, opts)
     ev.coarse = None
     theta = _polish(ev, x_end, bounds, opts.gtol)
     f, g = ev(theta)  # cached: evaluated before
