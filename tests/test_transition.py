@@ -226,7 +226,7 @@ def test_temporary_tariff_is_rebated_each_period(old):
 # an error when a check fails: about 7 minutes on two cores, too long for CI.
 
 
-def test_stored_and_checkpointed_path_evaluations_agree(old, perm):
+def test_stored_and_checkpointed_path_evaluations_agree(old, perm, x64):
     """segment=None (one backward pass keeping every period's policies) and checkpoints
     (policies recomputed per segment) give the same path outputs off the solution."""
     sh = PathShocks(np.tile(perm.new.world.d, (T, 1, 1)), np.zeros((T, 2, 2)),
@@ -242,3 +242,29 @@ def test_stored_and_checkpointed_path_evaluations_agree(old, perm):
         assert np.max(np.abs(x - y)) <= 1e-14 * max(1.0, np.max(np.abs(x))), f
     tiny = TransitionOptions(periods=T, policy_memory_gb=0.0)
     assert PathProblem(old, perm.new, sh, tiny).segment == tiny.segment_length
+
+
+def test_truncated_composed_jacobian_equals_the_full_one(old, x64):
+    """The chain applied to the truncated fake-news matrices, then the diagonal sums, gives
+    the Jacobian of all horizons (the R column's shift included) within the truncation."""
+    import jax.numpy as jnp
+
+    from hatrade.core.fakenews import fake_news_matrix
+    from hatrade.core.markets import country_params
+
+    Tn = 80
+    sh = PathShocks(np.tile(old.world.d, (Tn, 1, 1)), np.zeros((Tn, 2, 2)),
+                    np.tile(old.world.labor, (Tn, 1)))  # fmt: skip
+    prob = PathProblem(old, old, sh, TransitionOptions(periods=Tn))
+    full = transition_jacobian(prob.arrs, prob.layout, old, Tn, tol=0.0)
+    size = np.max(np.abs(full))
+    J = transition_jacobian(prob.arrs, prob.layout, old, Tn)
+    assert np.max(np.abs(J - full)) < 1e-10 * size
+    coarse = transition_jacobian(prob.arrs, prob.layout, old, Tn, tol=1e-3)
+    assert 0 < np.max(np.abs(coarse - full)) < 1e-4 * size
+    p = old.prices
+    prm = country_params(prob.arrs, jnp.asarray(p.w), jnp.asarray(p.R), jnp.asarray(p.T),
+                         old.beta)  # fmt: skip
+    one = lambda x: type(x)(*(jnp.asarray(np.asarray(a)[0]) for a in x))  # noqa: E731
+    F = fake_news_matrix(one(prm), one(old.state), old.lam[0], 1.0, Tn + 1, tol=1e-3)
+    assert F.shape[0] < Tn and F.shape[2] < Tn  # rows and horizons were truncated

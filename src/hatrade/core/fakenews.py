@@ -50,7 +50,7 @@ from hatrade.core.distribution import push
 from hatrade.core.household import HHParams, HHState, logit, step
 from hatrade.core.x64 import enable_x64
 
-__all__ = ["fake_news_jacobian", "direction_names"]
+__all__ = ["accumulate", "direction_names", "fake_news_jacobian", "fake_news_matrix"]
 
 
 def direction_names(M: int, transfers: bool) -> tuple:
@@ -193,6 +193,53 @@ def _expectations(prm, x, lam, y, n: int, tol: float, chunk: int):
 
 
 @enable_x64
+def fake_news_matrix(
+    prm: HHParams,
+    x: HHState,
+    lam,
+    L,
+    n: int,
+    transfers: bool = False,
+    instruments=None,
+    tol: float = 1e-12,
+    chunk: int = 10,
+):
+    r"""The fake-news matrix :math:`F[t, o, s, k]` where it is not negligible (numpy).
+
+    Same parameters as :func:`fake_news_jacobian`. Returns F of shape (U + 1, O, S, K) with
+    U + 1 <= n rows t and S <= n horizons s: :math:`F[0, s] = \mathcal Y_s`,
+    :math:`F[t, s] = \mathcal E_{t-1} \cdot \mathcal D_s`; beyond them F is zero to
+    ``tol``. The Jacobian is its diagonal sums (:func:`accumulate`).
+    """
+    lam = jnp.asarray(lam)
+    chunk = max(1, min(int(chunk), int(n)))
+    inst = None if instruments is None else tuple(jnp.asarray(v) for v in instruments)
+    dY, dD = _backward(prm, x, lam, jnp.asarray(L), int(n), bool(transfers), tol, chunk, inst)
+    y = _outputs_per_state(prm, x, lam, jnp.asarray(L))
+    Es = _expectations(prm, x, lam, y, int(n) - 1, tol, chunk)  # Es[u] = E_u
+    K, S, n_out = dY.shape
+    U = Es.shape[0]
+    F = np.empty((U + 1, n_out, S, K), dtype=np.float64)
+    F[0] = np.transpose(dY, (2, 1, 0))
+    # F[t = u + 1, o, s, k] = E_u[o] . D_s[k]: one matrix product (U O) x (Na Nz) x (K S)
+    F1 = (Es.reshape(U * n_out, -1) @ dD.reshape(K * S, -1).T).reshape(U, n_out, K, S)
+    F[1:] = np.transpose(F1, (0, 1, 3, 2))
+    return F
+
+
+def accumulate(F: np.ndarray, n: int) -> np.ndarray:
+    r"""The Jacobian from a fake-news matrix: :math:`J[t, s] = F[t, s] + J[t-1, s-1]`.
+
+    ``F`` (n_t, ..., n_s, ...) with n_t, n_s <= n (zero beyond): axes 0 and 2 are t and s.
+    Returns J (n, F.shape[1], n, F.shape[3])."""
+    J = np.zeros((n, F.shape[1], n) + F.shape[3:], dtype=np.float64)
+    J[: F.shape[0], :, : F.shape[2]] = F
+    for t in range(1, n):  # in place, row by row
+        J[t, :, 1:] += J[t - 1, :, :-1]
+    return J
+
+
+@enable_x64
 def fake_news_jacobian(
     prm: HHParams,
     x: HHState,
@@ -202,7 +249,7 @@ def fake_news_jacobian(
     transfers: bool = False,
     instruments=None,
     tol: float = 1e-12,
-    chunk: int = 25,
+    chunk: int = 10,
 ):
     r"""The household block's Jacobian :math:`\mathcal J[t, o, s, k]` (numpy, (n, O, n, K)).
 
@@ -230,7 +277,7 @@ def fake_news_jacobian(
         distribution decay geometrically). Default 1e-12; 0 computes all
         n horizons and n expectation vectors.
     chunk : int
-        Horizons per compiled step of both passes (and per truncation check). Default 25.
+        Horizons per compiled step of both passes (and per truncation check). Default 10.
 
     Returns
     -------
@@ -238,20 +285,5 @@ def fake_news_jacobian(
         ``J[t, o, s, k]``: outputs o = (M_i0..M_i,M-1, A_i), directions k =
         :func:`direction_names`. Column s = 0 is an unanticipated shock at t = 0.
     """
-    lam = jnp.asarray(lam)
-    chunk = max(1, min(int(chunk), int(n)))
-    inst = None if instruments is None else tuple(jnp.asarray(v) for v in instruments)
-    dY, dD = _backward(prm, x, lam, jnp.asarray(L), int(n), bool(transfers), tol, chunk, inst)
-    y = _outputs_per_state(prm, x, lam, jnp.asarray(L))
-    Es = _expectations(prm, x, lam, y, int(n) - 1, tol, chunk)  # Es[u] = E_u
-    K, S, n_out = dY.shape
-    U = Es.shape[0]
-    J = np.zeros((n, n_out, n, K), dtype=np.float64)
-    J[0, :, :S, :] = np.transpose(dY, (2, 1, 0))
-    # F[t = u + 1, o, s, k] = E_u[o] . D_s[k]: one matrix product (U O) x (Na Nz) x (K S)
-    F1 = (Es.reshape(U * n_out, -1) @ dD.reshape(K * S, -1).T).reshape(U, n_out, K, S)
-    J[1 : U + 1, :, :S, :] = np.transpose(F1, (0, 1, 3, 2))
-    del F1
-    for t in range(1, n):  # J[t, s] = F[t, s] + J[t-1, s-1], in place
-        J[t, :, 1:, :] += J[t - 1, :, :-1, :]
-    return J
+    F = fake_news_matrix(prm, x, lam, L, n, transfers, instruments, tol, chunk)
+    return accumulate(F, int(n))

@@ -8,7 +8,8 @@ period: the steady state's relative excess demands (goods markets but the first,
 tariff budgets; :func:`~hatrade.core.markets.excess_demands`).
 
 Each country's household-block Jacobian (:func:`hatrade.core.fakenews.fake_news_jacobian`,
-at the terminal steady state) is chained through the known maps
+at the terminal steady state; in practice its fake-news matrix, the chain applied before the
+diagonal sums, which are taken once for the world) is chained through the known maps
 
 .. math::
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hatrade.core.fakenews import fake_news_jacobian
+from hatrade.core.fakenews import accumulate, fake_news_matrix
 from hatrade.core.markets import Layout, country_params
 from hatrade.core.x64 import enable_x64
 
@@ -61,10 +62,16 @@ def _instruments(arrs, i: int):
     return np.asarray(arrs.rebate[i]), float(arrs.tau[i])
 
 
-def _country_block(J, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
-    """G[t, o, s, m]: country i's outputs at t in the unknowns of period s."""
+def _country_block(F, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
+    """Country i's fake-news matrix in the unknowns: FG[t, o, s, m] (t, s < n_t).
+
+    The maps from the unknowns to the block's inputs are linear and the same in every
+    period, so they commute with the Jacobian's diagonal sums
+    (:func:`~hatrade.core.fakenews.accumulate`): they are applied to F, and the sums are
+    taken once for the whole world. The return :math:`R_s` (direction ``R``) is the unknown
+    of period s - 1, a shift of one horizon that also commutes with the sums."""
     M, n = layout.M, layout.n
-    K = J.shape[-1]
+    K = F.shape[-1]
     Dw = wage_map(M)
     P = np.zeros((K, n))
     P[:M, : M - 1] = Dw / np.asarray(w)[:, None]  # relative price changes
@@ -72,14 +79,23 @@ def _country_block(J, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
     r, tr = _slots(layout, i)
     if tr is not None:
         P[M + 2, tr] = 1.0
-    nt1, n_out = J.shape[0], J.shape[1]
-    G = (J.reshape(-1, K) @ P).reshape(nt1, n_out, nt1, n)[:n_t, :, :n_t]  # one BLAS product
-    G[..., r] += J[:n_t, :, 1 : n_t + 1, M + 1]  # R_s is the unknown of period s - 1
-    return G
+    nF, n_out, S = min(F.shape[0], n_t), F.shape[1], F.shape[2]
+    F = F[:nF]
+    FG = np.zeros((min(nF + 1, n_t), n_out, min(S, n_t), n))
+    FG[:nF] = (F.reshape(-1, K) @ P).reshape(nF, n_out, S, n)[:, :, :n_t]
+    # the column of R_s is the Jacobian's column s + 1 of direction R: J[t, s + 1] sums
+    # F[t - k, s + 1 - k] for k = 0..min(t, s + 1), i.e. the shifted F's diagonal plus, for
+    # t > s, the term F[t - s - 1, 0] (R_0, carried in, is no unknown): put it in column 0
+    sR = min(S - 1, n_t)
+    FG[:nF, :, :sR, r] += F[:, :, 1 : sR + 1, M + 1]
+    FG[1:, :, 0, r] += F[: FG.shape[0] - 1, :, 0, M + 1]
+    return FG
 
 
 @enable_x64
-def transition_jacobian(arrs, layout: Layout, new, n_t: int, log=None) -> np.ndarray:
+def transition_jacobian(
+    arrs, layout: Layout, new, n_t: int, log=None, tol: float = 1e-12
+) -> np.ndarray:
     """The (T n, T n) Jacobian at the steady state ``new`` (module docstring).
 
     Parameters
@@ -91,6 +107,10 @@ def transition_jacobian(arrs, layout: Layout, new, n_t: int, log=None) -> np.nda
         The terminal steady state (prices, household states, distributions).
     n_t : int
         Periods T.
+    log : logging.Logger, optional
+        Progress, one debug line per country.
+    tol : float
+        Truncation of the fake-news passes (:func:`~hatrade.core.fakenews.fake_news_jacobian`).
     """
     M, n = layout.M, layout.n
     w = np.asarray(new.prices.w, float)
@@ -98,27 +118,30 @@ def transition_jacobian(arrs, layout: Layout, new, n_t: int, log=None) -> np.nda
     agg = new.aggregates
     Y, N, L = np.asarray(agg["Y"]), np.asarray(agg["N"]), np.asarray(arrs.L)
     t = np.asarray(arrs.t)
-    JH = np.zeros((n_t, n, n_t, n))
+    FH = np.zeros((n_t, n, n_t, n))  # the world's fake-news matrix in the unknowns
     n_rate = M if layout.financial == "autarky" else 1
     for i in range(M):
         pick = lambda a, i=i: a[i]  # noqa: E731
         prm_i = type(prm)(*(pick(x) for x in prm))
         x_i = type(new.state)(*(pick(np.asarray(x)) for x in new.state))
-        J = fake_news_jacobian(
-            prm_i, x_i, new.lam[i], L[i], n_t + 1, layout.tariffs, _instruments(arrs, i)
+        F = fake_news_matrix(
+            prm_i, x_i, new.lam[i], L[i], n_t + 1, layout.tariffs, _instruments(arrs, i), tol
         )
-        G = _country_block(J, layout, i, w, n_t)
-        del J
-        JH[:, : M - 1] += G[:, 1:M] / ((1.0 + t[i, 1:]) * Y[1:])[None, :, None, None]
+        G = _country_block(F, layout, i, w, n_t)
+        del F
+        FHi = FH[: G.shape[0], :, : G.shape[2]]  # a view
+        FHi[:, : M - 1] += G[:, 1:M] / ((1.0 + t[i, 1:]) * Y[1:])[None, :, None, None]
         if layout.financial == "autarky":
-            JH[:, M - 1 + i] += G[:, M] / Y[i]
+            FHi[:, M - 1 + i] += G[:, M] / Y[i]
         else:
-            JH[:, M - 1] += G[:, M] / Y.sum()
+            FHi[:, M - 1] += G[:, M] / Y.sum()
         if layout.tariffs:
             share = t[i] / (1.0 + t[i])
-            JH[:, M - 1 + n_rate + i] -= np.einsum("j,tjsm->tsm", share, G[:, :M]) / Y[i]
+            FHi[:, M - 1 + n_rate + i] -= np.einsum("j,tjsm->tsm", share, G[:, :M]) / Y[i]
         if log is not None:
             log.debug("transition Jacobian: household block %d of %d", i + 1, M)
+    JH = accumulate(FH, n_t)
+    del FH
     Dw = wage_map(M)
     direct = np.zeros((n, n))
     for j in range(1, M):
