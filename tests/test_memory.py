@@ -100,7 +100,7 @@ def test_jacobian_directions_in_chunks_that_fit(monkeypatch):
     whole = estimate_bytes(100, 100, 10)
     assert estimate_bytes(100, 100, 10, chunk=D) == whole
     by_chunk = [estimate_bytes(100, 100, 10, chunk=c) for c in (1, 10, 50, D)]
-    assert by_chunk == sorted(by_chunk) and by_chunk[0] < whole / 5
+    assert by_chunk == sorted(by_chunk) and by_chunk[0] < whole / 3
     limit = estimate_bytes(100, 100, 10, chunk=10)
     assert direction_chunk(100, 100, 10, limit=limit) == 10
     assert direction_chunk(100, 100, 10, limit=limit - 1) == 9

@@ -25,9 +25,9 @@ off).
 Chunks: when the D directions at once do not fit, the household block solves them in equal
 chunks of c directions (:func:`hatrade.core.jacobian.household_block`, ``chunk=``), with the
 same results to rounding. A chunk needs ``(c + 1)`` times the per-direction buffers; the
-state tangents of all D directions (consumption and values, 2 states each) are kept between
-chunks and from the previous block as warm starts: ``4 (D - c)`` states more than the
-unchunked count. :func:`direction_chunk` picks the largest c that fits;
+state tangents of all D directions (consumption and values, 2 states each) are kept: the
+new block's, the previous block's (warm starts) and, in a calibration, its own block's
+across the equilibrium solve, ``6 (D - c)`` states more than the unchunked count. :func:`direction_chunk` picks the largest c that fits;
 :func:`check_world_memory` refuses a world only when even one direction at a time does not.
 
 The simulated panel of :func:`hatrade.analysis.cross_section.simulate_households` has its
@@ -87,7 +87,7 @@ def estimate_bytes(
     -------
     int
         ``FIXED_BYTES + SOLVE_OVERHEAD * 8 * ((c + 1) * (23 * state + 1.5 * blocks)
-        + 4 * (D - c) * state)`` with ``state = M * n_a * n_z * M`` and
+        + 6 * (D - c) * state)`` with ``state = M * n_a * n_z * M`` and
         ``blocks = M * n_z * n_a**2`` when the dense transition blocks are used
         (``n_a < 40 M``), else 0. With c = D this is the unchunked estimate.
     """
@@ -96,7 +96,7 @@ def estimate_bytes(
     c = D if chunk is None else max(min(int(chunk), D), min(D, 1))
     state = M * n_a * n_z * M
     blocks = M * n_z * n_a * n_a if 40 * M > n_a else 0
-    arrays = (c + 1) * (23 * state + 1.5 * blocks) + 4 * (D - c) * state
+    arrays = (c + 1) * (23 * state + 1.5 * blocks) + 6 * (D - c) * state
     return int(FIXED_BYTES + SOLVE_OVERHEAD * _F64 * arrays)
 
 
