@@ -354,3 +354,78 @@ def test_composed_jacobian_on_the_baseline():
         )
         J = equilibrium_jacobian(arrs, layout, u, agg, blk)
     np.testing.assert_allclose(J, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
+
+
+def test_chunked_block_equals_the_block_at_once(world3, monkeypatch):
+    """Directions in chunks (memory, issue 19) give the block of all directions at once to
+    rounding: derivatives, extra output and state tangents, warm starts either way, and a
+    chunk sized from a memory limit (the uneven split is checked below)."""
+    from hatrade.core.jacobian import psi_slope_direction
+    from hatrade.core.memory import direction_chunk
+
+    hh = HH.replace(psi_slope=0.3)
+    layout = _layout("R", "globalization", False)
+    inc = income_process(hh)
+    rows = direction_rows(3, ("p", "w", "R", "psi"))  # as above: the whole block compiled once
+    with jax.enable_x64(True):
+        arrs, u, _, _, x = _point(world3, layout, hh=hh)
+        w, R, T, b = layout.prices(u)
+        kw = dict(
+            tol=TIGHT,
+            max_iter=5000,
+            tangent_tol=TIGHT,
+            psi_unit=psi_slope_direction(world3, hh, inc),
+            output=_mean_consumption,
+            output_args=(jnp.linspace(1.0, 2.0, len(inc.z)),),
+        )
+        whole = household_block(arrs, w, R, T, b, x, rows, chunk=len(rows), **kw)
+        # a limit that fits 4 directions at a time: two chunks of 3
+        n_a, n_z = HH.n_a, len(inc.z)
+        monkeypatch.setenv("HATRADE_MEMORY_LIMIT", str(_bytes_for(3, n_a, n_z, len(rows), 4)))
+        assert direction_chunk(3, n_a, n_z, len(rows)) == 4
+        parts = household_block(arrs, w, R, T, b, x, rows, **kw)
+        monkeypatch.delenv("HATRADE_MEMORY_LIMIT")
+        warm = household_block(arrs, w, R, T, b, x, rows, chunk=4, tangents=parts.tangents, **kw)
+        with pytest.raises(ParameterError, match="chunk = 0"):
+            household_block(arrs, w, R, T, b, x, rows, chunk=0, **kw)
+    assert isinstance(parts.tangents.c, np.ndarray) and parts.tangents.c.shape[0] == len(rows)
+    for blk in (parts, warm):
+        assert blk.rows == whole.rows
+        for a, ref in (
+            (blk.dM, whole.dM),
+            (blk.dA, whole.dA),
+            (blk.doutput, whole.doutput),
+            (blk.tangents.c, whole.tangents.c),
+            (blk.tangents.v, whole.tangents.v),
+        ):
+            ref = np.asarray(ref)
+            np.testing.assert_allclose(a, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+
+
+def _bytes_for(M, n_a, n_z, D, chunk):
+    from hatrade.core.memory import estimate_bytes
+
+    return estimate_bytes(M, n_a, n_z, directions=D, chunk=chunk)
+
+
+def test_chunks_are_equal_padded_and_in_order():
+    """The chunking itself (no compilation): 7 directions in chunks of at most 3 are three
+    calls of 3 (the last padded with a zero direction), gathered in order."""
+    from hatrade.core.jacobian import _chunked_jvps
+
+    calls = []
+
+    def call(sd, dx):
+        calls.append(sd["w"].shape[0])
+        return sd["w"] * 2.0, sd["w"][:, 0], dx, None
+
+    seeds = {"w": jnp.arange(14.0).reshape(7, 2)}
+    state = jnp.zeros(2)
+    dM, dA, dx, dout = _chunked_jvps(call, seeds, None, state, 7, 3)
+    assert calls == [3, 3, 3] and dout is None
+    np.testing.assert_array_equal(dM, 2.0 * np.arange(14.0).reshape(7, 2))
+    np.testing.assert_array_equal(dA, np.arange(0.0, 14.0, 2.0))
+    assert dx.shape == (7, 2) and not dx.any()
+    warm = np.ones((7, 2))
+    assert (_chunked_jvps(call, seeds, warm, state, 7, 3)[2] == 1.0).all()
+    assert calls[-1] == 3 and len(calls) == 6

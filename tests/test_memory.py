@@ -87,3 +87,28 @@ def test_huge_simulation_refused_before_any_work(monkeypatch):
     eq = SimpleNamespace(world=SimpleNamespace(M=3), income=SimpleNamespace(z=np.ones(10)))
     with pytest.raises(MemoryEstimateError, match="n = 1000000000 households"):
         simulate_households(eq, "H", n=10**9)
+
+
+def test_jacobian_directions_in_chunks_that_fit(monkeypatch):
+    """Chunking (issue 19): the estimate falls with the chunk (unchunked = the old estimate),
+    direction_chunk picks the largest chunk that fits, and a world is refused only when
+    one direction at a time does not fit, with that estimate."""
+    from hatrade.core.memory import direction_chunk
+
+    monkeypatch.delenv("HATRADE_MEMORY_LIMIT", raising=False)
+    D = 100 + 5
+    whole = estimate_bytes(100, 100, 10)
+    assert estimate_bytes(100, 100, 10, chunk=D) == whole
+    by_chunk = [estimate_bytes(100, 100, 10, chunk=c) for c in (1, 10, 50, D)]
+    assert by_chunk == sorted(by_chunk) and by_chunk[0] < whole / 3
+    limit = estimate_bytes(100, 100, 10, chunk=10)
+    assert direction_chunk(100, 100, 10, limit=limit) == 10
+    assert direction_chunk(100, 100, 10, limit=limit - 1) == 9
+    assert direction_chunk(3, 20, 2, 7, limit=10**12) == 7  # fits: all at once
+    monkeypatch.setenv("HATRADE_MEMORY_LIMIT", "0")
+    assert direction_chunk(100, 100, 10) == D  # no check
+    monkeypatch.delenv("HATRADE_MEMORY_LIMIT")
+    check_world_memory(100, 100, 10, limit=by_chunk[0])  # fits in chunks of one
+    with pytest.raises(MemoryEstimateError, match="one direction at a time") as err:
+        direction_chunk(100, 100, 10, limit=by_chunk[0] - 1)
+    assert f"{by_chunk[0] / 2**30:.1f} GiB" in str(err.value)

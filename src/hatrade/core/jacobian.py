@@ -73,6 +73,7 @@ from hatrade.core.markets import (
     model_arrays,
     solve_countries,
 )
+from hatrade.core.memory import direction_chunk
 from hatrade.core.params import ParameterError
 from hatrade.core.x64 import enable_x64
 
@@ -212,6 +213,42 @@ def _block_jvps(
     )
 
 
+def _chunked_jvps(call, seeds, tangents, state, n: int, chunk: int):
+    """``call(seeds, tangent guesses)`` (:func:`_block_jvps`) over all n directions at once
+    when ``chunk >= n``, else over equal chunks (the last padded with zero directions),
+    gathered into numpy arrays (no second copy of the tangents)."""
+
+    def zeros(m):
+        return jax.tree.map(lambda a: jnp.zeros((m,) + a.shape, a.dtype), state)
+
+    if chunk >= n:
+        return call(seeds, zeros(n) if tangents is None else tangents)
+    k = -(-n // chunk)
+    c = -(-n // k)
+    log.debug("household block: %d directions in %d chunks of %d (memory)", n, k, c)
+    out = None
+    for lo in range(0, n, c):
+        hi = min(n, lo + c)
+
+        def part(a, lo=lo, hi=hi):
+            a = jnp.asarray(a[lo:hi])
+            return jnp.concatenate([a, jnp.zeros((c - (hi - lo),) + a.shape[1:], a.dtype)])
+
+        res = call(
+            {key: part(v) for key, v in seeds.items()},
+            zeros(c) if tangents is None else jax.tree.map(part, tangents),
+        )
+        if out is None:
+            out = jax.tree.map(lambda a: np.empty((n,) + a.shape[1:], a.dtype), res)
+
+        def put(o, a, lo=lo, hi=hi):
+            o[lo:hi] = np.asarray(a[: hi - lo])
+
+        jax.tree.map(put, out, res)
+        del res
+    return out
+
+
 @dataclass
 class HouseholdBlock:
     """Raw household-block derivatives along ``rows`` (see :func:`household_block`).
@@ -270,12 +307,21 @@ def household_block(
     psi_unit=None,
     output=None,
     output_args=(),
+    chunk: int | None = None,
 ) -> HouseholdBlock:
     """Household-block derivatives at prices (w, R, T, beta) along direction ``rows``.
 
     ``state`` must be the converged household states at those prices (it is the primal of
     the implicit differentiation); ``tangents`` (from an earlier block with the same rows)
     warm-start the tangent iterations. Call with 64-bit mode on.
+
+    chunk : int, optional
+        Directions solved at once. Default: all of them when they fit in memory, else the
+        most that fit (:func:`hatrade.core.memory.direction_chunk`; a world where even one
+        does not fit is refused with the estimate). In chunks the directions are split
+        into equal parts (the last padded with zero directions, one compilation) and the
+        state tangents come back as numpy arrays; the derivatives are the same to rounding
+        (each direction's tangent iteration stops on its own criterion either way).
 
     Options (off by default: the solver's block neither pays for nor returns them):
 
@@ -306,24 +352,35 @@ def household_block(
                 "varieties)."
             )
     n = len(rows)
-    if tangents is None or jax.tree.leaves(tangents)[0].shape[0] != n:
-        tangents = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), state)
-    dM, dA, dxs, dout = _block_jvps(
-        arrs,
+    if tangents is not None and jax.tree.leaves(tangents)[0].shape[0] != n:
+        tangents = None
+    if chunk is None:
+        chunk = direction_chunk(M, np.shape(arrs.a_grid)[1], np.shape(arrs.z)[0], n)
+    if int(chunk) < 1:
+        raise ParameterError(f"chunk = {chunk} is not allowed: it must be a whole number >= 1.")
+    prices = (
         jnp.asarray(w),
         jnp.broadcast_to(jnp.asarray(R), (M,)),
         jnp.asarray(T),
         jnp.asarray(beta),
-        state,
-        seeds,
-        tol,
-        max_iter,
-        tangent_tol,
-        tangents,
-        psi_unit,
-        output=output,
-        output_args=tuple(output_args),
     )
+
+    def call(sd, dx):
+        return _block_jvps(
+            arrs,
+            *prices,
+            state,
+            sd,
+            tol,
+            max_iter,
+            tangent_tol,
+            dx,
+            psi_unit,
+            output=output,
+            output_args=tuple(output_args),
+        )
+
+    dM, dA, dxs, dout = _chunked_jvps(call, seeds, tangents, state, n, int(chunk))
     dM, dA = np.asarray(dM), np.asarray(dA)
     dout = None if output is None else np.asarray(dout)
     if not (

@@ -22,6 +22,14 @@ refuse only runs that cannot fit; a run refused wrongly can pass an explicit ``l
 set the environment variable ``HATRADE_MEMORY_LIMIT``, in bytes; ``0`` turns the check
 off).
 
+Chunks: when the D directions at once do not fit, the household block solves them in equal
+chunks of c directions (:func:`hatrade.core.jacobian.household_block`, ``chunk=``), with the
+same results to rounding. A chunk needs ``(c + 1)`` times the per-direction buffers; the
+state tangents of all D directions (consumption and values, 2 states each) are kept: the
+new block's, the previous block's (warm starts) and, in a calibration, its own block's
+across the equilibrium solve, ``6 (D - c)`` states more than the unchunked count. :func:`direction_chunk` picks the largest c that fits;
+:func:`check_world_memory` refuses a world only when even one direction at a time does not.
+
 The simulated panel of :func:`hatrade.analysis.cross_section.simulate_households` has its
 own estimate (:func:`estimate_simulation_bytes`).
 """
@@ -37,6 +45,7 @@ __all__ = [
     "SOLVE_OVERHEAD",
     "FIXED_BYTES",
     "estimate_bytes",
+    "direction_chunk",
     "estimate_simulation_bytes",
     "available_memory",
     "check_memory",
@@ -56,7 +65,9 @@ class MemoryEstimateError(ParameterError):
     """A run would need more memory than is available; the message gives both."""
 
 
-def estimate_bytes(M: int, n_a: int, n_z: int, *, directions: int | None = None) -> int:
+def estimate_bytes(
+    M: int, n_a: int, n_z: int, *, directions: int | None = None, chunk: int | None = None
+) -> int:
     """Estimated peak memory (bytes) of one world solve (module docstring).
 
     Parameters
@@ -68,21 +79,50 @@ def estimate_bytes(M: int, n_a: int, n_z: int, *, directions: int | None = None)
     n_z : int
         Income states.
     directions : int, optional
-        Jacobian directions solved at once (default ``M + 5``, the household block).
+        Jacobian directions D (default ``M + 5``, the household block).
+    chunk : int, optional
+        Directions solved at once, c (default: all D).
 
     Returns
     -------
     int
-        ``FIXED_BYTES + SOLVE_OVERHEAD * 8 * (D + 1) * (23 * state + 1.5 * blocks)`` with
-        ``state = M * n_a * n_z * M`` and ``blocks = M * n_z * n_a**2`` when the dense
-        transition blocks are used (``n_a < 40 M``), else 0.
+        ``FIXED_BYTES + SOLVE_OVERHEAD * 8 * ((c + 1) * (23 * state + 1.5 * blocks)
+        + 6 * (D - c) * state)`` with ``state = M * n_a * n_z * M`` and
+        ``blocks = M * n_z * n_a**2`` when the dense transition blocks are used
+        (``n_a < 40 M``), else 0. With c = D this is the unchunked estimate.
     """
     M, n_a, n_z = int(M), int(n_a), int(n_z)
     D = M + 5 if directions is None else int(directions)
+    c = D if chunk is None else max(min(int(chunk), D), min(D, 1))
     state = M * n_a * n_z * M
     blocks = M * n_z * n_a * n_a if 40 * M > n_a else 0
-    arrays = (D + 1) * (23 * state + 1.5 * blocks)
+    arrays = (c + 1) * (23 * state + 1.5 * blocks) + 6 * (D - c) * state
     return int(FIXED_BYTES + SOLVE_OVERHEAD * _F64 * arrays)
+
+
+def direction_chunk(
+    M: int, n_a: int, n_z: int, directions: int | None = None, *, limit: int | None = None
+) -> int:
+    """The most Jacobian directions solved at once that fit in memory: all D when they fit,
+    else the largest chunk c whose :func:`estimate_bytes` is within the limit.
+
+    ``limit`` as in :func:`check_memory` (default ``HATRADE_MEMORY_LIMIT``, else the
+    memory available now; no limit: all D).
+
+    Raises
+    ------
+    MemoryEstimateError
+        Even one direction at a time does not fit (the message gives that estimate).
+    """
+    D = M + 5 if directions is None else int(directions)
+    limit = _resolve_limit(limit)
+    if limit is None or D <= 1:
+        return max(D, 0)
+    for c in range(D, 0, -1):
+        if estimate_bytes(M, n_a, n_z, directions=D, chunk=c) <= limit:
+            return c
+    check_world_memory(M, n_a, n_z, directions=D, limit=limit)
+    return 1  # not reached: the check raises
 
 
 def estimate_simulation_bytes(n: int, M: int, n_z: int) -> int:
@@ -127,6 +167,17 @@ def _limit_from_env() -> int | None:
     return value
 
 
+def _resolve_limit(limit: int | None) -> int | None:
+    """The limit in bytes: ``limit``, else ``HATRADE_MEMORY_LIMIT``, else the memory
+    available now; None: no check (the variable set to 0, or nothing known)."""
+    if limit is not None:
+        return limit
+    limit = _limit_from_env()
+    if limit == 0:
+        return None
+    return available_memory() if limit is None else limit
+
+
 def _gib(x: float) -> str:
     return f"{x / 2**30:.1f} GiB"
 
@@ -149,12 +200,7 @@ def check_memory(estimate: int, what: str, limit: int | None = None) -> None:
     MemoryEstimateError
         One line with the estimate, the limit and what to reduce.
     """
-    if limit is None:
-        limit = _limit_from_env()
-        if limit == 0:
-            return
-        if limit is None:
-            limit = available_memory()
+    limit = _resolve_limit(limit)
     if limit is None or estimate <= limit:
         return
     raise MemoryEstimateError(
@@ -168,9 +214,13 @@ def check_world_memory(
     M: int, n_a: int, n_z: int, *, directions: int | None = None, limit: int | None = None
 ) -> None:
     """:func:`check_memory` of :func:`estimate_bytes` for a world solve, naming the sizes
-    (``directions=0``: households at given prices, no Jacobian)."""
+    (``directions=0``: households at given prices, no Jacobian). The Jacobian's directions
+    can be solved in chunks (:func:`direction_chunk`), so a world is refused only when one
+    direction at a time does not fit."""
+    D = M + 5 if directions is None else int(directions)
     check_memory(
-        estimate_bytes(M, n_a, n_z, directions=directions),
-        f"a world solve with M = {M} countries, n_a = {n_a}, Nz = {n_z} income states",
+        estimate_bytes(M, n_a, n_z, directions=D, chunk=1),
+        f"a world solve with M = {M} countries, n_a = {n_a}, Nz = {n_z} income states"
+        + (" (its Jacobian one direction at a time)" if D > 1 else ""),
         limit,
     )
