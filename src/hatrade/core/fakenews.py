@@ -101,15 +101,15 @@ def _linearized(prm: HHParams, x: HHState, lam, L):
 
 @partial(jax.jit, static_argnums=(4, 5))
 def _backward_chunk(
-    prm: HHParams, x: HHState, lam, L, n: int, transfers: bool, carry, s0, inst=None
+    prm: HHParams, x: HHState, lam, L, n: int, transfers: bool, carry, s0, dirs, inst=None
 ):
     """Horizons s0 .. s0 + n - 1 of the backward pass, every direction (vmapped).
 
-    ``carry`` (K, Na, Nz, M) x 2: the tangent state (dc, dv) after s0 backward steps.
-    Returns the new carry, dY (K, n, O) and dD (K, n, Na, Nz)."""
+    ``dirs`` (D, K): the directions, combinations of the inputs; ``carry`` (D, Na, Nz, M)
+    x 2: the tangent state (dc, dv) after s0 backward steps.
+    Returns the new carry, dY (D, n, O) and dD (D, n, Na, Nz)."""
     M = prm.p.shape[0]
     f_lin, out_lin, push_lin, _ = _linearized(prm, x, lam, L)
-    K = M + 2 + int(transfers)
 
     def per_dir(e, carry_e):
         dp, dw, dR = prm.p * e[:M], e[M], e[M + 1]
@@ -124,7 +124,7 @@ def _backward_chunk(
 
         return jax.lax.scan(body, carry_e, s0 + jnp.arange(n))
 
-    return jax.vmap(per_dir)(jnp.eye(K), carry)
+    return jax.vmap(per_dir)(dirs, carry)
 
 
 @partial(jax.jit, static_argnums=(4,))
@@ -152,15 +152,14 @@ def _tail_small(block: np.ndarray, peak: float, tol: float) -> bool:
     return float(np.max(np.abs(block), initial=0.0)) <= tol * peak
 
 
-def _backward(prm, x, lam, L, n: int, transfers: bool, tol: float, chunk: int, inst=None):
-    """dY (K, S, O) and dD (K, S, Na, Nz) for the horizons s < S at which news still moves
+def _backward(prm, x, lam, L, n: int, transfers: bool, tol: float, chunk: int, dirs, inst=None):
+    """dY (D, S, O) and dD (D, S, Na, Nz) for the horizons s < S at which news still moves
     the outputs by more than ``tol`` (relative to the largest effect); S <= n."""
-    M, (Na, Nz) = prm.p.shape[0], lam.shape
-    K = M + 2 + int(transfers)
-    carry = (jnp.zeros((K,) + x.c.shape), jnp.zeros((K,) + x.v.shape))
+    (Na, Nz), D = lam.shape, dirs.shape[0]
+    carry = (jnp.zeros((D,) + x.c.shape), jnp.zeros((D,) + x.v.shape))
     dY, dD, peak_y, peak_d, s0 = [], [], 0.0, 0.0, 0
     while s0 < n:
-        carry, (y, d) = _backward_chunk(prm, x, lam, L, chunk, transfers, carry, s0, inst)
+        carry, (y, d) = _backward_chunk(prm, x, lam, L, chunk, transfers, carry, s0, dirs, inst)
         y, d = np.asarray(y)[:, : n - s0], np.asarray(d)[:, : n - s0]
         small = s0 > 0 and _tail_small(y, peak_y, tol) and _tail_small(d, peak_d, tol)
         peak_y = max(peak_y, float(np.max(np.abs(y))))
@@ -170,7 +169,7 @@ def _backward(prm, x, lam, L, n: int, transfers: bool, tol: float, chunk: int, i
         s0 += chunk
         if small:
             break
-    return np.concatenate(dY, axis=1), np.concatenate(dD, axis=1).reshape(K, -1, Na * Nz)
+    return np.concatenate(dY, axis=1), np.concatenate(dD, axis=1).reshape(D, -1, Na * Nz)
 
 
 def _expectations(prm, x, lam, y, n: int, tol: float, chunk: int):
@@ -203,10 +202,14 @@ def fake_news_matrix(
     instruments=None,
     tol: float = 1e-12,
     chunk: int = 10,
+    directions=None,
 ):
     r"""The fake-news matrix :math:`F[t, o, s, k]` where it is not negligible (numpy).
 
-    Same parameters as :func:`fake_news_jacobian`. Returns F of shape (U + 1, O, S, K) with
+    Same parameters as :func:`fake_news_jacobian`, and ``directions`` (D, K), optional:
+    combinations of the K input directions to take instead of each input (the Jacobian in
+    them is the Jacobian times ``directions.T``; default the identity, D = K: fewer
+    directions cost proportionally less). Returns F of shape (U + 1, O, S, D) with
     U + 1 <= n rows t and S <= n horizons s: :math:`F[0, s] = \mathcal Y_s`,
     :math:`F[t, s] = \mathcal E_{t-1} \cdot \mathcal D_s`; beyond them F is zero to
     ``tol``. The Jacobian is its diagonal sums (:func:`accumulate`).
@@ -214,7 +217,11 @@ def fake_news_matrix(
     lam = jnp.asarray(lam)
     chunk = max(1, min(int(chunk), int(n)))
     inst = None if instruments is None else tuple(jnp.asarray(v) for v in instruments)
-    dY, dD = _backward(prm, x, lam, jnp.asarray(L), int(n), bool(transfers), tol, chunk, inst)
+    K = prm.p.shape[0] + 2 + int(transfers)
+    dirs = jnp.eye(K) if directions is None else jnp.asarray(directions, dtype=float)
+    if dirs.ndim != 2 or dirs.shape[1] != K:
+        raise ValueError(f"directions must be (D, {K}), got {dirs.shape}")
+    dY, dD = _backward(prm, x, lam, jnp.asarray(L), int(n), bool(transfers), tol, chunk, dirs, inst)
     y = _outputs_per_state(prm, x, lam, jnp.asarray(L))
     Es = _expectations(prm, x, lam, y, int(n) - 1, tol, chunk)  # Es[u] = E_u
     K, S, n_out = dY.shape

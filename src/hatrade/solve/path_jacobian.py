@@ -62,8 +62,25 @@ def _instruments(arrs, i: int):
     return np.asarray(arrs.rebate[i]), float(arrs.tau[i])
 
 
-def _country_block(F, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
-    """Country i's fake-news matrix in the unknowns: FG[t, o, s, m] (t, s < n_t).
+def _directions(layout: Layout, i: int, w) -> np.ndarray:
+    """Country i's input directions (D, K) per unknown it responds to: each free wage (its
+    relative price changes and the wage in income), the return R, and (with tariffs) the
+    transfer. D = M + tariffs, two fewer than the inputs (M prices, w, R, T)."""
+    M = layout.M
+    K = M + 2 + int(layout.tariffs)
+    Dw = wage_map(M)
+    E = np.zeros((M + int(layout.tariffs), K))
+    E[: M - 1, :M] = (Dw / np.asarray(w)[:, None]).T  # relative price changes
+    E[: M - 1, M] = Dw[i]  # the wage in income
+    E[M - 1, M + 1] = 1.0  # R
+    if layout.tariffs:
+        E[M, M + 2] = 1.0  # T
+    return E
+
+
+def _country_block(F, layout: Layout, i: int, n_t: int) -> np.ndarray:
+    """Country i's fake-news matrix in the unknowns: FG[t, o, s, m] (t, s < n_t), from its
+    fake-news matrix F in the directions of :func:`_directions`.
 
     The maps from the unknowns to the block's inputs are linear and the same in every
     period, so they commute with the Jacobian's diagonal sums
@@ -71,24 +88,19 @@ def _country_block(F, layout: Layout, i: int, w, n_t: int) -> np.ndarray:
     taken once for the whole world. The return :math:`R_s` (direction ``R``) is the unknown
     of period s - 1, a shift of one horizon that also commutes with the sums."""
     M, n = layout.M, layout.n
-    K = F.shape[-1]
-    Dw = wage_map(M)
-    P = np.zeros((K, n))
-    P[:M, : M - 1] = Dw / np.asarray(w)[:, None]  # relative price changes
-    P[M, : M - 1] = Dw[i]  # the wage in income
     r, tr = _slots(layout, i)
-    if tr is not None:
-        P[M + 2, tr] = 1.0
     nF, n_out, S = min(F.shape[0], n_t), F.shape[1], F.shape[2]
     F = F[:nF]
     FG = np.zeros((min(nF + 1, n_t), n_out, min(S, n_t), n))
-    FG[:nF] = (F.reshape(-1, K) @ P).reshape(nF, n_out, S, n)[:, :, :n_t]
+    FG[:nF, :, :, : M - 1] = F[:, :, :n_t, : M - 1]
+    if tr is not None:
+        FG[:nF, :, :, tr] = F[:, :, :n_t, M]
     # the column of R_s is the Jacobian's column s + 1 of direction R: J[t, s + 1] sums
     # F[t - k, s + 1 - k] for k = 0..min(t, s + 1), i.e. the shifted F's diagonal plus, for
     # t > s, the term F[t - s - 1, 0] (R_0, carried in, is no unknown): put it in column 0
     sR = min(S - 1, n_t)
-    FG[:nF, :, :sR, r] += F[:, :, 1 : sR + 1, M + 1]
-    FG[1:, :, 0, r] += F[: FG.shape[0] - 1, :, 0, M + 1]
+    FG[:nF, :, :sR, r] += F[:, :, 1 : sR + 1, M - 1]
+    FG[1:, :, 0, r] += F[: FG.shape[0] - 1, :, 0, M - 1]
     return FG
 
 
@@ -125,9 +137,10 @@ def transition_jacobian(
         prm_i = type(prm)(*(pick(x) for x in prm))
         x_i = type(new.state)(*(pick(np.asarray(x)) for x in new.state))
         F = fake_news_matrix(
-            prm_i, x_i, new.lam[i], L[i], n_t + 1, layout.tariffs, _instruments(arrs, i), tol
-        )
-        G = _country_block(F, layout, i, w, n_t)
+            prm_i, x_i, new.lam[i], L[i], n_t + 1, layout.tariffs, _instruments(arrs, i), tol,
+            directions=_directions(layout, i, w),
+        )  # fmt: skip
+        G = _country_block(F, layout, i, n_t)
         del F
         FHi = FH[: G.shape[0], :, : G.shape[2]]  # a view
         FHi[:, : M - 1] += G[:, 1:M] / ((1.0 + t[i, 1:]) * Y[1:])[None, :, None, None]
