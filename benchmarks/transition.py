@@ -129,7 +129,7 @@ def bench_us_cut(T: int) -> None:
     print(f"unit: one world household solve {unit:.2f} s (minimum of 3 before, 3 after)")
     print(f"new steady state: {stage['new steady state']:.1f} s = "
           f"{stage['new steady state'] / unit:.1f} solve equivalents")  # fmt: skip
-    print(f"Jacobian (fake news, 19 countries x 21 directions, composed, LU): {jac:.1f} s = "
+    print(f"Jacobian (fake news, 19 countries x 19 directions, composed, LU): {jac:.1f} s = "
           f"{jac / unit:.1f}")  # fmt: skip
     print(f"quasi-Newton: {sol.iterations} iterations, {sol.work['path_evaluations']} path "
           f"evaluations, {newt:.1f} s = {newt / unit:.1f}")  # fmt: skip
