@@ -163,3 +163,27 @@ def _fresh_jax_caches():
     crashed inside an XLA compilation late in the suite)."""
     yield
     jax.clear_caches()
+
+
+def transition_jacobian_and_fd(eq, Tn: int):
+    """The transition Jacobian at the steady state ``eq`` (T = Tn, no shock) and its central
+    finite differences through direct path evaluations (step 1e-6): (J, Jfd, problem)."""
+    from hatrade.solve.path_jacobian import transition_jacobian
+    from hatrade.solve.transition import PathProblem, PathShocks, TransitionOptions
+
+    M = eq.world.M
+    t = np.zeros((Tn, M, M)) + (0.0 if eq.world.tariffs is None else eq.world.tariffs)
+    sh = PathShocks(np.tile(eq.world.d, (Tn, 1, 1)), t, np.tile(eq.world.labor, (Tn, 1)))
+    prob = PathProblem(eq, eq, sh, TransitionOptions(periods=Tn))
+    U0 = prob.guess()
+    assert np.max(np.abs(prob.residuals(U0)[0])) < 1e-9
+    J = transition_jacobian(prob.arrs, prob.layout, eq, Tn)
+    n, eps = prob.layout.n, 1e-6
+    Jfd = np.zeros_like(J)
+    for c in range(Tn * n):
+        dU = np.zeros(Tn * n)
+        dU[c] = eps
+        hp = prob.residuals(U0 + dU.reshape(Tn, n))[0]
+        hm = prob.residuals(U0 - dU.reshape(Tn, n))[0]
+        Jfd[:, c] = (hp - hm).ravel() / (2 * eps)
+    return J, Jfd, prob

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import transition_jacobian_and_fd
 from hatrade.analysis.counterfactual import Scenario
 from hatrade.analysis.transition import PATHS_COLUMNS, run_transition
 from hatrade.core.errors import EquilibriumError
@@ -177,21 +178,7 @@ def test_a_path_that_has_not_settled_raises(old, perm):
 
 
 def _fd_check(eq, Tn):
-    M = eq.world.M
-    t = np.zeros((Tn, M, M)) + (0.0 if eq.world.tariffs is None else eq.world.tariffs)
-    sh = PathShocks(np.tile(eq.world.d, (Tn, 1, 1)), t, np.tile(eq.world.labor, (Tn, 1)))
-    prob = PathProblem(eq, eq, sh, TransitionOptions(periods=Tn))
-    U0 = prob.guess()
-    assert np.max(np.abs(prob.residuals(U0)[0])) < 1e-9
-    J = transition_jacobian(prob.arrs, prob.layout, eq, Tn)
-    n, eps = prob.layout.n, 1e-6
-    Jfd = np.zeros_like(J)
-    for c in range(Tn * n):
-        dU = np.zeros(Tn * n)
-        dU[c] = eps
-        hp = prob.residuals(U0 + dU.reshape(Tn, n))[0]
-        hm = prob.residuals(U0 - dU.reshape(Tn, n))[0]
-        Jfd[:, c] = (hp - hm).ravel() / (2 * eps)
+    J, Jfd, _ = transition_jacobian_and_fd(eq, Tn)
     return np.max(np.abs(J - Jfd)), np.max(np.abs(J))
 
 

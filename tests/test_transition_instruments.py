@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import transition_jacobian_and_fd
 from hatrade.analysis.counterfactual import Scenario, apply_scenario
 from hatrade.analysis.transition import run_transition
 from hatrade.core.instruments import rebate_weights
 from hatrade.core.params import Household, ParameterError, World
 from hatrade.solve.equilibrium import solve_equilibrium
-from hatrade.solve.path_jacobian import transition_jacobian
-from hatrade.solve.transition import PathProblem, PathShocks, TransitionOptions
+from hatrade.solve.transition import TransitionOptions
 from hatrade.welfare.transition import transition_welfare
 
 T = 60
@@ -64,21 +64,9 @@ def _fd_error(eq, Tn: int = 6):
     """Largest |J - finite differences| of the transition Jacobian at the steady state eq,
     and the largest |J|."""
     M = eq.world.M
-    t = np.tile(np.asarray(eq.world.tariffs, float), (Tn, 1, 1))
-    sh = PathShocks(np.tile(eq.world.d, (Tn, 1, 1)), t, np.tile(eq.world.labor, (Tn, 1)))
-    prob = PathProblem(eq, eq, sh, TransitionOptions(periods=Tn))
-    U0 = prob.guess()
-    assert np.max(np.abs(prob.residuals(U0)[0])) < 1e-9
-    J = transition_jacobian(prob.arrs, prob.layout, eq, Tn)
-    n, eps = prob.layout.n, 1e-6
+    J, Jfd, prob = transition_jacobian_and_fd(eq, Tn)
+    n = prob.layout.n
     assert prob.layout.tariffs and n == (M - 1) + (M if eq.world.financial == "autarky" else 1) + M
-    Jfd = np.zeros_like(J)
-    for c in range(Tn * n):
-        dU = np.zeros(Tn * n)
-        dU[c] = eps
-        hp = prob.residuals(U0 + dU.reshape(Tn, n))[0]
-        hm = prob.residuals(U0 - dU.reshape(Tn, n))[0]
-        Jfd[:, c] = (hp - hm).ravel() / (2 * eps)
     return np.max(np.abs(J - Jfd)), np.max(np.abs(J))
 
 
