@@ -15,8 +15,15 @@ Reported side by side with the targets of issue 18:
   iteration (a 19-country Nash equilibrium needs a few rounds of 19 of them).
 
     python benchmarks/policy.py [--country USA] [--criterion utilitarian] [--small]
+    python benchmarks/policy.py --diagnose [--small]
 
-``--small`` uses a 3-country world with 20 asset points (seconds).
+``--small`` uses a 3-country world with 20 asset points (seconds). ``--diagnose`` takes one
+step of the optimizer by hand (tariff 0.10, then 0.127 solved from the first point's exact
+Jacobian, as L-BFGS-B's first step does) and reports why the Krylov gradient costs what it
+costs there: the preconditioner's error against the exact Jacobian (the full block), the
+spectral radius of :math:`I - F_u P^{-1}` and the condition number of :math:`F_u`, GMRES's
+residual and derivative after every world direction, and what one world tangent direction
+costs cold and warm-started from its exact tangent.
 """
 
 from __future__ import annotations
@@ -60,15 +67,89 @@ def _world_solve_time(eq, repeat: int = 2) -> float:
     return best
 
 
+def _direction_costs(eq, unit: float) -> None:
+    """One world tangent direction (a log-wage change of every country) cold and
+    warm-started from its own exact tangent, in world household solves."""
+    from hatrade.core.x64 import enable_x64
+
+    enable_x64(_time_directions)(eq, unit)
+
+
+def _time_directions(eq, unit: float) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from hatrade.policy.gradient import instrumented_arrays
+    from hatrade.policy.krylov import world_jvps
+
+    M = eq.world.M
+    arrs = instrumented_arrays(eq)
+    w, T = jnp.asarray(eq.prices.w), jnp.asarray(eq.prices.T)
+    R = jnp.broadcast_to(jnp.asarray(eq.prices.R), (M,))
+    dw = jnp.asarray(np.random.default_rng(0).normal(size=(1, M)) * 0.01)
+    zeros = jnp.zeros((1, M))
+    dins = dict(p=dw[:, None, :] * jnp.ones((1, M, 1)), w=dw, R=zeros, T=zeros, tau=zeros)
+    cold = jax.tree_util.tree_map(lambda a: jnp.zeros((1,) + a.shape), eq.state)
+
+    def run(guess):
+        out = world_jvps(arrs, w, R, T, jnp.asarray(eq.beta), eq.state, dins, 1e-10, 3000,
+                         1e-10, guess)  # fmt: skip
+        return jax.block_until_ready(out)
+
+    exact = run(cold)[2]
+    for label, guess in (("cold", cold), ("warm-started from its exact tangent", exact)):
+        t0 = time.perf_counter()
+        run(guess)
+        print(f"one world tangent direction, {label}: {(time.perf_counter() - t0) / unit:.2f}")
+
+
+def _diagnose(args) -> None:
+    """One optimizer step by hand; see the module docstring."""
+    import numpy as np
+
+    from hatrade.policy.gradient import criterion_gradient
+    from hatrade.policy.optimal import make_objective, policy_space, solve_policy, world_at
+
+    base = _baseline(args.small)
+    sp = policy_space(base.world, args.country, "tariff")
+    obj = make_objective(base, args.country, args.criterion)
+    th1, th2 = np.array([0.10]), np.array([0.127])
+    eq1 = solve_policy(base, world_at(base.world, sp, th1), base)
+    g1 = criterion_gradient(eq1, sp, obj, th1, method="block")
+    eq2 = solve_policy(base, world_at(base.world, sp, th2), eq1, jacobian=g1.jacobian)
+    unit = _world_solve_time(eq2)
+    gb = criterion_gradient(eq2, sp, obj, th2, method="block", tangents=g1.tangents)
+    criterion_gradient(eq2, sp, obj, th2, method="krylov", tangents=g1.tangents)  # compiled
+    gk = criterion_gradient(eq2, sp, obj, th2, method="krylov", tangents=g1.tangents)
+    Fu, P = np.asarray(gb.jacobian), np.asarray(eq2.jacobian)
+    rho = np.max(np.abs(np.linalg.eigvals(np.eye(len(Fu)) - Fu @ np.linalg.inv(P))))
+    print(f"tariff {th1[0]} -> {th2[0]}: {eq2.iterations} Newton iterations from the exact "
+          f"Jacobian at {th1[0]}; one world household solve {unit:.2f} s")  # fmt: skip
+    print(f"preconditioner P (the solve's Jacobian): |P - F_u| / |F_u| = "
+          f"{np.linalg.norm(P - Fu) / np.linalg.norm(Fu):.1e}, spectral radius of "
+          f"I - F_u P^-1 = {rho:.3f}, cond(F_u) = {np.linalg.cond(Fu):.2e}")  # fmt: skip
+    print(f"block gradient (exact F_u): {gb.grad[0]:.10f}, {gb.directions} directions, "
+          f"{gb.seconds / unit:.1f} world solves (warm-started from {th1[0]})")  # fmt: skip
+    print(f"Krylov gradient: {gk.directions} directions, {gk.seconds / unit:.2f} world solves")
+    print(f"{'direction':>10}{'GMRES residual':>18}{'derivative':>18}{'error':>12}")
+    for k, (res, dC) in enumerate(gk.krylov_history[0]):
+        print(f"{k + 1:>10d}{res:>18.2e}{dC:>18.10f}{abs(dC - gb.grad[0]):>12.1e}")
+    _direction_costs(eq2, unit)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--country", default="USA")
     ap.add_argument("--criterion", default="utilitarian")
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--diagnose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for name in ("jax", "absl", "hatrade.solve.newton"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if args.diagnose:
+        return _diagnose(args)
 
     import numpy as np
 

@@ -12,7 +12,12 @@
     the new steady state's prices; each stage is run twice and the second (compiled) run
     counted. Peak memory: the process's maximum resident set size (getrusage).
 
-    python benchmarks/transition.py [--jacobian] [--us-cut] [--periods 300]
+(c) ``--horizons``: where the fake-news passes stop (docs/transitions.md): for each country
+    of the baseline, at T = 300 and the default truncation (1e-12), the horizons of the
+    backward pass and the expectation vectors kept, and how fast news effects decay (the
+    largest effect of news about period s, per 25 periods, from a log-linear fit).
+
+    python benchmarks/transition.py [--jacobian] [--us-cut] [--horizons] [--periods 300]
 """
 
 from __future__ import annotations
@@ -150,13 +155,44 @@ def bench_us_cut(T: int) -> None:
         raise SystemExit("the 19-country transition failed its checks (converged, 1e-8)")
 
 
+def bench_horizons(T: int) -> None:
+    from hatrade.core.fakenews import fake_news_matrix
+    from hatrade.core.markets import country_params
+
+    base = baseline_equilibrium("baseline")
+    arrs = model_arrays(base.world, base.household, base.income)
+    prm = country_params(
+        arrs, np.asarray(base.prices.w), np.asarray(base.prices.R), np.asarray(base.prices.T),
+        base.beta,
+    )  # fmt: skip
+    rows = []
+    for i, c in enumerate(base.world.countries):
+        prm_i = type(prm)(*(x[i] for x in prm))
+        x_i = type(base.state)(*(np.asarray(x)[i] for x in base.state))
+        F = fake_news_matrix(prm_i, x_i, base.lam[i], np.asarray(arrs.L)[i], T + 1)
+        peak = np.max(np.abs(F[0]), axis=(0, 2))  # largest effect of news about period s
+        s = np.arange(peak.size)
+        keep = peak > 0
+        slope = np.polyfit(s[keep], np.log10(peak[keep]), 1)[0]
+        rows.append((c, F.shape[2], F.shape[0], 10 ** (25 * slope)))
+        print(f"{c}: {F.shape[2]} horizons, {F.shape[0]} expectation rows of {T + 1}; "
+              f"decay per 25 periods {rows[-1][3]:.1e}", flush=True)  # fmt: skip
+    S = np.array([r[1] for r in rows])
+    d = np.array([r[3] for r in rows])
+    print(f"horizons computed: median {np.median(S):.0f} (range {S.min()}-{S.max()}) of {T + 1}; "
+          f"decay per 25 periods: median {np.median(d):.1e}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jacobian", action="store_true")
     ap.add_argument("--us-cut", action="store_true")
+    ap.add_argument("--horizons", action="store_true")
     ap.add_argument("--periods", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
+    if a.horizons:
+        return bench_horizons(a.periods)
     both = not (a.jacobian or a.us_cut)
     if a.jacobian or both:
         bench_jacobian(a.periods, a.repeats)

@@ -147,6 +147,12 @@ def test_krylov_gradient_warm_start_and_jacobian(crra):
     gb = criterion_gradient(eq2, sp, obj, th2, method="block")
     np.testing.assert_allclose(g2.grad, gb.grad, rtol=1e-8, atol=1e-9)
     assert g2.value == pytest.approx(gb.value, abs=1e-12)
+    # its history: one entry per world direction, the last residual below the tolerance
+    # and the last derivative the one returned; the block route keeps none
+    (hist,) = g2.krylov_history
+    assert len(hist) == g2.directions
+    assert hist[-1][0] <= 1e-11 and hist[-1][1] == g2.grad[0]
+    assert gb.krylov_history == []
 
 
 # ----------------------------------------------------------------------------- closed forms

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import jax
@@ -56,7 +56,14 @@ from hatrade.policy.criteria import CEMap, ce_of_value, price_index
 from hatrade.policy.krylov import KrylovWarm, secant_update, tangent_gmres, world_jvps
 from hatrade.solve.equilibrium import EquilibriumJacobian
 
-__all__ = ["Gradient", "Objective", "PolicySpace", "criterion_gradient", "solver_layout"]
+__all__ = [
+    "Gradient",
+    "Objective",
+    "PolicySpace",
+    "criterion_gradient",
+    "instrumented_arrays",
+    "solver_layout",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +120,9 @@ class Gradient:
     ``jacobian``: the exact equilibrium Jacobian :math:`F_u` (labeled, unknowns with
     transfers), reusable as the next solve's ``jacobian=``; ``tangents``: the block's state
     tangents (warm start of the next block); ``directions``: forward directions computed
-    (world directions of the block plus country directions of the tax).
+    (world directions of the block plus country directions of the tax); ``krylov_history``:
+    per instrument, GMRES's (residual, derivative) after each world direction (empty for the
+    block route; see :class:`hatrade.policy.krylov.TangentSolve`).
     """
 
     value: float
@@ -122,6 +131,7 @@ class Gradient:
     tangents: object
     directions: int
     seconds: float
+    krylov_history: list = field(default_factory=list)
 
 
 def solver_layout(world, beta: float) -> Layout:
@@ -136,7 +146,7 @@ def solver_layout(world, beta: float) -> Layout:
     )
 
 
-def _instrumented(eq):
+def instrumented_arrays(eq):
     """Model arrays with both instruments present (zeros / lump sum when unused), so that
     the extra income is computed and can be differentiated."""
     arrs = model_arrays(eq.world, eq.household, eq.income)
@@ -332,7 +342,7 @@ def _krylov_gradient(ctx, P, warm, tol):
     basis = None if warm is None else warm.basis
     if basis is None:
         basis = tree_map(lambda a: jnp.zeros((n_rows,) + a.shape, a.dtype), ctx["state"])
-    grad, du, Z, AZ, directions = np.zeros(n_th), [], [], [], 0
+    grad, du, Z, AZ, directions, history = np.zeros(n_th), [], [], [], 0, []
     for k in range(n_th):
         du0 = np.zeros(P.shape[0]) if warm is None or warm.du is None else warm.du[k]
         sol = tangent_gmres(
@@ -345,8 +355,8 @@ def _krylov_gradient(ctx, P, warm, tol):
         if sol is None:
             return None
         grad[k], directions = sol.dC, directions + sol.directions
-        du.append(sol.du), Z.extend(sol.Z), AZ.extend(sol.AZ)
-    return grad, secant_update(P, Z, AZ), KrylovWarm(np.array(du), basis), directions
+        du.append(sol.du), Z.extend(sol.Z), AZ.extend(sol.AZ), history.append(sol.history)
+    return grad, secant_update(P, Z, AZ), KrylovWarm(np.array(du), basis), directions, history
 
 
 def _use_krylov(method, eq, space, layout, rows, tangents):
@@ -371,7 +381,7 @@ def _use_krylov(method, eq, space, layout, rows, tangents):
 def _context(eq, space, objective, theta, hh_tol, hh_max_iter, tangent_tol) -> dict:
     """What both routes need at the solved equilibrium ``eq``."""
     M = eq.world.M
-    arrs = _instrumented(eq)
+    arrs = instrumented_arrays(eq)
     layout = solver_layout(eq.world, eq.beta)
     w, R, T = (jnp.asarray(a) for a in (eq.prices.w, eq.prices.R, eq.prices.T))
     rows = direction_rows(M, ("p", "w", "R", "T"))
@@ -430,14 +440,14 @@ def criterion_gradient(
     ctx = _context(eq, space, objective, theta, hh_tol, hh_max_iter, tangent_tol)
     layout, rows = ctx["layout"], ctx["rows"]
     P = _use_krylov(method, eq, space, layout, rows, tangents)
-    out = None
+    out, history = None, []
     if P is not None:
         warm = tangents if isinstance(tangents, KrylovWarm) else None
         out = _krylov_gradient(ctx, P, warm, krylov_tol)
         if out is None:
             log.info("criterion gradient: GMRES did not reach %g, full block instead", krylov_tol)
     if out is not None:
-        grad, Fu, warm_out, directions = out
+        grad, Fu, warm_out, directions, history = out
         i = space.i
         xi = tree_map(lambda a: a[i], eq.state)
         C = _outer(ctx, ctx["u0"], ctx["th0"], ctx["M0"], ctx["A0"], xi)[1]
@@ -454,6 +464,7 @@ def criterion_gradient(
         tangents=warm_out,
         directions=directions,
         seconds=time.perf_counter() - t0,
+        krylov_history=history,
     )
 
 

@@ -87,7 +87,9 @@ class TangentSolve:
     """One instrument's solution: ``du`` the tangent of the unknowns, ``dC`` the total
     derivative of the criterion, ``Z``/``AZ`` the
     Krylov directions and their exact products :math:`F_u z`, ``directions`` the world
-    tangent directions used, ``residual`` of the tangent system."""
+    tangent directions used, ``residual`` of the tangent system; ``history``: (residual,
+    dC) after the first product and after every Krylov direction (how fast GMRES
+    converged, a diagnostic of the preconditioner)."""
 
     du: np.ndarray
     dC: float
@@ -95,6 +97,7 @@ class TangentSolve:
     AZ: list
     directions: int
     residual: float
+    history: list
 
 
 def tangent_gmres(product, du0, precondition, *, tol: float, max_iter: int) -> TangentSolve | None:
@@ -115,6 +118,7 @@ def tangent_gmres(product, du0, precondition, *, tol: float, max_iter: int) -> T
     V, Z, AZ, dCs = [r0 / max(beta, 1e-300)], [], [], []
     H = np.zeros((max_iter + 1, max_iter))
     y, res = np.zeros(0), beta
+    history = [(beta, float(dC0))]
     for j in range(max_iter):
         if res <= tol:
             break
@@ -136,13 +140,14 @@ def tangent_gmres(product, du0, precondition, *, tol: float, max_iter: int) -> T
         e1[0] = beta
         y = np.linalg.lstsq(H[: j + 2, : j + 1], e1, rcond=None)[0]
         res = float(np.linalg.norm(e1 - H[: j + 2, : j + 1] @ y))
+        history.append((res, float(dC0) + float(np.dot(dCs, y))))
         if j + 1 >= n:
             break
     if res > tol:
         return None
     du = np.asarray(du0, float) + (np.array(Z).T @ y if Z else 0.0)
     dC = float(dC0) + float(np.dot(dCs, y)) if Z else float(dC0)
-    return TangentSolve(du, dC, Z, AZ, 1 + len(Z), res)
+    return TangentSolve(du, dC, Z, AZ, 1 + len(Z), res, history)
 
 
 def secant_update(P: np.ndarray, Z: list, AZ: list) -> np.ndarray:
