@@ -45,7 +45,6 @@ MODULE_LINES_ALLOWED: dict[str, int] = {
 # length in lines (from the `def` line to the last line, without the docstring). An entry
 # may not grow; remove it once the function fits.
 FUNCTION_LINES_ALLOWED: dict[str, int] = {
-    "hatrade/calibration/grid.py::calibration_grid": 91,
     "hatrade/cli/calibrate.py::calibrate_cmd": 119,
     "hatrade/cli/counterfactual.py::counterfactual_command": 108,
     "hatrade/cli/efficient.py::efficient_command": 103,
