@@ -36,8 +36,6 @@ MAX_FUNCTION_LINES = 80
 MODULE_LINES_ALLOWED: dict[str, int] = {
     "hatrade/analysis/elasticity.py": 634,
     "hatrade/analysis/planner.py": 676,
-    "hatrade/calibration/calibrate.py": 769,
-    "hatrade/calibration/micro.py": 625,
     "hatrade/io/config.py": 689,
     "hatrade/solve/equilibrium.py": 616,
     "hatrade/solve/newton.py": 674,
@@ -47,8 +45,6 @@ MODULE_LINES_ALLOWED: dict[str, int] = {
 # length in lines (from the `def` line to the last line, without the docstring). An entry
 # may not grow; remove it once the function fits.
 FUNCTION_LINES_ALLOWED: dict[str, int] = {
-    "hatrade/calibration/calibrate.py::calibrate": 92,
-    "hatrade/calibration/grid.py::calibration_grid": 91,
     "hatrade/cli/calibrate.py::calibrate_cmd": 119,
     "hatrade/cli/counterfactual.py::counterfactual_command": 108,
     "hatrade/cli/efficient.py::efficient_command": 103,

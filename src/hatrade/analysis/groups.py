@@ -1,7 +1,7 @@
 r"""Income and expenditure groups of a country's households: the one definition used by
 the welfare summaries (:mod:`hatrade.welfare.summary`), the cross-section's micro table
 (:mod:`hatrade.analysis.cross_section`) and the calibration's home-share gap
-(:mod:`hatrade.calibration.calibrate`).
+(:mod:`hatrade.calibration.home_share`).
 
 A group is a population quantile range :math:`[q_{lo}, q_{hi}]` of a ranking variable:
 labor income :math:`w z` for the income groups (:data:`INCOME_GROUPS`: below and above the

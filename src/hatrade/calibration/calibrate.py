@@ -36,27 +36,39 @@ enters :math:`\psi_i(z, i) = \psi_{slope} A_i^{1-\gamma} \log z_{perm}`, docs/mo
 the gaps as outputs (:func:`block_jacobian_psi`), and the same Newton iteration solves for
 all 47 with the exact Jacobian. Quintile membership is fixed by the income process
 (:func:`income_group_fractions`): only shares and masses within the groups move, so the
-moment is differentiable. Micro targets for gamma and sigma_eps (an outer loop) and
-robustness grids are in :mod:`hatrade.calibration.micro` and :mod:`hatrade.calibration.grid`; the gravity moments and the map
-from parameters to a world (:class:`GravitySetup`, :func:`ek_setup`, :func:`data_moments`,
-:func:`model_moments`, :func:`world_from_params`, re-exported here) in
-:mod:`hatrade.calibration.moments`.
+moment is differentiable.
+
+This module holds the Newton iteration. The home-share gap and the psi_slope block
+(:data:`GAP_GROUPS`, :func:`income_group_fractions`, :func:`home_share_gaps`,
+:class:`PsiBlock`, :func:`block_jacobian_psi`, re-exported here) are in
+:mod:`hatrade.calibration.home_share`; the result and the error (:class:`CalibrationResult`,
+:class:`CalibrationError`, re-exported here) in :mod:`hatrade.calibration.result`; the
+checked start and resuming from a checkpoint in :mod:`hatrade.calibration.start`; the
+gravity moments and the map from parameters to a world (:class:`GravitySetup`,
+:func:`ek_setup`, :func:`data_moments`, :func:`model_moments`, :func:`world_from_params`,
+re-exported here) in :mod:`hatrade.calibration.moments`. Micro targets for gamma and
+sigma_eps (an outer loop) and robustness grids are in :mod:`hatrade.calibration.micro` and
+:mod:`hatrade.calibration.grid`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
-from hatrade.analysis.groups import INCOME_GROUPS, income_fractions
+from hatrade.calibration.home_share import (
+    GAP_GROUPS,
+    PsiBlock,
+    block_jacobian_psi,
+    home_share_gaps,
+    income_group_fractions,
+)
 from hatrade.calibration.micro_targets import check_calibrate_options
 from hatrade.calibration.moments import (
     GravitySetup,
@@ -65,17 +77,13 @@ from hatrade.calibration.moments import (
     model_moments,
     world_from_params,
 )
+from hatrade.calibration.result import CalibrationError, CalibrationResult
+from hatrade.calibration.start import checked_start, checkpoint_start
 from hatrade.core.errors import EquilibriumError
 from hatrade.core.income import income_process
-from hatrade.core.jacobian import (
-    BlockJacobian,
-    block_jacobian,
-    direction_rows,
-    household_block,
-    psi_slope_direction,
-)
-from hatrade.core.markets import Layout, model_arrays
-from hatrade.core.params import Household, ParameterError
+from hatrade.core.jacobian import BlockJacobian, block_jacobian
+from hatrade.core.markets import Layout
+from hatrade.core.params import Household
 from hatrade.core.x64 import enable_x64
 from hatrade.data import load_labor
 from hatrade.io.atomic import write_json
@@ -84,6 +92,8 @@ from hatrade.solve.equilibrium import Equilibrium, solve_equilibrium
 __all__ = [
     "GravitySetup",
     "ek_setup",
+    "data_moments",
+    "world_from_params",
     "CalibrationError",
     "CalibrationResult",
     "calibrate",
@@ -97,10 +107,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class CalibrationError(RuntimeError):
-    """The calibration stalled or failed; the best point is saved and reported."""
 
 
 # ----------------------------------------------------------------------------- block Jacobian
@@ -186,187 +192,7 @@ def _composite_jacobian(
     return np.asarray(Eu), np.asarray(Et), np.asarray(mu), np.asarray(mt)
 
 
-# ----------------------------------------------------------------------------- psi_slope
-
-#: Income groups of the home-share gap (population quantiles of labor income w z):
-#: the gap is the home share of the top group minus that of the bottom group.
-GAP_GROUPS = {"bottom": INCOME_GROUPS["bottom_20"], "top": INCOME_GROUPS["top_20"]}
-
-
-def income_group_fractions(inc, lo: float, hi: float) -> np.ndarray:
-    r"""Share of each income state's population inside the labor-income quantile range
-    [lo, hi] (Nz,): :func:`hatrade.analysis.groups.income_fractions`.
-
-    The weight of state (a, z) in the group is :math:`\lambda(a,z) f(z)` with these
-    constant :math:`f` (the groups of the welfare summaries and the micro table, ties split
-    by mass), so the moment is differentiable.
-    """
-    return income_fractions(inc, lo, hi)
-
-
-def _gap_fractions(inc) -> np.ndarray:
-    return np.stack(
-        [
-            income_group_fractions(inc, *GAP_GROUPS["top"]),
-            income_group_fractions(inc, *GAP_GROUPS["bottom"]),
-        ]
-    )
-
-
-def _home_share_gap(pi, c, p, lam, home, fr):
-    r"""One country's home-share gap: :math:`H_{top} - H_{bottom}`, with
-    :math:`H_g = \sum \lambda f_g h / \sum \lambda f_g` and the household home share
-    :math:`h = \pi_i p_{ii} c_i / \sum_j \pi_j p_{ij} c_j`."""
-    spend = pi * c * p
-    h = spend[..., home] / jnp.sum(spend, axis=-1)
-    wt = lam[None] * fr[:, None, :]  # (2, Na, Nz)
-    H = jnp.sum(wt * h[None], axis=(1, 2)) / jnp.sum(wt, axis=(1, 2))
-    return H[0] - H[1]
-
-
-def _gaps(pol, p, lam, fr):
-    M = p.shape[0]
-    return jax.vmap(_home_share_gap, in_axes=(0, 0, 0, 0, 0, None))(
-        pol.pi, pol.c, p, lam, jnp.arange(M), fr
-    )
-
-
-@enable_x64
-def home_share_gaps(eq: Equilibrium) -> pd.Series:
-    r"""Rich-minus-poor home shares of every country (docs/model.md 4).
-
-    For country i: the mean household home share :math:`h(a,z) = \pi_i p_{ii} c_i /
-    \sum_j \pi_j p_{ij} c_j` of the top labor-income quintile minus that of the bottom
-    quintile, weighted exactly by the stationary distribution (the group means of
-    :func:`hatrade.analysis.cross_section.micro_table`: ``import_share`` of ``bottom_20`` minus
-    that of ``top_20``). See :func:`income_group_fractions` for the group weights.
-    """
-    fr = jnp.asarray(_gap_fractions(eq.income))
-    pol = eq.policies
-    g = _gaps(type(pol)(*[jnp.asarray(a) for a in pol]), jnp.asarray(eq.p), jnp.asarray(eq.lam), fr)
-    return pd.Series(np.asarray(g), index=list(eq.countries), name="home_share_gap")
-
-
-@dataclass
-class PsiBlock:
-    r"""The psi_slope direction of the household block and the home-share gaps.
-
-    ``M`` (M, M) :math:`dM_{ij}/d\psi_{slope}`; ``A`` (M,) :math:`dA_i/d\psi_{slope}`;
-    ``gap`` (M,) the home-share gaps at the solved point; ``gp`` (M, M)
-    :math:`d\,gap_i/d\log p_{ik}`; ``gw, gA, gR, gbeta, gpsi`` (M,) their derivatives in the
-    log wage, the own log TFP scaling, R, beta and psi_slope.
-    """
-
-    M: np.ndarray
-    A: np.ndarray
-    gap: np.ndarray
-    gp: np.ndarray
-    gw: np.ndarray
-    gA: np.ndarray
-    gR: np.ndarray
-    gbeta: np.ndarray
-    gpsi: np.ndarray
-
-
-def _gaps_output(pol, prm, lam, fr):
-    """The gaps as an extra output of the household block (:func:`household_block`)."""
-    return _gaps(pol, prm.p, lam, fr)
-
-
-@enable_x64
-def block_jacobian_psi(
-    eq: Equilibrium, tangents=None, tol: float = 1e-10, tangent_tol: float = 1e-9
-) -> tuple[BlockJacobian, PsiBlock]:
-    r"""The household-block Jacobian (:func:`block_jacobian`) with one more direction,
-    psi_slope, and the home-share gaps of every country as outputs (M + 5 directions).
-
-    psi_slope enters country i's problem as :math:`\psi_i(z, i) = \psi_{slope}
-    A_i^{1-\gamma} \log z_{perm}` (docs/model.md 1.1) on the home variety only; its direction
-    is that array per unit of psi_slope (:func:`hatrade.core.jacobian.psi_slope_direction`),
-    scaled like psi by the TFP direction. The gap of country i (:func:`home_share_gaps`)
-    depends on i's policies and distribution only; its income groups are fixed
-    (:func:`income_group_fractions`), so it is differentiable. Both are options of
-    :func:`hatrade.core.jacobian.household_block`.
-    """
-    if eq.world.has_tariffs:
-        raise ParameterError("block_jacobian_psi supports worlds without tariffs.")
-    arrs = model_arrays(eq.world, eq.household, eq.income)
-    M = eq.world.M
-    rows = direction_rows(M, ("p", "w", "A", "R", "beta", "psi"))
-    blk = household_block(
-        arrs,
-        eq.prices.w,
-        eq.prices.R,
-        eq.prices.T,
-        eq.prices.beta,
-        eq.state,
-        rows,
-        tangents=tangents,
-        tol=tol,
-        tangent_tol=tangent_tol,
-        psi_unit=psi_slope_direction(eq.world, eq.household, eq.income),
-        output=_gaps_output,
-        output_args=(jnp.asarray(_gap_fractions(eq.income)),),
-    )
-    ip, k = blk.p_rows(), {n: blk.index(n) for n in ("w", "A", "R", "beta", "psi")}
-    dg = blk.doutput  # (M+5, M): d gap_i along each direction
-    pb = PsiBlock(
-        M=blk.dM[k["psi"]],
-        A=blk.dA[k["psi"]],
-        gap=home_share_gaps(eq).to_numpy(),
-        gp=dg[ip].T,
-        gw=dg[k["w"]],
-        gA=dg[k["A"]],
-        gR=dg[k["R"]],
-        gbeta=dg[k["beta"]],
-        gpsi=dg[k["psi"]],
-    )
-    return BlockJacobian.from_block(blk), pb
-
-
 # ----------------------------------------------------------------------------- driver
-
-
-@dataclass
-class CalibrationResult:
-    """Calibrated parameters, the equilibrium there, and the path."""
-
-    params: np.ndarray
-    equilibrium: Equilibrium
-    moments: np.ndarray
-    targets: np.ndarray
-    converged: bool
-    iterations: int
-    residual: float
-    equilibrium_solves: int
-    household_solves: int
-    block_jacobians: int
-    history: list = field(default_factory=list)
-    seconds: float = 0.0
-    psi_slope: float | None = None
-    gap_country: str | None = None
-
-    @property
-    def household(self) -> Household:
-        """The household parameters of the calibrated equilibrium (psi_slope included)."""
-        return self.equilibrium.household
-
-    def moment_table(self, setup: GravitySetup | None = None) -> pd.DataFrame:
-        """Moment, target, model and difference; with psi_slope calibrated the last row is
-        ``home_share_gap_<country>`` (top minus bottom labor-income quintile)."""
-        setup = setup or ek_setup()
-        c = setup.countries[:-1]
-        names = [f"S_{x}" for x in c] + [f"theta_m_{x}" for x in c] + list(setup.names)
-        if len(self.targets) == len(names) + 1:
-            names.append(f"home_share_gap_{self.gap_country}")
-        return pd.DataFrame(
-            {
-                "moment": names,
-                "target": self.targets,
-                "model": self.moments,
-                "difference": self.moments - self.targets,
-            }
-        )
 
 
 @enable_x64
@@ -444,7 +270,7 @@ def calibrate(
     t0 = time.perf_counter()
     setup = setup or ek_setup()
     check_calibrate_options(tol=tol, max_iter=max_iter, R=R, beta_guess=beta_guess)
-    theta, targets, gi, gap_country = _check_inputs(
+    theta, targets, gi, gap_country = checked_start(
         theta0, targets, setup, household, home_share_gap, gap_country
     )
     with_psi = home_share_gap is not None
@@ -454,27 +280,8 @@ def calibrate(
     ckpt = Path(checkpoint) if checkpoint else None
     history: list = []
     if resume and ckpt and ckpt.exists():
-        theta, wages, beta_guess, history = _resume(ckpt, with_psi)
-    pb = _Problem(
-        setup=setup,
-        targets=targets,
-        hh=hh,
-        inc=income_process(hh),
-        labor=labor,
-        R=R,
-        with_psi=with_psi,
-        gi=gi,
-        gap_country=gap_country,
-        ckpt=ckpt,
-        layout=Layout(
-            M=setup.M,
-            financial="globalization",
-            solve_for="beta",
-            tariffs=False,
-            R_fixed=float(R),
-            beta_fixed=None,
-        ),
-    )
+        theta, wages, beta_guess, history = checkpoint_start(ckpt, with_psi)
+    pb = _problem(setup, targets, hh, labor, R, with_psi, gi, gap_country, ckpt)
     st = _Iterate(theta=theta, wages=wages, beta_guess=beta_guess, state=state, history=history)
     it0 = len(history)
     for it in range(it0, it0 + max_iter + 1):
@@ -493,93 +300,11 @@ def calibrate(
             continue
         pb.save(st)
         if res < tol:
-            return CalibrationResult(
-                params=st.theta[: pb.K],
-                equilibrium=eq,
-                moments=m,
-                targets=targets,
-                converged=True,
-                iterations=it - it0,
-                residual=res,
-                equilibrium_solves=st.n_eq,
-                household_solves=st.n_hh,
-                block_jacobians=st.n_block,
-                history=st.history,
-                seconds=time.perf_counter() - t0,
-                psi_slope=float(st.theta[pb.K]) if with_psi else None,
-                gap_country=gap_country if with_psi else None,
-            )
+            return _converged(pb, st, eq, m, res, it - it0, t0)
         if it == it0 + max_iter:
             break
         _newton_step(pb, st, eq, F)
     raise _stalled(pb, st, tol, it0)
-
-
-def _check_inputs(
-    theta0, targets, setup: GravitySetup, household: Household, home_share_gap, gap_country
-):
-    """Checked starting parameters and targets (psi_slope and the gap appended when
-    ``home_share_gap`` is given), the index of the gap country (or None) and its code."""
-    K = setup.n_params
-    theta = np.asarray(theta0, float).copy()
-    if theta.shape != (K,):
-        raise ParameterError(
-            f"parameter vector has {theta.size} entries; this setup needs "
-            f"{K} (2*(M-1) log TFP and theta_m, then "
-            f"{len(setup.names)} coefficients {list(setup.names)})."
-        )
-    targets = data_moments() if targets is None else np.asarray(targets, float)
-    if targets.shape != (K,):
-        raise ParameterError(f"targets have {targets.size} entries; expected {K}.")
-    if home_share_gap is None:
-        if gap_country is not None:
-            raise ParameterError(
-                "gap_country is given without home_share_gap: give the target "
-                "home_share_gap to calibrate psi_slope."
-            )
-        return theta, targets, None, None
-    try:
-        gap_target = float(home_share_gap)
-    except (TypeError, ValueError):
-        raise ParameterError(
-            f"home_share_gap = {home_share_gap!r} is not allowed: it must be a number in (-1, 1)."
-        ) from None
-    if not (np.isfinite(gap_target) and -1.0 < gap_target < 1.0):
-        raise ParameterError(
-            f"home_share_gap = {home_share_gap!r} is not allowed: it must "
-            "be a number in (-1, 1) (a difference of two shares)."
-        )
-    gap_country = "USA" if gap_country is None else gap_country
-    if gap_country not in setup.countries:
-        raise ParameterError(
-            f"gap_country = {gap_country!r} is not allowed: use one of "
-            f"{', '.join(setup.countries)}."
-        )
-    gi = setup.countries.index(gap_country)
-    return (np.append(theta, household.psi_slope), np.append(targets, gap_target), gi, gap_country)
-
-
-def _resume(ckpt: Path, with_psi: bool):
-    """Parameters, wages, beta guess and history of the best point of a checkpoint."""
-    saved = json.loads(ckpt.read_text())
-    if with_psi != ("psi_slope" in saved["best"]):
-        raise ParameterError(
-            f"checkpoint {ckpt} is from a calibration {'without' if with_psi else 'with'} "
-            "psi_slope (home_share_gap); resume it the same way or use a new checkpoint."
-        )
-    theta = np.asarray(saved["best"]["params"], float)
-    if with_psi:
-        theta = np.append(theta, float(saved["best"]["psi_slope"]))
-    wages = np.asarray(saved["best"]["wages"], float)
-    beta_guess = float(saved["best"]["beta"])
-    history = saved.get("history", [])
-    log.info(
-        "calibration: resuming from %s (iteration %d, residual %.3e)",
-        ckpt,
-        len(history),
-        saved["best"]["residual"],
-    )
-    return theta, wages, beta_guess, history
 
 
 @dataclass(frozen=True, eq=False)
@@ -615,6 +340,31 @@ class _Problem:
                 self.ckpt,
                 {"best": st.best, "history": st.history, "targets": self.targets.tolist()},
             )
+
+
+def _problem(setup, targets, hh, labor, R, with_psi, gi, gap_country, ckpt) -> _Problem:
+    """The fixed part of a run, with the income process and the layout of the unknowns
+    (wages and beta at the given R, globalization, no tariffs)."""
+    return _Problem(
+        setup=setup,
+        targets=targets,
+        hh=hh,
+        inc=income_process(hh),
+        labor=labor,
+        R=R,
+        with_psi=with_psi,
+        gi=gi,
+        gap_country=gap_country,
+        ckpt=ckpt,
+        layout=Layout(
+            M=setup.M,
+            financial="globalization",
+            solve_for="beta",
+            tariffs=False,
+            R_fixed=float(R),
+            beta_fixed=None,
+        ),
+    )
 
 
 @dataclass(eq=False)
@@ -653,6 +403,28 @@ class _Iterate:
         if pb.with_psi:
             self.best["psi_slope"] = float(self.theta[K])
         self.best_eq, self.best_m = eq, m
+
+
+def _converged(
+    pb: _Problem, st: _Iterate, eq: Equilibrium, m: np.ndarray, res: float, iterations: int, t0
+) -> CalibrationResult:
+    """The result of a run that reached its tolerance at ``eq``."""
+    return CalibrationResult(
+        params=st.theta[: pb.K],
+        equilibrium=eq,
+        moments=m,
+        targets=pb.targets,
+        converged=True,
+        iterations=iterations,
+        residual=res,
+        equilibrium_solves=st.n_eq,
+        household_solves=st.n_hh,
+        block_jacobians=st.n_block,
+        history=st.history,
+        seconds=time.perf_counter() - t0,
+        psi_slope=float(st.theta[pb.K]) if pb.with_psi else None,
+        gap_country=pb.gap_country if pb.with_psi else None,
+    )
 
 
 def _solve_at(pb: _Problem, st: _Iterate) -> Equilibrium | None:

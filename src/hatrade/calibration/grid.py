@@ -350,20 +350,18 @@ def calibration_grid(
         grid, theta0, household, setup, home_share_gap, executor
     )
     folder = prepare_output(out_dir, "calibration-grid", what="calibration grid", update=True)
-    common = {
-        "theta0": theta0.tolist(),
-        "targets": None if targets is None else np.asarray(targets, float).tolist(),
-        "labor": None if labor is None else np.asarray(labor, float).tolist(),
-        "wages": None if wages is None else np.asarray(wages, float).tolist(),
-        "calibrate": {
-            "R": float(R),
-            "beta_guess": float(beta_guess),
-            "tol": float(tol),
-            "max_iter": int(max_iter),
-            "home_share_gap": home_share_gap,
-            "gap_country": gap_country,
-        },
-    }
+    common = _common_inputs(
+        theta0,
+        targets,
+        labor,
+        wages,
+        R=R,
+        beta_guess=beta_guess,
+        tol=tol,
+        max_iter=max_iter,
+        home_share_gap=home_share_gap,
+        gap_country=gap_country,
+    )
     tasks = _grid_tasks(points, gridd, setup, common)
     with folder.session():
         rows = _finished_points(folder.path, tasks, retry_failed)
@@ -387,31 +385,59 @@ def calibration_grid(
             for tk in todo:
                 finished(_grid_point(tk, str(folder.path)))
         elif todo:
-            with dask_client(scheduler, workers, len(todo), processes=processes) as client:
-                futs = [
-                    client.submit(
-                        _grid_point,
-                        tk,
-                        str(folder.path.absolute()),
-                        pure=False,
-                        key=f"hatrade-grid-{tk['name']}-{tk['fingerprint']}",
-                    )
-                    for tk in todo
-                ]
-                for row in completed_rows(
-                    futs,
-                    todo,
-                    lambda tk, error: {
-                        "name": tk["name"],
-                        "fingerprint": tk["fingerprint"],
-                        "code_revision": tk["code_revision"],
-                        **tk["point"],
-                        "status": _STATUS_FAILED,
-                        "error": error,
-                    },
-                ):
-                    finished(row)
+            _run_on_dask(todo, folder.path, finished, scheduler, workers, processes)
         return _write_grid_summary(folder, tasks, rows, gridd)
+
+
+def _common_inputs(
+    theta0, targets, labor, wages, *, R, beta_guess, tol, max_iter, home_share_gap, gap_country
+) -> dict:
+    """The inputs every point shares, as plain lists and numbers (a task's payload and part
+    of its fingerprint); ``"calibrate"`` holds the options of
+    :func:`hatrade.calibration.calibrate.calibrate`."""
+    return {
+        "theta0": theta0.tolist(),
+        "targets": None if targets is None else np.asarray(targets, float).tolist(),
+        "labor": None if labor is None else np.asarray(labor, float).tolist(),
+        "wages": None if wages is None else np.asarray(wages, float).tolist(),
+        "calibrate": {
+            "R": float(R),
+            "beta_guess": float(beta_guess),
+            "tol": float(tol),
+            "max_iter": int(max_iter),
+            "home_share_gap": home_share_gap,
+            "gap_country": gap_country,
+        },
+    }
+
+
+def _run_on_dask(todo, out: Path, finished, scheduler, workers, processes: bool) -> None:
+    """Run the points ``todo`` as tasks on a Dask client (:func:`hatrade.io.tasks.dask_client`),
+    handing each finished row (a failed row for a task that raised) to ``finished``."""
+    with dask_client(scheduler, workers, len(todo), processes=processes) as client:
+        futs = [
+            client.submit(
+                _grid_point,
+                tk,
+                str(out.absolute()),
+                pure=False,
+                key=f"hatrade-grid-{tk['name']}-{tk['fingerprint']}",
+            )
+            for tk in todo
+        ]
+        for row in completed_rows(
+            futs,
+            todo,
+            lambda tk, error: {
+                "name": tk["name"],
+                "fingerprint": tk["fingerprint"],
+                "code_revision": tk["code_revision"],
+                **tk["point"],
+                "status": _STATUS_FAILED,
+                "error": error,
+            },
+        ):
+            finished(row)
 
 
 def _grid_table(tasks, rows, gridd) -> pd.DataFrame:

@@ -26,8 +26,9 @@ Outer loop (:func:`calibrate_micro`)
     ``elasticity``
         The country's aggregate (trade-weighted, impact) elasticity, about -4.2 for the US.
     ``home_share_gap``
-        Top minus bottom quintile home share (:func:`hatrade.calibration.calibrate.home_share_gaps`;
-        the home-share gradient across income of Borusyak and Jaravel 2021).
+        Top minus bottom quintile home share
+        (:func:`hatrade.calibration.home_share.home_share_gaps`; the home-share gradient
+        across income of Borusyak and Jaravel 2021).
 
     When ``psi_slope`` moves and ``home_share_gap`` is a target, that pair is handed to the
     inner calibration (psi_slope as its 47th parameter with the exact Newton Jacobian,
@@ -52,30 +53,22 @@ Outer loop (:func:`calibrate_micro`)
     ``resume=True`` continues from the checkpoint (the current point, Jacobian and warm
     start).
 
+The loop itself and its result (:class:`MicroCalibrationResult`, re-exported here) are in
+:mod:`hatrade.calibration.micro_loop`; the targets, their checks and their model values
+(:func:`micro_moments`, re-exported here) in :mod:`hatrade.calibration.micro_targets`.
 Robustness grids of independent calibrations are in :mod:`hatrade.calibration.grid`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
-import pandas as pd
 
-from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
-from hatrade.calibration.calibrate import (
-    CalibrationError,
-    CalibrationResult,
-    GravitySetup,
-    calibrate,
-    ek_setup,
-    home_share_gaps,
-)
+from hatrade.calibration.calibrate import GravitySetup, ek_setup
+from hatrade.calibration.micro_loop import MicroCalibrationResult, OuterLoop, WarmStart
 from hatrade.calibration.micro_targets import (
     MICRO_PARAMS,
     MICRO_TARGETS,
@@ -83,13 +76,11 @@ from hatrade.calibration.micro_targets import (
     check_params,
     check_targets,
     load_micro_targets,
+    micro_moments,
     parse_micro_targets,
 )
-from hatrade.core.errors import EquilibriumError
 from hatrade.core.params import Household, ParameterError
-from hatrade.io.atomic import jsonable, write_json
 from hatrade.io.fingerprint import fingerprint
-from hatrade.solve.equilibrium import Equilibrium
 
 __all__ = [
     "MICRO_TARGETS",
@@ -102,149 +93,7 @@ __all__ = [
     "parse_micro_targets",
 ]
 
-log = logging.getLogger(__name__)
-
-# ----------------------------------------------------------------------------- moments
-
-
-def _income_group_mean(values, lam, labor_income, group: str) -> float:
-    lo, hi = INCOME_GROUPS[group]
-    wt = group_weights(labor_income.ravel(), lam.ravel(), lo, hi)
-    return float(np.sum(wt * values.ravel()) / np.sum(wt))
-
-
-def micro_moments(eq: Equilibrium, targets: Sequence[MicroTarget]) -> dict:
-    """The model values of micro targets at an equilibrium: ``{target.key: value}``
-    (definitions in the module docstring)."""
-    from hatrade.analysis.elasticity import trade_elasticities
-
-    out: dict = {}
-    elas: dict = {}
-    gaps = None
-    for t in targets:
-        if t.name == "home_share_gap":
-            gaps = home_share_gaps(eq) if gaps is None else gaps
-            out[t.key] = float(gaps[t.country])
-            continue
-        if t.country not in elas:
-            elas[t.country] = trade_elasticities(eq, t.country)
-        r = elas[t.country]
-        if t.name == "elasticity":
-            out[t.key] = float(r.theta)
-        else:  # elasticity_gap
-            i = eq.world.index(t.country)
-            ds = r.micro
-            lam = ds["distribution"].values
-            inc = float(eq.prices.w[i]) * np.broadcast_to(ds["z"].values[None, :], lam.shape)
-            el = ds["household_elasticity"].values
-            out[t.key] = _income_group_mean(el, lam, inc, "bottom_20") - _income_group_mean(
-                el, lam, inc, "top_20"
-            )
-    return out
-
-
 # ----------------------------------------------------------------------------- outer loop
-
-
-@dataclass
-class MicroCalibrationResult:
-    """The outer loop's solution.
-
-    Attributes
-    ----------
-    params : dict
-        The household parameters it moved (and psi_slope when the inner calibration
-        pinned it), at the solution.
-    household : Household
-        The full household parameters there.
-    inner : CalibrationResult
-        The inner calibration at the solution (trade-cost parameters, equilibrium).
-    moments, targets : dict key -> value (``<name>_<country>``)
-    converged, iterations (outer steps), evaluations (inner calibrations), residual
-    (max |moment - target|), jacobian (the final secant Jacobian, rows targets, columns
-    outer parameters), history (one record per inner calibration), seconds.
-    """
-
-    params: dict
-    household: Household
-    inner: CalibrationResult
-    moments: dict
-    targets: dict
-    converged: bool
-    iterations: int
-    evaluations: int
-    residual: float
-    jacobian: np.ndarray | None = None
-    history: list = field(default_factory=list)
-    seconds: float = 0.0
-
-    def table(self) -> pd.DataFrame:
-        """One row per micro target: target, country, target value, model, difference."""
-        rows = []
-        for k, v in self.targets.items():
-            name, country = k.rsplit("_", 1)
-            m = self.moments[k]
-            rows.append(
-                {
-                    "target": name,
-                    "country": country,
-                    "target_value": v,
-                    "model": m,
-                    "difference": m - v,
-                }
-            )
-        return pd.DataFrame(rows)
-
-    def summary(self) -> dict:
-        return jsonable(
-            {
-                "params": self.params,
-                "household": self.household.to_dict(),
-                "moments": self.moments,
-                "targets": self.targets,
-                "converged": self.converged,
-                "iterations": self.iterations,
-                "evaluations": self.evaluations,
-                "residual": self.residual,
-                "beta": self.inner.equilibrium.beta,
-                "gravity_residual": self.inner.residual,
-                "jacobian": None if self.jacobian is None else self.jacobian,
-                "seconds": self.seconds,
-            }
-        )
-
-
-class _Warm:
-    """The inner calibration's warm start: parameters, psi_slope, wages, beta, states."""
-
-    def __init__(self, theta, psi, wages, beta, state=None):
-        self.theta = np.asarray(theta, float)
-        self.psi = psi
-        self.wages = None if wages is None else np.asarray(wages, float)
-        self.beta = float(beta)
-        self.state = state
-
-    @classmethod
-    def of(cls, res: CalibrationResult) -> "_Warm":
-        return cls(
-            res.params,
-            res.psi_slope,
-            res.equilibrium.prices.w,
-            res.equilibrium.beta,
-            res.equilibrium.state,
-        )
-
-    def to_json(self) -> dict:
-        return {
-            "theta": self.theta.tolist(),
-            "psi_slope": self.psi,
-            "wages": None if self.wages is None else self.wages.tolist(),
-            "beta": self.beta,
-        }
-
-    @classmethod
-    def from_json(cls, d) -> "_Warm":
-        return cls(d["theta"], d.get("psi_slope"), d.get("wages"), d["beta"])
 
 
 def _spec_fingerprint(params, targets, inner_psi, household, setup, gravity_targets) -> str:
@@ -353,7 +202,7 @@ def calibrate_micro(
             "parameters."
         )
     hh0 = household.replace(beta=None)
-    loop = _OuterLoop(
+    loop = OuterLoop(
         hh0=hh0,
         targets=targets,
         outer_targets=outer_targets,
@@ -370,256 +219,9 @@ def calibrate_micro(
         },
         checkpoint=Path(checkpoint) if checkpoint else None,
         fingerprint=_spec_fingerprint(params, targets, inner_psi, hh0, setup, gravity_targets),
-        warm=_Warm(theta0, hh0.psi_slope if inner_gap else None, wages, beta_guess),
+        warm=WarmStart(theta0, hh0.psi_slope if inner_gap else None, wages, beta_guess),
         t0=t0,
     )
     if resume and loop.ckpt and loop.ckpt.exists():
         loop.resume()
     return loop.run(tol, max_iter, progress)
-
-
-class _OuterLoop:
-    """The state of one outer Broyden loop of :func:`calibrate_micro`: the current point
-    ``x``, the Jacobian estimate ``B``, the warm start, the history and the best point."""
-
-    def __init__(
-        self,
-        *,
-        hh0: Household,
-        targets,
-        outer_targets,
-        outer_params,
-        inner_gap,
-        setup: GravitySetup,
-        fd_step: float,
-        inner_kw: dict,
-        checkpoint: Path | None,
-        fingerprint: str,
-        warm: _Warm,
-        t0: float,
-    ):
-        self.hh0, self.targets, self.setup = hh0, targets, setup
-        self.outer_targets, self.outer_params = outer_targets, outer_params
-        self.inner_gap, self.inner_kw, self.fd_step = inner_gap, inner_kw, fd_step
-        self.ckpt, self.fp, self.t0 = checkpoint, fingerprint, t0
-        self.k = len(outer_params)
-        self.lo = np.array([MICRO_PARAMS[p][0] for p in outer_params])
-        self.hi = np.array([MICRO_PARAMS[p][1] for p in outer_params])
-        self.x = np.array([getattr(hh0, p) for p in outer_params], float)
-        self.warm = warm
-        self.B: np.ndarray | None = None
-        self.B_fresh = False  # B is the difference Jacobian at the current x (+ secant updates)
-        self.history: list = []
-        self.best: dict | None = None
-        self.step = 0
-        self.n_eval = 0
-
-    def resume(self) -> None:
-        """Continue from the checkpoint (the current point, Jacobian and warm start)."""
-        saved = json.loads(self.ckpt.read_text())
-        if saved.get("fingerprint") != self.fp:
-            raise ParameterError(
-                f"checkpoint {self.ckpt} is from another micro calibration "
-                "(parameters, targets or fixed household values differ); "
-                "use a new checkpoint or the same specification."
-            )
-        self.x = np.asarray(saved["x"], float)
-        self.warm = _Warm.from_json(saved["warm"])
-        self.B = None if saved.get("B") is None else np.asarray(saved["B"], float)
-        self.history = saved.get("history", [])
-        self.best = saved.get("best")
-        self.step = int(saved.get("step", 0))
-        log.info(
-            "micro calibration: resuming from %s (step %d, x %s)",
-            self.ckpt,
-            self.step,
-            self.x.tolist(),
-        )
-
-    def evaluate(self, xv, kind: str, start: _Warm):
-        """Inner calibration at ``xv`` (warm-started from ``start``): (micro residuals F,
-        the inner result, the micro moments)."""
-        hh = self.hh0.replace(**{p: float(v) for p, v in zip(self.outer_params, xv)})
-        gap = self.inner_gap
-        if gap is not None and start.psi is not None:
-            hh = hh.replace(psi_slope=float(start.psi))
-        res = calibrate(
-            start.theta,
-            hh,
-            setup=self.setup,
-            wages=start.wages,
-            beta_guess=start.beta,
-            state=start.state,
-            home_share_gap=None if gap is None else gap.value,
-            gap_country=None if gap is None else gap.country,
-            **self.inner_kw,
-        )
-        self.n_eval += 1
-        mom = micro_moments(res.equilibrium, self.targets)
-        F = np.array([mom[t.key] - t.value for t in self.outer_targets])
-        rec = {
-            "step": self.step,
-            "kind": kind,
-            **{p: float(v) for p, v in zip(self.outer_params, xv)},
-            "residual": float(np.max(np.abs(F))) if self.k else 0.0,
-            **{f"model_{kk}": v for kk, v in mom.items()},
-            "inner_iterations": res.iterations,
-            "inner_residual": res.residual,
-            "psi_slope": res.household.psi_slope,
-            "beta": res.equilibrium.beta,
-            "seconds": time.perf_counter() - self.t0,
-        }
-        self.history.append(rec)
-        log.info(
-            "micro calibration: step %d (%s): %s -> max |moment - target| %.3e",
-            self.step,
-            kind,
-            ", ".join(f"{p} {v:.8g}" for p, v in zip(self.outer_params, xv)),
-            rec["residual"],
-        )
-        return F, res, mom
-
-    def save(self) -> None:
-        if self.ckpt:
-            write_json(
-                self.ckpt,
-                jsonable(
-                    {
-                        "kind": "micro-calibration",
-                        "fingerprint": self.fp,
-                        "params": self.outer_params,
-                        "targets": [t.key for t in self.outer_targets],
-                        "x": self.x,
-                        "warm": self.warm.to_json(),
-                        "B": self.B,
-                        "step": self.step,
-                        "best": self.best,
-                        "history": self.history,
-                    }
-                ),
-            )
-
-    def fd_jacobian(self, F0) -> np.ndarray:
-        """Forward differences at the current point, steps ``fd_step * max(1, |x_j|)``
-        (backwards at the upper end of the box)."""
-        J = np.empty((self.k, self.k))
-        for j in range(self.k):
-            h = self.fd_step * max(1.0, abs(self.x[j]))
-            if self.x[j] + h >= self.hi[j]:
-                h = -h
-            xj = self.x.copy()
-            xj[j] += h
-            Fj, _, _ = self.evaluate(xj, f"jacobian[{self.outer_params[j]}]", self.warm)
-            J[:, j] = (Fj - F0) / h
-        return J
-
-    def record_best(self, err: float, mom: dict) -> None:
-        if self.best is None or err < self.best["residual"]:
-            self.best = {
-                "x": self.x.tolist(),
-                "residual": err,
-                "warm": self.warm.to_json(),
-                "moments": mom,
-            }
-
-    def line_search(self, F, err: float):
-        """Backtrack along the quasi-Newton step (kept inside the search box), updating B
-        by Broyden's rule after every trial; the accepted (x, F, err, result, moments), or
-        None when four trials give no descent."""
-        try:
-            s = -np.linalg.solve(self.B, F)
-        except np.linalg.LinAlgError:
-            s = -np.linalg.lstsq(self.B, F, rcond=None)[0]
-        x, lo, hi = self.x, self.lo, self.hi
-        room = np.where(
-            s > 0,
-            (hi - x) * 0.9 / np.where(s > 0, s, 1.0),
-            np.where(s < 0, (lo - x) * 0.9 / np.where(s < 0, s, -1.0), np.inf),
-        )
-        t = float(min(1.0, np.min(room)))
-        for _ in range(4):
-            x_try = x + t * s
-            try:
-                F_try, res_try, mom_try = self.evaluate(x_try, "step", self.warm)
-            except (CalibrationError, EquilibriumError) as e:
-                log.warning(
-                    "micro calibration: inner calibration failed at %s (%s); halving the step",
-                    x_try.tolist(),
-                    e,
-                )
-                t *= 0.5
-                continue
-            e_try = float(np.max(np.abs(F_try)))
-            dx = x_try - x
-            self.B = self.B + np.outer(F_try - F - self.B @ dx, dx) / (dx @ dx)  # also on failure
-            if np.isfinite(e_try) and e_try < (1.0 - 1e-4 * t) * err:
-                return x_try, F_try, e_try, res_try, mom_try
-            t *= 0.5
-        return None
-
-    def run(self, tol: float, max_iter: int, progress) -> MicroCalibrationResult:
-        F, res, mom = self.evaluate(self.x, "point", self.warm)
-        self.warm = _Warm.of(res)
-        err = float(np.max(np.abs(F))) if self.k else 0.0
-        self.record_best(err, mom)
-        self.save()
-        if progress:
-            progress(self.step, err)
-        while err >= tol and self.step < max_iter:
-            if self.B is None:
-                self.B = self.fd_jacobian(F)
-                self.B_fresh = True
-                self.save()
-            trial = self.line_search(F, err)
-            self.step += 1
-            if trial is None:
-                self.save()
-                if self.B_fresh:  # even the difference Jacobian here gives no descent
-                    break
-                log.info("micro calibration: no descent; recomputing the Jacobian by differences")
-                self.B = None
-                continue
-            self.B_fresh = False
-            self.x, F, err, res, mom = trial
-            self.warm = _Warm.of(res)
-            self.record_best(err, mom)
-            self.save()
-            if progress:
-                progress(self.step, err)
-        if err < tol:
-            return self.finish(res, mom, F)
-        raise self.stalled(tol)
-
-    def finish(self, res, mom, F) -> MicroCalibrationResult:
-        full = {p: float(v) for p, v in zip(self.outer_params, self.x)}
-        if self.inner_gap is not None:
-            full["psi_slope"] = float(res.psi_slope)
-        return MicroCalibrationResult(
-            params=full,
-            household=res.household,
-            inner=res,
-            moments=mom,
-            targets={t.key: t.value for t in self.targets},
-            converged=True,
-            iterations=self.step,
-            evaluations=self.n_eval,
-            residual=float(np.max(np.abs(F))) if self.k else res.residual,
-            jacobian=self.B,
-            history=self.history,
-            seconds=time.perf_counter() - self.t0,
-        )
-
-    def stalled(self, tol: float) -> CalibrationError:
-        best = self.best
-        off = ", ".join(
-            f"{t.key} (model {best['moments'][t.key]:.6g} vs target {t.value:.6g})"
-            for t in self.outer_targets
-        )
-        at = ", ".join(f"{p} = {v:.8g}" for p, v in zip(self.outer_params, best["x"]))
-        return CalibrationError(
-            f"micro calibration stopped without reaching tol {tol:.1e}: best max |moment - "
-            f"target| {best['residual']:.3e} at {at} after {self.step} steps ({self.n_eval} "
-            f"inner calibrations). Targets: {off}. The best point is saved"
-            f"{' in ' + str(self.ckpt) if self.ckpt else ''}; try resuming, another start, "
-            "or targets the model can reach."
-        )

@@ -1,5 +1,6 @@
-"""Micro targets of the outer calibration loop: what may be targeted and moved, and the
-micro-targets file (:func:`load_micro_targets`), checked before any solve.
+"""Micro targets of the outer calibration loop: what may be targeted and moved, the
+micro-targets file (:func:`load_micro_targets`), checked before any solve, and the model
+values of the targets at an equilibrium (:func:`micro_moments`).
 
 The targets' definitions and the loop are in :mod:`hatrade.calibration.micro`.
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
+from hatrade.calibration.home_share import home_share_gaps
 from hatrade.core.params import Household, ParameterError
 from hatrade.io.validate import (
     BOOLEAN,
@@ -25,6 +28,7 @@ from hatrade.io.validate import (
     loads_toml,
     option_problems,
 )
+from hatrade.solve.equilibrium import Equilibrium
 
 __all__ = [
     "MICRO_TARGETS",
@@ -36,6 +40,7 @@ __all__ = [
     "load_micro_targets",
     "CALIBRATE_OPTION_RULES",
     "check_calibrate_options",
+    "micro_moments",
 ]
 
 #: Micro targets the outer loop knows (module docstring for the definitions).
@@ -272,3 +277,42 @@ def load_micro_targets(path, countries=None) -> dict:
     return parse_micro_targets(
         loads_toml(text, str(path), ParameterError), source=str(path), countries=countries
     )
+
+
+# ----------------------------------------------------------------------------- model values
+
+
+def _income_group_mean(values, lam, labor_income, group: str) -> float:
+    lo, hi = INCOME_GROUPS[group]
+    wt = group_weights(labor_income.ravel(), lam.ravel(), lo, hi)
+    return float(np.sum(wt * values.ravel()) / np.sum(wt))
+
+
+def micro_moments(eq: Equilibrium, targets: Sequence[MicroTarget]) -> dict:
+    """The model values of micro targets at an equilibrium: ``{target.key: value}``
+    (definitions in the docstring of :mod:`hatrade.calibration.micro`)."""
+    from hatrade.analysis.elasticity import trade_elasticities
+
+    out: dict = {}
+    elas: dict = {}
+    gaps = None
+    for t in targets:
+        if t.name == "home_share_gap":
+            gaps = home_share_gaps(eq) if gaps is None else gaps
+            out[t.key] = float(gaps[t.country])
+            continue
+        if t.country not in elas:
+            elas[t.country] = trade_elasticities(eq, t.country)
+        r = elas[t.country]
+        if t.name == "elasticity":
+            out[t.key] = float(r.theta)
+        else:  # elasticity_gap
+            i = eq.world.index(t.country)
+            ds = r.micro
+            lam = ds["distribution"].values
+            inc = float(eq.prices.w[i]) * np.broadcast_to(ds["z"].values[None, :], lam.shape)
+            el = ds["household_elasticity"].values
+            out[t.key] = _income_group_mean(el, lam, inc, "bottom_20") - _income_group_mean(
+                el, lam, inc, "top_20"
+            )
+    return out

@@ -19,7 +19,7 @@ each an implicit differentiation of the household fixed point (warm-started tang
 the stationary distribution re-solved. Besides :math:`M_{ij}`, :math:`A_i` and the states,
 the block can differentiate one more output of each country's solution, given as a
 function of its policies, inputs and distribution (``output=``; e.g. the home-share gaps
-of :mod:`hatrade.calibration.calibrate`); the default block computes neither the extra direction nor
+of :mod:`hatrade.calibration.home_share`); the default block computes neither the extra direction nor
 the extra output, so its cost is unchanged. Everything between the block and the excess demands
 is a known map,
 
