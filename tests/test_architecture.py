@@ -35,7 +35,6 @@ MAX_FUNCTION_LINES = 80
 # not grow; remove it once the module fits.
 MODULE_LINES_ALLOWED: dict[str, int] = {
     "hatrade/analysis/elasticity.py": 634,
-    "hatrade/analysis/planner.py": 676,
     "hatrade/calibration/calibrate.py": 769,
     "hatrade/calibration/micro.py": 625,
     "hatrade/solve/equilibrium.py": 616,
