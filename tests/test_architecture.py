@@ -34,9 +34,6 @@ MAX_FUNCTION_LINES = 80
 # Modules over MAX_MODULE_LINES today: path relative to src/ -> its line count. An entry may
 # not grow; remove it once the module fits.
 MODULE_LINES_ALLOWED: dict[str, int] = {
-    "hatrade/analysis/elasticity.py": 634,
-    "hatrade/analysis/planner.py": 676,
-    "hatrade/io/config.py": 689,
     "hatrade/solve/equilibrium.py": 616,
     "hatrade/solve/newton.py": 674,
 }

@@ -36,14 +36,17 @@ Computation
 Derivatives are exact: forward-mode AD through the converged household problem of
 country :math:`i` alone (the only problem that depends on :math:`p_{i\cdot}` at fixed
 prices), with the implicit-function theorem at the fixed point, by one of the two routes
-of :mod:`hatrade.analysis.tangents` (``method="direct"``, the default, or ``"jvp"``).
+of :mod:`hatrade.analysis.tangents` (``method="direct"``, the default, or ``"jvp"``). The
+micro elasticities, weights and aggregates are formed in
+:mod:`hatrade.analysis.elasticity_micro`; the result objects live in
+:mod:`hatrade.analysis.elasticity_results` (both re-exported here where public).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -51,8 +54,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from hatrade.analysis.elasticity_micro import aggregate_pieces, micro_dataset
+from hatrade.analysis.elasticity_results import ElasticityResult, LongRunResult, WorldElasticities
 from hatrade.analysis.tangents import income_factors, tangents_direct, tangents_jvp
-from hatrade.core.distribution import stationary_distribution
 from hatrade.core.errors import EquilibriumError
 from hatrade.core.household import HHParams, HHState, solve_fixed_point
 from hatrade.core.markets import country_params, model_arrays
@@ -177,213 +181,6 @@ def country_problem(
     return CountryProblem(index=i, code=country, prm=prm, state=x, lam=np.asarray(eq.lam[i]))
 
 
-@partial(jax.jit, static_argnames=("longrun",))
-def _aggregate_pieces(prm, lam, partners, home, primal, tang, *, longrun=False):
-    """Micro elasticities, weights and aggregates for a batch of partners (jitted)."""
-    M = prm.p.shape[0]
-    dps = jax.vmap(lambda j: jnp.zeros(M, prm.p.dtype).at[j].set(prm.p[j]))(partners)
-    c, a_p, pi = primal
-    dc, da, dpi = tang
-    spend = pi * c * prm.p  # (Na, Nz, M)
-    P = partners.shape[0]
-    ar = jnp.arange(P)
-    c_j = jnp.moveaxis(c[..., partners], -1, 0)  # (P, Na, Nz)
-    pi_j = jnp.moveaxis(pi[..., partners], -1, 0)
-    th_c = dc[ar, :, :, partners] / c_j
-    th_pi = dpi[ar, :, :, partners] / pi_j
-    th_c_h = dc[..., home] / c[None, ..., home]
-    th_pi_h = dpi[..., home] / pi[None, ..., home]
-    s_j = lam[None] * jnp.moveaxis(spend[..., partners], -1, 0)
-    s_h = lam * spend[..., home]
-    w_j = s_j / jnp.sum(s_j, axis=(1, 2), keepdims=True)
-    w_h = s_h / jnp.sum(s_h)
-    ext = jnp.sum(w_j * th_pi, axis=(1, 2)) - jnp.sum(w_h[None] * th_pi_h, axis=(1, 2))
-    inten = 1.0 + jnp.sum(w_j * th_c, axis=(1, 2)) - jnp.sum(w_h[None] * th_c_h, axis=(1, 2))
-    out = dict(
-        c=c,
-        a_p=a_p,
-        pi=pi,
-        spend=spend,
-        th_c=th_c,
-        th_pi=th_pi,
-        th_c_home=th_c_h,
-        th_pi_home=th_pi_h,
-        w_partner=w_j,
-        w_home=w_h,
-        theta_ext=ext,
-        theta_int=inten,
-    )
-    # the same elasticity directly from aggregate spending (lambda fixed): a check
-    dspend = (dpi * c[None] + pi[None] * dc) * prm.p + pi[None] * c[None] * dps[:, None, None, :]
-    dM = jnp.einsum("az,kazj->kj", lam, dspend)
-    Mv = jnp.einsum("az,azj->j", lam, spend)
-    out["theta_aggregate"] = dM[ar, partners] / Mv[partners] - dM[:, home] / Mv[home]
-    if longrun:
-        zg, zP = jnp.zeros_like(prm.a_grid), jnp.zeros_like(prm.Pz)
-        dlam = jax.vmap(
-            lambda d_a, d_pi: jax.jvp(
-                stationary_distribution, (a_p, pi, prm.a_grid, prm.Pz), (d_a, d_pi, zg, zP)
-            )[1]
-        )(da, dpi)
-        dM_lr = dM + jnp.einsum("kaz,azj->kj", dlam, spend)
-        out["theta_longrun"] = dM_lr[ar, partners] / Mv[partners] - dM_lr[:, home] / Mv[home]
-    return out
-
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclass
-class ElasticityResult:
-    """Proposition 1 elasticities of one country (impact: w, R and lambda fixed).
-
-    Attributes
-    ----------
-    country : str
-    table : pandas.DataFrame
-        One row per partner: ``partner``, ``theta``, ``theta_extensive``,
-        ``theta_intensive`` (theta = extensive + intensive), ``price`` (:math:`p_{ij}`),
-        ``trade_share`` (:math:`s_{ij}`), ``weight`` (:math:`s_{ij}/\\sum_{k\\ne i}
-        s_{ik}`, the weight in the country elasticity), ``theta_direct`` (the same
-        elasticity computed directly from aggregate spending, a check).
-    theta, theta_extensive, theta_intensive : float
-        Trade-weighted country elasticity and its two margins.
-    micro : xarray.Dataset
-        Micro arrays with dims (partner, a_index, z_index): ``th_pi``, ``th_c`` (partner
-        variety), ``th_pi_home``, ``th_c_home`` (home variety), ``elasticity`` (household
-        elasticity for the partner), ``weight_partner``, ``weight_home`` (expenditure
-        weights); and with dims (a_index, z_index): ``household_elasticity`` (averaged
-        over partners with the household's import-spending weights), ``import_share``,
-        ``distribution``; coordinates ``assets``, ``z``.
-    method : 'direct' or 'jvp'
-    residual : relative residual of the linear solve (method 'direct'; 0 for 'jvp').
-    seconds : wall time.
-    """
-
-    country: str
-    table: pd.DataFrame
-    theta: float
-    theta_extensive: float
-    theta_intensive: float
-    micro: object
-    method: str
-    residual: float = 0.0
-    seconds: float = 0.0
-    kind: str = "impact"
-
-    def summary(self) -> dict:
-        """JSON-ready: country, theta (trade-weighted), its margins, theta by partner."""
-        t = self.table
-        return {
-            "country": self.country,
-            "theta": float(self.theta),
-            "theta_extensive": float(self.theta_extensive),
-            "theta_intensive": float(self.theta_intensive),
-            "kind": "impact elasticity (w, R and the stationary distribution fixed)",
-            "theta_min": float(t["theta"].min()),
-            "theta_max": float(t["theta"].max()),
-            "by_partner": {p: float(v) for p, v in zip(t["partner"], t["theta"])},
-            "method": self.method,
-            "seconds": float(self.seconds),
-        }
-
-
-@dataclass
-class LongRunResult:
-    """Impact and long-run elasticities of one country side by side.
-
-    ``table`` columns: partner, theta_impact (lambda fixed, Proposition 1), theta_longrun
-    (lambda re-solved at the new policies; w and R still fixed), price, trade_share,
-    weight. ``theta_impact`` / ``theta_longrun`` are the trade-weighted country numbers.
-    """
-
-    country: str
-    table: pd.DataFrame
-    theta_impact: float
-    theta_longrun: float
-    impact: ElasticityResult | None = field(default=None, repr=False)
-
-    def summary(self) -> dict:
-        return {
-            "country": self.country,
-            "theta_impact": float(self.theta_impact),
-            "theta_longrun": float(self.theta_longrun),
-            "by_partner_longrun": {
-                p: float(v) for p, v in zip(self.table["partner"], self.table["theta_longrun"])
-            },
-        }
-
-
-@dataclass
-class WorldElasticities:
-    """Elasticities of every pair. ``pairs``: importer, exporter, theta, theta_extensive,
-    theta_intensive, price, trade_share, weight; ``by_country``: country, theta,
-    theta_extensive, theta_intensive, import_share (trade-weighted over partners)."""
-
-    pairs: pd.DataFrame
-    by_country: pd.DataFrame
-    seconds: float = 0.0
-
-
-def _micro_dataset(eq, cp: CountryProblem, partners, out):
-    import xarray as xr
-
-    codes = list(eq.countries)
-    pc = [codes[j] for j in partners]
-    Na, Nz = cp.lam.shape
-    th_pi, th_c = np.asarray(out["th_pi"]), np.asarray(out["th_c"])
-    th_pi_h, th_c_h = np.asarray(out["th_pi_home"]), np.asarray(out["th_c_home"])
-    el = 1.0 + (th_pi - th_pi_h) + (th_c - th_c_h)
-    spend = np.asarray(out["spend"])
-    imp = np.moveaxis(spend[..., partners], -1, 0)  # (P, Na, Nz)
-    omega = imp / imp.sum(axis=0, keepdims=True)
-    hh_el = np.sum(omega * el, axis=0)
-    tot = spend.sum(axis=-1)
-    home_spend = spend[..., cp.index]
-    all_imports = tot - home_spend
-    dims3 = ("partner", "a_index", "z_index")
-    dims2 = ("a_index", "z_index")
-    ds = xr.Dataset(
-        {
-            "th_pi": (dims3, th_pi),
-            "th_c": (dims3, th_c),
-            "th_pi_home": (dims3, th_pi_h),
-            "th_c_home": (dims3, th_c_h),
-            "elasticity": (dims3, el),
-            "elasticity_extensive": (dims3, th_pi - th_pi_h),
-            "elasticity_intensive": (dims3, 1.0 + th_c - th_c_h),
-            "weight_partner": (dims3, np.asarray(out["w_partner"])),
-            "weight_home": (dims2, np.asarray(out["w_home"])),
-            "household_elasticity": (dims2, hh_el),
-            "import_share": (dims2, all_imports / tot),
-            "expenditure": (dims2, tot),
-            "distribution": (dims2, cp.lam),
-            "assets": (("a_index",), np.asarray(cp.prm.a_grid)),
-            "z": (("z_index",), np.asarray(cp.prm.z)),
-        },
-        coords={"partner": pc, "a_index": np.arange(1, Na + 1), "z_index": np.arange(1, Nz + 1)},
-    )
-    desc = {
-        "th_pi": "d log pi_j(a,z) / d log p_ij (extensive margin, partner variety)",
-        "th_c": "d log c_j(a,z) / d log p_ij (intensive margin, partner variety)",
-        "th_pi_home": "d log pi_i(a,z) / d log p_ij (home variety)",
-        "th_c_home": "d log c_i(a,z) / d log p_ij (home variety)",
-        "elasticity": "household elasticity 1 + (th_pi - th_pi_home) + (th_c - th_c_home)",
-        "weight_partner": "expenditure weight lambda pi_j p_ij c_j / sum over states",
-        "weight_home": "expenditure weight lambda pi_i p_ii c_i / sum over states",
-        "household_elasticity": "partner elasticities averaged with the household's "
-        "import-spending weights",
-        "import_share": "household import share sum_{j!=i} pi_j p_ij c_j / sum_j pi_j p_ij c_j",
-        "expenditure": "household expenditure sum_j pi_j p_ij c_j",
-    }
-    for k, v in desc.items():
-        ds[k].attrs["description"] = v
-    ds.attrs.update(
-        {"country": cp.code, "kind": "impact elasticities (w, R and the distribution fixed)"}
-    )
-    return ds
-
-
 def _run(
     eq,
     country,
@@ -438,7 +235,7 @@ def _run(
     if method == "jvp":
         primal, tang = tangents_jvp(cp.prm, cp.state, dps, hh_tol, hh_max_iter, tangent_tol)
         residual = 0.0
-    out = _aggregate_pieces(
+    out = aggregate_pieces(
         cp.prm, jnp.asarray(cp.lam), partners_arr, i, primal, tang, longrun=longrun
     )
     out = {k: np.asarray(v) for k, v in out.items()}
@@ -528,7 +325,7 @@ def trade_elasticities(
         theta=float(wt @ theta),
         theta_extensive=float(wt @ ext),
         theta_intensive=float(wt @ inten),
-        micro=_micro_dataset(eq, cp, pidx, out),
+        micro=micro_dataset(eq, cp, pidx, out),
         method=method,
         residual=float(out["residual"]),
         seconds=time.perf_counter() - t0,
@@ -590,7 +387,7 @@ def longrun_elasticities(
         theta=float(wt @ (ext + inten)),
         theta_extensive=float(wt @ ext),
         theta_intensive=float(wt @ inten),
-        micro=_micro_dataset(eq, cp, pidx, out),
+        micro=micro_dataset(eq, cp, pidx, out),
         method=method,
         residual=float(out["residual"]),
         seconds=time.perf_counter() - t0,

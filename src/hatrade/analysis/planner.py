@@ -105,7 +105,11 @@ weights are normalized to a population-weighted mean of one and solved jointly w
 :math:`\chi` (2M unknowns, Newton). An array gives the weights directly (positive, one per
 country).
 
-The planner's trade elasticities and the welfare effects of trade costs (Proposition 4) are
+The allocation at given multipliers and weights and the Newton solves of the conditions
+above are in :mod:`hatrade.analysis.planner_allocation`, the result object
+:class:`~hatrade.analysis.planner_solution.PlannerSolution` (prices, trade shares, tables) in
+:mod:`hatrade.analysis.planner_solution`; both are re-exported here. The planner's trade
+elasticities and the welfare effects of trade costs (Proposition 4) are
 in :mod:`hatrade.analysis.planner_prop4`; the comparison with a decentralized equilibrium in
 the public entry point :mod:`hatrade.analysis.efficient`.
 """
@@ -114,16 +118,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
-from hatrade.core.household import utility
+from hatrade.analysis.planner_allocation import (
+    PlannerError,
+    allocation,
+    planner_arrays,
+    resource_residual,
+    solve_matched,
+    solve_multipliers,
+)
+from hatrade.analysis.planner_solution import PlannerSolution
 from hatrade.core.income import IncomeProcess, income_process
-from hatrade.core.markets import model_arrays
 from hatrade.core.params import Household, ParameterError, World
 from hatrade.core.x64 import enable_x64
 from hatrade.solve.equilibrium import Equilibrium
@@ -143,336 +151,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WEIGHT_KINDS = ("equal", "matched")
-
-
-class PlannerError(RuntimeError):
-    """The planner's problem has no (numerically found) solution."""
-
-
-# ----------------------------------------------------------------------------- core (JAX)
-
-
-def planner_arrays(world: World, hh: Household, inc: IncomeProcess) -> dict:
-    """Arrays of the planner's problem; sigma and psi exactly as in the decentralized model."""
-    arrs = model_arrays(world, hh, inc)
-    mu = np.asarray(inc.dist, float)
-    return dict(
-        A=arrs.A,
-        L=arrs.L,
-        d=arrs.d,
-        sigma=arrs.sigma,
-        psi=arrs.psi,
-        mu=jnp.asarray(mu),
-        nbar=jnp.asarray(float(mu @ np.asarray(inc.z))),
-        gamma=arrs.gamma,
-    )
-
-
-def allocation(log_chi, log_w, log_d, ar):
-    """Allocation for multipliers chi, weights omega and trade costs d (all in logs)."""
-    g = ar["gamma"]
-    mu_c = jnp.exp(log_chi[None, :] + log_d - log_w[:, None])  # u'(c_ij) = chi_j d_ij / w_i
-    c = mu_c ** (-1.0 / g)
-    uc = utility(c, g)
-    n = uc - mu_c * c
-    sig = ar["sigma"][:, None, None]
-    val = (n[:, None, :] + ar["psi"]) / sig  # (M, Nz, M)
-    logpi_z = jax.nn.log_softmax(val, axis=-1)
-    pi_z = jnp.exp(logpi_z)
-    pi = jnp.einsum("z,izj->ij", ar["mu"], pi_z)
-    U = jnp.einsum("z,izj->i", ar["mu"], pi_z * (uc[:, None, :] + ar["psi"] - sig * logpi_z))
-    d = jnp.exp(log_d)
-    demand = jnp.einsum("i,ij->j", ar["L"], pi * c * d)
-    supply = ar["A"] * ar["L"] * ar["nbar"]
-    # value per country at shadow prices chi (utils): L_i pi_ij chi_j d_ij c_ij
-    value = ar["L"][:, None] * pi * jnp.exp(log_w)[:, None] * mu_c * c
-    return dict(
-        c=c, mu_c=mu_c, n=n, pi_z=pi_z, pi=pi, U=U, demand=demand, supply=supply, value=value
-    )
-
-
-def resource_residual(log_chi, log_w, log_d, ar):
-    r"""Resource constraints in logs, :math:`\log\sum_i L_i\pi_{ij}c_{ij}d_{ij} - \log A_jL_j\bar N`."""
-    a = allocation(log_chi, log_w, log_d, ar)
-    return jnp.log(a["demand"]) - jnp.log(a["supply"])
-
-
-def _matched_residual(x, log_d, ar, target_share):
-    """Unknowns (log chi, log omega); resource constraints, spending shares, normalization."""
-    M = target_share.shape[0]
-    log_chi, log_w = x[:M], x[M:]
-    a = allocation(log_chi, log_w, log_d, ar)
-    E = jnp.sum(a["value"], axis=1)
-    share = E / jnp.sum(E)
-    L = ar["L"]
-    norm = jnp.log(jnp.sum(L * jnp.exp(log_w)) / jnp.sum(L))
-    return jnp.concatenate(
-        [
-            jnp.log(a["demand"]) - jnp.log(a["supply"]),
-            jnp.log(share[:-1]) - jnp.log(target_share[:-1]),
-            norm[None],
-        ]
-    )
-
-
-_res_resource = jax.jit(resource_residual)
-_jac_resource = jax.jit(jax.jacfwd(resource_residual, argnums=0))
-_res_matched = jax.jit(_matched_residual)
-_jac_matched = jax.jit(jax.jacfwd(_matched_residual, argnums=0))
-
-
-def _newton(F, J, x0, args, *, tol, max_iter, what, max_step=5.0):
-    """Newton's method with the exact Jacobian ``J`` (jacfwd) and backtracking on max |F|.
-
-    ``F(x, *args)`` and ``J(x, *args)`` are jitted module-level functions (no retracing).
-    """
-    x = np.asarray(x0, float)
-    r = np.asarray(F(x, *args))
-    if not np.all(np.isfinite(r)):
-        raise PlannerError(
-            f"{what}: the residual is not finite at the starting point; check "
-            "that TFP, labor, trade costs and weights are of reasonable size."
-        )
-    err = float(np.max(np.abs(r)))
-    history = [err]
-    it = 0
-    while err > tol:
-        if it >= max_iter:
-            raise PlannerError(
-                f"{what} did not converge: max residual {err:.3e} after {it} Newton iterations "
-                f"(tol {tol:.1e}); history {[f'{h:.1e}' for h in history]}. The world may have "
-                "no interior solution (extreme weights, TFP or trade costs)."
-            )
-        Jx = np.asarray(J(x, *args))
-        if not np.all(np.isfinite(Jx)):
-            raise PlannerError(f"{what}: the Jacobian has non-finite entries at iteration {it}.")
-        try:
-            dx = np.linalg.solve(Jx, -r)
-        except np.linalg.LinAlgError:
-            raise PlannerError(
-                f"{what}: singular Jacobian at iteration {it} (max residual "
-                f"{err:.3e}); the problem has no locally unique solution."
-            ) from None
-        big = np.max(np.abs(dx))
-        if big > max_step:
-            dx *= max_step / big
-        step, ok = 1.0, False
-        for _ in range(40):
-            x_try = x + step * dx
-            r_try = np.asarray(F(x_try, *args))
-            e_try = float(np.max(np.abs(r_try)))
-            if np.isfinite(e_try) and (e_try < (1.0 - 1e-4 * step) * err or e_try <= tol):
-                ok = True
-                break
-            step *= 0.5
-        if not ok:
-            if err < 1e3 * tol:  # at machine precision: cannot improve further
-                break
-            raise PlannerError(
-                f"{what}: line search failed at iteration {it + 1} (max residual "
-                f"{err:.3e}, history {[f'{h:.1e}' for h in history]})."
-            )
-        x, r, err = x_try, r_try, e_try
-        it += 1
-        history.append(err)
-        log.debug("%s: Newton %d, step %.3g, max residual %.3e", what, it, step, err)
-    return x, it, history
-
-
-def solve_multipliers(log_chi0, log_w, log_d, ar, *, tol: float, max_iter: int, what: str):
-    r"""Multipliers :math:`\log\chi` that clear the resource constraints at fixed weights.
-
-    Newton's method (exact Jacobian, backtracking) on :func:`resource_residual` from
-    ``log_chi0``, for weights ``log_w`` and trade costs ``log_d``.
-
-    Returns
-    -------
-    log_chi : ndarray (M,)
-    iterations : int
-    history : list of float
-        Max absolute residual after each iteration.
-
-    Raises
-    ------
-    PlannerError
-        When Newton's method fails.
-    """
-    return _newton(
-        _res_resource,
-        _jac_resource,
-        log_chi0,
-        (log_w, log_d, ar),
-        tol=tol,
-        max_iter=max_iter,
-        what=what,
-    )
-
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True, eq=False)
-class PlannerSolution:
-    r"""The efficient allocation of a world (see the module docstring for the math).
-
-    Attributes
-    ----------
-    world, household, income : the primitives.
-    weights : (M,) planner weights per person :math:`\omega_i`.
-    weights_kind : "equal", "matched" or "given".
-    chi : (M,) multipliers :math:`\chi_j` (utils per unit of variety j at the factory).
-    c : (M, M) consumption :math:`c_{ij}` of variety j by a household of i that is assigned j.
-    pi_z : (M, Nz, M) choice probabilities :math:`\pi_{ij}(z)`.
-    pi : (M, M) country-level choice shares :math:`\sum_z\mu(z)\pi_{ij}(z)`.
-    U : (M,) expected period utility per person :math:`U_i`.
-    sigma : (M,) taste-shock scales :math:`\sigma_i`.
-    kappa : numeraire: factory shadow prices are :math:`q_j = \chi_j/\kappa`.
-    beta : discount factor for welfare (from the equilibrium or the household; None if unknown).
-    resource_error : max relative violation of the resource constraints.
-    iterations, history : Newton diagnostics.
-    """
-
-    world: World
-    household: Household
-    income: IncomeProcess
-    weights: np.ndarray
-    weights_kind: str
-    chi: np.ndarray
-    c: np.ndarray
-    pi_z: np.ndarray
-    pi: np.ndarray
-    U: np.ndarray
-    sigma: np.ndarray
-    kappa: float
-    beta: float | None
-    resource_error: float
-    iterations: int
-    history: list = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def countries(self) -> tuple:
-        return self.world.countries
-
-    @property
-    def M(self) -> int:
-        return self.world.M
-
-    @property
-    def shadow_prices(self) -> np.ndarray:
-        """Factory shadow prices :math:`q_j = \\chi_j/\\kappa`."""
-        return self.chi / self.kappa
-
-    @property
-    def shadow_wages(self) -> pd.Series:
-        """:math:`w^*_j = q_j A_j`, the value of one efficiency unit."""
-        return pd.Series(
-            self.shadow_prices * self.world.tfp, index=list(self.countries), name="shadow_wage"
-        )
-
-    @property
-    def spending(self) -> np.ndarray:
-        r""":math:`X_{ij} = L_i\pi_{ij} q_j d_{ij} c_{ij}` (importer rows)."""
-        return (
-            self.world.labor[:, None]
-            * self.pi
-            * self.shadow_prices[None, :]
-            * self.world.d
-            * self.c
-        )
-
-    @property
-    def trade_shares(self) -> np.ndarray:
-        """:math:`s_{ij} = X_{ij}/\\sum_k X_{ik}` (importer rows, sum to one)."""
-        X = self.spending
-        return X / X.sum(axis=1, keepdims=True)
-
-    @property
-    def import_share(self) -> pd.Series:
-        return pd.Series(
-            1.0 - np.diag(self.trade_shares), index=list(self.countries), name="import_share"
-        )
-
-    @property
-    def resources(self) -> np.ndarray:
-        """:math:`A_j L_j \\bar N` (units of variety j)."""
-        return self.world.tfp * self.world.labor * float(self.income.dist @ self.income.z)
-
-    @property
-    def demand(self) -> np.ndarray:
-        """:math:`\\sum_i L_i\\pi_{ij}c_{ij}d_{ij}` (units of variety j)."""
-        return np.einsum("i,ij->j", self.world.labor, self.pi * self.c * self.world.d)
-
-    @property
-    def theta(self) -> np.ndarray:
-        r"""Proposition 4 elasticities :math:`-(1/\sigma_i)u'(c_{ij})c_{ij}` (M, M); the
-        diagonal is not an elasticity (set to NaN)."""
-        g = self.household.gamma
-        th = -(self.c ** (1.0 - g)) / self.sigma[:, None]
-        np.fill_diagonal(th, np.nan)
-        return th
-
-    def trade_table(self) -> pd.DataFrame:
-        """Long table: importer, exporter, share, log_normalized_model (log s_ij/s_ii)."""
-        s = self.trade_shares
-        c = list(self.countries)
-        rows = [
-            (c[i], c[j], s[i, j], np.log(s[i, j] / s[i, i]))
-            for i in range(self.M)
-            for j in range(self.M)
-        ]
-        return pd.DataFrame(rows, columns=["importer", "exporter", "share", "log_normalized_model"])
-
-    def allocation_table(self) -> pd.DataFrame:
-        """Long table per pair: consumption, choice share, spending, trade share, theta."""
-        c = list(self.countries)
-        M = self.M
-        imp = np.repeat(c, M)
-        exp_ = np.tile(c, M)
-        return pd.DataFrame(
-            {
-                "importer": imp,
-                "exporter": exp_,
-                "consumption_units": self.c.ravel(),
-                "choice_share": self.pi.ravel(),
-                "shadow_price_delivered": (self.shadow_prices[None, :] * self.world.d).ravel(),
-                "spending_value": self.spending.ravel(),
-                "trade_share": self.trade_shares.ravel(),
-                "theta_prop4": self.theta.ravel(),
-            }
-        )
-
-    def country_table(self) -> pd.DataFrame:
-        """Per country: weight, multiplier, shadow wage, resources, spending, import share,
-        expected period utility per person."""
-        X = self.spending
-        return pd.DataFrame(
-            {
-                "weight": self.weights,
-                "chi_utils_per_unit": self.chi,
-                "shadow_wage": self.shadow_wages.values,
-                "resources_units": self.resources,
-                "spending_value": X.sum(axis=1),
-                "import_share": self.import_share.values,
-                "utility_per_person": self.U,
-            },
-            index=pd.Index(list(self.countries), name="country"),
-        )
-
-    def summary(self) -> dict:
-        c = list(self.countries)
-        return {
-            "weights_kind": self.weights_kind,
-            "weights": dict(zip(c, map(float, self.weights))),
-            "shadow_wages": {k: float(v) for k, v in self.shadow_wages.items()},
-            "import_share": {k: float(v) for k, v in self.import_share.items()},
-            "max_relative_resource_error": float(self.resource_error),
-            "newton_iterations": int(self.iterations),
-            "seconds": float(self.seconds),
-        }
-
-
-# ----------------------------------------------------------------------------- solve
 
 
 def _check_weights(weights, world: World) -> np.ndarray:
@@ -558,11 +236,11 @@ def _solve_unknowns(kind, w0, world, household, eq, ar, log_d, *, tol, max_iter)
     if kind == "matched":
         S = eq.spending.sum(axis=1)
         target = jnp.asarray(S / S.sum())
-        xx, its2, hist2 = _newton(
-            _res_matched,
-            _jac_matched,
+        xx, its2, hist2 = solve_matched(
             np.concatenate([x, log_w]),
-            (log_d, ar, target),
+            log_d,
+            ar,
+            target,
             tol=tol,
             max_iter=max_iter,
             what="planner with matched weights",
