@@ -421,7 +421,7 @@ def test_calibration_and_counterfactuals_share_one_compiled_residual(
     """The fixed R or beta is traced, not a compile-time constant: solving the same world
     for R at two different betas after solving it for beta compiles the world residual
     once, and gives the same equilibrium as the beta solve at its beta."""
-    from hatrade.solve.newton import _residual_jit
+    from hatrade.solve.world_residual import _residual_jit
 
     n0 = _residual_jit._cache_size()
     hh = dataclasses.replace(small_household, beta=None)

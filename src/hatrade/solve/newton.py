@@ -24,7 +24,9 @@ coarse asset grid (two-grid defect correction).
 
 Every knob is a field of :class:`~hatrade.solve.options.SolverOptions`; the iteration's
 state lives in small explicit objects (:class:`Iterate`, :class:`JacobianState`,
-:class:`SolveStats`).
+:class:`SolveStats`, :mod:`hatrade.solve.newton_state`). The Jacobian in use is made and
+updated in :mod:`hatrade.solve.broyden`, the excess demands are compiled in
+:mod:`hatrade.solve.world_residual`; this module's public names include theirs.
 """
 
 from __future__ import annotations
@@ -32,34 +34,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import replace
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hatrade.core.errors import EquilibriumError
-from hatrade.core.income import IncomeProcess
 from hatrade.core.jacobian import (
     HouseholdBlock,
-    direction_rows,
     equilibrium_jacobian,
     household_block,
     predict_state,
-    solver_directions,
 )
-from hatrade.core.markets import (
-    Layout,
-    ModelArrays,
-    check_households,
-    initial_states,
-    model_arrays,
-    residual_fn,
+from hatrade.core.markets import check_households, initial_states, model_arrays
+from hatrade.solve.broyden import new_jacobian, update_jacobian, worth_new_jacobian
+from hatrade.solve.newton_state import (
+    CoarseResult,
+    Iterate,
+    JacobianState,
+    NewtonProblem,
+    NewtonResult,
+    SolveStats,
 )
-from hatrade.core.params import Household, World
-from hatrade.solve.options import SolverOptions
+from hatrade.solve.world_residual import reference_jacobian, residual
 
 __all__ = [
     "CoarseResult",
@@ -79,170 +77,6 @@ log = logging.getLogger(__name__)
 
 #: Halvings of the line search's step before it gives up.
 _LINE_SEARCH_STEPS = 12
-
-
-# ----------------------------------------------------------------------------- residuals
-
-
-def residual(
-    u,
-    x0,
-    arrs: ModelArrays,
-    layout: Layout,
-    tol: float,
-    max_iter: int,
-    tol_now: float | None = None,
-):
-    """Excess demands at the unknowns ``u`` (households from ``x0``, solved to ``tol_now``,
-    default ``tol``), compiled once per static layout key (:meth:`Layout.split`); not for
-    differentiation (see :func:`reference_jacobian`).
-
-    Returns ``(r, (aggregates, solution))`` as :func:`hatrade.core.markets.residual_fn`.
-    """
-    key, nums = layout.split()
-    tol_now = np.float64(tol if tol_now is None else tol_now)
-    return _residual_jit(u, x0, nums, arrs, tol_now, key, tol, max_iter)
-
-
-@partial(jax.jit, static_argnums=(5, 6, 7))
-def _residual_jit(u, x0, nums, arrs, tol_now, key, tol, max_iter):
-    return residual_fn(arrs, key.bind(nums), tol, max_iter)(u, x0, tol_now)
-
-
-def reference_jacobian(
-    u,
-    x0,
-    dx0,
-    arrs: ModelArrays,
-    layout: Layout,
-    tol: float,
-    max_iter: int,
-    ttol: float | None = None,
-):
-    """Reference Jacobian of the residuals: forward mode through the whole world, one
-    direction per unknown (the solver composes it from the household block instead,
-    :func:`hatrade.core.jacobian.equilibrium_jacobian`; tests check that the two agree).
-
-    ``dx0`` (batched over directions, or None) warm-starts the implicit-differentiation
-    tangents of the household states; returns ``(J, r, state tangents)``, the tangents for
-    the next call.
-    """
-    key, nums = layout.split()
-    return _jacobian_jit(u, x0, dx0, nums, arrs, key, tol, max_iter, ttol)
-
-
-@partial(jax.jit, static_argnums=(5, 6, 7, 8))
-def _jacobian_jit(u, x0, dx0, nums, arrs, key, tol, max_iter, ttol=None):
-    f = residual_fn(arrs, key.bind(nums), tol, max_iter, ttol)
-    n = u.shape[0]
-    eye = jnp.eye(n, dtype=u.dtype)
-    if dx0 is None:
-        dx0 = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape, a.dtype), x0)
-
-    def one(du, dx):
-        (r, _), (dr, (_, dsol)) = jax.jvp(f, (u, x0), (du, dx))
-        return dr, dsol["state"], r
-
-    dr, dstate, r = jax.vmap(one, out_axes=(1, 0, None))(eye, dx0)
-    return dr, r, dstate
-
-
-# ----------------------------------------------------------------------------- state
-
-
-@dataclass(frozen=True, eq=False)
-class NewtonProblem:
-    """The fixed inputs of one Newton-Broyden solve.
-
-    ``match`` (the coarse stage's own solve): the excess demands that this model's are
-    shifted to equal at the start; ``shift`` is that constant, set after the first
-    household solve. The shifted residuals are the ones solved (and reported).
-    """
-
-    world: World
-    household: Household
-    income: IncomeProcess
-    arrs: ModelArrays
-    layout: Layout
-    options: SolverOptions
-    match: Any = None
-    shift: Any = None
-
-    @property
-    def rows(self):
-        """The household-block directions of this problem's unknowns."""
-        return direction_rows(self.world.M, solver_directions(self.layout))
-
-
-@dataclass(eq=False)
-class Iterate:
-    """An iterate: the unknowns ``u``, the excess demands ``r`` there (max abs ``err``) and
-    the households' aggregates and solution (``sol["state"]`` warm-starts the next solve)."""
-
-    u: Any
-    r: Any
-    agg: dict
-    sol: dict
-    err: float
-
-    @property
-    def state(self):
-        return self.sol["state"]
-
-
-@dataclass(eq=False)
-class JacobianState:
-    """The Jacobian ``J`` in use (None: make one), the household block it came from (warm
-    tangents and state predictions), the last Broyden-updated Jacobian ``last``, whether
-    ``J`` is ``fresh`` (no step taken on it yet), and the max excess demand ``err`` where it
-    was made with the ``steps`` taken on it since."""
-
-    J: np.ndarray | None
-    err: float
-    block: HouseholdBlock | None = None
-    last: np.ndarray | None = None
-    fresh: bool = False
-    steps: int = 0
-
-
-@dataclass
-class SolveStats:
-    """Work counters of a solve: primal world household solves, Jacobians, their forward
-    directions, and the seconds spent in household solves and in Jacobians."""
-
-    household_solves: int = 0
-    jacobians: int = 0
-    jacobian_directions: int = 0
-    seconds_household: float = 0.0
-    seconds_jacobian: float = 0.0
-
-
-@dataclass(eq=False)
-class CoarseResult:
-    """What the coarse stage gives the full solve: its solution ``u`` and a coarse Jacobian
-    ``J`` made there (both None when the stage failed or had nothing to do), and its work."""
-
-    u: np.ndarray | None = None
-    J: np.ndarray | None = None
-    household_solves: int = 0
-    jacobians: int = 0
-    seconds: float = 0.0
-
-
-@dataclass(eq=False)
-class NewtonResult:
-    """A converged solve: the last iterate, its iterations and residual history, the work
-    done, the last Jacobian (Broyden-updated; None if none was used), the last household
-    block, the coarse stage's result and the wall time since the solve began."""
-
-    final: Iterate
-    iterations: int
-    history: list
-    stats: SolveStats
-    jacobian: np.ndarray | None
-    block: HouseholdBlock | None
-    coarse: CoarseResult = field(default_factory=CoarseResult)
-    seconds: float = 0.0
 
 
 # ----------------------------------------------------------------------------- household solves
@@ -322,110 +156,6 @@ def _start(problem: NewtonProblem, u, x, stats: SolveStats) -> tuple[NewtonProbl
     return problem, Iterate(u=u, r=r, agg=agg, sol=sol, err=float(jnp.max(jnp.abs(r))))
 
 
-# ----------------------------------------------------------------------------- Jacobians
-
-
-def _new_jacobian(
-    problem: NewtonProblem, cur: Iterate, jac: JacobianState, stats: SolveStats
-) -> None:
-    """A household-block Jacobian at the iterate ``cur`` (warm tangents from the last block)."""
-    opts, layout, rows = problem.options, problem.layout, problem.rows
-    t1 = time.perf_counter()
-    wp, Rp, Tp, bp = layout.prices(jnp.asarray(cur.u))
-    jac.block = household_block(
-        problem.arrs,
-        wp,
-        Rp,
-        Tp,
-        bp,
-        cur.state,
-        rows,
-        tangents=None if jac.block is None else jac.block.tangents,
-        tol=opts.hh_tol,
-        max_iter=opts.hh_max_iter,
-        tangent_tol=opts.jac_tol,
-    )
-    J = equilibrium_jacobian(problem.arrs, layout, cur.u, cur.agg, jac.block)
-    stats.jacobians += 1
-    stats.jacobian_directions += len(rows)
-    stats.seconds_jacobian += time.perf_counter() - t1
-    log.debug(
-        "equilibrium: Jacobian %d (%d household-block directions), %.2f s",
-        stats.jacobians,
-        len(rows),
-        time.perf_counter() - t1,
-    )
-    jac.J, jac.fresh, jac.err, jac.steps = J, True, cur.err, 0
-    if not np.all(np.isfinite(J)):
-        raise EquilibriumError(
-            "equilibrium Jacobian has non-finite entries; the household "
-            "solution is not differentiable here (check the inputs)."
-        )
-    cond = np.linalg.cond(J)
-    if cond > 1e14:
-        log.warning("equilibrium Jacobian is near singular (condition number %.1e)", cond)
-
-
-def worth_new_jacobian(
-    options: SolverOptions,
-    err: float,
-    e_new: float,
-    hh_iterations: int,
-    n_directions: int,
-    warm: bool,
-    steps: int = 1,
-) -> bool:
-    r"""Whether a new Jacobian should pay for itself, in household-iteration equivalents.
-
-    After ``steps`` steps on a (Broyden-updated) Jacobian took the max excess demand from
-    ``err`` (where the Jacobian was made) to ``e_new``, at the mean rate
-    :math:`\rho = (e_{new}/e)^{1/steps}` (the last step's rate alone is too pessimistic:
-    Broyden's convergence speeds up), the remaining steps at that rate are about
-    :math:`n = \log(tol/e_{new})/\log\rho`, each a household solve of about the last one's
-    iterations (plus about 5 for the policies and the distribution); with a new Jacobian,
-    about two. A Jacobian costs ``options.direction_cost`` per direction (60% of it with
-    warm tangents). Deterministic: the decision depends on iteration counts, not on
-    timings.
-    """
-    if e_new < options.tol:
-        return False
-    rho = min(max((e_new / err) ** (1.0 / max(steps, 1)), 1e-3), 0.999)
-    n_left = np.log(options.tol / e_new) / np.log(rho)
-    cost = options.direction_cost * n_directions * (0.6 if warm else 1.0)
-    return bool((n_left - 2.0) * (hh_iterations + 5) > cost)
-
-
-def _update_jacobian(
-    problem: NewtonProblem, jac: JacobianState, cur: Iterate, new: Iterate, coarse_step: bool
-) -> None:
-    """Broyden's update after the step ``cur`` -> ``new`` (not on the coarse stage's step:
-    its secant is long and mostly nonlinearity, and updating on it spoils the coarse
-    Jacobian for the small steps that follow); then drop the Jacobian under Newton, or
-    when progress on an updated one is slow enough that a new one pays."""
-    assert jac.J is not None
-    J = jac.J
-    s_u = new.u - cur.u
-    if not coarse_step:
-        J = J + np.outer(np.asarray(new.r) - np.asarray(cur.r) - J @ s_u, s_u) / (s_u @ s_u)
-    jac.J = jac.last = J
-    jac.steps += 1
-    opts = problem.options
-    if opts.method == "newton" or (
-        not jac.fresh
-        and worth_new_jacobian(
-            opts,
-            jac.err,
-            new.err,
-            int(np.max(np.asarray(new.sol["iterations"]))),
-            len(problem.rows),
-            warm=jac.block is not None,
-            steps=jac.steps,
-        )
-    ):
-        jac.J = None  # Newton, or slow progress on an updated Jacobian: recompute it
-    jac.fresh = False
-
-
 # ----------------------------------------------------------------------------- steps
 
 
@@ -491,7 +221,7 @@ def _iterate(
                 "equilibrium (beta*R < 1, positive resources)."
             )
         if jac.J is None:
-            _new_jacobian(problem, cur, jac, stats)
+            new_jacobian(problem, cur, jac, stats)
         assert jac.J is not None
         coarse_step = du_first is not None
         if coarse_step:  # the coarse stage's step
@@ -520,7 +250,7 @@ def _iterate(
                 "another starting point or a tighter hh_tol."
             )
         new, step = found
-        _update_jacobian(problem, jac, cur, new, coarse_step)
+        update_jacobian(problem, jac, cur, new, coarse_step)
         cur = new
         check_households(cur.sol, problem.world.countries, opts.hh_max_iter)
         it += 1
