@@ -125,9 +125,8 @@ def _check_options(
         fail("--gap-country goes with --psi-target.")
 
 
-@handle_errors
-def calibrate_cmd(
-    start: Optional[Path] = typer.Option(
+def _start_option():
+    return typer.Option(
         None,
         "--start",
         "-s",
@@ -135,37 +134,51 @@ def calibrate_cmd(
         exists=True,
         help="Starting parameters: a 46-number file in the published layout (default: the "
         "published baseline, data/calibration/baseline-parameters.csv).",
-    ),
-    calibration: str = typer.Option(
+    )
+
+
+def _calibration_option():
+    return typer.Option(
         "baseline",
         "--calibration",
         "-c",
         help="Household parameters (gamma, sigma_eps, psi_slope) of this shipped calibration; "
         "also the default start and starting prices.",
-    ),
-    out: Optional[Path] = out_option(
+    )
+
+
+def _out_option():
+    return out_option(
         "Output folder (default results/calibrate, results/calibrate-micro with "
         "--micro-targets, results/calibrate-grid with --grid)."
-    ),
-    resume: bool = typer.Option(
+    )
+
+
+def _resume_option():
+    return typer.Option(
         False,
         "--resume",
         help="Continue from OUT/checkpoint.json (best point so far), "
         "or OUT/micro_checkpoint.json with --micro-targets.",
-    ),
-    tol: float = typer.Option(1e-8, "--tol", help="Max |model moment - data moment|."),
-    max_iter: int = typer.Option(15, "--max-iter", help="Newton iterations in the parameters."),
-    psi_target: Optional[float] = typer.Option(
+    )
+
+
+def _psi_target_option():
+    return typer.Option(
         None,
         "--psi-target",
         help="Also calibrate psi_slope (a 47th parameter) so that the home share of the top "
         "labor-income quintile minus that of the bottom quintile of --gap-country equals "
         "this value.",
-    ),
-    gap_country: Optional[str] = typer.Option(
-        None, "--gap-country", help="Country of the home-share gap (default USA)."
-    ),
-    micro_targets: Optional[Path] = typer.Option(
+    )
+
+
+def _gap_country_option():
+    return typer.Option(None, "--gap-country", help="Country of the home-share gap (default USA).")
+
+
+def _micro_targets_option():
+    return typer.Option(
         None,
         "--micro-targets",
         dir_okay=False,
@@ -173,25 +186,52 @@ def calibrate_cmd(
         help="TOML file of micro targets (elasticity_gap, elasticity, home_share_gap) and the "
         "household parameters to move (gamma, sigma_eps, psi_slope): an outer Broyden "
         "loop around the calibration.",
-    ),
-    grid: Optional[List[str]] = typer.Option(
+    )
+
+
+def _grid_option():
+    return typer.Option(
         None,
         "--grid",
         help="Robustness grid NAME=V1,V2,... over gamma, sigma_eps, psi_slope, phi or a_max "
         "(repeat for a product grid): independent calibrations on Dask, resumable.",
-    ),
-    scheduler: Optional[str] = typer.Option(
+    )
+
+
+def _scheduler_option():
+    return typer.Option(
         None,
         "--scheduler",
         help="Dask scheduler address (tcp://host:8786) for --grid; default: a local cluster.",
-    ),
-    workers: Optional[int] = typer.Option(
+    )
+
+
+def _workers_option():
+    return typer.Option(
         None, "--workers", min=1, help="Worker processes of the local cluster (--grid)."
-    ),
+    )
+
+
+def _retry_failed_option():
+    return typer.Option(False, "--retry-failed", help="--grid: re-run points recorded as failed.")
+
+
+@handle_errors
+def calibrate_cmd(
+    start: Optional[Path] = _start_option(),
+    calibration: str = _calibration_option(),
+    out: Optional[Path] = _out_option(),
+    resume: bool = _resume_option(),
+    tol: float = typer.Option(1e-8, "--tol", help="Max |model moment - data moment|."),
+    max_iter: int = typer.Option(15, "--max-iter", help="Newton iterations in the parameters."),
+    psi_target: Optional[float] = _psi_target_option(),
+    gap_country: Optional[str] = _gap_country_option(),
+    micro_targets: Optional[Path] = _micro_targets_option(),
+    grid: Optional[List[str]] = _grid_option(),
+    scheduler: Optional[str] = _scheduler_option(),
+    workers: Optional[int] = _workers_option(),
     serial: bool = typer.Option(False, "--serial", help="--grid in this process, without Dask."),
-    retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="--grid: re-run points recorded as failed."
-    ),
+    retry_failed: bool = _retry_failed_option(),
     data: Optional[Path] = data_option("calibrate to it into a world folder (--out)"),
     countries: Optional[Path] = countries_option(),
     formula: Optional[str] = formula_option(),

@@ -44,18 +44,13 @@ from rich.table import Table
 
 from hatrade.io.results import COUNTERFACTUAL_FILES
 
-from ._common import (
-    calibration_option,
-    config_option,
-    err_console,
-    handle_errors,
-    out_option,
-    print_table,
-    progress,
-)
+from ._common import err_console, handle_errors, out_option, print_table, progress
 from .scenario_options import (
+    ScenarioOptions,
     allow_d_below_one_option,
     base_world,
+    baseline_calibration_option,
+    baseline_config_option,
     baseline_equilibrium_of,
     check_n_nodes,
     exporter_option,
@@ -69,7 +64,8 @@ from .scenario_options import (
     name_option,
     pair_option,
     rebate_option,
-    scenario_from_options,
+    run_folder,
+    run_label,
     symmetric_option,
     tariff_change_option,
     tariff_option,
@@ -90,6 +86,33 @@ def register(app: typer.Typer) -> None:
     app.command("counterfactual")(counterfactual_command)
 
 
+def _countries_option():
+    return typer.Option(
+        None,
+        "--countries",
+        help="Countries whose welfare to report, comma separated "
+        "(default: the importer; every country with --global).",
+    )
+
+
+def _verify_ev_option():
+    return typer.Option(
+        False,
+        "--verify-ev",
+        help="Evaluate every state's EV residual by a solve at its own "
+        "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country).",
+    )
+
+
+def _compare_option():
+    return typer.Option(
+        None,
+        "--compare",
+        file_okay=False,
+        help="Another counterfactual folder (e.g. the log model's) drawn side by side.",
+    )
+
+
 @handle_errors
 def counterfactual_command(
     importer: Optional[str] = importer_option(),
@@ -105,34 +128,15 @@ def counterfactual_command(
     tfp: Optional[List[str]] = tfp_option(),
     labor: Optional[List[str]] = labor_option(),
     financial: Optional[str] = financial_option(),
-    calibration: Optional[CalibrationName] = calibration_option(
-        "The shipped calibration of the baseline world (default: baseline)."
-    ),
-    config: Optional[Path] = config_option(
-        "A world TOML file (as for hatrade solve) instead of a calibration."
-    ),
-    countries: Optional[str] = typer.Option(
-        None,
-        "--countries",
-        help="Countries whose welfare to report, comma separated "
-        "(default: the importer; every country with --global).",
-    ),
+    calibration: Optional[CalibrationName] = baseline_calibration_option(),
+    config: Optional[Path] = baseline_config_option(),
+    countries: Optional[str] = _countries_option(),
     out: Optional[Path] = out_option("Output folder (default results/counterfactual-<name>)."),
-    verify_ev: bool = typer.Option(
-        False,
-        "--verify-ev",
-        help="Evaluate every state's EV residual by a solve at its own "
-        "lambda and polish below 1e-10 (about 2-3 solves per state: minutes per country).",
-    ),
+    verify_ev: bool = _verify_ev_option(),
     n_nodes: int = n_nodes_option(),
     forbid_d_below_one: bool = forbid_d_below_one_option(),
     allow_d_below_one: bool = allow_d_below_one_option(),
-    compare: Optional[Path] = typer.Option(
-        None,
-        "--compare",
-        file_okay=False,
-        help="Another counterfactual folder (e.g. the log model's) drawn side by side.",
-    ),
+    compare: Optional[Path] = _compare_option(),
     name: Optional[str] = name_option(),
 ) -> None:
     """Solve a counterfactual (beta fixed) and the welfare of every household state."""
@@ -141,8 +145,7 @@ def counterfactual_command(
 
     # ---- everything (options, files, folders) is checked before any solve
     cal_name, cfg, world0, source = base_world(calibration, config)
-    scenario = scenario_from_options(
-        name,
+    options = ScenarioOptions(
         importer=importer,
         exporter=exporter,
         pair=pair,
@@ -150,24 +153,21 @@ def counterfactual_command(
         all_pairs=all_pairs,
         trade_cost_change=trade_cost_change,
         tariff_change=tariff_change,
+        tariff=tariff,
         tfp=tfp,
         labor=labor,
         financial=financial,
-        forbid_d_below_one=forbid_d_below_one,
-        allow_d_below_one=allow_d_below_one,
-        tariff=tariff,
         rebate=rebate,
         labor_tax=labor_tax,
+        forbid_d_below_one=forbid_d_below_one,
+        allow_d_below_one=allow_d_below_one,
     )
+    scenario = options.scenario(name)
     name = scenario.name
     check_n_nodes(n_nodes)
     report = _report_countries(countries, world0, scenario)
     compare_summary = _read_compare(compare) if compare is not None else None
-    label = f"HA {cal_name}" if config is None else "HA model"
-    if out is None:
-        base = cal_name if config is None else Path(config).stem
-        out = Path("results") / f"counterfactual-{base}-{name}"
-    out = Path(out)
+    out = run_folder(out, _KIND, cal_name, config, name)
     folder = prepare_output(out, _KIND, what="counterfactual")
     apply_scenario(world0, scenario)  # the last check: raises, or warns once, before solving
 
@@ -177,6 +177,7 @@ def counterfactual_command(
     )
     with progress() as prog:
         base_eq, cf, results = _solve(prog, cal_name, cfg, scenario, report, verify_ev, n_nodes)
+        label = run_label(cal_name, config)
         summary = _write_folder(
             folder, base_eq, cf, results, compare_summary, name=name, label=label, source=source
         )

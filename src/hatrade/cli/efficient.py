@@ -75,47 +75,22 @@ def efficient_command(
     ),
 ) -> None:
     """Efficient allocation (Proposition 4) vs the decentralized equilibrium; write efficient_trade.csv, summary.json, efficient_trade.png."""
-    from hatrade import __version__, evaluate, solve_equilibrium
     from hatrade.analysis.efficient import efficient_report, solve_planner
-    from hatrade.io.atomic import jsonable, write_json
     from hatrade.io.folders import prepare_output
-    from hatrade.plots.efficient import save_efficient_trade
 
     cfg = load_world_config(calibration, config)
     out = (
         Path(out) if out is not None else Path("results") / f"efficient-{cfg.name}-{weights.value}"
     )
     folder = prepare_output(out, _KIND)
-    world, hh = cfg.world, cfg.household
     err_console.print(
-        f"[bold]{cfg.name}[/bold]: {world.M} countries, planner weights '{weights.value}'."
+        f"[bold]{cfg.name}[/bold]: {cfg.world.M} countries, planner weights '{weights.value}'."
     )
 
     with progress() as prog:
-        if cfg.calibration is not None:
-            task = prog.add_task(
-                "Decentralized equilibrium: households at the published "
-                "prices (the first call compiles)...",
-                total=None,
-            )
-            eq = evaluate(
-                world,
-                hh,
-                cfg.wages,
-                R=cfg.R,
-                beta=cfg.calibration["published_beta"],
-                income=cfg.income,
-            )
-            source = "published prices (households solved, markets not re-cleared)"
-        else:
-            task = prog.add_task("Decentralized equilibrium: solving...", total=None)
-            eq = solve_equilibrium(world, hh, **cfg.solve_kwargs())
-            source = (
-                f"solved ({eq.iterations} Newton iterations, max excess demand {eq.residual:.1e})"
-            )
-        prog.finish(task, description=f"Decentralized equilibrium: {source}")
+        eq, source = _decentralized(cfg, prog)
         task = prog.add_task("Planner's problem...", total=None)
-        planner = solve_planner(world, hh, weights.value, eq=eq, income=cfg.income)
+        planner = solve_planner(cfg.world, cfg.household, weights.value, eq=eq, income=cfg.income)
         prog.finish(
             task,
             description=f"Planner solved: {planner.iterations} Newton iterations, "
@@ -128,28 +103,73 @@ def efficient_command(
         )
         table, summary = efficient_report(planner, eq, decentralized_theta=elasticities)
         prog.finish(task, description="Elasticities, gravity and welfare done")
-        summary = jsonable(
-            {
-                "kind": _KIND,
-                "name": cfg.name,
-                "hatrade_version": __version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "countries": list(world.countries),
-                "decentralized_source": source,
-                **summary,
-                "parameters": cfg.to_dict(),
-            }
-        )
-        with folder.replace() as tmp:
-            table.to_csv(tmp / "efficient_trade.csv", index=False, na_rep="", float_format="%.17g")
-            write_json(tmp / "summary.json", summary, indent=2)
-            save_efficient_trade(
-                table,
-                tmp / "efficient_trade.png",
-                title=f"Efficient ({weights.value} weights) vs. decentralized trade: {cfg.name}",
-            )
+        summary = _summary(cfg, source, summary)
+        _write_folder(folder, table, summary, cfg.name, weights.value)
         log.info("wrote %s (%s)", out, ", ".join(EFFICIENT_FILES))
     _print(summary, out)
+
+
+def _decentralized(cfg, prog):
+    """(the decentralized equilibrium, its source): households at the published prices
+    (a shipped calibration) or the solved equilibrium (``--config``)."""
+    from hatrade import evaluate, solve_equilibrium
+
+    if cfg.calibration is not None:
+        task = prog.add_task(
+            "Decentralized equilibrium: households at the published "
+            "prices (the first call compiles)...",
+            total=None,
+        )
+        eq = evaluate(
+            cfg.world,
+            cfg.household,
+            cfg.wages,
+            R=cfg.R,
+            beta=cfg.calibration["published_beta"],
+            income=cfg.income,
+        )
+        source = "published prices (households solved, markets not re-cleared)"
+    else:
+        task = prog.add_task("Decentralized equilibrium: solving...", total=None)
+        eq = solve_equilibrium(cfg.world, cfg.household, **cfg.solve_kwargs())
+        source = f"solved ({eq.iterations} Newton iterations, max excess demand {eq.residual:.1e})"
+    prog.finish(task, description=f"Decentralized equilibrium: {source}")
+    return eq, source
+
+
+def _summary(cfg, source: str, report: dict) -> dict:
+    """summary.json: the run's header, ``report`` (of
+    :func:`~hatrade.analysis.efficient.efficient_report`) and the world's parameters."""
+    from hatrade import __version__
+    from hatrade.io.atomic import jsonable
+
+    return jsonable(
+        {
+            "kind": _KIND,
+            "name": cfg.name,
+            "hatrade_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "countries": list(cfg.world.countries),
+            "decentralized_source": source,
+            **report,
+            "parameters": cfg.to_dict(),
+        }
+    )
+
+
+def _write_folder(folder, table, summary: dict, name: str, weights: str) -> None:
+    """Write the efficient-allocation folder (:data:`EFFICIENT_FILES`) in one swap."""
+    from hatrade.io.atomic import write_json
+    from hatrade.plots.efficient import save_efficient_trade
+
+    with folder.replace() as tmp:
+        table.to_csv(tmp / "efficient_trade.csv", index=False, na_rep="", float_format="%.17g")
+        write_json(tmp / "summary.json", summary, indent=2)
+        save_efficient_trade(
+            table,
+            tmp / "efficient_trade.png",
+            title=f"Efficient ({weights} weights) vs. decentralized trade: {name}",
+        )
 
 
 def _print(summary: dict, out: Path) -> None:

@@ -173,9 +173,7 @@ def elasticities_command(
     ),
 ) -> None:
     """Trade elasticities of one country by partner (Proposition 1, exact AD); write elasticities.csv, summary.json, micro.nc, elasticities.png."""
-    from hatrade.analysis.elasticity import TABLE_COLUMNS, longrun_elasticities, trade_elasticities
     from hatrade.io.folders import prepare_output
-    from hatrade.plots.elasticity import partner_elasticities_figure, save_figure
 
     cfg = load_world_config(calibration, config)
     code = _check_country(cfg, country)
@@ -186,52 +184,83 @@ def elasticities_command(
     )
     with progress() as prog:
         eq, source = _equilibrium(cfg, prog)
-        task = prog.add_task(
-            "Elasticities (forward-mode AD through the household problem; "
-            "the first call compiles)...",
-            total=None,
-        )
-        if longrun:
-            lr = longrun_elasticities(eq, code)
-            res = lr.impact
-        else:
-            lr, res = None, trade_elasticities(eq, code)
-        prog.finish(
-            task, description=f"Elasticities: theta = {res.theta:.4f} ({res.seconds:.1f} s)"
-        )
-        table = res.table[list(TABLE_COLUMNS) + ["weight"]].copy()
-        if lr is not None:
-            table["theta_longrun"] = (
-                lr.table.set_index("partner").loc[table["partner"], "theta_longrun"].to_numpy()
-            )
-        summary = {**_header("elasticities", cfg.name, code, source), **res.summary()}
-        summary["kind"] = "elasticities"
-        summary["theta_definition"] = (
-            "impact elasticity d log(M_ij/M_ii) / d log p_ij "
-            "(Proposition 1): w, R and the stationary "
-            "distribution fixed; trade-share-weighted over partners"
-        )
-        if lr is not None:
-            summary["theta_longrun"] = lr.theta_longrun
-            summary["theta_longrun_definition"] = (
-                "stationary distribution re-solved at the new policies; w and R still fixed"
-            )
-        summary["parameters"] = cfg.to_dict()
-        ds = res.micro.copy()
-        ds.attrs.update(name=cfg.name, **{k: summary[k] for k in ("hatrade_version", "created")})
-        with folder.replace() as tmp:
-            table.to_csv(tmp / "elasticities.csv", index=False, float_format="%.17g")
-            _write_json(tmp / "summary.json", summary)
-            ds.to_netcdf(tmp / "micro.nc", engine="h5netcdf")
-            save_figure(
-                partner_elasticities_figure(
-                    res, longrun=lr, title=f"{code} trade elasticities: {cfg.name}"
-                ),
-                tmp / "elasticities.png",
-            )
+        res, lr = _elasticities(prog, eq, code, longrun)
+        table = _elasticity_table(res, lr)
+        summary = _elasticity_summary(cfg, code, source, res, lr)
+        _write_elasticities(folder, cfg.name, code, res, lr, table, summary)
         log.info("wrote %s (%s)", out, ", ".join(ELASTICITY_FILES))
+    _print_elasticities(table, res, lr, code, cfg.name)
+    console.print(f"Wrote {escape(str(out))}")
 
-    tab = Table(title=f"Trade elasticities of {code} ({cfg.name})", title_justify="left")
+
+def _elasticities(prog, eq, code: str, longrun: bool):
+    """(the impact elasticities, the long-run ones or None without ``--longrun``) of
+    ``code``, with progress."""
+    from hatrade.analysis.elasticity import longrun_elasticities, trade_elasticities
+
+    task = prog.add_task(
+        "Elasticities (forward-mode AD through the household problem; the first call compiles)...",
+        total=None,
+    )
+    if longrun:
+        lr = longrun_elasticities(eq, code)
+        res = lr.impact
+    else:
+        lr, res = None, trade_elasticities(eq, code)
+    prog.finish(task, description=f"Elasticities: theta = {res.theta:.4f} ({res.seconds:.1f} s)")
+    return res, lr
+
+
+def _elasticity_table(res, lr):
+    """elasticities.csv: one row per partner (``theta_longrun`` with the long run)."""
+    from hatrade.analysis.elasticity import TABLE_COLUMNS
+
+    table = res.table[list(TABLE_COLUMNS) + ["weight"]].copy()
+    if lr is not None:
+        table["theta_longrun"] = (
+            lr.table.set_index("partner").loc[table["partner"], "theta_longrun"].to_numpy()
+        )
+    return table
+
+
+def _elasticity_summary(cfg, code: str, source: str, res, lr) -> dict:
+    """summary.json of ``hatrade elasticities``."""
+    summary = {**_header("elasticities", cfg.name, code, source), **res.summary()}
+    summary["kind"] = "elasticities"
+    summary["theta_definition"] = (
+        "impact elasticity d log(M_ij/M_ii) / d log p_ij "
+        "(Proposition 1): w, R and the stationary "
+        "distribution fixed; trade-share-weighted over partners"
+    )
+    if lr is not None:
+        summary["theta_longrun"] = lr.theta_longrun
+        summary["theta_longrun_definition"] = (
+            "stationary distribution re-solved at the new policies; w and R still fixed"
+        )
+    summary["parameters"] = cfg.to_dict()
+    return summary
+
+
+def _write_elasticities(folder, name: str, code: str, res, lr, table, summary: dict) -> None:
+    """Write the elasticities folder (:data:`ELASTICITY_FILES`) in one swap."""
+    from hatrade.plots.elasticity import partner_elasticities_figure, save_figure
+
+    ds = res.micro.copy()
+    ds.attrs.update(name=name, **{k: summary[k] for k in ("hatrade_version", "created")})
+    with folder.replace() as tmp:
+        table.to_csv(tmp / "elasticities.csv", index=False, float_format="%.17g")
+        _write_json(tmp / "summary.json", summary)
+        ds.to_netcdf(tmp / "micro.nc", engine="h5netcdf")
+        save_figure(
+            partner_elasticities_figure(
+                res, longrun=lr, title=f"{code} trade elasticities: {name}"
+            ),
+            tmp / "elasticities.png",
+        )
+
+
+def _print_elasticities(table, res, lr, code: str, name: str) -> None:
+    tab = Table(title=f"Trade elasticities of {code} ({name})", title_justify="left")
     cols = ["partner", "theta", "extensive", "intensive", "price", "trade share"]
     if lr is not None:
         cols.append("long run")
@@ -254,7 +283,6 @@ def elasticities_command(
     if lr is not None:
         line += f"; long run (distribution re-solved): {lr.theta_longrun:.4f}"
     console.print(line)
-    console.print(f"Wrote {escape(str(out))}")
 
 
 def _check_transfer(transfer: float) -> None:
@@ -295,9 +323,8 @@ def households_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the simulation."),
 ) -> None:
     """Household cross-section of one country: import shares, trade elasticities and MPCs by income and expenditure group; write micro_table.csv, cross_section.csv, micro_table.png, summary.json."""
-    from hatrade.analysis.cross_section import cross_section, micro_table, simulate_households
+    from hatrade.analysis.cross_section import cross_section, micro_table
     from hatrade.io.folders import prepare_output
-    from hatrade.plots.elasticity import micro_table_figure, save_figure
 
     _check_transfer(transfer)
     cfg = load_world_config(calibration, config)
@@ -314,51 +341,72 @@ def households_command(
         xs = cross_section(eq, code, transfer=transfer)
         table = micro_table(xs)
         prog.finish(task, description="Cross-section done")
-        sim_table = None
-        if simulate:
-            task = prog.add_task(f"Simulating {simulate} households (seed {seed})...", total=None)
-            sim_table = micro_table(simulate_households(eq, code, n=simulate, seed=seed, xs=xs))
-            prog.finish(task, description=f"Simulated {simulate} households")
-        t = xs.table
-        summary = {
-            **_header("households", cfg.name, code, source),
-            "transfer": transfer,
-            "mpc_definition": "sum_j pi_j p_ij (c_j(T + transfer) - c_j(T)) / transfer, "
-            "one EGM step with next period's policies and the choice "
-            "probabilities held fixed",
-            "weights": "exact, by the stationary distribution (tied states split "
-            "proportionally at group boundaries)",
-            "mean": {
-                c: float((t[c] * t["mass"]).sum())
-                for c in (
-                    "import_share",
-                    "elasticity",
-                    "mpc",
-                    "labor_income",
-                    "expenditure",
-                    "assets",
-                )
-            },
-            "theta_country": xs.elasticities.theta,
-            "micro_table": table.to_dict(orient="records"),
-            "simulation": None if not simulate else {"n": simulate, "seed": seed},
-            "parameters": cfg.to_dict(),
-        }
-        with folder.replace() as tmp:
-            table.to_csv(tmp / "micro_table.csv", index=False, float_format="%.17g")
-            t.to_csv(tmp / "cross_section.csv", index=False, float_format="%.17g")
-            if sim_table is not None:
-                sim_table.to_csv(
-                    tmp / "micro_table_simulated.csv", index=False, float_format="%.17g"
-                )
-            _write_json(tmp / "summary.json", summary)
-            save_figure(
-                micro_table_figure(table, title=f"{code} households: {cfg.name}"),
-                tmp / "micro_table.png",
-            )
+        sim_table = _simulated_table(prog, eq, code, xs, simulate, seed) if simulate else None
+        summary = _households_summary(cfg, code, source, transfer, xs, table, simulate, seed)
+        _write_households(folder, cfg.name, code, table, xs.table, sim_table, summary)
         log.info("wrote %s (%s)", out, ", ".join(HOUSEHOLD_FILES))
+    _print_households(table, code, cfg.name)
+    console.print(f"Wrote {escape(str(out))}")
 
-    tab = Table(title=f"Households of {code} ({cfg.name}): exact weights", title_justify="left")
+
+def _simulated_table(prog, eq, code: str, xs, simulate: int, seed: int):
+    """The micro table of ``simulate`` seeded simulated households, with progress."""
+    from hatrade.analysis.cross_section import micro_table, simulate_households
+
+    task = prog.add_task(f"Simulating {simulate} households (seed {seed})...", total=None)
+    sim_table = micro_table(simulate_households(eq, code, n=simulate, seed=seed, xs=xs))
+    prog.finish(task, description=f"Simulated {simulate} households")
+    return sim_table
+
+
+def _households_summary(cfg, code, source, transfer, xs, table, simulate, seed) -> dict:
+    """summary.json of ``hatrade households``."""
+    t = xs.table
+    return {
+        **_header("households", cfg.name, code, source),
+        "transfer": transfer,
+        "mpc_definition": "sum_j pi_j p_ij (c_j(T + transfer) - c_j(T)) / transfer, "
+        "one EGM step with next period's policies and the choice "
+        "probabilities held fixed",
+        "weights": "exact, by the stationary distribution (tied states split "
+        "proportionally at group boundaries)",
+        "mean": {
+            c: float((t[c] * t["mass"]).sum())
+            for c in (
+                "import_share",
+                "elasticity",
+                "mpc",
+                "labor_income",
+                "expenditure",
+                "assets",
+            )
+        },
+        "theta_country": xs.elasticities.theta,
+        "micro_table": table.to_dict(orient="records"),
+        "simulation": None if not simulate else {"n": simulate, "seed": seed},
+        "parameters": cfg.to_dict(),
+    }
+
+
+def _write_households(folder, name, code, table, cross, sim_table, summary: dict) -> None:
+    """Write the households folder (:data:`HOUSEHOLD_FILES`, and micro_table_simulated.csv
+    with ``--simulate``) in one swap."""
+    from hatrade.plots.elasticity import micro_table_figure, save_figure
+
+    with folder.replace() as tmp:
+        table.to_csv(tmp / "micro_table.csv", index=False, float_format="%.17g")
+        cross.to_csv(tmp / "cross_section.csv", index=False, float_format="%.17g")
+        if sim_table is not None:
+            sim_table.to_csv(tmp / "micro_table_simulated.csv", index=False, float_format="%.17g")
+        _write_json(tmp / "summary.json", summary)
+        save_figure(
+            micro_table_figure(table, title=f"{code} households: {name}"),
+            tmp / "micro_table.png",
+        )
+
+
+def _print_households(table, code: str, name: str) -> None:
+    tab = Table(title=f"Households of {code} ({name}): exact weights", title_justify="left")
     for c in ("grouping", "group", "import share", "elasticity", "MPC", "mass"):
         tab.add_column(c, justify="left" if c in ("grouping", "group") else "right")
     for _, r in table.iterrows():
@@ -371,4 +419,3 @@ def households_command(
             f"{r['mass']:.3f}",
         )
     print_table(tab)
-    console.print(f"Wrote {escape(str(out))}")

@@ -1,22 +1,26 @@
 """The scenario options shared by ``hatrade counterfactual`` and ``hatrade transition``.
 
 Each ``*_option`` function returns a new typer option (typer options are not shared between
-commands); :func:`scenario_from_options` turns the values into a checked
+commands); a command bundles the values it parsed into one :class:`ScenarioOptions`, whose
+:meth:`~ScenarioOptions.scenario` (:func:`scenario_from_options`) turns them into a checked
 :class:`~hatrade.analysis.counterfactual.Scenario`, and :func:`base_world` resolves
 ``--calibration`` / ``--config`` into the baseline world.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional, Sequence
 
 import typer
 
 from hatrade.core.errors import ParameterError
 
-from ._common import fail
+from ._common import calibration_option, config_option, fail
 
 __all__ = [
+    "ScenarioOptions",
     "importer_option",
     "exporter_option",
     "pair_option",
@@ -30,6 +34,8 @@ __all__ = [
     "forbid_d_below_one_option",
     "allow_d_below_one_option",
     "name_option",
+    "baseline_calibration_option",
+    "baseline_config_option",
     "parse_changes",
     "scenario_from_options",
     "base_world",
@@ -38,7 +44,50 @@ __all__ = [
     "check_n_nodes",
     "check_name",
     "default_name",
+    "run_folder",
+    "run_label",
 ]
+
+
+@dataclass(frozen=True)
+class ScenarioOptions:
+    """The scenario options of one command as typer parsed them, passed on as one bundle.
+
+    The fields are the keywords of :func:`scenario_from_options` (``all_pairs`` is
+    ``--global``); a command leaves the options it does not have at their defaults.
+    """
+
+    importer: Optional[str] = None
+    exporter: Optional[str] = None
+    pair: Optional[Sequence[str]] = None
+    symmetric: bool = False
+    all_pairs: bool = False
+    trade_cost_change: float = 0.0
+    tariff_change: float = 0.0
+    tariff: Optional[float] = None
+    tfp: Optional[Sequence[str]] = None
+    labor: Optional[Sequence[str]] = None
+    financial: Optional[str] = None
+    rebate: Optional[str] = None
+    labor_tax: Optional[Sequence[str]] = None
+    forbid_d_below_one: bool = False
+    allow_d_below_one: bool = False
+
+    def scenario(self, name: Optional[str]):
+        """The checked :class:`~hatrade.analysis.counterfactual.Scenario` named ``name``
+        (or a name made from the selection and the change): :func:`scenario_from_options`."""
+        return scenario_from_options(name, **asdict(self))
+
+    def given(self) -> list[str]:
+        """The options given that change the economy (not their defaults), as flags
+        (``--importer``, ``--global``, ...); the ``--*-d-below-one`` switches are not
+        changes."""
+        skip = ("forbid_d_below_one", "allow_d_below_one")
+        return [
+            "--" + ("global" if f.name == "all_pairs" else f.name.replace("_", "-"))
+            for f in fields(self)
+            if f.name not in skip and getattr(self, f.name) not in (None, False, 0.0, [])
+        ]
 
 
 def importer_option():
@@ -137,6 +186,14 @@ def name_option():
     return typer.Option(None, "--name", help="Name of the run.")
 
 
+def baseline_calibration_option():
+    return calibration_option("The shipped calibration of the baseline world (default: baseline).")
+
+
+def baseline_config_option():
+    return config_option("A world TOML file (as for hatrade solve) instead of a calibration.")
+
+
 def parse_changes(items: list[str] | None, what: str) -> dict:
     """``CODE=CHANGE`` items (``--tfp``, ``--labor``) as {code: change}."""
     out = {}
@@ -215,6 +272,20 @@ def base_world(calibration, config):
     from hatrade.core.worlds import ek_world
 
     return cal_name, None, ek_world(cal_name), f"calibration:{cal_name}"
+
+
+def run_label(cal_name: str, config) -> str:
+    """The run's label in its summary and figures: ``HA <calibration>`` or ``HA model``
+    (``--config``)."""
+    return f"HA {cal_name}" if config is None else "HA model"
+
+
+def run_folder(out, kind: str, cal_name: str, config, name: str) -> Path:
+    """``--out``, or the default ``results/<kind>-<calibration or config stem>-<name>``."""
+    if out is None:
+        base = cal_name if config is None else Path(config).stem
+        out = Path("results") / f"{kind}-{base}-{name}"
+    return Path(out)
 
 
 def default_name(importer, exporter, all_pairs, pairs, trade_cost_change) -> str:

@@ -27,19 +27,13 @@ from rich.table import Table
 
 from hatrade.core.errors import EquilibriumError, ParameterError
 
-from ._common import (
-    calibration_option,
-    config_option,
-    err_console,
-    fail,
-    handle_errors,
-    out_option,
-    print_table,
-    progress,
-)
+from ._common import err_console, fail, handle_errors, out_option, print_table, progress
 from .scenario_options import (
+    ScenarioOptions,
     allow_d_below_one_option,
     base_world,
+    baseline_calibration_option,
+    baseline_config_option,
     baseline_equilibrium_of,
     check_n_nodes,
     exporter_option,
@@ -53,7 +47,8 @@ from .scenario_options import (
     name_option,
     pair_option,
     rebate_option,
-    scenario_from_options,
+    run_folder,
+    run_label,
     symmetric_option,
     tariff_change_option,
     tfp_option,
@@ -107,12 +102,8 @@ def transition_command(
     linear: bool = typer.Option(
         False, "--linear", help="The first-order (impulse-response) path instead."
     ),
-    calibration: Optional[CalibrationName] = calibration_option(
-        "The shipped calibration of the baseline world (default: baseline)."
-    ),
-    config: Optional[Path] = config_option(
-        "A world TOML file (as for hatrade solve) instead of a calibration."
-    ),
+    calibration: Optional[CalibrationName] = baseline_calibration_option(),
+    config: Optional[Path] = baseline_config_option(),
     country: Optional[str] = typer.Option(
         None, "--country", help="Whose welfare (default: the importer, else USA or the first)."
     ),
@@ -127,7 +118,7 @@ def transition_command(
 
     # ---- everything (options, files, folders) is checked before any solve
     cal_name, cfg, world0, source = base_world(calibration, config)
-    scenario_opts = dict(
+    options = ScenarioOptions(
         importer=importer,
         exporter=exporter,
         pair=pair,
@@ -144,22 +135,18 @@ def transition_command(
         allow_d_below_one=allow_d_below_one,
     )
     check_horizon(periods, news_date)
-    shock, name = _shock(path, name, scenario_opts, world0, periods, news_date)
+    shock, name = _shock(path, name, options, world0, periods, news_date)
     who = welfare_country(country, world0, shock)
     check_n_nodes(n_nodes)
-    if out is None:
-        base = cal_name if config is None else Path(config).stem
-        out = Path("results") / f"transition-{base}-{name}"
-    out = Path(out)
+    out = run_folder(out, _KIND, cal_name, config, name)
     folder = prepare_output(out, _KIND, what="transition")
     err_console.print(
         f"[bold]{escape(name)}[/bold]: {world0.M} countries ({escape(source)}), T = {periods}"
         f"{', linear' if linear else ''}; welfare of {who} at t = 0."
     )
-    label = f"HA {cal_name}" if config is None else "HA model"
     with progress() as prog:
         tr, wel = _solve(prog, cal_name, cfg, shock, who, periods, news_date, linear, n_nodes)
-        header = dict(name=name, label=label, source=source)
+        header = dict(name=name, label=run_label(cal_name, config), source=source)
         if path is not None:
             header["path_file"] = str(path)
         summary = _write_folder(folder, tr, wel, **header)
@@ -177,7 +164,7 @@ def check_horizon(periods: int, news_date: int) -> None:
         )
 
 
-def _shock(path, name, scenario_opts: dict, world0, periods: int, news_date: int):
+def _shock(path, name, options: ScenarioOptions, world0, periods: int, news_date: int):
     """(the shock for :func:`~hatrade.analysis.transition.run_transition`, the run's name):
     the path table (read and checked) or the scenario (checked on the world)."""
     from hatrade.analysis.counterfactual import apply_scenario
@@ -187,23 +174,16 @@ def _shock(path, name, scenario_opts: dict, world0, periods: int, news_date: int
     from .scenario_options import check_name
 
     if path is None:
-        scenario = scenario_from_options(name, **scenario_opts)
+        scenario = options.scenario(name)
         check_transition_scenario(
             scenario, world0, financial="--financial", news_date=news_date,
             news_field="--news-date",
         )  # fmt: skip
         apply_scenario(world0, scenario)  # raises, or warns once, before solving
         return scenario, scenario.name
-    given = [
-        k
-        for k, v in scenario_opts.items()
-        if k not in ("forbid_d_below_one", "allow_d_below_one") and v not in (None, False, 0.0, [])
-    ]
+    given = options.given()
     if given:
-        opts = ", ".join(
-            "--" + ("global" if k == "all_pairs" else k.replace("_", "-")) for k in given
-        )
-        fail(f"give either --path or scenario options ({opts}), not both.")
+        fail(f"give either --path or scenario options ({', '.join(given)}), not both.")
     if news_date:
         fail("--news-date is not allowed with --path: the table's periods are the dates.")
     table = read_path_table(path, world0.countries, periods)
