@@ -33,14 +33,12 @@ MAX_FUNCTION_LINES = 80
 
 # Modules over MAX_MODULE_LINES today: path relative to src/ -> its line count. An entry may
 # not grow; remove it once the module fits.
-MODULE_LINES_ALLOWED: dict[str, int] = {
-}
+MODULE_LINES_ALLOWED: dict[str, int] = {}
 
 # Functions over MAX_FUNCTION_LINES today: "path relative to src/::qualified name" -> its
 # length in lines (from the `def` line to the last line, without the docstring). An entry
 # may not grow; remove it once the function fits.
-FUNCTION_LINES_ALLOWED: dict[str, int] = {
-}
+FUNCTION_LINES_ALLOWED: dict[str, int] = {}
 
 
 # ------------------------------------------------------------------------------------------
