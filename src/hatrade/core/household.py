@@ -229,8 +229,9 @@ def step(
     log and one exp per point for both (see :func:`egm_step`).
 
     ``p_next`` and ``R_next`` (default: ``prm.p`` and ``prm.R``) are next period's goods
-    prices and return, for a step along a transition path (``benchmarks/welfare_transition.py``):
-    (c, mu, v) are then next period's and ``prm`` holds this period's prices and income.
+    prices and return, for a step along a transition path (the backward pass of
+    :mod:`hatrade.core.path`): (c, mu, v) are then next period's and ``prm`` holds this
+    period's prices and income.
 
     ``grid_next`` (Na,), ``sigma_next`` and ``psi_next`` (Nz, M) (default: ``prm.a_grid``,
     ``prm.sigma``, ``prm.psi``) are next period's asset grid and taste-shock parameters,

@@ -71,9 +71,11 @@ state when wages and R are held fixed:
 ``tests/test_welfare.py::test_log_preferences_finite_cut_lucas_gain_is_acr_in_every_state``),
 and below the EV of every state. The EV lies above the Lucas measure where cash on hand
 :math:`Ra + wz` is below spending (borrowers) and below it for savers. The cause of the gap
-and the definitions tried (``benchmarks/welfare_definitions.py``,
-``benchmarks/welfare_transition.py``) are in docs/model.md section 8;
-``tests/test_welfare.py::test_published_log_model_gains`` records the gap (strict xfail).
+is in docs/model.md section 8, the definitions tried (``benchmarks/welfare_definitions.py``;
+the EV at the start of the transition path, :mod:`hatrade.welfare.transition`, moves the
+log model's unilateral mean by +0.009 points: ``benchmarks/welfare_transition.py``) in
+docs/differences.md; ``tests/test_welfare.py::test_published_log_model_gains`` records the
+gap (strict xfail).
 """
 
 from __future__ import annotations
