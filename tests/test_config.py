@@ -123,6 +123,15 @@ def test_income_kmp_parameters():
     assert income_process(cfg.household).z.size == 3
 
 
+def test_too_much_memory_names_the_grid_and_the_income_states(monkeypatch):
+    """The memory refusal names every field of the product it is about (whatever the
+    machine: the limit is set), not only the asset grid."""
+    monkeypatch.setenv("HATRADE_MEMORY_LIMIT", str(2**20))  # 1 MiB
+    msg = _error(BASE + "\n[income]\nn_perm = 50\nn_iid = 2\n")
+    assert msg.startswith("cfg.toml: [household] n_a, [income] n_perm, n_iid, [world] countries: ")
+    assert "needs about" in msg and "HATRADE_MEMORY_LIMIT" in msg
+
+
 def test_income_explicit_chain():
     text = BASE + "\n[income]\nz = [0.5, 1.5]\ntransition = [[0.9, 0.1], [0.2, 0.8]]\n"
     cfg = loads_config(text)

@@ -493,4 +493,4 @@ def _check_memory(runs, world, household, n_z: int, errors: list[str]) -> None:
     try:
         check_world_memory(world.M, n_a, n_z)
     except ParameterError as err:
-        errors.append(f"household n_a = {n_a}: {err}")
+        errors.append(f"household n_a = {n_a} with {n_z} income states: {err}")

@@ -256,8 +256,10 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
     n_z = household.n_perm * household.n_iid if explicit_income is None else explicit_income.z.size
     try:
         check_world_memory(world.M, household.n_a, n_z)
-    except ParameterError as err:
-        raise ctx.error(field_where("household", "n_a"), str(err)) from None
+    except ParameterError as err:  # the fields whose product is too large
+        states = "[income] z" if explicit_income is not None else "[income] n_perm, n_iid"
+        where = f"{field_where('household', 'n_a')}, {states}, [world] countries"
+        raise ctx.error(where, str(err)) from None
     return SolveConfig(
         name=name, world=world, household=household, income=explicit_income, source=source, **solve
     )
