@@ -13,8 +13,9 @@
     counted. Peak memory: the process's maximum resident set size (getrusage).
 
 (c) ``--horizons``: where the fake-news passes stop (docs/transitions.md): for each country
-    of the baseline, at T = 300 and the default truncation (1e-12), the horizons of the
-    backward pass and the expectation vectors kept, and how fast news effects decay (the
+    at the baseline steady state, T = 300, the default truncation (1e-12) and every input
+    direction (the solver takes the terminal steady state and the unknowns' directions,
+    which decay alike), the horizons of the backward pass and the expectation vectors kept, and how fast news effects decay (the
     largest effect of news about period s, per 25 periods, from a log-linear fit).
 
     python benchmarks/transition.py [--jacobian] [--us-cut] [--horizons] [--periods 300]
@@ -174,8 +175,8 @@ def bench_horizons(T: int) -> None:
         s = np.arange(peak.size)
         keep = peak > 0
         slope = np.polyfit(s[keep], np.log10(peak[keep]), 1)[0]
-        rows.append((c, F.shape[2], F.shape[0], 10 ** (25 * slope)))
-        print(f"{c}: {F.shape[2]} horizons, {F.shape[0]} expectation rows of {T + 1}; "
+        rows.append((c, F.shape[2], F.shape[0] - 1, 10 ** (25 * slope)))  # row 0: Y_s
+        print(f"{c}: {F.shape[2]} horizons of {T + 1}, {F.shape[0] - 1} expectation vectors of {T}; "
               f"decay per 25 periods {rows[-1][3]:.1e}", flush=True)  # fmt: skip
     S = np.array([r[1] for r in rows])
     d = np.array([r[3] for r in rows])

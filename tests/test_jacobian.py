@@ -1,6 +1,6 @@
 """The equilibrium Jacobian composed from the household block (hatrade.core.jacobian).
 
-The reference is ``hatrade.solve.newton.reference_jacobian``: forward mode through the whole world, one
+The reference is ``hatrade.solve.world_residual.reference_jacobian``: forward mode through the whole world, one
 direction per unknown. The composed Jacobian (M + 2 or M + 3 block directions and the
 chain rule through the price and market-clearing maps) must equal it in every layout of
 unknowns. Small worlds (3 countries, n_a = 20, 6 income states) except one slow check on
@@ -26,8 +26,8 @@ from hatrade.core.jacobian import (
 )
 from hatrade.core.markets import Layout, initial_states, model_arrays
 from hatrade.solve.equilibrium import EquilibriumJacobian
-from hatrade.solve.newton import reference_jacobian as _jacobian
-from hatrade.solve.newton import residual as _residual
+from hatrade.solve.world_residual import reference_jacobian as _jacobian
+from hatrade.solve.world_residual import residual as _residual
 
 HH = Household(n_a=20, n_perm=3, n_iid=2, beta=0.93)
 TARIFFS = np.array([[0.0, 0.2, 0.1], [0.1, 0.0, 0.15], [0.05, 0.2, 0.0]])

@@ -48,7 +48,7 @@ Outer loop (:func:`calibrate_micro`)
     calibrations are converged tightly (``inner_tol``) so that the differences are clean.
     When a step fails to reduce the residual after backtracking, the Jacobian is recomputed
     by differences once; if that does not help either, the loop stops with
-    :class:`~hatrade.calibration.calibrate.CalibrationError` naming the targets that are off,
+    :class:`~hatrade.calibration.result.CalibrationError` naming the targets that are off,
     the best point saved. Every outer step is logged and checkpointed (JSON, atomic);
     ``resume=True`` continues from the checkpoint (the current point, Jacobian and warm
     start).

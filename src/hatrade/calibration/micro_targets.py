@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from hatrade.analysis.cross_section import INCOME_GROUPS, group_weights
+from hatrade.analysis.groups import INCOME_GROUPS, group_weights
 from hatrade.calibration.home_share import home_share_gaps
 from hatrade.core.params import Household, ParameterError
 from hatrade.io.validate import (

@@ -131,7 +131,9 @@ def counterfactual_command(
     calibration: Optional[CalibrationName] = baseline_calibration_option(),
     config: Optional[Path] = baseline_config_option(),
     countries: Optional[str] = _countries_option(),
-    out: Optional[Path] = out_option("Output folder (default results/counterfactual-<name>)."),
+    out: Optional[Path] = out_option(
+        "Output folder (default results/counterfactual-<calibration or config>-<name>)."
+    ),
     verify_ev: bool = _verify_ev_option(),
     n_nodes: int = n_nodes_option(),
     forbid_d_below_one: bool = forbid_d_below_one_option(),

@@ -2,14 +2,14 @@
 
 Each ``*_option`` function returns a new typer option (typer options are not shared between
 commands); a command bundles the values it parsed into one :class:`ScenarioOptions`, whose
-:meth:`~ScenarioOptions.scenario` (:func:`scenario_from_options`) turns them into a checked
+:meth:`~ScenarioOptions.scenario` turns them into a checked
 :class:`~hatrade.analysis.counterfactual.Scenario`, and :func:`base_world` resolves
 ``--calibration`` / ``--config`` into the baseline world.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -53,8 +53,8 @@ __all__ = [
 class ScenarioOptions:
     """The scenario options of one command as typer parsed them, passed on as one bundle.
 
-    The fields are the keywords of :func:`scenario_from_options` (``all_pairs`` is
-    ``--global``); a command leaves the options it does not have at their defaults.
+    One field per option (``all_pairs`` is ``--global``); a command leaves the options it
+    does not have at their defaults.
     """
 
     importer: Optional[str] = None
@@ -75,8 +75,36 @@ class ScenarioOptions:
 
     def scenario(self, name: Optional[str]):
         """The checked :class:`~hatrade.analysis.counterfactual.Scenario` named ``name``
-        (or a name made from the selection and the change): :func:`scenario_from_options`."""
-        return scenario_from_options(name, **asdict(self))
+        (or a name made from the selection and the change)."""
+        from hatrade.analysis.counterfactual import Scenario, parse_pairs
+        from hatrade.analysis.instruments import parse_assignments
+
+        if self.forbid_d_below_one and self.allow_d_below_one:
+            fail("give either --forbid-d-below-one or --allow-d-below-one, not both.")
+        pairs = parse_pairs(list(self.pair) if self.pair else None)
+        if name is None:
+            name = default_name(
+                self.importer, self.exporter, self.all_pairs, pairs, self.trade_cost_change
+            )
+        else:
+            check_name(name)
+        return Scenario(
+            name=name,
+            trade_cost_change=self.trade_cost_change,
+            importer=self.importer,
+            exporter=self.exporter,
+            pairs=pairs,
+            symmetric=self.symmetric,
+            all_pairs=self.all_pairs,
+            tariff_change=self.tariff_change,
+            tfp_change=parse_changes(self.tfp, "tfp"),
+            labor_change=parse_changes(self.labor, "labor"),
+            financial=self.financial,
+            allow_d_below_one=not self.forbid_d_below_one,
+            tariff=self.tariff,
+            rebate=self.rebate,
+            labor_tax=parse_assignments(self.labor_tax, "--labor-tax"),
+        )
 
     def given(self) -> list[str]:
         """The options given that change the economy (not their defaults), as flags
@@ -208,54 +236,10 @@ def parse_changes(items: list[str] | None, what: str) -> dict:
     return out
 
 
-def scenario_from_options(
-    name: Optional[str],
-    *,
-    importer=None,
-    exporter=None,
-    pair=None,
-    symmetric: bool = False,
-    all_pairs: bool = False,
-    trade_cost_change: float = 0.0,
-    tariff_change: float = 0.0,
-    tfp=None,
-    labor=None,
-    financial=None,
-    forbid_d_below_one: bool = False,
-    allow_d_below_one: bool = False,
-    tariff=None,
-    rebate=None,
-    labor_tax=None,
-):
-    """The :class:`~hatrade.analysis.counterfactual.Scenario` of the scenario options
-    (``name`` checked, or made from the selection and the change)."""
-    from hatrade.analysis.counterfactual import Scenario, parse_pairs
-    from hatrade.analysis.instruments import parse_assignments
-
-    if forbid_d_below_one and allow_d_below_one:
-        fail("give either --forbid-d-below-one or --allow-d-below-one, not both.")
-    pairs = parse_pairs(list(pair) if pair else None)
-    if name is None:
-        name = default_name(importer, exporter, all_pairs, pairs, trade_cost_change)
-    else:
-        check_name(name)
-    return Scenario(
-        name=name,
-        trade_cost_change=trade_cost_change,
-        importer=importer,
-        exporter=exporter,
-        pairs=pairs,
-        symmetric=symmetric,
-        all_pairs=all_pairs,
-        tariff_change=tariff_change,
-        tfp_change=parse_changes(tfp, "tfp"),
-        labor_change=parse_changes(labor, "labor"),
-        financial=financial,
-        allow_d_below_one=not forbid_d_below_one,
-        tariff=tariff,
-        rebate=rebate,
-        labor_tax=parse_assignments(labor_tax, "--labor-tax"),
-    )
+def scenario_from_options(name: Optional[str], **options):
+    """The :class:`~hatrade.analysis.counterfactual.Scenario` of the scenario options given
+    as keywords (the fields of :class:`ScenarioOptions`)."""
+    return ScenarioOptions(**options).scenario(name)
 
 
 def base_world(calibration, config):

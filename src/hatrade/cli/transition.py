@@ -107,7 +107,9 @@ def transition_command(
     country: Optional[str] = typer.Option(
         None, "--country", help="Whose welfare (default: the importer, else USA or the first)."
     ),
-    out: Optional[Path] = out_option("Output folder (default results/transition-<name>)."),
+    out: Optional[Path] = out_option(
+        "Output folder (default results/transition-<calibration or config>-<name>)."
+    ),
     n_nodes: int = n_nodes_option(),
     forbid_d_below_one: bool = forbid_d_below_one_option(),
     allow_d_below_one: bool = allow_d_below_one_option(),

@@ -18,8 +18,8 @@ household block maps paths of its inputs to paths of its aggregate outputs; the 
 
 Both passes run in chunks of horizons and stop once what remains is below a tolerance
 relative to what was computed (``tol``, default 1e-12): news about period s moves the
-policies by an amount that decays geometrically in s (about a factor 1e-3 per 25 periods
-in the baseline calibration), and :math:`\mathcal E_u` converges to its mean under the
+policies by an amount that decays geometrically in s (by 6e-5 to 2.5e-3 per 25 periods,
+depending on the country, in the baseline calibration: ``benchmarks/transition.py --horizons``), and :math:`\mathcal E_u` converges to its mean under the
 stationary distribution, beyond which :math:`\mathcal E_u \cdot \mathcal D_s = 0` since
 every :math:`\mathcal D_s` has zero mass. The product in step 3 is then one matrix
 product over the horizons and expectation vectors that matter (numpy, BLAS).

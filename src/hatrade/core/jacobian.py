@@ -513,8 +513,8 @@ def equilibrium_jacobian(arrs, layout, u, agg, block: HouseholdBlock) -> np.ndar
 
     Parameters
     ----------
-    arrs : model arrays (:func:`hatrade.solve.equilibrium.model_arrays`).
-    layout : the solver's unknowns (``hatrade.solve.equilibrium.Layout``).
+    arrs : model arrays (:func:`hatrade.core.markets.model_arrays`).
+    layout : the solver's unknowns (``hatrade.core.markets.Layout``).
     u : (n,) unknowns at which ``agg`` and ``block`` were computed.
     agg : aggregates at u (needs ``M``, ``A``, ``N``).
     block : :class:`HouseholdBlock` at u, with at least :func:`solver_directions`.

@@ -75,7 +75,7 @@ from hatrade.io.config_schema import (
     TOP_KEYS,
     ConfigContext,
     ConfigError,
-    check_keys,
+    check_table_keys,
     config_table,
     field_where,
     parse_household,
@@ -219,7 +219,7 @@ def parse_config(raw: dict, source: str = "<dict>", default_name: str = "custom"
     ctx = ConfigContext(source)
     if not isinstance(raw, dict):
         raise ctx.error("top level", "a configuration must be a table.")
-    check_keys(ctx, None, raw, TOP_KEYS)
+    check_table_keys(ctx, None, raw, TOP_KEYS)
 
     name = raw.get("name", default_name)
     try:

@@ -25,7 +25,7 @@ __all__ = [
     "TOP_KEYS",
     "KMP_KEYS",
     "field_where",
-    "check_keys",
+    "check_table_keys",
     "config_table",
     "parse_household",
     "parse_income",
@@ -70,7 +70,9 @@ def field_where(table: str | None, key: str | None = None) -> str:
     return f"[{table}] {key}" if key else f"[{table}]"
 
 
-def check_keys(ctx: ConfigContext, table: str | None, d: dict, allowed: tuple[str, ...]) -> None:
+def check_table_keys(
+    ctx: ConfigContext, table: str | None, d: dict, allowed: tuple[str, ...]
+) -> None:
     """Refuse keys of ``d`` (table ``table``; None: the top level) that are not in ``allowed``."""
     unknown = [k for k in d if k not in allowed]
     if unknown:
@@ -175,7 +177,7 @@ def config_table(ctx: ConfigContext, raw: dict, key: str, required: bool = False
 
 def parse_household(ctx: ConfigContext, hh_raw: dict) -> dict:
     """``[household]``: its keys checked and its numbers read (the Household keyword arguments)."""
-    check_keys(ctx, "household", hh_raw, _HOUSEHOLD_KEYS)
+    check_table_keys(ctx, "household", hh_raw, _HOUSEHOLD_KEYS)
     return {
         k: _number(ctx, "household", k, v, integer=k in _HOUSEHOLD_INT) for k, v in hh_raw.items()
     }
@@ -183,7 +185,7 @@ def parse_household(ctx: ConfigContext, hh_raw: dict) -> dict:
 
 def parse_income(ctx: ConfigContext, inc_raw: dict, hh_kw: dict) -> IncomeProcess | None:
     """``[income]``: Rouwenhorst parameters go into ``hh_kw``; an explicit chain is returned."""
-    check_keys(ctx, "income", inc_raw, KMP_KEYS + _MATRIX_KEYS)
+    check_table_keys(ctx, "income", inc_raw, KMP_KEYS + _MATRIX_KEYS)
     kmp = [k for k in inc_raw if k in KMP_KEYS]
     mat = [k for k in inc_raw if k in _MATRIX_KEYS]
     if kmp and mat:
@@ -247,7 +249,7 @@ def _parse_countries(ctx: ConfigContext, w_raw: dict) -> tuple[str, ...]:
 
 def parse_world(ctx: ConfigContext, w_raw: dict, source: str) -> World:
     """``[world]``: countries, TFP, labor, trade costs, tariffs and the financial regime."""
-    check_keys(ctx, "world", w_raw, _WORLD_KEYS)
+    check_table_keys(ctx, "world", w_raw, _WORLD_KEYS)
     countries = _parse_countries(ctx, w_raw)
     M = len(countries)
     tfp = _vector(ctx, "world", "tfp", w_raw["tfp"], countries) if "tfp" in w_raw else np.ones(M)
@@ -302,7 +304,7 @@ _SOLVE_INPUT_WHERE = {
 def parse_solve(ctx: ConfigContext, s_raw: dict, hh_kw: dict, world: World) -> dict:
     """``[solve]`` (and ``[household] beta``, removed from ``hh_kw``): the SolveConfig
     fields solve_for, R, beta, R_guess, beta_guess, wages, tol and max_iter."""
-    check_keys(ctx, "solve", s_raw, _SOLVE_KEYS)
+    check_table_keys(ctx, "solve", s_raw, _SOLVE_KEYS)
     if "beta" in s_raw and "beta" in hh_kw:
         raise ctx.error(
             field_where("solve", "beta"),

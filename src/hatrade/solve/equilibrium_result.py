@@ -42,7 +42,7 @@ class EquilibriumJacobian:
     """Jacobian of the excess demands in the unknowns, labeled.
 
     ``matrix[r, k]`` = d excess demand ``residuals[r]`` / d unknown ``unknowns[k]`` (the
-    solver's unknowns and relative excess demands, see :func:`solve_equilibrium`). Pass it as
+    solver's unknowns and relative excess demands, see :func:`hatrade.solve.equilibrium.solve_equilibrium`). Pass it as
     ``jacobian=`` to a solve with the same unknowns (the labels are checked). Behaves as an
     array (``np.asarray(J)``).
     """

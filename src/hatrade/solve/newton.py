@@ -16,9 +16,9 @@ Broyden's update
    \qquad s_u = u' - u,
 
 keeps it current, and a new one is made when it pays for itself
-(:func:`worth_new_jacobian`). Household solves are warm-started from the first-order
+(:func:`~hatrade.solve.broyden.worth_new_jacobian`). Household solves are warm-started from the first-order
 prediction of their states, solved inexactly while the excess demands are large
-(:meth:`SolverOptions.household_tol`) and to ``hh_tol`` before convergence is declared.
+(:meth:`~hatrade.solve.options.SolverOptions.household_tol`) and to ``hh_tol`` before convergence is declared.
 An optional coarse stage (:func:`coarse_stage`) finds the first step and Jacobian on a
 coarse asset grid (two-grid defect correction).
 
